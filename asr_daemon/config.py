@@ -1,0 +1,184 @@
+"""The one settings object: every knob of the daemon, read from `ASR_*` environment variables.
+
+Built once at the edge (the CLI, or the Granian app factory) and passed down explicitly; nothing in
+the package reads the environment on its own.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    """Effective configuration of asr-server. Every field maps to the variable `ASR_<FIELD>`."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="ASR_",
+        extra="ignore",
+        use_attribute_docstrings=True,
+        validate_default=True,
+    )
+
+    # --- network -------------------------------------------------------------------------
+    host: str = "127.0.0.1"
+    """Address to listen on for HTTP when no Unix socket is given. Loopback by default."""
+
+    port: int = Field(8765, ge=1, le=65535)
+    """TCP port to listen on (also the public port of the systemd socket unit)."""
+
+    uds: Path | None = None
+    """Listen on this Unix socket instead of host:port (used behind systemd-socket-proxyd)."""
+
+    # --- storage -------------------------------------------------------------------------
+    database_url: SecretStr = SecretStr("postgresql:///asr")
+    """PostgreSQL DSN (asyncpg/libpq syntax). The only source of truth. Treated as a secret."""
+
+    redis_url: SecretStr = SecretStr("redis://127.0.0.1:6379/0")
+    """Redis URL: doorbell, live events and rate limits only; the daemon works without it."""
+
+    state_dir: Path = Path("var/state")
+    """Durable state: `uploads/` (audio named by sha256) and `models/` (CTranslate2 models)."""
+
+    log_dir: Path | None = None
+    """Where `access.log` goes; None means `<state_dir>/log`."""
+
+    # --- model and device ----------------------------------------------------------------
+    model: str = "base"
+    """Default model name used when a request names none (or names an OpenAI id like `whisper-1`)."""
+
+    device: Literal["auto", "cuda", "cpu"] = "auto"
+    """Inference device: `auto` uses CUDA when a GPU is usable, otherwise the CPU."""
+
+    compute_type: str = "auto"
+    """CTranslate2 compute type: `auto` means float16 on CUDA and int8 on CPU."""
+
+    cpu_fallback: bool = True
+    """Fall back to the CPU (and retry the job) when CUDA fails at load or run time."""
+
+    cpu_threads: int = Field(0, ge=0)
+    """CPU threads per concurrent transcription; 0 divides the machine's cores among `workers`."""
+
+    workers: int = Field(2, ge=1, le=64)
+    """Transcriptions run at once in the process, sharing one loaded model (CTranslate2 num_workers)."""
+
+    model_idle_ttl: float = -1
+    """Seconds an unused model stays loaded: -1 keeps it, 0 unloads it right after each job."""
+
+    preload: bool = False
+    """Load the default model at start-up instead of on the first request."""
+
+    beam_size: int = Field(5, ge=1, le=20)
+    """Beam size used when a request does not ask otherwise (faster-whisper's default is 5)."""
+
+    batch_size: int = Field(0, ge=0, le=64)
+    """Use faster-whisper's batched pipeline with this batch size for long audio; 0 disables it."""
+
+    window_seconds: float = Field(600.0, ge=30)
+    """Audio longer than this is decoded and transcribed in windows, keeping memory bounded."""
+
+    # --- jobs ----------------------------------------------------------------------------
+    max_upload_bytes: int = Field(1 << 30, ge=1)
+    """Largest accepted upload in bytes; refused while streaming once it is exceeded (413)."""
+
+    max_audio_seconds: float = Field(4 * 3600, gt=0)
+    """Longest accepted audio duration in seconds (413 beyond it)."""
+
+    max_queued_jobs: int = Field(1000, ge=1)
+    """Bound of the queue: new jobs beyond it get 429 with Retry-After."""
+
+    max_attempts: int = Field(3, ge=1)
+    """Attempts before a job whose worker died (stale heartbeat) or hit an internal error fails."""
+
+    retry_backoff: float = Field(5.0, ge=0)
+    """Seconds before a retried job runs again, doubled at each attempt."""
+
+    heartbeat_interval: float = Field(5.0, gt=0)
+    """Seconds between heartbeats of a running job (also how often cancellation is checked)."""
+
+    stale_after: float = Field(30.0, gt=0)
+    """A running job whose heartbeat is older than this many seconds is handed back to the queue."""
+
+    poll_interval: float = Field(2.0, gt=0)
+    """Seconds between database polls when Redis cannot wake the worker or event streams."""
+
+    dedup: bool = True
+    """Return the stored transcript for the same audio, model and options instead of running again."""
+
+    sync_timeout: float = Field(3600.0, gt=0)
+    """Longest a synchronous /v1/audio request waits for its job before answering 504 with the job id."""
+
+    audio_retention_days: float = Field(30.0, ge=0)
+    """Uploaded audio of finished jobs is deleted after this many days; transcripts stay. 0 keeps it."""
+
+    webhook_secret: SecretStr | None = None
+    """HMAC-SHA256 key for the `X-Asr-Signature` header of webhook deliveries."""
+
+    webhook_attempts: int = Field(5, ge=1)
+    """Delivery attempts per webhook, with exponential backoff."""
+
+    webhook_timeout: float = Field(10.0, gt=0)
+    """Seconds one webhook delivery may take."""
+
+    # --- lifecycle -----------------------------------------------------------------------
+    idle_stop_after: float = Field(900.0, ge=0)
+    """Seconds without a request (and with no job queued or running) before the idle watcher stops us."""
+
+    drain_timeout: float = Field(60.0, ge=0)
+    """On SIGTERM, seconds a running job may take to finish before it is checkpointed and requeued."""
+
+    # --- logging -------------------------------------------------------------------------
+    log_level: str = "INFO"
+    """Level of the daemon's structured log on stderr."""
+
+    log_transcripts: bool = False
+    """Debug only: allow transcript text in logs. Off: transcripts and audio never reach a log."""
+
+    @property
+    def uploads_dir(self) -> Path:
+        """Directory holding uploaded audio, one file per sha256."""
+        return self.state_dir / "uploads"
+
+    @property
+    def models_dir(self) -> Path:
+        """Directory holding CTranslate2 models, one sub-directory per model name."""
+        return self.state_dir / "models"
+
+    @property
+    def access_log_path(self) -> Path:
+        """The JSON-lines access log the idle watcher reads."""
+        return (self.log_dir or self.state_dir / "log") / "access.log"
+
+    def threads_per_worker(self) -> int:
+        """CPU threads for one transcription: explicit, or the cores split among the workers."""
+        if self.cpu_threads:
+            return self.cpu_threads
+        return max(1, (os.cpu_count() or 1) // self.workers)
+
+    def masked(self) -> dict[str, object]:
+        """The settings as plain values with every secret replaced by `***` (for `config show`)."""
+        out: dict[str, object] = {}
+        for name in type(self).model_fields:
+            value = getattr(self, name)
+            if isinstance(value, SecretStr):
+                value = _mask_url(value.get_secret_value())
+            elif isinstance(value, Path):
+                value = str(value)
+            out[name] = value
+        return out
+
+
+def _mask_url(secret: str) -> str:
+    """Hide the password of a URL (`scheme://user:***@host`), or the whole value if it is not one."""
+    if "://" not in secret:
+        return "***"
+    scheme, rest = secret.split("://", 1)
+    if "@" in rest:
+        creds, host = rest.rsplit("@", 1)
+        user = creds.split(":", 1)[0]
+        return f"{scheme}://{user}:***@{host}" if ":" in creds else f"{scheme}://{user}@{host}"
+    return secret

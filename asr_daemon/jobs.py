@@ -1,0 +1,224 @@
+"""What a job is: its states, the transitions between them, and the options a request may set.
+
+Pure domain: imports nothing of the project, does no I/O. The database enforces the same
+transitions with guarded UPDATE statements (see `queries.py`).
+"""
+
+from __future__ import annotations
+
+import enum
+import hashlib
+import json
+import math
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+
+class Status(enum.StrEnum):
+    """Lifecycle of a job (column `jobs.status`)."""
+
+    #: accepted, waiting for a worker
+    QUEUED = "queued"
+    #: claimed by a worker that heartbeats
+    RUNNING = "running"
+    #: every segment stored
+    COMPLETED = "completed"
+    #: gave up: bad audio, or attempts exhausted
+    FAILED = "failed"
+    #: cancelled by a client before it completed
+    CANCELLED = "cancelled"
+
+
+TERMINAL = frozenset({Status.COMPLETED, Status.FAILED, Status.CANCELLED})
+
+#: Allowed transitions; anything else is refused by the guarded SQL statements.
+TRANSITIONS: dict[Status, frozenset[Status]] = {
+    Status.QUEUED: frozenset({Status.RUNNING, Status.CANCELLED}),
+    Status.RUNNING: frozenset({Status.COMPLETED, Status.FAILED, Status.CANCELLED, Status.QUEUED}),
+    Status.COMPLETED: frozenset(),
+    Status.FAILED: frozenset({Status.QUEUED}),  # `asrctl jobs retry`
+    Status.CANCELLED: frozenset({Status.QUEUED}),
+}
+
+
+def can_move(src: Status, dst: Status) -> bool:
+    """True when a job may go from `src` to `dst`."""
+    return dst in TRANSITIONS[src]
+
+
+class Task(enum.StrEnum):
+    """What Whisper is asked to do."""
+
+    TRANSCRIBE = "transcribe"
+    TRANSLATE = "translate"
+
+
+class ResponseFormat(enum.StrEnum):
+    """Renderings of a transcript (OpenAI's names)."""
+
+    JSON = "json"
+    TEXT = "text"
+    SRT = "srt"
+    VTT = "vtt"
+    VERBOSE_JSON = "verbose_json"
+
+
+LANGUAGES = frozenset(
+    "af am ar as az ba be bg bn bo br bs ca cs cy da de el en es et eu fa fi fo fr gl gu ha haw he hi "
+    "hr ht hu hy id is it ja jw ka kk km kn ko la lb ln lo lt lv mg mi mk ml mn mr ms mt my ne nl nn "
+    "no oc pa pl ps pt ro ru sa sd si sk sl sn so sq sr su sv sw ta te tg th tk tl tr tt uk ur uz vi "
+    "yi yo zh yue".split()
+)
+
+MAX_PROMPT_CHARS = 2000
+
+
+@dataclass(frozen=True)
+class Options:
+    """Everything that changes a transcript. Two jobs with equal options and audio agree."""
+
+    task: Task = Task.TRANSCRIBE
+    language: str | None = None
+    prompt: str | None = None
+    temperature: float | None = None
+    word_timestamps: bool = False
+    vad_filter: bool = False
+    beam_size: int | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        """Plain JSON-able form, stored in `jobs.options`."""
+        return {k: (str(v) if isinstance(v, enum.Enum) else v) for k, v in asdict(self).items()}
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> Options:
+        """Inverse of `to_json`; unknown keys are ignored (older rows, newer code)."""
+        known = {k: data[k] for k in cls.__dataclass_fields__ if k in data}
+        if "task" in known:
+            known["task"] = Task(known["task"])
+        return cls(**known)
+
+    def fingerprint(self, model: str, audio_sha256: str) -> str:
+        """Deduplication key: the same audio, model and options give the same key."""
+        blob = json.dumps([audio_sha256, model, self.to_json()], sort_keys=True)
+        return hashlib.sha256(blob.encode()).hexdigest()
+
+
+@dataclass
+class Request:
+    """A transcription request as parsed from the form: options plus how to deliver the result."""
+
+    options: Options
+    model: str | None = None
+    response_format: ResponseFormat = ResponseFormat.JSON
+    priority: int = 0
+    webhook_url: str | None = None
+    stream: bool = False
+    warnings: list[str] = field(default_factory=list)
+
+
+class Invalid(ValueError):
+    """A form field has a value we cannot accept; the message names the field."""
+
+
+_KNOWN_FIELDS = frozenset(
+    {
+        "model", "language", "prompt", "response_format", "temperature", "timestamp_granularities[]",
+        "timestamp_granularities", "task", "priority", "webhook_url", "stream", "vad_filter", "beam_size",
+        "include[]", "chunking_strategy",
+    }
+)
+
+
+def _one(form: Mapping[str, list[str]], name: str) -> str | None:
+    values = form.get(name)
+    if not values:
+        return None
+    if len(values) > 1 and len(set(values)) > 1:
+        raise Invalid(f"field {name!r} was given {len(values)} times with different values")
+    return values[0]
+
+
+def _bool(name: str, raw: str | None) -> bool:
+    if raw is None or raw == "":
+        return False
+    low = raw.strip().lower()
+    if low in {"true", "1", "yes", "on"}:
+        return True
+    if low in {"false", "0", "no", "off"}:
+        return False
+    raise Invalid(f"{name} must be true or false, not {raw[:40]!r}")
+
+
+def _number(name: str, raw: str, lo: float, hi: float) -> float:
+    try:
+        value = float(raw)
+    except ValueError:
+        raise Invalid(f"{name} must be a number, not {raw[:40]!r}") from None
+    if not math.isfinite(value) or not lo <= value <= hi:
+        raise Invalid(f"{name} must be between {lo:g} and {hi:g}, not {raw[:40]}")
+    return value
+
+
+def parse_request(form: Mapping[str, list[str]], task: Task, *, allow_task_field: bool = False) -> Request:
+    """Validate the non-file form fields of a transcription request.
+
+    Raises `Invalid` with a message naming the offending field.
+    """
+    unknown = sorted(set(form) - _KNOWN_FIELDS)
+    if unknown:
+        raise Invalid(f"unknown field(s): {', '.join(repr(u[:40]) for u in unknown[:5])}")
+    raw_task = _one(form, "task")
+    if raw_task is not None:
+        if not allow_task_field:
+            raise Invalid("field 'task' is not accepted here: use /v1/audio/translations to translate")
+        if raw_task not in {t.value for t in Task}:
+            raise Invalid(f"task must be 'transcribe' or 'translate', not {raw_task[:40]!r}")
+        task = Task(raw_task)
+    raw_format = _one(form, "response_format") or "json"
+    if raw_format not in {f.value for f in ResponseFormat}:
+        allowed = ", ".join(f.value for f in ResponseFormat)
+        raise Invalid(f"response_format must be one of {allowed}, not {raw_format[:40]!r}")
+    language = _one(form, "language") or None
+    if language is not None:
+        language = language.strip().lower()
+        if language not in LANGUAGES:
+            raise Invalid(f"language {language[:40]!r} is not supported: use an ISO-639-1 code such as 'en'")
+    prompt = _one(form, "prompt") or None
+    if prompt is not None and len(prompt) > MAX_PROMPT_CHARS:
+        raise Invalid(f"prompt is longer than {MAX_PROMPT_CHARS} characters")
+    raw_temp = _one(form, "temperature")
+    temperature = _number("temperature", raw_temp, 0.0, 1.0) if raw_temp not in (None, "") else None
+    grans = set(form.get("timestamp_granularities[]", [])) | set(form.get("timestamp_granularities", []))
+    bad = grans - {"segment", "word"}
+    if bad:
+        raise Invalid(f"timestamp_granularities may hold 'segment' and 'word', not {sorted(bad)[0][:40]!r}")
+    raw_beam = _one(form, "beam_size")
+    beam = int(_number("beam_size", raw_beam, 1, 20)) if raw_beam not in (None, "") else None
+    raw_priority = _one(form, "priority")
+    priority = int(_number("priority", raw_priority, -100, 100)) if raw_priority not in (None, "") else 0
+    webhook = _one(form, "webhook_url") or None
+    if webhook is not None and not webhook.startswith(("http://", "https://")):
+        raise Invalid("webhook_url must be an http:// or https:// URL")
+    if webhook is not None and len(webhook) > 2000:
+        raise Invalid("webhook_url is longer than 2000 characters")
+    model = _one(form, "model")
+    if model is not None and len(model) > 200:
+        raise Invalid("model name is longer than 200 characters")
+    options = Options(
+        task=task,
+        language=language,
+        prompt=prompt,
+        temperature=temperature,
+        word_timestamps="word" in grans,
+        vad_filter=_bool("vad_filter", _one(form, "vad_filter")),
+        beam_size=beam,
+    )
+    return Request(
+        options=options,
+        model=model,
+        response_format=ResponseFormat(raw_format),
+        priority=priority,
+        webhook_url=webhook,
+        stream=_bool("stream", _one(form, "stream")),
+    )
