@@ -1,0 +1,24 @@
+"""`asrctl`: the one entry point — serve the daemon, migrate, manage models, jobs and backups.
+
+Each command group lives in its own module of this package and is registered here.
+"""
+
+from __future__ import annotations
+
+import typer
+
+from asr_daemon.cli import db, serve
+
+app = typer.Typer(
+    name="asrctl",
+    help="Operate asr-server: serve it, migrate its database, manage models, jobs and backups.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+)
+app.command("serve")(serve.serve)
+app.add_typer(db.app, name="db")
+
+
+def main() -> None:
+    """Console-script entry point."""
+    app()

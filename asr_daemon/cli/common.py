@@ -1,0 +1,43 @@
+"""Helpers every command shares: settings at the edge, one clear error line, JSON output."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sys
+from collections.abc import Coroutine
+from typing import Any, NoReturn, TypeVar
+
+import typer
+from pydantic import ValidationError
+
+from asr_daemon.config import Settings
+
+T = TypeVar("T")
+
+
+def settings() -> Settings:
+    """Build the settings from the environment, or exit 2 with the field that is wrong."""
+    try:
+        return Settings()
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        field = "ASR_" + str(err["loc"][0]).upper() if err.get("loc") else "settings"
+        fail(f"invalid {field}: {err['msg']}", code=2)
+
+
+def fail(message: str, code: int = 1) -> NoReturn:
+    """Print one error line to stderr and exit with `code`."""
+    typer.echo(f"asrctl: error: {message}", err=True)
+    raise typer.Exit(code)
+
+
+def run(coro: Coroutine[Any, Any, T]) -> T:
+    """Run a coroutine to completion from a synchronous command."""
+    return asyncio.run(coro)
+
+
+def print_json(data: object) -> None:
+    """Write `data` as JSON to stdout (for `--json`)."""
+    json.dump(data, sys.stdout, indent=2, default=str)
+    sys.stdout.write("\n")
