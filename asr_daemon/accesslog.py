@@ -89,6 +89,7 @@ class AccessLog:
     def touch(self) -> None:
         """Mark "a request is in flight now" for the idle watcher."""
         try:
+            self.busy_path.parent.mkdir(parents=True, exist_ok=True)
             self.busy_path.touch()
         except OSError as exc:
             log.warning(

@@ -52,6 +52,7 @@ class IdleWatcher:
         *,
         systemctl: str | None = None,
         window: float | None = None,
+        since: float | None = None,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self.settings = settings
@@ -59,8 +60,8 @@ class IdleWatcher:
         self.window = settings.idle_stop_after if window is None else window
         self.clock = clock
         self.log_path: Path = settings.access_log_path
-        self.since = clock()
-        """Start of the current quiet period at the earliest (start, last job seen, last stop)."""
+        self.since = clock() if since is None else since
+        """Start of the current quiet period at the earliest (our start, last job seen, last stop)."""
         self._conn: asyncpg.Connection[Any] | None = None
 
     async def active_jobs(self) -> int:

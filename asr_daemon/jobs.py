@@ -123,9 +123,21 @@ class Invalid(ValueError):
 
 _KNOWN_FIELDS = frozenset(
     {
-        "model", "language", "prompt", "response_format", "temperature", "timestamp_granularities[]",
-        "timestamp_granularities", "task", "priority", "webhook_url", "stream", "vad_filter", "beam_size",
-        "include[]", "chunking_strategy",
+        "model",
+        "language",
+        "prompt",
+        "response_format",
+        "temperature",
+        "timestamp_granularities[]",
+        "timestamp_granularities",
+        "task",
+        "priority",
+        "webhook_url",
+        "stream",
+        "vad_filter",
+        "beam_size",
+        "include[]",
+        "chunking_strategy",
     }
 )
 

@@ -223,6 +223,7 @@ class Lifecycle:
         return self.clock() - progress.last_progress < self.settings.watchdog_stall_after
 
     async def _watchdog(self, progress: Progress, interval: float) -> None:
+        await self.ready.wait()  # systemd arms the watchdog at READY=1
         while True:
             if self.healthy(progress):
                 self.send("WATCHDOG=1")

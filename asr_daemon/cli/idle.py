@@ -19,7 +19,8 @@ def idle_watch(
     """Stop asr-server (and its proxy) after a quiet window: no request, no job queued or running."""
     s = common.settings()
     logging.basicConfig(level=s.log_level, format="%(levelname)s %(name)s %(message)s")
-    watcher = IdleWatcher(s, systemctl=systemctl, window=window)
+    # a one-shot look has no start of its own to count from: only the log and the jobs count
+    watcher = IdleWatcher(s, systemctl=systemctl, window=window, since=0.0 if once else None)
     if watcher.window <= 0:
         common.fail("the idle window is 0: idle stops are off (ASR_IDLE_STOP_AFTER)", code=2)
     every = interval if interval is not None else min(s.idle_check_interval, max(watcher.window / 4, 0.5))
