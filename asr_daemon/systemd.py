@@ -24,8 +24,10 @@ import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from typing import Any, Protocol
 
+import asyncpg
 import sdnotify
 
+from asr_daemon import migrate
 from asr_daemon.config import Settings
 
 log = logging.getLogger(__name__)
@@ -292,3 +294,31 @@ def job_counts_sql() -> str:
         " count(*) FILTER (WHERE status = 'running') AS running"
         " FROM jobs WHERE status IN ('queued', 'running')"
     )
+
+
+def database_ready(pool: asyncpg.Pool[Any]) -> Callable[[], Awaitable[None]]:
+    """READY's check: PostgreSQL answers and no migration is pending (raises otherwise)."""
+
+    async def check() -> None:
+        async with pool.acquire() as conn:
+            pending = await migrate.pending(conn)  # type: ignore[arg-type]  # a pool proxy is a Connection
+        if pending:
+            raise RuntimeError(f"migrations pending: {', '.join(pending)}")
+
+    return check
+
+
+def job_status(
+    settings: Settings, pool: asyncpg.Pool[Any], progress: Progress
+) -> Callable[[], Awaitable[str]]:
+    """The STATUS= source: default model, jobs running here, queue depth from PostgreSQL."""
+
+    async def status() -> str:
+        try:
+            row = await pool.fetchrow(job_counts_sql())
+            queued = int(row["queued"]) if row is not None else None
+        except (OSError, asyncpg.PostgresError, TimeoutError):
+            queued = None
+        return status_line(settings.model, progress.running, queued)
+
+    return status

@@ -21,7 +21,7 @@ from litestar.exceptions import HTTPException
 from litestar.openapi import OpenAPIConfig
 from redis.exceptions import RedisError
 
-from asr_daemon import db, errors, logs, migrate, models, queue, transcriber, uploads
+from asr_daemon import accesslog, db, errors, logs, migrate, models, queue, systemd, transcriber, uploads
 from asr_daemon.api import health, jobs, transcriptions
 from asr_daemon.config import Settings
 from asr_daemon.intake import Intake
@@ -106,19 +106,24 @@ async def lifespan(app: Litestar) -> AsyncIterator[None]:
     cache = models.ModelCache(_loader(settings))
     locks = uploads.AudioLocks()
     worker = Worker(settings, pool, hub, cache, locks)
+    life = systemd.Lifecycle(settings)  # issue 5
     app.state.update(pool=pool, redis=client, hub=hub, models=cache, worker=worker,
                      intake=Intake(settings, pool, hub, locks), started_at=time.time())
     listeners = [asyncio.create_task(hub.listen_bell()), asyncio.create_task(hub.listen_events())]
     worker.start()
     if settings.preload:
         _, path = models.resolve(settings.models_dir, None, settings.model)
-        cache.release(await cache.acquire(settings.model, path))
+        async with life.extending(f"loading model {settings.model}"):  # issue 5: TimeoutStartSec
+            cache.release(await cache.acquire(settings.model, path))
     log.info("daemon_started", extra={"worker": worker.name, "model": settings.model})
+    # issue 5: READY=1 once Granian's socket accepts and the DB is migrated; watchdog; STATUS=
+    life.start(progress=worker, ready_check=systemd.database_ready(pool),
+               status=systemd.job_status(settings, pool, worker))
     try:
         yield
     finally:
         log.info("daemon_draining", extra={"running": worker.running})
-        await worker.drain(settings.drain_timeout)
+        await life.stop(lambda: worker.drain(settings.drain_timeout))  # issue 5: STOPPING=1 first
         for t in listeners:
             t.cancel()
         with contextlib.suppress(RedisError, OSError):
@@ -145,9 +150,12 @@ def create_app(settings: Settings) -> Litestar:
     )
 
 
-def app_from_env() -> Litestar:
-    """Granian's factory: settings from `ASR_*` variables, logging configured, app built."""
+def app_from_env() -> accesslog.AccessLogMiddleware:
+    """Granian's factory: settings from `ASR_*` variables, logging configured, app built.
+
+    The app is wrapped in the JSON access log (issue 5) outermost, so every request is logged.
+    """
     settings = Settings()
     logs.configure(settings.log_level)
-    return create_app(settings)
+    return accesslog.with_access_log(create_app(settings), settings)
 
