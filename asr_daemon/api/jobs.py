@@ -163,6 +163,6 @@ class JobsController(Controller):
 async def _sse(state: State, job_id: uuid.UUID, last: int) -> AsyncIterator[ServerSentEventMessage]:
     async for ev in events.follow(state.pool, state.hub, job_id, last):
         if ev is None:
-            yield ServerSentEventMessage(comment="keep-alive")
+            yield ServerSentEventMessage(data=None, comment="keep-alive")
         else:
             yield ServerSentEventMessage(data=json.dumps(ev.data), event=ev.type, id=str(ev.id))
