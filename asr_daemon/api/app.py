@@ -29,8 +29,15 @@ from asr_daemon.worker import Worker
 
 log = logging.getLogger(__name__)
 
-DB_UNAVAILABLE = (OSError, asyncpg.InterfaceError, asyncpg.PostgresConnectionError, asyncpg.CannotConnectNowError,
-                  asyncpg.TooManyConnectionsError, asyncpg.AdminShutdownError, asyncio.TimeoutError)
+DB_UNAVAILABLE = (
+    OSError,
+    asyncpg.InterfaceError,
+    asyncpg.PostgresConnectionError,
+    asyncpg.CannotConnectNowError,
+    asyncpg.TooManyConnectionsError,
+    asyncpg.AdminShutdownError,
+    asyncio.TimeoutError,
+)
 
 
 def _error(status: int, body: dict[str, Any], retry_after: int | None = None) -> Response[Any]:
@@ -70,13 +77,14 @@ def _loader(settings: Settings) -> Any:
         compute = settings.compute_type if settings.compute_type != "auto" else "int8"
         t0 = time.perf_counter()
         model = transcriber.load_model(path, device, compute, settings.threads_per_worker(), settings.workers)
-        return models.Loaded(name=name, model=model, device=device, compute_type=compute,
-                             load_seconds=time.perf_counter() - t0)
+        return models.Loaded(
+            name=name, model=model, device=device, compute_type=compute, load_seconds=time.perf_counter() - t0
+        )
 
     return load
 
 
-async def _open_db(settings: Settings) -> asyncpg.Pool:  # type: ignore[type-arg]  # asyncpg record type
+async def _open_db(settings: Settings) -> asyncpg.Pool:
     """Connect (waiting up to 30 s for PostgreSQL to come up) and apply pending migrations."""
     deadline = time.monotonic() + 30
     while True:
@@ -89,7 +97,7 @@ async def _open_db(settings: Settings) -> asyncpg.Pool:  # type: ignore[type-arg
             log.warning("database_wait", extra={"error": type(exc).__name__})
             await asyncio.sleep(1)
     async with pool.acquire() as conn:
-        applied = await migrate.migrate(conn)
+        applied = await migrate.migrate(conn)  # type: ignore[arg-type]  # a pool proxy is a Connection
     if applied:
         log.info("migrations_applied", extra={"names": applied})
     return pool
@@ -107,8 +115,15 @@ async def lifespan(app: Litestar) -> AsyncIterator[None]:
     locks = uploads.AudioLocks()
     worker = Worker(settings, pool, hub, cache, locks)
     life = systemd.Lifecycle(settings)  # issue 5
-    app.state.update(pool=pool, redis=client, hub=hub, models=cache, worker=worker,
-                     intake=Intake(settings, pool, hub, locks), started_at=time.time())
+    app.state.update(
+        pool=pool,
+        redis=client,
+        hub=hub,
+        models=cache,
+        worker=worker,
+        intake=Intake(settings, pool, hub, locks),
+        started_at=time.time(),
+    )
     listeners = [asyncio.create_task(hub.listen_bell()), asyncio.create_task(hub.listen_events())]
     worker.start()
     if settings.preload:
@@ -117,8 +132,9 @@ async def lifespan(app: Litestar) -> AsyncIterator[None]:
             cache.release(await cache.acquire(settings.model, path))
     log.info("daemon_started", extra={"worker": worker.name, "model": settings.model})
     # issue 5: READY=1 once Granian's socket accepts and the DB is migrated; watchdog; STATUS=
-    life.start(progress=worker, ready_check=systemd.database_ready(pool),
-               status=systemd.job_status(settings, pool, worker))
+    life.start(
+        progress=worker, ready_check=systemd.database_ready(pool), status=systemd.job_status(settings, pool, worker)
+    )
     try:
         yield
     finally:
@@ -135,8 +151,7 @@ async def lifespan(app: Litestar) -> AsyncIterator[None]:
 def create_app(settings: Settings) -> Litestar:
     """Build the application for `settings` (nothing is opened until the lifespan runs)."""
     return Litestar(
-        route_handlers=[health.healthz, health.readyz, transcriptions.TranscriptionsController,
-                        jobs.JobsController],
+        route_handlers=[health.healthz, health.readyz, transcriptions.TranscriptionsController, jobs.JobsController],
         lifespan=[lifespan],
         state=State({"settings": settings}),
         exception_handlers={
@@ -158,4 +173,3 @@ def app_from_env() -> accesslog.AccessLogMiddleware:
     settings = Settings()
     logs.configure(settings.log_level)
     return accesslog.with_access_log(create_app(settings), settings)
-
