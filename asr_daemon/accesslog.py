@@ -92,9 +92,7 @@ class AccessLog:
             self.busy_path.parent.mkdir(parents=True, exist_ok=True)
             self.busy_path.touch()
         except OSError as exc:
-            log.warning(
-                "access_log.touch_failed", extra={"event": "access_log.touch_failed", "error": str(exc)}
-            )
+            log.warning("access_log.touch_failed", extra={"event": "access_log.touch_failed", "error": str(exc)})
 
     def begin(self) -> None:
         """A non-probe request started: count it and keep the busy marker fresh while any runs."""
@@ -179,9 +177,7 @@ class AccessLogMiddleware:
             try:
                 self.access_log.write(record)
             except OSError as exc:  # a full disk must not fail the request
-                log.warning(
-                    "access_log.write_failed", extra={"event": "access_log.write_failed", "error": str(exc)}
-                )
+                log.warning("access_log.write_failed", extra={"event": "access_log.write_failed", "error": str(exc)})
 
 
 def with_access_log(app: ASGIApp, settings: Settings) -> AccessLogMiddleware:

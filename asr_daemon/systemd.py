@@ -308,9 +308,7 @@ def database_ready(pool: asyncpg.Pool[Any]) -> Callable[[], Awaitable[None]]:
     return check
 
 
-def job_status(
-    settings: Settings, pool: asyncpg.Pool[Any], progress: Progress
-) -> Callable[[], Awaitable[str]]:
+def job_status(settings: Settings, pool: asyncpg.Pool[Any], progress: Progress) -> Callable[[], Awaitable[str]]:
     """The STATUS= source: default model, jobs running here, queue depth from PostgreSQL."""
 
     async def status() -> str:

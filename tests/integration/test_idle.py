@@ -188,9 +188,7 @@ def test_never_stops_while_a_request_is_in_flight_or_a_client_is_connected(
 def test_unreachable_database_means_no_stop(env: tuple[Settings, Path, Path]) -> None:
     """When the job table cannot be read the watcher keeps the daemon (it cannot rule out work)."""
     settings, calls, _ = env
-    dead = settings.model_copy(
-        update={"database_url": f"postgresql://x@127.0.0.1:{services.free_port()}/asr"}
-    )
+    dead = settings.model_copy(update={"database_url": f"postgresql://x@127.0.0.1:{services.free_port()}/asr"})
     asyncio.run(watch(IdleWatcher(dead, window=0.1), 0.4))
     assert stops(calls) == []
 

@@ -52,9 +52,7 @@ class Systemd:
 
 
 @asynccontextmanager
-async def stand_in_systemd(
-    tmp: Path, monkeypatch: pytest.MonkeyPatch, watchdog_usec: int
-) -> AsyncIterator[Systemd]:
+async def stand_in_systemd(tmp: Path, monkeypatch: pytest.MonkeyPatch, watchdog_usec: int) -> AsyncIterator[Systemd]:
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
     sock.bind(str(tmp / "notify.sock"))
     sock.setblocking(False)
@@ -135,9 +133,7 @@ def test_messages_in_order_and_ready_only_once_the_socket_accepts(
     assert not any(f.startswith(("MAINPID=", "READY=1")) for f in after)
 
 
-def test_watchdog_pings_stop_while_the_worker_is_wedged(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_watchdog_pings_stop_while_the_worker_is_wedged(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """A running job without progress for `watchdog_stall_after` withholds WATCHDOG=1; progress resumes it."""
     uds = tmp_path / "http.sock"
     settings = Settings(uds=uds, watchdog_stall_after=0.3)
