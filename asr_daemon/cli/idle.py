@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-import logging
-
 import typer
 
+from asr_daemon import logs
 from asr_daemon.cli import common
 from asr_daemon.idle import IdleWatcher
 
@@ -18,7 +17,7 @@ def idle_watch(
 ) -> None:
     """Stop asr-server (and its proxy) after a quiet window: no request, no job queued or running."""
     s = common.settings()
-    logging.basicConfig(level=s.log_level, format="%(levelname)s %(name)s %(message)s")
+    logs.configure(s.log_level)
     # a one-shot look has no start of its own to count from: only the log and the jobs count
     watcher = IdleWatcher(s, systemctl=systemctl, window=window, since=0.0 if once else None)
     if watcher.window <= 0:

@@ -19,6 +19,9 @@ ASR_DRAIN_TIMEOUT=5
 ASR_HEARTBEAT_INTERVAL=1
 ASR_STALE_AFTER=10
 ASR_RETRY_BACKOFF=0.5
+# a 6 s clip takes minutes under TCG emulation: no segment for that long is not a wedge here
+ASR_WATCHDOG_STALL_AFTER=1800
+OMP_WAIT_POLICY=PASSIVE
 ENV
 chmod 644 /etc/asr-server/asr-server.env
 before=$(sha256sum </etc/asr-server/asr-server.env)

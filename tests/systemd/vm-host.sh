@@ -55,18 +55,29 @@ dropin() {  # name content: a test drop-in for asr-server.service (empty content
 }
 
 jfk=$(say jfk "And so my fellow Americans, ask not what your country can do for you, ask what you can do for your country.")
+# Transcription under TCG emulation takes minutes per job, so only one job is transcribed (in the
+# RuntimeMaxSec phase); activation is proven with a cheap API request (GET /v1/jobs, not a probe).
+get() {  # a cheap non-probe request through the public socket
+  local t0=$EPOCHREALTIME code
+  code=$(curl -sS -o /dev/null -w '%{http_code}' --max-time 300 "$url/v1/jobs?limit=1") || { echo "  request failed"; return 1; }
+  echo "  GET /v1/jobs -> $code in $(elapsed "$t0") s"
+  [[ $code == 200 ]]
+}
+db() { guest "runuser -u postgres -- psql -qAtc \"$1\" asr"; }
+starts() { guest journalctl -b -u asr-server.service -o cat | grep -c '^Started asr-server'; }
 
 echo "== before any request"
 check "socket listening" is asr-server.socket active
 check "daemon not started" is asr-server.service inactive
 
 echo "== request 1: socket activation (cold start)"
-check "first request answered (not refused)" transcribe "$jfk"
+check "first request answered (not refused)" get
 check "daemon active (READY=1 came)" is asr-server.service active
 check "idle watcher started with it" is asr-idle-watcher.service active
 guest systemctl show asr-server.service -p Type -p NotifyAccess -p StatusText -p MainPID -p User -p WatchdogUSec
 check "STATUS= names the model" bash -c "[[ '$(prop asr-server.service StatusText)' == *tiny.en* ]]"
-check "access log line with the job id" guest "tail -n1 /var/log/asr-server/access.log | grep -q '\"job_id\":\"'"
+check "READY only after the socket accepted (journal order)" journal_has asr-server.service notify.ready
+check "access log line for the request" guest "tail -n1 /var/log/asr-server/access.log | grep -q '\"path\":\"/v1/jobs\"'"
 guest tail -n1 /var/log/asr-server/access.log
 
 echo "== idle: proxy exits 3 s after its last connection, the watcher stops the daemon after 20 s quiet"
@@ -80,45 +91,47 @@ check "socket still listening" is asr-server.socket active
 check "watcher logged its decision" journal_has asr-idle-watcher.service idle.stop
 
 echo "== request 2: re-activation after the idle stop"
-pid1=$(guest journalctl -b -u asr-server.service -o cat | grep -c 'Started asr-server')
-check "request 2 answered" transcribe "$jfk"
-check "started again" bash -c "(( $(guest journalctl -b -u asr-server.service -o cat | grep -c 'Started asr-server') > pid1 ))"
+n=$(starts)
+check "request 2 answered" get
+check "started again" bash -c "(( $(starts) > n ))"
 
 echo "== systemctl stop, then systemctl start by hand"
 guest systemctl stop asr-server.service
 check "stopped, proxy with it" bash -c "[[ $(guest systemctl is-active asr-server-proxy.service) != active ]]"
 guest systemctl start asr-server.service
 check "manual start stays up (no StopWhenUnneeded)" bash -c "sleep 5; [[ $(guest systemctl is-active asr-server.service) == active ]]"
-check "request through the socket served by it" transcribe "$jfk"
-
-echo "== RuntimeMaxSec: the backstop restarts the daemon and queued jobs still complete"
-dropin runtime 'RuntimeMaxSec=40s'
-guest systemctl restart asr-server.service
-ids=()
-for n in 1 2 3 4 5; do
-  f=$(say "n$n" "Number $n. The quick brown fox jumps over the lazy dog, number $n, while the band plays on in the park.")
-  ids+=("$(submit "$f")")
-done
-echo "  queued ${ids[*]}"
-t0=$EPOCHREALTIME
-check "restarted by RuntimeMaxSec" guest "timeout 240 sh -c 'until [ \"\$(systemctl show -p NRestarts --value asr-server.service)\" -ge 1 ]; do sleep 1; done'"
-check "journal: runtime limit reached" journal_has asr-server.service "runtime time limit"
-dropin runtime ''
-check "all queued jobs completed after the restart" jobs_complete 400 "${ids[@]}"
-echo "  $(elapsed "$t0") s from the first restart"
-guest journalctl -b --no-pager -u asr-server.service -o cat | grep -E "runtime time limit|Scheduled restart|Failed with result" | tail -n 4
+check "request through the socket served by it" get
 
 echo "== watchdog: a wedged worker is killed and restarted"
 dropin watchdog 'WatchdogSec=15s\nTimeoutAbortSec=5s'
 guest systemctl restart asr-server.service
 before=$(prop asr-server.service NRestarts)
 main=$(prop asr-server.service MainPID)
-guest "pkill -STOP -P $main"   # the Granian worker(s): the loop and the job thread freeze
+guest "pkill -STOP -P $main"   # the Granian worker: event loop and job threads freeze
 check "watchdog fired" guest "timeout 120 sh -c 'until journalctl -b -u asr-server.service | grep -q \"Watchdog timeout\"; do sleep 1; done'"
 check "restarted after the watchdog" guest "timeout 180 sh -c 'until [ \"\$(systemctl show -p NRestarts --value asr-server.service)\" -gt $before ] && [ \"\$(systemctl is-active asr-server.service)\" = active ]; do sleep 1; done'"
 check "a new main process" bash -c "[[ $(prop asr-server.service MainPID) != $main ]]"
-check "served after the watchdog restart" transcribe "$jfk"
+check "served after the watchdog restart" get
+guest journalctl -b --no-pager -u asr-server.service -o cat | grep -E "Watchdog timeout|Killing|Failed with result|Scheduled restart" | tail -n 5
 dropin watchdog ''
+
+echo "== RuntimeMaxSec: the backstop restarts the daemon and the queued job still completes"
+echo "   (and a long job with no HTTP traffic keeps the daemon up past the 20 s idle window)"
+dropin runtime 'RuntimeMaxSec=60s'
+guest systemctl restart asr-server.service
+before=$(prop asr-server.service NRestarts)
+t0=$EPOCHREALTIME
+id=$(submit "$jfk")
+echo "  job $id queued"
+check "journal: runtime limit reached" guest "timeout 300 sh -c 'until journalctl -b -u asr-server.service | grep -q \"runtime time limit\"; do sleep 1; done'"
+dropin runtime ''   # before the restart starts: the restarted daemon gets the shipped 12 h again
+check "restarted after RuntimeMaxSec (Restart=on-failure)" guest "timeout 300 sh -c 'until [ \"\$(systemctl show -p NRestarts --value asr-server.service)\" -gt $before ]; do sleep 1; done'"
+echo "  restart $(elapsed "$t0") s after the submission"
+# poll PostgreSQL in the guest, not the API: no HTTP traffic while the job runs
+check "the job completed after the restart" guest "timeout 1500 sh -c 'until [ \"\$(runuser -u postgres -- psql -qAtc \"SELECT status FROM jobs WHERE id = '\''$id'\''\" asr)\" = completed ]; do sleep 5; done'"
+echo "  completed $(elapsed "$t0") s after the submission; attempts: $(db "SELECT attempts FROM jobs WHERE id = '$id'")"
+check "the transcript is right" bash -c "curl -fsS --max-time 300 '$url/v1/jobs/$id/transcript?format=text' | grep -qi 'fellow americans'"
+guest journalctl -b --no-pager -u asr-server.service -o cat | grep -E "runtime time limit|Scheduled restart|Failed with result|job_(started|requeued|checkpoint|completed)" | cut -c1-200 | tail -n 8
 
 echo "== backup timer (issue 6)"
 if guest test -e /etc/systemd/system/asr-backup.timer; then
@@ -136,7 +149,7 @@ check "re-install succeeds" guest /payload/asr-server/scripts/install --wheelhou
 echo "  re-install took $(elapsed "$t0") s"
 check "env file kept" guest "grep -q '^ASR_MODEL=tiny.en' /etc/asr-server/asr-server.env"
 check "two releases kept, venv switched" guest "[ \$(ls /opt/asr-server/releases | wc -l) = 2 ]"
-check "served after the upgrade" transcribe "$jfk"
+check "served after the upgrade" get
 
 echo "== uninstall keeps data"
 check "uninstall succeeds" guest /payload/asr-server/scripts/uninstall
