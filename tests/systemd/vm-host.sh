@@ -127,6 +127,7 @@ check "journal: runtime limit reached" guest "timeout 300 sh -c 'until journalct
 dropin runtime ''   # before the restart starts: the restarted daemon gets the shipped 12 h again
 check "restarted after RuntimeMaxSec (Restart=on-failure)" guest "timeout 300 sh -c 'until [ \"\$(systemctl show -p NRestarts --value asr-server.service)\" -gt $before ]; do sleep 1; done'"
 echo "  restart $(elapsed "$t0") s after the submission"
+check "the idle watcher came back with it" becomes asr-idle-watcher.service active 120
 # poll PostgreSQL in the guest, not the API: no HTTP traffic while the job runs
 check "the job completed after the restart" guest "timeout 1500 sh -c 'until [ \"\$(runuser -u postgres -- psql -qAtc \"SELECT status FROM jobs WHERE id = '\''$id'\''\" asr)\" = completed ]; do sleep 5; done'"
 echo "  completed $(elapsed "$t0") s after the submission; attempts: $(db "SELECT attempts FROM jobs WHERE id = '$id'")"
