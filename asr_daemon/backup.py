@@ -236,6 +236,9 @@ def take(
     """
     directory.mkdir(parents=True, exist_ok=True, mode=0o700)
     taken_at = (now or datetime.now(UTC)).replace(microsecond=0)
+    if now is None and (directory / f"asr-{taken_at.strftime(STAMP)}.dump").exists():
+        time.sleep(1.0)  # names have one-second resolution: a second run in the same second waits
+        taken_at = datetime.now(UTC).replace(microsecond=0)
     final = directory / f"asr-{taken_at.strftime(STAMP)}.dump"
     backup = Backup(final, taken_at, 0)
     if final.exists():

@@ -29,7 +29,7 @@ app = typer.Typer(
 )
 
 DirOpt = Annotated[
-    Path | None, typer.Option("--dir", help="Backup directory (default ASR_BACKUP_DIR or <state_dir>/backups).")
+    Path | None, typer.Option("--dir", help="Backup directory (ASR_BACKUP_DIR, else <state_dir>/backups).")
 ]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Machine-readable output.")]
 AUDIO_NOTE = "uploaded audio is not in the dump: use --with-audio or back up {} (docs/operations.md)"
