@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import typer
 
-from asr_daemon.cli import backup, db, serve
+from asr_daemon.cli import backup, db, jobs, serve
 
 app = typer.Typer(
     name="asrctl",
@@ -19,6 +19,7 @@ app.command("serve")(serve.serve)
 app.add_typer(db.app, name="db")
 app.add_typer(backup.app, name="backup")
 app.command("restore")(backup.restore_cmd)
+app.add_typer(jobs.app, name="jobs")
 
 
 def main() -> None:
