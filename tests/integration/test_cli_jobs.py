@@ -11,7 +11,7 @@ import pytest
 import redis
 
 from tests import services
-from tests.integration.ops_support import assert_one_error_line, asrctl, db, pg
+from tests.integration.ops_support import asrctl, assert_one_error_line, db, pg
 
 __all__ = ["db", "pg"]  # fixtures imported for pytest
 
@@ -27,7 +27,8 @@ def add_job(pg: services.Postgres, url: str, status: str, *, days_old: float = 0
             audio_dir: Path | None = None, audio_deleted: bool = False) -> tuple[str, str]:
     """Insert a job finished (or created) `days_old` days ago; optionally write its audio file."""
     jid, sha = str(uuid.uuid4()), sha or uuid.uuid4().hex * 2
-    finished = f"now() - interval '{days_old} days'" if status in {"completed", "failed", "cancelled"} else "NULL"
+    ended = status in {"completed", "failed", "cancelled"}
+    finished = f"now() - interval '{days_old} days'" if ended else "NULL"
     pg.psql(
         "INSERT INTO jobs (id, status, model, fingerprint, audio_sha256, audio_bytes, duration_s, created_at,"
         f" finished_at, audio_deleted_at, attempts, error_code) VALUES ('{jid}', '{status}', 'tiny.en', 'fp',"
@@ -54,7 +55,8 @@ def test_ls_filters_and_orders(pg: services.Postgres, db: str) -> None:
     failed, _ = add_job(pg, db, "failed", days_old=1)
     rows = json.loads(asrctl("jobs", "ls", "--json").stdout)
     assert [r["id"] for r in rows] == [new, failed, old]
-    assert [r["id"] for r in json.loads(asrctl("jobs", "ls", "--status", "failed", "--json").stdout)] == [failed]
+    only_failed = json.loads(asrctl("jobs", "ls", "--status", "failed", "--json").stdout)
+    assert [r["id"] for r in only_failed] == [failed]
     assert len(json.loads(asrctl("jobs", "ls", "--limit", "1", "--json").stdout)) == 1
     human = asrctl("jobs", "ls")
     assert human.exit_code == 0 and new[:8] in human.stdout
@@ -115,7 +117,7 @@ def test_cancel_queued_running_and_finished(pg: services.Postgres, db: str) -> N
     assert_one_error_line(asrctl("jobs", "cancel", done), "nothing to cancel")
 
 
-def test_purge_deletes_old_finished_jobs_and_orphaned_audio(pg: services.Postgres, db: str, tmp_path: Path) -> None:
+def test_purge_deletes_old_jobs_and_orphaned_audio(pg: services.Postgres, db: str, tmp_path: Path) -> None:
     """purge deletes finished jobs older than the age with their segments and the audio no other
     job needs; recent, queued and running jobs and shared audio stay; --dry-run changes nothing."""
     up = tmp_path / "state" / "uploads"
@@ -140,13 +142,16 @@ def test_purge_deletes_old_finished_jobs_and_orphaned_audio(pg: services.Postgre
 def test_purge_audio_only_keeps_transcripts(pg: services.Postgres, db: str, tmp_path: Path) -> None:
     """--audio-only removes old audio files and sets audio_deleted_at; rows and segments stay."""
     up = tmp_path / "state" / "uploads"
-    old, sha = add_job(pg, db, "completed", days_old=10, audio_dir=up)
+    old, _ = add_job(pg, db, "completed", days_old=10, audio_dir=up)
+    pg.psql(f"INSERT INTO segments (job_id, seq, start_s, end_s, text) VALUES ('{old}', 0, 0, 1, 'x')",
+            db.rsplit("/", 1)[1])
     recent, recent_sha = add_job(pg, db, "completed", days_old=1, audio_dir=up)
     result = asrctl("jobs", "purge", "--older-than", "1w", "--audio-only")
     assert result.exit_code == 0, result.stderr
     assert col(pg, db, old, "audio_deleted_at IS NOT NULL") == "t"
     assert col(pg, db, recent, "audio_deleted_at IS NULL") == "t"
     assert [p.name for p in up.iterdir()] == [recent_sha]
+    assert pg.psql("SELECT count(*) FROM segments", db.rsplit("/", 1)[1]) == "1"
     assert_one_error_line(asrctl("jobs", "purge", "--older-than", "soon"), "not an age")
 
 
