@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import typer
 
-from asr_daemon.cli import backup, db, jobs, serve
+from asr_daemon.cli import backup, db, jobs, serve, status
 
 app = typer.Typer(
     name="asrctl",
@@ -20,6 +20,7 @@ app.add_typer(db.app, name="db")
 app.add_typer(backup.app, name="backup")
 app.command("restore")(backup.restore_cmd)
 app.add_typer(jobs.app, name="jobs")
+app.command("status")(status.status)
 
 
 def main() -> None:
