@@ -1,0 +1,163 @@
+"""Audio files: check an upload is decodable audio, and stream it as 16 kHz mono samples.
+
+The stream reproduces faster-whisper's `decode_audio` exactly (same resampler, same frame
+grouping), so transcribing its concatenation gives the same text as handing faster-whisper the
+file, while a long file never has to be held in memory whole.
+"""
+
+from __future__ import annotations
+
+import collections
+import gc
+import itertools
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import av
+import numpy as np
+
+from asr_daemon import errors
+
+SAMPLE_RATE = 16000
+_GROUP = 500000  # samples per resampler call, as in faster_whisper.audio.decode_audio
+
+
+@dataclass(frozen=True)
+class Info:
+    """What probing found out about an upload."""
+
+    duration: float
+    channels: int
+    sample_rate: int
+    codec: str
+    container: str
+
+
+def probe(path: Path, *, max_seconds: float | None = None) -> Info:
+    """Check `path` holds decodable audio and measure its duration; blocking, run it in a thread.
+
+    Demuxes every packet (cheap: nothing is decoded) to measure the real duration and to catch a
+    file shorter than its header promises, and decodes the first and last packets to catch a
+    corrupt or cut-off stream. Raises `UnsupportedMedia` for what is not audio at all and
+    `BadAudio` for audio that is empty, truncated or corrupt.
+    """
+    try:
+        container = av.open(str(path), mode="r", metadata_errors="ignore")
+    except (av.FFmpegError, UnicodeDecodeError, ValueError):
+        raise errors.UnsupportedMedia("the file is not a recognised audio or video format") from None
+    with container:
+        if not container.streams.audio:
+            raise errors.UnsupportedMedia("the file has no audio track")
+        stream = container.streams.audio[0]
+        codec = stream.codec_context.name
+        channels = stream.codec_context.channels or 0
+        rate = stream.codec_context.sample_rate or 0
+        if channels <= 0 or rate <= 0:
+            raise errors.BadAudio("the audio track declares no channels or no sample rate")
+        declared = _declared_seconds(container, stream)
+        demuxed, head, tail = _demux(container, stream, max_seconds)
+        if max_seconds is not None and demuxed > max_seconds:
+            raise errors.TooLarge(
+                f"the audio lasts more than {max_seconds:g} s, the longest this server accepts "
+                "(ASR_MAX_AUDIO_SECONDS)"
+            )
+        if demuxed <= 0:
+            raise errors.BadAudio("the file contains no audio samples")
+        if declared and demuxed < declared * 0.9 - 0.5:
+            raise errors.BadAudio(
+                f"the audio is truncated: its header promises {declared:.1f} s but only {demuxed:.1f} s are present"
+            )
+        _check_decodes(stream, head, tail)
+        return Info(
+            duration=demuxed,
+            channels=channels,
+            sample_rate=rate,
+            codec=codec,
+            container=container.format.name,
+        )
+
+
+def _declared_seconds(container: av.container.InputContainer, stream: av.AudioStream) -> float:
+    if stream.duration is not None and stream.time_base is not None:
+        return float(stream.duration * stream.time_base)
+    return 0.0
+
+
+def _demux(
+    container: av.container.InputContainer, stream: av.AudioStream, max_seconds: float | None
+) -> tuple[float, list[av.Packet], collections.deque[av.Packet]]:
+    """Total seconds of the packets of `stream`, its first packets and its last packets."""
+    total = 0.0
+    head: list[av.Packet] = []
+    tail: collections.deque[av.Packet] = collections.deque(maxlen=8)
+    base = stream.time_base
+    try:
+        for packet in container.demux(stream):
+            if packet.size == 0:
+                continue
+            if packet.duration and base is not None:
+                total += float(packet.duration * base)
+            elif stream.codec_context.sample_rate and packet.pts is not None and base is not None:
+                total = max(total, float(packet.pts * base))
+            if len(head) < 8:
+                head.append(packet)
+            else:
+                tail.append(packet)
+            if max_seconds is not None and total > max_seconds:
+                break
+    except av.FFmpegError:
+        raise errors.BadAudio("the audio is corrupt: its container cannot be read to the end") from None
+    return total, head, tail
+
+
+def _check_decodes(stream: av.AudioStream, head: list[av.Packet], tail: collections.deque[av.Packet]) -> None:
+    ctx = stream.codec_context
+    decoded = 0
+    for packet in itertools.chain(head, tail):
+        try:
+            decoded += sum(f.samples for f in ctx.decode(packet))
+        except av.FFmpegError:
+            raise errors.BadAudio("the audio is corrupt or truncated: a frame cannot be decoded") from None
+    if decoded == 0 and len(head) + len(tail) >= 4:
+        raise errors.BadAudio("the audio is corrupt: no frame decodes to any sample")
+
+
+def _ignore_invalid(frames: Iterator[av.AudioFrame]) -> Iterator[av.AudioFrame]:
+    while True:
+        try:
+            yield next(frames)
+        except StopIteration:
+            return
+        except av.error.InvalidDataError:
+            continue
+
+
+def stream(path: Path) -> Iterator[np.ndarray]:
+    """Yield the file's audio as float32 16 kHz mono chunks (about 30 s each); blocking."""
+    resampler = av.audio.resampler.AudioResampler(format="s16", layout="mono", rate=SAMPLE_RATE)
+    try:
+        with av.open(str(path), mode="r", metadata_errors="ignore") as container:
+            fifo = av.audio.fifo.AudioFifo()
+            for frame in _ignore_invalid(container.decode(audio=0)):
+                frame.pts = None
+                fifo.write(frame)
+                if fifo.samples >= _GROUP:
+                    yield from _resample(resampler, fifo.read())
+            if fifo.samples > 0:
+                yield from _resample(resampler, fifo.read())
+            yield from _resample(resampler, None)
+    finally:
+        del resampler
+        gc.collect()
+
+
+def _resample(resampler: av.audio.resampler.AudioResampler, frame: av.AudioFrame | None) -> Iterator[np.ndarray]:
+    for out in resampler.resample(frame):
+        yield out.to_ndarray().reshape(-1).astype(np.float32) / 32768.0
+
+
+def decode(path: Path) -> np.ndarray:
+    """The whole file as one float32 array (what faster-whisper's decode_audio returns)."""
+    parts = list(stream(path))
+    return np.concatenate(parts) if parts else np.zeros(0, dtype=np.float32)

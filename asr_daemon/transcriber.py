@@ -1,0 +1,201 @@
+"""The only caller of faster-whisper: load a model, and transcribe a file window by window.
+
+Everything here blocks; the worker runs it in a thread (CTranslate2 releases the GIL). Audio
+longer than one window is decoded and transcribed a window at a time, so memory stays bounded;
+the same mechanism resumes an interrupted job from the end of its last stored segment.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from asr_daemon import audio, jobs
+
+#: A window's last segments that end within this many seconds of the window's end are dropped
+#: and transcribed again at the start of the next window (they may be cut mid-word).
+TAIL_MARGIN = 5.0
+#: Characters of earlier text given as the prompt when a window or a resumed job starts.
+PROMPT_CHARS = 400
+
+
+class Stopped(Exception):  # noqa: N818  # a signal, not an error
+    """Raised out of `transcribe` when `should_stop` said so (cancel or drain)."""
+
+
+@dataclass
+class Segment:
+    """One transcribed segment, with absolute times in the file."""
+
+    seq: int
+    start: float
+    end: float
+    text: str
+    avg_logprob: float
+    no_speech_prob: float
+    compression_ratio: float
+    temperature: float
+    tokens: list[int]
+    words: list[dict[str, Any]] | None
+
+
+@dataclass
+class Result:
+    """What a whole run produced besides its segments."""
+
+    language: str | None = None
+    language_probability: float | None = None
+    segments: int = 0
+    windows: int = 0
+    timings: dict[str, float] = field(default_factory=dict)
+
+
+def load_model(path: Path, device: str, compute_type: str, cpu_threads: int, num_workers: int) -> Any:
+    """Load a CTranslate2 Whisper model from a local directory (never from the network)."""
+    from faster_whisper import WhisperModel  # noqa: PLC0415  # heavy import, only where a model loads
+
+    return WhisperModel(
+        str(path),
+        device=device,
+        compute_type=compute_type,
+        cpu_threads=cpu_threads,
+        num_workers=num_workers,
+        local_files_only=True,
+    )
+
+
+def _windows(path: Path, skip_s: float, window_s: float) -> Iterator[tuple[np.ndarray, bool]]:
+    """Yield (samples, is_last) windows of about `window_s` seconds, after skipping `skip_s`.
+
+    The caller tells how much of each window it consumed by `send`ing the number of samples; the
+    rest is carried into the next window.
+    """
+    want = int(window_s * audio.SAMPLE_RATE)
+    skip = int(skip_s * audio.SAMPLE_RATE)
+    buf = np.zeros(0, dtype=np.float32)
+    chunks = audio.stream(path)
+    done = False
+    while True:
+        while not done and len(buf) < want + 1:
+            try:
+                chunk = next(chunks)
+            except StopIteration:
+                done = True
+                break
+            if skip:
+                cut = min(skip, len(chunk))
+                chunk, skip = chunk[cut:], skip - cut
+            buf = np.concatenate([buf, chunk]) if len(buf) else chunk
+        last = done and len(buf) <= want
+        window = buf if last else buf[:want]
+        if len(window) == 0:
+            return
+        consumed = yield window, last
+        if last:
+            return
+        buf = buf[int(consumed or len(window)) :]
+
+
+def _kwargs(options: jobs.Options, beam_size: int, language: str | None, prompt: str | None) -> dict[str, Any]:
+    kw: dict[str, Any] = {
+        "task": options.task.value,
+        "language": language,
+        "beam_size": options.beam_size or beam_size,
+        "initial_prompt": prompt,
+        "word_timestamps": options.word_timestamps,
+        "vad_filter": options.vad_filter,
+    }
+    if options.temperature is not None:
+        kw["temperature"] = options.temperature
+    return kw
+
+
+def transcribe(
+    model: Any,
+    path: Path,
+    options: jobs.Options,
+    *,
+    beam_size: int = 5,
+    window_s: float = 600.0,
+    batch_size: int = 0,
+    resume_from: float = 0.0,
+    first_seq: int = 0,
+    language: str | None = None,
+    prompt_tail: str = "",
+    on_info: Callable[[str, float], None] = lambda lang, prob: None,
+    on_segment: Callable[[Segment], None] = lambda seg: None,
+    should_stop: Callable[[], bool] = lambda: False,
+) -> Result:
+    """Transcribe `path` from `resume_from` seconds on, calling `on_segment` for each segment.
+
+    For audio shorter than one window this is exactly `model.transcribe(decode_audio(path), ...)`.
+    `language` (when known from an earlier run) and `prompt_tail` (the text before `resume_from`)
+    keep a resumed or windowed run consistent with an uninterrupted one.
+    """
+    result = Result()
+    seq = first_seq
+    offset = resume_from
+    lang = language or options.language
+    prompt = options.prompt
+    if prompt_tail:
+        prompt = prompt_tail[-PROMPT_CHARS:]
+    t0 = time.perf_counter()
+    gen = _windows(path, resume_from, window_s)
+    try:
+        window, last = next(gen)
+    except StopIteration:
+        return result
+    while True:
+        result.windows += 1
+        kw = _kwargs(options, beam_size, lang, prompt)
+        if batch_size and len(window) > 60 * audio.SAMPLE_RATE and not options.prompt:
+            from faster_whisper import BatchedInferencePipeline  # noqa: PLC0415  # heavy, rarely used
+
+            kw.pop("initial_prompt")
+            segments, info = BatchedInferencePipeline(model).transcribe(window, batch_size=batch_size, **kw)
+        else:
+            segments, info = model.transcribe(window, **kw)
+        if result.language is None:
+            result.language, result.language_probability = info.language, info.language_probability
+            lang = lang or info.language
+            on_info(info.language, info.language_probability)
+        cut = len(window) / audio.SAMPLE_RATE
+        texts: list[str] = []
+        for seg in segments:
+            if should_stop():
+                raise Stopped
+            if not last and seg.end > cut - TAIL_MARGIN and seg.start > 1.0:
+                cut = seg.start
+                break
+            words = None
+            if seg.words is not None:
+                words = [
+                    {"start": round(w.start + offset, 3), "end": round(w.end + offset, 3), "word": w.word,
+                     "probability": w.probability}
+                    for w in seg.words
+                ]
+            on_segment(
+                Segment(
+                    seq=seq, start=seg.start + offset, end=seg.end + offset, text=seg.text,
+                    avg_logprob=seg.avg_logprob, no_speech_prob=seg.no_speech_prob,
+                    compression_ratio=seg.compression_ratio, temperature=seg.temperature or 0.0,
+                    tokens=list(seg.tokens), words=words,
+                )
+            )
+            texts.append(seg.text)
+            seq += 1
+        result.segments = seq - first_seq
+        if last:
+            break
+        if should_stop():
+            raise Stopped
+        prompt = ("".join(texts) or prompt or "")[-PROMPT_CHARS:] or None
+        offset += cut
+        window, last = gen.send(int(cut * audio.SAMPLE_RATE))
+    result.timings["transcribe_s"] = time.perf_counter() - t0
+    return result
