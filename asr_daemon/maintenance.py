@@ -13,12 +13,10 @@ from datetime import datetime, timedelta
 from typing import Any, TypeAlias
 
 import asyncpg
-import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
-from asr_daemon import jobs
+from asr_daemon import jobs, queue
 
-DOORBELL = "asr:doorbell"
 TERMINAL = sorted(s.value for s in jobs.TERMINAL)
 SHA256 = re.compile(r"^[0-9a-f]{64}$")
 AGE = re.compile(r"^(\d+)\s*([smhdw])$")
@@ -144,12 +142,15 @@ async def database_size(conn: Conn) -> int:
     return size
 
 
-async def ring_doorbell(redis_url: str, job_id: uuid.UUID) -> bool:
-    """LPUSH the job id on the worker's doorbell; False when Redis is unreachable (the worker then
-    finds the job at its next database poll)."""
-    client = aioredis.from_url(redis_url, socket_connect_timeout=2, socket_timeout=2)
+async def wake(redis_url: str, job_id: uuid.UUID) -> bool:
+    """Ring the worker's doorbell and tell the job's event followers it changed (the daemon's own
+    `queue` keys). False when Redis is unreachable: the worker and the event streams then notice
+    at their next database poll."""
+    client = queue.connect(redis_url)
     try:
-        await client.lpush(DOORBELL, str(job_id))
+        if not await queue.ring(client):
+            return False
+        await client.publish(queue.CHANNEL_PREFIX + str(job_id), "1")
         return True
     except (RedisError, OSError):
         return False

@@ -142,7 +142,7 @@ def retry_cmd(job: IdArg) -> None:
             common.fail(f"job {job_id}: its audio was deleted by retention; cannot retry")
         state = row["status"] if row is not None else "gone"
         common.fail(f"job {job_id} is {state}: only failed or cancelled jobs can be retried")
-    rang = common.run(mt.ring_doorbell(s.redis_url.get_secret_value(), job_id))
+    rang = common.run(mt.wake(s.redis_url.get_secret_value(), job_id))
     note = "" if rang else " (Redis unreachable: the worker finds it at its next poll)"
     typer.echo(f"job {job_id} queued again{note}")
 
@@ -157,6 +157,8 @@ def cancel_cmd(job: IdArg) -> None:
         return job_id, status, None if status else await mt.get_job(conn, job_id)
 
     job_id, status, row = with_db(go)
+    if status is not None:
+        common.run(mt.wake(common.settings().redis_url.get_secret_value(), job_id))
     if status == "cancelled":
         typer.echo(f"job {job_id} cancelled")
     elif status == "running":

@@ -1,56 +1,34 @@
 """Fixtures and helpers shared by the operator-CLI tests (backup, restore, jobs, status).
 
 Imported by those test modules (not a conftest, so it cannot clash with the suite's own fixtures).
-Each test gets a fresh, migrated database on one throwaway PostgreSQL server per module.
+Each test gets a fresh migrated database from the suite's session PostgreSQL (`tests/conftest.py`).
 """
 
 from __future__ import annotations
 
-import asyncio
 import json
 import os
 import uuid
-from collections.abc import Iterator
 from pathlib import Path
 
-import asyncpg
 import pytest
 from click.testing import Result
 from typer.testing import CliRunner
 
-from asr_daemon import migrate
 from asr_daemon.cli import app
 from tests import services
 
 
-@pytest.fixture(scope="module")
-def pg() -> Iterator[services.Postgres]:
-    """One PostgreSQL server for the module."""
-    with services.postgres() as server:
-        yield server
-
-
-async def _migrate(url: str) -> None:
-    conn = await asyncpg.connect(url)
-    try:
-        await migrate.migrate(conn)
-    finally:
-        await conn.close()
-
-
 @pytest.fixture
-def db(pg: services.Postgres, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> str:
-    """A fresh migrated database; ASR_DATABASE_URL and ASR_STATE_DIR point at it and at tmp_path."""
-    name = f"t_{uuid.uuid4().hex[:10]}"
-    pg.psql(f"CREATE DATABASE {name}")
-    url = pg.url(name)
-    asyncio.run(_migrate(url))
+def db(database: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> str:
+    """A fresh migrated database (the suite's `database`); ASR_DATABASE_URL and ASR_STATE_DIR point
+    at it and at tmp_path, ASR_REDIS_URL at nothing."""
     for key in [k for k in os.environ if k.startswith("ASR_")]:
         monkeypatch.delenv(key)
-    monkeypatch.setenv("ASR_DATABASE_URL", url)
+    monkeypatch.setenv("ASR_DATABASE_URL", database)
     monkeypatch.setenv("ASR_STATE_DIR", str(tmp_path / "state"))
-    monkeypatch.setenv("ASR_REDIS_URL", "redis://127.0.0.1:1/0")
-    return url
+    monkeypatch.setenv("ASR_REDIS_URL", f"redis://127.0.0.1:{services.free_port()}/0")
+    return database
 
 
 def asrctl(*args: str) -> Result:

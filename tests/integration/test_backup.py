@@ -19,12 +19,11 @@ from tests.integration.ops_support import (
     assert_one_error_line,
     db,
     ensure_api_keys,
-    pg,
     seed,
     snapshot,
 )
 
-__all__ = ["db", "pg"]  # fixtures imported for pytest
+__all__ = ["db"]  # a fixture, imported for pytest
 
 
 def _dbname(url: str) -> str:

@@ -4,23 +4,16 @@ from __future__ import annotations
 
 import json
 import uuid
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 import redis
 
+from asr_daemon import queue
 from tests import services
-from tests.integration.ops_support import asrctl, assert_one_error_line, db, pg
+from tests.integration.ops_support import asrctl, assert_one_error_line, db
 
-__all__ = ["db", "pg"]  # fixtures imported for pytest
-
-
-@pytest.fixture(scope="module")
-def rds() -> Iterator[services.Redis]:
-    """One Redis server for the module."""
-    with services.redis() as server:
-        yield server
+__all__ = ["db"]  # a fixture, imported for pytest
 
 
 def add_job(pg: services.Postgres, url: str, status: str, *, days_old: float = 0, sha: str | None = None,
@@ -73,15 +66,20 @@ def test_show_accepts_a_prefix(pg: services.Postgres, db: str) -> None:
 
 
 def test_retry_requeues_and_rings_the_doorbell(
-    pg: services.Postgres, db: str, rds: services.Redis, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    pg: services.Postgres, db: str, redis_server: services.Redis, tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    """retry moves a failed job to queued with fresh attempts and LPUSHes its id on asr:doorbell."""
-    monkeypatch.setenv("ASR_REDIS_URL", rds.url)
+    """retry moves a failed job to queued with fresh attempts and rings the worker's doorbell."""
+    monkeypatch.setenv("ASR_REDIS_URL", redis_server.url)
     jid, _ = add_job(pg, db, "failed", audio_dir=tmp_path / "state" / "uploads")
     result = asrctl("jobs", "retry", jid)
     assert result.exit_code == 0, result.stderr
     assert col(pg, db, jid, "status || ' ' || attempts || ' ' || coalesce(error_code, '-')") == "queued 0 -"
-    assert redis.Redis.from_url(rds.url).lrange("asr:doorbell", 0, -1) == [jid.encode()]
+    client = redis.Redis.from_url(redis_server.url)
+    client.delete(queue.DOORBELL)
+    again, _ = add_job(pg, db, "failed", audio_dir=tmp_path / "state" / "uploads")
+    assert asrctl("jobs", "retry", again).exit_code == 0
+    assert client.llen(queue.DOORBELL) == 1
 
 
 def test_retry_without_redis_still_requeues(pg: services.Postgres, db: str, tmp_path: Path) -> None:

@@ -16,9 +16,9 @@ import pytest
 
 from asr_daemon import host
 from tests import services
-from tests.integration.ops_support import asrctl, assert_one_error_line, db, pg
+from tests.integration.ops_support import asrctl, assert_one_error_line, db
 
-__all__ = ["db", "pg"]  # fixtures imported for pytest
+__all__ = ["db"]  # a fixture, imported for pytest
 
 KEYS = {
     "": {"schema", "checked_at", "systemd", "daemon", "device", "jobs", "database", "last_request",
