@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import typer
 
-from asr_daemon.cli import backup, db, jobs, serve, status
+from asr_daemon.cli import backup, config, db, jobs, serve, status, transcribe
 
 app = typer.Typer(
     name="asrctl",
@@ -21,6 +21,8 @@ app.add_typer(backup.app, name="backup")
 app.command("restore")(backup.restore_cmd)
 app.add_typer(jobs.app, name="jobs")
 app.command("status")(status.status)
+app.command("transcribe")(transcribe.transcribe)
+app.add_typer(config.app, name="config")
 
 
 def main() -> None:
