@@ -18,6 +18,7 @@ Blocking on purpose: this runs from the CLI (cron or a systemd timer), never ins
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import glob
 import hashlib
 import json
@@ -27,6 +28,7 @@ import shutil
 import subprocess
 import tarfile
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -267,6 +269,22 @@ def take(
         tmp.unlink(missing_ok=True)
         tmp_audio.unlink(missing_ok=True)
     return Taken(Backup(final, taken_at, final.stat().st_size), entries, audio_files)
+
+
+@contextlib.contextmanager
+def locked(directory: Path) -> Iterator[None]:
+    """Hold the backup directory's lock (`.lock`), so that two runs (cron and timer, or a manual run
+    during the nightly one) never dump or prune at once. Raises BackupError when it is held."""
+    directory.mkdir(parents=True, exist_ok=True, mode=0o700)
+    fd = os.open(directory / ".lock", os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise BackupError(f"another backup is running in {directory}") from None
+        yield
+    finally:
+        os.close(fd)
 
 
 # --- listing and retention -----------------------------------------------------------------------

@@ -6,6 +6,7 @@ daemon. The database password travels in PGPASSWORD, never on a command line or 
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Coroutine
 from datetime import UTC, datetime
 from pathlib import Path
@@ -85,24 +86,22 @@ def backup_cmd(
         return
     s = common.settings()
     target = directory or s.backups_dir
-    try:
-        taken = bk.take(
-            s.database_url.get_secret_value(), target, bindir=s.pg_bindir,
-            uploads_dir=s.uploads_dir if with_audio else None,
+    url = s.database_url.get_secret_value()
+    with contextlib.ExitStack() as stack:
+        try:
+            stack.enter_context(bk.locked(target))
+            uploads = s.uploads_dir if with_audio else None
+            taken = bk.take(url, target, bindir=s.pg_bindir, uploads_dir=uploads)
+        except bk.BackupError as exc:
+            common.fail(f"backup failed, nothing replaced or pruned: {exc}")
+        except OSError as exc:
+            common.fail(f"backup failed, nothing replaced or pruned: {exc.strerror}: {exc.filename}")
+        sanity = _db(rs.verify_restore(url, taken.backup.path, bindir=s.pg_bindir)) if verify else None
+        removed = bk.prune(
+            target,
+            s.backup_keep_daily if keep_daily is None else keep_daily,
+            s.backup_keep_weekly if keep_weekly is None else keep_weekly,
         )
-    except bk.BackupError as exc:
-        common.fail(f"backup failed, nothing replaced or pruned: {exc}")
-    except OSError as exc:
-        common.fail(f"backup failed, nothing replaced or pruned: {exc.strerror}: {exc.filename}")
-    sanity = None
-    if verify:
-        url = s.database_url.get_secret_value()
-        sanity = _db(rs.verify_restore(url, taken.backup.path, bindir=s.pg_bindir))
-    removed = bk.prune(
-        target,
-        s.backup_keep_daily if keep_daily is None else keep_daily,
-        s.backup_keep_weekly if keep_weekly is None else keep_weekly,
-    )
     if as_json:
         common.print_json({
             "file": str(taken.backup.path), "size_bytes": taken.backup.size, "toc_entries": taken.toc_entries,

@@ -11,7 +11,7 @@ import pytest
 from asr_daemon import host
 from tests import services
 from tests.conftest import Daemon
-from tests.integration.ops_support import assert_one_error_line, asrctl
+from tests.integration.ops_support import asrctl, assert_one_error_line
 
 
 @pytest.fixture
