@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import shlex
 import shutil
 import subprocess
 from datetime import UTC, datetime
@@ -20,7 +21,7 @@ UNITS = (
     "asr-backup.timer",
 )
 PROPS = "LoadState,ActiveState,SubState,StateChangeTimestamp"
-TIME_KEYS = ("ts", "time", "timestamp", "@timestamp", "t")
+TIME_KEYS = ("end", "start", "ts", "time", "timestamp")
 
 
 def systemd_present() -> bool:
@@ -82,13 +83,28 @@ def gpus() -> list[dict[str, Any]] | None:
     return found or None
 
 
-def _last_line(path: Path, block: int = 8192) -> str | None:
+def service_environment(unit: str) -> dict[str, str]:
+    """The `Environment=` variables systemd gives `unit` (not those of its EnvironmentFile=)."""
+    try:
+        out = subprocess.run(
+            ["systemctl", "show", "-p", "Environment", "--value", unit],
+            capture_output=True, text=True, timeout=5, check=False,
+        ).stdout
+        words = shlex.split(out)
+    except (OSError, subprocess.TimeoutExpired, ValueError):
+        return {}
+    return dict(w.split("=", 1) for w in words if "=" in w)
+
+
+def _tail(path: Path, block: int = 65536) -> list[str]:
     with path.open("rb") as f:
         f.seek(0, os.SEEK_END)
         size = f.tell()
         f.seek(max(0, size - block))
-        lines = [ln for ln in f.read().splitlines() if ln.strip()]
-    return lines[-1].decode("utf-8", "replace") if lines else None
+        lines = f.read().splitlines()
+    if size > block:
+        lines = lines[1:]  # the first line is probably cut
+    return [ln.decode("utf-8", "replace") for ln in lines if ln.strip()]
 
 
 def _parse_time(value: object) -> datetime | None:
@@ -103,23 +119,35 @@ def _parse_time(value: object) -> datetime | None:
     return None
 
 
-def last_request(access_log: Path) -> datetime | None:
-    """Time of the last request: the last JSON line's time field, else the log's mtime; None when
-    there is no log (no request since it was rotated or ever)."""
-    try:
-        line = _last_line(access_log)
-        mtime = datetime.fromtimestamp(access_log.stat().st_mtime, UTC)
-    except OSError:
-        return None
-    if line is None:
-        return None
+def _record_time(line: str) -> datetime | None:
+    """When a request ended (or started); None for a probe or an unreadable line."""
     try:
         record = json.loads(line)
     except ValueError:
-        return mtime
-    if isinstance(record, dict):
-        for key in TIME_KEYS:
-            parsed = _parse_time(record.get(key))
-            if parsed is not None:
-                return parsed
-    return mtime
+        return None
+    if not isinstance(record, dict) or record.get("probe"):
+        return None
+    for key in TIME_KEYS:
+        parsed = _parse_time(record.get(key))
+        if parsed is not None:
+            return parsed
+    return None
+
+
+def last_request(access_log: Path) -> datetime | None:
+    """Time of the last request that counts as activity, from the JSON-lines access log: the newest
+    non-probe line's `end` (or `start`), or the busy marker (`access.busy`, touched while requests
+    are in flight) when it is newer. None when neither says anything."""
+    found: datetime | None = None
+    try:
+        for line in reversed(_tail(access_log)):
+            found = _record_time(line)
+            if found is not None:
+                break
+    except OSError:
+        pass
+    try:
+        busy = datetime.fromtimestamp(access_log.with_suffix(".busy").stat().st_mtime, UTC)
+    except OSError:
+        return found
+    return busy if found is None or busy > found else found

@@ -31,7 +31,9 @@ JSON schema (`--json`): `schema` is 1; fields may be added, none is renamed or r
 
 from __future__ import annotations
 
+import os
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Annotated, Any
 
 import asyncpg
@@ -132,10 +134,23 @@ async def database_report(s: Settings) -> tuple[dict[str, Any], dict[str, Any] |
         await conn.close()
 
 
+def with_service_paths(s: Settings, service_env: dict[str, str]) -> Settings:
+    """Settings completed with the daemon unit's socket, state and log paths (set by `Environment=`
+    in asr-server.service), for what this shell's environment does not set itself."""
+    update: dict[str, Any] = {}
+    for field in ("uds", "state_dir", "log_dir"):
+        name = "ASR_" + field.upper()
+        if name not in os.environ and service_env.get(name):
+            update[field] = Path(service_env[name])
+    return s.model_copy(update=update) if update else s
+
+
 def collect(s: Settings, api_key: str | None = None) -> dict[str, Any]:
     """The whole report (see the module docstring for its schema)."""
     now = datetime.now(UTC)
     systemd = host.systemd_present()
+    if systemd:
+        s = with_service_paths(s, host.service_environment(SERVICE))
     units = {u: host.unit_state(u) for u in host.UNITS} if systemd else {}
     daemon = daemon_report(s, systemd, api_key)
     daemon_device = daemon.pop("device")

@@ -8,6 +8,7 @@ import socketserver
 import threading
 import time
 from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
 from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 from typing import Any
@@ -99,9 +100,13 @@ def public_port(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[int]]:
     sock.close()
 
 
-def fake_systemd(monkeypatch: pytest.MonkeyPatch, service_state: str) -> None:
-    """Pretend systemd manages the units, with asr-server.service in `service_state`."""
+def fake_systemd(
+    monkeypatch: pytest.MonkeyPatch, service_state: str, env: dict[str, str] | None = None
+) -> None:
+    """Pretend systemd manages the units, with asr-server.service in `service_state` and `env` as
+    its Environment= variables."""
     monkeypatch.setattr(host, "systemd_present", lambda: True)
+    monkeypatch.setattr(host, "service_environment", lambda unit: env or {})
     monkeypatch.setattr(host, "unit_state", lambda name: {
         "loaded": True, "active": service_state if name == "asr-server.service" else "active",
         "sub": "running", "since": "2026-11-25T10:00:00+00:00"})
@@ -131,8 +136,11 @@ def test_status_with_daemon_down(
                 name)
     log = tmp_path / "state" / "log" / "access.log"
     log.parent.mkdir(parents=True)
-    log.write_text('{"ts": "2026-01-01T00:00:00Z", "path": "/x"}\n'
-                   + json.dumps({"ts": time.time() - 120, "path": "/v1/jobs"}) + "\n")
+    old, at, now = "2026-01-01T00:00:01+00:00", datetime.now(UTC) - timedelta(seconds=120), datetime.now(UTC)
+    lines = [{"start": old, "end": old, "path": "/x"},
+             {"start": at.isoformat(), "end": at.isoformat(), "path": "/v1/jobs", "probe": False},
+             {"start": now.isoformat(), "end": now.isoformat(), "path": "/readyz", "probe": True}]
+    log.write_text("".join(json.dumps(line) + "\n" for line in lines))  # the probe does not count
     (tmp_path / "state" / "backups").mkdir()
     (tmp_path / "state" / "backups" / "asr-20260101T000000Z.dump").write_bytes(b"x")
 
@@ -182,8 +190,10 @@ def test_status_never_wakes_an_inactive_service(
 def test_status_asks_an_active_service_on_its_unix_socket_only(
     db: str, stub_daemon: Path, public_port: list[int], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """Under systemd with the service active, status asks the UDS, never the public port."""
-    fake_systemd(monkeypatch, "active")
+    """Under systemd with the service active, status asks the UDS named by the unit's Environment=,
+    never the public port."""
+    monkeypatch.delenv("ASR_UDS")
+    fake_systemd(monkeypatch, "active", {"ASR_UDS": str(stub_daemon), "PYTHONUNBUFFERED": "1"})
     r = report()
     assert r["daemon"]["state"] == "answering" and r["daemon"]["via"] == f"unix:{stub_daemon}"
     assert public_port[0] == 0 and _Stub.requests == ["/readyz", "/v1/models"]
