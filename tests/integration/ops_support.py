@@ -75,13 +75,14 @@ def seed(pg: services.Postgres, dbname: str, *, jobs: int = 3, audio_dir: Path |
     return ids
 
 
-def ensure_api_keys(pg: services.Postgres, dbname: str) -> None:
+def ensure_api_keys(pg: services.Postgres, dbname: str) -> bool:
     """Keys to carry through a backup: when migration 0002 has not made `api_keys` yet, a stand-in
-    table with two rows (a sequence-backed id, like the real one); the real table is left as is."""
-    if pg.psql("SELECT to_regclass('public.api_keys') IS NULL", dbname) == "t":
-        pg.psql("CREATE TABLE api_keys (id bigserial PRIMARY KEY, name text NOT NULL, hash text NOT NULL)",
-                dbname)
-        pg.psql("INSERT INTO api_keys (name, hash) VALUES ('ops', 'h1'), ('ci', 'h2')", dbname)
+    table with two rows (a sequence-backed id) and True; the real table is left as is (False)."""
+    if pg.psql("SELECT to_regclass('public.api_keys') IS NULL", dbname) != "t":
+        return False
+    pg.psql("CREATE TABLE api_keys (id bigserial PRIMARY KEY, name text NOT NULL, hash text NOT NULL)", dbname)
+    pg.psql("INSERT INTO api_keys (name, hash) VALUES ('ops', 'h1'), ('ci', 'h2')", dbname)
+    return True
 
 
 def snapshot(pg: services.Postgres, dbname: str) -> dict[str, str]:

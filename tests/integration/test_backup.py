@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from asr_daemon import backup as bk
+from asr_daemon import host
 from tests import services
 from tests.integration.ops_support import (
     asrctl,
@@ -61,7 +62,7 @@ def test_backup_wipe_restore_keeps_every_row(pg: services.Postgres, db: str, tmp
     """A backup, a wiped schema and a restore give back every job, segment, delivery and key."""
     name = _dbname(db)
     seed(pg, name, jobs=4)
-    ensure_api_keys(pg, name)
+    stand_in = ensure_api_keys(pg, name)
     before = snapshot(pg, name)
     assert {"jobs", "segments", "webhook_deliveries", "api_keys", "schema_migrations"} <= set(before)
     dump = _backup(tmp_path)
@@ -71,6 +72,8 @@ def test_backup_wipe_restore_keeps_every_row(pg: services.Postgres, db: str, tmp
     result = asrctl("restore", str(dump))
     assert result.exit_code == 0, result.stderr
     assert snapshot(pg, name) == before
+    if stand_in:  # its sequence carries on where it was
+        assert pg.psql("INSERT INTO api_keys (name, hash) VALUES ('new', 'h3') RETURNING id", name) == "3"
 
 
 def test_restore_refuses_target_with_jobs(pg: services.Postgres, db: str, tmp_path: Path) -> None:
@@ -84,6 +87,18 @@ def test_restore_refuses_target_with_jobs(pg: services.Postgres, db: str, tmp_pa
     result = asrctl("restore", str(dump), "--force")
     assert result.exit_code == 0, result.stderr
     assert pg.psql("SELECT count(*) FROM jobs", name) == "2"
+
+
+def test_restore_refused_while_the_daemon_runs(
+    pg: services.Postgres, db: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With asr-server.service active, restoring over the live database is refused; --into is not."""
+    dump = _backup(tmp_path)
+    monkeypatch.setattr(host, "systemd_present", lambda: True)
+    active = {"loaded": True, "active": "active", "sub": "running", "since": None}
+    monkeypatch.setattr(host, "unit_state", lambda name: active)
+    assert_one_error_line(asrctl("restore", str(dump), "--force"), "asr-server.service is running")
+    assert asrctl("restore", str(dump), "--into", _dbname(db) + "_side").exit_code == 0
 
 
 def test_restore_into_new_database(pg: services.Postgres, db: str, tmp_path: Path) -> None:
@@ -161,7 +176,8 @@ def test_backup_with_audio_tars_uploads(pg: services.Postgres, db: str, tmp_path
     seed(pg, _dbname(db), jobs=2, audio_dir=tmp_path / "state" / "uploads")
     plain = asrctl("backup", "--dir", str(tmp_path / "b"))
     assert plain.exit_code == 0 and "audio is not in the dump" in plain.stdout
-    dump = _backup(tmp_path, "--with-audio")
+    dump = _backup(tmp_path, "--with-audio", "--verify")
+    assert bk.restore_verified_at(bk.list_backups(dump.parent)[0]) is not None
     audio = dump.with_name(dump.name.replace(".dump", ".audio.tar"))
     with tarfile.open(audio) as tar:
         assert len(tar.getnames()) == 2
@@ -176,7 +192,9 @@ def test_backup_with_database_down_fails_with_one_line(
     result = asrctl("backup", "--dir", str(tmp_path / "b"))
     assert_one_error_line(result, "pg_dump failed")
     assert "s3cretpw" not in result.output + result.stderr
-    assert [p for p in (tmp_path / "b").iterdir()] == []
+    assert [p.name for p in (tmp_path / "b").iterdir()] == [".lock"]
+    (tmp_path / "not-a-dir").write_text("x")
+    assert_one_error_line(asrctl("backup", "--dir", str(tmp_path / "not-a-dir")), "backup failed")
     listed = asrctl("restore", "--verify", str(tmp_path / "nothing.dump"))
     assert_one_error_line(listed, "no such file")
 
