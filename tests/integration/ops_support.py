@@ -80,7 +80,8 @@ def ensure_api_keys(pg: services.Postgres, dbname: str) -> bool:
     table with two rows (a sequence-backed id) and True; the real table is left as is (False)."""
     if pg.psql("SELECT to_regclass('public.api_keys') IS NULL", dbname) != "t":
         return False
-    pg.psql("CREATE TABLE api_keys (id bigserial PRIMARY KEY, name text NOT NULL, hash text NOT NULL)", dbname)
+    pg.psql("CREATE TABLE api_keys (id bigserial PRIMARY KEY, name text NOT NULL, hash text NOT NULL)",
+            dbname)
     pg.psql("INSERT INTO api_keys (name, hash) VALUES ('ops', 'h1'), ('ci', 'h2')", dbname)
     return True
 
