@@ -147,10 +147,10 @@ class ModelCache:
             if entry is None:
                 self.loading.add(name)
                 try:
-                    entry = await asyncio.to_thread(self._loader, name, path)
+                    loaded: Loaded = await asyncio.to_thread(self._loader, name, path)
                 finally:
                     self.loading.discard(name)
-                self._loaded[name] = entry
+                self._loaded[name] = entry = loaded
             entry.in_use += 1
             entry.last_used = time.monotonic()
             return entry

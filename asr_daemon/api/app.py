@@ -29,8 +29,15 @@ from asr_daemon.worker import Worker
 
 log = logging.getLogger(__name__)
 
-DB_UNAVAILABLE = (OSError, asyncpg.InterfaceError, asyncpg.PostgresConnectionError, asyncpg.CannotConnectNowError,
-                  asyncpg.TooManyConnectionsError, asyncpg.AdminShutdownError, asyncio.TimeoutError)
+DB_UNAVAILABLE = (
+    OSError,
+    asyncpg.InterfaceError,
+    asyncpg.PostgresConnectionError,
+    asyncpg.CannotConnectNowError,
+    asyncpg.TooManyConnectionsError,
+    asyncpg.AdminShutdownError,
+    asyncio.TimeoutError,
+)
 
 
 def _error(status: int, body: dict[str, Any], retry_after: int | None = None) -> Response[Any]:
@@ -70,13 +77,14 @@ def _loader(settings: Settings) -> Any:
         compute = settings.compute_type if settings.compute_type != "auto" else "int8"
         t0 = time.perf_counter()
         model = transcriber.load_model(path, device, compute, settings.threads_per_worker(), settings.workers)
-        return models.Loaded(name=name, model=model, device=device, compute_type=compute,
-                             load_seconds=time.perf_counter() - t0)
+        return models.Loaded(
+            name=name, model=model, device=device, compute_type=compute, load_seconds=time.perf_counter() - t0
+        )
 
     return load
 
 
-async def _open_db(settings: Settings) -> asyncpg.Pool:  # type: ignore[type-arg]  # asyncpg record type
+async def _open_db(settings: Settings) -> asyncpg.Pool:
     """Connect (waiting up to 30 s for PostgreSQL to come up) and apply pending migrations."""
     deadline = time.monotonic() + 30
     while True:
@@ -89,7 +97,7 @@ async def _open_db(settings: Settings) -> asyncpg.Pool:  # type: ignore[type-arg
             log.warning("database_wait", extra={"error": type(exc).__name__})
             await asyncio.sleep(1)
     async with pool.acquire() as conn:
-        applied = await migrate.migrate(conn)
+        applied = await migrate.migrate(conn)  # type: ignore[arg-type]  # a pool proxy is a Connection
     if applied:
         log.info("migrations_applied", extra={"names": applied})
     return pool
@@ -106,8 +114,15 @@ async def lifespan(app: Litestar) -> AsyncIterator[None]:
     cache = models.ModelCache(_loader(settings))
     locks = uploads.AudioLocks()
     worker = Worker(settings, pool, hub, cache, locks)
-    app.state.update(pool=pool, redis=client, hub=hub, models=cache, worker=worker,
-                     intake=Intake(settings, pool, hub, locks), started_at=time.time())
+    app.state.update(
+        pool=pool,
+        redis=client,
+        hub=hub,
+        models=cache,
+        worker=worker,
+        intake=Intake(settings, pool, hub, locks),
+        started_at=time.time(),
+    )
     listeners = [asyncio.create_task(hub.listen_bell()), asyncio.create_task(hub.listen_events())]
     worker.start()
     if settings.preload:
@@ -130,8 +145,7 @@ async def lifespan(app: Litestar) -> AsyncIterator[None]:
 def create_app(settings: Settings) -> Litestar:
     """Build the application for `settings` (nothing is opened until the lifespan runs)."""
     return Litestar(
-        route_handlers=[health.healthz, health.readyz, transcriptions.TranscriptionsController,
-                        jobs.JobsController],
+        route_handlers=[health.healthz, health.readyz, transcriptions.TranscriptionsController, jobs.JobsController],
         lifespan=[lifespan],
         state=State({"settings": settings}),
         exception_handlers={
@@ -150,4 +164,3 @@ def app_from_env() -> Litestar:
     settings = Settings()
     logs.configure(settings.log_level)
     return create_app(settings)
-
