@@ -250,8 +250,9 @@ def take(
     url, env = libpq_args(database_url)
     try:
         _create_private(tmp)
-        run_tool([pg_tool("pg_dump", bindir), "--format=custom", "--no-password",
-                  f"--file={tmp}", f"--dbname={url}"], env)
+        run_tool(
+            [pg_tool("pg_dump", bindir), "--format=custom", "--no-password", f"--file={tmp}", f"--dbname={url}"], env
+        )
         entries = verify_dump(tmp, bindir)
         _fsync(tmp)
         sums = f"{sha256_file(tmp)}  {final.name}\n"

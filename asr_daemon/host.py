@@ -34,7 +34,10 @@ def unit_state(name: str) -> dict[str, Any]:
     try:
         out = subprocess.run(
             ["systemctl", "show", "--timestamp=utc", "-p", PROPS, name],
-            capture_output=True, text=True, timeout=5, check=False,
+            capture_output=True,
+            text=True,
+            timeout=5,
+            check=False,
         ).stdout
     except (OSError, subprocess.TimeoutExpired):
         return {"loaded": False, "active": "unknown", "sub": None, "since": None}
@@ -70,7 +73,10 @@ def gpus() -> list[dict[str, Any]] | None:
     try:
         out = subprocess.run(
             [exe, "--query-gpu=name,memory.used,memory.free,memory.total", "--format=csv,noheader,nounits"],
-            capture_output=True, text=True, timeout=10, check=True,
+            capture_output=True,
+            text=True,
+            timeout=10,
+            check=True,
         ).stdout
     except (OSError, subprocess.SubprocessError):
         return None
@@ -78,8 +84,14 @@ def gpus() -> list[dict[str, Any]] | None:
     for line in out.splitlines():
         parts = [p.strip() for p in line.split(",")]
         if len(parts) == 4 and all(p.isdigit() for p in parts[1:]):
-            found.append({"name": parts[0], "memory_used_mib": int(parts[1]),
-                          "memory_free_mib": int(parts[2]), "memory_total_mib": int(parts[3])})
+            found.append(
+                {
+                    "name": parts[0],
+                    "memory_used_mib": int(parts[1]),
+                    "memory_free_mib": int(parts[2]),
+                    "memory_total_mib": int(parts[3]),
+                }
+            )
     return found or None
 
 
@@ -88,7 +100,10 @@ def service_environment(unit: str) -> dict[str, str]:
     try:
         out = subprocess.run(
             ["systemctl", "show", "-p", "Environment", "--value", unit],
-            capture_output=True, text=True, timeout=5, check=False,
+            capture_output=True,
+            text=True,
+            timeout=5,
+            check=False,
         ).stdout
         words = shlex.split(out)
     except (OSError, subprocess.TimeoutExpired, ValueError):

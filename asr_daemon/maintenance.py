@@ -55,15 +55,15 @@ async def list_jobs(conn: Conn, status: str | None, limit: int) -> list[asyncpg.
         "SELECT id, status, model, filename, duration_s, progress_s, attempts, max_attempts, error_code,"
         " created_at, started_at, finished_at FROM jobs WHERE ($1::text IS NULL OR status = $1)"
         " ORDER BY created_at DESC, id DESC LIMIT $2",
-        status, limit,
+        status,
+        limit,
     )
 
 
 async def get_job(conn: Conn, job_id: uuid.UUID) -> asyncpg.Record | None:
     """Every column, plus how many segments are stored."""
     return await conn.fetchrow(
-        "SELECT j.*, (SELECT count(*) FROM segments s WHERE s.job_id = j.id) AS segments"
-        " FROM jobs j WHERE id = $1",
+        "SELECT j.*, (SELECT count(*) FROM segments s WHERE s.job_id = j.id) AS segments FROM jobs j WHERE id = $1",
         job_id,
     )
 
@@ -100,7 +100,8 @@ async def delete_finished_before(conn: Conn, cutoff: datetime) -> list[asyncpg.R
     return await conn.fetch(
         "DELETE FROM jobs WHERE status = ANY($1::text[]) AND coalesce(finished_at, created_at) < $2"
         " RETURNING audio_sha256, audio_bytes",
-        TERMINAL, cutoff,
+        TERMINAL,
+        cutoff,
     )
 
 
@@ -110,7 +111,8 @@ async def forget_audio_before(conn: Conn, cutoff: datetime) -> list[asyncpg.Reco
         "UPDATE jobs SET audio_deleted_at = now(), updated_at = now()"
         " WHERE status = ANY($1::text[]) AND coalesce(finished_at, created_at) < $2"
         " AND audio_deleted_at IS NULL RETURNING audio_sha256, audio_bytes",
-        TERMINAL, cutoff,
+        TERMINAL,
+        cutoff,
     )
 
 
@@ -155,4 +157,4 @@ async def wake(redis_url: str, job_id: uuid.UUID) -> bool:
     except (RedisError, OSError):
         return False
     finally:
-        await client.aclose()  # type: ignore[attr-defined]  # types-redis predates redis 5's aclose()
+        await client.aclose()

@@ -138,8 +138,14 @@ def pg_restore(dump: Path, target_url: str, bindir: Path | None, *, clean: bool)
     """Load `dump` into `target_url` in one transaction (all or nothing)."""
     url, env = backup.libpq_args(target_url)
     env["PGOPTIONS"] = f"{env.get('PGOPTIONS', '')} -c lock_timeout={LOCK_TIMEOUT}".strip()
-    argv = [backup.pg_tool("pg_restore", bindir), "--no-password", "--exit-on-error",
-            "--single-transaction", "--no-owner", "--no-privileges"]
+    argv = [
+        backup.pg_tool("pg_restore", bindir),
+        "--no-password",
+        "--exit-on-error",
+        "--single-transaction",
+        "--no-owner",
+        "--no-privileges",
+    ]
     if clean:
         argv += ["--clean", "--if-exists"]
     backup.run_tool([*argv, f"--dbname={url}", str(dump)], env)
@@ -150,7 +156,11 @@ class TargetHoldsJobs(backup.BackupError):
 
 
 async def restore(
-    database_url: str, dump: Path, *, into: str | None = None, force: bool = False,
+    database_url: str,
+    dump: Path,
+    *,
+    into: str | None = None,
+    force: bool = False,
     bindir: Path | None = None,
 ) -> Sanity:
     """Restore `dump` into the configured database, or into `into` (created when absent)."""

@@ -69,9 +69,7 @@ def _db(coro: Coroutine[Any, Any, T]) -> T:
 def backup_cmd(
     ctx: typer.Context,
     directory: DirOpt = None,
-    keep_daily: Annotated[
-        int | None, typer.Option(min=0, help="Days to keep (default ASR_BACKUP_KEEP_DAILY).")
-    ] = None,
+    keep_daily: Annotated[int | None, typer.Option(min=0, help="Days to keep (default ASR_BACKUP_KEEP_DAILY).")] = None,
     keep_weekly: Annotated[
         int | None, typer.Option(min=0, help="Weeks to keep (default ASR_BACKUP_KEEP_WEEKLY).")
     ] = None,
@@ -103,15 +101,20 @@ def backup_cmd(
             s.backup_keep_weekly if keep_weekly is None else keep_weekly,
         )
     if as_json:
-        common.print_json({
-            "file": str(taken.backup.path), "size_bytes": taken.backup.size, "toc_entries": taken.toc_entries,
-            "audio_file": str(taken.backup.audio) if with_audio else None, "audio_files": taken.audio_files,
-            "restore_verified": sanity is not None, "tables": sanity.tables if sanity else None,
-            "pruned": [str(p) for p in removed],
-        })
+        common.print_json(
+            {
+                "file": str(taken.backup.path),
+                "size_bytes": taken.backup.size,
+                "toc_entries": taken.toc_entries,
+                "audio_file": str(taken.backup.audio) if with_audio else None,
+                "audio_files": taken.audio_files,
+                "restore_verified": sanity is not None,
+                "tables": sanity.tables if sanity else None,
+                "pruned": [str(p) for p in removed],
+            }
+        )
         return
-    typer.echo(f"backup {taken.backup.path} ({human_size(taken.backup.size)}, "
-               f"{taken.toc_entries} objects, verified)")
+    typer.echo(f"backup {taken.backup.path} ({human_size(taken.backup.size)}, {taken.toc_entries} objects, verified)")
     if sanity is not None:
         rows = ", ".join(f"{k}={v}" for k, v in sanity.tables.items())
         typer.echo(f"trial restore ok: {sanity.latest_migration}; {rows}")
@@ -133,12 +136,23 @@ def ls_cmd(directory: DirOpt = None, as_json: JsonOpt = False) -> None:
     states = {b.path: bk.checksum_state(b) for b in backups}
     verified = {b.path: bk.restore_verified_at(b) for b in backups}
     if as_json:
-        common.print_json({"dir": str(target), "backups": [{
-            "file": str(b.path), "taken_at": b.taken_at.isoformat(),
-            "age_s": (now - b.taken_at).total_seconds(), "size_bytes": b.size, "checksum": states[b.path],
-            "audio": str(b.audio) if b.audio.exists() else None,
-            "restore_verified_at": (v := verified[b.path]) and v.isoformat(),
-        } for b in backups]})
+        common.print_json(
+            {
+                "dir": str(target),
+                "backups": [
+                    {
+                        "file": str(b.path),
+                        "taken_at": b.taken_at.isoformat(),
+                        "age_s": (now - b.taken_at).total_seconds(),
+                        "size_bytes": b.size,
+                        "checksum": states[b.path],
+                        "audio": str(b.audio) if b.audio.exists() else None,
+                        "restore_verified_at": (v := verified[b.path]) and v.isoformat(),
+                    }
+                    for b in backups
+                ],
+            }
+        )
         return
     if not backups:
         typer.echo(f"no backups in {target}")
@@ -150,8 +164,11 @@ def ls_cmd(directory: DirOpt = None, as_json: JsonOpt = False) -> None:
         color = {"ok": "green", "mismatch": "bold red"}.get(states[b.path], "yellow")
         when = verified[b.path]
         table.add_row(
-            b.path.name, human_age((now - b.taken_at).total_seconds()), human_size(b.size),
-            f"[{color}]{states[b.path]}[/]", "yes" if b.audio.exists() else "-",
+            b.path.name,
+            human_age((now - b.taken_at).total_seconds()),
+            human_size(b.size),
+            f"[{color}]{states[b.path]}[/]",
+            "yes" if b.audio.exists() else "-",
             when.strftime("%Y-%m-%d %H:%M") if when else "-",
         )
     Console().print(table)
@@ -159,13 +176,11 @@ def ls_cmd(directory: DirOpt = None, as_json: JsonOpt = False) -> None:
 
 def restore_cmd(
     file: Annotated[Path, typer.Argument(help="A dump written by `asrctl backup`.")],
-    into: Annotated[
-        str | None, typer.Option("--into", help="Restore into this database (created if absent).")
-    ] = None,
+    into: Annotated[str | None, typer.Option("--into", help="Restore into this database (created if absent).")] = None,
     force: Annotated[bool, typer.Option("--force", help="Overwrite a database that holds jobs.")] = False,
-    verify: Annotated[bool, typer.Option(
-        "--verify", help="Only prove the dump restores: scratch database, sanity queries, dropped."
-    )] = False,
+    verify: Annotated[
+        bool, typer.Option("--verify", help="Only prove the dump restores: scratch database, sanity queries, dropped.")
+    ] = False,
     as_json: JsonOpt = False,
 ) -> None:
     """Restore a backup (one transaction: on failure the target is unchanged)."""
@@ -178,9 +193,15 @@ def restore_cmd(
             common.fail("asr-server.service is running: stop asr-server.socket and asr-server.service first")
         result = _db(rs.restore(url, file, into=into, force=force, bindir=s.pg_bindir))
     if as_json:
-        common.print_json({"verified" if verify else "restored": str(file), "database": result.database,
-                           "tables": result.tables, "latest_migration": result.latest_migration,
-                           "latest_job_at": result.latest_job_at})
+        common.print_json(
+            {
+                "verified" if verify else "restored": str(file),
+                "database": result.database,
+                "tables": result.tables,
+                "latest_migration": result.latest_migration,
+                "latest_job_at": result.latest_job_at,
+            }
+        )
         return
     verb = "trial restore ok (scratch database dropped)" if verify else f"restored into {result.database!r}"
     typer.echo(f"{verb}: latest migration {result.latest_migration}, latest job {result.latest_job_at}")

@@ -18,8 +18,12 @@ def show(as_json: Annotated[bool, typer.Option("--json", help="Machine-readable 
     """Every setting with its value (passwords masked) and the paths derived from them."""
     s = common.settings()
     values = s.masked()
-    derived = {"uploads_dir": s.uploads_dir, "models_dir": s.models_dir,
-               "access_log_path": s.access_log_path, "backups_dir": s.backups_dir}
+    derived = {
+        "uploads_dir": s.uploads_dir,
+        "models_dir": s.models_dir,
+        "access_log_path": s.access_log_path,
+        "backups_dir": s.backups_dir,
+    }
     if as_json:
         common.print_json({"settings": values, "derived": {k: str(v) for k, v in derived.items()}})
         return
@@ -28,8 +32,9 @@ def show(as_json: Annotated[bool, typer.Option("--json", help="Machine-readable 
         table.add_column(col)
     fields = type(s).model_fields
     for name, value in values.items():
-        table.add_row(f"ASR_{name.upper()}", "-" if value is None else str(value),
-                      (fields[name].description or "").split(". ")[0])
+        table.add_row(
+            f"ASR_{name.upper()}", "-" if value is None else str(value), (fields[name].description or "").split(". ")[0]
+        )
     for name, path in derived.items():
         table.add_row(f"({name})", str(path), "derived")
     Console().print(table)

@@ -29,9 +29,7 @@ app = typer.Typer(help="Jobs in the database: ls, show, retry, cancel, purge.", 
 JsonOpt = Annotated[bool, typer.Option("--json", help="Machine-readable output.")]
 IdArg = Annotated[str, typer.Argument(help="Job id, or a unique prefix of it (4+ hex digits).")]
 RETRYABLE = {"failed", "cancelled"}
-COLORS = {
-    "queued": "cyan", "running": "yellow", "completed": "green", "failed": "bold red", "cancelled": "dim"
-}
+COLORS = {"queued": "cyan", "running": "yellow", "completed": "green", "failed": "bold red", "cancelled": "dim"}
 
 
 def with_db(work: Callable[[Conn], Awaitable[T]]) -> T:
@@ -93,9 +91,14 @@ def ls_cmd(
     for r in rows:
         done = r["progress_s"] / r["duration_s"] if r["duration_s"] else 0.0
         table.add_row(
-            str(r["id"])[:8], f"[{COLORS.get(r['status'], '')}]{r['status']}[/]", r["model"],
-            (r["filename"] or "-")[:30], f"{r['duration_s']:.0f}s", f"{min(done, 1.0):.0%}",
-            f"{r['attempts']}/{r['max_attempts']}", human_age((now - r["created_at"]).total_seconds()),
+            str(r["id"])[:8],
+            f"[{COLORS.get(r['status'], '')}]{r['status']}[/]",
+            r["model"],
+            (r["filename"] or "-")[:30],
+            f"{r['duration_s']:.0f}s",
+            f"{min(done, 1.0):.0%}",
+            f"{r['attempts']}/{r['max_attempts']}",
+            human_age((now - r["created_at"]).total_seconds()),
             r["error_code"] or "",
         )
     Console().print(table if rows else "no jobs")
@@ -207,8 +210,15 @@ def purge_cmd(
             if not dry_run:
                 path.unlink()
     if as_json:
-        common.print_json({"dry_run": dry_run, "jobs": count, "audio_only": audio_only,
-                           "files_removed": removed, "bytes_freed": freed})
+        common.print_json(
+            {
+                "dry_run": dry_run,
+                "jobs": count,
+                "audio_only": audio_only,
+                "files_removed": removed,
+                "bytes_freed": freed,
+            }
+        )
         return
     what = "jobs whose audio was forgotten" if audio_only else "jobs deleted"
     prefix = "would be: " if dry_run else ""

@@ -68,8 +68,7 @@ def _client(s: Settings, api_key: str | None) -> tuple[httpx.Client, str]:
 
 def daemon_report(s: Settings, systemd: bool, api_key: str | None) -> dict[str, Any]:
     """Ask the daemon for readiness and models, if that cannot wake it."""
-    out: dict[str, Any] = {"state": "unknown", "via": None, "ready": None, "models": [], "error": None,
-                           "device": None}
+    out: dict[str, Any] = {"state": "unknown", "via": None, "ready": None, "models": [], "error": None, "device": None}
     if systemd:
         if not host.unit_active(SERVICE):
             out["state"] = "not-running"
@@ -111,8 +110,13 @@ def _json(response: httpx.Response) -> Any:
 
 async def database_report(s: Settings) -> tuple[dict[str, Any], dict[str, Any] | None]:
     """Size and migrations of the database, and the queue counts (None when unreachable)."""
-    out: dict[str, Any] = {"reachable": False, "size_bytes": None, "latest_migration": None,
-                           "pending_migrations": None, "error": None}
+    out: dict[str, Any] = {
+        "reachable": False,
+        "size_bytes": None,
+        "latest_migration": None,
+        "pending_migrations": None,
+        "error": None,
+    }
     try:
         conn = await dbmod.connect(s)
     except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
@@ -121,7 +125,8 @@ async def database_report(s: Settings) -> tuple[dict[str, Any], dict[str, Any] |
     try:
         applied = await migrate.applied(conn)
         out.update(
-            reachable=True, size_bytes=await mt.database_size(conn),
+            reachable=True,
+            size_bytes=await mt.database_size(conn),
             latest_migration=applied[max(applied)] if applied else None,
             pending_migrations=len(await migrate.pending(conn)),
         )
@@ -155,8 +160,11 @@ def collect(s: Settings, api_key: str | None = None) -> dict[str, Any]:
     daemon = daemon_report(s, systemd, api_key)
     daemon_device = daemon.pop("device")
     gpus = host.gpus()
-    device = {"source": "daemon" if daemon_device else ("nvidia-smi" if gpus else None),
-              "gpus": gpus, "daemon": daemon_device}
+    device = {
+        "source": "daemon" if daemon_device else ("nvidia-smi" if gpus else None),
+        "gpus": gpus,
+        "daemon": daemon_device,
+    }
     database, queue = common.run(database_report(s))
     last = host.last_request(s.access_log_path)
     age = (now - last).total_seconds() if last else None
@@ -179,7 +187,8 @@ def collect(s: Settings, api_key: str | None = None) -> dict[str, Any]:
         "last_request": {"at": last.isoformat() if last else None, "age_s": age},
         "idle_stop": {"after_s": s.idle_stop_after, "in_s": idle_in},
         "backups": {
-            "dir": str(s.backups_dir), "count": len(backups),
+            "dir": str(s.backups_dir),
+            "count": len(backups),
             "latest": str(backups[0].path) if backups else None,
             "latest_age_s": (now - backups[0].taken_at).total_seconds() if backups else None,
         },
@@ -230,23 +239,35 @@ def render(r: dict[str, Any]) -> Table:
     if d["models"]:
         t.add_row("models", ", ".join(str(m.get("id")) for m in d["models"]))
     gpus = r["device"]["gpus"]
-    t.add_row("device", "; ".join(
-        f"{g['name']}: {g['memory_used_mib']} MiB used, {g['memory_free_mib']} MiB free" for g in gpus
-    ) if gpus else "no NVIDIA GPU visible (CPU)")
+    t.add_row(
+        "device",
+        "; ".join(f"{g['name']}: {g['memory_used_mib']} MiB used, {g['memory_free_mib']} MiB free" for g in gpus)
+        if gpus
+        else "no NVIDIA GPU visible (CPU)",
+    )
     q = r["jobs"]
     if q is None:
         t.add_row("jobs", "-")
     else:
         oldest = q["oldest_queued_age_s"]
-        t.add_row("jobs", f"{q['running']} running, {q['queued']} queued"
-                  + (f", oldest queued {_age(oldest)}" if oldest is not None else ""))
+        t.add_row(
+            "jobs",
+            f"{q['running']} running, {q['queued']} queued"
+            + (f", oldest queued {_age(oldest)}" if oldest is not None else ""),
+        )
     t.add_row("last request", _age(r["last_request"]["age_s"]))
     idle = r["idle_stop"]["in_s"]
     t.add_row("idle stop", "-" if idle is None else f"in {human_age(idle)}")
     db = r["database"]
-    t.add_row("database", f"{human_size(db['size_bytes'])}, migration {db['latest_migration']}, "
-              f"{db['pending_migrations']} pending" if db["reachable"] else "[bold red]unreachable[/]")
+    t.add_row(
+        "database",
+        f"{human_size(db['size_bytes'])}, migration {db['latest_migration']}, {db['pending_migrations']} pending"
+        if db["reachable"]
+        else "[bold red]unreachable[/]",
+    )
     b = r["backups"]
-    t.add_row("last backup", f"{_age(b['latest_age_s'])} ({b['count']} in {b['dir']})" if b["latest"]
-              else f"[yellow]none[/] in {b['dir']}")
+    t.add_row(
+        "last backup",
+        f"{_age(b['latest_age_s'])} ({b['count']} in {b['dir']})" if b["latest"] else f"[yellow]none[/] in {b['dir']}",
+    )
     return t

@@ -54,8 +54,7 @@ def _explain(response: httpx.Response) -> str:
 def submit(client: httpx.Client, path: Path, fields: dict[str, str]) -> str:
     """Upload one file as a job; returns the job id."""
     with path.open("rb") as fh:
-        response = client.post("/v1/jobs", files={"file": (path.name, fh, "application/octet-stream")},
-                               data=fields)
+        response = client.post("/v1/jobs", files={"file": (path.name, fh, "application/octet-stream")}, data=fields)
     if response.status_code not in (200, 202):
         raise ApiError(_explain(response))
     job_id: str = response.json()["id"]
@@ -103,8 +102,9 @@ def follow(client: httpx.Client, job_id: str, progress: Progress, name: str) -> 
             progress.update(task, description=f"{name} (running)")
         elif kind in FINAL:
             total = progress.tasks[task].total or 1
-            progress.update(task, total=total, completed=total if kind == "completed" else 0,
-                            description=f"{name} ({kind})")
+            progress.update(
+                task, total=total, completed=total if kind == "completed" else 0, description=f"{name} ({kind})"
+            )
             data["status"] = kind
             return data
     raise ApiError(f"job {job_id}: the event stream ended without a final event")
@@ -126,9 +126,7 @@ def transcribe(
     output: Annotated[Path | None, typer.Option("--output", "-o", help="Write DIR/<stem>.<ext>.")] = None,
     run_async: Annotated[bool, typer.Option("--async", help="Print job ids and return at once.")] = False,
     url: Annotated[str | None, typer.Option(envvar="ASR_URL", help="API base URL.")] = None,
-    api_key: Annotated[
-        str | None, typer.Option(envvar="ASR_API_KEY", help="API key, if the daemon needs one.")
-    ] = None,
+    api_key: Annotated[str | None, typer.Option(envvar="ASR_API_KEY", help="API key, if the daemon needs one.")] = None,
 ) -> None:
     """Transcribe files through the daemon (starting it on demand), with live progress."""
     if fmt not in FORMATS:
@@ -155,8 +153,12 @@ def transcribe(
         if output is not None:
             output.mkdir(parents=True, exist_ok=True)
         err = Console(stderr=True)
-        columns = (TextColumn("{task.description}"), BarColumn(), TextColumn("{task.percentage:>3.0f}%"),
-                   TimeRemainingColumn())
+        columns = (
+            TextColumn("{task.description}"),
+            BarColumn(),
+            TextColumn("{task.percentage:>3.0f}%"),
+            TimeRemainingColumn(),
+        )
         with Progress(*columns, console=err, transient=output is None) as progress:
             for job_id, path in zip(ids, files, strict=True):
                 try:

@@ -66,9 +66,7 @@ def seed(pg: services.Postgres, dbname: str, *, jobs: int = 3, audio_dir: Path |
             f" ('{jid}', 1, 1, 1.5, 'wörld {i} ''quoted''', NULL, NULL)",
             dbname,
         )
-        pg.psql(
-            f"INSERT INTO webhook_deliveries (job_id, attempt, status_code) VALUES ('{jid}', 1, 200)", dbname
-        )
+        pg.psql(f"INSERT INTO webhook_deliveries (job_id, attempt, status_code) VALUES ('{jid}', 1, 200)", dbname)
         if audio_dir is not None:
             audio_dir.mkdir(parents=True, exist_ok=True)
             (audio_dir / sha).write_bytes(b"RIFF" + bytes([i]))
@@ -80,18 +78,14 @@ def ensure_api_keys(pg: services.Postgres, dbname: str) -> bool:
     table with two rows (a sequence-backed id) and True; the real table is left as is (False)."""
     if pg.psql("SELECT to_regclass('public.api_keys') IS NULL", dbname) != "t":
         return False
-    pg.psql("CREATE TABLE api_keys (id bigserial PRIMARY KEY, name text NOT NULL, hash text NOT NULL)",
-            dbname)
+    pg.psql("CREATE TABLE api_keys (id bigserial PRIMARY KEY, name text NOT NULL, hash text NOT NULL)", dbname)
     pg.psql("INSERT INTO api_keys (name, hash) VALUES ('ops', 'h1'), ('ci', 'h2')", dbname)
     return True
 
 
 def snapshot(pg: services.Postgres, dbname: str) -> dict[str, str]:
     """Every row of every table in the public schema, as text, in a stable order."""
-    tables = pg.psql(
-        "SELECT tablename FROM pg_tables WHERE schemaname = 'public' ORDER BY tablename", dbname
-    ).split()
+    tables = pg.psql("SELECT tablename FROM pg_tables WHERE schemaname = 'public' ORDER BY tablename", dbname).split()
     return {
-        t: pg.psql(f"SELECT string_agg(r::text, E'\\n' ORDER BY r::text) FROM public.{t} r", dbname)
-        for t in tables
+        t: pg.psql(f"SELECT string_agg(r::text, E'\\n' ORDER BY r::text) FROM public.{t} r", dbname) for t in tables
     }

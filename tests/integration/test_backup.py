@@ -45,7 +45,7 @@ def _bad_bindir(tmp_path: Path, pg: services.Postgres, damage: str) -> Path:
     fix = {
         "truncate": 'truncate -s $(( $(stat -c %s "$out") * 2 / 3 )) "$out"',
         "flip": 'printf "\\xff\\xff\\xff\\xff\\xff\\xff\\xff\\xff" | dd of="$out" bs=1 '
-                'seek=$(( $(stat -c %s "$out") - 200 )) conv=notrunc status=none',
+        'seek=$(( $(stat -c %s "$out") - 200 )) conv=notrunc status=none',
     }[damage]
     script = bindir / "pg_dump"
     script.write_text(
@@ -165,7 +165,9 @@ def test_backup_ls_shows_checksum_state(pg: services.Postgres, db: str, tmp_path
         f.write(b"x")
     listed = json.loads(asrctl("backup", "ls", "--dir", str(first.parent), "--json").stdout)["backups"]
     assert [(Path(b["file"]), b["checksum"]) for b in listed] == [
-        (third, "ok"), (second, "mismatch"), (first, "no-sidecar")
+        (third, "ok"),
+        (second, "mismatch"),
+        (first, "no-sidecar"),
     ]
     assert all(b["age_s"] < 60 for b in listed)
 

@@ -16,8 +16,16 @@ from tests.integration.ops_support import asrctl, assert_one_error_line, db
 __all__ = ["db"]  # a fixture, imported for pytest
 
 
-def add_job(pg: services.Postgres, url: str, status: str, *, days_old: float = 0, sha: str | None = None,
-            audio_dir: Path | None = None, audio_deleted: bool = False) -> tuple[str, str]:
+def add_job(
+    pg: services.Postgres,
+    url: str,
+    status: str,
+    *,
+    days_old: float = 0,
+    sha: str | None = None,
+    audio_dir: Path | None = None,
+    audio_deleted: bool = False,
+) -> tuple[str, str]:
     """Insert a job finished (or created) `days_old` days ago; optionally write its audio file."""
     jid, sha = str(uuid.uuid4()), sha or uuid.uuid4().hex * 2
     ended = status in {"completed", "failed", "cancelled"}
@@ -66,7 +74,10 @@ def test_show_accepts_a_prefix(pg: services.Postgres, db: str) -> None:
 
 
 def test_retry_requeues_and_rings_the_doorbell(
-    pg: services.Postgres, db: str, redis_server: services.Redis, tmp_path: Path,
+    pg: services.Postgres,
+    db: str,
+    redis_server: services.Redis,
+    tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """retry moves a failed job to queued with fresh attempts and rings the worker's doorbell."""
@@ -120,8 +131,9 @@ def test_purge_deletes_old_jobs_and_orphaned_audio(pg: services.Postgres, db: st
     job needs; recent, queued and running jobs and shared audio stay; --dry-run changes nothing."""
     up = tmp_path / "state" / "uploads"
     old, old_sha = add_job(pg, db, "completed", days_old=40, audio_dir=up)
-    pg.psql(f"INSERT INTO segments (job_id, seq, start_s, end_s, text) VALUES ('{old}', 0, 0, 1, 'x')",
-            db.rsplit("/", 1)[1])
+    pg.psql(
+        f"INSERT INTO segments (job_id, seq, start_s, end_s, text) VALUES ('{old}', 0, 0, 1, 'x')", db.rsplit("/", 1)[1]
+    )
     shared_old, shared = add_job(pg, db, "failed", days_old=40, audio_dir=up)
     shared_new, _ = add_job(pg, db, "completed", days_old=1, sha=shared)
     stuck, stuck_sha = add_job(pg, db, "queued", days_old=40, audio_dir=up)
@@ -141,8 +153,9 @@ def test_purge_audio_only_keeps_transcripts(pg: services.Postgres, db: str, tmp_
     """--audio-only removes old audio files and sets audio_deleted_at; rows and segments stay."""
     up = tmp_path / "state" / "uploads"
     old, _ = add_job(pg, db, "completed", days_old=10, audio_dir=up)
-    pg.psql(f"INSERT INTO segments (job_id, seq, start_s, end_s, text) VALUES ('{old}', 0, 0, 1, 'x')",
-            db.rsplit("/", 1)[1])
+    pg.psql(
+        f"INSERT INTO segments (job_id, seq, start_s, end_s, text) VALUES ('{old}', 0, 0, 1, 'x')", db.rsplit("/", 1)[1]
+    )
     recent, recent_sha = add_job(pg, db, "completed", days_old=1, audio_dir=up)
     result = asrctl("jobs", "purge", "--older-than", "1w", "--audio-only")
     assert result.exit_code == 0, result.stderr
@@ -156,8 +169,13 @@ def test_purge_audio_only_keeps_transcripts(pg: services.Postgres, db: str, tmp_
 def test_jobs_with_database_down(monkeypatch: pytest.MonkeyPatch) -> None:
     """PostgreSQL unreachable: every jobs command prints one error line, exits non-zero, no password."""
     monkeypatch.setenv("ASR_DATABASE_URL", f"postgresql://asr:pw-s3cret@127.0.0.1:{services.free_port()}/asr")
-    for args in (["ls"], ["show", "abcd1234"], ["retry", "abcd1234"], ["cancel", "abcd1234"],
-                 ["purge", "--older-than", "30d"]):
+    for args in (
+        ["ls"],
+        ["show", "abcd1234"],
+        ["retry", "abcd1234"],
+        ["cancel", "abcd1234"],
+        ["purge", "--older-than", "30d"],
+    ):
         result = asrctl("jobs", *args)
         assert_one_error_line(result, "PostgreSQL")
         assert "pw-s3cret" not in result.stderr

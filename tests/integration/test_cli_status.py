@@ -22,8 +22,18 @@ from tests.integration.ops_support import asrctl, assert_one_error_line, db
 __all__ = ["db"]  # a fixture, imported for pytest
 
 KEYS = {
-    "": {"schema", "checked_at", "systemd", "daemon", "device", "jobs", "database", "last_request",
-         "idle_stop", "backups"},
+    "": {
+        "schema",
+        "checked_at",
+        "systemd",
+        "daemon",
+        "device",
+        "jobs",
+        "database",
+        "last_request",
+        "idle_stop",
+        "backups",
+    },
     "systemd": {"present", "units"},
     "daemon": {"state", "via", "ready", "models", "error"},
     "device": {"source", "gpus", "daemon"},
@@ -38,12 +48,15 @@ KEYS = {
 class _Stub(BaseHTTPRequestHandler):
     """The daemon's /readyz and /v1/models as the API contract describes them."""
 
-    requests: list[str] = []  # noqa: RUF012  # shared on purpose: the tests read what the stub was asked
+    requests: list[str] = []  # shared on purpose: the tests read what the stub was asked
 
     def do_GET(self) -> None:
         _Stub.requests.append(self.path)
-        body: Any = {"status": "ok", "device": {"kind": "cpu"}} if self.path == "/readyz" else \
-            {"object": "list", "data": [{"id": "tiny.en", "object": "model", "loaded": True}]}
+        body: Any = (
+            {"status": "ok", "device": {"kind": "cpu"}}
+            if self.path == "/readyz"
+            else {"object": "list", "data": [{"id": "tiny.en", "object": "model", "loaded": True}]}
+        )
         raw = json.dumps(body).encode()
         self.send_response(200 if self.path in {"/readyz", "/v1/models"} else 404)
         self.send_header("Content-Type", "application/json")
@@ -100,16 +113,21 @@ def public_port(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[int]]:
     sock.close()
 
 
-def fake_systemd(
-    monkeypatch: pytest.MonkeyPatch, service_state: str, env: dict[str, str] | None = None
-) -> None:
+def fake_systemd(monkeypatch: pytest.MonkeyPatch, service_state: str, env: dict[str, str] | None = None) -> None:
     """Pretend systemd manages the units, with asr-server.service in `service_state` and `env` as
     its Environment= variables."""
     monkeypatch.setattr(host, "systemd_present", lambda: True)
     monkeypatch.setattr(host, "service_environment", lambda unit: env or {})
-    monkeypatch.setattr(host, "unit_state", lambda name: {
-        "loaded": True, "active": service_state if name == "asr-server.service" else "active",
-        "sub": "running", "since": "2026-11-25T10:00:00+00:00"})
+    monkeypatch.setattr(
+        host,
+        "unit_state",
+        lambda name: {
+            "loaded": True,
+            "active": service_state if name == "asr-server.service" else "active",
+            "sub": "running",
+            "since": "2026-11-25T10:00:00+00:00",
+        },
+    )
 
 
 def report(*args: str) -> dict[str, Any]:
@@ -130,16 +148,20 @@ def test_status_with_daemon_down(
     monkeypatch.setenv("ASR_PORT", str(services.free_port()))
     name = db.rsplit("/", 1)[1]
     for status, age in (("queued", 90), ("queued", 10), ("running", 5), ("completed", 500)):
-        pg.psql("INSERT INTO jobs (id, status, model, fingerprint, audio_sha256, audio_bytes, duration_s,"
-                f" created_at) VALUES (gen_random_uuid(), '{status}', 'm', 'f', 's', 1, 1,"
-                f" now() - interval '{age} seconds')",
-                name)
+        pg.psql(
+            "INSERT INTO jobs (id, status, model, fingerprint, audio_sha256, audio_bytes, duration_s,"
+            f" created_at) VALUES (gen_random_uuid(), '{status}', 'm', 'f', 's', 1, 1,"
+            f" now() - interval '{age} seconds')",
+            name,
+        )
     log = tmp_path / "state" / "log" / "access.log"
     log.parent.mkdir(parents=True)
     old, at, now = "2026-01-01T00:00:01+00:00", datetime.now(UTC) - timedelta(seconds=120), datetime.now(UTC)
-    lines = [{"start": old, "end": old, "path": "/x"},
-             {"start": at.isoformat(), "end": at.isoformat(), "path": "/v1/jobs", "probe": False},
-             {"start": now.isoformat(), "end": now.isoformat(), "path": "/readyz", "probe": True}]
+    lines = [
+        {"start": old, "end": old, "path": "/x"},
+        {"start": at.isoformat(), "end": at.isoformat(), "path": "/v1/jobs", "probe": False},
+        {"start": now.isoformat(), "end": now.isoformat(), "path": "/readyz", "probe": True},
+    ]
     log.write_text("".join(json.dumps(line) + "\n" for line in lines))  # the probe does not count
     (tmp_path / "state" / "backups").mkdir()
     (tmp_path / "state" / "backups" / "asr-20260101T000000Z.dump").write_bytes(b"x")
@@ -158,9 +180,7 @@ def test_status_with_daemon_down(
     assert human.exit_code == 0 and "not-running" in human.stdout
 
 
-def test_status_with_daemon_up(
-    db: str, stub_daemon: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_status_with_daemon_up(db: str, stub_daemon: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """Daemon answering on its socket: ready, models and device come from it; idle stop counts down."""
     monkeypatch.setattr(host, "systemd_present", lambda: False)
     monkeypatch.setenv("ASR_IDLE_STOP_AFTER", "900")
@@ -199,9 +219,7 @@ def test_status_asks_an_active_service_on_its_unix_socket_only(
     assert public_port[0] == 0 and _Stub.requests == ["/readyz", "/v1/models"]
 
 
-def test_status_active_but_silent_daemon_exits_1(
-    db: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_status_active_but_silent_daemon_exits_1(db: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """Service active but its socket does not answer: the report says so, one error line, exit 1."""
     fake_systemd(monkeypatch, "active")
     monkeypatch.setenv("ASR_UDS", str(tmp_path / "missing.sock"))

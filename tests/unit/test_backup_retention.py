@@ -78,6 +78,7 @@ def test_prune_deletes_exactly_the_unkept_files(tmp_path: Path) -> None:
     assert len(removed) == 40 - 9
     left = sorted(p.name for p in tmp_path.iterdir())
     days = (8, 15, 19, 20, 21, 22, 23, 24, 25)
-    expected = [f"asr-202611{d:02d}T031500Z{s}" for d in days for s in (".audio.tar", ".dump", ".dump.sha256",
-                                                                         ".dump.verified")]
+    expected = [
+        f"asr-202611{d:02d}T031500Z{s}" for d in days for s in (".audio.tar", ".dump", ".dump.sha256", ".dump.verified")
+    ]
     assert left == sorted([*expected, ".tmp-asr-new.dump.2", "asr-latest.dump", "notes.txt"])

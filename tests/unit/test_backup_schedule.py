@@ -119,9 +119,18 @@ def root(tmp_path: Path) -> Path:
 def test_unit_verifies(root: Path, unit: str) -> None:
     """`systemd-analyze verify` accepts the unit: no unknown directive, bad value or missing binary."""
     out = subprocess.run(
-        ["systemd-analyze", "verify", f"--root={root}", "--recursive-errors=no", "--man=no",
-         str(root / "etc/systemd/system" / unit)],
-        check=False, capture_output=True, text=True, timeout=60,
+        [
+            "systemd-analyze",
+            "verify",
+            f"--root={root}",
+            "--recursive-errors=no",
+            "--man=no",
+            str(root / "etc/systemd/system" / unit),
+        ],
+        check=False,
+        capture_output=True,
+        text=True,
+        timeout=60,
     )
     assert out.returncode == 0 and not out.stderr.strip(), out.stderr
 
@@ -130,9 +139,11 @@ def test_unit_verifies(root: Path, unit: str) -> None:
 def test_backup_service_stays_sandboxed(root: Path) -> None:
     """The backup service's offline exposure stays low (it only reads state and talks to PostgreSQL)."""
     out = subprocess.run(
-        ["systemd-analyze", "security", "--offline=yes", f"--root={root}", "--no-pager",
-         "asr-backup.service"],
-        check=False, capture_output=True, text=True, timeout=60,
+        ["systemd-analyze", "security", "--offline=yes", f"--root={root}", "--no-pager", "asr-backup.service"],
+        check=False,
+        capture_output=True,
+        text=True,
+        timeout=60,
     )
     m = re.search(r"Overall exposure level for \S+: ([0-9.]+)", out.stdout + out.stderr)
     assert m, out.stdout + out.stderr
