@@ -117,14 +117,15 @@ def dbname_of(url: str) -> str:
 
 
 def run_tool(argv: list[str], env: dict[str, str] | None = None) -> str:
-    """Run a client tool; on failure raise BackupError with its last stderr line. Returns stdout."""
+    """Run a client tool; on failure raise BackupError with its first error line. Returns stdout."""
     try:
         done = subprocess.run(argv, env=env, capture_output=True, text=True, check=False)
     except OSError as exc:
         raise BackupError(f"cannot run {argv[0]}: {exc.strerror}") from None
     if done.returncode != 0:
-        lines = [ln for ln in done.stderr.splitlines() if ln.strip()]
-        detail = lines[-1].strip() if lines else f"exit status {done.returncode}"
+        lines = [ln.strip() for ln in done.stderr.splitlines() if ln.strip()]
+        errors = [ln for ln in lines if "error:" in ln or "FATAL" in ln]
+        detail = (errors or lines or [f"exit status {done.returncode}"])[0]
         raise BackupError(f"{os.path.basename(argv[0])} failed: {detail}")
     return done.stdout
 

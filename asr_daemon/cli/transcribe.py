@@ -118,6 +118,38 @@ def transcript(client: httpx.Client, job_id: str, fmt: str) -> str:
     return response.text
 
 
+def follow_all(
+    client: httpx.Client, submitted: list[tuple[Path, str]], fmt: str, output: Path | None, err: Console
+) -> int:
+    """Follow each job to its end and deliver its transcript; returns how many failed."""
+    failed = 0
+    columns = (
+        TextColumn("{task.description}"),
+        BarColumn(),
+        TextColumn("{task.percentage:>3.0f}%"),
+        TimeRemainingColumn(),
+    )
+    with Progress(*columns, console=err, transient=output is None) as progress:
+        for path, job_id in submitted:
+            try:
+                final = follow(client, job_id, progress, path.name)
+                if final["status"] != "completed":
+                    reason = (final.get("error") or {}).get("message") or final["status"]
+                    raise ApiError(f"job {job_id} {final['status']}: {reason}")
+                text = transcript(client, job_id, fmt)
+            except (ApiError, httpx.TransportError) as exc:
+                failed += 1
+                err.print(f"asrctl: error: {path}: {exc}", markup=False, highlight=False)
+                continue
+            if output is None:
+                typer.echo(text.rstrip("\n"))
+            else:
+                target = output / f"{path.stem}.{FORMATS[fmt]}"
+                target.write_text(text)
+                err.print(f"{path} -> {target}", markup=False, highlight=False)
+    return failed
+
+
 def transcribe(
     files: Annotated[list[Path], typer.Argument(help="Audio or video files.")],
     model: Annotated[str | None, typer.Option(help="Model name (default: the daemon's ASR_MODEL).")] = None,
@@ -139,43 +171,23 @@ def transcribe(
     headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
     timeout = httpx.Timeout(120.0, connect=30.0)
     failed = 0
+    err = Console(stderr=True, soft_wrap=True)  # soft wrap: an error stays one line
     with httpx.Client(base_url=base, timeout=timeout, headers=headers) as client:
-        try:
-            ids = [submit(client, path, fields) for path in files]
-        except httpx.TransportError as exc:
-            common.fail(f"cannot reach the daemon at {base}: {type(exc).__name__}: {exc}")
-        except ApiError as exc:
-            common.fail(f"the daemon refused a file: {exc}")
+        submitted: list[tuple[Path, str]] = []
+        for path in files:
+            try:
+                submitted.append((path, submit(client, path, fields)))
+            except httpx.TransportError as exc:
+                common.fail(f"cannot reach the daemon at {base}: {type(exc).__name__}: {exc}")
+            except ApiError as exc:
+                failed += 1
+                err.print(f"asrctl: error: {path}: refused: {exc}", markup=False, highlight=False)
         if run_async:
-            for job_id, path in zip(ids, files, strict=True):
+            for path, job_id in submitted:
                 typer.echo(f"{job_id}\t{path}")
-            return
+            raise typer.Exit(1 if failed else 0)
         if output is not None:
             output.mkdir(parents=True, exist_ok=True)
-        err = Console(stderr=True)
-        columns = (
-            TextColumn("{task.description}"),
-            BarColumn(),
-            TextColumn("{task.percentage:>3.0f}%"),
-            TimeRemainingColumn(),
-        )
-        with Progress(*columns, console=err, transient=output is None) as progress:
-            for job_id, path in zip(ids, files, strict=True):
-                try:
-                    final = follow(client, job_id, progress, path.name)
-                    if final["status"] != "completed":
-                        reason = (final.get("error") or {}).get("message") or final["status"]
-                        raise ApiError(f"job {job_id} {final['status']}: {reason}")
-                    text = transcript(client, job_id, fmt)
-                except (ApiError, httpx.TransportError) as exc:
-                    failed += 1
-                    err.print(f"asrctl: error: {path}: {exc}", markup=False, highlight=False)
-                    continue
-                if output is None:
-                    typer.echo(text.rstrip("\n"))
-                else:
-                    target = output / f"{path.stem}.{FORMATS[fmt]}"
-                    target.write_text(text)
-                    err.print(f"{path} -> {target}", markup=False, highlight=False)
+        failed += follow_all(client, submitted, fmt, output, err)
     if failed:
         raise typer.Exit(1)
