@@ -207,6 +207,11 @@ def test_backup_with_database_down_fails_with_one_line(
     assert_one_error_line(result, "Connection refused")
     assert "s3cretpw" not in result.output + result.stderr
     assert [p.name for p in (tmp_path / "b").iterdir()] == [".lock"]
+    dump = tmp_path / "asr-20260101T000000Z.dump"
+    dump.write_bytes(b"x")
+    assert_one_error_line(asrctl("restore", str(dump)), "pg_restore failed")
+    monkeypatch.setenv("ASR_PG_BINDIR", str(tmp_path / "nowhere"))
+    assert_one_error_line(asrctl("backup", "--dir", str(tmp_path / "b")), "pg_dump not found")
     (tmp_path / "not-a-dir").write_text("x")
     assert_one_error_line(asrctl("backup", "--dir", str(tmp_path / "not-a-dir")), "backup failed")
     listed = asrctl("restore", "--verify", str(tmp_path / "nothing.dump"))
