@@ -1,8 +1,9 @@
 """Restoring a `asrctl backup` dump, and trial restores that prove a dump is usable.
 
 `restore` loads a dump into the configured database (or `--into` another one, created when
-absent) in one transaction (`pg_restore --single-transaction --clean --if-exists`): a failure leaves
-the target as it was. A target that holds jobs is refused unless the caller forces it.
+absent) in one transaction: tables the dump does not have (newer migrations) are dropped, the dump's
+objects are dropped and recreated (`--clean --if-exists`) and its data loaded; a failure leaves the
+target as it was. A target that holds jobs is refused unless the caller forces it.
 `verify_restore` loads a dump into a scratch database, runs sanity queries and drops it.
 
 Objects are restored without owners and grants (`--no-owner --no-privileges`), owned by the role
@@ -15,10 +16,13 @@ import contextlib
 import json
 import os
 import re
+import shutil
+import subprocess
+import tempfile
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import asyncpg
 
@@ -26,6 +30,7 @@ from asr_daemon import backup
 
 DBNAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,62}$")
 LOCK_TIMEOUT = "30s"
+TOC_TABLE = re.compile(r"^\d+; \d+ \d+ TABLE public (\S+) ")
 
 
 @dataclass
@@ -134,21 +139,76 @@ def _check_file(dump: Path, bindir: Path | None) -> None:
     backup.verify_dump(dump, bindir)
 
 
-def pg_restore(dump: Path, target_url: str, bindir: Path | None, *, clean: bool) -> None:
-    """Load `dump` into `target_url` in one transaction (all or nothing)."""
+def pg_restore(dump: Path, target_url: str, bindir: Path | None) -> None:
+    """Load `dump` into an empty database in one transaction (all or nothing)."""
+    url, env = backup.libpq_args(target_url)
+    argv = [backup.pg_tool("pg_restore", bindir), "--no-password", "--exit-on-error", "--single-transaction"]
+    backup.run_tool([*argv, "--no-owner", "--no-privileges", f"--dbname={url}", str(dump)], env)
+
+
+def dump_tables(dump: Path, bindir: Path | None) -> set[str]:
+    """Tables of the public schema in the dump's table of contents."""
+    toc = backup.run_tool([backup.pg_tool("pg_restore", bindir), "--list", str(dump)])
+    return {m.group(1) for line in toc.splitlines() if (m := TOC_TABLE.match(line))}
+
+
+def _first_error(log: IO[bytes], tool: str) -> str:
+    log.seek(0)
+    lines = [ln.strip() for ln in log.read().decode("utf-8", "replace").splitlines() if ln.strip()]
+    errors = [ln for ln in lines if "ERROR" in ln or "error:" in ln or "FATAL" in ln]
+    return f"{tool} failed: {(errors or lines or ['no message'])[0]}"
+
+
+def replace_contents(dump: Path, target_url: str, bindir: Path | None, drop: list[str]) -> None:
+    """In ONE transaction: drop the tables `drop` (those of newer migrations, absent from the dump),
+    drop the dump's own objects (`--clean --if-exists`) and load the dump. The SQL that pg_restore
+    writes is fed to psql between our BEGIN and a COMMIT sent only once pg_restore succeeded; psql
+    stops at the first error (ON_ERROR_STOP) and the server rolls everything back."""
     url, env = backup.libpq_args(target_url)
     env["PGOPTIONS"] = f"{env.get('PGOPTIONS', '')} -c lock_timeout={LOCK_TIMEOUT}".strip()
-    argv = [
-        backup.pg_tool("pg_restore", bindir),
-        "--no-password",
-        "--exit-on-error",
-        "--single-transaction",
-        "--no-owner",
-        "--no-privileges",
-    ]
-    if clean:
-        argv += ["--clean", "--if-exists"]
-    backup.run_tool([*argv, f"--dbname={url}", str(dump)], env)
+    prelude = "BEGIN;\n" + "".join(f"DROP TABLE IF EXISTS public.{_quote_ident(t)} CASCADE;\n" for t in drop)
+    produce = [backup.pg_tool("pg_restore", bindir), "--no-owner", "--no-privileges", "--clean", "--if-exists"]
+    consume = [backup.pg_tool("psql", bindir), "-X", "-q", "--no-password", "-v", "ON_ERROR_STOP=1"]
+    with tempfile.TemporaryFile() as produce_log, tempfile.TemporaryFile() as consume_log:
+        producer = subprocess.Popen([*produce, "--file=-", str(dump)], stdout=subprocess.PIPE, stderr=produce_log)
+        consumer = subprocess.Popen(
+            [*consume, f"--dbname={url}", "--file=-"],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.DEVNULL,
+            stderr=consume_log,
+            env=env,
+        )
+        assert producer.stdout is not None and consumer.stdin is not None  # both are pipes
+        produced = None
+        try:
+            consumer.stdin.write(prelude.encode())
+            shutil.copyfileobj(producer.stdout, consumer.stdin, 1 << 20)
+            produced = producer.wait()
+            consumer.stdin.write(b"COMMIT;\n" if produced == 0 else b"ROLLBACK;\n")
+        except BrokenPipeError:
+            pass  # psql stopped at an error; its transaction dies with its connection
+        finally:
+            with contextlib.suppress(OSError):
+                consumer.stdin.close()
+            if producer.poll() is None:
+                producer.kill()
+            producer.wait()
+            producer.stdout.close()
+            consumed = consumer.wait()
+        if consumed != 0:
+            raise backup.BackupError(_first_error(consume_log, "psql"))
+        if produced != 0:
+            raise backup.BackupError(_first_error(produce_log, "pg_restore"))
+
+
+async def public_tables(url: str) -> set[str]:
+    """Tables of the public schema of the database at `url`."""
+    conn = await _connect(url)
+    try:
+        rows = await conn.fetch("SELECT tablename FROM pg_tables WHERE schemaname = 'public'")
+        return {r["tablename"] for r in rows}
+    finally:
+        await conn.close()
 
 
 class TargetHoldsJobs(backup.BackupError):
@@ -173,7 +233,8 @@ async def restore(
     if jobs and not force:
         raise TargetHoldsJobs(f"database {name!r} holds {jobs} job(s): not overwriting it without --force")
     await create_database(database_url, name)
-    pg_restore(dump, target, bindir, clean=True)
+    extra = sorted(await public_tables(target) - dump_tables(dump, bindir))
+    replace_contents(dump, target, bindir, extra)
     return await sanity(target)
 
 
@@ -185,7 +246,7 @@ async def verify_restore(database_url: str, dump: Path, *, bindir: Path | None =
     scratch = backup.with_dbname(database_url, name)
     await create_database(database_url, name)
     try:
-        pg_restore(dump, scratch, bindir, clean=False)
+        pg_restore(dump, scratch, bindir)
         result = await sanity(scratch)
     finally:
         await drop_database(database_url, name)

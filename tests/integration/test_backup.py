@@ -89,6 +89,37 @@ def test_restore_refuses_target_with_jobs(pg: services.Postgres, db: str, tmp_pa
     assert pg.psql("SELECT count(*) FROM jobs", name) == "2"
 
 
+def test_restore_over_a_newer_schema_drops_its_extra_tables(pg: services.Postgres, db: str, tmp_path: Path) -> None:
+    """An older dump restored over a database with a newer migration's table (with a foreign key to
+    jobs) gives exactly the dump's tables and rows."""
+    name = _dbname(db)
+    seed(pg, name, jobs=2)
+    before = snapshot(pg, name)
+    dump = _backup(tmp_path)
+    pg.psql("CREATE TABLE job_tags (job_id uuid REFERENCES jobs (id) ON DELETE CASCADE, tag text)", name)
+    pg.psql("INSERT INTO job_tags SELECT id, 'x' FROM jobs", name)
+    seed(pg, name, jobs=1)
+    result = asrctl("restore", str(dump), "--force")
+    assert result.exit_code == 0, result.stderr
+    assert snapshot(pg, name) == before
+
+
+def test_a_failed_restore_leaves_the_target_unchanged(pg: services.Postgres, db: str, tmp_path: Path) -> None:
+    """A restore that fails half-way (here: a view the dump does not know depends on jobs) changes
+    nothing: one transaction, rolled back."""
+    name = _dbname(db)
+    seed(pg, name, jobs=2)
+    dump = _backup(tmp_path)
+    seed(pg, name, jobs=1)
+    pg.psql("CREATE TABLE extra (n int); CREATE VIEW busy AS SELECT id FROM jobs", name)
+    before = snapshot(pg, name)
+    result = asrctl("restore", str(dump), "--force")
+    assert_one_error_line(result, "psql failed")
+    assert "depend" in result.stderr, result.stderr
+    assert snapshot(pg, name) == before
+    assert pg.psql("SELECT count(*) FROM busy", name) == "3"
+
+
 def test_restore_refused_while_the_daemon_runs(
     pg: services.Postgres, db: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
