@@ -1,0 +1,153 @@
+"""The Litestar application: `create_app(settings)` and the Granian entry point `app_from_env`.
+
+The lifespan opens PostgreSQL (applying pending migrations) and Redis, starts the in-process job
+worker and the Redis listeners, and on shutdown drains the worker so nothing accepted is lost.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+import asyncpg
+from litestar import Litestar, Request, Response
+from litestar.datastructures import State
+from litestar.exceptions import HTTPException
+from litestar.openapi import OpenAPIConfig
+from redis.exceptions import RedisError
+
+from asr_daemon import db, errors, logs, migrate, models, queue, transcriber, uploads
+from asr_daemon.api import health, jobs, transcriptions
+from asr_daemon.config import Settings
+from asr_daemon.intake import Intake
+from asr_daemon.worker import Worker
+
+log = logging.getLogger(__name__)
+
+DB_UNAVAILABLE = (OSError, asyncpg.InterfaceError, asyncpg.PostgresConnectionError, asyncpg.CannotConnectNowError,
+                  asyncpg.TooManyConnectionsError, asyncpg.AdminShutdownError, asyncio.TimeoutError)
+
+
+def _error(status: int, body: dict[str, Any], retry_after: int | None = None) -> Response[Any]:
+    headers = {"Retry-After": str(retry_after)} if retry_after else None
+    return Response(body, status_code=status, headers=headers, media_type="application/json")
+
+
+def on_asr_error(_: Request[Any, Any, Any], exc: errors.AsrError) -> Response[Any]:
+    """Domain errors: their own status and OpenAI-style body; 429/503 say when to retry."""
+    retry = 5 if exc.status in (429, 503, 507) else None
+    return _error(exc.status, exc.body(), retry)
+
+
+def on_http_error(_: Request[Any, Any, Any], exc: HTTPException) -> Response[Any]:
+    """Litestar's own errors (404 route, 405, 400 validation) in the same shape as ours."""
+    code = {400: "invalid_request", 404: "not_found", 405: "method_not_allowed", 413: "too_large"}.get(
+        exc.status_code, "http_error"
+    )
+    body: dict[str, Any] = {"error": {"message": str(exc.detail), "type": code, "code": code}}
+    if exc.extra:
+        body["error"]["details"] = exc.extra
+    return _error(exc.status_code, body, 5 if exc.status_code in (429, 503) else None)
+
+
+def on_db_down(_: Request[Any, Any, Any], exc: Exception) -> Response[Any]:
+    """PostgreSQL unreachable: 503 with Retry-After, never a 500."""
+    log.warning("database_unavailable", extra={"error": type(exc).__name__})
+    body = errors.Unavailable("the database is unavailable; nothing was stored, retry shortly").body()
+    return _error(503, body, 5)
+
+
+def _loader(settings: Settings) -> Any:
+    """The blocking model loader the cache runs in a thread."""
+
+    def load(name: str, path: Any) -> models.Loaded:
+        device = "cpu" if settings.device == "auto" else settings.device
+        compute = settings.compute_type if settings.compute_type != "auto" else "int8"
+        t0 = time.perf_counter()
+        model = transcriber.load_model(path, device, compute, settings.threads_per_worker(), settings.workers)
+        return models.Loaded(name=name, model=model, device=device, compute_type=compute,
+                             load_seconds=time.perf_counter() - t0)
+
+    return load
+
+
+async def _open_db(settings: Settings) -> asyncpg.Pool:  # type: ignore[type-arg]  # asyncpg record type
+    """Connect (waiting up to 30 s for PostgreSQL to come up) and apply pending migrations."""
+    deadline = time.monotonic() + 30
+    while True:
+        try:
+            pool = await db.create_pool(settings)
+            break
+        except (OSError, asyncpg.PostgresError) as exc:
+            if time.monotonic() > deadline:
+                raise
+            log.warning("database_wait", extra={"error": type(exc).__name__})
+            await asyncio.sleep(1)
+    async with pool.acquire() as conn:
+        applied = await migrate.migrate(conn)
+    if applied:
+        log.info("migrations_applied", extra={"names": applied})
+    return pool
+
+
+@asynccontextmanager
+async def lifespan(app: Litestar) -> AsyncIterator[None]:
+    """Open connections and start the worker; on shutdown drain it, then close everything."""
+    settings: Settings = app.state.settings
+    settings.uploads_dir.mkdir(parents=True, exist_ok=True)
+    pool = await _open_db(settings)
+    client = queue.connect(settings.redis_url.get_secret_value())
+    hub = queue.Hub(client, settings.poll_interval)
+    cache = models.ModelCache(_loader(settings))
+    locks = uploads.AudioLocks()
+    worker = Worker(settings, pool, hub, cache, locks)
+    app.state.update(pool=pool, redis=client, hub=hub, models=cache, worker=worker,
+                     intake=Intake(settings, pool, hub, locks), started_at=time.time())
+    listeners = [asyncio.create_task(hub.listen_bell()), asyncio.create_task(hub.listen_events())]
+    worker.start()
+    if settings.preload:
+        _, path = models.resolve(settings.models_dir, None, settings.model)
+        cache.release(await cache.acquire(settings.model, path))
+    log.info("daemon_started", extra={"worker": worker.name, "model": settings.model})
+    try:
+        yield
+    finally:
+        log.info("daemon_draining", extra={"running": worker.running})
+        await worker.drain(settings.drain_timeout)
+        for t in listeners:
+            t.cancel()
+        with contextlib.suppress(RedisError, OSError):
+            await client.aclose()
+        await pool.close()
+        log.info("daemon_stopped")
+
+
+def create_app(settings: Settings) -> Litestar:
+    """Build the application for `settings` (nothing is opened until the lifespan runs)."""
+    return Litestar(
+        route_handlers=[health.healthz, health.readyz, transcriptions.TranscriptionsController,
+                        jobs.JobsController],
+        lifespan=[lifespan],
+        state=State({"settings": settings}),
+        exception_handlers={
+            errors.AsrError: on_asr_error,
+            HTTPException: on_http_error,
+            **{e: on_db_down for e in DB_UNAVAILABLE},
+        },
+        openapi_config=OpenAPIConfig(title="asr-server", version="0.1.0", path="/docs"),
+        request_max_body_size=1 << 20,
+        debug=False,
+    )
+
+
+def app_from_env() -> Litestar:
+    """Granian's factory: settings from `ASR_*` variables, logging configured, app built."""
+    settings = Settings()
+    logs.configure(settings.log_level)
+    return create_app(settings)
+

@@ -1,0 +1,38 @@
+"""`/healthz` (the process is up) and `/readyz` (PostgreSQL, Redis and the model are ready)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from litestar import Response, get
+from litestar.datastructures import State
+
+from asr_daemon import models, queue
+
+
+@get("/healthz", sync_to_thread=False, include_in_schema=True)
+def healthz() -> dict[str, str]:
+    """The process is up and its event loop answers."""
+    return {"status": "ok"}
+
+
+@get("/readyz")
+async def readyz(state: State) -> Response[dict[str, Any]]:
+    """200 when PostgreSQL answers, Redis answers and the default model is present (and not loading)."""
+    checks: dict[str, Any] = {}
+    try:
+        await state.pool.fetchval("SELECT 1")
+        checks["database"] = "ok"
+    except Exception as exc:  # noqa: BLE001  # any failure means "not ready"; the type is reported
+        checks["database"] = f"unavailable: {type(exc).__name__}"
+    checks["redis"] = "ok" if await queue.ping(state.redis) else "unavailable"
+    settings = state.settings
+    cache: models.ModelCache = state.models
+    if settings.model in cache.loading:
+        checks["model"] = f"loading {settings.model}"
+    elif models.local_path(settings.models_dir, settings.model) is None:
+        checks["model"] = f"missing {settings.model}: run `asrctl models pull {settings.model}`"
+    else:
+        checks["model"] = "ok"
+    ready = all(v == "ok" for v in checks.values())
+    return Response({"status": "ready" if ready else "not ready", "checks": checks}, status_code=200 if ready else 503)

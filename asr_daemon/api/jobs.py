@@ -1,0 +1,150 @@
+"""`/v1/jobs`: submit, list, inspect, cancel, follow (SSE) and fetch transcriptions asynchronously."""
+
+from __future__ import annotations
+
+import base64
+import json
+import uuid
+from collections.abc import AsyncIterator
+from datetime import datetime
+from typing import Any
+
+from litestar import Controller, Request, Response, delete, get, post
+from litestar.datastructures import State
+from litestar.params import Parameter
+from litestar.response import ServerSentEvent, ServerSentEventMessage
+
+from asr_daemon import errors, events, formats, jobs, queries
+from asr_daemon.api.schemas import job_view, multipart_operation
+
+
+def parse_id(raw: str) -> uuid.UUID:
+    """A job id from the path, or a 400 that says it is not one."""
+    try:
+        return uuid.UUID(raw)
+    except ValueError:
+        raise errors.BadRequest(f"{raw[:60]!r} is not a job id (a UUID)") from None
+
+
+async def _job(state: State, raw: str) -> Any:
+    job = await queries.get_job(state.pool, parse_id(raw))
+    if job is None:
+        raise errors.NotFound(f"no job {raw}")
+    return job
+
+
+def _cursor(raw: str | None) -> tuple[datetime, uuid.UUID] | None:
+    if not raw:
+        return None
+    try:
+        ts, jid = base64.urlsafe_b64decode(raw.encode() + b"==").decode().split("|")
+        return datetime.fromisoformat(ts), uuid.UUID(jid)
+    except (ValueError, UnicodeDecodeError):
+        raise errors.BadRequest("cursor is not one this server returned") from None
+
+
+def _make_cursor(row: Any) -> str:
+    return base64.urlsafe_b64encode(f"{row['created_at'].isoformat()}|{row['id']}".encode()).decode().rstrip("=")
+
+
+class JobsController(Controller):
+    """Durable transcription jobs."""
+
+    path = "/v1/jobs"
+    tags = ["jobs"]
+
+    @post("/", operation_class=multipart_operation(True), request_max_body_size=None, status_code=202,
+          summary="Submit a transcription job")
+    async def submit(self, request: Request[Any, Any, Any], state: State) -> Response[dict[str, Any]]:
+        """Accept audio for transcription; 202 as soon as the upload is on disk and the job committed."""
+        accepted = await state.intake.submit(
+            request.stream(), request.headers.get("content-type", ""), jobs.Task.TRANSCRIBE,
+            allow_task_field=True, idempotency_key=request.headers.get("idempotency-key"),
+        )
+        job = accepted.job
+        headers = {"Location": f"/v1/jobs/{job['id']}", "X-Job-Id": str(job["id"])}
+        if accepted.deduplicated:
+            headers["X-Deduplicated"] = "true"
+        if accepted.replayed:
+            headers["Idempotent-Replayed"] = "true"
+        body = job_view(job)
+        return Response(body, status_code=200 if accepted.deduplicated else 202, headers=headers)
+
+    @get("/", summary="List jobs, newest first")
+    async def list_jobs(
+        self,
+        state: State,
+        status: str | None = None,
+        limit: int = Parameter(default=20, ge=1, le=200),
+        cursor: str | None = None,
+    ) -> dict[str, Any]:
+        """Jobs newest first, optionally of one status; `next_cursor` fetches the next page."""
+        if status is not None and status not in {s.value for s in jobs.Status}:
+            allowed = ", ".join(s.value for s in jobs.Status)
+            raise errors.BadRequest(f"status must be one of {allowed}")
+        rows = await queries.list_jobs(state.pool, status=status, limit=limit + 1, before=_cursor(cursor))
+        more = len(rows) > limit
+        rows = rows[:limit]
+        return {"object": "list", "data": [job_view(r) for r in rows],
+                "next_cursor": _make_cursor(rows[-1]) if more else None}
+
+    @get("/{job_id:str}", summary="Get a job")
+    async def get_job(self, state: State, job_id: str) -> dict[str, Any]:
+        """One job: status, progress, timings, attempts, error, webhook deliveries."""
+        job = await _job(state, job_id)
+        view = job_view(job)
+        if job["webhook_url"]:
+            view["webhook_deliveries"] = [
+                {"attempt": d["attempt"], "status_code": d["status_code"], "error": d["error"],
+                 "at": d["delivered_at"].isoformat()}
+                for d in await queries.deliveries(state.pool, job["id"])
+            ]
+        return view
+
+    @get("/{job_id:str}/transcript", summary="Render a finished job's transcript")
+    async def transcript(self, state: State, job_id: str, format: str = "json") -> Response[str]:  # noqa: A002  # the API's parameter name
+        """The transcript in json, text, srt, vtt or verbose_json; 409 while the job is not completed."""
+        if format not in {f.value for f in jobs.ResponseFormat}:
+            allowed = ", ".join(f.value for f in jobs.ResponseFormat)
+            raise errors.BadRequest(f"format must be one of {allowed}")
+        job = await _job(state, job_id)
+        if job["status"] != jobs.Status.COMPLETED:
+            raise errors.Conflict(f"the job is {job['status']}, not completed: there is no transcript",
+                                  status=job["status"])
+        segs = await queries.segments(state.pool, job["id"])
+        body, media_type = formats.render(jobs.ResponseFormat(format), job, segs)
+        return Response(body, media_type=media_type, headers={"X-Job-Id": str(job["id"])})
+
+    @delete("/{job_id:str}", status_code=200, summary="Cancel a job")
+    async def cancel(self, state: State, job_id: str) -> dict[str, Any]:
+        """Cancel: a queued job at once, a running one within a few seconds; finished jobs are left alone."""
+        jid = parse_id(job_id)
+        status = await queries.request_cancel(state.pool, jid)
+        if status is None:
+            raise errors.NotFound(f"no job {job_id}")
+        if status == jobs.Status.RUNNING:
+            state.worker.stop_local(jid, "cancel")
+        elif status in (jobs.Status.COMPLETED, jobs.Status.FAILED):
+            raise errors.Conflict(f"the job already {status}; nothing to cancel", status=status)
+        await state.hub.notify(jid)
+        job = await _job(state, job_id)
+        return job_view(job)
+
+    @get("/{job_id:str}/events", summary="Follow a job as server-sent events")
+    async def job_events(self, request: Request[Any, Any, Any], state: State, job_id: str) -> ServerSentEvent:
+        """queued, started, one `segment` per segment, then completed | failed | cancelled; resumable."""
+        job = await _job(state, job_id)
+        raw_last = request.headers.get("last-event-id")
+        try:
+            last = int(raw_last) if raw_last else -1
+        except ValueError:
+            raise errors.BadRequest("Last-Event-ID must be an event id this server sent") from None
+        return ServerSentEvent(_sse(state, job["id"], last))
+
+
+async def _sse(state: State, job_id: uuid.UUID, last: int) -> AsyncIterator[ServerSentEventMessage]:
+    async for ev in events.follow(state.pool, state.hub, job_id, last):
+        if ev is None:
+            yield ServerSentEventMessage(comment="keep-alive")
+        else:
+            yield ServerSentEventMessage(data=json.dumps(ev.data), event=ev.type, id=str(ev.id))

@@ -1,0 +1,83 @@
+"""OpenAI-compatible `/v1/audio/transcriptions` and `/v1/audio/translations`.
+
+Each request becomes a durable job like any other; the handler waits for it and renders the
+transcript from the database (or streams its segments as server-sent events with `stream=true`).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator
+from typing import Any
+
+from litestar import Controller, Request, Response, post
+from litestar.datastructures import State
+from litestar.response import ServerSentEvent
+
+from asr_daemon import errors, events, formats, jobs, queries
+from asr_daemon.api.schemas import multipart_operation
+from asr_daemon.intake import Accepted
+
+
+async def _submit(request: Request[Any, Any, Any], state: State, task: jobs.Task) -> Response[Any] | ServerSentEvent:
+    accepted: Accepted = await state.intake.submit(
+        request.stream(), request.headers.get("content-type", ""), task, allow_task_field=False
+    )
+    assert accepted.request is not None
+    job_id = accepted.job["id"]
+    headers = {"X-Job-Id": str(job_id)}
+    if accepted.deduplicated:
+        headers["X-Deduplicated"] = "true"
+    if accepted.request.stream:
+        return ServerSentEvent(_stream(state, job_id), headers=headers)
+    job = await events.wait_finished(state.pool, state.hub, job_id, state.settings.sync_timeout)
+    if job is None or job["status"] == jobs.Status.CANCELLED:
+        raise errors.Conflict("the job was cancelled before it finished", job_id=str(job_id))
+    if job["status"] == jobs.Status.FAILED:
+        err = errors.BadAudio if job["error_code"] == "transcription_failed" else errors.AsrError
+        raise err(f"transcription failed: {job['error']}", job_id=str(job_id))
+    if job["status"] != jobs.Status.COMPLETED:
+        return Response(
+            {"error": {"message": "the transcription is still running; follow the job", "code": "timeout",
+                       "job_id": str(job_id)}},
+            status_code=504,
+            headers={**headers, "Location": f"/v1/jobs/{job_id}"},
+        )
+    segs = await queries.segments(state.pool, job_id)
+    body, media_type = formats.render(accepted.request.response_format, job, segs)
+    return Response(body, media_type=media_type, headers=headers)
+
+
+async def _stream(state: State, job_id: Any) -> AsyncIterator[str]:
+    """OpenAI's streaming transcription events: one `transcript.text.delta` per segment, then `done`."""
+    texts: list[str] = []
+    async for ev in events.follow(state.pool, state.hub, job_id):
+        if ev is None:
+            continue
+        if ev.type == "segment":
+            texts.append(ev.data["text"])
+            yield json.dumps({"type": "transcript.text.delta", "delta": ev.data["text"], "segment": ev.data})
+        elif ev.type in jobs.TERMINAL:
+            if ev.type == jobs.Status.COMPLETED:
+                yield json.dumps({"type": "transcript.text.done", "text": "".join(texts).strip()})
+            else:
+                yield json.dumps({"type": "error", "status": ev.type, **ev.data})
+
+
+class TranscriptionsController(Controller):
+    """Speech to text, the OpenAI way: upload, wait, get the transcript."""
+
+    path = "/v1/audio"
+    tags = ["audio"]
+
+    @post("/transcriptions", operation_class=multipart_operation(False), request_max_body_size=None,
+          summary="Transcribe audio", status_code=200)
+    async def transcriptions(self, request: Request[Any, Any, Any], state: State) -> Response[Any] | ServerSentEvent:
+        """Transcribe an uploaded file in its own language (multipart, like OpenAI's endpoint)."""
+        return await _submit(request, state, jobs.Task.TRANSCRIBE)
+
+    @post("/translations", operation_class=multipart_operation(False), request_max_body_size=None,
+          summary="Translate audio to English", status_code=200)
+    async def translations(self, request: Request[Any, Any, Any], state: State) -> Response[Any] | ServerSentEvent:
+        """Transcribe an uploaded file and translate it to English."""
+        return await _submit(request, state, jobs.Task.TRANSLATE)

@@ -1,0 +1,127 @@
+"""A job's event history, derived from PostgreSQL, followed live.
+
+Events are not stored separately: they are read off the job row and its segments, so the history
+is exactly as durable as the transcript and replays identically after a crash. Event ids:
+`0` queued, `1` started, `2 + seq` for segment `seq`, and `2 + number of segments` for the final
+`completed` / `failed` / `cancelled`. A client resuming with `Last-Event-ID: n` gets every event with
+an id above n, once.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from typing import Any
+
+import asyncpg
+
+from asr_daemon import jobs, queries
+from asr_daemon.queue import Hub
+
+FIRST_SEGMENT_ID = 2
+
+
+@dataclass(frozen=True)
+class Event:
+    """One server-sent event."""
+
+    id: int
+    type: str
+    data: dict[str, Any]
+
+
+def segment_event(job: Any, seg: Any) -> Event:
+    """The `segment` event of one stored segment, with progress."""
+    duration = job["duration_s"] or 0.0
+    return Event(
+        FIRST_SEGMENT_ID + seg["seq"],
+        "segment",
+        {
+            "id": str(job["id"]),
+            "seq": seg["seq"],
+            "start": round(seg["start_s"], 3),
+            "end": round(seg["end_s"], 3),
+            "text": seg["text"],
+            "progress_s": round(seg["end_s"], 3),
+            "duration_s": duration,
+            "progress": round(min(1.0, seg["end_s"] / duration), 4) if duration else None,
+        },
+    )
+
+
+def final_event(job: Any, n_segments: int) -> Event:
+    """The last event of a finished job."""
+    data: dict[str, Any] = {"id": str(job["id"]), "status": job["status"], "segments": n_segments}
+    if job["status"] == jobs.Status.FAILED:
+        data["error"] = {"message": job["error"], "code": job["error_code"]}
+    return Event(FIRST_SEGMENT_ID + n_segments, job["status"], data)
+
+
+async def follow(
+    pool: asyncpg.Pool,  # type: ignore[type-arg]  # asyncpg record type
+    hub: Hub,
+    job_id: uuid.UUID,
+    last_id: int = -1,
+    *,
+    heartbeat: float = 15.0,
+) -> AsyncIterator[Event | None]:
+    """Yield the job's events after `last_id` until its final one; `None` is a keep-alive tick."""
+    wake = hub.subscribe(job_id)
+    try:
+        cursor = last_id
+        quiet_since = time.monotonic()
+        while True:
+            job = await queries.get_job(pool, job_id)
+            if job is None:
+                return
+            terminal = job["status"] in jobs.TERMINAL
+            sent = False
+            if cursor < 0:
+                yield Event(0, "queued", {"id": str(job_id), "status": "queued",
+                                          "created_at": job["created_at"].isoformat()})
+                cursor, sent = 0, True
+            if cursor < 1 and job["started_at"] is not None:
+                yield Event(1, "started", {"id": str(job_id), "status": "running",
+                                           "started_at": job["started_at"].isoformat()})
+                cursor, sent = 1, True
+            segs = await queries.segments(pool, job_id, max(0, cursor - FIRST_SEGMENT_ID + 1))
+            for seg in segs:
+                ev = segment_event(job, seg)
+                if ev.id > cursor:
+                    yield ev
+                    cursor, sent = ev.id, True
+            if terminal:
+                n = segs[-1]["seq"] + 1 if segs else (await queries.resume_point(pool, job_id))["next_seq"]
+                final = final_event(job, n)
+                if final.id > cursor:
+                    yield final
+                return
+            if sent:
+                quiet_since = time.monotonic()
+            elif time.monotonic() - quiet_since >= heartbeat:
+                quiet_since = time.monotonic()
+                yield None
+            await hub.wait(wake)
+    finally:
+        hub.unsubscribe(job_id, wake)
+
+
+async def wait_finished(
+    pool: asyncpg.Pool,  # type: ignore[type-arg]  # asyncpg record type
+    hub: Hub,
+    job_id: uuid.UUID,
+    timeout: float,
+) -> Any:
+    """Wait until the job is finished (or `timeout` passes) and return its row."""
+    wake = hub.subscribe(job_id)
+    deadline = time.monotonic() + timeout
+    try:
+        while True:
+            job = await queries.get_job(pool, job_id)
+            if job is None or job["status"] in jobs.TERMINAL or time.monotonic() >= deadline:
+                return job
+            await hub.wait(wake, min(hub.poll_interval, max(0.01, deadline - time.monotonic())))
+    finally:
+        hub.unsubscribe(job_id, wake)

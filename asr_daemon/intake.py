@@ -1,0 +1,123 @@
+"""Accepting a transcription: upload → validate → probe → store → job row → doorbell.
+
+Shared by `/v1/audio/*` (which then waits for the job) and `/v1/jobs` (which returns at once).
+Either the job row is committed with its audio on disk, or nothing is left behind.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import uuid
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from typing import Any
+
+import asyncpg
+
+from asr_daemon import audio, errors, jobs, models, queries, uploads
+from asr_daemon.config import Settings
+from asr_daemon.queue import Hub
+
+log = logging.getLogger(__name__)
+
+MAX_IDEMPOTENCY_KEY = 255
+
+
+@dataclass
+class Accepted:
+    """The outcome of a submission."""
+
+    job: Any
+    request: jobs.Request | None
+    deduplicated: bool = False
+    replayed: bool = False
+
+
+class Intake:
+    """Turns uploads into queued jobs. One per process; holds the per-audio locks."""
+
+    def __init__(self, settings: Settings, pool: asyncpg.Pool, hub: Hub, locks: uploads.AudioLocks) -> None:  # type: ignore[type-arg]  # asyncpg record type
+        self.settings = settings
+        self.pool = pool
+        self.hub = hub
+        self.locks = locks
+
+    async def submit(
+        self,
+        body: AsyncIterator[bytes],
+        content_type: str,
+        task: jobs.Task,
+        *,
+        allow_task_field: bool,
+        idempotency_key: str | None = None,
+    ) -> Accepted:
+        """Accept one multipart submission; raises a domain error (and keeps nothing) when it is bad."""
+        s = self.settings
+        if idempotency_key is not None:
+            if not 0 < len(idempotency_key) <= MAX_IDEMPOTENCY_KEY:
+                raise errors.BadRequest(f"Idempotency-Key must be 1 to {MAX_IDEMPOTENCY_KEY} characters")
+            existing = await queries.get_by_idempotency_key(self.pool, idempotency_key)
+            if existing is not None:
+                return Accepted(job=existing, request=None, replayed=True)
+        if await queries.count_queued(self.pool) >= s.max_queued_jobs:
+            raise errors.QueueFull(f"the queue holds {s.max_queued_jobs} jobs, its limit (ASR_MAX_QUEUED_JOBS)")
+        upload = await uploads.receive(body, content_type, s.uploads_dir / "tmp", s.max_upload_bytes)
+        try:
+            return await self._accept(upload, task, allow_task_field, idempotency_key)
+        finally:
+            upload.discard()
+
+    async def _accept(
+        self, upload: uploads.Upload, task: jobs.Task, allow_task_field: bool, idempotency_key: str | None
+    ) -> Accepted:
+        s = self.settings
+        try:
+            req = jobs.parse_request(upload.fields, task, allow_task_field=allow_task_field)
+        except jobs.Invalid as exc:
+            raise errors.BadRequest(str(exc)) from None
+        if upload.path is None:
+            raise errors.BadRequest("no 'file' field: send the audio as a multipart field named 'file'")
+        if upload.size == 0:
+            raise errors.BadAudio("the uploaded file is empty")
+        model_name, _ = models.resolve(s.models_dir, req.model, s.model)
+        info = await asyncio.to_thread(audio.probe, upload.path, max_seconds=s.max_audio_seconds)
+        fingerprint = req.options.fingerprint(model_name, upload.sha256)
+        if s.dedup and not req.webhook_url:
+            done = await queries.find_completed(self.pool, fingerprint)
+            if done is not None:
+                log.info("job_deduplicated", extra={"job_id": str(done["id"])})
+                return Accepted(job=done, request=req, deduplicated=True)
+        async with self.locks.get(upload.sha256):
+            _, created = await asyncio.to_thread(uploads.commit, upload, s.uploads_dir)
+            try:
+                row = await queries.insert_job(
+                    self.pool,
+                    job_id=uuid.uuid4(),
+                    model=model_name,
+                    options=req.options.to_json(),
+                    fingerprint=fingerprint,
+                    priority=req.priority,
+                    audio_sha256=upload.sha256,
+                    audio_bytes=upload.size,
+                    filename=upload.filename,
+                    duration_s=info.duration,
+                    max_attempts=s.max_attempts,
+                    idempotency_key=idempotency_key,
+                    webhook_url=req.webhook_url,
+                )
+            except BaseException as exc:
+                if created:
+                    with contextlib.suppress(FileNotFoundError):
+                        (s.uploads_dir / upload.sha256).unlink()
+                if isinstance(exc, asyncpg.UniqueViolationError) and idempotency_key:
+                    existing = await queries.get_by_idempotency_key(self.pool, idempotency_key)
+                    if existing is not None:
+                        return Accepted(job=existing, request=None, replayed=True)
+                raise
+        log.info("job_queued", extra={"job_id": str(row["id"]), "model": model_name,
+                                      "duration_s": round(info.duration, 2), "bytes": upload.size})
+        await self.hub.ring()
+        await self.hub.notify(row["id"])
+        return Accepted(job=row, request=req)

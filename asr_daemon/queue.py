@@ -1,0 +1,136 @@
+"""Redis, used only for speed: a doorbell that wakes the worker, and a channel per job for live events.
+
+Nothing here is needed to recover: every call fails soft (a Redis outage only means the worker and
+event streams fall back to polling PostgreSQL), and redis-py reconnects by itself when Redis returns.
+Within the process, wake-ups and job notifications also go directly to local waiters.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import uuid
+from collections import defaultdict
+
+import redis.asyncio as aioredis
+from redis.exceptions import RedisError
+
+log = logging.getLogger(__name__)
+
+DOORBELL = "asr:doorbell"
+CHANNEL_PREFIX = "asr:job:"
+DOORBELL_CAP = 100
+
+
+def connect(url: str) -> aioredis.Redis:
+    """A client that gives up quickly when Redis is down (it is never worth waiting for)."""
+    return aioredis.Redis.from_url(
+        url, socket_connect_timeout=0.5, socket_timeout=None, retry_on_timeout=False, health_check_interval=10
+    )
+
+
+async def ring(client: aioredis.Redis) -> bool:
+    """Ring the doorbell for workers in any process; False when Redis is unreachable."""
+    try:
+        async with client.pipeline(transaction=False) as pipe:
+            pipe.lpush(DOORBELL, "1")
+            pipe.ltrim(DOORBELL, 0, DOORBELL_CAP - 1)
+            await pipe.execute()
+        return True
+    except (RedisError, OSError):
+        return False
+
+
+async def ping(client: aioredis.Redis) -> bool:
+    """True when Redis answers."""
+    try:
+        return bool(await asyncio.wait_for(client.ping(), 1.0))
+    except (RedisError, OSError, TimeoutError):
+        return False
+
+
+class Hub:
+    """Wake-ups for the worker and per-job notifications for event streams, local and over Redis."""
+
+    def __init__(self, client: aioredis.Redis, poll_interval: float) -> None:
+        self.client = client
+        self.poll_interval = poll_interval
+        self.bell = asyncio.Event()
+        self._waiters: dict[uuid.UUID, set[asyncio.Event]] = defaultdict(set)
+        self.redis_up = False
+
+    # --- worker doorbell -------------------------------------------------------------------
+    async def ring(self) -> None:
+        """Wake the local worker now and workers elsewhere through Redis."""
+        self.bell.set()
+        await ring(self.client)
+
+    async def wait_bell(self, timeout: float) -> None:
+        """Wait for the doorbell or `timeout` seconds, whichever comes first."""
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self.bell.wait(), timeout)
+        self.bell.clear()
+
+    async def listen_bell(self) -> None:
+        """Forever: pop the Redis doorbell and wake the local worker (other processes ring it)."""
+        client = self.client
+        while True:
+            try:
+                got = await client.blpop([DOORBELL], timeout=5)
+                self.redis_up = True
+                if got:
+                    self.bell.set()
+            except (RedisError, OSError):
+                self.redis_up = False
+                await asyncio.sleep(self.poll_interval)
+
+    # --- job events ------------------------------------------------------------------------
+    def subscribe(self, job_id: uuid.UUID) -> asyncio.Event:
+        """An event set whenever job `job_id` changes; pair with `unsubscribe`."""
+        ev = asyncio.Event()
+        self._waiters[job_id].add(ev)
+        return ev
+
+    def unsubscribe(self, job_id: uuid.UUID, ev: asyncio.Event) -> None:
+        """Stop notifying `ev`."""
+        waiters = self._waiters.get(job_id)
+        if waiters is not None:
+            waiters.discard(ev)
+            if not waiters:
+                del self._waiters[job_id]
+
+    def _wake(self, job_id: uuid.UUID) -> None:
+        for ev in self._waiters.get(job_id, ()):
+            ev.set()
+
+    async def notify(self, job_id: uuid.UUID) -> None:
+        """Job `job_id` changed (state or a new segment): wake local and remote followers."""
+        self._wake(job_id)
+        try:
+            await self.client.publish(CHANNEL_PREFIX + str(job_id), "1")
+        except (RedisError, OSError):
+            pass
+
+    async def listen_events(self) -> None:
+        """Forever: relay job notifications published by other processes to local followers."""
+        while True:
+            pubsub = self.client.pubsub(ignore_subscribe_messages=True)
+            try:
+                await pubsub.psubscribe(CHANNEL_PREFIX + "*")
+                async for msg in pubsub.listen():
+                    channel = msg.get("channel", b"")
+                    raw = channel.decode() if isinstance(channel, bytes) else str(channel)
+                    with contextlib.suppress(ValueError):
+                        self._wake(uuid.UUID(raw.removeprefix(CHANNEL_PREFIX)))
+            except (RedisError, OSError):
+                await asyncio.sleep(self.poll_interval)
+            finally:
+                with contextlib.suppress(RedisError, OSError):
+                    await pubsub.aclose()
+
+    async def wait(self, ev: asyncio.Event, timeout: float | None = None) -> None:
+        """Wait until `ev` is set or the poll interval passes (Redis may be down), then clear it."""
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(ev.wait(), timeout or self.poll_interval)
+        ev.clear()

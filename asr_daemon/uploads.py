@@ -1,0 +1,239 @@
+"""Uploads: stream a multipart body to disk while hashing it, never holding the file in memory.
+
+The file part goes to `uploads/tmp/<random>.part`; once it is probed and a job row is about to be
+written it is renamed to `uploads/<sha256>` (content-addressed: the same audio is stored once).
+Anything that goes wrong removes the partial file, so bad input leaves nothing behind.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import errno
+import hashlib
+import os
+import uuid
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from python_multipart.exceptions import MultipartParseError
+from python_multipart.multipart import MultipartParser, parse_options_header
+
+from asr_daemon import errors
+
+MAX_FIELD_BYTES = 64 * 1024
+MAX_FIELDS = 64
+FLUSH_BYTES = 1 << 20
+FILE_FIELD = "file"
+
+
+class AudioLocks:
+    """Per-hash locks that serialise storing and deleting (retention) the file of one audio."""
+
+    def __init__(self) -> None:
+        self._locks: dict[str, asyncio.Lock] = {}
+
+    def get(self, sha256: str) -> asyncio.Lock:
+        """The lock of one audio hash."""
+        return self._locks.setdefault(sha256, asyncio.Lock())
+
+
+@dataclass
+class Upload:
+    """A received multipart body: the form fields and the file on disk (if one was sent)."""
+
+    fields: dict[str, list[str]] = field(default_factory=dict)
+    path: Path | None = None
+    filename: str | None = None
+    size: int = 0
+    sha256: str = ""
+
+    def discard(self) -> None:
+        """Remove the temporary file."""
+        if self.path is not None:
+            with contextlib.suppress(FileNotFoundError):
+                self.path.unlink()
+            self.path = None
+
+
+class _Sink:
+    """Collects parser callbacks; the file part is buffered and flushed to disk in a thread."""
+
+    def __init__(self, tmp_dir: Path, max_bytes: int) -> None:
+        self.tmp_dir = tmp_dir
+        self.max_bytes = max_bytes
+        self.upload = Upload()
+        self.hasher = hashlib.sha256()
+        self.fh: Any = None
+        self.pending: list[bytes] = []
+        self.pending_bytes = 0
+        self._headers: dict[str, str] = {}
+        self._hname = b""
+        self._hvalue = b""
+        self._name: str | None = None
+        self._is_file = False
+        self._value = bytearray()
+        self._field_count = 0
+
+    # parser callbacks (synchronous, called from feed())
+    def on_part_begin(self) -> None:
+        self._headers, self._name, self._is_file, self._value = {}, None, False, bytearray()
+
+    def on_header_field(self, data: bytes, start: int, end: int) -> None:
+        self._hname += data[start:end]
+
+    def on_header_value(self, data: bytes, start: int, end: int) -> None:
+        self._hvalue += data[start:end]
+
+    def on_header_end(self) -> None:
+        self._headers[self._hname.decode("latin-1").lower()] = self._hvalue.decode("utf-8", "replace")
+        self._hname, self._hvalue = b"", b""
+
+    def on_headers_finished(self) -> None:
+        _, params = parse_options_header(self._headers.get("content-disposition", ""))
+        raw_name = params.get(b"name")
+        if raw_name is None:
+            raise errors.BadRequest("a multipart part has no name in its Content-Disposition header")
+        self._name = raw_name.decode("utf-8", "replace")
+        self._is_file = self._name == FILE_FIELD
+        if self._is_file:
+            if self.upload.path is not None:
+                raise errors.BadRequest("more than one 'file' part: send exactly one audio file")
+            raw_fn = params.get(b"filename")
+            fn = raw_fn.decode("utf-8", "replace") if raw_fn else None
+            self.upload.filename = _clean_filename(fn)
+            self.upload.path = self.tmp_dir / f"{uuid.uuid4().hex}.part"
+            self.fh = open(self.upload.path, "wb")  # noqa: SIM115, ASYNC230  # closed in close(); tiny syscall
+        else:
+            self._field_count += 1
+            if self._field_count > MAX_FIELDS:
+                raise errors.BadRequest(f"too many form fields (more than {MAX_FIELDS})")
+
+    def on_part_data(self, data: bytes, start: int, end: int) -> None:
+        chunk = data[start:end]
+        if self._is_file:
+            self.upload.size += len(chunk)
+            if self.upload.size > self.max_bytes:
+                raise errors.TooLarge(
+                    f"the file is larger than {self.max_bytes} bytes, the most this server accepts "
+                    "(ASR_MAX_UPLOAD_BYTES)"
+                )
+            self.pending.append(chunk)
+            self.pending_bytes += len(chunk)
+        else:
+            self._value += chunk
+            if len(self._value) > MAX_FIELD_BYTES:
+                raise errors.BadRequest(f"form field {self._name!r:.60} is longer than {MAX_FIELD_BYTES} bytes")
+
+    def on_part_end(self) -> None:
+        if not self._is_file and self._name is not None:
+            self.upload.fields.setdefault(self._name, []).append(self._value.decode("utf-8", "replace"))
+
+    # disk side (runs in a thread)
+    def flush(self) -> None:
+        if not self.pending or self.fh is None:
+            self.pending, self.pending_bytes = [], 0
+            return
+        data = b"".join(self.pending)
+        self.pending, self.pending_bytes = [], 0
+        self.hasher.update(data)
+        try:
+            self.fh.write(data)
+        except OSError as exc:
+            if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+                raise errors.InsufficientStorage("the server's disk is full: the upload cannot be stored") from None
+            raise
+
+    def close(self) -> None:
+        if self.fh is not None:
+            try:
+                self.fh.flush()
+                os.fsync(self.fh.fileno())
+            except OSError as exc:
+                if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+                    raise errors.InsufficientStorage("the server's disk is full: the upload cannot be stored") from None
+                raise
+            finally:
+                self.fh.close()
+                self.fh = None
+
+
+def _clean_filename(name: str | None) -> str | None:
+    """Keep only the last path component, without control characters, at most 255 characters."""
+    if not name:
+        return None
+    base = name.replace("\\", "/").rsplit("/", 1)[-1]
+    base = "".join(ch for ch in base if ch.isprintable())
+    return base[:255] or None
+
+
+def boundary_of(content_type: str) -> bytes:
+    """The multipart boundary of a Content-Type header, or a 400/415 saying what is wrong."""
+    ctype, params = parse_options_header(content_type)
+    if ctype != b"multipart/form-data":
+        raise errors.UnsupportedMedia(
+            "send the audio as multipart/form-data with a 'file' field "
+            f"(got Content-Type {content_type[:80]!r})"
+        )
+    boundary = params.get(b"boundary")
+    if not boundary:
+        raise errors.BadRequest("the multipart/form-data Content-Type has no boundary")
+    return boundary
+
+
+async def receive(
+    body: AsyncIterator[bytes], content_type: str, tmp_dir: Path, max_bytes: int
+) -> Upload:
+    """Parse a multipart body from `body`, streaming the 'file' part to `tmp_dir`.
+
+    Raises a domain error (and leaves no file) on a malformed body or an oversized file.
+    """
+    boundary = boundary_of(content_type)
+    await asyncio.to_thread(tmp_dir.mkdir, parents=True, exist_ok=True)
+    sink = _Sink(tmp_dir, max_bytes)
+    parser = MultipartParser(boundary, callbacks=_callbacks(sink))  # type: ignore[arg-type]  # a TypedDict of callables
+    try:
+        async for chunk in body:
+            try:
+                parser.write(chunk)
+            except MultipartParseError as exc:
+                raise errors.BadRequest(f"the multipart body is malformed: {exc}") from None
+            if sink.pending_bytes >= FLUSH_BYTES:
+                await asyncio.to_thread(sink.flush)
+        try:
+            parser.finalize()
+        except MultipartParseError as exc:
+            raise errors.BadRequest(f"the multipart body is malformed: {exc}") from None
+        await asyncio.to_thread(sink.flush)
+        await asyncio.to_thread(sink.close)
+    except BaseException:
+        with contextlib.suppress(OSError, errors.AsrError):
+            sink.close()
+        sink.upload.discard()
+        raise
+    sink.upload.sha256 = sink.hasher.hexdigest()
+    return sink.upload
+
+
+def _callbacks(sink: _Sink) -> dict[str, Any]:
+    return {
+        name: getattr(sink, name)
+        for name in (
+            "on_part_begin", "on_part_data", "on_part_end", "on_header_field", "on_header_value",
+            "on_header_end", "on_headers_finished",
+        )
+    }
+
+
+def commit(upload: Upload, uploads_dir: Path) -> tuple[Path, bool]:
+    """Move the temporary file to `uploads/<sha256>`; returns (path, created). Blocking."""
+    assert upload.path is not None
+    final = uploads_dir / upload.sha256
+    if final.exists():
+        upload.discard()
+        return final, False
+    os.replace(upload.path, final)
+    upload.path = None
+    return final, True

@@ -1,0 +1,88 @@
+"""Webhooks: POST a finished job's summary to the URL its submitter gave, signed and retried.
+
+Runs as its own task, so a slow or dead receiver never holds up the worker. The body is signed with
+HMAC-SHA256 over `<timestamp>.<body>` using `ASR_WEBHOOK_SECRET`; receivers check
+`X-Asr-Signature: t=<timestamp>,v1=<hex>`. Every attempt is recorded on the job.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import hmac
+import json
+import logging
+import time
+import uuid
+from typing import Any
+
+import asyncpg
+import httpx
+
+from asr_daemon import queries
+from asr_daemon.config import Settings
+
+log = logging.getLogger(__name__)
+
+
+def sign(secret: str, timestamp: int, body: bytes) -> str:
+    """The `X-Asr-Signature` header value for `body` sent at `timestamp`."""
+    mac = hmac.new(secret.encode(), f"{timestamp}.".encode() + body, hashlib.sha256).hexdigest()
+    return f"t={timestamp},v1={mac}"
+
+
+def verify(secret: str, header: str, body: bytes, tolerance: float = 300) -> bool:
+    """Check a signature header as a receiver would (used by the tests and documented for users)."""
+    try:
+        parts = dict(p.split("=", 1) for p in header.split(","))
+        ts = int(parts["t"])
+    except (KeyError, ValueError):
+        return False
+    if abs(time.time() - ts) > tolerance:
+        return False
+    return hmac.compare_digest(sign(secret, ts, body), header)
+
+
+def summary(row: Any) -> dict[str, Any]:
+    """The webhook payload: the job's outcome without its transcript (fetch it from the links)."""
+    jid = str(row["id"])
+    return {
+        "type": f"job.{row['status']}",
+        "id": jid,
+        "status": row["status"],
+        "model": row["model"],
+        "duration_s": row["duration_s"],
+        "language": row["language"],
+        "error": row["error"],
+        "finished_at": row["finished_at"].isoformat() if row["finished_at"] else None,
+        "links": {"self": f"/v1/jobs/{jid}", "transcript": f"/v1/jobs/{jid}/transcript"},
+    }
+
+
+async def deliver(settings: Settings, pool: asyncpg.Pool, job_id: uuid.UUID) -> bool:  # type: ignore[type-arg]  # asyncpg record type
+    """Deliver the webhook of `job_id` with exponential backoff; True once a 2xx came back."""
+    row = await queries.get_job(pool, job_id)
+    if row is None or not row["webhook_url"]:
+        return False
+    body = json.dumps(summary(row)).encode()
+    secret = settings.webhook_secret.get_secret_value() if settings.webhook_secret else None
+    async with httpx.AsyncClient(timeout=settings.webhook_timeout, follow_redirects=False) as client:
+        for attempt in range(1, settings.webhook_attempts + 1):
+            headers = {"Content-Type": "application/json", "User-Agent": "asr-server"}
+            if secret:
+                headers["X-Asr-Signature"] = sign(secret, int(time.time()), body)
+            code: int | None = None
+            error: str | None = None
+            try:
+                resp = await client.post(row["webhook_url"], content=body, headers=headers)
+                code = resp.status_code
+            except httpx.HTTPError as exc:
+                error = type(exc).__name__
+            await queries.record_delivery(pool, job_id, attempt, code, error)
+            if code is not None and 200 <= code < 300:
+                log.info("webhook_delivered", extra={"job_id": str(job_id), "attempt": attempt})
+                return True
+            log.warning("webhook_failed", extra={"job_id": str(job_id), "attempt": attempt, "status": code,
+                                                 "error": error})
+            await asyncio.sleep(min(300.0, 0.5 * 2 ** (attempt - 1)))
+    return False

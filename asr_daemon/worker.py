@@ -1,0 +1,288 @@
+"""The job worker: claim → transcribe in a thread → store each segment → finish, retry or fail.
+
+Runs inside the daemon process, `Settings.workers` jobs at once sharing one loaded model. Side
+loops heartbeat the running jobs (and notice cancellations), reap jobs whose worker died, and
+delete expired audio. PostgreSQL holds all state; a crash at any point loses at most the segment
+being computed, and the job resumes from its last stored segment.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import socket
+import threading
+import time
+import uuid
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import asyncpg
+from redis.exceptions import RedisError
+
+from asr_daemon import errors, jobs, models, queries, queue, transcriber, uploads, webhooks
+from asr_daemon.config import Settings
+
+log = logging.getLogger(__name__)
+
+DB_ERRORS = (OSError, asyncpg.PostgresError, asyncpg.InterfaceError)
+
+
+@dataclass
+class Running:
+    """A job this process is running."""
+
+    row: Any
+    task: asyncio.Task[None] | None = None
+    progress: float = 0.0
+    stop: threading.Event = field(default_factory=threading.Event)
+    stop_reason: str = ""  # "cancel" | "drain" | "lost"
+
+
+class Worker:
+    """Runs queued jobs until drained."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        pool: asyncpg.Pool,  # type: ignore[type-arg]  # asyncpg record type
+        hub: queue.Hub,
+        cache: models.ModelCache,
+        locks: uploads.AudioLocks,
+    ) -> None:
+        self.settings = settings
+        self.locks = locks
+        self.pool = pool
+        self.hub = hub
+        self.cache = cache
+        self.name = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
+        self.jobs: dict[uuid.UUID, Running] = {}
+        self.accepting = True
+        self.last_progress = time.monotonic()
+        self.completed = 0
+        self._loops: list[asyncio.Task[None]] = []
+        self._slots = asyncio.Semaphore(settings.workers)
+        self._webhooks: set[asyncio.Task[None]] = set()
+
+    @property
+    def running(self) -> int:
+        """Jobs running now."""
+        return len(self.jobs)
+
+    def start(self) -> None:
+        """Start the claim loop and the side loops."""
+        for coro in (self._claim_loop(), self._heartbeat_loop(), self._reaper_loop(), self._retention_loop()):
+            self._loops.append(asyncio.create_task(coro))
+
+    # --- claiming ----------------------------------------------------------------------------
+    async def _claim_loop(self) -> None:
+        while self.accepting:
+            await self._slots.acquire()
+            if not self.accepting:
+                self._slots.release()
+                break
+            try:
+                row = await queries.claim(self.pool, self.name)
+            except DB_ERRORS as exc:
+                self._slots.release()
+                log.warning("claim_failed", extra={"error": type(exc).__name__})
+                await asyncio.sleep(self.settings.poll_interval)
+                continue
+            if row is None:
+                self._slots.release()
+                await self.hub.wait_bell(self.settings.poll_interval)
+                continue
+            run = Running(row=row, progress=row["progress_s"])
+            self.jobs[row["id"]] = run
+            self.last_progress = time.monotonic()
+            run.task = asyncio.create_task(self._run(run))
+
+    async def _run(self, run: Running) -> None:
+        job_id = run.row["id"]
+        try:
+            await self.hub.notify(job_id)
+            await self._execute(run)
+        except Exception:
+            log.exception("job_crashed", extra={"job_id": str(job_id)})
+            with contextlib.suppress(*DB_ERRORS):
+                await queries.retry_or_fail(self.pool, job_id, self.name, "internal error", self.settings.retry_backoff)
+        finally:
+            self.jobs.pop(job_id, None)
+            self._slots.release()
+            self.hub.bell.set()
+            with contextlib.suppress(*DB_ERRORS, RedisError):
+                await self.hub.notify(job_id)
+
+    async def _execute(self, run: Running) -> None:
+        row = run.row
+        job_id, s = row["id"], self.settings
+        options = jobs.Options.from_json(row["options"])
+        path = s.uploads_dir / row["audio_sha256"]
+        if not path.is_file():
+            await queries.fail(self.pool, job_id, self.name, "the uploaded audio is no longer on disk", "audio_missing")
+            return
+        try:
+            name, model_dir = models.resolve(s.models_dir, row["model"], s.model)
+        except errors.ModelNotFound as exc:
+            await queries.fail(self.pool, job_id, self.name, exc.message, exc.code)
+            return
+        resume = await queries.resume_point(self.pool, job_id)
+        t0 = time.perf_counter()
+        entry = await self.cache.acquire(name, model_dir)
+        load_s = time.perf_counter() - t0
+        log.info("job_started", extra={"job_id": str(job_id), "model": name, "attempt": row["attempts"],
+                                       "resume_from": resume["resume_from"]})
+        try:
+            result = await self._transcribe(run, entry, options, resume)
+        except transcriber.Stopped:
+            await self._stopped(run)
+            return
+        except errors.JobFailed as exc:
+            await queries.fail(self.pool, job_id, self.name, str(exc), "transcription_failed")
+            return
+        finally:
+            self.cache.release(entry)
+        timings = {"model_load_s": round(load_s, 4), "transcribe_s": round(result.timings.get("transcribe_s", 0), 4),
+                   "windows": result.windows}
+        if await queries.complete(self.pool, job_id, self.name, timings, entry.device):
+            self.completed += 1
+            log.info("job_completed", extra={"job_id": str(job_id), "segments": result.segments, **timings})
+            if row["webhook_url"]:
+                self._spawn_webhook(job_id)
+
+    async def _transcribe(
+        self, run: Running, entry: models.Loaded, options: jobs.Options, resume: Any
+    ) -> transcriber.Result:
+        loop = asyncio.get_running_loop()
+        job_id, s = run.row["id"], self.settings
+
+        def on_segment(seg: transcriber.Segment) -> None:
+            fut = asyncio.run_coroutine_threadsafe(self._store(run, seg), loop)
+            if not fut.result():
+                run.stop_reason = run.stop_reason or "lost"
+                run.stop.set()
+
+        def on_info(language: str, probability: float) -> None:
+            asyncio.run_coroutine_threadsafe(
+                queries.set_language(self.pool, job_id, self.name, language, probability), loop
+            ).result()
+
+        return await asyncio.to_thread(
+            transcriber.transcribe,
+            entry.model,
+            s.uploads_dir / run.row["audio_sha256"],
+            options,
+            beam_size=s.beam_size,
+            window_s=s.window_seconds,
+            batch_size=s.batch_size,
+            resume_from=resume["resume_from"],
+            first_seq=resume["next_seq"],
+            language=run.row["language"] if resume["next_seq"] else None,
+            prompt_tail=resume["text_tail"],
+            on_info=on_info,
+            on_segment=on_segment,
+            should_stop=run.stop.is_set,
+        )
+
+    async def _store(self, run: Running, seg: transcriber.Segment) -> bool:
+        ok = await queries.insert_segment(self.pool, run.row["id"], self.name, asdict(seg))
+        run.progress = seg.end
+        self.last_progress = time.monotonic()
+        await self.hub.notify(run.row["id"])
+        return ok
+
+    async def _stopped(self, run: Running) -> None:
+        job_id = run.row["id"]
+        if run.stop_reason == "cancel":
+            await queries.mark_cancelled(self.pool, job_id, self.name)
+            log.info("job_cancelled", extra={"job_id": str(job_id)})
+        elif run.stop_reason == "drain":
+            await queries.checkpoint(self.pool, job_id, self.name)
+            log.info("job_checkpointed", extra={"job_id": str(job_id), "progress_s": run.progress})
+        else:
+            log.warning("job_lost", extra={"job_id": str(job_id)})
+
+    def stop_local(self, job_id: uuid.UUID, reason: str) -> bool:
+        """Ask a job running here to stop between segments; False if it does not run here."""
+        run = self.jobs.get(job_id)
+        if run is None:
+            return False
+        run.stop_reason = run.stop_reason or reason
+        run.stop.set()
+        return True
+
+    def _spawn_webhook(self, job_id: uuid.UUID) -> None:
+        task = asyncio.create_task(webhooks.deliver(self.settings, self.pool, job_id))
+        self._webhooks.add(task)
+        task.add_done_callback(self._webhooks.discard)
+
+    def wedged(self, after: float) -> bool:
+        """True when a job runs but nothing progressed for `after` seconds (for the watchdog)."""
+        return bool(self.jobs) and time.monotonic() - self.last_progress > after
+
+    # --- side loops --------------------------------------------------------------------------
+    async def _heartbeat_loop(self) -> None:
+        while True:
+            await asyncio.sleep(self.settings.heartbeat_interval)
+            if not self.jobs:
+                continue
+            try:
+                alive = await queries.heartbeat(self.pool, self.name, {k: r.progress for k, r in self.jobs.items()})
+            except DB_ERRORS as exc:
+                log.warning("heartbeat_failed", extra={"error": type(exc).__name__})
+                continue
+            for job_id in list(self.jobs):
+                if job_id not in alive:
+                    self.stop_local(job_id, "lost")
+                elif alive[job_id]:
+                    self.stop_local(job_id, "cancel")
+
+    async def _reaper_loop(self) -> None:
+        s = self.settings
+        while True:
+            try:
+                rows = await queries.reap(self.pool, s.stale_after, s.retry_backoff)
+                for r in rows:
+                    log.warning("job_reaped", extra={"job_id": str(r["id"]), "status": r["status"],
+                                                     "attempts": r["attempts"]})
+                if rows:
+                    await self.hub.ring()
+            except DB_ERRORS as exc:
+                log.warning("reap_failed", extra={"error": type(exc).__name__})
+            await asyncio.sleep(max(0.5, s.stale_after / 3))
+
+    async def _retention_loop(self) -> None:
+        s = self.settings
+        while s.audio_retention_days > 0:
+            try:
+                for sha in await queries.audio_expired(self.pool, s.audio_retention_days):
+                    async with self.locks.get(sha):
+                        if await queries.audio_needed(self.pool, sha):
+                            continue
+                        await queries.mark_audio_deleted(self.pool, sha)
+                        with contextlib.suppress(FileNotFoundError):
+                            (s.uploads_dir / sha).unlink()
+                    log.info("audio_expired", extra={"sha256": sha[:12]})
+            except DB_ERRORS as exc:
+                log.warning("retention_failed", extra={"error": type(exc).__name__})
+            await asyncio.sleep(3600)
+
+    # --- shutdown ----------------------------------------------------------------------------
+    async def drain(self, timeout: float) -> None:
+        """Stop claiming; let running jobs finish within `timeout`, then checkpoint them back to the queue."""
+        self.accepting = False
+        self.hub.bell.set()
+        tasks = [r.task for r in self.jobs.values() if r.task]
+        if tasks:
+            _, pending = await asyncio.wait(tasks, timeout=timeout)
+            if pending:
+                for job_id in list(self.jobs):
+                    self.stop_local(job_id, "drain")
+                await asyncio.wait(pending)
+        for t in self._loops:
+            t.cancel()
+        for t in [*self._loops, *self._webhooks]:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await asyncio.wait_for(t, 5)
