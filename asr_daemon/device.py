@@ -131,7 +131,10 @@ def nvidia_smi(fields: str, index: int = 0) -> list[str] | None:
     try:
         out = subprocess.run(
             [exe, f"--query-gpu={fields}", "--format=csv,noheader,nounits", f"--id={index}"],
-            capture_output=True, text=True, timeout=10, check=True,
+            capture_output=True,
+            text=True,
+            timeout=10,
+            check=True,
         ).stdout
     except (OSError, subprocess.SubprocessError):
         return None

@@ -249,8 +249,13 @@ class ModelCache:
         entry.measured_bytes = max(0, _used(dev) - before)
         log.info(
             "model.loaded",
-            extra={"model": name, "device": entry.device, "compute_type": entry.compute_type,
-                   "load_s": round(entry.load_seconds, 3), "measured_mb": entry.measured_bytes // MB},
+            extra={
+                "model": name,
+                "device": entry.device,
+                "compute_type": entry.compute_type,
+                "load_s": round(entry.load_seconds, 3),
+                "measured_mb": entry.measured_bytes // MB,
+            },
         )
         return entry
 

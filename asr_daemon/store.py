@@ -46,7 +46,11 @@ KNOWN: dict[str, str] = {
 REQUIRED_FILES = ("config.json", "model.bin", "tokenizer.json")
 #: The files of a CTranslate2 Whisper repository worth downloading (faster-whisper's own list).
 MODEL_FILE_PATTERNS = [
-    "config.json", "preprocessor_config.json", "model.bin", "tokenizer.json", "vocabulary.*",
+    "config.json",
+    "preprocessor_config.json",
+    "model.bin",
+    "tokenizer.json",
+    "vocabulary.*",
 ]
 MANIFEST = ".asr-manifest.json"
 

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import typer
 
-from asr_daemon.cli import db, models, serve
+from asr_daemon.cli import db, doctor, models, serve
 
 app = typer.Typer(
     name="asrctl",
@@ -18,6 +18,7 @@ app = typer.Typer(
 app.command("serve")(serve.serve)
 app.add_typer(db.app, name="db")
 app.add_typer(models.app, name="models")
+app.command("doctor")(doctor.doctor)
 
 
 def main() -> None:

@@ -57,8 +57,17 @@ def ls_cmd(
     rows = [store.status(s.models_dir, n, full=verify) for n in store.names(s.models_dir)]
     if as_json:
         common.print_json(
-            [{"name": r.name, "repo": r.repo, "present": r.present, "size": r.size, "checksum": r.checksum,
-              "default": r.name == s.model} for r in rows]
+            [
+                {
+                    "name": r.name,
+                    "repo": r.repo,
+                    "present": r.present,
+                    "size": r.size,
+                    "checksum": r.checksum,
+                    "default": r.name == s.model,
+                }
+                for r in rows
+            ]
         )
         return
     typer.echo(f"{'MODEL':<18} {'LOCAL':<7} {'SIZE':>9}  {'CHECKSUM':<12} REPOSITORY")
