@@ -105,7 +105,8 @@ def check_libraries(r: Report) -> None:
         if err is not None and gpu:
             r.fixes.append(
                 f"{soname} missing: `uv sync --extra cuda` (nvidia-cublas-cu12>=12.8) and put its lib"
-                " directory on LD_LIBRARY_PATH in /etc/asr/asr.env (set before Python starts; os.environ is too late)"
+                " directory on LD_LIBRARY_PATH in /etc/asr/asr.env (set before Python starts;"
+                " os.environ is too late)"
             )
     err = device.library_loads("libcudnn_ops.so.9")
     old = _version_tuple(str(r.facts.get("ctranslate2", "0"))) < (4, 6, 3)
