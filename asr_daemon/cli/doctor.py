@@ -156,7 +156,7 @@ async def _ping_services(s: Settings) -> tuple[str | None, str | None]:
     except Exception as exc:  # noqa: BLE001
         rd = f"{type(exc).__name__}: {exc}"[:160]
     finally:
-        await client.aclose()
+        await client.aclose()  # type: ignore[attr-defined]  # types-redis predates aclose() (redis>=5)
     return pg, rd
 
 
