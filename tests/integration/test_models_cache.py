@@ -184,7 +184,7 @@ def test_real_free_memory_short_evicts_idle_models(store_dir: Path, loop: asynci
 def test_cuda_failure_at_load_falls_back_to_cpu_once(
     store_dir: Path, loop: asyncio.AbstractEventLoop, caplog: pytest.LogCaptureFixture
 ) -> None:
-    """A CUDA out-of-memory at load time gives a CPU model, one warning, a counter, and later loads skip CUDA."""
+    """A CUDA out-of-memory at load gives a CPU model, one warning, a counter; later loads skip CUDA."""
     loader = Counting(_settings(), cuda_error="CUDA failed with error out of memory")
     cache = models.ModelCache(loader, device="cuda")
 
