@@ -11,6 +11,7 @@ from typing import Any
 
 from litestar import Controller, delete, get, post
 from litestar.datastructures import State
+from litestar.params import FromPath
 
 from asr_daemon import errors, models, store
 from asr_daemon.config import Settings
@@ -61,7 +62,7 @@ class ModelsController(Controller):
         return {"object": "list", "data": [_view(s, state.models, n) for n in store.names(s.models_dir)]}
 
     @get("/{name:str}", summary="Retrieve a model")
-    async def get_model(self, state: State, name: str) -> dict[str, Any]:
+    async def get_model(self, state: State, name: FromPath[str]) -> dict[str, Any]:
         """One model; 404 when it is neither known nor present."""
         s: Settings = state.settings
         if name in models.DEFAULT_ALIASES:
@@ -71,7 +72,7 @@ class ModelsController(Controller):
         return _view(s, state.models, name)
 
     @post("/{name:str}/load", status_code=200, summary="Load a model into memory")
-    async def load(self, state: State, name: str) -> dict[str, Any]:
+    async def load(self, state: State, name: FromPath[str]) -> dict[str, Any]:
         """Load a local model now (it then unloads after the idle TTL like any other)."""
         name, path = _local(state.settings, name)
         cache: models.ModelCache = state.models
@@ -79,7 +80,7 @@ class ModelsController(Controller):
         return _view(state.settings, cache, name)
 
     @delete("/{name:str}", status_code=200, summary="Unload a model from memory")
-    async def unload(self, state: State, name: str) -> dict[str, Any]:
+    async def unload(self, state: State, name: FromPath[str]) -> dict[str, Any]:
         """Free a loaded model's memory; 409 while a job uses it. The files stay (`asrctl models rm`)."""
         s: Settings = state.settings
         cache: models.ModelCache = state.models
