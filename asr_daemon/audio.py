@@ -13,6 +13,7 @@ import itertools
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import av
 import numpy as np
@@ -59,8 +60,7 @@ def probe(path: Path, *, max_seconds: float | None = None) -> Info:
         demuxed, head, tail = _demux(container, stream, max_seconds)
         if max_seconds is not None and demuxed > max_seconds:
             raise errors.TooLarge(
-                f"the audio lasts more than {max_seconds:g} s, the longest this server accepts "
-                "(ASR_MAX_AUDIO_SECONDS)"
+                f"the audio lasts more than {max_seconds:g} s, the longest this server accepts (ASR_MAX_AUDIO_SECONDS)"
             )
         if demuxed <= 0:
             raise errors.BadAudio("the file contains no audio samples")
@@ -86,11 +86,11 @@ def _declared_seconds(container: av.container.InputContainer, stream: av.AudioSt
 
 def _demux(
     container: av.container.InputContainer, stream: av.AudioStream, max_seconds: float | None
-) -> tuple[float, list[av.Packet], collections.deque[av.Packet]]:
+) -> tuple[float, list[Any], collections.deque[Any]]:
     """Total seconds of the packets of `stream`, its first packets and its last packets."""
     total = 0.0
-    head: list[av.Packet] = []
-    tail: collections.deque[av.Packet] = collections.deque(maxlen=8)
+    head: list[Any] = []
+    tail: collections.deque[Any] = collections.deque(maxlen=8)
     base = stream.time_base
     try:
         for packet in container.demux(stream):
@@ -111,7 +111,7 @@ def _demux(
     return total, head, tail
 
 
-def _check_decodes(stream: av.AudioStream, head: list[av.Packet], tail: collections.deque[av.Packet]) -> None:
+def _check_decodes(stream: av.AudioStream, head: list[Any], tail: collections.deque[Any]) -> None:
     ctx = stream.codec_context
     decoded = 0
     for packet in itertools.chain(head, tail):

@@ -107,10 +107,8 @@ class Hub:
     async def notify(self, job_id: uuid.UUID) -> None:
         """Job `job_id` changed (state or a new segment): wake local and remote followers."""
         self._wake(job_id)
-        try:
+        with contextlib.suppress(RedisError, OSError):
             await self.client.publish(CHANNEL_PREFIX + str(job_id), "1")
-        except (RedisError, OSError):
-            pass
 
     async def listen_events(self) -> None:
         """Forever: relay job notifications published by other processes to local followers."""
@@ -127,7 +125,7 @@ class Hub:
                 await asyncio.sleep(self.poll_interval)
             finally:
                 with contextlib.suppress(RedisError, OSError):
-                    await pubsub.aclose()
+                    await pubsub.aclose()  # type: ignore[no-untyped-call]  # redis-py leaves it unannotated
 
     async def wait(self, ev: asyncio.Event, timeout: float | None = None) -> None:
         """Wait until `ev` is set or the poll interval passes (Redis may be down), then clear it."""

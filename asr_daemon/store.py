@@ -166,9 +166,7 @@ def names(models_dir: Path) -> list[str]:
     """Known names first (registry order), then any other model present locally."""
     extra: list[str] = []
     if models_dir.is_dir():
-        extra = sorted(
-            p.name for p in models_dir.iterdir() if p.name not in KNOWN and local_path(models_dir, p.name)
-        )
+        extra = sorted(p.name for p in models_dir.iterdir() if p.name not in KNOWN and local_path(models_dir, p.name))
     return [*KNOWN, *extra]
 
 

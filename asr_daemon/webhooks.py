@@ -59,7 +59,7 @@ def summary(row: Any) -> dict[str, Any]:
     }
 
 
-async def deliver(settings: Settings, pool: asyncpg.Pool, job_id: uuid.UUID) -> bool:  # type: ignore[type-arg]  # asyncpg record type
+async def deliver(settings: Settings, pool: asyncpg.Pool, job_id: uuid.UUID) -> bool:
     """Deliver the webhook of `job_id` with exponential backoff; True once a 2xx came back."""
     row = await queries.get_job(pool, job_id)
     if row is None or not row["webhook_url"]:
@@ -82,7 +82,8 @@ async def deliver(settings: Settings, pool: asyncpg.Pool, job_id: uuid.UUID) -> 
             if code is not None and 200 <= code < 300:
                 log.info("webhook_delivered", extra={"job_id": str(job_id), "attempt": attempt})
                 return True
-            log.warning("webhook_failed", extra={"job_id": str(job_id), "attempt": attempt, "status": code,
-                                                 "error": error})
+            log.warning(
+                "webhook_failed", extra={"job_id": str(job_id), "attempt": attempt, "status": code, "error": error}
+            )
             await asyncio.sleep(min(300.0, 0.5 * 2 ** (attempt - 1)))
     return False

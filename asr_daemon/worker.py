@@ -47,7 +47,7 @@ class Worker:
     def __init__(
         self,
         settings: Settings,
-        pool: asyncpg.Pool,  # type: ignore[type-arg]  # asyncpg record type
+        pool: asyncpg.Pool,
         hub: queue.Hub,
         cache: models.ModelCache,
         locks: uploads.AudioLocks,
@@ -64,7 +64,11 @@ class Worker:
         self.completed = 0
         self._loops: list[asyncio.Task[None]] = []
         self._slots = asyncio.Semaphore(settings.workers)
-        self._webhooks: set[asyncio.Task[None]] = set()
+        self._webhooks: set[asyncio.Task[bool]] = set()
+
+    def draining(self) -> bool:
+        """True once `drain` was called: no new job is claimed."""
+        return not self.accepting
 
     @property
     def running(self) -> int:
@@ -80,7 +84,7 @@ class Worker:
     async def _claim_loop(self) -> None:
         while self.accepting:
             await self._slots.acquire()
-            if not self.accepting:
+            if self.draining():
                 self._slots.release()
                 break
             try:
@@ -132,8 +136,15 @@ class Worker:
         t0 = time.perf_counter()
         entry = await self.cache.acquire(name, model_dir)
         load_s = time.perf_counter() - t0
-        log.info("job_started", extra={"job_id": str(job_id), "model": name, "attempt": row["attempts"],
-                                       "resume_from": resume["resume_from"]})
+        log.info(
+            "job_started",
+            extra={
+                "job_id": str(job_id),
+                "model": name,
+                "attempt": row["attempts"],
+                "resume_from": resume["resume_from"],
+            },
+        )
         try:
             result = await self._transcribe(run, entry, options, resume)
         except transcriber.Stopped:
@@ -144,8 +155,11 @@ class Worker:
             return
         finally:
             self.cache.release(entry)
-        timings = {"model_load_s": round(load_s, 4), "transcribe_s": round(result.timings.get("transcribe_s", 0), 4),
-                   "windows": result.windows}
+        timings = {
+            "model_load_s": round(load_s, 4),
+            "transcribe_s": round(result.timings.get("transcribe_s", 0), 4),
+            "windows": result.windows,
+        }
         if await queries.complete(self.pool, job_id, self.name, timings, entry.device):
             self.completed += 1
             log.info("job_completed", extra={"job_id": str(job_id), "segments": result.segments, **timings})
@@ -245,8 +259,9 @@ class Worker:
             try:
                 rows = await queries.reap(self.pool, s.stale_after, s.retry_backoff)
                 for r in rows:
-                    log.warning("job_reaped", extra={"job_id": str(r["id"]), "status": r["status"],
-                                                     "attempts": r["attempts"]})
+                    log.warning(
+                        "job_reaped", extra={"job_id": str(r["id"]), "status": r["status"], "attempts": r["attempts"]}
+                    )
                 if rows:
                     await self.hub.ring()
             except DB_ERRORS as exc:
@@ -283,6 +298,7 @@ class Worker:
                 await asyncio.wait(pending)
         for t in self._loops:
             t.cancel()
-        for t in [*self._loops, *self._webhooks]:
+        rest: list[asyncio.Task[Any]] = [*self._loops, *self._webhooks]
+        for t in rest:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await asyncio.wait_for(t, 5)

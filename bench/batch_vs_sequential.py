@@ -119,10 +119,7 @@ def main() -> None:
         ref = render(args.minutes, clip)
         soxi = subprocess.run(["soxi", "-D", str(clip)], check=True, capture_output=True, text=True)
         seconds = float(soxi.stdout)
-        print(
-            f"clip: {seconds:.0f} s of espeak-ng en-us speech, {len(ref.split())} words;"
-            f" threads={args.threads}\n"
-        )
+        print(f"clip: {seconds:.0f} s of espeak-ng en-us speech, {len(ref.split())} words; threads={args.threads}\n")
         print("| model | mode | transcribe | × realtime | first segment | peak RSS | WER |")
         print("|---|---|---|---|---|---|---|")
         for name in args.models.split(","):
@@ -147,9 +144,7 @@ def main() -> None:
                     .splitlines()[-1]
                 )
                 r = json.loads(out)
-                label = {"seq": "sequential", "vad": "sequential + VAD"}.get(
-                    mode, f"batched {mode[1:]} + VAD"
-                )
+                label = {"seq": "sequential", "vad": "sequential + VAD"}.get(mode, f"batched {mode[1:]} + VAD")
                 print(
                     f"| {name} | {label} | {r['took']:.1f} s | {seconds / r['took']:.1f} | "
                     f"{r['first']:.1f} s | {r['peak'] / 1e6:.0f} MB | {100 * wer(ref, r['text']):.1f} % |",

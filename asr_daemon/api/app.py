@@ -30,8 +30,15 @@ from asr_daemon.worker import Worker
 
 log = logging.getLogger(__name__)
 
-DB_UNAVAILABLE = (OSError, asyncpg.InterfaceError, asyncpg.PostgresConnectionError, asyncpg.CannotConnectNowError,
-                  asyncpg.TooManyConnectionsError, asyncpg.AdminShutdownError, asyncio.TimeoutError)
+DB_UNAVAILABLE = (
+    OSError,
+    asyncpg.InterfaceError,
+    asyncpg.PostgresConnectionError,
+    asyncpg.CannotConnectNowError,
+    asyncpg.TooManyConnectionsError,
+    asyncpg.AdminShutdownError,
+    asyncio.TimeoutError,
+)
 
 
 def _error(status: int, body: dict[str, Any], retry_after: int | None = None) -> Response[Any]:
@@ -63,7 +70,7 @@ def on_db_down(_: Request[Any, Any, Any], exc: Exception) -> Response[Any]:
     return _error(503, body, 5)
 
 
-async def _open_db(settings: Settings) -> asyncpg.Pool:  # type: ignore[type-arg]  # asyncpg record type
+async def _open_db(settings: Settings) -> asyncpg.Pool:
     """Connect (waiting up to 30 s for PostgreSQL to come up) and apply pending migrations."""
     deadline = time.monotonic() + 30
     while True:
@@ -76,7 +83,7 @@ async def _open_db(settings: Settings) -> asyncpg.Pool:  # type: ignore[type-arg
             log.warning("database_wait", extra={"error": type(exc).__name__})
             await asyncio.sleep(1)
     async with pool.acquire() as conn:
-        applied = await migrate.migrate(conn)
+        applied = await migrate.migrate(conn)  # type: ignore[arg-type]  # a pool proxy is a Connection
     if applied:
         log.info("migrations_applied", extra={"names": applied})
     return pool
@@ -93,8 +100,15 @@ async def lifespan(app: Litestar) -> AsyncIterator[None]:
     cache = models.cache_from_settings(settings)
     locks = uploads.AudioLocks()
     worker = Worker(settings, pool, hub, cache, locks)
-    app.state.update(pool=pool, redis=client, hub=hub, models=cache, worker=worker,
-                     intake=Intake(settings, pool, hub, locks), started_at=time.time())
+    app.state.update(
+        pool=pool,
+        redis=client,
+        hub=hub,
+        models=cache,
+        worker=worker,
+        intake=Intake(settings, pool, hub, locks),
+        started_at=time.time(),
+    )
     listeners = [asyncio.create_task(hub.listen_bell()), asyncio.create_task(hub.listen_events())]
     worker.start()
     preload_path = models.local_path(settings.models_dir, settings.model) if settings.preload else None
@@ -117,8 +131,13 @@ async def lifespan(app: Litestar) -> AsyncIterator[None]:
 def create_app(settings: Settings) -> Litestar:
     """Build the application for `settings` (nothing is opened until the lifespan runs)."""
     return Litestar(
-        route_handlers=[health.healthz, health.readyz, transcriptions.TranscriptionsController,
-                        jobs.JobsController, api_models.ModelsController],
+        route_handlers=[
+            health.healthz,
+            health.readyz,
+            transcriptions.TranscriptionsController,
+            jobs.JobsController,
+            api_models.ModelsController,
+        ],
         lifespan=[lifespan],
         state=State({"settings": settings}),
         exception_handlers={
@@ -137,4 +156,3 @@ def app_from_env() -> Litestar:
     settings = Settings()
     logs.configure(settings.log_level)
     return create_app(settings)
-

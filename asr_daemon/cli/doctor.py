@@ -63,9 +63,7 @@ def check_gpu(r: Report) -> None:
     r.add(OK, "GPU", f"{name}, compute capability {cc}, {free} MiB free of {total} MiB")
     r.add(OK, "driver", f"{driver}, CUDA {cuda or '?'} (driver API)")
     if driver and _version_tuple(driver) < (570,):
-        r.fixes.append(
-            "NVIDIA driver < 570 cannot run CUDA 12.8 code (needed for Blackwell): update the driver"
-        )
+        r.fixes.append("NVIDIA driver < 570 cannot run CUDA 12.8 code (needed for Blackwell): update the driver")
 
 
 def check_ctranslate2(r: Report) -> None:
@@ -116,9 +114,7 @@ def check_libraries(r: Report) -> None:
         "loads" if err is None else "absent (not needed by ctranslate2 >= 4.6.3)",
     )
     if err is not None and old and gpu:
-        r.fixes.append(
-            "`libcudnn_ops.so.9` missing with ctranslate2 < 4.6.3: upgrade ctranslate2 (no cuDNN needed)"
-        )
+        r.fixes.append("`libcudnn_ops.so.9` missing with ctranslate2 < 4.6.3: upgrade ctranslate2 (no cuDNN needed)")
 
 
 def check_torch(r: Report) -> None:
@@ -156,7 +152,7 @@ async def _ping_services(s: Settings) -> tuple[str | None, str | None]:
     except Exception as exc:  # noqa: BLE001
         rd = f"{type(exc).__name__}: {exc}"[:160]
     finally:
-        await client.aclose()  # type: ignore[attr-defined]  # types-redis predates aclose() (redis>=5)
+        await client.aclose()
     return pg, rd
 
 
@@ -170,9 +166,7 @@ def check_services(r: Report, s: Settings) -> None:
         "reachable" if rd is None else f"{rd} (the daemon works without it)",
     )
     if pg is not None:
-        r.fixes.append(
-            "PostgreSQL unreachable: check ASR_DATABASE_URL, or `make services` on a development host"
-        )
+        r.fixes.append("PostgreSQL unreachable: check ASR_DATABASE_URL, or `make services` on a development host")
 
 
 def check_disk(r: Report, s: Settings) -> None:
@@ -205,9 +199,7 @@ def check_smoke(r: Report, s: Settings) -> dict[str, bool]:
     r.add(
         OK if default.present else BAD,
         f"model {s.model}",
-        default.checksum
-        if default.present
-        else f"absent: `asrctl models ensure` (or `asrctl models pull {s.model}`)",
+        default.checksum if default.present else f"absent: `asrctl models ensure` (or `asrctl models pull {s.model}`)",
     )
     name = next((n for n in (*SMOKE_MODELS, s.model) if store.local_path(s.models_dir, n)), None)
     works: dict[str, bool] = {}
@@ -225,9 +217,7 @@ def check_smoke(r: Report, s: Settings) -> dict[str, bool]:
             r.add(BAD, f"smoke {dev}", f"{name}: {str(exc)[:200]}")
             works[dev] = False
             if device.is_cuda_failure(exc) and "int8" in s.compute_type:
-                r.fixes.append(
-                    "int8 on this GPU failed: set ASR_COMPUTE_TYPE=float16 (the tested default on sm_120)"
-                )
+                r.fixes.append("int8 on this GPU failed: set ASR_COMPUTE_TYPE=float16 (the tested default on sm_120)")
     return works
 
 
@@ -243,9 +233,7 @@ def doctor(as_json: bool = typer.Option(False, "--json", help="Machine-readable 
     wanted = device.resolve_device(s.device)
     ok = works.get(wanted, False)
     if s.device == "cuda" and not r.facts.get("cuda_devices"):
-        r.fixes.append(
-            "ASR_DEVICE=cuda but no usable GPU: set ASR_DEVICE=auto (or cpu), or fix the GPU stack above"
-        )
+        r.fixes.append("ASR_DEVICE=cuda but no usable GPU: set ASR_DEVICE=auto (or cpu), or fix the GPU stack above")
     verdict = f"configured device {s.device} ({wanted}): {'works' if ok else 'DOES NOT WORK'}"
     if as_json:
         common.print_json(

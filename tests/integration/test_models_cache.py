@@ -62,9 +62,7 @@ def loop() -> Iterator[asyncio.AbstractEventLoop]:
     lp.close()
 
 
-def test_concurrent_acquires_of_a_loading_model_load_it_once(
-    store_dir: Path, loop: asyncio.AbstractEventLoop
-) -> None:
+def test_concurrent_acquires_of_a_loading_model_load_it_once(store_dir: Path, loop: asyncio.AbstractEventLoop) -> None:
     """Eight jobs asking for a model that is still loading share one load."""
     loader = Counting(_settings())
     cache = models.ModelCache(loader, device="cpu")
@@ -106,9 +104,7 @@ def test_idle_ttl_unloads_and_rss_drops(store_dir: Path, loop: asyncio.AbstractE
     assert after < loaded - 0.6 * grew, f"RSS {before / MB:.0f} → {loaded / MB:.0f} → {after / MB:.0f} MB"
 
 
-def test_ttl_zero_unloads_at_release_and_minus_one_keeps(
-    store_dir: Path, loop: asyncio.AbstractEventLoop
-) -> None:
+def test_ttl_zero_unloads_at_release_and_minus_one_keeps(store_dir: Path, loop: asyncio.AbstractEventLoop) -> None:
     """ASR_MODEL_IDLE_TTL=0 unloads right after the job; -1 keeps the model."""
 
     async def go(ttl: float) -> int:
@@ -140,9 +136,7 @@ def test_a_model_in_use_is_never_unloaded(store_dir: Path, loop: asyncio.Abstrac
     loop.run_until_complete(go())
 
 
-def test_lru_idle_model_is_evicted_when_the_budget_is_full(
-    store_dir: Path, loop: asyncio.AbstractEventLoop
-) -> None:
+def test_lru_idle_model_is_evicted_when_the_budget_is_full(store_dir: Path, loop: asyncio.AbstractEventLoop) -> None:
     """With room for two tiny models, loading a third unloads the least recently used idle one."""
     size = models.estimate_bytes(store_dir / "tiny.en")
     cache = models.ModelCache(models.make_loader(_settings()), device="cpu", budget_bytes=2 * size + MB)
@@ -202,9 +196,7 @@ def test_cuda_failure_at_load_falls_back_to_cpu_once(
     assert [r.message for r in caplog.records if r.levelname == "WARNING"] == ["model.cpu_fallback"]
 
 
-def test_cuda_without_a_gpu_falls_back_with_the_real_loader(
-    store_dir: Path, loop: asyncio.AbstractEventLoop
-) -> None:
+def test_cuda_without_a_gpu_falls_back_with_the_real_loader(store_dir: Path, loop: asyncio.AbstractEventLoop) -> None:
     """ASR_DEVICE=cuda on this GPU-less host loads on the CPU instead of failing the job."""
     if device.cuda_device_count():
         pytest.skip("a GPU is present")
@@ -222,9 +214,7 @@ def test_cuda_fallback_switched_off_fails_the_load(store_dir: Path, loop: asynci
     assert cache.fallback_to_cpu("tiny.en") is False
 
 
-def test_cuda_failure_while_transcribing_retries_on_cpu(
-    store_dir: Path, loop: asyncio.AbstractEventLoop
-) -> None:
+def test_cuda_failure_while_transcribing_retries_on_cpu(store_dir: Path, loop: asyncio.AbstractEventLoop) -> None:
     """The worker's path: a CUDA error mid-job → `fallback_to_cpu` → the retried job runs on a CPU model."""
     loader = Counting(_settings())  # loads succeed; the "cuda" model is a CPU model standing in for a GPU one
     cache = models.ModelCache(loader, device="cuda", idle_ttl=-1)

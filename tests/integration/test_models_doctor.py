@@ -42,14 +42,10 @@ def doctor(state: Path, dev: str, *args: str) -> subprocess.CompletedProcess[str
         "ASR_REDIS_URL": f"redis://127.0.0.1:{_closed_port()}/0",
     }
     exe = str(Path(sys.executable).with_name("asrctl"))
-    return subprocess.run(
-        [exe, "doctor", *args], env=env, capture_output=True, text=True, timeout=180, check=False
-    )
+    return subprocess.run([exe, "doctor", *args], env=env, capture_output=True, text=True, timeout=180, check=False)
 
 
-pytestmark = pytest.mark.skipif(
-    device.cuda_device_count() > 0, reason="these expectations are for a GPU-less host"
-)
+pytestmark = pytest.mark.skipif(device.cuda_device_count() > 0, reason="these expectations are for a GPU-less host")
 
 
 def test_cpu_only_host_with_device_cpu_exits_0(state: Path) -> None:

@@ -1,0 +1,140 @@
+"""The OpenAI-compatible endpoints against the real daemon under Granian, PostgreSQL and Redis."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import asyncpg
+import pytest
+from faster_whisper import WhisperModel
+
+from tests.conftest import Daemon, leftover_files
+
+
+def words(text: str) -> str:
+    """Lower-case, punctuation stripped, spaces collapsed (how transcripts are compared)."""
+    return " ".join(re.sub(r"[^\w\s]", " ", text.lower()).split())
+
+
+def test_transcription_matches_faster_whisper_called_directly(daemon: Daemon, jfk: Path, models_dir: Path) -> None:
+    """The daemon's text equals what faster-whisper returns for the same audio, model and options."""
+    with daemon.client() as c:
+        r = c.post("/v1/audio/transcriptions", files={"file": jfk.open("rb")})
+    assert r.status_code == 200, r.text
+    model = WhisperModel(str(models_dir / "tiny.en"), device="cpu", compute_type="int8")
+    segments, _ = model.transcribe(str(jfk))
+    assert r.json()["text"] == "".join(s.text for s in segments).strip()
+    assert "fellow americans" in words(r.json()["text"])
+
+
+@pytest.mark.parametrize(
+    ("fmt", "check"),
+    [
+        ("text", lambda body: "country" in body.lower() and not body.startswith("{")),
+        ("srt", lambda body: body.startswith("1\n00:00:00,000 --> ")),
+        ("vtt", lambda body: body.startswith("WEBVTT\n\n00:00:00.000 --> ")),
+        ("json", lambda body: "country" in json.loads(body)["text"].lower()),
+    ],
+)
+def test_each_response_format_renders(daemon: Daemon, jfk: Path, fmt: str, check: object) -> None:
+    """Every response_format gives its own shape of the same transcript."""
+    with daemon.client() as c:
+        r = c.post("/v1/audio/transcriptions", files={"file": jfk.open("rb")}, data={"response_format": fmt})
+    assert r.status_code == 200, r.text
+    assert check(r.text)  # type: ignore[operator]
+
+
+def test_verbose_json_carries_language_duration_segments_and_words(daemon: Daemon, jfk: Path) -> None:
+    """verbose_json has language, duration and segments, and words when word granularity is asked."""
+    with daemon.client() as c:
+        r = c.post(
+            "/v1/audio/transcriptions",
+            files={"file": jfk.open("rb")},
+            data={"response_format": "verbose_json", "timestamp_granularities[]": ["word", "segment"]},
+        )
+    body = r.json()
+    assert body["language"] == "en"
+    assert 4 < body["duration"] < 10
+    assert body["segments"] and body["segments"][0]["start"] == 0.0
+    assert [w["word"].strip().lower() for w in body["words"]][:2] == ["and", "so"]
+    assert all(w["start"] <= w["end"] for w in body["words"])
+
+
+@pytest.mark.filterwarnings("ignore:deprecated:DeprecationWarning")  # openai marks translations deprecated
+def test_openai_client_transcribes_and_translates(daemon: Daemon, jfk: Path) -> None:
+    """The official openai client works against both endpoints."""
+    from openai import OpenAI
+
+    client = OpenAI(base_url=daemon.url + "/v1", api_key="x")
+    text = client.audio.transcriptions.create(model="whisper-1", file=jfk.open("rb"))
+    assert "fellow americans" in words(text.text)
+    verbose = client.audio.transcriptions.create(model="tiny.en", file=jfk.open("rb"), response_format="verbose_json")
+    assert verbose.language == "en" and verbose.segments
+    translated = client.audio.translations.create(model="tiny.en", file=jfk.open("rb"))
+    assert "country" in words(translated.text)
+
+
+def test_translation_turns_other_languages_into_english(daemon: Daemon, speech: object) -> None:
+    """/v1/audio/translations with the multilingual base model gives English text for German speech."""
+    german = speech("Guten Morgen. Das Wetter ist heute sehr schön und die Sonne scheint.", voice="de")  # type: ignore[operator]
+    with daemon.client() as c:
+        t = c.post(
+            "/v1/audio/transcriptions",
+            files={"file": german.open("rb")},
+            data={"model": "base", "response_format": "verbose_json"},
+        )
+        e = c.post("/v1/audio/translations", files={"file": german.open("rb")}, data={"model": "base"})
+    assert t.json()["language"] == "de"
+    english = words(e.json()["text"])
+    assert any(w in english.split() for w in ("morning", "weather", "sun", "today")), english
+
+
+async def test_every_transcription_is_a_stored_job(daemon: Daemon, jfk: Path, database: str) -> None:
+    """A transcription leaves a completed job row with its segments; the transcript re-renders the same."""
+    with daemon.client() as c:
+        r = c.post("/v1/audio/transcriptions", files={"file": jfk.open("rb")}, data={"response_format": "text"})
+        job_id = r.headers["x-job-id"]
+        again = c.get(f"/v1/jobs/{job_id}/transcript", params={"format": "text"})
+        job = c.get(f"/v1/jobs/{job_id}").json()
+    assert again.text == r.text
+    assert job["status"] == "completed" and job["audio"]["duration_s"] > 4
+    conn = await asyncpg.connect(database)
+    try:
+        row = await conn.fetchrow("SELECT status, audio_sha256, model FROM jobs WHERE id = $1::uuid", job_id)
+        n = await conn.fetchval("SELECT count(*) FROM segments WHERE job_id = $1::uuid", job_id)
+    finally:
+        await conn.close()
+    assert row["status"] == "completed" and row["model"] == "tiny.en" and n >= 1
+    assert (daemon.state_dir / "uploads" / row["audio_sha256"]).is_file()
+
+
+def test_health_answers_while_a_transcription_runs(daemon: Daemon, speech: object) -> None:
+    """Inference runs off the event loop: /healthz answers in well under a second mid-transcription."""
+    import threading
+    import time
+
+    import httpx
+
+    long = speech("The quick brown fox jumps over the lazy dog. " * 6, repeat=3)  # type: ignore[operator]
+    result: dict[str, int] = {}
+
+    def post() -> None:
+        with daemon.client() as c:
+            result["status"] = c.post("/v1/audio/transcriptions", files={"file": long.open("rb")}).status_code
+
+    t = threading.Thread(target=post)
+    t.start()
+    with daemon.client() as c:
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline and not c.get("/v1/jobs", params={"status": "running"}).json()["data"]:
+            time.sleep(0.02)
+        t0 = time.monotonic()
+        assert httpx.get(daemon.url + "/healthz", timeout=5).status_code == 200
+        latency = time.monotonic() - t0
+        assert c.get("/v1/jobs", params={"status": "running"}).json()["data"], "the job finished too early"
+    t.join()
+    assert result["status"] == 200
+    assert latency < 0.5
+    assert not leftover_files(daemon.state_dir)
