@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import http.server
+import itertools
 import shutil
 import signal
 import threading
@@ -43,7 +44,7 @@ async def fetch(database: str, sql: str, *args: Any) -> list[asyncpg.Record]:
 def check_segments(rows: list[asyncpg.Record]) -> None:
     """Segments are numbered 0..n-1 and their times never go backwards."""
     assert [r["seq"] for r in rows] == list(range(len(rows)))
-    for a, b in zip(rows, rows[1:], strict=False):
+    for a, b in itertools.pairwise(rows):
         assert a["start_s"] <= b["start_s"] and a["end_s"] <= b["end_s"] + 0.01
 
 
@@ -74,7 +75,7 @@ async def test_kill_9_mid_job_resumes_from_the_last_segment(
     resumed = [line for line in daemon.logs().splitlines() if '"job_started"' in line][-1]
     assert f'"resume_from": {before[-1]["end_s"]}' in resumed
     texts = [r["text"].strip() for r in after]
-    assert all(a != b for a, b in zip(texts, texts[1:], strict=False)), "a segment was repeated at the seam"
+    assert all(a != b for a, b in itertools.pairwise(texts)), "a segment was repeated at the seam"
     assert after[-1]["end_s"] > job["audio"]["duration_s"] - 5
 
 
@@ -112,7 +113,10 @@ async def test_postgres_outage_gives_503_then_recovers_without_restart(
 
 @pytest.mark.slow
 async def test_redis_outage_loses_nothing_and_redis_is_used_again(
-    make_daemon: Callable[..., Daemon], jfk: Path, speech: Callable[..., Path], redis_server: services.Redis,
+    make_daemon: Callable[..., Daemon],
+    jfk: Path,
+    speech: Callable[..., Path],
+    redis_server: services.Redis,
     database: str,
 ) -> None:
     """With Redis stopped jobs are accepted, run and stream events; when it returns the doorbell works again."""
@@ -151,7 +155,10 @@ async def queue_directly(database: str, state_dir: Path, clip: Path) -> str:
         database,
         "INSERT INTO jobs (id, model, fingerprint, audio_sha256, audio_bytes, duration_s, options) "
         "VALUES ($1::uuid, 'tiny.en', $2, $3, $4, 6, '{\"task\": \"transcribe\"}')",
-        job_id, job_id, sha, len(data),
+        job_id,
+        job_id,
+        sha,
+        len(data),
     )
     return job_id
 

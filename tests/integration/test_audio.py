@@ -46,8 +46,11 @@ def test_truncated_flac_is_refused(jfk: Path, tmp_path: Path) -> None:
 
 @pytest.mark.parametrize(
     ("content", "error"),
-    [(b"", errors.UnsupportedMedia), (b"hello, this is text\n" * 50, errors.UnsupportedMedia),
-     (bytes(range(256)) * 40, errors.UnsupportedMedia)],
+    [
+        (b"", errors.UnsupportedMedia),
+        (b"hello, this is text\n" * 50, errors.UnsupportedMedia),
+        (bytes(range(256)) * 40, errors.UnsupportedMedia),
+    ],
 )
 def test_non_audio_is_refused(tmp_path: Path, content: bytes, error: type[Exception]) -> None:
     """Empty files, text and random bytes are not audio."""

@@ -30,9 +30,19 @@ async def add(conn: asyncpg.Connection, *, duration: float = 10, priority: int =
     """Insert a queued job."""
     job_id = uuid.uuid4()
     await queries.insert_job(
-        conn, job_id=job_id, model="tiny.en", options=jobs.Options().to_json(), fingerprint=job_id.hex,
-        priority=priority, audio_sha256="0" * 64, audio_bytes=1, filename=None, duration_s=duration,
-        max_attempts=kw.get("max_attempts", 3), idempotency_key=kw.get("key"), webhook_url=None,
+        conn,
+        job_id=job_id,
+        model="tiny.en",
+        options=jobs.Options().to_json(),
+        fingerprint=job_id.hex,
+        priority=priority,
+        audio_sha256="0" * 64,
+        audio_bytes=1,
+        filename=None,
+        duration_s=duration,
+        max_attempts=kw.get("max_attempts", 3),
+        idempotency_key=kw.get("key"),
+        webhook_url=None,
     )
     return job_id
 
@@ -83,8 +93,18 @@ async def test_segments_are_idempotent_and_only_for_the_owner(conn: asyncpg.Conn
     """A segment stored twice is kept once; a worker that lost the job cannot add segments."""
     job_id = await add(conn)
     await queries.claim(conn, "me")
-    seg = {"seq": 0, "start": 0.0, "end": 2.0, "text": " hi", "avg_logprob": -0.1, "no_speech_prob": 0.0,
-           "compression_ratio": 1.0, "temperature": 0.0, "tokens": [1, 2], "words": None}
+    seg = {
+        "seq": 0,
+        "start": 0.0,
+        "end": 2.0,
+        "text": " hi",
+        "avg_logprob": -0.1,
+        "no_speech_prob": 0.0,
+        "compression_ratio": 1.0,
+        "temperature": 0.0,
+        "tokens": [1, 2],
+        "words": None,
+    }
     assert await queries.insert_segment(conn, job_id, "me", seg)
     assert not await queries.insert_segment(conn, job_id, "me", seg)
     assert not await queries.insert_segment(conn, job_id, "other", {**seg, "seq": 1})

@@ -8,13 +8,37 @@ from asr_daemon import formats
 from asr_daemon.jobs import ResponseFormat
 
 SEGS = [
-    {"seq": 0, "start_s": 0.0, "end_s": 2.5, "text": " Hello there.", "tokens": [1], "temperature": 0.0,
-     "avg_logprob": -0.2, "compression_ratio": 1.1, "no_speech_prob": 0.01, "words": [{"word": " Hello"}]},
-    {"seq": 1, "start_s": 3661.25, "end_s": 3662.0, "text": " Bye.", "tokens": [2], "temperature": 0.0,
-     "avg_logprob": -0.3, "compression_ratio": 1.0, "no_speech_prob": 0.02, "words": [{"word": " Bye."}]},
+    {
+        "seq": 0,
+        "start_s": 0.0,
+        "end_s": 2.5,
+        "text": " Hello there.",
+        "tokens": [1],
+        "temperature": 0.0,
+        "avg_logprob": -0.2,
+        "compression_ratio": 1.1,
+        "no_speech_prob": 0.01,
+        "words": [{"word": " Hello"}],
+    },
+    {
+        "seq": 1,
+        "start_s": 3661.25,
+        "end_s": 3662.0,
+        "text": " Bye.",
+        "tokens": [2],
+        "temperature": 0.0,
+        "avg_logprob": -0.3,
+        "compression_ratio": 1.0,
+        "no_speech_prob": 0.02,
+        "words": [{"word": " Bye."}],
+    },
 ]
-JOB = {"options": {"task": "transcribe", "word_timestamps": True}, "language": "en", "language_probability": 0.9,
-       "duration_s": 3662.0}
+JOB = {
+    "options": {"task": "transcribe", "word_timestamps": True},
+    "language": "en",
+    "language_probability": 0.9,
+    "duration_s": 3662.0,
+}
 
 
 def test_text_and_json_join_segments() -> None:
