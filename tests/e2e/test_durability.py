@@ -229,3 +229,30 @@ async def test_retention_deletes_old_audio_and_keeps_transcripts(
         assert "country" in c.get(f"/v1/jobs/{old}/transcript", params={"format": "text"}).text.lower()
     assert not (daemon.state_dir / "uploads" / job["audio"]["sha256"]).exists()
     assert (daemon.state_dir / "uploads" / hashlib.sha256(keep_clip.read_bytes()).hexdigest()).exists()
+
+
+@pytest.mark.slow
+async def test_sigterm_checkpoints_a_running_job_that_then_completes(
+    make_daemon: Callable[..., Daemon], two_minutes: Path, database: str
+) -> None:
+    """On SIGTERM a job that cannot finish within the drain timeout goes back to the queue, keeps its
+    segments and its attempt, and completes after the next start."""
+    daemon = make_daemon(ASR_DRAIN_TIMEOUT="0.5", ASR_WINDOW_SECONDS="30")
+    with daemon.client() as c:
+        job_id = submit(c, two_minutes).json()["id"]
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        rows = await fetch(database, "SELECT seq FROM segments WHERE job_id = $1::uuid", job_id)
+        if rows:
+            break
+        await asyncio.sleep(0.05)
+    assert daemon.stop(signal.SIGTERM) == 0
+    row = (await fetch(database, "SELECT status, attempts FROM jobs WHERE id = $1::uuid", job_id))[0]
+    kept = await fetch(database, "SELECT seq FROM segments WHERE job_id = $1::uuid", job_id)
+    assert (row["status"], row["attempts"]) == ("queued", 0) and kept
+    assert '"job_checkpointed"' in daemon.logs()
+    daemon.start()
+    with daemon.client() as c:
+        job = wait_status(c, job_id, {"completed", "failed"}, timeout=240)
+    assert job["status"] == "completed" and job["attempts"] == 1
+    check_segments(await fetch(database, "SELECT * FROM segments WHERE job_id = $1::uuid ORDER BY seq", job_id))
