@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import typer
 
-from asr_daemon.cli import backup, config, db, jobs, serve, status, transcribe
+from asr_daemon.cli import backup, config, db, doctor, jobs, models, serve, status, transcribe
 
 app = typer.Typer(
     name="asrctl",
@@ -17,6 +17,8 @@ app = typer.Typer(
 )
 app.command("serve")(serve.serve)
 app.add_typer(db.app, name="db")
+app.add_typer(models.app, name="models")
+app.command("doctor")(doctor.doctor)
 app.add_typer(backup.app, name="backup")
 app.command("restore")(backup.restore_cmd)
 app.add_typer(jobs.app, name="jobs")
