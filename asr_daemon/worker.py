@@ -77,8 +77,24 @@ class Worker:
 
     def start(self) -> None:
         """Start the claim loop and the side loops."""
-        for coro in (self._claim_loop(), self._heartbeat_loop(), self._reaper_loop(), self._retention_loop()):
+        for coro in (
+            self._claim_loop(),
+            self._heartbeat_loop(),
+            self._reaper_loop(),
+            self._retention_loop(),
+            self._redeliver_webhooks(),
+        ):
             self._loops.append(asyncio.create_task(coro))
+
+    async def _redeliver_webhooks(self) -> None:
+        """Webhooks interrupted by a stop or crash are delivered after the next start."""
+        try:
+            pending = await queries.undelivered_webhooks(self.pool, self.settings.webhook_attempts)
+        except DB_ERRORS as exc:
+            log.warning("webhook_scan_failed", extra={"error": type(exc).__name__})
+            return
+        for job_id in pending:
+            self._spawn_webhook(job_id)
 
     # --- claiming ----------------------------------------------------------------------------
     async def _claim_loop(self) -> None:

@@ -256,3 +256,24 @@ async def test_sigterm_checkpoints_a_running_job_that_then_completes(
         job = wait_status(c, job_id, {"completed", "failed"}, timeout=240)
     assert job["status"] == "completed" and job["attempts"] == 1
     check_segments(await fetch(database, "SELECT * FROM segments WHERE job_id = $1::uuid ORDER BY seq", job_id))
+
+
+async def test_a_webhook_interrupted_by_a_stop_is_delivered_after_restart(
+    make_daemon: Callable[..., Daemon], jfk: Path, receiver: str, database: str
+) -> None:
+    """A finished job whose webhook never got a 2xx is delivered by the next daemon process."""
+    daemon = make_daemon(ASR_WEBHOOK_SECRET="s3cret")
+    with daemon.client() as c:
+        job_id = submit(c, jfk, webhook_url=receiver).json()["id"]
+        wait_status(c, job_id, {"completed"})
+    daemon.stop(signal.SIGKILL)
+    await fetch(database, "DELETE FROM webhook_deliveries WHERE status_code = 200")
+    Receiver.calls = [({}, b"")]  # the receiver now answers 200 at once
+    daemon.start()
+    deadline = time.monotonic() + 20
+    while len(Receiver.calls) < 2 and time.monotonic() < deadline:
+        await asyncio.sleep(0.1)
+    with daemon.client() as c:
+        deliveries = c.get(f"/v1/jobs/{job_id}").json()["webhook_deliveries"]
+    assert deliveries[-1]["status_code"] == 200
+    assert [d["attempt"] for d in deliveries] == list(range(1, len(deliveries) + 1))
