@@ -117,7 +117,7 @@ def pull(
         raise store.StoreError(f"unknown model {name!r}: see `asrctl models ls` for the names known here")
     with store.locked(models_dir):
         path = store.local_path(models_dir, name)
-        if path is not None and not force and not store.check(path, full=False):
+        if path is not None and not force and store.intact(path, name):
             log.info("model.pull_skipped", extra={"model": name, "reason": "present"})
             return False
         partial = models_dir / f".{name}.partial"
@@ -141,8 +141,10 @@ def ensure(models_dir: Path, name: str, source: Source) -> str:
     `StoreError` when nothing works.
     """
     path = store.local_path(models_dir, name)
-    if path is not None and not store.check(path, full=False):
-        return "present"
+    if path is not None:
+        with store.locked(models_dir):
+            if store.intact(path, name):
+                return "present"
     hub_error: store.StoreError | None = None
     if name in store.KNOWN:
         try:
@@ -154,8 +156,6 @@ def ensure(models_dir: Path, name: str, source: Source) -> str:
     if name in store.pypi_available():
         store.import_pypi_packages(models_dir, only=[name], force=True)
         return "imported from the PyPI weight packages" + (f" ({hub_error})" if hub_error else "")
-    if path is not None:  # present without a valid manifest, and nothing better to get
-        return "present"
     raise store.StoreError(
         f"model {name!r} is not here and could not be fetched"
         + (f" ({hub_error})" if hub_error else "")

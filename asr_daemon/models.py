@@ -163,10 +163,13 @@ class ModelCache:
         lock = self._locks.setdefault(name, asyncio.Lock())
         async with lock:
             entry = self._loaded.get(name)
+            if entry is not None and entry.stale:  # its jobs still hold it; they drop it on release
+                del self._loaded[name]
+                entry = None
             if entry is None:
                 self.loading.add(name)
                 try:
-                    dev = self.target_device()
+                    dev = await asyncio.to_thread(self.target_device)  # may import ctranslate2
                     size = estimate_bytes(path)
                     await self._make_room(dev, size)
                     entry = await asyncio.to_thread(self._load, name, path, dev)
@@ -186,10 +189,14 @@ class ModelCache:
         """Mark one use of `entry` as finished; unload it now or arm its idle timer."""
         entry.in_use -= 1
         entry.last_used = time.monotonic()
-        if entry.in_use > 0 or self._loaded.get(entry.name) is not entry:
+        if entry.in_use > 0:
             return
-        if entry.stale or self._ttl == 0:
-            self._drop(entry, "stale" if entry.stale else "idle")
+        if entry.stale:
+            self._drop(entry, "stale")
+        elif self._loaded.get(entry.name) is not entry:
+            return
+        elif self._ttl == 0:
+            self._drop(entry, "idle")
         elif self._ttl > 0:
             try:
                 loop = asyncio.get_running_loop()
@@ -277,24 +284,23 @@ class ModelCache:
         idle = [e for e in self._loaded.values() if not e.in_use and e.device == dev]
         return min(idle, key=lambda e: e.last_used) if idle else None
 
-    def _fits(self, dev: str, size: int) -> bool:
+    async def _fits(self, dev: str, size: int) -> bool:
         if self._budget:
             resident = sum(e.size_bytes for e in self._loaded.values() if e.device == dev)
             if resident + size > self._budget:
                 return False
-        free = self._free_memory(dev)
+        free = await asyncio.to_thread(self._free_memory, dev)  # NVML or nvidia-smi may take a while
         return free is None or free - self._margin >= size
 
     async def _make_room(self, dev: str, size: int) -> None:
         """Unload least recently used idle models on `dev` until a model of `size` bytes fits."""
-        while not self._fits(dev, size):
+        while not await self._fits(dev, size):
             victim = self._idle_lru(dev)
             if victim is None:
                 log.warning("model.over_budget", extra={"device": dev, "needed_mb": size // MB})
                 return
             self._counts["evictions"] += 1
             self._drop(victim, "evicted")
-            await asyncio.sleep(0)  # let the freed memory show in the next measurement
 
     def _drop(self, entry: Loaded, reason: str) -> None:
         """Remove `entry` from the cache and free its memory now (weights, then the C heap)."""

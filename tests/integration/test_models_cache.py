@@ -253,3 +253,25 @@ def test_preload_reports_loading_until_ready(store_dir: Path, loop: asyncio.Abst
         assert [e.name for e in cache.loaded()] == ["base"]
 
     loop.run_until_complete(go())
+
+
+def test_new_jobs_do_not_get_a_model_cuda_broke(store_dir: Path, loop: asyncio.AbstractEventLoop) -> None:
+    """After a run-time CUDA failure, a job still holding the old copy keeps it; new jobs get a CPU copy."""
+    loader = Counting(_settings())
+    cache = models.ModelCache(loader, device="cuda", idle_ttl=-1)
+
+    async def go() -> None:
+        first = await cache.acquire("tiny.en", store_dir / "tiny.en")
+        first.device = "cuda"  # the stand-in for a copy on the GPU
+        holder = await cache.acquire("tiny.en", store_dir / "tiny.en")  # a second job on the same copy
+        assert cache.fallback_to_cpu("tiny.en", device.CudaFailure("CUDA failed with error out of memory"))
+        cache.release(first)
+        assert holder.model is not None  # never pulled from under a running job
+        fresh = await cache.acquire("tiny.en", store_dir / "tiny.en")
+        assert fresh is not holder and fresh.device == "cpu"
+        cache.release(holder)
+        assert holder.model is None  # the broken copy is freed once its last job is done
+        assert [e.name for e in cache.loaded()] == ["tiny.en"] and cache.loaded()[0] is fresh
+        cache.release(fresh)
+
+    loop.run_until_complete(go())
