@@ -271,3 +271,18 @@ def test_ensure_refetches_a_damaged_model(tmp_path: Path, mirror: Path) -> None:
         f.truncate(1000)
     assert hub.ensure(tmp_path, "tiny.en", hub.Mirror(mirror)) == "pulled"
     assert store.check(tmp_path / "tiny.en", full=True) == []
+
+
+def test_cli_pull_from_mirror_then_already_present(tmp_path: Path, mirror: Path) -> None:
+    """`asrctl models pull` with ASR_MODEL_MIRROR: downloads, then says already present; bad names exit 2."""
+    env = {"ASR_STATE_DIR": str(tmp_path / "state"), "ASR_MODEL_MIRROR": str(mirror)}
+    code, out = _cli(env, "models", "pull", "tiny.en")
+    assert code == 0 and "tiny.en: downloaded" in out, out
+    code, out = _cli(env, "models", "pull", "tiny.en")
+    assert code == 0 and "tiny.en: already present" in out
+    code, out = _cli(env, "models", "pull", "tiny.en", "huge-v9")
+    assert code == 2 and "unknown model(s) huge-v9" in out
+    code, out = _cli(env, "models", "pull")
+    assert code == 2
+    code, out = _cli(env, "models", "pull", "base")  # not in the mirror
+    assert code == 3 and "not in the mirror" in out
