@@ -11,11 +11,11 @@ which model to load and keeps the loaded ones. The API the worker and the app us
 - Room: before a load, least recently used idle models are unloaded until the new one fits the
   budget (`ASR_MODEL_MEMORY_BUDGET_MB`, sizes taken from model.bin) and the device's real free
   memory (MemAvailable on CPU, NVML/nvidia-smi on CUDA) less `ASR_MODEL_MEMORY_MARGIN_MB`. A model in
-  use is never unloaded; when nothing more can go, the load goes ahead (logged `model.over_budget`).
+  use is never unloaded; when nothing more can go, the load goes ahead (logged `model_over_budget`).
 - CUDA → CPU: a CUDA failure at load time falls back to the CPU inside `acquire`. At run time the
   worker does `if models.is_cuda_failure(exc) and cache.fallback_to_cpu(name, exc): retry the job`;
   the CUDA copies are dropped (when their jobs release them) and later loads go to the CPU. Each
-  fallback logs one `model.cpu_fallback` warning and counts in `cache.stats()["cpu_fallbacks"]`.
+  fallback logs one `model_cpu_fallback` warning and counts in `cache.stats()["cpu_fallbacks"]`.
 - `cache.start_preload(name, path)`: load the default model in the background; `name` stays in
   `cache.loading` until it is ready, which `/readyz` reports as 503 "loading <name>".
 - `cache.unload(name)` (False when absent or in use), `cache.loaded()`, `cache.stats()`.
@@ -235,7 +235,7 @@ class ModelCache:
             try:
                 self.release(await self.acquire(name, path))
             except Exception:
-                log.exception("model.preload_failed", extra={"model": name})
+                log.exception("model_preload_failed", extra={"model": name})
             finally:
                 self.loading.discard(name)
 
@@ -255,7 +255,7 @@ class ModelCache:
             return self._load(name, path, "cpu")
         entry.measured_bytes = max(0, _used(dev) - before)
         log.info(
-            "model.loaded",
+            "model_loaded",
             extra={
                 "model": name,
                 "device": entry.device,
@@ -270,7 +270,7 @@ class ModelCache:
         self.cpu_only = True
         self._counts["cpu_fallbacks"] += 1
         log.warning(
-            "model.cpu_fallback",
+            "model_cpu_fallback",
             extra={"model": name, "phase": phase, "error": str(exc)[:300] if exc else None},
         )
 
@@ -297,7 +297,7 @@ class ModelCache:
         while not await self._fits(dev, size):
             victim = self._idle_lru(dev)
             if victim is None:
-                log.warning("model.over_budget", extra={"device": dev, "needed_mb": size // MB})
+                log.warning("model_over_budget", extra={"device": dev, "needed_mb": size // MB})
                 return
             self._counts["evictions"] += 1
             self._drop(victim, "evicted")
@@ -317,4 +317,4 @@ class ModelCache:
         gc.collect()
         device.trim_heap()
         self._counts["unloads"] += 1
-        log.info("model.unloaded", extra={"model": entry.name, "device": entry.device, "reason": reason})
+        log.info("model_unloaded", extra={"model": entry.name, "device": entry.device, "reason": reason})

@@ -148,7 +148,7 @@ def intact(path: Path, name: str) -> bool:
     problems = check(path, full=False)
     if problems == [NO_MANIFEST]:
         write_manifest(path, name, "adopted")
-        log.info("model.adopted", extra={"model": name})
+        log.info("model_adopted", extra={"model": name})
         return True
     return not problems
 
@@ -234,7 +234,7 @@ def install_dir(src: Path, models_dir: Path, name: str, source: str, parts: list
         swap_in(tmp, dest)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
-    log.info("model.installed", extra={"model": name, "source": source, "bytes": dir_size(dest)})
+    log.info("model_installed", extra={"model": name, "source": source, "bytes": dir_size(dest)})
     return dest
 
 
@@ -301,5 +301,5 @@ def remove(models_dir: Path, name: str) -> bool:
         return False
     with locked(models_dir):
         shutil.rmtree(models_dir / name)
-    log.info("model.removed", extra={"model": name})
+    log.info("model_removed", extra={"model": name})
     return True

@@ -193,7 +193,7 @@ def test_cuda_failure_at_load_falls_back_to_cpu_once(
     assert entry.device == "cpu" and entry.compute_type == "int8"
     assert loader.calls == [("tiny.en", "cuda"), ("tiny.en", "cpu"), ("tiny-b", "cpu")]
     assert cache.stats()["cpu_fallbacks"] == 1
-    assert [r.message for r in caplog.records if r.levelname == "WARNING"] == ["model.cpu_fallback"]
+    assert [r.message for r in caplog.records if r.levelname == "WARNING"] == ["model_cpu_fallback"]
 
 
 def test_cuda_without_a_gpu_falls_back_with_the_real_loader(store_dir: Path, loop: asyncio.AbstractEventLoop) -> None:
