@@ -182,6 +182,17 @@ class Settings(BaseSettings):
         return out
 
 
+def markdown_table() -> str:
+    """The settings as a Markdown table (variable, default, meaning), as the README shows them."""
+    rows = ["| variable | default | meaning |", "|---|---|---|"]
+    for name, info in Settings.model_fields.items():
+        default = info.default
+        if isinstance(default, SecretStr):
+            default = default.get_secret_value()
+        rows.append(f"| `ASR_{name.upper()}` | `{default}` | {info.description} |")
+    return "\n".join(rows)
+
+
 def _mask_url(secret: str) -> str:
     """Hide the password of a URL (`scheme://user:***@host`), or the whole value if it is not one."""
     if "://" not in secret:

@@ -385,6 +385,22 @@ async def deliveries(conn: Conn, job_id: uuid.UUID) -> list[Row]:
     return rows
 
 
+async def undelivered_webhooks(conn: Conn, max_attempts: int) -> list[uuid.UUID]:
+    """Finished jobs whose webhook never got a 2xx and has attempts left (redelivered after a restart)."""
+    rows: Sequence[Row] = await conn.fetch(
+        """
+        SELECT j.id FROM jobs j
+        WHERE j.webhook_url IS NOT NULL AND j.status IN ('completed', 'failed')
+          AND j.finished_at > now() - interval '1 day'
+          AND NOT EXISTS (SELECT 1 FROM webhook_deliveries d
+                          WHERE d.job_id = j.id AND d.status_code BETWEEN 200 AND 299)
+          AND (SELECT count(*) FROM webhook_deliveries d WHERE d.job_id = j.id) < $1
+        """,
+        max_attempts,
+    )
+    return [r["id"] for r in rows]
+
+
 async def audio_expired(conn: Conn, days: float) -> list[str]:
     """Audio hashes whose every job is finished and older than `days`, with the file not yet deleted."""
     rows: Sequence[Row] = await conn.fetch(
