@@ -353,16 +353,6 @@ async def reap(conn: Conn, stale_after: float, backoff: float) -> list[Row]:
     return rows
 
 
-async def release_worker(conn: Conn, worker: str) -> int:
-    """At start-up, hand back running jobs still marked with a previous process of the same name."""
-    result: str = await conn.execute(
-        "UPDATE jobs SET status = 'queued', worker = NULL, heartbeat_at = NULL, updated_at = now() "
-        "WHERE status = 'running' AND worker = $1",
-        worker,
-    )
-    return int(result.split()[-1])
-
-
 async def record_delivery(
     conn: Conn, job_id: uuid.UUID, attempt: int, status_code: int | None, error: str | None
 ) -> None:

@@ -22,7 +22,7 @@ from typing import Any
 import asyncpg
 from redis.exceptions import RedisError
 
-from asr_daemon import errors, jobs, models, queries, queue, transcriber, uploads, webhooks
+from asr_daemon import device, errors, jobs, models, queries, queue, transcriber, uploads, webhooks
 from asr_daemon.config import Settings
 
 log = logging.getLogger(__name__)
@@ -173,6 +173,13 @@ class Worker:
         except errors.JobFailed as exc:
             await self._fail(run, str(exc), "transcription_failed")
             return
+        except Exception as exc:
+            if entry.device != "cpu" and device.is_cuda_failure(exc) and self.cache.fallback_to_cpu(name, exc):
+                # back to the queue without spending an attempt; it resumes on the CPU copy
+                await queries.checkpoint(self.pool, job_id, self.name)
+                self.hub.bell.set()
+                return
+            raise
         finally:
             self.cache.release(entry)
         timings = {
