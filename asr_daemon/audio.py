@@ -57,6 +57,8 @@ def probe(path: Path, *, max_seconds: float | None = None) -> Info:
         if channels <= 0 or rate <= 0:
             raise errors.BadAudio("the audio track declares no channels or no sample rate")
         declared = _declared_seconds(container, stream)
+        if container.format.name == "wav":
+            declared = max(declared, _wav_declared_seconds(path))
         demuxed, head, tail = _demux(container, stream, max_seconds)
         if max_seconds is not None and demuxed > max_seconds:
             raise errors.TooLarge(
@@ -81,6 +83,24 @@ def probe(path: Path, *, max_seconds: float | None = None) -> Info:
 def _declared_seconds(container: av.container.InputContainer, stream: av.AudioStream) -> float:
     if stream.duration is not None and stream.time_base is not None:
         return float(stream.duration * stream.time_base)
+    return 0.0
+
+
+def _wav_declared_seconds(path: Path) -> float:
+    """Seconds a WAV's `data` chunk header promises (libav clamps its duration to the file size)."""
+    with path.open("rb") as fh:
+        head = fh.read(1 << 16)
+    if head[:4] != b"RIFF" or head[8:12] != b"WAVE":
+        return 0.0
+    pos, byte_rate = 12, 0
+    while pos + 8 <= len(head):
+        cid, size = head[pos : pos + 4], int.from_bytes(head[pos + 4 : pos + 8], "little")
+        if cid == b"fmt " and pos + 20 <= len(head):
+            byte_rate = int.from_bytes(head[pos + 16 : pos + 20], "little")
+        elif cid == b"data":
+            streaming = size in (0, 0xFFFFFFFF)  # written by a pipe that could not seek back
+            return 0.0 if streaming or not byte_rate else size / byte_rate
+        pos += 8 + size + (size & 1)
     return 0.0
 
 

@@ -66,7 +66,7 @@ class Settings(BaseSettings):
     workers: int = Field(2, ge=1, le=64)
     """Transcriptions run at once in the process, sharing one loaded model (CTranslate2 num_workers)."""
 
-    model_idle_ttl: float = -1
+    model_idle_ttl: float = Field(300.0, ge=-1)
     """Seconds an unused model stays loaded: -1 keeps it, 0 unloads it right after each job."""
 
     preload: bool = False
@@ -138,6 +138,16 @@ class Settings(BaseSettings):
     log_transcripts: bool = False
     """Debug only: allow transcript text in logs. Off: transcripts and audio never reach a log."""
 
+    # --- models and GPU (issue 4) --------------------------------------------------------
+    model_mirror: Path | None = None
+    """Download models from this directory (`<org>/<repo>/<files>`) instead of the Hugging Face hub."""
+
+    model_memory_budget_mb: int = Field(0, ge=0)
+    """Cap on the memory of all loaded models together, in MB; 0 means what the device has free."""
+
+    model_memory_margin_mb: int = Field(1024, ge=0)
+    """Memory (RAM on CPU, VRAM on CUDA) always left free when deciding whether a model fits, in MB."""
+
     # --- systemd (issue 5) ---------------------------------------------------------------
     watchdog_stall_after: float = Field(300.0, gt=0)
     """Seconds a running job may go without progress (a segment, a claim) before the watchdog pings stop."""
@@ -186,6 +196,35 @@ class Settings(BaseSettings):
                 value = str(value)
             out[name] = value
         return out
+
+    # --- backups (issue 6) -----------------------------------------------------------------
+    backup_dir: Path | None = None
+    """Where `asrctl backup` writes dumps; None means `<state_dir>/backups`."""
+
+    pg_bindir: Path | None = None
+    """Directory holding pg_dump/pg_restore; None picks the newest /usr/lib/postgresql/*/bin, else PATH."""
+
+    backup_keep_daily: int = Field(7, ge=0)
+    """Backups kept by `asrctl backup`: the newest of each of this many most recent days with one."""
+
+    backup_keep_weekly: int = Field(4, ge=0)
+    """Backups kept by `asrctl backup`: the newest of each of this many most recent ISO weeks with one."""
+
+    @property
+    def backups_dir(self) -> Path:
+        """Effective backup directory (`backup_dir`, or `<state_dir>/backups`)."""
+        return self.backup_dir or self.state_dir / "backups"
+
+
+def markdown_table() -> str:
+    """The settings as a Markdown table (variable, default, meaning), as the README shows them."""
+    rows = ["| variable | default | meaning |", "|---|---|---|"]
+    for name, info in Settings.model_fields.items():
+        default = info.default
+        if isinstance(default, SecretStr):
+            default = default.get_secret_value()
+        rows.append(f"| `ASR_{name.upper()}` | `{default}` | {info.description} |")
+    return "\n".join(rows)
 
 
 def _mask_url(secret: str) -> str:

@@ -353,16 +353,6 @@ async def reap(conn: Conn, stale_after: float, backoff: float) -> list[Row]:
     return rows
 
 
-async def release_worker(conn: Conn, worker: str) -> int:
-    """At start-up, hand back running jobs still marked with a previous process of the same name."""
-    result: str = await conn.execute(
-        "UPDATE jobs SET status = 'queued', worker = NULL, heartbeat_at = NULL, updated_at = now() "
-        "WHERE status = 'running' AND worker = $1",
-        worker,
-    )
-    return int(result.split()[-1])
-
-
 async def record_delivery(
     conn: Conn, job_id: uuid.UUID, attempt: int, status_code: int | None, error: str | None
 ) -> None:
@@ -383,6 +373,22 @@ async def deliveries(conn: Conn, job_id: uuid.UUID) -> list[Row]:
         job_id,
     )
     return rows
+
+
+async def undelivered_webhooks(conn: Conn, max_attempts: int) -> list[uuid.UUID]:
+    """Finished jobs whose webhook never got a 2xx and has attempts left (redelivered after a restart)."""
+    rows: Sequence[Row] = await conn.fetch(
+        """
+        SELECT j.id FROM jobs j
+        WHERE j.webhook_url IS NOT NULL AND j.status IN ('completed', 'failed')
+          AND j.finished_at > now() - interval '1 day'
+          AND NOT EXISTS (SELECT 1 FROM webhook_deliveries d
+                          WHERE d.job_id = j.id AND d.status_code BETWEEN 200 AND 299)
+          AND (SELECT count(*) FROM webhook_deliveries d WHERE d.job_id = j.id) < $1
+        """,
+        max_attempts,
+    )
+    return [r["id"] for r in rows]
 
 
 async def audio_expired(conn: Conn, days: float) -> list[str]:

@@ -21,6 +21,7 @@ log = logging.getLogger(__name__)
 DOORBELL = "asr:doorbell"
 CHANNEL_PREFIX = "asr:job:"
 DOORBELL_CAP = 100
+RECONNECT_S = 1.0  # how soon a lost Redis is tried again
 
 
 def connect(url: str) -> aioredis.Redis:
@@ -83,7 +84,7 @@ class Hub:
                     self.bell.set()
             except (RedisError, OSError):
                 self.redis_up = False
-                await asyncio.sleep(self.poll_interval)
+                await asyncio.sleep(RECONNECT_S)
 
     # --- job events ------------------------------------------------------------------------
     def subscribe(self, job_id: uuid.UUID) -> asyncio.Event:
@@ -122,7 +123,7 @@ class Hub:
                     with contextlib.suppress(ValueError):
                         self._wake(uuid.UUID(raw.removeprefix(CHANNEL_PREFIX)))
             except (RedisError, OSError):
-                await asyncio.sleep(self.poll_interval)
+                await asyncio.sleep(RECONNECT_S)
             finally:
                 with contextlib.suppress(RedisError, OSError):
                     await pubsub.aclose()  # type: ignore[no-untyped-call]  # redis-py leaves it unannotated

@@ -64,10 +64,13 @@ async def deliver(settings: Settings, pool: asyncpg.Pool, job_id: uuid.UUID) -> 
     row = await queries.get_job(pool, job_id)
     if row is None or not row["webhook_url"]:
         return False
+    earlier = await queries.deliveries(pool, job_id)
+    if any(d["status_code"] is not None and 200 <= d["status_code"] < 300 for d in earlier):
+        return True
     body = json.dumps(summary(row)).encode()
     secret = settings.webhook_secret.get_secret_value() if settings.webhook_secret else None
     async with httpx.AsyncClient(timeout=settings.webhook_timeout, follow_redirects=False) as client:
-        for attempt in range(1, settings.webhook_attempts + 1):
+        for attempt in range(len(earlier) + 1, settings.webhook_attempts + 1):
             headers = {"Content-Type": "application/json", "User-Agent": "asr-server"}
             if secret:
                 headers["X-Asr-Signature"] = sign(secret, int(time.time()), body)

@@ -21,8 +21,13 @@ from litestar.exceptions import HTTPException
 from litestar.openapi import OpenAPIConfig
 from redis.exceptions import RedisError
 
+<<<<<<< HEAD
 from asr_daemon import accesslog, db, errors, logs, migrate, models, queue, systemd, transcriber, uploads
+=======
+from asr_daemon import db, errors, logs, migrate, models, queue, uploads
+>>>>>>> main
 from asr_daemon.api import health, jobs, transcriptions
+from asr_daemon.api import models as api_models
 from asr_daemon.config import Settings
 from asr_daemon.intake import Intake
 from asr_daemon.worker import Worker
@@ -69,21 +74,6 @@ def on_db_down(_: Request[Any, Any, Any], exc: Exception) -> Response[Any]:
     return _error(503, body, 5)
 
 
-def _loader(settings: Settings) -> Any:
-    """The blocking model loader the cache runs in a thread."""
-
-    def load(name: str, path: Any) -> models.Loaded:
-        device = "cpu" if settings.device == "auto" else settings.device
-        compute = settings.compute_type if settings.compute_type != "auto" else "int8"
-        t0 = time.perf_counter()
-        model = transcriber.load_model(path, device, compute, settings.threads_per_worker(), settings.workers)
-        return models.Loaded(
-            name=name, model=model, device=device, compute_type=compute, load_seconds=time.perf_counter() - t0
-        )
-
-    return load
-
-
 async def _open_db(settings: Settings) -> asyncpg.Pool:
     """Connect (waiting up to 30 s for PostgreSQL to come up) and apply pending migrations."""
     deadline = time.monotonic() + 30
@@ -111,7 +101,7 @@ async def lifespan(app: Litestar) -> AsyncIterator[None]:
     pool = await _open_db(settings)
     client = queue.connect(settings.redis_url.get_secret_value())
     hub = queue.Hub(client, settings.poll_interval)
-    cache = models.ModelCache(_loader(settings))
+    cache = models.cache_from_settings(settings)
     locks = uploads.AudioLocks()
     worker = Worker(settings, pool, hub, cache, locks)
     life = systemd.Lifecycle(settings)  # issue 5
@@ -126,10 +116,16 @@ async def lifespan(app: Litestar) -> AsyncIterator[None]:
     )
     listeners = [asyncio.create_task(hub.listen_bell()), asyncio.create_task(hub.listen_events())]
     worker.start()
+<<<<<<< HEAD
     if settings.preload:
         _, path = models.resolve(settings.models_dir, None, settings.model)
         async with life.extending(f"loading model {settings.model}"):  # issue 5: TimeoutStartSec
             cache.release(await cache.acquire(settings.model, path))
+=======
+    preload_path = models.local_path(settings.models_dir, settings.model) if settings.preload else None
+    # /readyz answers 503 "loading <model>" until the preload is done
+    preload = cache.start_preload(settings.model, preload_path) if preload_path else None
+>>>>>>> main
     log.info("daemon_started", extra={"worker": worker.name, "model": settings.model})
     # issue 5: READY=1 once Granian's socket accepts and the DB is migrated; watchdog; STATUS=
     life.start(
@@ -139,8 +135,13 @@ async def lifespan(app: Litestar) -> AsyncIterator[None]:
         yield
     finally:
         log.info("daemon_draining", extra={"running": worker.running})
+<<<<<<< HEAD
         await life.stop(lambda: worker.drain(settings.drain_timeout))  # issue 5: STOPPING=1 first
         for t in listeners:
+=======
+        await worker.drain(settings.drain_timeout)
+        for t in [*listeners, *([preload] if preload else [])]:
+>>>>>>> main
             t.cancel()
         with contextlib.suppress(RedisError, OSError):
             await client.aclose()
@@ -151,7 +152,13 @@ async def lifespan(app: Litestar) -> AsyncIterator[None]:
 def create_app(settings: Settings) -> Litestar:
     """Build the application for `settings` (nothing is opened until the lifespan runs)."""
     return Litestar(
-        route_handlers=[health.healthz, health.readyz, transcriptions.TranscriptionsController, jobs.JobsController],
+        route_handlers=[
+            health.healthz,
+            health.readyz,
+            transcriptions.TranscriptionsController,
+            jobs.JobsController,
+            api_models.ModelsController,
+        ],
         lifespan=[lifespan],
         state=State({"settings": settings}),
         exception_handlers={

@@ -7,7 +7,11 @@ from __future__ import annotations
 
 import typer
 
+<<<<<<< HEAD
 from asr_daemon.cli import db, idle, serve
+=======
+from asr_daemon.cli import backup, config, db, doctor, jobs, models, serve, status, transcribe
+>>>>>>> main
 
 app = typer.Typer(
     name="asrctl",
@@ -17,7 +21,18 @@ app = typer.Typer(
 )
 app.command("serve")(serve.serve)
 app.add_typer(db.app, name="db")
+<<<<<<< HEAD
 app.command("idle-watch")(idle.idle_watch)
+=======
+app.add_typer(models.app, name="models")
+app.command("doctor")(doctor.doctor)
+app.add_typer(backup.app, name="backup")
+app.command("restore")(backup.restore_cmd)
+app.add_typer(jobs.app, name="jobs")
+app.command("status")(status.status)
+app.command("transcribe")(transcribe.transcribe)
+app.add_typer(config.app, name="config")
+>>>>>>> main
 
 
 def main() -> None:

@@ -76,7 +76,9 @@ def test_submit_returns_202_and_the_job_completes(daemon: Daemon, jfk: Path) -> 
     assert "country" in text.lower()
 
 
-def test_list_filters_by_status_newest_first_with_cursor(daemon: Daemon, jfk: Path, speech: Callable[..., Path]) -> None:
+def test_list_filters_by_status_newest_first_with_cursor(
+    daemon: Daemon, jfk: Path, speech: Callable[..., Path]
+) -> None:
     """GET /v1/jobs lists newest first, filters by status and pages with next_cursor."""
     clips = [speech(f"Number {n} is on the list.") for n in range(3)]
     with daemon.client() as c:
@@ -170,9 +172,10 @@ def test_events_replay_and_resume_with_last_event_id(daemon: Daemon, long_clip: 
 
 def test_stream_true_streams_openai_deltas(daemon: Daemon, jfk: Path) -> None:
     """stream=true on /v1/audio/transcriptions streams transcript.text.delta events then done."""
-    with daemon.client() as c, c.stream(
-        "POST", "/v1/audio/transcriptions", files={"file": jfk.open("rb")}, data={"stream": "true"}
-    ) as r:
+    with (
+        daemon.client() as c,
+        c.stream("POST", "/v1/audio/transcriptions", files={"file": jfk.open("rb")}, data={"stream": "true"}) as r,
+    ):
         assert r.headers["content-type"].startswith("text/event-stream")
         events = [json.loads(line[6:]) for line in r.iter_lines() if line.startswith("data: ")]
     assert events[-1]["type"] == "transcript.text.done"
