@@ -21,11 +21,7 @@ from litestar.exceptions import HTTPException
 from litestar.openapi import OpenAPIConfig
 from redis.exceptions import RedisError
 
-<<<<<<< HEAD
-from asr_daemon import accesslog, db, errors, logs, migrate, models, queue, systemd, transcriber, uploads
-=======
-from asr_daemon import db, errors, logs, migrate, models, queue, uploads
->>>>>>> main
+from asr_daemon import accesslog, db, errors, logs, migrate, models, queue, systemd, uploads
 from asr_daemon.api import health, jobs, transcriptions
 from asr_daemon.api import models as api_models
 from asr_daemon.config import Settings
@@ -116,16 +112,9 @@ async def lifespan(app: Litestar) -> AsyncIterator[None]:
     )
     listeners = [asyncio.create_task(hub.listen_bell()), asyncio.create_task(hub.listen_events())]
     worker.start()
-<<<<<<< HEAD
-    if settings.preload:
-        _, path = models.resolve(settings.models_dir, None, settings.model)
-        async with life.extending(f"loading model {settings.model}"):  # issue 5: TimeoutStartSec
-            cache.release(await cache.acquire(settings.model, path))
-=======
     preload_path = models.local_path(settings.models_dir, settings.model) if settings.preload else None
     # /readyz answers 503 "loading <model>" until the preload is done
     preload = cache.start_preload(settings.model, preload_path) if preload_path else None
->>>>>>> main
     log.info("daemon_started", extra={"worker": worker.name, "model": settings.model})
     # issue 5: READY=1 once Granian's socket accepts and the DB is migrated; watchdog; STATUS=
     life.start(
@@ -135,13 +124,8 @@ async def lifespan(app: Litestar) -> AsyncIterator[None]:
         yield
     finally:
         log.info("daemon_draining", extra={"running": worker.running})
-<<<<<<< HEAD
         await life.stop(lambda: worker.drain(settings.drain_timeout))  # issue 5: STOPPING=1 first
-        for t in listeners:
-=======
-        await worker.drain(settings.drain_timeout)
         for t in [*listeners, *([preload] if preload else [])]:
->>>>>>> main
             t.cancel()
         with contextlib.suppress(RedisError, OSError):
             await client.aclose()

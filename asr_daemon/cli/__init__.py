@@ -7,11 +7,7 @@ from __future__ import annotations
 
 import typer
 
-<<<<<<< HEAD
-from asr_daemon.cli import db, idle, serve
-=======
-from asr_daemon.cli import backup, config, db, doctor, jobs, models, serve, status, transcribe
->>>>>>> main
+from asr_daemon.cli import backup, config, db, doctor, idle, jobs, models, serve, status, transcribe
 
 app = typer.Typer(
     name="asrctl",
@@ -21,9 +17,6 @@ app = typer.Typer(
 )
 app.command("serve")(serve.serve)
 app.add_typer(db.app, name="db")
-<<<<<<< HEAD
-app.command("idle-watch")(idle.idle_watch)
-=======
 app.add_typer(models.app, name="models")
 app.command("doctor")(doctor.doctor)
 app.add_typer(backup.app, name="backup")
@@ -32,7 +25,7 @@ app.add_typer(jobs.app, name="jobs")
 app.command("status")(status.status)
 app.command("transcribe")(transcribe.transcribe)
 app.add_typer(config.app, name="config")
->>>>>>> main
+app.command("idle-watch")(idle.idle_watch)
 
 
 def main() -> None:
