@@ -37,7 +37,7 @@ test "$(systemctl is-active asr-server.service)" = inactive   # nothing starts i
 ls -l /opt/asr-server /opt/asr-server/releases
 /opt/asr-server/venv/bin/python -c 'import asr_daemon, sys; print(asr_daemon.__file__, sys.version)'
 ls /var/lib/asr-server/models
-runuser -u postgres -- psql -qAtc "SELECT count(*) FROM schema_migrations" asr
+(cd /tmp && runuser -u postgres -- psql -qAtc "SELECT count(*) FROM schema_migrations" asr)
 
 # test timing: the proxy exits 3 s after its last connection (60 s in the shipped unit)
 install -d /etc/systemd/system/asr-server-proxy.service.d
