@@ -115,6 +115,24 @@ check "served after the watchdog restart" get
 guest journalctl -b --no-pager -u asr-server.service -o cat | grep -E "Watchdog timeout|Killing|Failed with result|Scheduled restart" | tail -n 5
 dropin watchdog ''
 
+echo "== backup timer (issue 6, asr-backup.timer from main)"
+if guest test -e /etc/systemd/system/asr-backup.timer; then
+  check "backup timer enabled and waiting" bash -c "[[ $(guest systemctl is-enabled asr-backup.timer) == enabled ]]" 
+  check "backup timer active" is asr-backup.timer active
+  check "backup runs" guest systemctl start asr-backup.service
+  guest systemctl list-timers --no-pager asr-backup.timer
+else
+  echo "SKIP: systemd/asr-backup.timer is not in this tree yet (issue 6)"
+fi
+
+echo "== upgrade in place: scripts/install again"
+t0=$EPOCHREALTIME
+check "re-install succeeds" guest /payload/asr-server/scripts/install --wheelhouse /payload/wheelhouse
+echo "  re-install took $(elapsed "$t0") s"
+check "env file kept" guest "grep -q '^ASR_MODEL=tiny.en' /etc/asr-server/asr-server.env"
+check "two releases kept, venv switched" guest "[ \$(ls /opt/asr-server/releases | wc -l) = 2 ]"
+check "served after the upgrade" get
+
 echo "== RuntimeMaxSec: the backstop restarts the daemon and the queued job still completes"
 echo "   (and a long job with no HTTP traffic keeps the daemon up past the 20 s idle window)"
 dropin runtime 'RuntimeMaxSec=60s'
@@ -133,24 +151,6 @@ check "the job completed after the restart" guest "timeout 1500 sh -c 'cd /tmp; 
 echo "  completed $(elapsed "$t0") s after the submission; attempts: $(db "SELECT attempts FROM jobs WHERE id = '$id'")"
 check "the transcript is right" bash -c "curl -fsS --max-time 300 '$url/v1/jobs/$id/transcript?format=text' | grep -qi 'fellow americans'"
 guest journalctl -b --no-pager -u asr-server.service -o cat | grep -E "runtime time limit|Scheduled restart|Failed with result|job_(started|requeued|checkpoint|completed)" | cut -c1-200 | tail -n 8
-
-echo "== backup timer (issue 6)"
-if guest test -e /etc/systemd/system/asr-backup.timer; then
-  check "backup timer enabled and waiting" bash -c "[[ $(guest systemctl is-enabled asr-backup.timer) == enabled ]]" 
-  check "backup timer active" is asr-backup.timer active
-  check "backup runs" guest systemctl start asr-backup.service
-  guest systemctl list-timers --no-pager asr-backup.timer
-else
-  echo "SKIP: systemd/asr-backup.timer is not in this tree yet (issue 6)"
-fi
-
-echo "== upgrade in place: scripts/install again"
-t0=$EPOCHREALTIME
-check "re-install succeeds" guest /payload/asr-server/scripts/install --wheelhouse /payload/wheelhouse
-echo "  re-install took $(elapsed "$t0") s"
-check "env file kept" guest "grep -q '^ASR_MODEL=tiny.en' /etc/asr-server/asr-server.env"
-check "two releases kept, venv switched" guest "[ \$(ls /opt/asr-server/releases | wc -l) = 2 ]"
-check "served after the upgrade" get
 
 echo "== uninstall keeps data"
 check "uninstall succeeds" guest /payload/asr-server/scripts/uninstall
