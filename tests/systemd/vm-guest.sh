@@ -49,3 +49,26 @@ systemctl daemon-reload
 for u in asr-server.service asr-server-proxy.service asr-idle-watcher.service; do
   systemd-analyze security --no-pager "$u" | tail -n 1
 done
+
+# CPU transcription under TCG emulation is extremely slow with CTranslate2's default AVX2/MKL code
+# paths (one 6 s clip took over 20 min). Time one transcription with the SIMD dispatch held to SSE4.2;
+# if that is quicker, the daemon uses it in this VM (test-only settings, never shipped).
+espeak-ng -w /tmp/probe.wav "ask not what your country can do for you"
+probe() {
+  (cd /tmp && env "$@" timeout 400 runuser -u asr -- /opt/asr-server/venv/bin/python -c '
+import time
+from faster_whisper import WhisperModel
+t0 = time.time()
+m = WhisperModel("/var/lib/asr-server/models/tiny.en", device="cpu", compute_type="int8", cpu_threads=2)
+segs, _ = m.transcribe("/tmp/probe.wav", beam_size=1)
+print("probe:", " ".join(s.text for s in segs).strip(), f"in {time.time() - t0:.0f} s")
+')
+}
+SLOW_ENV=(CT2_FORCE_CPU_ISA=GENERIC MKL_ENABLE_INSTRUCTIONS=SSE4_2 DNNL_MAX_CPU_ISA=SSE41 OMP_WAIT_POLICY=PASSIVE)
+t0=$EPOCHREALTIME
+if probe "${SLOW_ENV[@]}"; then
+  echo "SSE4.2 probe took $(awk "BEGIN{printf \"%.0f\", $EPOCHREALTIME - $t0}") s: using it in this VM"
+  printf '%s\n' "${SLOW_ENV[@]}" >>/etc/asr-server/asr-server.env
+else
+  echo "SSE4.2 probe did not finish in 400 s: keeping the defaults"
+fi
