@@ -6,6 +6,7 @@ the package reads the environment on its own.
 
 from __future__ import annotations
 
+import ipaddress
 import os
 from pathlib import Path
 from typing import Literal
@@ -138,6 +139,37 @@ class Settings(BaseSettings):
     log_transcripts: bool = False
     """Debug only: allow transcript text in logs. Off: transcripts and audio never reach a log."""
 
+    # --- access and limits (issue 8) -----------------------------------------------------
+    auth: Literal["auto", "on", "off"] = "auto"
+    """API keys: `on` requires a valid `Authorization: Bearer` key on every API request; `off`
+    never asks for one (explicit opt-out for a trusted network); `auto` is `off` when listening
+    only on loopback (`host` is 127.0.0.0/8, ::1 or localhost) and `on` otherwise. Behind the
+    systemd socket proxy (`uds`), `host` must name the address the socket unit listens on. While
+    keys are required the daemon refuses to start with no active key. A key that is sent is
+    checked (401 when invalid) even when keys are optional."""
+
+    default_rate: int = Field(600, ge=0)
+    """Requests per minute allowed to a key created without `--rate` (0: unlimited)."""
+
+    max_uploads_per_key: int = Field(4, ge=1)
+    """Uploads one key (or, without keys, all anonymous clients together) may stream at once (429 beyond)."""
+
+    upload_idle_timeout: float = Field(30.0, gt=0)
+    """Seconds an upload may go without sending a byte before it is dropped with 408."""
+
+    upload_timeout: float = Field(3600.0, gt=0)
+    """Seconds a whole request body may take to arrive before it is dropped with 408."""
+
+    header_timeout: float = Field(10.0, gt=0)
+    """Seconds a client may take to send its request headers (Granian closes the connection)."""
+
+    @property
+    def keys_required(self) -> bool:
+        """True when API requests must carry a valid key (see `auth`)."""
+        if self.auth != "auto":
+            return self.auth == "on"
+        return not _is_loopback(self.host)
+
     @property
     def uploads_dir(self) -> Path:
         """Directory holding uploaded audio, one file per sha256."""
@@ -182,3 +214,13 @@ def _mask_url(secret: str) -> str:
         user = creds.split(":", 1)[0]
         return f"{scheme}://{user}:***@{host}" if ":" in creds else f"{scheme}://{user}@{host}"
     return secret
+
+
+def _is_loopback(host: str) -> bool:
+    """True for a loopback address or `localhost`; False for anything else (0.0.0.0, LAN, names)."""
+    if host.lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False

@@ -21,8 +21,8 @@ from litestar.exceptions import HTTPException
 from litestar.openapi import OpenAPIConfig
 from redis.exceptions import RedisError
 
-from asr_daemon import db, errors, logs, migrate, models, queue, transcriber, uploads
-from asr_daemon.api import health, jobs, transcriptions
+from asr_daemon import db, errors, limits, logs, migrate, models, queue, transcriber, uploads
+from asr_daemon.api import auth, health, jobs, transcriptions
 from asr_daemon.config import Settings
 from asr_daemon.intake import Intake
 from asr_daemon.worker import Worker
@@ -40,8 +40,11 @@ def _error(status: int, body: dict[str, Any], retry_after: int | None = None) ->
 
 def on_asr_error(_: Request[Any, Any, Any], exc: errors.AsrError) -> Response[Any]:
     """Domain errors: their own status and OpenAI-style body; 429/503 say when to retry."""
-    retry = 5 if exc.status in (429, 503, 507) else None
-    return _error(exc.status, exc.body(), retry)
+    retry = exc.retry_after or (5 if exc.status in (429, 503, 507) else None)
+    response = _error(exc.status, exc.body(), retry)
+    if exc.status == 401:
+        response.headers["WWW-Authenticate"] = 'Bearer realm="asr-server"'
+    return response
 
 
 def on_http_error(_: Request[Any, Any, Any], exc: HTTPException) -> Response[Any]:
@@ -101,19 +104,26 @@ async def lifespan(app: Litestar) -> AsyncIterator[None]:
     settings: Settings = app.state.settings
     settings.uploads_dir.mkdir(parents=True, exist_ok=True)
     pool = await _open_db(settings)
+    try:
+        await auth.require_keys_exist(settings, pool)
+    except BaseException:
+        await pool.close()
+        raise
     client = queue.connect(settings.redis_url.get_secret_value())
     hub = queue.Hub(client, settings.poll_interval)
     cache = models.ModelCache(_loader(settings))
     locks = uploads.AudioLocks()
     worker = Worker(settings, pool, hub, cache, locks)
     app.state.update(pool=pool, redis=client, hub=hub, models=cache, worker=worker,
-                     intake=Intake(settings, pool, hub, locks), started_at=time.time())
+                     intake=Intake(settings, pool, hub, locks), started_at=time.time(),
+                     limiter=limits.RateLimiter(client))
     listeners = [asyncio.create_task(hub.listen_bell()), asyncio.create_task(hub.listen_events())]
     worker.start()
     if settings.preload:
         _, path = models.resolve(settings.models_dir, None, settings.model)
         cache.release(await cache.acquire(settings.model, path))
-    log.info("daemon_started", extra={"worker": worker.name, "model": settings.model})
+    log.info("daemon_started", extra={"worker": worker.name, "model": settings.model,
+                                      "keys_required": settings.keys_required})
     try:
         yield
     finally:
@@ -133,6 +143,7 @@ def create_app(settings: Settings) -> Litestar:
         route_handlers=[health.healthz, health.readyz, transcriptions.TranscriptionsController,
                         jobs.JobsController],
         lifespan=[lifespan],
+        guards=[auth.guard],
         state=State({"settings": settings}),
         exception_handlers={
             errors.AsrError: on_asr_error,

@@ -15,13 +15,15 @@ from litestar.datastructures import State
 from litestar.response import ServerSentEvent
 
 from asr_daemon import errors, events, formats, jobs, queries
+from asr_daemon.api.auth import principal
 from asr_daemon.api.schemas import multipart_operation
 from asr_daemon.intake import Accepted
 
 
 async def _submit(request: Request[Any, Any, Any], state: State, task: jobs.Task) -> Response[Any] | ServerSentEvent:
     accepted: Accepted = await state.intake.submit(
-        request.stream(), request.headers.get("content-type", ""), task, allow_task_field=False
+        request.stream(), request.headers.get("content-type", ""), task, allow_task_field=False,
+        api_key_id=principal(request).key_id,
     )
     assert accepted.request is not None
     job_id = accepted.job["id"]

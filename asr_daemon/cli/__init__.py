@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import typer
 
-from asr_daemon.cli import db, serve
+from asr_daemon.cli import db, keys, serve
 
 app = typer.Typer(
     name="asrctl",
@@ -17,6 +17,7 @@ app = typer.Typer(
 )
 app.command("serve")(serve.serve)
 app.add_typer(db.app, name="db")
+app.add_typer(keys.app, name="keys")
 
 
 def main() -> None:
