@@ -69,6 +69,7 @@ def probe(path: Path, *, max_seconds: float | None = None) -> Info:
                 f"the audio is truncated: its header promises {declared:.1f} s but only {demuxed:.1f} s are present"
             )
         _check_decodes(stream, head, tail)
+        _check_complete(path, container.format.name)
         return Info(
             duration=demuxed,
             channels=channels,
@@ -109,6 +110,51 @@ def _demux(
     except av.FFmpegError:
         raise errors.BadAudio("the audio is corrupt: its container cannot be read to the end") from None
     return total, head, tail
+
+
+def _check_complete(path: Path, container: str) -> None:
+    """Catch cut-off files the demuxer reads without complaint: a WAV whose data chunk promises
+    more bytes than the file holds, and an Ogg file that ends in the middle of a page."""
+    names = set(container.split(","))
+    size = path.stat().st_size
+    with path.open("rb") as fh:
+        if "wav" in names:
+            promised = _wav_data_end(fh.read(4096))
+            if promised is not None and promised > size:
+                raise errors.BadAudio(
+                    f"the audio is truncated: its WAV header promises {promised} bytes but the file has {size}"
+                )
+        elif "ogg" in names:
+            fh.seek(max(0, size - 65536 - 282))
+            tail = fh.read()
+            at = tail.rfind(b"OggS")
+            while at > 0 and at + 4 < len(tail) and tail[at + 4] != 0:  # version 0: not a page start
+                at = tail.rfind(b"OggS", 0, at)
+            if at < 0 or at + 27 > len(tail) or at + _ogg_page_len(tail[at:]) > len(tail):
+                raise errors.BadAudio("the audio is truncated: the file ends in the middle of an Ogg page")
+
+
+def _wav_data_end(head: bytes) -> int | None:
+    """Offset just past the `data` chunk a RIFF/WAVE header declares; None when unknown or streamed."""
+    if head[:4] != b"RIFF" or head[8:12] != b"WAVE":
+        return None
+    pos = 12
+    while pos + 8 <= len(head):
+        chunk, length = head[pos : pos + 4], int.from_bytes(head[pos + 4 : pos + 8], "little")
+        if chunk == b"data":
+            # 0 and 0xFFFFFFFF (and anything near it) are what streaming writers put before they know the size
+            return None if length == 0 or length >= 0xFFFF0000 else pos + 8 + length
+        pos += 8 + length + (length & 1)
+    return None
+
+
+def _ogg_page_len(page: bytes) -> int:
+    """Length in bytes of the Ogg page starting at `page[0]` (header, lacing table and body)."""
+    n_segments = page[26]
+    lacing = page[27 : 27 + n_segments]
+    if len(lacing) < n_segments:
+        return 27 + n_segments  # the lacing table itself is cut off
+    return 27 + n_segments + sum(lacing)
 
 
 def _check_decodes(stream: av.AudioStream, head: list[av.Packet], tail: collections.deque[av.Packet]) -> None:

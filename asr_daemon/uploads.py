@@ -88,7 +88,9 @@ class _Sink:
         self._hvalue += data[start:end]
 
     def on_header_end(self) -> None:
-        self._headers[self._hname.decode("latin-1").lower()] = self._hvalue.decode("utf-8", "replace")
+        # latin-1 maps bytes 1:1, so parse_options_header gets the raw bytes back and UTF-8 filenames
+        # (what browsers send) survive; decoding as UTF-8 here made any non-Latin-1 filename a 500
+        self._headers[self._hname.decode("latin-1").lower()] = self._hvalue.decode("latin-1")
         self._hname, self._hvalue = b"", b""
 
     def on_headers_finished(self) -> None:
@@ -196,7 +198,8 @@ async def receive(
     boundary = boundary_of(content_type)
     await asyncio.to_thread(tmp_dir.mkdir, parents=True, exist_ok=True)
     sink = _Sink(tmp_dir, max_bytes)
-    parser = MultipartParser(boundary, callbacks=_callbacks(sink))  # type: ignore[arg-type]  # a TypedDict of callables
+    # part headers up to 64 KiB: a long (e.g. 10 kB of unicode) filename is cut to 255 characters, not refused
+    parser = MultipartParser(boundary, callbacks=_callbacks(sink), max_header_size=MAX_FIELD_BYTES)  # type: ignore[arg-type]  # a TypedDict of callables
     try:
         async for chunk in _timed(body, idle_timeout, total_timeout):
             try:

@@ -47,12 +47,16 @@ def on_asr_error(_: Request[Any, Any, Any], exc: errors.AsrError) -> Response[An
     return response
 
 
-def on_http_error(_: Request[Any, Any, Any], exc: HTTPException) -> Response[Any]:
+def on_http_error(request: Request[Any, Any, Any], exc: HTTPException) -> Response[Any]:
     """Litestar's own errors (404 route, 405, 400 validation) in the same shape as ours."""
     code = {400: "invalid_request", 404: "not_found", 405: "method_not_allowed", 413: "too_large"}.get(
         exc.status_code, "http_error"
     )
-    body: dict[str, Any] = {"error": {"message": str(exc.detail), "type": code, "code": code}}
+    message = str(exc.detail)
+    if exc.status_code in (404, 405):
+        what = "no such route" if exc.status_code == 404 else "method not allowed on this route"
+        message = f"{what}: {request.method} {request.url.path[:200]} (see /docs/openapi.json)"
+    body: dict[str, Any] = {"error": {"message": message, "type": code, "code": code}}
     if exc.extra:
         body["error"]["details"] = exc.extra
     return _error(exc.status_code, body, 5 if exc.status_code in (429, 503) else None)
@@ -63,6 +67,13 @@ def on_db_down(_: Request[Any, Any, Any], exc: Exception) -> Response[Any]:
     log.warning("database_unavailable", extra={"error": type(exc).__name__})
     body = errors.Unavailable("the database is unavailable; nothing was stored, retry shortly").body()
     return _error(503, body, 5)
+
+
+def on_unexpected(request: Request[Any, Any, Any], exc: Exception) -> Response[Any]:
+    """A bug: log it with its traceback (Litestar would not) and answer a 500 in our error shape."""
+    log.error("request_failed", exc_info=exc,
+              extra={"method": request.method, "path": request.url.path[:200], "error": type(exc).__name__})
+    return _error(500, errors.AsrError("internal error: the server logged the details").body())
 
 
 def _loader(settings: Settings) -> Any:
@@ -149,6 +160,7 @@ def create_app(settings: Settings) -> Litestar:
             errors.AsrError: on_asr_error,
             HTTPException: on_http_error,
             **{e: on_db_down for e in DB_UNAVAILABLE},
+            Exception: on_unexpected,
         },
         openapi_config=OpenAPIConfig(title="asr-server", version="0.1.0", path="/docs"),
         request_max_body_size=1 << 20,
