@@ -59,7 +59,10 @@ def on_http_error(request: Request[Any, Any, Any], exc: HTTPException) -> Respon
     body: dict[str, Any] = {"error": {"message": message, "type": code, "code": code}}
     if exc.extra:
         body["error"]["details"] = exc.extra
-    return _error(exc.status_code, body, 5 if exc.status_code in (429, 503) else None)
+    response = _error(exc.status_code, body, 5 if exc.status_code in (429, 503) else None)
+    for name, value in (exc.headers or {}).items():
+        response.headers[name] = value  # e.g. Allow on 405
+    return response
 
 
 def on_db_down(_: Request[Any, Any, Any], exc: Exception) -> Response[Any]:

@@ -7,7 +7,7 @@ import json
 import uuid
 from collections.abc import AsyncIterator
 from datetime import datetime
-from typing import Any
+from typing import Annotated, Any
 
 from litestar import Controller, Request, Response, delete, get, post
 from litestar.datastructures import State
@@ -16,7 +16,11 @@ from litestar.response import ServerSentEvent, ServerSentEventMessage
 
 from asr_daemon import errors, events, formats, jobs, queries
 from asr_daemon.api.auth import principal
-from asr_daemon.api.schemas import job_view, multipart_operation
+from asr_daemon.api.schemas import UPLOAD_ERRORS, error_responses, job_view, multipart_operation
+
+
+#: a job id in the path: documented as a UUID, checked by `parse_id` (400 with a clear message otherwise)
+JobId = Annotated[str, Parameter(description="The job's id (a UUID).", schema_extra={"format": "uuid"})]
 
 
 def parse_id(raw: str) -> uuid.UUID:
@@ -56,7 +60,7 @@ class JobsController(Controller):
     tags = ["jobs"]
 
     @post("/", operation_class=multipart_operation(True), request_max_body_size=None, status_code=202,
-          summary="Submit a transcription job")
+          summary="Submit a transcription job", responses=error_responses(*UPLOAD_ERRORS))
     async def submit(self, request: Request[Any, Any, Any], state: State) -> Response[dict[str, Any]]:
         """Accept audio for transcription; 202 as soon as the upload is on disk and the job committed."""
         accepted = await state.intake.submit(
@@ -73,12 +77,12 @@ class JobsController(Controller):
         body = job_view(job)
         return Response(body, status_code=200 if accepted.deduplicated else 202, headers=headers)
 
-    @get("/", summary="List jobs, newest first")
+    @get("/", summary="List jobs, newest first", responses=error_responses(400))
     async def list_jobs(
         self,
         request: Request[Any, Any, Any],
         state: State,
-        status: str | None = None,
+        status: jobs.Status | None = None,
         limit: int = Parameter(default=20, ge=1, le=200),
         cursor: str | None = None,
     ) -> dict[str, Any]:
@@ -93,8 +97,8 @@ class JobsController(Controller):
         return {"object": "list", "data": [job_view(r) for r in rows],
                 "next_cursor": _make_cursor(rows[-1]) if more else None}
 
-    @get("/{job_id:str}", summary="Get a job")
-    async def get_job(self, request: Request[Any, Any, Any], state: State, job_id: str) -> dict[str, Any]:
+    @get("/{job_id:str}", summary="Get a job", responses=error_responses(400, 404))
+    async def get_job(self, request: Request[Any, Any, Any], state: State, job_id: JobId) -> dict[str, Any]:
         """One job: status, progress, timings, attempts, error, webhook deliveries."""
         job = await _job(request, state, job_id)
         view = job_view(job)
@@ -106,12 +110,13 @@ class JobsController(Controller):
             ]
         return view
 
-    @get("/{job_id:str}/transcript", summary="Render a finished job's transcript")
-    async def transcript(self, request: Request[Any, Any, Any], state: State, job_id: str, format: str = "json") -> Response[str]:  # noqa: A002  # the API's parameter name
+    @get("/{job_id:str}/transcript", summary="Render a finished job's transcript",
+         responses=error_responses(400, 404, 409))
+    async def transcript(
+        self, request: Request[Any, Any, Any], state: State, job_id: JobId,
+        format: jobs.ResponseFormat = jobs.ResponseFormat.JSON,  # the API's parameter name
+    ) -> Response[str]:
         """The transcript in json, text, srt, vtt or verbose_json; 409 while the job is not completed."""
-        if format not in {f.value for f in jobs.ResponseFormat}:
-            allowed = ", ".join(f.value for f in jobs.ResponseFormat)
-            raise errors.BadRequest(f"format must be one of {allowed}")
         job = await _job(request, state, job_id)
         if job["status"] != jobs.Status.COMPLETED:
             raise errors.Conflict(f"the job is {job['status']}, not completed: there is no transcript",
@@ -120,8 +125,8 @@ class JobsController(Controller):
         body, media_type = formats.render(jobs.ResponseFormat(format), job, segs)
         return Response(body, media_type=media_type, headers={"X-Job-Id": str(job["id"])})
 
-    @delete("/{job_id:str}", status_code=200, summary="Cancel a job")
-    async def cancel(self, request: Request[Any, Any, Any], state: State, job_id: str) -> dict[str, Any]:
+    @delete("/{job_id:str}", status_code=200, summary="Cancel a job", responses=error_responses(400, 404, 409))
+    async def cancel(self, request: Request[Any, Any, Any], state: State, job_id: JobId) -> dict[str, Any]:
         """Cancel: a queued job at once, a running one within a few seconds; finished jobs are left alone."""
         jid = (await _job(request, state, job_id))["id"]
         status = await queries.request_cancel(state.pool, jid)
@@ -135,8 +140,8 @@ class JobsController(Controller):
         job = await _job(request, state, job_id)
         return job_view(job)
 
-    @get("/{job_id:str}/events", summary="Follow a job as server-sent events")
-    async def job_events(self, request: Request[Any, Any, Any], state: State, job_id: str) -> ServerSentEvent:
+    @get("/{job_id:str}/events", summary="Follow a job as server-sent events", responses=error_responses(400, 404))
+    async def job_events(self, request: Request[Any, Any, Any], state: State, job_id: JobId) -> ServerSentEvent:
         """queued, started, one `segment` per segment, then completed | failed | cancelled; resumable."""
         job = await _job(request, state, job_id)
         raw_last = request.headers.get("last-event-id")

@@ -16,7 +16,7 @@ from litestar.response import ServerSentEvent
 
 from asr_daemon import errors, events, formats, jobs, queries
 from asr_daemon.api.auth import principal
-from asr_daemon.api.schemas import multipart_operation
+from asr_daemon.api.schemas import UPLOAD_ERRORS, error_responses, multipart_operation
 from asr_daemon.intake import Accepted
 
 
@@ -73,13 +73,15 @@ class TranscriptionsController(Controller):
     tags = ["audio"]
 
     @post("/transcriptions", operation_class=multipart_operation(False), request_max_body_size=None,
-          summary="Transcribe audio", status_code=200)
+          summary="Transcribe audio", status_code=200,
+          responses=error_responses(*UPLOAD_ERRORS, 504))
     async def transcriptions(self, request: Request[Any, Any, Any], state: State) -> Response[Any] | ServerSentEvent:
         """Transcribe an uploaded file in its own language (multipart, like OpenAI's endpoint)."""
         return await _submit(request, state, jobs.Task.TRANSCRIBE)
 
     @post("/translations", operation_class=multipart_operation(False), request_max_body_size=None,
-          summary="Translate audio to English", status_code=200)
+          summary="Translate audio to English", status_code=200,
+          responses=error_responses(*UPLOAD_ERRORS, 504))
     async def translations(self, request: Request[Any, Any, Any], state: State) -> Response[Any] | ServerSentEvent:
         """Transcribe an uploaded file and translate it to English."""
         return await _submit(request, state, jobs.Task.TRANSLATE)
