@@ -29,8 +29,11 @@ from asr_daemon.worker import Worker
 
 log = logging.getLogger(__name__)
 
+# InternalClientError: what asyncpg raises on a pooled connection that PostgreSQL closed while it sat idle
+# ("cannot switch to state ...; another operation is in progress") when the server stops
 DB_UNAVAILABLE = (OSError, asyncpg.InterfaceError, asyncpg.PostgresConnectionError, asyncpg.CannotConnectNowError,
-                  asyncpg.TooManyConnectionsError, asyncpg.AdminShutdownError, asyncio.TimeoutError)
+                  asyncpg.TooManyConnectionsError, asyncpg.AdminShutdownError, asyncio.TimeoutError,
+                  asyncpg.InternalClientError)
 
 
 def _error(status: int, body: dict[str, Any], retry_after: int | None = None) -> Response[Any]:
