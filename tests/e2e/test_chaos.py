@@ -85,35 +85,34 @@ def clips(speech: Callable[..., Path]) -> list[tuple[Path, int]]:
 @pytest.mark.slow
 @pytest.mark.timeout(900)
 def test_kill_9_at_random_moments_loses_and_duplicates_nothing(
-    make_daemon: Callable[..., Daemon], pg: services.Postgres, clips: list[tuple[Path, int]]
+    make_daemon: Callable[..., Daemon], pg: services.Postgres, clips: list[tuple[Path, int]],
+    speech: Callable[..., Path],
 ) -> None:
-    """24 jobs, the daemon SIGKILLed at random moments and restarted: each completes once, segments intact."""
+    """24 jobs (two of ~1 min, windowed), SIGKILL at random moments, restarts: each completes once, intact."""
     seed = int(os.environ.get("ASR_TEST_SEED", time.time()))
     rng = random.Random(seed)
     print(f"chaos seed {seed} (rerun with ASR_TEST_SEED={seed})")
-    d = make_daemon(ASR_DEDUP="false", ASR_MAX_ATTEMPTS="100", ASR_STALE_AFTER="2", ASR_RETRY_BACKOFF="0.1")
+    d = make_daemon(ASR_DEDUP="false", ASR_MAX_ATTEMPTS="100", ASR_STALE_AFTER="2", ASR_RETRY_BACKOFF="0.1",
+                    ASR_PRELOAD="true", ASR_WINDOW_SECONDS="30")
     accepted: dict[str, int] = {}
-    kills = 0
-    pending = [clips[i % len(clips)] for i in range(24)]
-    deadline = time.monotonic() + 600
-    while time.monotonic() < deadline:
+    long_clip = (speech(" ".join(SENTENCES), repeat=2), 2 * sum(n for _, n in clips))
+    pending = [clips[i % len(clips)] for i in range(22)] + [long_clip, long_clip]
+    rng.shuffle(pending)
+    for _ in range(12):  # kills
         with d.client(timeout=30) as c:
-            for _ in range(rng.randint(0, 6)):
-                if not pending:
-                    break
+            for _ in range(min(len(pending), rng.randint(1, 4))):
                 path, n_words = pending.pop()
                 r = c.post("/v1/jobs", files={"file": path.open("rb")}, data={"temperature": "0"})
                 assert r.status_code == 202, r.text
                 accepted[r.json()["id"]] = n_words
-        if not pending:
-            jobs = sql_json(pg, d, "SELECT status FROM jobs WHERE status IN ('queued', 'running')")
-            if not jobs:
-                break
-        time.sleep(rng.uniform(0.2, 3.0))
+        time.sleep(rng.uniform(0.3, 6.0))
         d.stop(signal.SIGKILL)
-        kills += 1
-        d.start(wait_ready=False)
-    assert kills >= 8, "too few kills to mean anything"
+        d.start()
+    with d.client(timeout=30) as c:
+        for path, n_words in pending:
+            r = c.post("/v1/jobs", files={"file": path.open("rb")}, data={"temperature": "0"})
+            assert r.status_code == 202, r.text
+            accepted[r.json()["id"]] = n_words
     jobs = wait_all_finished(pg, d, timeout=240)
     assert {str(j["id"]) for j in jobs} >= set(accepted), "an accepted job is missing"
     assert all(j["status"] == "completed" for j in jobs), [j for j in jobs if j["status"] != "completed"]
