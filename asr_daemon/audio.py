@@ -13,6 +13,7 @@ import itertools
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import av
 import numpy as np
@@ -56,11 +57,12 @@ def probe(path: Path, *, max_seconds: float | None = None) -> Info:
         if channels <= 0 or rate <= 0:
             raise errors.BadAudio("the audio track declares no channels or no sample rate")
         declared = _declared_seconds(container, stream)
+        if container.format.name == "wav":
+            declared = max(declared, _wav_declared_seconds(path))
         demuxed, head, tail = _demux(container, stream, max_seconds)
         if max_seconds is not None and demuxed > max_seconds:
             raise errors.TooLarge(
-                f"the audio lasts more than {max_seconds:g} s, the longest this server accepts "
-                "(ASR_MAX_AUDIO_SECONDS)"
+                f"the audio lasts more than {max_seconds:g} s, the longest this server accepts (ASR_MAX_AUDIO_SECONDS)"
             )
         if demuxed <= 0:
             raise errors.BadAudio("the file contains no audio samples")
@@ -69,7 +71,8 @@ def probe(path: Path, *, max_seconds: float | None = None) -> Info:
                 f"the audio is truncated: its header promises {declared:.1f} s but only {demuxed:.1f} s are present"
             )
         _check_decodes(stream, head, tail)
-        _check_complete(path, container.format.name)
+        if "ogg" in container.format.name.split(","):
+            _check_ogg_complete(path)
         return Info(
             duration=demuxed,
             channels=channels,
@@ -85,13 +88,31 @@ def _declared_seconds(container: av.container.InputContainer, stream: av.AudioSt
     return 0.0
 
 
+def _wav_declared_seconds(path: Path) -> float:
+    """Seconds a WAV's `data` chunk header promises (libav clamps its duration to the file size)."""
+    with path.open("rb") as fh:
+        head = fh.read(1 << 16)
+    if head[:4] != b"RIFF" or head[8:12] != b"WAVE":
+        return 0.0
+    pos, byte_rate = 12, 0
+    while pos + 8 <= len(head):
+        cid, size = head[pos : pos + 4], int.from_bytes(head[pos + 4 : pos + 8], "little")
+        if cid == b"fmt " and pos + 20 <= len(head):
+            byte_rate = int.from_bytes(head[pos + 16 : pos + 20], "little")
+        elif cid == b"data":
+            streaming = size in (0, 0xFFFFFFFF)  # written by a pipe that could not seek back
+            return 0.0 if streaming or not byte_rate else size / byte_rate
+        pos += 8 + size + (size & 1)
+    return 0.0
+
+
 def _demux(
     container: av.container.InputContainer, stream: av.AudioStream, max_seconds: float | None
-) -> tuple[float, list[av.Packet], collections.deque[av.Packet]]:
+) -> tuple[float, list[Any], collections.deque[Any]]:
     """Total seconds of the packets of `stream`, its first packets and its last packets."""
     total = 0.0
-    head: list[av.Packet] = []
-    tail: collections.deque[av.Packet] = collections.deque(maxlen=8)
+    head: list[Any] = []
+    tail: collections.deque[Any] = collections.deque(maxlen=8)
     base = stream.time_base
     try:
         for packet in container.demux(stream):
@@ -112,40 +133,17 @@ def _demux(
     return total, head, tail
 
 
-def _check_complete(path: Path, container: str) -> None:
-    """Catch cut-off files the demuxer reads without complaint: a WAV whose data chunk promises
-    more bytes than the file holds, and an Ogg file that ends in the middle of a page."""
-    names = set(container.split(","))
+def _check_ogg_complete(path: Path) -> None:
+    """An Ogg file cut off mid-page demuxes without complaint: check the last page is whole."""
     size = path.stat().st_size
     with path.open("rb") as fh:
-        if "wav" in names:
-            promised = _wav_data_end(fh.read(4096))
-            if promised is not None and promised > size:
-                raise errors.BadAudio(
-                    f"the audio is truncated: its WAV header promises {promised} bytes but the file has {size}"
-                )
-        elif "ogg" in names:
-            fh.seek(max(0, size - 65536 - 282))
-            tail = fh.read()
-            at = tail.rfind(b"OggS")
-            while at > 0 and at + 4 < len(tail) and tail[at + 4] != 0:  # version 0: not a page start
-                at = tail.rfind(b"OggS", 0, at)
-            if at < 0 or at + 27 > len(tail) or at + _ogg_page_len(tail[at:]) > len(tail):
-                raise errors.BadAudio("the audio is truncated: the file ends in the middle of an Ogg page")
-
-
-def _wav_data_end(head: bytes) -> int | None:
-    """Offset just past the `data` chunk a RIFF/WAVE header declares; None when unknown or streamed."""
-    if head[:4] != b"RIFF" or head[8:12] != b"WAVE":
-        return None
-    pos = 12
-    while pos + 8 <= len(head):
-        chunk, length = head[pos : pos + 4], int.from_bytes(head[pos + 4 : pos + 8], "little")
-        if chunk == b"data":
-            # 0 and 0xFFFFFFFF (and anything near it) are what streaming writers put before they know the size
-            return None if length == 0 or length >= 0xFFFF0000 else pos + 8 + length
-        pos += 8 + length + (length & 1)
-    return None
+        fh.seek(max(0, size - 65536 - 282))  # the largest Ogg page is 27 + 255 + 255 * 255 bytes
+        tail = fh.read()
+    at = tail.rfind(b"OggS")
+    while at > 0 and at + 4 < len(tail) and tail[at + 4] != 0:  # version 0: not a page start
+        at = tail.rfind(b"OggS", 0, at)
+    if at < 0 or at + 27 > len(tail) or at + _ogg_page_len(tail[at:]) > len(tail):
+        raise errors.BadAudio("the audio is truncated: the file ends in the middle of an Ogg page")
 
 
 def _ogg_page_len(page: bytes) -> int:
@@ -157,7 +155,7 @@ def _ogg_page_len(page: bytes) -> int:
     return 27 + n_segments + sum(lacing)
 
 
-def _check_decodes(stream: av.AudioStream, head: list[av.Packet], tail: collections.deque[av.Packet]) -> None:
+def _check_decodes(stream: av.AudioStream, head: list[Any], tail: collections.deque[Any]) -> None:
     ctx = stream.codec_context
     decoded = 0
     for packet in itertools.chain(head, tail):

@@ -67,7 +67,7 @@ class Settings(BaseSettings):
     workers: int = Field(2, ge=1, le=64)
     """Transcriptions run at once in the process, sharing one loaded model (CTranslate2 num_workers)."""
 
-    model_idle_ttl: float = -1
+    model_idle_ttl: float = Field(300.0, ge=-1)
     """Seconds an unused model stays loaded: -1 keeps it, 0 unloads it right after each job."""
 
     preload: bool = False
@@ -139,36 +139,15 @@ class Settings(BaseSettings):
     log_transcripts: bool = False
     """Debug only: allow transcript text in logs. Off: transcripts and audio never reach a log."""
 
-    # --- access and limits (issue 8) -----------------------------------------------------
-    auth: Literal["auto", "on", "off"] = "auto"
-    """API keys: `on` requires a valid `Authorization: Bearer` key on every API request; `off`
-    never asks for one (explicit opt-out for a trusted network); `auto` is `off` when listening
-    only on loopback (`host` is 127.0.0.0/8, ::1 or localhost) and `on` otherwise. Behind the
-    systemd socket proxy (`uds`), `host` must name the address the socket unit listens on. While
-    keys are required the daemon refuses to start with no active key. A key that is sent is
-    checked (401 when invalid) even when keys are optional."""
+    # --- models and GPU (issue 4) --------------------------------------------------------
+    model_mirror: Path | None = None
+    """Download models from this directory (`<org>/<repo>/<files>`) instead of the Hugging Face hub."""
 
-    default_rate: int = Field(600, ge=0)
-    """Requests per minute allowed to a key created without `--rate` (0: unlimited)."""
+    model_memory_budget_mb: int = Field(0, ge=0)
+    """Cap on the memory of all loaded models together, in MB; 0 means what the device has free."""
 
-    max_uploads_per_key: int = Field(4, ge=1)
-    """Uploads one key (or, without keys, all anonymous clients together) may stream at once (429 beyond)."""
-
-    upload_idle_timeout: float = Field(30.0, gt=0)
-    """Seconds an upload may go without sending a byte before it is dropped with 408."""
-
-    upload_timeout: float = Field(3600.0, gt=0)
-    """Seconds a whole request body may take to arrive before it is dropped with 408."""
-
-    header_timeout: float = Field(10.0, gt=0)
-    """Seconds a client may take to send its request headers (Granian closes the connection)."""
-
-    @property
-    def keys_required(self) -> bool:
-        """True when API requests must carry a valid key (see `auth`)."""
-        if self.auth != "auto":
-            return self.auth == "on"
-        return not _is_loopback(self.host)
+    model_memory_margin_mb: int = Field(1024, ge=0)
+    """Memory (RAM on CPU, VRAM on CUDA) always left free when deciding whether a model fits, in MB."""
 
     @property
     def uploads_dir(self) -> Path:
@@ -202,6 +181,64 @@ class Settings(BaseSettings):
                 value = str(value)
             out[name] = value
         return out
+
+    # --- backups (issue 6) -----------------------------------------------------------------
+    backup_dir: Path | None = None
+    """Where `asrctl backup` writes dumps; None means `<state_dir>/backups`."""
+
+    pg_bindir: Path | None = None
+    """Directory holding pg_dump/pg_restore; None picks the newest /usr/lib/postgresql/*/bin, else PATH."""
+
+    backup_keep_daily: int = Field(7, ge=0)
+    """Backups kept by `asrctl backup`: the newest of each of this many most recent days with one."""
+
+    backup_keep_weekly: int = Field(4, ge=0)
+    """Backups kept by `asrctl backup`: the newest of each of this many most recent ISO weeks with one."""
+
+    @property
+    def backups_dir(self) -> Path:
+        """Effective backup directory (`backup_dir`, or `<state_dir>/backups`)."""
+        return self.backup_dir or self.state_dir / "backups"
+
+    # --- access and limits (issue 8) -----------------------------------------------------
+    auth: Literal["auto", "on", "off"] = "auto"
+    """API keys: `on` requires one, `off` never asks, `auto` requires one unless `host` is loopback."""
+
+    default_rate: int = Field(600, ge=0)
+    """Requests per minute allowed to a key created without `--rate` (0: unlimited)."""
+
+    max_uploads_per_key: int = Field(4, ge=1)
+    """Uploads one key (or all anonymous clients together) may stream at once; 429 beyond."""
+
+    upload_idle_timeout: float = Field(30.0, gt=0)
+    """Seconds an upload may go without sending a byte before it is dropped with 408."""
+
+    upload_timeout: float = Field(3600.0, gt=0)
+    """Seconds a whole request body may take to arrive before it is dropped with 408."""
+
+    header_timeout: float = Field(10.0, gt=0)
+    """Seconds a client may take to send its request headers before Granian closes the connection."""
+
+    @property
+    def keys_required(self) -> bool:
+        """True when API requests must carry a valid key: `auth=on`, or `auto` and `host` is not loopback.
+
+        Behind the systemd socket proxy (`uds`), `host` names the address the socket unit listens on.
+        """
+        if self.auth != "auto":
+            return self.auth == "on"
+        return not _is_loopback(self.host)
+
+
+def markdown_table() -> str:
+    """The settings as a Markdown table (variable, default, meaning), as the README shows them."""
+    rows = ["| variable | default | meaning |", "|---|---|---|"]
+    for name, info in Settings.model_fields.items():
+        default = info.default
+        if isinstance(default, SecretStr):
+            default = default.get_secret_value()
+        rows.append(f"| `ASR_{name.upper()}` | `{default}` | {info.description} |")
+    return "\n".join(rows)
 
 
 def _mask_url(secret: str) -> str:

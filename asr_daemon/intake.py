@@ -38,7 +38,7 @@ class Accepted:
 class Intake:
     """Turns uploads into queued jobs. One per process; holds the per-audio locks."""
 
-    def __init__(self, settings: Settings, pool: asyncpg.Pool, hub: Hub, locks: uploads.AudioLocks) -> None:  # type: ignore[type-arg]  # asyncpg record type
+    def __init__(self, settings: Settings, pool: asyncpg.Pool, hub: Hub, locks: uploads.AudioLocks) -> None:
         self.settings = settings
         self.pool = pool
         self.hub = hub
@@ -71,8 +71,12 @@ class Intake:
             raise errors.QueueFull(f"the queue holds {s.max_queued_jobs} jobs, its limit (ASR_MAX_QUEUED_JOBS)")
         with self.slots.hold(api_key_id):
             upload = await uploads.receive(
-                body, content_type, s.uploads_dir / "tmp", s.max_upload_bytes,
-                idle_timeout=s.upload_idle_timeout, total_timeout=s.upload_timeout,
+                body,
+                content_type,
+                s.uploads_dir / "tmp",
+                s.max_upload_bytes,
+                idle_timeout=s.upload_idle_timeout,
+                total_timeout=s.upload_timeout,
             )
         try:
             return await self._accept(upload, task, allow_task_field, idempotency_key, api_key_id)
@@ -80,7 +84,11 @@ class Intake:
             upload.discard()
 
     async def _accept(
-        self, upload: uploads.Upload, task: jobs.Task, allow_task_field: bool, idempotency_key: str | None,
+        self,
+        upload: uploads.Upload,
+        task: jobs.Task,
+        allow_task_field: bool,
+        idempotency_key: str | None,
         api_key_id: int | None,
     ) -> Accepted:
         s = self.settings
@@ -128,8 +136,15 @@ class Intake:
                     if existing is not None:
                         return _replay(existing, api_key_id)
                 raise
-        log.info("job_queued", extra={"job_id": str(row["id"]), "model": model_name,
-                                      "duration_s": round(info.duration, 2), "bytes": upload.size})
+        log.info(
+            "job_queued",
+            extra={
+                "job_id": str(row["id"]),
+                "model": model_name,
+                "duration_s": round(info.duration, 2),
+                "bytes": upload.size,
+            },
+        )
         await self.hub.ring()
         await self.hub.notify(row["id"])
         return Accepted(job=row, request=req)

@@ -38,14 +38,27 @@ class Key:
     @classmethod
     def from_row(cls, row: asyncpg.Record) -> Key:
         """Build from an `api_keys` row."""
-        return cls(id=row["id"], name=row["name"], prefix=row["prefix"], rate=row["rate"], admin=row["admin"],
-                   created_at=row["created_at"], revoked_at=row["revoked_at"])
+        return cls(
+            id=row["id"],
+            name=row["name"],
+            prefix=row["prefix"],
+            rate=row["rate"],
+            admin=row["admin"],
+            created_at=row["created_at"],
+            revoked_at=row["revoked_at"],
+        )
 
     def to_json(self) -> dict[str, object]:
         """Plain form for `keys ls --json`."""
-        return {"id": self.id, "name": self.name, "prefix": self.prefix, "rate": self.rate, "admin": self.admin,
-                "created_at": self.created_at.isoformat(),
-                "revoked_at": self.revoked_at.isoformat() if self.revoked_at else None}
+        return {
+            "id": self.id,
+            "name": self.name,
+            "prefix": self.prefix,
+            "rate": self.rate,
+            "admin": self.admin,
+            "created_at": self.created_at.isoformat(),
+            "revoked_at": self.revoked_at.isoformat() if self.revoked_at else None,
+        }
 
 
 class KeyExists(ValueError):
@@ -68,7 +81,11 @@ async def create(conn: Conn, name: str, *, rate: int | None = None, admin: bool 
     try:
         row = await conn.fetchrow(
             "INSERT INTO api_keys (name, hash, prefix, rate, admin) VALUES ($1, $2, $3, $4, $5) RETURNING *",
-            name, digest(token), token[:SHOWN_PREFIX], rate, admin,
+            name,
+            digest(token),
+            token[:SHOWN_PREFIX],
+            rate,
+            admin,
         )
     except asyncpg.UniqueViolationError:
         raise KeyExists(f"an active key is already named {name!r}: revoke it first or pick another name") from None
@@ -78,9 +95,7 @@ async def create(conn: Conn, name: str, *, rate: int | None = None, admin: bool 
 
 async def list_keys(conn: Conn, *, include_revoked: bool = False) -> list[Key]:
     """Keys, oldest first; revoked ones only when asked."""
-    rows = await conn.fetch(
-        "SELECT * FROM api_keys WHERE $1 OR revoked_at IS NULL ORDER BY id", include_revoked
-    )
+    rows = await conn.fetch("SELECT * FROM api_keys WHERE $1 OR revoked_at IS NULL ORDER BY id", include_revoked)
     return [Key.from_row(r) for r in rows]
 
 
@@ -94,7 +109,8 @@ async def revoke(conn: Conn, ref: str) -> list[Key]:
                OR (length($1) >= 8 AND left(prefix, length($1)) = $1))
         RETURNING *
         """,
-        ref, digest(ref),
+        ref,
+        digest(ref),
     )
     return [Key.from_row(r) for r in rows]
 

@@ -30,7 +30,7 @@ class RateLimiter:
     with different databases sharing one Redis never count each other's requests.
     """
 
-    def __init__(self, client: aioredis.Redis[bytes]) -> None:
+    def __init__(self, client: aioredis.Redis) -> None:
         self.client = client
         self.degraded = False
 

@@ -13,7 +13,7 @@ from typing import Any
 
 import asyncpg
 
-Conn = asyncpg.Connection | asyncpg.Pool  # type: ignore[type-arg]  # asyncpg's record type parameter
+Conn = asyncpg.Connection | asyncpg.Pool
 Row = asyncpg.Record
 
 #: Within a priority, shortest audio first, aged: each second waited counts as this many seconds
@@ -39,16 +39,28 @@ async def insert_job(
     api_key_id: int | None = None,
 ) -> Row:
     """Insert a queued job; raises `UniqueViolationError` on a reused idempotency key."""
-    row: Row = await conn.fetchrow(
+    row: Row | None = await conn.fetchrow(
         """
         INSERT INTO jobs (id, model, options, fingerprint, priority, audio_sha256, audio_bytes, filename,
                           duration_s, max_attempts, idempotency_key, webhook_url, api_key_id)
         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)
         RETURNING *
         """,
-        job_id, model, options, fingerprint, priority, audio_sha256, audio_bytes, filename,
-        duration_s, max_attempts, idempotency_key, webhook_url, api_key_id,
+        job_id,
+        model,
+        options,
+        fingerprint,
+        priority,
+        audio_sha256,
+        audio_bytes,
+        filename,
+        duration_s,
+        max_attempts,
+        idempotency_key,
+        webhook_url,
+        api_key_id,
     )
+    assert row is not None  # the statement always returns one row
     return row
 
 
@@ -69,7 +81,8 @@ async def find_completed(conn: Conn, fingerprint: str, api_key_id: int | None = 
     row: Row | None = await conn.fetchrow(
         "SELECT * FROM jobs WHERE fingerprint = $1 AND status = 'completed' AND api_key_id IS NOT DISTINCT FROM $2 "
         "ORDER BY finished_at DESC LIMIT 1",
-        fingerprint, api_key_id,
+        fingerprint,
+        api_key_id,
     )
     return row
 
@@ -82,7 +95,7 @@ async def count_queued(conn: Conn) -> int:
 
 async def queue_stats(conn: Conn) -> Row:
     """Queued and running counts and the oldest queued job's age in seconds."""
-    row: Row = await conn.fetchrow(
+    row: Row | None = await conn.fetchrow(
         """
         SELECT count(*) FILTER (WHERE status = 'queued') AS queued,
                count(*) FILTER (WHERE status = 'running') AS running,
@@ -91,11 +104,16 @@ async def queue_stats(conn: Conn) -> Row:
         FROM jobs WHERE status IN ('queued', 'running')
         """
     )
+    assert row is not None  # the statement always returns one row
     return row
 
 
 async def list_jobs(
-    conn: Conn, *, status: str | None, limit: int, before: tuple[datetime, uuid.UUID] | None,
+    conn: Conn,
+    *,
+    status: str | None,
+    limit: int,
+    before: tuple[datetime, uuid.UUID] | None,
     api_key_id: int | None = None,
 ) -> list[Row]:
     """Newest first, optionally one status and one key's jobs, keyset-paginated by (created_at, id)."""
@@ -108,7 +126,11 @@ async def list_jobs(
         ORDER BY created_at DESC, id DESC
         LIMIT $4
         """,
-        status, before[0] if before else None, before[1] if before else None, limit, api_key_id,
+        status,
+        before[0] if before else None,
+        before[1] if before else None,
+        limit,
+        api_key_id,
     )
     return rows
 
@@ -147,7 +169,9 @@ async def heartbeat(conn: Conn, worker: str, progress: dict[uuid.UUID, float]) -
         WHERE j.id = p.id AND j.status = 'running' AND j.worker = $1
         RETURNING j.id, j.cancel_requested
         """,
-        worker, ids, [progress[i] for i in ids],
+        worker,
+        ids,
+        [progress[i] for i in ids],
     )
     return {r["id"]: r["cancel_requested"] for r in rows}
 
@@ -167,8 +191,18 @@ async def insert_segment(conn: Conn, job_id: uuid.UUID, worker: str, seg: dict[s
         ON CONFLICT (job_id, seq) DO NOTHING
         RETURNING seq
         """,
-        job_id, worker, seg["seq"], seg["start"], seg["end"], seg["text"], seg["avg_logprob"],
-        seg["no_speech_prob"], seg["compression_ratio"], seg["temperature"], seg["tokens"], seg["words"],
+        job_id,
+        worker,
+        seg["seq"],
+        seg["start"],
+        seg["end"],
+        seg["text"],
+        seg["avg_logprob"],
+        seg["no_speech_prob"],
+        seg["compression_ratio"],
+        seg["temperature"],
+        seg["tokens"],
+        seg["words"],
     )
     return row is not None
 
@@ -177,7 +211,10 @@ async def set_language(conn: Conn, job_id: uuid.UUID, worker: str, language: str
     """Record the detected language of a running job."""
     await conn.execute(
         "UPDATE jobs SET language = $3, language_probability = $4 WHERE id = $1 AND worker = $2",
-        job_id, worker, language, probability,
+        job_id,
+        worker,
+        language,
+        probability,
     )
 
 
@@ -191,7 +228,7 @@ async def segments(conn: Conn, job_id: uuid.UUID, from_seq: int = 0) -> list[Row
 
 async def resume_point(conn: Conn, job_id: uuid.UUID) -> Row:
     """Where an interrupted job resumes: next seq, end of the last segment, and the text so far."""
-    row: Row = await conn.fetchrow(
+    row: Row | None = await conn.fetchrow(
         """
         SELECT coalesce(max(seq) + 1, 0) AS next_seq,
                coalesce(max(end_s), 0) AS resume_from,
@@ -200,6 +237,7 @@ async def resume_point(conn: Conn, job_id: uuid.UUID) -> Row:
         """,
         job_id,
     )
+    assert row is not None  # the statement always returns one row
     return row
 
 
@@ -212,7 +250,10 @@ async def complete(conn: Conn, job_id: uuid.UUID, worker: str, timings: dict[str
         WHERE id = $1 AND status = 'running' AND worker = $2
         RETURNING id
         """,
-        job_id, worker, timings, device,
+        job_id,
+        worker,
+        timings,
+        device,
     )
     return row is not None
 
@@ -226,7 +267,10 @@ async def fail(conn: Conn, job_id: uuid.UUID, worker: str, error: str, code: str
         WHERE id = $1 AND status = 'running' AND worker = $2
         RETURNING id
         """,
-        job_id, worker, error, code,
+        job_id,
+        worker,
+        error,
+        code,
     )
     return row is not None
 
@@ -243,7 +287,10 @@ async def retry_or_fail(conn: Conn, job_id: uuid.UUID, worker: str, error: str, 
         WHERE id = $1 AND status = 'running' AND worker = $2
         RETURNING status
         """,
-        job_id, worker, error, backoff,
+        job_id,
+        worker,
+        error,
+        backoff,
     )
     return status
 
@@ -257,7 +304,8 @@ async def checkpoint(conn: Conn, job_id: uuid.UUID, worker: str) -> bool:
         WHERE id = $1 AND status = 'running' AND worker = $2
         RETURNING id
         """,
-        job_id, worker,
+        job_id,
+        worker,
     )
     return row is not None
 
@@ -290,7 +338,8 @@ async def mark_cancelled(conn: Conn, job_id: uuid.UUID, worker: str) -> bool:
         WHERE id = $1 AND status = 'running' AND worker = $2
         RETURNING id
         """,
-        job_id, worker,
+        job_id,
+        worker,
     )
     return row is not None
 
@@ -309,19 +358,10 @@ async def reap(conn: Conn, stale_after: float, backoff: float) -> list[Row]:
         WHERE status = 'running' AND heartbeat_at < now() - make_interval(secs => $1)
         RETURNING id, status, attempts
         """,
-        stale_after, backoff,
+        stale_after,
+        backoff,
     )
     return rows
-
-
-async def release_worker(conn: Conn, worker: str) -> int:
-    """At start-up, hand back running jobs still marked with a previous process of the same name."""
-    result: str = await conn.execute(
-        "UPDATE jobs SET status = 'queued', worker = NULL, heartbeat_at = NULL, updated_at = now() "
-        "WHERE status = 'running' AND worker = $1",
-        worker,
-    )
-    return int(result.split()[-1])
 
 
 async def record_delivery(
@@ -330,7 +370,10 @@ async def record_delivery(
     """Log one webhook delivery attempt on the job."""
     await conn.execute(
         "INSERT INTO webhook_deliveries (job_id, attempt, status_code, error) VALUES ($1, $2, $3, $4)",
-        job_id, attempt, status_code, error,
+        job_id,
+        attempt,
+        status_code,
+        error,
     )
 
 
@@ -341,6 +384,22 @@ async def deliveries(conn: Conn, job_id: uuid.UUID) -> list[Row]:
         job_id,
     )
     return rows
+
+
+async def undelivered_webhooks(conn: Conn, max_attempts: int) -> list[uuid.UUID]:
+    """Finished jobs whose webhook never got a 2xx and has attempts left (redelivered after a restart)."""
+    rows: Sequence[Row] = await conn.fetch(
+        """
+        SELECT j.id FROM jobs j
+        WHERE j.webhook_url IS NOT NULL AND j.status IN ('completed', 'failed')
+          AND j.finished_at > now() - interval '1 day'
+          AND NOT EXISTS (SELECT 1 FROM webhook_deliveries d
+                          WHERE d.job_id = j.id AND d.status_code BETWEEN 200 AND 299)
+          AND (SELECT count(*) FROM webhook_deliveries d WHERE d.job_id = j.id) < $1
+        """,
+        max_attempts,
+    )
+    return [r["id"] for r in rows]
 
 
 async def audio_expired(conn: Conn, days: float) -> list[str]:

@@ -107,7 +107,7 @@ class _Sink:
             fn = raw_fn.decode("utf-8", "replace") if raw_fn else None
             self.upload.filename = _clean_filename(fn)
             self.upload.path = self.tmp_dir / f"{uuid.uuid4().hex}.part"
-            self.fh = open(self.upload.path, "wb")  # noqa: SIM115, ASYNC230  # closed in close(); tiny syscall
+            self.fh = open(self.upload.path, "wb")  # noqa: SIM115  # closed in close(); tiny syscall
         else:
             self._field_count += 1
             if self._field_count > MAX_FIELDS:
@@ -176,8 +176,7 @@ def boundary_of(content_type: str) -> bytes:
     ctype, params = parse_options_header(content_type)
     if ctype != b"multipart/form-data":
         raise errors.UnsupportedMedia(
-            "send the audio as multipart/form-data with a 'file' field "
-            f"(got Content-Type {content_type[:80]!r})"
+            f"send the audio as multipart/form-data with a 'file' field (got Content-Type {content_type[:80]!r})"
         )
     boundary = params.get(b"boundary")
     if not boundary:
@@ -186,8 +185,13 @@ def boundary_of(content_type: str) -> bytes:
 
 
 async def receive(
-    body: AsyncIterator[bytes], content_type: str, tmp_dir: Path, max_bytes: int,
-    *, idle_timeout: float | None = None, total_timeout: float | None = None,
+    body: AsyncIterator[bytes],
+    content_type: str,
+    tmp_dir: Path,
+    max_bytes: int,
+    *,
+    idle_timeout: float | None = None,
+    total_timeout: float | None = None,
 ) -> Upload:
     """Parse a multipart body from `body`, streaming the 'file' part to `tmp_dir`.
 
@@ -199,7 +203,8 @@ async def receive(
     await asyncio.to_thread(tmp_dir.mkdir, parents=True, exist_ok=True)
     sink = _Sink(tmp_dir, max_bytes)
     # part headers up to 64 KiB: a long (e.g. 10 kB of unicode) filename is cut to 255 characters, not refused
-    parser = MultipartParser(boundary, callbacks=_callbacks(sink), max_header_size=MAX_FIELD_BYTES)  # type: ignore[arg-type]  # a TypedDict of callables
+    callbacks: Any = _callbacks(sink)  # python-multipart wants a TypedDict of callables
+    parser = MultipartParser(boundary, callbacks=callbacks, max_header_size=MAX_FIELD_BYTES)
     try:
         async for chunk in _timed(body, idle_timeout, total_timeout):
             try:
@@ -246,8 +251,9 @@ async def _timed(
         except TimeoutError:
             overall = deadline is not None and loop.time() >= deadline
             raise errors.RequestTimeout(
-                f"the upload took longer than {total_timeout:g} s (ASR_UPLOAD_TIMEOUT)" if overall else
-                f"the upload stalled: nothing arrived for {idle_timeout:g} s (ASR_UPLOAD_IDLE_TIMEOUT)"
+                f"the upload took longer than {total_timeout:g} s (ASR_UPLOAD_TIMEOUT)"
+                if overall
+                else f"the upload stalled: nothing arrived for {idle_timeout:g} s (ASR_UPLOAD_IDLE_TIMEOUT)"
             ) from None
         yield chunk
 
@@ -256,8 +262,13 @@ def _callbacks(sink: _Sink) -> dict[str, Any]:
     return {
         name: getattr(sink, name)
         for name in (
-            "on_part_begin", "on_part_data", "on_part_end", "on_header_field", "on_header_value",
-            "on_header_end", "on_headers_finished",
+            "on_part_begin",
+            "on_part_data",
+            "on_part_end",
+            "on_header_field",
+            "on_header_value",
+            "on_header_end",
+            "on_headers_finished",
         )
     }
 

@@ -15,8 +15,9 @@ from pathlib import Path
 import av
 
 
-def transcode(src: Path, dst: Path, fmt: str, codec: str, rate: int, layout: str = "mono",
-              metadata: dict[str, str] | None = None) -> Path:
+def transcode(
+    src: Path, dst: Path, fmt: str, codec: str, rate: int, layout: str = "mono", metadata: dict[str, str] | None = None
+) -> Path:
     """Re-encode the audio of `src` into `dst` with PyAV (container `fmt`, `codec`, `rate`, `layout`)."""
     if dst.exists():
         return dst
@@ -63,8 +64,17 @@ def wav_bytes(pcm: bytes, *, declared: int | None = None, rate: int = 16000, cha
     """A 16-bit PCM WAV holding `pcm`, whose header declares `declared` data bytes (default: the truth)."""
     size = len(pcm) if declared is None else declared
     fmt = struct.pack("<HHIIHH", 1, channels, rate, rate * channels * 2, channels * 2, 16)
-    return (b"RIFF" + struct.pack("<I", 36 + size) + b"WAVE" + b"fmt " + struct.pack("<I", 16) + fmt
-            + b"data" + struct.pack("<I", size) + pcm)
+    return (
+        b"RIFF"
+        + struct.pack("<I", 36 + size)
+        + b"WAVE"
+        + b"fmt "
+        + struct.pack("<I", 16)
+        + fmt
+        + b"data"
+        + struct.pack("<I", size)
+        + pcm
+    )
 
 
 def video_without_audio(dst: Path) -> Path:

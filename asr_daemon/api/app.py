@@ -21,19 +21,27 @@ from litestar.exceptions import HTTPException
 from litestar.openapi import OpenAPIConfig
 from redis.exceptions import RedisError
 
-from asr_daemon import db, errors, limits, logs, migrate, models, queue, transcriber, uploads
+from asr_daemon import db, errors, limits, logs, migrate, models, queue, uploads
 from asr_daemon.api import auth, health, jobs, transcriptions
+from asr_daemon.api import models as api_models
 from asr_daemon.config import Settings
 from asr_daemon.intake import Intake
 from asr_daemon.worker import Worker
 
 log = logging.getLogger(__name__)
 
-# InternalClientError: what asyncpg raises on a pooled connection that PostgreSQL closed while it sat idle
-# ("cannot switch to state ...; another operation is in progress") when the server stops
-DB_UNAVAILABLE = (OSError, asyncpg.InterfaceError, asyncpg.PostgresConnectionError, asyncpg.CannotConnectNowError,
-                  asyncpg.TooManyConnectionsError, asyncpg.AdminShutdownError, asyncio.TimeoutError,
-                  asyncpg.InternalClientError)
+DB_UNAVAILABLE = (
+    OSError,
+    asyncpg.InterfaceError,
+    asyncpg.PostgresConnectionError,
+    asyncpg.CannotConnectNowError,
+    asyncpg.TooManyConnectionsError,
+    asyncpg.AdminShutdownError,
+    asyncio.TimeoutError,
+    # what asyncpg raises on a pooled connection PostgreSQL closed while it sat idle (server stop):
+    # "cannot switch to state ...; another operation is in progress"
+    asyncpg.InternalClientError,
+)
 
 
 def _error(status: int, body: dict[str, Any], retry_after: int | None = None) -> Response[Any]:
@@ -68,6 +76,16 @@ def on_http_error(request: Request[Any, Any, Any], exc: HTTPException) -> Respon
     return response
 
 
+def on_unexpected(request: Request[Any, Any, Any], exc: Exception) -> Response[Any]:
+    """A bug: log it with its traceback (Litestar would not) and answer a 500 in our error shape."""
+    log.error(
+        "request_failed",
+        exc_info=exc,
+        extra={"method": request.method, "path": request.url.path[:200], "error": type(exc).__name__},
+    )
+    return _error(500, errors.AsrError("internal error: the server logged the details").body())
+
+
 def on_db_down(_: Request[Any, Any, Any], exc: Exception) -> Response[Any]:
     """PostgreSQL unreachable: 503 with Retry-After, never a 500."""
     log.warning("database_unavailable", extra={"error": type(exc).__name__})
@@ -75,28 +93,7 @@ def on_db_down(_: Request[Any, Any, Any], exc: Exception) -> Response[Any]:
     return _error(503, body, 5)
 
 
-def on_unexpected(request: Request[Any, Any, Any], exc: Exception) -> Response[Any]:
-    """A bug: log it with its traceback (Litestar would not) and answer a 500 in our error shape."""
-    log.error("request_failed", exc_info=exc,
-              extra={"method": request.method, "path": request.url.path[:200], "error": type(exc).__name__})
-    return _error(500, errors.AsrError("internal error: the server logged the details").body())
-
-
-def _loader(settings: Settings) -> Any:
-    """The blocking model loader the cache runs in a thread."""
-
-    def load(name: str, path: Any) -> models.Loaded:
-        device = "cpu" if settings.device == "auto" else settings.device
-        compute = settings.compute_type if settings.compute_type != "auto" else "int8"
-        t0 = time.perf_counter()
-        model = transcriber.load_model(path, device, compute, settings.threads_per_worker(), settings.workers)
-        return models.Loaded(name=name, model=model, device=device, compute_type=compute,
-                             load_seconds=time.perf_counter() - t0)
-
-    return load
-
-
-async def _open_db(settings: Settings) -> asyncpg.Pool:  # type: ignore[type-arg]  # asyncpg record type
+async def _open_db(settings: Settings) -> asyncpg.Pool:
     """Connect (waiting up to 30 s for PostgreSQL to come up) and apply pending migrations."""
     deadline = time.monotonic() + 30
     while True:
@@ -109,7 +106,7 @@ async def _open_db(settings: Settings) -> asyncpg.Pool:  # type: ignore[type-arg
             log.warning("database_wait", extra={"error": type(exc).__name__})
             await asyncio.sleep(1)
     async with pool.acquire() as conn:
-        applied = await migrate.migrate(conn)
+        applied = await migrate.migrate(conn)  # type: ignore[arg-type]  # a pool proxy is a Connection
     if applied:
         log.info("migrations_applied", extra={"names": applied})
     return pool
@@ -128,25 +125,34 @@ async def lifespan(app: Litestar) -> AsyncIterator[None]:
         raise
     client = queue.connect(settings.redis_url.get_secret_value())
     hub = queue.Hub(client, settings.poll_interval)
-    cache = models.ModelCache(_loader(settings))
+    cache = models.cache_from_settings(settings)
     locks = uploads.AudioLocks()
     worker = Worker(settings, pool, hub, cache, locks)
-    app.state.update(pool=pool, redis=client, hub=hub, models=cache, worker=worker,
-                     intake=Intake(settings, pool, hub, locks), started_at=time.time(),
-                     limiter=limits.RateLimiter(client))
+    app.state.update(
+        pool=pool,
+        redis=client,
+        hub=hub,
+        models=cache,
+        worker=worker,
+        intake=Intake(settings, pool, hub, locks),
+        started_at=time.time(),
+        limiter=limits.RateLimiter(client),
+    )
     listeners = [asyncio.create_task(hub.listen_bell()), asyncio.create_task(hub.listen_events())]
     worker.start()
-    if settings.preload:
-        _, path = models.resolve(settings.models_dir, None, settings.model)
-        cache.release(await cache.acquire(settings.model, path))
-    log.info("daemon_started", extra={"worker": worker.name, "model": settings.model,
-                                      "keys_required": settings.keys_required})
+    preload_path = models.local_path(settings.models_dir, settings.model) if settings.preload else None
+    # /readyz answers 503 "loading <model>" until the preload is done
+    preload = cache.start_preload(settings.model, preload_path) if preload_path else None
+    log.info(
+        "daemon_started",
+        extra={"worker": worker.name, "model": settings.model, "keys_required": settings.keys_required},
+    )
     try:
         yield
     finally:
         log.info("daemon_draining", extra={"running": worker.running})
         await worker.drain(settings.drain_timeout)
-        for t in listeners:
+        for t in [*listeners, *([preload] if preload else [])]:
             t.cancel()
         with contextlib.suppress(RedisError, OSError):
             await client.aclose()
@@ -157,8 +163,13 @@ async def lifespan(app: Litestar) -> AsyncIterator[None]:
 def create_app(settings: Settings) -> Litestar:
     """Build the application for `settings` (nothing is opened until the lifespan runs)."""
     return Litestar(
-        route_handlers=[health.healthz, health.readyz, transcriptions.TranscriptionsController,
-                        jobs.JobsController],
+        route_handlers=[
+            health.healthz,
+            health.readyz,
+            transcriptions.TranscriptionsController,
+            jobs.JobsController,
+            api_models.ModelsController,
+        ],
         lifespan=[lifespan],
         guards=[auth.guard],
         state=State({"settings": settings}),
@@ -179,4 +190,3 @@ def app_from_env() -> Litestar:
     settings = Settings()
     logs.configure(settings.log_level)
     return create_app(settings)
-

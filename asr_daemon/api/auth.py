@@ -76,8 +76,9 @@ async def guard(connection: ASGIConnection[Any, Any, Any, Any], _: BaseRouteHand
     if token is None or (not settings.keys_required and not token.startswith(keys.TOKEN_PREFIX)):
         if settings.keys_required:
             raise errors.Unauthorized(
-                "the Authorization header must be `Bearer <key>`" if header else
-                "this server requires an API key: send `Authorization: Bearer <key>` "
+                "the Authorization header must be `Bearer <key>`"
+                if header
+                else "this server requires an API key: send `Authorization: Bearer <key>` "
                 "(an operator creates one with `asrctl keys create --name NAME`)"
             )
         who = ANONYMOUS

@@ -18,7 +18,6 @@ from asr_daemon import errors, events, formats, jobs, queries
 from asr_daemon.api.auth import principal
 from asr_daemon.api.schemas import UPLOAD_ERRORS, error_responses, job_view, multipart_operation
 
-
 #: a job id in the path: documented as a UUID, checked by `parse_id` (400 with a clear message otherwise)
 JobId = Annotated[str, Parameter(description="The job's id (a UUID).", schema_extra={"format": "uuid"})]
 
@@ -59,13 +58,22 @@ class JobsController(Controller):
     path = "/v1/jobs"
     tags = ["jobs"]
 
-    @post("/", operation_class=multipart_operation(True), request_max_body_size=None, status_code=202,
-          summary="Submit a transcription job", responses=error_responses(*UPLOAD_ERRORS))
+    @post(
+        "/",
+        operation_class=multipart_operation(True),
+        request_max_body_size=None,
+        status_code=202,
+        summary="Submit a transcription job",
+        responses=error_responses(*UPLOAD_ERRORS),
+    )
     async def submit(self, request: Request[Any, Any, Any], state: State) -> Response[dict[str, Any]]:
         """Accept audio for transcription; 202 as soon as the upload is on disk and the job committed."""
         accepted = await state.intake.submit(
-            request.stream(), request.headers.get("content-type", ""), jobs.Task.TRANSCRIBE,
-            allow_task_field=True, idempotency_key=request.headers.get("idempotency-key"),
+            request.stream(),
+            request.headers.get("content-type", ""),
+            jobs.Task.TRANSCRIBE,
+            allow_task_field=True,
+            idempotency_key=request.headers.get("idempotency-key"),
             api_key_id=principal(request).key_id,
         )
         job = accepted.job
@@ -90,12 +98,20 @@ class JobsController(Controller):
         if status is not None and status not in {s.value for s in jobs.Status}:
             allowed = ", ".join(s.value for s in jobs.Status)
             raise errors.BadRequest(f"status must be one of {allowed}")
-        rows = await queries.list_jobs(state.pool, status=status, limit=limit + 1, before=_cursor(cursor),
-                                       api_key_id=principal(request).owner_filter)
+        rows = await queries.list_jobs(
+            state.pool,
+            status=status,
+            limit=limit + 1,
+            before=_cursor(cursor),
+            api_key_id=principal(request).owner_filter,
+        )
         more = len(rows) > limit
         rows = rows[:limit]
-        return {"object": "list", "data": [job_view(r) for r in rows],
-                "next_cursor": _make_cursor(rows[-1]) if more else None}
+        return {
+            "object": "list",
+            "data": [job_view(r) for r in rows],
+            "next_cursor": _make_cursor(rows[-1]) if more else None,
+        }
 
     @get("/{job_id:str}", summary="Get a job", responses=error_responses(400, 404))
     async def get_job(self, request: Request[Any, Any, Any], state: State, job_id: JobId) -> dict[str, Any]:
@@ -104,23 +120,34 @@ class JobsController(Controller):
         view = job_view(job)
         if job["webhook_url"]:
             view["webhook_deliveries"] = [
-                {"attempt": d["attempt"], "status_code": d["status_code"], "error": d["error"],
-                 "at": d["delivered_at"].isoformat()}
+                {
+                    "attempt": d["attempt"],
+                    "status_code": d["status_code"],
+                    "error": d["error"],
+                    "at": d["delivered_at"].isoformat(),
+                }
                 for d in await queries.deliveries(state.pool, job["id"])
             ]
         return view
 
-    @get("/{job_id:str}/transcript", summary="Render a finished job's transcript",
-         responses=error_responses(400, 404, 409))
+    @get(
+        "/{job_id:str}/transcript",
+        summary="Render a finished job's transcript",
+        responses=error_responses(400, 404, 409),
+    )
     async def transcript(
-        self, request: Request[Any, Any, Any], state: State, job_id: JobId,
+        self,
+        request: Request[Any, Any, Any],
+        state: State,
+        job_id: JobId,
         format: jobs.ResponseFormat = jobs.ResponseFormat.JSON,  # the API's parameter name
     ) -> Response[str]:
         """The transcript in json, text, srt, vtt or verbose_json; 409 while the job is not completed."""
         job = await _job(request, state, job_id)
         if job["status"] != jobs.Status.COMPLETED:
-            raise errors.Conflict(f"the job is {job['status']}, not completed: there is no transcript",
-                                  status=job["status"])
+            raise errors.Conflict(
+                f"the job is {job['status']}, not completed: there is no transcript", status=job["status"]
+            )
         segs = await queries.segments(state.pool, job["id"])
         body, media_type = formats.render(jobs.ResponseFormat(format), job, segs)
         return Response(body, media_type=media_type, headers={"X-Job-Id": str(job["id"])})
@@ -155,6 +182,6 @@ class JobsController(Controller):
 async def _sse(state: State, job_id: uuid.UUID, last: int) -> AsyncIterator[ServerSentEventMessage]:
     async for ev in events.follow(state.pool, state.hub, job_id, last):
         if ev is None:
-            yield ServerSentEventMessage(comment="keep-alive")
+            yield ServerSentEventMessage(data=None, comment="keep-alive")
         else:
             yield ServerSentEventMessage(data=json.dumps(ev.data), event=ev.type, id=str(ev.id))

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import typer
 
-from asr_daemon.cli import db, keys, serve
+from asr_daemon.cli import backup, config, db, doctor, jobs, keys, models, serve, status, transcribe
 
 app = typer.Typer(
     name="asrctl",
@@ -17,6 +17,14 @@ app = typer.Typer(
 )
 app.command("serve")(serve.serve)
 app.add_typer(db.app, name="db")
+app.add_typer(models.app, name="models")
+app.command("doctor")(doctor.doctor)
+app.add_typer(backup.app, name="backup")
+app.command("restore")(backup.restore_cmd)
+app.add_typer(jobs.app, name="jobs")
+app.command("status")(status.status)
+app.command("transcribe")(transcribe.transcribe)
+app.add_typer(config.app, name="config")
 app.add_typer(keys.app, name="keys")
 
 

@@ -22,7 +22,9 @@ async def _connect() -> asyncpg.Connection:
 @app.command("create")
 def create_cmd(
     name: str = typer.Option(..., "--name", help="Who or what the key is for (unique among active keys)."),
-    rate: int | None = typer.Option(None, "--rate", min=0, help="Requests per minute (default ASR_DEFAULT_RATE; 0: unlimited)."),
+    rate: int | None = typer.Option(
+        None, "--rate", min=0, help="Requests per minute (default ASR_DEFAULT_RATE; 0: unlimited)."
+    ),
     admin: bool = typer.Option(False, "--admin", help="The key sees and cancels every job."),
     as_json: bool = typer.Option(False, "--json", help="Machine-readable output."),
 ) -> None:
@@ -44,8 +46,11 @@ def create_cmd(
         common.print_json({**key.to_json(), "token": token})
         return
     typer.echo(token)
-    typer.echo(f"created key {key.id} {key.name!r}{' (admin)' if key.admin else ''}: "
-               "the token above is shown only now; send it as `Authorization: Bearer <token>`", err=True)
+    typer.echo(
+        f"created key {key.id} {key.name!r}{' (admin)' if key.admin else ''}: "
+        "the token above is shown only now; send it as `Authorization: Bearer <token>`",
+        err=True,
+    )
 
 
 @app.command("ls")
@@ -70,8 +75,10 @@ def ls_cmd(
     for k in found:
         rate = "-" if k.rate is None else str(k.rate)
         revoked = k.revoked_at.strftime("%Y-%m-%d %H:%M") if k.revoked_at else ""
-        typer.echo(f"{k.id:>5}  {k.name:<24.24} {k.prefix:<13} {rate:>6}  {'yes' if k.admin else 'no':<5}  "
-                   f"{k.created_at:%Y-%m-%d %H:%M:%S}  {revoked}")
+        typer.echo(
+            f"{k.id:>5}  {k.name:<24.24} {k.prefix:<13} {rate:>6}  {'yes' if k.admin else 'no':<5}  "
+            f"{k.created_at:%Y-%m-%d %H:%M:%S}  {revoked}"
+        )
 
 
 @app.command("revoke")

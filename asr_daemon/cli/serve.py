@@ -18,8 +18,19 @@ def granian_argv(uds: Path | None, host: str, port: int, header_timeout: float =
     `header_timeout` (seconds) bounds how long a client may take to send its request headers.
     """
     exe = shutil.which("granian", path=os.path.dirname(sys.executable)) or "granian"
-    argv = [exe, "--interface", "asgi", "--factory", "--workers", "1", "--no-ws", "--log-level", "warning",
-            "--http1-header-read-timeout", str(max(1, round(header_timeout * 1000)))]
+    argv = [
+        exe,
+        "--interface",
+        "asgi",
+        "--factory",
+        "--workers",
+        "1",
+        "--no-ws",
+        "--log-level",
+        "warning",
+        "--http1-header-read-timeout",
+        str(max(1, round(header_timeout * 1000))),
+    ]
     if uds is not None:
         argv += ["--uds", str(uds), "--uds-permissions", "0660"]
     else:

@@ -103,8 +103,8 @@ def _slow_upload(_: httpx.Client, __: dict[str, Any], d: Daemon) -> httpx.Respon
     with socket.create_connection(("127.0.0.1", d.port)) as s:
         s.sendall(
             b"POST /v1/jobs HTTP/1.1\r\nHost: x\r\nContent-Type: multipart/form-data; boundary=b\r\n"
-            b"Content-Length: 100000\r\n\r\n--b\r\nContent-Disposition: form-data; name=\"file\"; "
-            b"filename=\"a.wav\"\r\n\r\nRIFF...."
+            b'Content-Length: 100000\r\n\r\n--b\r\nContent-Disposition: form-data; name="file"; '
+            b'filename="a.wav"\r\n\r\nRIFF....'
         )
         s.settimeout(15)
         data = b""
@@ -145,7 +145,9 @@ def _file(key: str, name: str = "a.flac", *fields: tuple[str, str], path: str = 
     return lambda c, m, d: post(c, audio_file(m, key, name), *((k, v, None) for k, v in fields), path=path)
 
 
-def _clip(*fields: tuple[str, str], path: str = T, headers: dict[str, str] | None = None) -> Callable[..., httpx.Response]:
+def _clip(
+    *fields: tuple[str, str], path: str = T, headers: dict[str, str] | None = None
+) -> Callable[..., httpx.Response]:
     return lambda c, m, d: post(c, audio_file(m), *((k, v, None) for k, v in fields), path=path, headers=headers)
 
 
@@ -165,13 +167,24 @@ REJECTED = [
     Case("text-file", _f(("file", "just some words\n" * 100, "notes.mp3")), 415),
     Case("json-file", _f(("file", '{"audio": "no"}', "a.json")), 415),
     Case("file-over-upload-limit", _file("too_big", "big.wav"), 413),
-    Case("wrong-content-type", lambda c, m, d: c.post(T, content=m["clip"].read_bytes(),
-                                                      headers={"content-type": "audio/flac"}), 415),
+    Case(
+        "wrong-content-type",
+        lambda c, m, d: c.post(T, content=m["clip"].read_bytes(), headers={"content-type": "audio/flac"}),
+        415,
+    ),
     Case("no-content-type", lambda c, m, d: c.post(T, content=b"abc"), 415),
-    Case("multipart-without-boundary", lambda c, m, d: c.post(
-        T, content=form(audio_file(m))[0], headers={"content-type": "multipart/form-data"}), 400),
-    Case("multipart-garbage", lambda c, m, d: c.post(
-        T, content=b"\x00\x01garbage" * 100, headers={"content-type": "multipart/form-data; boundary=zz"}), 400),
+    Case(
+        "multipart-without-boundary",
+        lambda c, m, d: c.post(T, content=form(audio_file(m))[0], headers={"content-type": "multipart/form-data"}),
+        400,
+    ),
+    Case(
+        "multipart-garbage",
+        lambda c, m, d: c.post(
+            T, content=b"\x00\x01garbage" * 100, headers={"content-type": "multipart/form-data; boundary=zz"}
+        ),
+        400,
+    ),
     Case("part-without-name", _f(("", "x", None)), 400),
     Case("crlf-injected-in-filename", _f(("file", b"RIFF", 'a.wav"\r\nX-Evil: 1\r\n\x80bad: "')), 400),
     Case("two-file-parts", lambda c, m, d: post(c, audio_file(m), audio_file(m)), 400),
@@ -199,8 +212,13 @@ REJECTED = [
     Case("list-bad-status", lambda c, m, d: c.get(J, params={"status": "exploded"}), 400),
     Case("list-limit-zero", lambda c, m, d: c.get(J, params={"limit": "0"}), 400),
     Case("list-bad-cursor", lambda c, m, d: c.get(J, params={"cursor": "%%%not-ours"}), 400),
-    Case("oversized-json-body", lambda c, m, d: c.post(
-        J, content=b'{"a": "' + b"x" * (3 << 20) + b'"}', headers={"content-type": "application/json"}), 415),
+    Case(
+        "oversized-json-body",
+        lambda c, m, d: c.post(
+            J, content=b'{"a": "' + b"x" * (3 << 20) + b'"}', headers={"content-type": "application/json"}
+        ),
+        415,
+    ),
     Case("unknown-route", lambda c, m, d: c.get("/v1/nothing-here"), 404),
     Case("wrong-method", lambda c, m, d: c.put(J), 405),
     Case("slow-upload-that-stops", _slow_upload, 408),
@@ -211,7 +229,10 @@ CREATES_JOB = {"cancelled-job-transcript"}
 
 @pytest.fixture(scope="module")
 def corpus_daemon(
-    pg: services.Postgres, template_db: str, redis_server: services.Redis, models_dir: Path,
+    pg: services.Postgres,
+    template_db: str,
+    redis_server: services.Redis,
+    models_dir: Path,
     tmp_path_factory: pytest.TempPathFactory,
 ) -> Iterator[Daemon]:
     """One daemon for the whole corpus (8 MiB upload limit, 1 s upload idle timeout)."""
@@ -222,10 +243,19 @@ def corpus_daemon(
     state.mkdir()
     (state / "models").symlink_to(models_dir)
     port = services.free_port()
-    env = {**os.environ, "ASR_DATABASE_URL": pg.url(name), "ASR_REDIS_URL": redis_server.url,
-           "ASR_PORT": str(port), "ASR_STATE_DIR": str(state), "ASR_MODEL": "tiny.en", "ASR_WORKERS": "1",
-           "ASR_POLL_INTERVAL": "0.5", "ASR_HEARTBEAT_INTERVAL": "0.5", "ASR_MAX_UPLOAD_BYTES": str(MAX_UPLOAD),
-           "ASR_UPLOAD_IDLE_TIMEOUT": "1"}
+    env = {
+        **os.environ,
+        "ASR_DATABASE_URL": pg.url(name),
+        "ASR_REDIS_URL": redis_server.url,
+        "ASR_PORT": str(port),
+        "ASR_STATE_DIR": str(state),
+        "ASR_MODEL": "tiny.en",
+        "ASR_WORKERS": "1",
+        "ASR_POLL_INTERVAL": "0.5",
+        "ASR_HEARTBEAT_INTERVAL": "0.5",
+        "ASR_MAX_UPLOAD_BYTES": str(MAX_UPLOAD),
+        "ASR_UPLOAD_IDLE_TIMEOUT": "1",
+    }
     d = Daemon(env=env, state_dir=state, port=port, log=root / "daemon.log")
     d.start()
     yield d
@@ -277,7 +307,9 @@ def test_bad_input_gets_a_clear_4xx_and_leaves_nothing(
     ],
     ids=["8-channels", "192-khz", "4-mib-of-tags", "hostile-filename"],
 )
-def test_unusual_but_valid_audio_is_transcribed(corpus_daemon: Daemon, m: dict[str, Any], key: str, filename: str) -> None:
+def test_unusual_but_valid_audio_is_transcribed(
+    corpus_daemon: Daemon, m: dict[str, Any], key: str, filename: str
+) -> None:
     """8 channels, 192 kHz, megabytes of tags and a hostile filename are accepted and transcribed."""
     with corpus_daemon.client() as c:
         r = post(c, audio_file(m, key, filename), ("response_format", "verbose_json"), ("temperature", "0.01"))

@@ -85,15 +85,23 @@ def clips(speech: Callable[..., Path]) -> list[tuple[Path, int]]:
 @pytest.mark.slow
 @pytest.mark.timeout(900)
 def test_kill_9_at_random_moments_loses_and_duplicates_nothing(
-    make_daemon: Callable[..., Daemon], pg: services.Postgres, clips: list[tuple[Path, int]],
+    make_daemon: Callable[..., Daemon],
+    pg: services.Postgres,
+    clips: list[tuple[Path, int]],
     speech: Callable[..., Path],
 ) -> None:
     """24 jobs (two of ~1 min, windowed), SIGKILL at random moments, restarts: each completes once, intact."""
     seed = int(os.environ.get("ASR_TEST_SEED", time.time()))
     rng = random.Random(seed)
     print(f"chaos seed {seed} (rerun with ASR_TEST_SEED={seed})")
-    d = make_daemon(ASR_DEDUP="false", ASR_MAX_ATTEMPTS="100", ASR_STALE_AFTER="2", ASR_RETRY_BACKOFF="0.1",
-                    ASR_PRELOAD="true", ASR_WINDOW_SECONDS="30")
+    d = make_daemon(
+        ASR_DEDUP="false",
+        ASR_MAX_ATTEMPTS="100",
+        ASR_STALE_AFTER="2",
+        ASR_RETRY_BACKOFF="0.1",
+        ASR_PRELOAD="true",
+        ASR_WINDOW_SECONDS="30",
+    )
     accepted: dict[str, int] = {}
     long_clip = (speech(" ".join(SENTENCES), repeat=2), 2 * sum(n for _, n in clips))
     pending = [clips[i % len(clips)] for i in range(22)] + [long_clip, long_clip]
@@ -119,7 +127,8 @@ def test_kill_9_at_random_moments_loses_and_duplicates_nothing(
     assert len(accepted) == 24
     check_segments(pg, d, accepted)
     completions = Counter(
-        json.loads(line)["job_id"] for line in d.logs().splitlines()
+        json.loads(line)["job_id"]
+        for line in d.logs().splitlines()
         if line.startswith("{") and '"job_completed"' in line
     )
     assert max(completions.values(), default=0) <= 1, "a job completed twice"
@@ -191,7 +200,9 @@ def test_postgres_down_for_10_s_during_submissions(
 
 @pytest.mark.slow
 def test_redis_stopped_and_flushed_during_a_run_loses_nothing(
-    make_daemon: Callable[..., Daemon], pg: services.Postgres, redis_server: services.Redis,
+    make_daemon: Callable[..., Daemon],
+    pg: services.Postgres,
+    redis_server: services.Redis,
     clips: list[tuple[Path, int]],
 ) -> None:
     """Redis flushed, then killed mid-run, then back empty: every job submitted in between completes."""
@@ -227,8 +238,9 @@ def test_redis_stopped_and_flushed_during_a_run_loses_nothing(
 def tmpfs(path: Path, size: str) -> Iterator[None]:
     """Mount a small tmpfs at `path` (needs root); skip the test where mounting is not permitted."""
     path.mkdir(parents=True, exist_ok=True)
-    done = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(path)],
-                          capture_output=True, text=True)
+    done = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(path)], check=False, capture_output=True, text=True
+    )
     if done.returncode != 0:
         pytest.skip(f"cannot mount a tmpfs here ({done.stderr.strip()}): the disk-full test needs root")
     try:

@@ -23,7 +23,10 @@ EXAMPLES = int(os.environ.get("ASR_TEST_FUZZ_EXAMPLES", "30"))
 
 @pytest.fixture(scope="module")
 def fuzz_daemon(
-    pg: services.Postgres, template_db: str, redis_server: services.Redis, models_dir: Path,
+    pg: services.Postgres,
+    template_db: str,
+    redis_server: services.Redis,
+    models_dir: Path,
     tmp_path_factory: pytest.TempPathFactory,
 ) -> Iterator[Daemon]:
     """One daemon for every fuzzed operation (small upload limit: fuzzed bodies are never audio anyway)."""
@@ -34,10 +37,19 @@ def fuzz_daemon(
     state.mkdir()
     (state / "models").symlink_to(models_dir)
     port = services.free_port()
-    env = {**os.environ, "ASR_DATABASE_URL": pg.url(name), "ASR_REDIS_URL": redis_server.url,
-           "ASR_PORT": str(port), "ASR_STATE_DIR": str(state), "ASR_MODEL": "tiny.en", "ASR_WORKERS": "1",
-           "ASR_POLL_INTERVAL": "0.5", "ASR_MAX_UPLOAD_BYTES": str(1 << 20), "ASR_UPLOAD_IDLE_TIMEOUT": "2",
-           "ASR_SYNC_TIMEOUT": "5"}
+    env = {
+        **os.environ,
+        "ASR_DATABASE_URL": pg.url(name),
+        "ASR_REDIS_URL": redis_server.url,
+        "ASR_PORT": str(port),
+        "ASR_STATE_DIR": str(state),
+        "ASR_MODEL": "tiny.en",
+        "ASR_WORKERS": "1",
+        "ASR_POLL_INTERVAL": "0.5",
+        "ASR_MAX_UPLOAD_BYTES": str(1 << 20),
+        "ASR_UPLOAD_IDLE_TIMEOUT": "2",
+        "ASR_SYNC_TIMEOUT": "5",
+    }
     d = Daemon(env=env, state_dir=state, port=port, log=root / "daemon.log")
     d.start()
     yield d
@@ -68,9 +80,16 @@ def test_served_schema_is_the_fuzzed_one(fuzz_daemon: Daemon) -> None:
 
 
 @schema.parametrize()
-@settings(max_examples=EXAMPLES, deadline=None,
-          suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much, HealthCheck.data_too_large,
-                                 HealthCheck.function_scoped_fixture])
+@settings(
+    max_examples=EXAMPLES,
+    deadline=None,
+    suppress_health_check=[
+        HealthCheck.too_slow,
+        HealthCheck.filter_too_much,
+        HealthCheck.data_too_large,
+        HealthCheck.function_scoped_fixture,
+    ],
+)
 def test_api_conforms_to_its_schema_under_fuzzing(case: Any, fuzz_daemon: Daemon) -> None:
     """Generated requests to every operation: never a 5xx, and status, headers and bodies match the schema."""
     excluded = [allow_header_conformance]  # Litestar's automatic OPTIONS lists one handler's methods only

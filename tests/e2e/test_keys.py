@@ -22,7 +22,11 @@ def asrctl(database: str, *args: str) -> subprocess.CompletedProcess[str]:
     """Run `asrctl` against `database`."""
     return subprocess.run(
         [sys.executable, "-m", "asr_daemon.cli", *args],
-        env={**os.environ, "ASR_DATABASE_URL": database}, capture_output=True, text=True, timeout=60,
+        check=False,
+        env={**os.environ, "ASR_DATABASE_URL": database},
+        capture_output=True,
+        text=True,
+        timeout=60,
     )
 
 
@@ -94,14 +98,22 @@ def test_a_job_is_visible_only_to_its_key_and_to_admins(
     make_daemon: Callable[..., Daemon], database: str, jfk: Path
 ) -> None:
     """Another key gets 404 on every route of a job and does not list it; an admin key sees it."""
-    alice, bob, root = create_key(database, "alice"), create_key(database, "bob"), create_key(database, "root", "--admin")
+    alice, bob, root = (
+        create_key(database, "alice"),
+        create_key(database, "bob"),
+        create_key(database, "root", "--admin"),
+    )
     d = make_daemon(ASR_AUTH="on")
     with d.client() as c:
         r = c.post("/v1/jobs", files={"file": jfk.open("rb")}, headers=bearer(alice))
         assert r.status_code == 202, r.text
         jid = r.json()["id"]
-        for method, path in (("GET", f"/v1/jobs/{jid}"), ("GET", f"/v1/jobs/{jid}/transcript"),
-                             ("GET", f"/v1/jobs/{jid}/events"), ("DELETE", f"/v1/jobs/{jid}")):
+        for method, path in (
+            ("GET", f"/v1/jobs/{jid}"),
+            ("GET", f"/v1/jobs/{jid}/transcript"),
+            ("GET", f"/v1/jobs/{jid}/events"),
+            ("DELETE", f"/v1/jobs/{jid}"),
+        ):
             r = c.request(method, path, headers=bearer(bob))
             assert r.status_code == 404, (method, path, r.text)
         assert c.get("/v1/jobs", headers=bearer(bob)).json()["data"] == []
@@ -141,7 +153,8 @@ def _start_upload(port: int, token: str | None, path: str = "/v1/jobs") -> socke
     auth = f"Authorization: Bearer {token}\r\n" if token else ""
     s.sendall(
         f"POST {path} HTTP/1.1\r\nHost: x\r\n{auth}Content-Type: multipart/form-data; boundary=b\r\n"
-        f"Content-Length: 1000000\r\n\r\n".encode() + body
+        f"Content-Length: 1000000\r\n\r\n".encode()
+        + body
     )
     return s
 
@@ -173,8 +186,10 @@ def test_concurrent_uploads_per_key_are_bounded(make_daemon: Callable[..., Daemo
         first.close()
     time.sleep(0.5)
     with d.client() as c:
-        assert c.post("/v1/jobs", files={"file": jfk.open("rb")}, headers=bearer(a),
-                      data={"priority": "1"}).status_code == 202, "the slot was not given back"
+        assert (
+            c.post("/v1/jobs", files={"file": jfk.open("rb")}, headers=bearer(a), data={"priority": "1"}).status_code
+            == 202
+        ), "the slot was not given back"
 
 
 def test_slow_headers_are_cut_off(make_daemon: Callable[..., Daemon]) -> None:

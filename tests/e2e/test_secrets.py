@@ -23,8 +23,12 @@ def test_logs_hold_no_password_key_transcript_or_audio(
     d = make_daemon(ASR_DATABASE_URL=dsn, ASR_AUTH="on", ASR_LOG_LEVEL="DEBUG")
     clip = speech(SENTENCE)
     with d.client() as c:
-        r = c.post("/v1/audio/transcriptions", files={"file": clip.open("rb")}, headers=bearer(token),
-                   data={"response_format": "verbose_json"})
+        r = c.post(
+            "/v1/audio/transcriptions",
+            files={"file": clip.open("rb")},
+            headers=bearer(token),
+            data={"response_format": "verbose_json"},
+        )
         assert r.status_code == 200, r.text
         assert "elephants" in r.json()["text"].lower()
         assert c.get("/v1/jobs", headers=bearer(wrong)).status_code == 401
