@@ -55,6 +55,13 @@ class RequestTimeout(AsrError):
     code = "request_timeout"
 
 
+class Forbidden(AsrError):
+    """This key may not do that (an admin key can)."""
+
+    status = 403
+    code = "forbidden"
+
+
 class NotFound(AsrError):
     """No such resource."""
 

@@ -54,6 +54,12 @@ class Principal:
 ANONYMOUS = Principal(key_id=None, name="anonymous")
 
 
+def require_admin(connection: ASGIConnection[Any, Any, Any, Any]) -> None:
+    """403 unless the caller sees everything (an admin key, or anonymous while keys are optional)."""
+    if not principal(connection).sees_all:
+        raise errors.Forbidden("only an admin key may do this (`asrctl keys create --admin`)")
+
+
 def is_public(path: str) -> bool:
     """True for paths served without a key."""
     return path in PUBLIC_PATHS or path.startswith(PUBLIC_PREFIXES)

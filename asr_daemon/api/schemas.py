@@ -111,6 +111,7 @@ class ErrorBody:
 _ERROR_TEXT = {
     400: "The request is malformed or a field has a value this server does not accept.",
     401: "A valid API key is required (`Authorization: Bearer <key>`).",
+    403: "Only an admin key (or an anonymous caller while keys are optional) may do this.",
     404: "No such job (or it belongs to another key), or no such model.",
     408: "The upload stalled or took too long.",
     409: "The job is not in a state that allows this.",

@@ -97,7 +97,7 @@ def test_keys_required_beyond_loopback(make_daemon: Callable[..., Daemon], datab
 def test_a_job_is_visible_only_to_its_key_and_to_admins(
     make_daemon: Callable[..., Daemon], database: str, jfk: Path
 ) -> None:
-    """Another key gets 404 on every route of a job and does not list it; an admin key sees it."""
+    """Another key gets 404 on every route of a job and does not list it; an admin key sees it (and manages models)."""
     alice, bob, root = (
         create_key(database, "alice"),
         create_key(database, "bob"),
@@ -120,6 +120,9 @@ def test_a_job_is_visible_only_to_its_key_and_to_admins(
         assert [j["id"] for j in c.get("/v1/jobs", headers=bearer(alice)).json()["data"]] == [jid]
         assert [j["id"] for j in c.get("/v1/jobs", headers=bearer(root)).json()["data"]] == [jid]
         assert c.get(f"/v1/jobs/{jid}", headers=bearer(root)).status_code == 200
+        # managing models is for admins
+        assert c.post("/v1/models/tiny.en/load", headers=bearer(bob)).status_code == 403
+        assert c.post("/v1/models/tiny.en/load", headers=bearer(root)).status_code == 200
         # the same audio from bob is not deduplicated into alice's job
         r = c.post("/v1/jobs", files={"file": jfk.open("rb")}, headers=bearer(bob))
         assert r.status_code == 202 and r.json()["id"] != jid

@@ -30,7 +30,7 @@ def test_logs_hold_no_password_key_transcript_or_audio(
             data={"response_format": "verbose_json"},
         )
         assert r.status_code == 200, r.text
-        assert "elephants" in r.json()["text"].lower()
+        assert "librarians" in r.json()["text"].lower()
         assert c.get("/v1/jobs", headers=bearer(wrong)).status_code == 401
     d.stop(signal.SIGTERM)
     logged = d.logs()
@@ -39,6 +39,6 @@ def test_logs_hold_no_password_key_transcript_or_audio(
     assert "auth_rejected" in logged and "job_completed" in logged, "the test did not exercise the logs"
     for secret in (PASSWORD, token, token[12:], wrong):
         assert secret not in logged
-    for word in ("elephants", "negotiate", "librarians", "submarine"):
+    for word in ("elephant", "negotiate", "librarian", "submarine"):
         assert word not in logged.lower()
     assert clip.read_bytes()[:64].hex() not in logged
