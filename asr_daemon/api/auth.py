@@ -20,6 +20,8 @@ from litestar.connection import ASGIConnection
 from litestar.handlers.base import BaseRouteHandler
 
 from asr_daemon import errors, keys
+from asr_daemon.config import Settings
+from asr_daemon.queries import Conn
 
 log = logging.getLogger(__name__)
 
@@ -109,9 +111,10 @@ def _bearer(header: str | None) -> str | None:
     return token.strip()
 
 
-async def require_keys_exist(settings: Any, pool: Any) -> None:
+async def require_keys_exist(settings: Settings, pool: Conn) -> None:
     """At start-up: refuse to serve when keys are required and none is active."""
     if settings.keys_required and await keys.count_active(pool) == 0:
+        log.error("api_keys_missing", extra={"host": settings.host, "auth": settings.auth})
         raise SystemExit(
             "asr-server: API keys are required here (ASR_AUTH=on, or ASR_HOST is not loopback) but no key "
             "exists: create one with `asrctl keys create --name NAME`, or set ASR_AUTH=off to serve "
