@@ -350,6 +350,7 @@ def test_memory_stays_flat_over_the_corpus(corpus_daemon: Daemon, m: dict[str, A
             for case in cheap:
                 check_rejected(case, c, m, corpus_daemon, pg)
         after = rss_kib(session)
+    print(f"daemon RSS over three corpus passes: {before} KiB -> {after} KiB")
     assert before > 50_000, "RSS was not measured"
     assert after - before < 30 * 1024, f"RSS grew from {before} KiB to {after} KiB"
     assert '"request_failed"' not in corpus_daemon.logs(), "a request hit an unexpected error"

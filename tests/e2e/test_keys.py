@@ -50,6 +50,8 @@ def test_keys_cli_shows_token_once_and_stores_only_a_hash(database: str, pg: ser
     listed = json.loads(asrctl(database, "keys", "ls", "--json").stdout)
     assert [(k["name"], k["rate"], k["admin"]) for k in listed] == [("ci", 30, True)]
     assert token not in json.dumps(listed) and token.startswith(listed[0]["prefix"])
+    table = asrctl(database, "keys", "ls").stdout
+    assert "ci" in table and listed[0]["prefix"] in table and token not in table
     dbname = database.rsplit("/", 1)[1]
     stored = pg.psql("SELECT hash || prefix || name FROM api_keys", dbname)
     assert token not in stored
