@@ -104,23 +104,36 @@ def test_kill_9_at_random_moments_loses_and_duplicates_nothing(
     )
     accepted: dict[str, int] = {}
     long_clip = (speech(" ".join(SENTENCES), repeat=2), 2 * sum(n for _, n in clips))
-    pending = [clips[i % len(clips)] for i in range(22)] + [long_clip, long_clip]
-    rng.shuffle(pending)
-    for _ in range(12):  # kills
+    short = [clips[i % len(clips)] for i in range(22)]
+    rng.shuffle(short)
+
+    def submit(c: httpx.Client, clip: tuple[Path, int], priority: int = 0) -> str:
+        r = c.post("/v1/jobs", files={"file": clip[0].open("rb")}, data={"temperature": "0", "priority": str(priority)})
+        assert r.status_code == 202, r.text
+        accepted[r.json()["id"]] = clip[1]
+        return str(r.json()["id"])
+
+    # one deterministic kill in the middle of a windowed job (a window stored, the next one running),
+    # so that a resume from stored segments always happens; then kills at random moments
+    with d.client(timeout=30) as c:
+        first_long = submit(c, long_clip, priority=10)
+        submit(c, long_clip, priority=10)
+    deadline = time.monotonic() + 120
+    while not sql_json(pg, d, f"SELECT 1 FROM segments WHERE job_id = '{first_long}'"):
+        assert time.monotonic() < deadline, "the long job stored no segment"
+        time.sleep(0.05)
+    d.stop(signal.SIGKILL)
+    d.start()
+    for _ in range(12):  # random kills
         with d.client(timeout=30) as c:
-            for _ in range(min(len(pending), rng.randint(1, 4))):
-                path, n_words = pending.pop()
-                r = c.post("/v1/jobs", files={"file": path.open("rb")}, data={"temperature": "0"})
-                assert r.status_code == 202, r.text
-                accepted[r.json()["id"]] = n_words
+            for _ in range(min(len(short), rng.randint(1, 4))):
+                submit(c, short.pop())
         time.sleep(rng.uniform(0.3, 6.0))
         d.stop(signal.SIGKILL)
         d.start()
     with d.client(timeout=30) as c:
-        for path, n_words in pending:
-            r = c.post("/v1/jobs", files={"file": path.open("rb")}, data={"temperature": "0"})
-            assert r.status_code == 202, r.text
-            accepted[r.json()["id"]] = n_words
+        for clip in short:
+            submit(c, clip)
     jobs = wait_all_finished(pg, d, timeout=240)
     assert {str(j["id"]) for j in jobs} >= set(accepted), "an accepted job is missing"
     assert all(j["status"] == "completed" for j in jobs), [j for j in jobs if j["status"] != "completed"]
@@ -132,6 +145,9 @@ def test_kill_9_at_random_moments_loses_and_duplicates_nothing(
         if line.startswith("{") and '"job_completed"' in line
     )
     assert max(completions.values(), default=0) <= 1, "a job completed twice"
+    assert '"job_started"' in d.logs() and any(
+        json.loads(line).get("resume_from", 0) > 0 for line in d.logs().splitlines() if '"job_started"' in line
+    ), "no job resumed from stored segments"
     assert not leftover_files(d.state_dir)
 
 
