@@ -94,7 +94,7 @@ async def guard(connection: ASGIConnection[Any, Any, Any, Any], _: BaseRouteHand
         key = await keys.lookup(state.pool, token)
         if key is None:
             client = connection.client.host if connection.client else None
-            log.warning("auth_rejected", extra={"path": connection.scope["path"], "client": client})
+            log.warning("auth_rejected", extra={"path": connection.scope["path"][:200], "client": client})
             raise errors.Unauthorized("the API key is not valid: it is unknown or was revoked")
         who = Principal(key_id=key.id, name=key.name, admin=key.admin)
         await state.limiter.check(key.prefix, settings.default_rate if key.rate is None else key.rate)
