@@ -27,7 +27,9 @@ from asr_daemon.config import Settings
 
 log = logging.getLogger(__name__)
 
-DB_ERRORS = (OSError, asyncpg.PostgresError, asyncpg.InterfaceError)
+# InternalClientError: a pooled connection PostgreSQL closed while idle (server stop); without it here a
+# database restart could kill the claim or heartbeat loop for good
+DB_ERRORS = (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, asyncpg.InternalClientError)
 
 
 @dataclass

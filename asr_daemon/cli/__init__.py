@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import typer
 
-from asr_daemon.cli import backup, config, db, doctor, idle, jobs, models, serve, status, transcribe
+from asr_daemon.cli import backup, config, db, doctor, idle, jobs, keys, models, serve, status, transcribe
 
 app = typer.Typer(
     name="asrctl",
@@ -25,6 +25,7 @@ app.add_typer(jobs.app, name="jobs")
 app.command("status")(status.status)
 app.command("transcribe")(transcribe.transcribe)
 app.add_typer(config.app, name="config")
+app.add_typer(keys.app, name="keys")
 app.command("idle-watch")(idle.idle_watch)
 
 
