@@ -131,6 +131,9 @@ class Settings(BaseSettings):
     drain_timeout: float = Field(60.0, ge=0)
     """On SIGTERM, seconds a running job may take to finish before it is checkpointed and requeued."""
 
+    start_reason: str = ""
+    """Why this process was started (e.g. `socket`, `manual`), shown by /metrics as `asr_start_info`."""
+
     # --- logging -------------------------------------------------------------------------
     log_level: str = "INFO"
     """Level of the daemon's structured log on stderr."""

@@ -179,6 +179,7 @@ def transcribe(
                      "probability": w.probability}
                     for w in seg.words
                 ]
+            result.timings.setdefault("first_segment_s", time.perf_counter() - t0)
             on_segment(
                 Segment(
                     seq=seq, start=seg.start + offset, end=seg.end + offset, text=seg.text,

@@ -21,8 +21,9 @@ from litestar.exceptions import HTTPException
 from litestar.openapi import OpenAPIConfig
 from redis.exceptions import RedisError
 
-from asr_daemon import db, errors, logs, migrate, models, queue, transcriber, uploads
+from asr_daemon import db, errors, logs, metrics, migrate, models, queue, transcriber, uploads
 from asr_daemon.api import health, jobs, transcriptions
+from asr_daemon.api import metrics as metrics_api
 from asr_daemon.config import Settings
 from asr_daemon.intake import Intake
 from asr_daemon.worker import Worker
@@ -62,7 +63,7 @@ def on_db_down(_: Request[Any, Any, Any], exc: Exception) -> Response[Any]:
     return _error(503, body, 5)
 
 
-def _loader(settings: Settings) -> Any:
+def _loader(settings: Settings, meter: metrics.Metrics) -> Any:
     """The blocking model loader the cache runs in a thread."""
 
     def load(name: str, path: Any) -> models.Loaded:
@@ -70,8 +71,11 @@ def _loader(settings: Settings) -> Any:
         compute = settings.compute_type if settings.compute_type != "auto" else "int8"
         t0 = time.perf_counter()
         model = transcriber.load_model(path, device, compute, settings.threads_per_worker(), settings.workers)
+        seconds = time.perf_counter() - t0
+        meter.model_loaded(name, device, seconds)
+        log.info("model_loaded", extra={"model": name, "device": device, "load_s": round(seconds, 3)})
         return models.Loaded(name=name, model=model, device=device, compute_type=compute,
-                             load_seconds=time.perf_counter() - t0)
+                             load_seconds=seconds)
 
     return load
 
@@ -100,12 +104,16 @@ async def lifespan(app: Litestar) -> AsyncIterator[None]:
     """Open connections and start the worker; on shutdown drain it, then close everything."""
     settings: Settings = app.state.settings
     settings.uploads_dir.mkdir(parents=True, exist_ok=True)
+    t0 = time.perf_counter()
     pool = await _open_db(settings)
+    t1 = time.perf_counter()
     client = queue.connect(settings.redis_url.get_secret_value())
+    redis_up = await queue.ping(client)
+    t2 = time.perf_counter()
     hub = queue.Hub(client, settings.poll_interval)
-    cache = models.ModelCache(_loader(settings))
+    cache = models.ModelCache(_loader(settings, app.state.metrics))
     locks = uploads.AudioLocks()
-    worker = Worker(settings, pool, hub, cache, locks)
+    worker = Worker(settings, pool, hub, cache, locks, app.state.metrics)
     app.state.update(pool=pool, redis=client, hub=hub, models=cache, worker=worker,
                      intake=Intake(settings, pool, hub, locks), started_at=time.time())
     listeners = [asyncio.create_task(hub.listen_bell()), asyncio.create_task(hub.listen_events())]
@@ -113,7 +121,9 @@ async def lifespan(app: Litestar) -> AsyncIterator[None]:
     if settings.preload:
         _, path = models.resolve(settings.models_dir, None, settings.model)
         cache.release(await cache.acquire(settings.model, path))
-    log.info("daemon_started", extra={"worker": worker.name, "model": settings.model})
+    log.info("daemon_started", extra={"worker": worker.name, "model": settings.model, "redis": redis_up,
+                                      "db_s": round(t1 - t0, 4), "redis_s": round(t2 - t1, 4),
+                                      "since_process_start_s": round(metrics.process_age(), 4)})
     try:
         yield
     finally:
@@ -129,11 +139,13 @@ async def lifespan(app: Litestar) -> AsyncIterator[None]:
 
 def create_app(settings: Settings) -> Litestar:
     """Build the application for `settings` (nothing is opened until the lifespan runs)."""
+    meter = metrics.Metrics(workers=settings.workers, start_reason=settings.start_reason)
     return Litestar(
         route_handlers=[health.healthz, health.readyz, transcriptions.TranscriptionsController,
-                        jobs.JobsController],
+                        jobs.JobsController, metrics_api.metrics],
         lifespan=[lifespan],
-        state=State({"settings": settings}),
+        before_send=[metrics.on_send],
+        state=State({"settings": settings, "metrics": meter}),
         exception_handlers={
             errors.AsrError: on_asr_error,
             HTTPException: on_http_error,
@@ -149,5 +161,6 @@ def app_from_env() -> Litestar:
     """Granian's factory: settings from `ASR_*` variables, logging configured, app built."""
     settings = Settings()
     logs.configure(settings.log_level)
+    log.info("app_created", extra={"since_process_start_s": round(metrics.process_age(), 4)})
     return create_app(settings)
 
