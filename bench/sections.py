@@ -1,0 +1,206 @@
+"""Overhead, throughput, long audio and idle memory: each returns a JSON-able dict for the report.
+
+Every daemon/library comparison is measured in one run, alternating which side goes first, so the
+noise of this shared machine hits both sides alike; figures are medians with min–max.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from bench import stack, stats
+from bench.clips import Clip
+from bench.direct import Direct, run_in_subprocess
+
+
+def _words(text: str) -> str:
+    return " ".join("".join(ch if ch.isalnum() else " " for ch in text.lower()).split())
+
+
+def overhead(svc: stack.Services, work: Path, direct: Direct, clips: list[Clip], runs: int,
+             env: dict[str, str]) -> dict[str, Any]:
+    """Same clip through faster-whisper in-process (A) and the daemon over HTTP (B), alternating."""
+    d = stack.make_daemon(svc, work, **env)
+    d.start()
+    out: dict[str, Any] = {"env": env, "clips": []}
+    try:
+        with httpx.Client(base_url=d.url, timeout=3600) as c:
+            for clip in clips:
+                data = clip.path.read_bytes()
+                a_warm, a_text = direct.run(clip.path)  # first calls pay one-time costs on both sides
+                b_warm, jid, b_text = stack.post_transcription(c, clip.name, data)
+                pairs = []
+                for i in range(runs):
+                    if i % 2 == 0:
+                        a, _ = direct.run(clip.path)
+                        b, jid, _ = stack.post_transcription(c, clip.name, data)
+                    else:
+                        b, jid, _ = stack.post_transcription(c, clip.name, data)
+                        a, _ = direct.run(clip.path)
+                    t = stack.job(c, jid)["timings"]
+                    pairs.append({"direct_s": a, "daemon_s": b, "ratio": b / a,
+                                  "daemon_transcribe_s": t.get("transcribe_s"), "first": "A" if i % 2 == 0 else "B"})
+                out["clips"].append({
+                    "clip": clip.name, "seconds": clip.seconds, "pairs": pairs,
+                    "direct": stats.summary([p["direct_s"] for p in pairs]),
+                    "daemon": stats.summary([p["daemon_s"] for p in pairs]),
+                    "ratio": stats.summary([p["ratio"] for p in pairs]),
+                    "daemon_transcribe": stats.summary([p["daemon_transcribe_s"] for p in pairs]),
+                    "non_model": stats.summary([p["daemon_s"] - p["daemon_transcribe_s"] for p in pairs]),
+                    "same_text": _words(a_text) == _words(b_text), "warmup": {"direct_s": a_warm, "daemon_s": b_warm},
+                })
+    finally:
+        d.stop()
+    return out
+
+
+def _load(url: str, clip: Clip, data: bytes, clients: int, jobs: int) -> dict[str, Any]:
+    """`clients` threads submitting `jobs` clips in total through the synchronous endpoint."""
+    lock = threading.Lock()
+    todo = list(range(jobs))
+    done: list[tuple[float, float, str]] = []
+    errors: list[str] = []
+
+    def client() -> None:
+        with httpx.Client(base_url=url, timeout=3600) as c:
+            while True:
+                with lock:
+                    if not todo:
+                        return
+                    todo.pop()
+                t0 = time.time()
+                try:
+                    _, jid, _ = stack.post_transcription(c, clip.name, data)
+                except httpx.HTTPError as exc:
+                    errors.append(type(exc).__name__)
+                    continue
+                with lock:
+                    done.append((t0, time.time(), jid))
+
+    threads = [threading.Thread(target=client) for _ in range(clients)]
+    t_start = time.time()
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    wall = time.time() - t_start
+    with httpx.Client(base_url=url, timeout=60) as c:
+        rows = [stack.job(c, jid) for _, _, jid in done]
+    waits = [stack.epoch(r["started_at"]) - stack.epoch(r["created_at"]) for r in rows]
+    e2e = [t1 - t0 for t0, t1, _ in done]
+    return {
+        "clients": clients, "jobs": len(done), "errors": errors, "wall_s": wall,
+        "audio_per_wall": len(done) * clip.seconds / wall, "jobs_per_min": 60 * len(done) / wall,
+        "queue_wait_p50": stats.percentile(waits, 50), "queue_wait_p95": stats.percentile(waits, 95),
+        "e2e_p50": stats.percentile(e2e, 50), "e2e_p95": stats.percentile(e2e, 95),
+    }
+
+
+def _sequential(direct: Direct, clip: Clip, n: int) -> float:
+    """The library's sequential throughput: audio seconds per wall second over `n` runs."""
+    t0 = time.perf_counter()
+    for _ in range(n):
+        direct.run(clip.path)
+    return n * clip.seconds / (time.perf_counter() - t0)
+
+
+def throughput(svc: stack.Services, work: Path, direct: Direct, clip: Clip, levels: list[int], reps: int,
+               jobs: int, env: dict[str, str], long_clip: Clip | None = None) -> dict[str, Any]:
+    """Concurrency sweep against the library's sequential throughput measured between sweeps."""
+    d = stack.make_daemon(svc, work, **env)
+    d.start()
+    data = clip.path.read_bytes()
+    runs: list[dict[str, Any]] = []
+    seq: list[float] = []
+    try:
+        with httpx.Client(base_url=d.url, timeout=3600) as c:
+            stack.post_transcription(c, clip.name, data)  # model load, first-call costs
+        for rep in range(reps):
+            seq.append(_sequential(direct, clip, max(2, jobs // 2)))
+            order = levels if rep % 2 == 0 else list(reversed(levels))
+            for n in order:
+                r = _load(d.url, clip, data, n, max(jobs, n))
+                r["rep"] = rep
+                r["vs_sequential"] = r["audio_per_wall"] / seq[-1]
+                runs.append(r)
+        seq.append(_sequential(direct, clip, max(2, jobs // 2)))
+        mix = _mix(d.url, clip, data, long_clip, jobs) if long_clip else None
+    finally:
+        d.stop()
+    by_level = {}
+    for n in levels:
+        rs = [r for r in runs if r["clients"] == n]
+        by_level[str(n)] = {k: stats.summary([r[k] for r in rs if r[k] is not None])
+                            for k in ("audio_per_wall", "jobs_per_min", "queue_wait_p50", "queue_wait_p95",
+                                      "e2e_p50", "e2e_p95", "vs_sequential")}
+    return {"env": env, "clip": clip.name, "seconds": clip.seconds, "reps": reps, "jobs_per_level": jobs,
+            "sequential": stats.summary(seq), "levels": by_level, "runs": runs, "mix": mix}
+
+
+def _mix(url: str, clip: Clip, data: bytes, long_clip: Clip, jobs: int) -> dict[str, Any]:
+    """One long file submitted first, then 4 clients of short clips: does the long file hold them up?"""
+    with httpx.Client(base_url=url, timeout=3600) as c:
+        t0 = time.time()
+        r = c.post("/v1/jobs", files={"file": (long_clip.name, long_clip.path.read_bytes())})
+        r.raise_for_status()
+        long_id = r.json()["id"]
+        short = _load(url, clip, data, 4, max(jobs, 8))
+        while (row := stack.job(c, long_id))["status"] not in ("completed", "failed", "cancelled"):
+            time.sleep(0.5)
+        wall = stack.epoch(row["finished_at"]) - t0
+    audio = long_clip.seconds + short["jobs"] * clip.seconds
+    return {"long": long_clip.name, "long_seconds": long_clip.seconds, "long_status": row["status"],
+            "long_wall_s": wall, "short": short, "audio_per_wall": audio / max(wall, short["wall_s"])}
+
+
+def long_audio(svc: stack.Services, work: Path, clips: list[Clip], env: dict[str, str],
+               library: Callable[[Clip], dict[str, float]] | None = None) -> dict[str, Any]:
+    """Each long clip in a fresh daemon: total time, realtime factor, peak RSS of the worker process."""
+    out: dict[str, Any] = {"env": env, "clips": []}
+    for clip in clips:
+        d = stack.make_daemon(svc, work / clip.name, **env)
+        d.start()
+        try:
+            pid = d.worker_pid()
+            rss_ready = stack.rss(pid)
+            with httpx.Client(base_url=d.url, timeout=60) as c:
+                r = c.post("/v1/jobs", files={"file": (clip.name, clip.path.read_bytes())})
+                r.raise_for_status()
+                jid = r.json()["id"]
+                while (row := stack.job(c, jid))["status"] not in ("completed", "failed", "cancelled"):
+                    time.sleep(0.5)
+            total = stack.epoch(row["finished_at"]) - stack.epoch(row["created_at"])
+            entry = {"clip": clip.name, "seconds": clip.seconds, "status": row["status"], "total_s": total,
+                     "rtf": total / clip.seconds, "x_realtime": clip.seconds / total, "timings": row["timings"],
+                     "rss_ready": rss_ready, "peak_rss": stack.peak_rss(pid)}
+        finally:
+            d.stop()
+        if library is not None:
+            entry["library"] = library(clip)
+        out["clips"].append(entry)
+    return out
+
+
+def idle_memory(svc: stack.Services, work: Path, clip: Clip, model_dir: Path, env: dict[str, str]) -> dict[str, Any]:
+    """RSS of the daemon before and after the model is loaded, against the library alone."""
+    d = stack.make_daemon(svc, work, **env)
+    d.start()
+    try:
+        pid = d.worker_pid()
+        before = stack.rss(pid)
+        with httpx.Client(base_url=d.url, timeout=600) as c:
+            stack.post_transcription(c, clip.name, clip.path.read_bytes())
+        time.sleep(0.5)
+        after = stack.rss(pid)
+        peak = stack.peak_rss(pid)
+    finally:
+        d.stop()
+    lib = run_in_subprocess(model_dir, clip.path)
+    return {"clip": clip.name, "daemon_rss_started": before, "daemon_rss_loaded": after, "daemon_peak": peak,
+            "library": lib}
