@@ -48,15 +48,26 @@ def overhead(s: dict[str, Any]) -> list[str]:
            "|---|---|---|---|---|---|---|---|"]
     for c in s["clips"]:
         goal = GOALS.get(str(round(c["seconds"])), None)
-        ok = "" if goal is None else (" ✅" if c["ratio"]["median"] <= goal else " ❌")
-        out.append(f"| {c['clip']} ({c['seconds']:.0f} s) | {fmt(c['direct'])} | {fmt(c['daemon'])} | "
-                   f"{fmt(c['ratio'], '', 3)}{ok} | {'≤ ' + str(goal) if goal else '—'} | "
-                   f"{fmt(c['daemon_transcribe'])} | {fmt(c['non_model'], 's', 3)} | "
-                   f"{'yes' if c['same_text'] else 'no'} |")
+        for pre in ["", *(k + ":" for k in s.get("variants", {}))]:
+            ok = "" if goal is None else (" ✅" if c[pre + "ratio"]["median"] <= goal else " ❌")
+            name = f"{c['clip']} ({c['seconds']:.0f} s)" + (f", variant `{pre[:-1]}`" if pre else "")
+            out.append(f"| {name} | {fmt(c['direct'])} | {fmt(c[pre + 'daemon'])} | "
+                       f"{fmt(c[pre + 'ratio'], '', 3)}{ok} | {'≤ ' + str(goal) if goal else '—'} | "
+                       f"{fmt(c[pre + 'daemon_transcribe'])} | {fmt(c[pre + 'non_model'], 's', 3)} | "
+                       f"{'yes' if c[pre + 'same_text'] else 'no'} |")
+    out += _variants(s)
     n = s["clips"][0]["ratio"]["n"] if s["clips"] else 0
-    out.append(f"\nMedian of {n} A/B pairs per clip after one warm-up request each, alternating which side "
-               "goes first; the ratio is taken per pair.")
+    out.append(f"\nMedian of {n} rounds per clip after one warm-up request per side, rotating which side "
+               "goes first; ratios are taken within each round.")
     return out
+
+
+def _variants(s: dict[str, Any]) -> list[str]:
+    v = s.get("variants") or {}
+    if not v:
+        return []
+    return ["", "Variants (same rounds): " + "; ".join(
+        f"`{k}` = {' '.join(f'{a}={b}' for a, b in e.items())}" for k, e in v.items()) + "."]
 
 
 def coldstart(s: dict[str, Any]) -> list[str]:
@@ -89,12 +100,14 @@ def throughput(s: dict[str, Any]) -> list[str]:
            "| clients | audio-s per wall-s | × library sequential | jobs/min | queue wait p50 | p95 | "
            "end-to-end p50 | p95 |", "|---|---|---|---|---|---|---|---|"]
     for n, lv in s["levels"].items():
+        n = n.replace(":", " — variant `", 1) + "`" if ":" in n else n
         out.append(f"| {n} | {fmt(lv['audio_per_wall'], '')} | {fmt(lv['vs_sequential'], '×')} | "
                    f"{fmt(lv['jobs_per_min'], '', 1)} | {fmt(lv['queue_wait_p50'])} | {fmt(lv['queue_wait_p95'])} | "
                    f"{fmt(lv['e2e_p50'])} | {fmt(lv['e2e_p95'])} |")
     out.append(f"\n{s['jobs_per_level']} jobs per level (more when there are more clients), {s['reps']} sweeps "
                f"(alternately ascending and descending), clip {s['clip']} ({s['seconds']:.0f} s), "
                "synchronous `/v1/audio/transcriptions`, deduplication off.")
+    out += _variants(s)
     mix = s.get("mix")
     if mix:
         sh = mix["short"]

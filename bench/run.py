@@ -69,6 +69,10 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--out", type=Path, default=None, help="where the report goes (default docs/benchmarks.md)")
     p.add_argument("--env", action="append", default=[], metavar="ASR_X=V",
                    help="daemon setting for every section (repeatable), e.g. ASR_WORKERS=1")
+    p.add_argument("--variant", action="append", default=[], metavar="NAME:ASR_X=V[,ASR_Y=W]",
+                   help="another daemon configuration measured in the same rounds as the default one "
+                        "(overhead and throughput sections; repeatable), e.g. threads2:ASR_CPU_THREADS=2")
+    p.add_argument("--levels", default="1,2,4,16", help="concurrent clients in the throughput sweep")
     return p.parse_args(argv)
 
 
@@ -77,6 +81,8 @@ def main(argv: list[str] | None = None) -> int:
     a = parse(argv)
     wanted = [s for s in a.sections.split(",") if s]
     env = {"ASR_MODEL": a.model, **dict(kv.split("=", 1) for kv in a.env)}
+    a.variants = {v.split(":", 1)[0]: dict(kv.split("=", 1) for kv in v.split(":", 1)[1].split(","))
+                  for v in a.variant}
     stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
     out_md = a.out or ROOT / "docs" / "benchmarks.md"
     raw_dir = (a.out.parent if a.out else ROOT / "bench" / "results")
@@ -84,6 +90,7 @@ def main(argv: list[str] | None = None) -> int:
     work = ROOT / "var" / "bench-work" / stamp
     work.mkdir(parents=True, exist_ok=True)
     res: dict[str, Any] = {"machine": machine(), "model": a.model, "compute_type": "int8", "env": env,
+                           "variants": a.variants, "argv": argv,
                            "smoke": a.smoke, "load_before": load(), "sections": {}}
     model_dir = stack.models_dir() / a.model
     short = clips.espeak(4) if a.smoke else clips.short()
@@ -111,13 +118,14 @@ def _section(name: str, a: argparse.Namespace, svc: stack.Services, work: Path, 
     if name == "overhead":
         cl = [short] if a.smoke else [short, clips.espeak(11), clips.minute()]
         multi = None if a.smoke else clips.shared("multilingual.mp3")
-        return sections.overhead(svc, work, lib, cl + ([multi] if multi else []), runs, env)
+        return sections.overhead(svc, work, lib, cl + ([multi] if multi else []), runs, env, a.variants)
     if name == "coldstart":
         return coldstart.coldstart(svc, work, short, 1 if a.smoke else 3, env)
     if name == "throughput":
         if a.smoke:
             return sections.throughput(svc, work, lib, short, [2], 1, 2, env)
-        return sections.throughput(svc, work, lib, short, [1, 2, 4, 16], a.reps, 16, env, clips.espeak(600))
+        levels = [int(n) for n in a.levels.split(",")]
+        return sections.throughput(svc, work, lib, short, levels, a.reps, 16, env, clips.espeak(600), a.variants)
     if name == "long":
         if a.smoke:
             return {"skipped": "smoke mode"}

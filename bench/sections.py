@@ -24,39 +24,50 @@ def _words(text: str) -> str:
 
 
 def overhead(svc: stack.Services, work: Path, direct: Direct, clips: list[Clip], runs: int,
-             env: dict[str, str]) -> dict[str, Any]:
-    """Same clip through faster-whisper in-process (A) and the daemon over HTTP (B), alternating."""
-    d = stack.make_daemon(svc, work, **env)
-    d.start()
-    out: dict[str, Any] = {"env": env, "clips": []}
+             env: dict[str, str], variants: dict[str, dict[str, str]] | None = None) -> dict[str, Any]:
+    """Same clip through faster-whisper in-process (A) and the daemon over HTTP (B), alternating.
+
+    `variants` adds more daemons with other settings (name → extra env), measured in the same
+    rounds, so a setting's before/after comes from one run.
+    """
+    named = {"daemon": env, **{k: {**env, **v} for k, v in (variants or {}).items()}}
+    daemons = {k: stack.make_daemon(svc, work / k, **e) for k, e in named.items()}
+    out: dict[str, Any] = {"env": env, "variants": variants or {}, "clips": []}
     try:
-        with httpx.Client(base_url=d.url, timeout=3600) as c:
-            for clip in clips:
-                data = clip.path.read_bytes()
-                a_warm, a_text = direct.run(clip.path)  # first calls pay one-time costs on both sides
-                b_warm, jid, b_text = stack.post_transcription(c, clip.name, data)
-                pairs = []
-                for i in range(runs):
-                    if i % 2 == 0:
-                        a, _ = direct.run(clip.path)
-                        b, jid, _ = stack.post_transcription(c, clip.name, data)
+        for d in daemons.values():
+            d.start()
+        cs = {k: httpx.Client(base_url=d.url, timeout=3600) for k, d in daemons.items()}
+        for clip in clips:
+            data = clip.path.read_bytes()
+            _, a_text = direct.run(clip.path)  # first calls pay one-time costs on every side
+            texts = {k: stack.post_transcription(c, clip.name, data)[2] for k, c in cs.items()}
+            sides = ["library", *cs]
+            rounds = []
+            for i in range(runs):
+                order = sides[i % len(sides):] + sides[: i % len(sides)]
+                r: dict[str, Any] = {"first": order[0]}
+                for side in order:
+                    if side == "library":
+                        r["library"], _ = direct.run(clip.path)
                     else:
-                        b, jid, _ = stack.post_transcription(c, clip.name, data)
-                        a, _ = direct.run(clip.path)
-                    t = stack.job(c, jid)["timings"]
-                    pairs.append({"direct_s": a, "daemon_s": b, "ratio": b / a,
-                                  "daemon_transcribe_s": t.get("transcribe_s"), "first": "A" if i % 2 == 0 else "B"})
-                out["clips"].append({
-                    "clip": clip.name, "seconds": clip.seconds, "pairs": pairs,
-                    "direct": stats.summary([p["direct_s"] for p in pairs]),
-                    "daemon": stats.summary([p["daemon_s"] for p in pairs]),
-                    "ratio": stats.summary([p["ratio"] for p in pairs]),
-                    "daemon_transcribe": stats.summary([p["daemon_transcribe_s"] for p in pairs]),
-                    "non_model": stats.summary([p["daemon_s"] - p["daemon_transcribe_s"] for p in pairs]),
-                    "same_text": _words(a_text) == _words(b_text), "warmup": {"direct_s": a_warm, "daemon_s": b_warm},
-                })
+                        r[side], jid, _ = stack.post_transcription(cs[side], clip.name, data)
+                        r[side + "_transcribe"] = stack.job(cs[side], jid)["timings"].get("transcribe_s")
+                rounds.append(r)
+            entry: dict[str, Any] = {"clip": clip.name, "seconds": clip.seconds, "rounds": rounds,
+                                     "direct": stats.summary([r["library"] for r in rounds])}
+            for k in cs:
+                pre = "" if k == "daemon" else k + ":"
+                entry[pre + "daemon"] = stats.summary([r[k] for r in rounds])
+                entry[pre + "ratio"] = stats.summary([r[k] / r["library"] for r in rounds])
+                entry[pre + "daemon_transcribe"] = stats.summary([r[k + "_transcribe"] for r in rounds])
+                entry[pre + "non_model"] = stats.summary([r[k] - r[k + "_transcribe"] for r in rounds])
+                entry[pre + "same_text"] = _words(a_text) == _words(texts[k])
+            out["clips"].append(entry)
+        for c in cs.values():
+            c.close()
     finally:
-        d.stop()
+        for d in daemons.values():
+            d.stop()
     return out
 
 
@@ -111,36 +122,51 @@ def _sequential(direct: Direct, clip: Clip, n: int) -> float:
 
 
 def throughput(svc: stack.Services, work: Path, direct: Direct, clip: Clip, levels: list[int], reps: int,
-               jobs: int, env: dict[str, str], long_clip: Clip | None = None) -> dict[str, Any]:
-    """Concurrency sweep against the library's sequential throughput measured between sweeps."""
-    d = stack.make_daemon(svc, work, **env)
-    d.start()
+               jobs: int, env: dict[str, str], long_clip: Clip | None = None,
+               variants: dict[str, dict[str, str]] | None = None) -> dict[str, Any]:
+    """Concurrency sweep against the library's sequential throughput measured between sweeps.
+
+    With `variants`, each level is run against every daemon in turn (order rotating), so settings
+    are compared in the same run; the mix with the long file runs on the main daemon only.
+    """
+    named = {"daemon": env, **{k: {**env, **v} for k, v in (variants or {}).items()}}
+    daemons = {k: stack.make_daemon(svc, work / k, **e) for k, e in named.items()}
     data = clip.path.read_bytes()
     runs: list[dict[str, Any]] = []
     seq: list[float] = []
+    mix = None
     try:
-        with httpx.Client(base_url=d.url, timeout=3600) as c:
-            stack.post_transcription(c, clip.name, data)  # model load, first-call costs
+        for d in daemons.values():
+            d.start()
+            with httpx.Client(base_url=d.url, timeout=3600) as c:
+                stack.post_transcription(c, clip.name, data)  # model load, first-call costs
+        names = list(daemons)
         for rep in range(reps):
             seq.append(_sequential(direct, clip, max(2, jobs // 2)))
             order = levels if rep % 2 == 0 else list(reversed(levels))
-            for n in order:
-                r = _load(d.url, clip, data, n, max(jobs, n))
-                r["rep"] = rep
-                r["vs_sequential"] = r["audio_per_wall"] / seq[-1]
-                runs.append(r)
+            for i, n in enumerate(order):
+                k = (rep + i) % len(names)
+                for name in names[k:] + names[:k]:
+                    r = _load(daemons[name].url, clip, data, n, max(jobs, n))
+                    r.update(rep=rep, daemon=name, vs_sequential=r["audio_per_wall"] / seq[-1])
+                    runs.append(r)
         seq.append(_sequential(direct, clip, max(2, jobs // 2)))
-        mix = _mix(d.url, clip, data, long_clip, jobs) if long_clip else None
+        if long_clip:
+            mix = _mix(daemons["daemon"].url, clip, data, long_clip, jobs)
     finally:
-        d.stop()
-    by_level = {}
-    for n in levels:
-        rs = [r for r in runs if r["clients"] == n]
-        by_level[str(n)] = {k: stats.summary([r[k] for r in rs if r[k] is not None])
-                            for k in ("audio_per_wall", "jobs_per_min", "queue_wait_p50", "queue_wait_p95",
-                                      "e2e_p50", "e2e_p95", "vs_sequential")}
-    return {"env": env, "clip": clip.name, "seconds": clip.seconds, "reps": reps, "jobs_per_level": jobs,
-            "sequential": stats.summary(seq), "levels": by_level, "runs": runs, "mix": mix}
+        for d in daemons.values():
+            d.stop()
+    keys = ("audio_per_wall", "jobs_per_min", "queue_wait_p50", "queue_wait_p95", "e2e_p50", "e2e_p95",
+            "vs_sequential")
+    by_level: dict[str, Any] = {}
+    for name in daemons:
+        pre = "" if name == "daemon" else name + ":"
+        for n in levels:
+            rs = [r for r in runs if r["clients"] == n and r["daemon"] == name]
+            by_level[pre + str(n)] = {k: stats.summary([r[k] for r in rs if r[k] is not None]) for k in keys}
+    return {"env": env, "variants": variants or {}, "clip": clip.name, "seconds": clip.seconds, "reps": reps,
+            "jobs_per_level": jobs, "sequential": stats.summary(seq), "levels": by_level, "runs": runs,
+            "mix": mix}
 
 
 def _mix(url: str, clip: Clip, data: bytes, long_clip: Clip, jobs: int) -> dict[str, Any]:
