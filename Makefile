@@ -41,5 +41,8 @@ fmt: sync ## format the code
 	$(UV) run --frozen --no-sync ruff format asr_daemon tests bench
 	$(UV) run --frozen --no-sync ruff check --fix asr_daemon tests bench
 
+readme: sync ## regenerate the settings table in README.md
+	$(UV) run --frozen --no-sync python scripts/readme-settings
+
 clean: ## remove the virtualenv and local state
 	rm -rf .venv var

@@ -13,6 +13,7 @@ import itertools
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import av
 import numpy as np
@@ -56,11 +57,12 @@ def probe(path: Path, *, max_seconds: float | None = None) -> Info:
         if channels <= 0 or rate <= 0:
             raise errors.BadAudio("the audio track declares no channels or no sample rate")
         declared = _declared_seconds(container, stream)
+        if container.format.name == "wav":
+            declared = max(declared, _wav_declared_seconds(path))
         demuxed, head, tail = _demux(container, stream, max_seconds)
         if max_seconds is not None and demuxed > max_seconds:
             raise errors.TooLarge(
-                f"the audio lasts more than {max_seconds:g} s, the longest this server accepts "
-                "(ASR_MAX_AUDIO_SECONDS)"
+                f"the audio lasts more than {max_seconds:g} s, the longest this server accepts (ASR_MAX_AUDIO_SECONDS)"
             )
         if demuxed <= 0:
             raise errors.BadAudio("the file contains no audio samples")
@@ -84,13 +86,31 @@ def _declared_seconds(container: av.container.InputContainer, stream: av.AudioSt
     return 0.0
 
 
+def _wav_declared_seconds(path: Path) -> float:
+    """Seconds a WAV's `data` chunk header promises (libav clamps its duration to the file size)."""
+    with path.open("rb") as fh:
+        head = fh.read(1 << 16)
+    if head[:4] != b"RIFF" or head[8:12] != b"WAVE":
+        return 0.0
+    pos, byte_rate = 12, 0
+    while pos + 8 <= len(head):
+        cid, size = head[pos : pos + 4], int.from_bytes(head[pos + 4 : pos + 8], "little")
+        if cid == b"fmt " and pos + 20 <= len(head):
+            byte_rate = int.from_bytes(head[pos + 16 : pos + 20], "little")
+        elif cid == b"data":
+            streaming = size in (0, 0xFFFFFFFF)  # written by a pipe that could not seek back
+            return 0.0 if streaming or not byte_rate else size / byte_rate
+        pos += 8 + size + (size & 1)
+    return 0.0
+
+
 def _demux(
     container: av.container.InputContainer, stream: av.AudioStream, max_seconds: float | None
-) -> tuple[float, list[av.Packet], collections.deque[av.Packet]]:
+) -> tuple[float, list[Any], collections.deque[Any]]:
     """Total seconds of the packets of `stream`, its first packets and its last packets."""
     total = 0.0
-    head: list[av.Packet] = []
-    tail: collections.deque[av.Packet] = collections.deque(maxlen=8)
+    head: list[Any] = []
+    tail: collections.deque[Any] = collections.deque(maxlen=8)
     base = stream.time_base
     try:
         for packet in container.demux(stream):
@@ -111,7 +131,7 @@ def _demux(
     return total, head, tail
 
 
-def _check_decodes(stream: av.AudioStream, head: list[av.Packet], tail: collections.deque[av.Packet]) -> None:
+def _check_decodes(stream: av.AudioStream, head: list[Any], tail: collections.deque[Any]) -> None:
     ctx = stream.codec_context
     decoded = 0
     for packet in itertools.chain(head, tail):

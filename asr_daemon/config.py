@@ -66,7 +66,7 @@ class Settings(BaseSettings):
     workers: int = Field(2, ge=1, le=64)
     """Transcriptions run at once in the process, sharing one loaded model (CTranslate2 num_workers)."""
 
-    model_idle_ttl: float = -1
+    model_idle_ttl: float = Field(300.0, ge=-1)
     """Seconds an unused model stays loaded: -1 keeps it, 0 unloads it right after each job."""
 
     preload: bool = False
@@ -141,6 +141,16 @@ class Settings(BaseSettings):
     log_transcripts: bool = False
     """Debug only: allow transcript text in logs. Off: transcripts and audio never reach a log."""
 
+    # --- models and GPU (issue 4) --------------------------------------------------------
+    model_mirror: Path | None = None
+    """Download models from this directory (`<org>/<repo>/<files>`) instead of the Hugging Face hub."""
+
+    model_memory_budget_mb: int = Field(0, ge=0)
+    """Cap on the memory of all loaded models together, in MB; 0 means what the device has free."""
+
+    model_memory_margin_mb: int = Field(1024, ge=0)
+    """Memory (RAM on CPU, VRAM on CUDA) always left free when deciding whether a model fits, in MB."""
+
     @property
     def uploads_dir(self) -> Path:
         """Directory holding uploaded audio, one file per sha256."""
@@ -173,6 +183,17 @@ class Settings(BaseSettings):
                 value = str(value)
             out[name] = value
         return out
+
+
+def markdown_table() -> str:
+    """The settings as a Markdown table (variable, default, meaning), as the README shows them."""
+    rows = ["| variable | default | meaning |", "|---|---|---|"]
+    for name, info in Settings.model_fields.items():
+        default = info.default
+        if isinstance(default, SecretStr):
+            default = default.get_secret_value()
+        rows.append(f"| `ASR_{name.upper()}` | `{default}` | {info.description} |")
+    return "\n".join(rows)
 
 
 def _mask_url(secret: str) -> str:

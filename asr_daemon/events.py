@@ -60,7 +60,7 @@ def final_event(job: Any, n_segments: int) -> Event:
 
 
 async def follow(
-    pool: asyncpg.Pool,  # type: ignore[type-arg]  # asyncpg record type
+    pool: asyncpg.Pool,
     hub: Hub,
     job_id: uuid.UUID,
     last_id: int = -1,
@@ -79,12 +79,14 @@ async def follow(
             terminal = job["status"] in jobs.TERMINAL
             sent = False
             if cursor < 0:
-                yield Event(0, "queued", {"id": str(job_id), "status": "queued",
-                                          "created_at": job["created_at"].isoformat()})
+                yield Event(
+                    0, "queued", {"id": str(job_id), "status": "queued", "created_at": job["created_at"].isoformat()}
+                )
                 cursor, sent = 0, True
             if cursor < 1 and job["started_at"] is not None:
-                yield Event(1, "started", {"id": str(job_id), "status": "running",
-                                           "started_at": job["started_at"].isoformat()})
+                yield Event(
+                    1, "started", {"id": str(job_id), "status": "running", "started_at": job["started_at"].isoformat()}
+                )
                 cursor, sent = 1, True
             segs = await queries.segments(pool, job_id, max(0, cursor - FIRST_SEGMENT_ID + 1))
             for seg in segs:
@@ -109,7 +111,7 @@ async def follow(
 
 
 async def wait_finished(
-    pool: asyncpg.Pool,  # type: ignore[type-arg]  # asyncpg record type
+    pool: asyncpg.Pool,
     hub: Hub,
     job_id: uuid.UUID,
     timeout: float,

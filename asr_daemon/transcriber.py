@@ -8,7 +8,7 @@ the same mechanism resumes an interrupted job from the end of its last stored se
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Generator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -24,7 +24,7 @@ TAIL_MARGIN = 5.0
 PROMPT_CHARS = 400
 
 
-class Stopped(Exception):  # noqa: N818  # a signal, not an error
+class Stopped(Exception):  # a signal, not an error
     """Raised out of `transcribe` when `should_stop` said so (cancel or drain)."""
 
 
@@ -57,7 +57,7 @@ class Result:
 
 def load_model(path: Path, device: str, compute_type: str, cpu_threads: int, num_workers: int) -> Any:
     """Load a CTranslate2 Whisper model from a local directory (never from the network)."""
-    from faster_whisper import WhisperModel  # noqa: PLC0415  # heavy import, only where a model loads
+    from faster_whisper import WhisperModel  # heavy import, only where a model loads
 
     return WhisperModel(
         str(path),
@@ -69,7 +69,7 @@ def load_model(path: Path, device: str, compute_type: str, cpu_threads: int, num
     )
 
 
-def _windows(path: Path, skip_s: float, window_s: float) -> Iterator[tuple[np.ndarray, bool]]:
+def _windows(path: Path, skip_s: float, window_s: float) -> Generator[tuple[np.ndarray, bool], int, None]:
     """Yield (samples, is_last) windows of about `window_s` seconds, after skipping `skip_s`.
 
     The caller tells how much of each window it consumed by `send`ing the number of samples; the
@@ -154,7 +154,7 @@ def transcribe(
         result.windows += 1
         kw = _kwargs(options, beam_size, lang, prompt)
         if batch_size and len(window) > 60 * audio.SAMPLE_RATE and not options.prompt:
-            from faster_whisper import BatchedInferencePipeline  # noqa: PLC0415  # heavy, rarely used
+            from faster_whisper import BatchedInferencePipeline  # heavy, rarely used
 
             kw.pop("initial_prompt")
             segments, info = BatchedInferencePipeline(model).transcribe(window, batch_size=batch_size, **kw)
@@ -175,17 +175,27 @@ def transcribe(
             words = None
             if seg.words is not None:
                 words = [
-                    {"start": round(w.start + offset, 3), "end": round(w.end + offset, 3), "word": w.word,
-                     "probability": w.probability}
+                    {
+                        "start": round(w.start + offset, 3),
+                        "end": round(w.end + offset, 3),
+                        "word": w.word,
+                        "probability": w.probability,
+                    }
                     for w in seg.words
                 ]
             result.timings.setdefault("first_segment_s", time.perf_counter() - t0)
             on_segment(
                 Segment(
-                    seq=seq, start=seg.start + offset, end=seg.end + offset, text=seg.text,
-                    avg_logprob=seg.avg_logprob, no_speech_prob=seg.no_speech_prob,
-                    compression_ratio=seg.compression_ratio, temperature=seg.temperature or 0.0,
-                    tokens=list(seg.tokens), words=words,
+                    seq=seq,
+                    start=seg.start + offset,
+                    end=seg.end + offset,
+                    text=seg.text,
+                    avg_logprob=seg.avg_logprob,
+                    no_speech_prob=seg.no_speech_prob,
+                    compression_ratio=seg.compression_ratio,
+                    temperature=seg.temperature or 0.0,
+                    tokens=list(seg.tokens),
+                    words=words,
                 )
             )
             texts.append(seg.text)

@@ -105,7 +105,7 @@ class _Sink:
             fn = raw_fn.decode("utf-8", "replace") if raw_fn else None
             self.upload.filename = _clean_filename(fn)
             self.upload.path = self.tmp_dir / f"{uuid.uuid4().hex}.part"
-            self.fh = open(self.upload.path, "wb")  # noqa: SIM115, ASYNC230  # closed in close(); tiny syscall
+            self.fh = open(self.upload.path, "wb")  # noqa: SIM115  # closed in close(); tiny syscall
         else:
             self._field_count += 1
             if self._field_count > MAX_FIELDS:
@@ -174,8 +174,7 @@ def boundary_of(content_type: str) -> bytes:
     ctype, params = parse_options_header(content_type)
     if ctype != b"multipart/form-data":
         raise errors.UnsupportedMedia(
-            "send the audio as multipart/form-data with a 'file' field "
-            f"(got Content-Type {content_type[:80]!r})"
+            f"send the audio as multipart/form-data with a 'file' field (got Content-Type {content_type[:80]!r})"
         )
     boundary = params.get(b"boundary")
     if not boundary:
@@ -183,9 +182,7 @@ def boundary_of(content_type: str) -> bytes:
     return boundary
 
 
-async def receive(
-    body: AsyncIterator[bytes], content_type: str, tmp_dir: Path, max_bytes: int
-) -> Upload:
+async def receive(body: AsyncIterator[bytes], content_type: str, tmp_dir: Path, max_bytes: int) -> Upload:
     """Parse a multipart body from `body`, streaming the 'file' part to `tmp_dir`.
 
     Raises a domain error (and leaves no file) on a malformed body or an oversized file.
@@ -221,8 +218,13 @@ def _callbacks(sink: _Sink) -> dict[str, Any]:
     return {
         name: getattr(sink, name)
         for name in (
-            "on_part_begin", "on_part_data", "on_part_end", "on_header_field", "on_header_value",
-            "on_header_end", "on_headers_finished",
+            "on_part_begin",
+            "on_part_data",
+            "on_part_end",
+            "on_header_field",
+            "on_header_value",
+            "on_header_end",
+            "on_headers_finished",
         )
     }
 

@@ -59,15 +59,18 @@ def summary(row: Any) -> dict[str, Any]:
     }
 
 
-async def deliver(settings: Settings, pool: asyncpg.Pool, job_id: uuid.UUID) -> bool:  # type: ignore[type-arg]  # asyncpg record type
+async def deliver(settings: Settings, pool: asyncpg.Pool, job_id: uuid.UUID) -> bool:
     """Deliver the webhook of `job_id` with exponential backoff; True once a 2xx came back."""
     row = await queries.get_job(pool, job_id)
     if row is None or not row["webhook_url"]:
         return False
+    earlier = await queries.deliveries(pool, job_id)
+    if any(d["status_code"] is not None and 200 <= d["status_code"] < 300 for d in earlier):
+        return True
     body = json.dumps(summary(row)).encode()
     secret = settings.webhook_secret.get_secret_value() if settings.webhook_secret else None
     async with httpx.AsyncClient(timeout=settings.webhook_timeout, follow_redirects=False) as client:
-        for attempt in range(1, settings.webhook_attempts + 1):
+        for attempt in range(len(earlier) + 1, settings.webhook_attempts + 1):
             headers = {"Content-Type": "application/json", "User-Agent": "asr-server"}
             if secret:
                 headers["X-Asr-Signature"] = sign(secret, int(time.time()), body)
@@ -82,7 +85,8 @@ async def deliver(settings: Settings, pool: asyncpg.Pool, job_id: uuid.UUID) -> 
             if code is not None and 200 <= code < 300:
                 log.info("webhook_delivered", extra={"job_id": str(job_id), "attempt": attempt})
                 return True
-            log.warning("webhook_failed", extra={"job_id": str(job_id), "attempt": attempt, "status": code,
-                                                 "error": error})
+            log.warning(
+                "webhook_failed", extra={"job_id": str(job_id), "attempt": attempt, "status": code, "error": error}
+            )
             await asyncio.sleep(min(300.0, 0.5 * 2 ** (attempt - 1)))
     return False

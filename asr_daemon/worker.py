@@ -48,7 +48,7 @@ class Worker:
     def __init__(
         self,
         settings: Settings,
-        pool: asyncpg.Pool,  # type: ignore[type-arg]  # asyncpg record type
+        pool: asyncpg.Pool,
         hub: queue.Hub,
         cache: models.ModelCache,
         locks: uploads.AudioLocks,
@@ -67,7 +67,11 @@ class Worker:
         self.completed = 0
         self._loops: list[asyncio.Task[None]] = []
         self._slots = asyncio.Semaphore(settings.workers)
-        self._webhooks: set[asyncio.Task[None]] = set()
+        self._webhooks: set[asyncio.Task[bool]] = set()
+
+    def draining(self) -> bool:
+        """True once `drain` was called: no new job is claimed."""
+        return not self.accepting
 
     @property
     def running(self) -> int:
@@ -76,14 +80,30 @@ class Worker:
 
     def start(self) -> None:
         """Start the claim loop and the side loops."""
-        for coro in (self._claim_loop(), self._heartbeat_loop(), self._reaper_loop(), self._retention_loop()):
+        for coro in (
+            self._claim_loop(),
+            self._heartbeat_loop(),
+            self._reaper_loop(),
+            self._retention_loop(),
+            self._redeliver_webhooks(),
+        ):
             self._loops.append(asyncio.create_task(coro))
+
+    async def _redeliver_webhooks(self) -> None:
+        """Webhooks interrupted by a stop or crash are delivered after the next start."""
+        try:
+            pending = await queries.undelivered_webhooks(self.pool, self.settings.webhook_attempts)
+        except DB_ERRORS as exc:
+            log.warning("webhook_scan_failed", extra={"error": type(exc).__name__})
+            return
+        for job_id in pending:
+            self._spawn_webhook(job_id)
 
     # --- claiming ----------------------------------------------------------------------------
     async def _claim_loop(self) -> None:
         while self.accepting:
             await self._slots.acquire()
-            if not self.accepting:
+            if self.draining():
                 self._slots.release()
                 break
             try:
@@ -111,7 +131,11 @@ class Worker:
         except Exception:
             log.exception("job_crashed", extra={"job_id": str(job_id)})
             with contextlib.suppress(*DB_ERRORS):
-                await queries.retry_or_fail(self.pool, job_id, self.name, "internal error", self.settings.retry_backoff)
+                status = await queries.retry_or_fail(
+                    self.pool, job_id, self.name, "internal error", self.settings.retry_backoff
+                )
+                if status == jobs.Status.FAILED and run.row["webhook_url"]:
+                    self._spawn_webhook(job_id)
         finally:
             self.jobs.pop(job_id, None)
             self._slots.release()
@@ -125,38 +149,56 @@ class Worker:
         options = jobs.Options.from_json(row["options"])
         path = s.uploads_dir / row["audio_sha256"]
         if not path.is_file():
-            await queries.fail(self.pool, job_id, self.name, "the uploaded audio is no longer on disk", "audio_missing")
+            await self._fail(run, "the uploaded audio is no longer on disk", "audio_missing")
             return
         try:
             name, model_dir = models.resolve(s.models_dir, row["model"], s.model)
         except errors.ModelNotFound as exc:
-            await queries.fail(self.pool, job_id, self.name, exc.message, exc.code)
+            await self._fail(run, exc.message, exc.code)
             return
         resume = await queries.resume_point(self.pool, job_id)
         t0 = time.perf_counter()
         entry = await self.cache.acquire(name, model_dir)
         load_s = time.perf_counter() - t0
-        log.info("job_started", extra={"job_id": str(job_id), "model": name, "attempt": row["attempts"],
-                                       "resume_from": resume["resume_from"]})
+        log.info(
+            "job_started",
+            extra={
+                "job_id": str(job_id),
+                "model": name,
+                "attempt": row["attempts"],
+                "resume_from": resume["resume_from"],
+            },
+        )
         try:
             result = await self._transcribe(run, entry, options, resume)
         except transcriber.Stopped:
             await self._stopped(run)
             return
         except errors.JobFailed as exc:
-            await queries.fail(self.pool, job_id, self.name, str(exc), "transcription_failed")
+            await self._fail(run, str(exc), "transcription_failed")
             return
         finally:
             self.cache.release(entry)
-        timings = {"model_load_s": round(load_s, 4), "transcribe_s": round(result.timings.get("transcribe_s", 0), 4),
-                   "windows": result.windows}
-        timings["first_segment_s"] = round(result.timings.get("first_segment_s", 0), 4)
+        timings = {
+            "model_load_s": round(load_s, 4),
+            "transcribe_s": round(result.timings.get("transcribe_s", 0), 4),
+            "windows": result.windows,
+            "first_segment_s": round(result.timings.get("first_segment_s", 0), 4),
+        }
         if await queries.complete(self.pool, job_id, self.name, timings, entry.device):
             self.completed += 1
             self.metrics.job_completed(name, entry.device, row["duration_s"] - resume["resume_from"],
                                        timings["transcribe_s"], time.perf_counter() - t0)
             log.info("job_completed", extra={"job_id": str(job_id), "segments": result.segments, **timings})
             if row["webhook_url"]:
+                self._spawn_webhook(job_id)
+
+    async def _fail(self, run: Running, message: str, code: str) -> None:
+        """running → failed for a reason retrying cannot fix; the webhook (if any) is told."""
+        job_id = run.row["id"]
+        if await queries.fail(self.pool, job_id, self.name, message, code):
+            log.warning("job_failed", extra={"job_id": str(job_id), "code": code})
+            if run.row["webhook_url"]:
                 self._spawn_webhook(job_id)
 
     async def _transcribe(
@@ -252,8 +294,11 @@ class Worker:
             try:
                 rows = await queries.reap(self.pool, s.stale_after, s.retry_backoff)
                 for r in rows:
-                    log.warning("job_reaped", extra={"job_id": str(r["id"]), "status": r["status"],
-                                                     "attempts": r["attempts"]})
+                    if r["status"] == jobs.Status.FAILED:
+                        self._spawn_webhook(r["id"])
+                    log.warning(
+                        "job_reaped", extra={"job_id": str(r["id"]), "status": r["status"], "attempts": r["attempts"]}
+                    )
                 if rows:
                     await self.hub.ring()
             except DB_ERRORS as exc:
@@ -290,6 +335,7 @@ class Worker:
                 await asyncio.wait(pending)
         for t in self._loops:
             t.cancel()
-        for t in [*self._loops, *self._webhooks]:
+        rest: list[asyncio.Task[Any]] = [*self._loops, *self._webhooks]
+        for t in rest:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await asyncio.wait_for(t, 5)

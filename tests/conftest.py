@@ -145,7 +145,10 @@ class Daemon:
         """Start the daemon and wait until /healthz (and /readyz) answer."""
         with self.log.open("ab") as fh:
             self.proc = subprocess.Popen(
-                [sys.executable, "-m", "asr_daemon.cli", "serve"], env=self.env, stdout=fh, stderr=fh,
+                [sys.executable, "-m", "asr_daemon.cli", "serve"],
+                env=self.env,
+                stdout=fh,
+                stderr=fh,
                 start_new_session=True,
             )
         deadline = time.monotonic() + 60

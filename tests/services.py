@@ -105,8 +105,18 @@ def postgres() -> Iterator[Postgres]:
         shutil.chown(root, user=prefix[2])
     pg = Postgres(root=root, port=free_port(), bindir=pg_bindir())
     subprocess.run(
-        [*prefix, str(pg.bindir / "initdb"), "-D", str(pg.datadir), "-U", "postgres", "--auth=trust",
-         "-E", "UTF8", "--no-sync"],
+        [
+            *prefix,
+            str(pg.bindir / "initdb"),
+            "-D",
+            str(pg.datadir),
+            "-U",
+            "postgres",
+            "--auth=trust",
+            "-E",
+            "UTF8",
+            "--no-sync",
+        ],
         check=True,
         stdout=subprocess.DEVNULL,
     )
@@ -138,8 +148,19 @@ class Redis:
         if not exe:
             raise RuntimeError("redis-server not found: run `make deps` (apt install redis-server)")
         self.proc = subprocess.Popen(
-            [exe, "--port", str(self.port), "--bind", "127.0.0.1", "--dir", str(self.root),
-             "--save", "", "--appendonly", "no"],
+            [
+                exe,
+                "--port",
+                str(self.port),
+                "--bind",
+                "127.0.0.1",
+                "--dir",
+                str(self.root),
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+            ],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
         )

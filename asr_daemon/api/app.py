@@ -21,17 +21,25 @@ from litestar.exceptions import HTTPException
 from litestar.openapi import OpenAPIConfig
 from redis.exceptions import RedisError
 
-from asr_daemon import db, errors, logs, metrics, migrate, models, queue, transcriber, uploads
+from asr_daemon import db, errors, logs, metrics, migrate, models, queue, uploads
 from asr_daemon.api import health, jobs, transcriptions
 from asr_daemon.api import metrics as metrics_api
+from asr_daemon.api import models as api_models
 from asr_daemon.config import Settings
 from asr_daemon.intake import Intake
 from asr_daemon.worker import Worker
 
 log = logging.getLogger(__name__)
 
-DB_UNAVAILABLE = (OSError, asyncpg.InterfaceError, asyncpg.PostgresConnectionError, asyncpg.CannotConnectNowError,
-                  asyncpg.TooManyConnectionsError, asyncpg.AdminShutdownError, asyncio.TimeoutError)
+DB_UNAVAILABLE = (
+    OSError,
+    asyncpg.InterfaceError,
+    asyncpg.PostgresConnectionError,
+    asyncpg.CannotConnectNowError,
+    asyncpg.TooManyConnectionsError,
+    asyncpg.AdminShutdownError,
+    asyncio.TimeoutError,
+)
 
 
 def _error(status: int, body: dict[str, Any], retry_after: int | None = None) -> Response[Any]:
@@ -63,24 +71,7 @@ def on_db_down(_: Request[Any, Any, Any], exc: Exception) -> Response[Any]:
     return _error(503, body, 5)
 
 
-def _loader(settings: Settings, meter: metrics.Metrics) -> Any:
-    """The blocking model loader the cache runs in a thread."""
-
-    def load(name: str, path: Any) -> models.Loaded:
-        device = "cpu" if settings.device == "auto" else settings.device
-        compute = settings.compute_type if settings.compute_type != "auto" else "int8"
-        t0 = time.perf_counter()
-        model = transcriber.load_model(path, device, compute, settings.threads_per_worker(), settings.workers)
-        seconds = time.perf_counter() - t0
-        meter.model_loaded(name, device, seconds)
-        log.info("model_loaded", extra={"model": name, "device": device, "load_s": round(seconds, 3)})
-        return models.Loaded(name=name, model=model, device=device, compute_type=compute,
-                             load_seconds=seconds)
-
-    return load
-
-
-async def _open_db(settings: Settings) -> asyncpg.Pool:  # type: ignore[type-arg]  # asyncpg record type
+async def _open_db(settings: Settings) -> asyncpg.Pool:
     """Connect (waiting up to 30 s for PostgreSQL to come up) and apply pending migrations."""
     deadline = time.monotonic() + 30
     while True:
@@ -93,7 +84,7 @@ async def _open_db(settings: Settings) -> asyncpg.Pool:  # type: ignore[type-arg
             log.warning("database_wait", extra={"error": type(exc).__name__})
             await asyncio.sleep(1)
     async with pool.acquire() as conn:
-        applied = await migrate.migrate(conn)
+        applied = await migrate.migrate(conn)  # type: ignore[arg-type]  # a pool proxy is a Connection
     if applied:
         log.info("migrations_applied", extra={"names": applied})
     return pool
@@ -111,16 +102,23 @@ async def lifespan(app: Litestar) -> AsyncIterator[None]:
     redis_up = await queue.ping(client)
     t2 = time.perf_counter()
     hub = queue.Hub(client, settings.poll_interval)
-    cache = models.ModelCache(_loader(settings, app.state.metrics))
+    cache = models.cache_from_settings(settings)
     locks = uploads.AudioLocks()
     worker = Worker(settings, pool, hub, cache, locks, app.state.metrics)
-    app.state.update(pool=pool, redis=client, hub=hub, models=cache, worker=worker,
-                     intake=Intake(settings, pool, hub, locks), started_at=time.time())
+    app.state.update(
+        pool=pool,
+        redis=client,
+        hub=hub,
+        models=cache,
+        worker=worker,
+        intake=Intake(settings, pool, hub, locks),
+        started_at=time.time(),
+    )
     listeners = [asyncio.create_task(hub.listen_bell()), asyncio.create_task(hub.listen_events())]
     worker.start()
-    if settings.preload:
-        _, path = models.resolve(settings.models_dir, None, settings.model)
-        cache.release(await cache.acquire(settings.model, path))
+    preload_path = models.local_path(settings.models_dir, settings.model) if settings.preload else None
+    # /readyz answers 503 "loading <model>" until the preload is done
+    preload = cache.start_preload(settings.model, preload_path) if preload_path else None
     log.info("daemon_started", extra={"worker": worker.name, "model": settings.model, "redis": redis_up,
                                       "db_s": round(t1 - t0, 4), "redis_s": round(t2 - t1, 4),
                                       "since_process_start_s": round(metrics.process_age(), 4)})
@@ -129,7 +127,7 @@ async def lifespan(app: Litestar) -> AsyncIterator[None]:
     finally:
         log.info("daemon_draining", extra={"running": worker.running})
         await worker.drain(settings.drain_timeout)
-        for t in listeners:
+        for t in [*listeners, *([preload] if preload else [])]:
             t.cancel()
         with contextlib.suppress(RedisError, OSError):
             await client.aclose()
@@ -141,8 +139,14 @@ def create_app(settings: Settings) -> Litestar:
     """Build the application for `settings` (nothing is opened until the lifespan runs)."""
     meter = metrics.Metrics(workers=settings.workers, start_reason=settings.start_reason)
     return Litestar(
-        route_handlers=[health.healthz, health.readyz, transcriptions.TranscriptionsController,
-                        jobs.JobsController, metrics_api.metrics],
+        route_handlers=[
+            health.healthz,
+            health.readyz,
+            transcriptions.TranscriptionsController,
+            jobs.JobsController,
+            api_models.ModelsController,
+            metrics_api.metrics,
+        ],
         lifespan=[lifespan],
         before_send=[metrics.on_send],
         state=State({"settings": settings, "metrics": meter}),
@@ -163,4 +167,3 @@ def app_from_env() -> Litestar:
     logs.configure(settings.log_level)
     log.info("app_created", extra={"since_process_start_s": round(metrics.process_age(), 4)})
     return create_app(settings)
-

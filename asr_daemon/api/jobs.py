@@ -53,13 +53,21 @@ class JobsController(Controller):
     path = "/v1/jobs"
     tags = ["jobs"]
 
-    @post("/", operation_class=multipart_operation(True), request_max_body_size=None, status_code=202,
-          summary="Submit a transcription job")
+    @post(
+        "/",
+        operation_class=multipart_operation(True),
+        request_max_body_size=None,
+        status_code=202,
+        summary="Submit a transcription job",
+    )
     async def submit(self, request: Request[Any, Any, Any], state: State) -> Response[dict[str, Any]]:
         """Accept audio for transcription; 202 as soon as the upload is on disk and the job committed."""
         accepted = await state.intake.submit(
-            request.stream(), request.headers.get("content-type", ""), jobs.Task.TRANSCRIBE,
-            allow_task_field=True, idempotency_key=request.headers.get("idempotency-key"),
+            request.stream(),
+            request.headers.get("content-type", ""),
+            jobs.Task.TRANSCRIBE,
+            allow_task_field=True,
+            idempotency_key=request.headers.get("idempotency-key"),
         )
         job = accepted.job
         headers = {"Location": f"/v1/jobs/{job['id']}", "X-Job-Id": str(job["id"])}
@@ -85,8 +93,11 @@ class JobsController(Controller):
         rows = await queries.list_jobs(state.pool, status=status, limit=limit + 1, before=_cursor(cursor))
         more = len(rows) > limit
         rows = rows[:limit]
-        return {"object": "list", "data": [job_view(r) for r in rows],
-                "next_cursor": _make_cursor(rows[-1]) if more else None}
+        return {
+            "object": "list",
+            "data": [job_view(r) for r in rows],
+            "next_cursor": _make_cursor(rows[-1]) if more else None,
+        }
 
     @get("/{job_id:str}", summary="Get a job")
     async def get_job(self, state: State, job_id: str) -> dict[str, Any]:
@@ -95,22 +106,29 @@ class JobsController(Controller):
         view = job_view(job)
         if job["webhook_url"]:
             view["webhook_deliveries"] = [
-                {"attempt": d["attempt"], "status_code": d["status_code"], "error": d["error"],
-                 "at": d["delivered_at"].isoformat()}
+                {
+                    "attempt": d["attempt"],
+                    "status_code": d["status_code"],
+                    "error": d["error"],
+                    "at": d["delivered_at"].isoformat(),
+                }
                 for d in await queries.deliveries(state.pool, job["id"])
             ]
         return view
 
     @get("/{job_id:str}/transcript", summary="Render a finished job's transcript")
-    async def transcript(self, state: State, job_id: str, format: str = "json") -> Response[str]:  # noqa: A002  # the API's parameter name
+    async def transcript(
+        self, state: State, job_id: str, format: str = "json"
+    ) -> Response[str]:  # the API's parameter name
         """The transcript in json, text, srt, vtt or verbose_json; 409 while the job is not completed."""
         if format not in {f.value for f in jobs.ResponseFormat}:
             allowed = ", ".join(f.value for f in jobs.ResponseFormat)
             raise errors.BadRequest(f"format must be one of {allowed}")
         job = await _job(state, job_id)
         if job["status"] != jobs.Status.COMPLETED:
-            raise errors.Conflict(f"the job is {job['status']}, not completed: there is no transcript",
-                                  status=job["status"])
+            raise errors.Conflict(
+                f"the job is {job['status']}, not completed: there is no transcript", status=job["status"]
+            )
         segs = await queries.segments(state.pool, job["id"])
         body, media_type = formats.render(jobs.ResponseFormat(format), job, segs)
         return Response(body, media_type=media_type, headers={"X-Job-Id": str(job["id"])})
@@ -145,6 +163,6 @@ class JobsController(Controller):
 async def _sse(state: State, job_id: uuid.UUID, last: int) -> AsyncIterator[ServerSentEventMessage]:
     async for ev in events.follow(state.pool, state.hub, job_id, last):
         if ev is None:
-            yield ServerSentEventMessage(comment="keep-alive")
+            yield ServerSentEventMessage(data=None, comment="keep-alive")
         else:
             yield ServerSentEventMessage(data=json.dumps(ev.data), event=ev.type, id=str(ev.id))

@@ -32,5 +32,5 @@ async def metrics(state: State) -> Response[bytes]:
             totals = await queries.jobs_by_status(state.pool)
     except DB_ERRORS:
         pass
-    m.refresh(stats, totals, state.worker.running, state.models.loaded())
+    m.refresh(stats, totals, state.worker.running, state.models)
     return Response(m.render(), media_type=CONTENT_TYPE_LATEST)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from litestar.openapi.spec import OpenAPIMediaType, OpenAPIType, Operation, RequestBody, Schema
+from litestar.openapi.spec import OpenAPIFormat, OpenAPIMediaType, OpenAPIType, Operation, RequestBody, Schema
 
 from asr_daemon import jobs
 
@@ -23,12 +23,19 @@ def job_view(row: Any, *, base: str = "") -> dict[str, Any]:
         "options": row["options"],
         "priority": row["priority"],
         "filename": row["filename"],
-        "audio": {"sha256": row["audio_sha256"], "bytes": row["audio_bytes"], "duration_s": duration,
-                  "deleted": row["audio_deleted_at"] is not None},
+        "audio": {
+            "sha256": row["audio_sha256"],
+            "bytes": row["audio_bytes"],
+            "duration_s": duration,
+            "deleted": row["audio_deleted_at"] is not None,
+        },
         "language": row["language"],
         "language_probability": row["language_probability"],
-        "progress": {"processed_s": round(row["progress_s"], 3), "duration_s": duration,
-                     "fraction": round(min(1.0, row["progress_s"] / duration), 4) if duration else None},
+        "progress": {
+            "processed_s": round(row["progress_s"], 3),
+            "duration_s": duration,
+            "fraction": round(min(1.0, row["progress_s"] / duration), 4) if duration else None,
+        },
         "attempts": row["attempts"],
         "max_attempts": row["max_attempts"],
         "error": {"message": row["error"], "code": row["error_code"]} if row["error"] else None,
@@ -49,7 +56,7 @@ def job_view(row: Any, *, base: str = "") -> dict[str, Any]:
 def _form_schema(with_job_fields: bool) -> Schema:
     s, n, b = OpenAPIType.STRING, OpenAPIType.NUMBER, OpenAPIType.BOOLEAN
     props: dict[str, Schema] = {
-        "file": Schema(type=s, format="binary", description="The audio file (any format FFmpeg decodes)."),
+        "file": Schema(type=s, format=OpenAPIFormat.BINARY, description="The audio file (any format FFmpeg decodes)."),
         "model": Schema(type=s, description="Model name (see GET /v1/models); `whisper-1` means the default."),
         "language": Schema(type=s, enum=sorted(jobs.LANGUAGES), description="ISO-639-1 code of the speech."),
         "prompt": Schema(type=s, max_length=jobs.MAX_PROMPT_CHARS, description="Text to guide the style."),
@@ -63,7 +70,9 @@ def _form_schema(with_job_fields: bool) -> Schema:
     if with_job_fields:
         props["task"] = Schema(type=s, enum=[t.value for t in jobs.Task])
         props["priority"] = Schema(type=OpenAPIType.INTEGER, minimum=-100, maximum=100)
-        props["webhook_url"] = Schema(type=s, format="uri", description="POSTed the job summary when it ends.")
+        props["webhook_url"] = Schema(
+            type=s, format=OpenAPIFormat.URI, description="POSTed the job summary when it ends."
+        )
         del props["stream"]
     return Schema(type=OpenAPIType.OBJECT, properties=props, required=["file"])  # type: ignore[arg-type]  # dict of Schema is accepted
 

@@ -38,8 +38,13 @@ async def _submit(request: Request[Any, Any, Any], state: State, task: jobs.Task
         raise err(f"transcription failed: {job['error']}", job_id=str(job_id))
     if job["status"] != jobs.Status.COMPLETED:
         return Response(
-            {"error": {"message": "the transcription is still running; follow the job", "code": "timeout",
-                       "job_id": str(job_id)}},
+            {
+                "error": {
+                    "message": "the transcription is still running; follow the job",
+                    "code": "timeout",
+                    "job_id": str(job_id),
+                }
+            },
             status_code=504,
             headers={**headers, "Location": f"/v1/jobs/{job_id}"},
         )
@@ -70,14 +75,24 @@ class TranscriptionsController(Controller):
     path = "/v1/audio"
     tags = ["audio"]
 
-    @post("/transcriptions", operation_class=multipart_operation(False), request_max_body_size=None,
-          summary="Transcribe audio", status_code=200)
+    @post(
+        "/transcriptions",
+        operation_class=multipart_operation(False),
+        request_max_body_size=None,
+        summary="Transcribe audio",
+        status_code=200,
+    )
     async def transcriptions(self, request: Request[Any, Any, Any], state: State) -> Response[Any] | ServerSentEvent:
         """Transcribe an uploaded file in its own language (multipart, like OpenAI's endpoint)."""
         return await _submit(request, state, jobs.Task.TRANSCRIBE)
 
-    @post("/translations", operation_class=multipart_operation(False), request_max_body_size=None,
-          summary="Translate audio to English", status_code=200)
+    @post(
+        "/translations",
+        operation_class=multipart_operation(False),
+        request_max_body_size=None,
+        summary="Translate audio to English",
+        status_code=200,
+    )
     async def translations(self, request: Request[Any, Any, Any], state: State) -> Response[Any] | ServerSentEvent:
         """Transcribe an uploaded file and translate it to English."""
         return await _submit(request, state, jobs.Task.TRANSLATE)

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import typer
 
-from asr_daemon.cli import db, serve
+from asr_daemon.cli import db, doctor, models, serve
 
 app = typer.Typer(
     name="asrctl",
@@ -17,6 +17,8 @@ app = typer.Typer(
 )
 app.command("serve")(serve.serve)
 app.add_typer(db.app, name="db")
+app.add_typer(models.app, name="models")
+app.command("doctor")(doctor.doctor)
 
 
 def main() -> None:

