@@ -184,6 +184,24 @@ class Settings(BaseSettings):
             out[name] = value
         return out
 
+    # --- backups (issue 6) -----------------------------------------------------------------
+    backup_dir: Path | None = None
+    """Where `asrctl backup` writes dumps; None means `<state_dir>/backups`."""
+
+    pg_bindir: Path | None = None
+    """Directory holding pg_dump/pg_restore; None picks the newest /usr/lib/postgresql/*/bin, else PATH."""
+
+    backup_keep_daily: int = Field(7, ge=0)
+    """Backups kept by `asrctl backup`: the newest of each of this many most recent days with one."""
+
+    backup_keep_weekly: int = Field(4, ge=0)
+    """Backups kept by `asrctl backup`: the newest of each of this many most recent ISO weeks with one."""
+
+    @property
+    def backups_dir(self) -> Path:
+        """Effective backup directory (`backup_dir`, or `<state_dir>/backups`)."""
+        return self.backup_dir or self.state_dir / "backups"
+
 
 def markdown_table() -> str:
     """The settings as a Markdown table (variable, default, meaning), as the README shows them."""

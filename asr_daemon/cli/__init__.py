@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import typer
 
-from asr_daemon.cli import db, doctor, models, serve
+from asr_daemon.cli import backup, config, db, doctor, jobs, models, serve, status, transcribe
 
 app = typer.Typer(
     name="asrctl",
@@ -19,6 +19,12 @@ app.command("serve")(serve.serve)
 app.add_typer(db.app, name="db")
 app.add_typer(models.app, name="models")
 app.command("doctor")(doctor.doctor)
+app.add_typer(backup.app, name="backup")
+app.command("restore")(backup.restore_cmd)
+app.add_typer(jobs.app, name="jobs")
+app.command("status")(status.status)
+app.command("transcribe")(transcribe.transcribe)
+app.add_typer(config.app, name="config")
 
 
 def main() -> None:

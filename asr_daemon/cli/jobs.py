@@ -1,0 +1,233 @@
+"""`asrctl jobs`: list, show, retry, cancel and purge jobs, directly in PostgreSQL.
+
+Works whether the daemon runs or not (it never talks to it). Job ids may be shortened to a unique
+prefix of at least 4 hex digits, as printed by `jobs ls`.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime
+from typing import Annotated, Any, TypeAlias, TypeVar
+
+import asyncpg
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from asr_daemon import db as dbmod
+from asr_daemon import jobs as jobsmod
+from asr_daemon import maintenance as mt
+from asr_daemon.cli import common
+from asr_daemon.cli.backup import human_age, human_size
+
+T = TypeVar("T")
+Conn: TypeAlias = "asyncpg.Connection[Any]"
+
+app = typer.Typer(help="Jobs in the database: ls, show, retry, cancel, purge.", no_args_is_help=True)
+JsonOpt = Annotated[bool, typer.Option("--json", help="Machine-readable output.")]
+IdArg = Annotated[str, typer.Argument(help="Job id, or a unique prefix of it (4+ hex digits).")]
+RETRYABLE = {"failed", "cancelled"}
+COLORS = {"queued": "cyan", "running": "yellow", "completed": "green", "failed": "bold red", "cancelled": "dim"}
+
+
+def with_db(work: Callable[[Conn], Awaitable[T]]) -> T:
+    """Connect with the configured settings, run `work`, close; one error line when PostgreSQL is
+    unreachable or refuses."""
+
+    async def go() -> T:
+        conn = await dbmod.connect(common.settings())
+        try:
+            return await work(conn)
+        finally:
+            await conn.close()
+
+    try:
+        return common.run(go())
+    except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+        common.fail(f"PostgreSQL (ASR_DATABASE_URL): {exc}")
+
+
+def plain(record: asyncpg.Record | dict[str, Any]) -> dict[str, Any]:
+    """A row as JSON-able values (ids and times as strings)."""
+    out: dict[str, Any] = {}
+    for key, value in dict(record).items():
+        if isinstance(value, uuid.UUID):
+            value = str(value)
+        elif isinstance(value, datetime):
+            value = value.isoformat()
+        out[key] = value
+    return out
+
+
+async def _resolve(conn: Conn, text: str) -> uuid.UUID:
+    try:
+        job_id = await mt.resolve_id(conn, text)
+    except ValueError as exc:
+        common.fail(str(exc))
+    if job_id is None:
+        common.fail(f"no job {text!r}")
+    return job_id
+
+
+@app.command("ls")
+def ls_cmd(
+    status: Annotated[str | None, typer.Option("--status", help="Only jobs in this state.")] = None,
+    limit: Annotated[int, typer.Option("--limit", min=1, max=10000, help="At most this many.")] = 20,
+    as_json: JsonOpt = False,
+) -> None:
+    """List jobs, newest first."""
+    if status is not None and status not in {s.value for s in jobsmod.Status}:
+        common.fail(f"--status must be one of {', '.join(s.value for s in jobsmod.Status)}", code=2)
+    rows = with_db(lambda conn: mt.list_jobs(conn, status, limit))
+    if as_json:
+        common.print_json([plain(r) for r in rows])
+        return
+    now = datetime.now(UTC)
+    table = Table(box=None)
+    for col in ("id", "status", "model", "file", "audio", "progress", "tries", "age", "error"):
+        table.add_column(col)
+    for r in rows:
+        done = r["progress_s"] / r["duration_s"] if r["duration_s"] else 0.0
+        table.add_row(
+            str(r["id"])[:8],
+            f"[{COLORS.get(r['status'], '')}]{r['status']}[/]",
+            r["model"],
+            (r["filename"] or "-")[:30],
+            f"{r['duration_s']:.0f}s",
+            f"{min(done, 1.0):.0%}",
+            f"{r['attempts']}/{r['max_attempts']}",
+            human_age((now - r["created_at"]).total_seconds()),
+            r["error_code"] or "",
+        )
+    Console().print(table if rows else "no jobs")
+
+
+@app.command("show")
+def show_cmd(job: IdArg, as_json: JsonOpt = False) -> None:
+    """Every field of one job and how many segments it has stored."""
+
+    async def go(conn: Conn) -> asyncpg.Record | None:
+        return await mt.get_job(conn, await _resolve(conn, job))
+
+    row = with_db(go)
+    if row is None:  # deleted between resolve and read
+        common.fail(f"no job {job!r}")
+    data = plain(row)
+    if as_json:
+        common.print_json(data)
+        return
+    table = Table(box=None, show_header=False)
+    table.add_column(style="bold")
+    table.add_column()
+    for key, value in data.items():
+        table.add_row(key, "-" if value is None else str(value))
+    Console().print(table)
+
+
+@app.command("retry")
+def retry_cmd(job: IdArg) -> None:
+    """Put a failed or cancelled job back in the queue with a fresh set of attempts."""
+    s = common.settings()
+
+    async def go(conn: Conn) -> tuple[uuid.UUID, bool, asyncpg.Record | None]:
+        job_id = await _resolve(conn, job)
+        row = await mt.get_job(conn, job_id)
+        audio_gone = row is not None and not (s.uploads_dir / row["audio_sha256"]).is_file()
+        if audio_gone and row is not None and row["audio_deleted_at"] is None and row["status"] in RETRYABLE:
+            common.fail(f"job {job_id}: its audio file is missing from {s.uploads_dir}; cannot retry")
+        return job_id, await mt.retry(conn, job_id), row
+
+    job_id, done, row = with_db(go)
+    if not done:
+        if row is not None and row["audio_deleted_at"] is not None:
+            common.fail(f"job {job_id}: its audio was deleted by retention; cannot retry")
+        state = row["status"] if row is not None else "gone"
+        common.fail(f"job {job_id} is {state}: only failed or cancelled jobs can be retried")
+    rang = common.run(mt.wake(s.redis_url.get_secret_value(), job_id))
+    note = "" if rang else " (Redis unreachable: the worker finds it at its next poll)"
+    typer.echo(f"job {job_id} queued again{note}")
+
+
+@app.command("cancel")
+def cancel_cmd(job: IdArg) -> None:
+    """Cancel a queued job at once, or ask a running one to stop between segments."""
+
+    async def go(conn: Conn) -> tuple[uuid.UUID, str | None, asyncpg.Record | None]:
+        job_id = await _resolve(conn, job)
+        status = await mt.cancel(conn, job_id)
+        return job_id, status, None if status else await mt.get_job(conn, job_id)
+
+    job_id, status, row = with_db(go)
+    if status is not None:
+        common.run(mt.wake(common.settings().redis_url.get_secret_value(), job_id))
+    if status == "cancelled":
+        typer.echo(f"job {job_id} cancelled")
+    elif status == "running":
+        typer.echo(f"job {job_id} is running: cancellation requested (it stops between segments)")
+    else:
+        state = row["status"] if row is not None else "gone"
+        common.fail(f"job {job_id} is {state}: nothing to cancel")
+
+
+@app.command("purge")
+def purge_cmd(
+    older_than: Annotated[str, typer.Option("--older-than", help="Finished longer ago than this: 30d, 12h.")],
+    audio_only: Annotated[
+        bool, typer.Option("--audio-only", help="Delete only the audio files; keep jobs and transcripts.")
+    ] = False,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Say what would go; change nothing.")] = False,
+    as_json: JsonOpt = False,
+) -> None:
+    """Delete finished jobs (or only their audio) older than an age; queued and running jobs stay."""
+    try:
+        age = mt.parse_age(older_than)
+    except ValueError as exc:
+        common.fail(f"--older-than: {exc}", code=2)
+    s = common.settings()
+    cutoff = datetime.now(UTC) - age
+
+    async def go(conn: Conn) -> tuple[int, list[str]]:
+        async with conn.transaction():
+            rows = await (mt.forget_audio_before if audio_only else mt.delete_finished_before)(conn, cutoff)
+            hashes = sorted({r["audio_sha256"] for r in rows})
+            orphans = await mt.unreferenced(conn, hashes)
+            if dry_run:
+                raise _Rollback(len(rows), orphans)
+        return len(rows), orphans
+
+    try:
+        count, orphans = with_db(go)
+    except _Rollback as rb:
+        count, orphans = rb.count, rb.orphans
+    freed = removed = 0
+    for sha in orphans:
+        path = s.uploads_dir / sha
+        if path.is_file():
+            freed += path.stat().st_size
+            removed += 1
+            if not dry_run:
+                path.unlink()
+    if as_json:
+        common.print_json(
+            {
+                "dry_run": dry_run,
+                "jobs": count,
+                "audio_only": audio_only,
+                "files_removed": removed,
+                "bytes_freed": freed,
+            }
+        )
+        return
+    what = "jobs whose audio was forgotten" if audio_only else "jobs deleted"
+    prefix = "would be: " if dry_run else ""
+    typer.echo(f"{prefix}{count} {what}, {removed} audio file(s) removed ({human_size(freed)})")
+
+
+class _Rollback(Exception):
+    """Ends a dry-run transaction, carrying what it would have done."""
+
+    def __init__(self, count: int, orphans: list[str]) -> None:
+        super().__init__("dry run")
+        self.count, self.orphans = count, orphans

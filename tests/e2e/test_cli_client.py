@@ -1,0 +1,69 @@
+"""`asrctl transcribe` and `asrctl status` against the real daemon (Granian, tiny.en, PostgreSQL, Redis)."""
+
+from __future__ import annotations
+
+import json
+import uuid
+from pathlib import Path
+
+import pytest
+
+from asr_daemon import host
+from tests import services
+from tests.conftest import Daemon
+from tests.integration.ops_support import asrctl, assert_one_error_line
+
+
+@pytest.fixture
+def cli_env(daemon: Daemon, monkeypatch: pytest.MonkeyPatch) -> Daemon:
+    """The CLI configured like the running daemon (same database, Redis, state, port), no systemd."""
+    for key, value in daemon.env.items():
+        if key.startswith("ASR_"):
+            monkeypatch.setenv(key, value)
+    monkeypatch.delenv("ASR_URL", raising=False)
+    monkeypatch.setattr(host, "systemd_present", lambda: False)
+    return daemon
+
+
+def test_transcribe_writes_the_transcript(cli_env: Daemon, jfk: Path, tmp_path: Path) -> None:
+    """transcribe submits, follows the events to the end and writes <stem>.srt into --output."""
+    out = tmp_path / "out"
+    result = asrctl("transcribe", str(jfk), "--format", "srt", "--output", str(out))
+    assert result.exit_code == 0, result.stderr
+    srt = (out / f"{jfk.stem}.srt").read_text()
+    assert srt.startswith("1\n00:00:00,000 --> ") and "country" in srt.lower()
+    to_stdout = asrctl("transcribe", str(jfk), "--language", "en")
+    assert to_stdout.exit_code == 0 and "fellow americans" in to_stdout.stdout.lower()
+
+
+def test_transcribe_async_prints_ids(cli_env: Daemon, jfk: Path, tmp_path: Path) -> None:
+    """--async prints one job id per file and returns; the job exists in the database. A file the
+    daemon cannot decode gives one error line."""
+    junk = tmp_path / "junk.wav"
+    junk.write_bytes(b"this is not audio at all" * 100)
+    assert_one_error_line(asrctl("transcribe", str(junk)), "HTTP 4")
+    result = asrctl("transcribe", "--async", str(jfk))
+    assert result.exit_code == 0, result.stderr
+    job_id, name = result.stdout.strip().split("\t")
+    assert name == str(jfk) and uuid.UUID(job_id)
+    shown = json.loads(asrctl("jobs", "show", job_id, "--json").stdout)
+    assert shown["id"] == job_id and shown["filename"] == jfk.name
+
+
+def test_status_with_the_daemon_up(cli_env: Daemon) -> None:
+    """status reports the real daemon answering and ready, with the database and queue."""
+    result = asrctl("status", "--json")
+    assert result.exit_code == 0, result.stderr
+    report = json.loads(result.stdout)
+    assert report["daemon"]["state"] == "answering" and report["daemon"]["ready"] is True
+    assert report["daemon"]["via"] == cli_env.url
+    assert report["database"]["reachable"] and report["jobs"]["queued"] == 0
+
+
+def test_transcribe_error_paths(jfk: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Daemon down or a missing file: one error line and a non-zero exit, nothing else."""
+    monkeypatch.setenv("ASR_PORT", str(services.free_port()))
+    monkeypatch.delenv("ASR_URL", raising=False)
+    assert_one_error_line(asrctl("transcribe", str(jfk)), "cannot reach the daemon")
+    assert_one_error_line(asrctl("transcribe", str(jfk), str(tmp_path / "missing.wav")), "no such file")
+    assert_one_error_line(asrctl("transcribe", str(jfk), "--format", "doc"), "--format")

@@ -1,0 +1,150 @@
+"""The nightly backup schedule files: scripts/asr-backup.cron and systemd/asr-backup.{service,timer}.
+
+The cron file is parsed the way cron reads /etc/cron.d (five time fields, a user, a command); the
+units go through `systemd-analyze verify` against a throwaway root with stand-ins for the binaries.
+"""
+
+from __future__ import annotations
+
+import re
+import shlex
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+CRON = ROOT / "scripts" / "asr-backup.cron"
+UNITS = ["asr-backup.service", "asr-backup.timer", "asr-backup-failed.service"]
+RANGES = [(0, 59), (0, 23), (1, 31), (1, 12), (0, 7)]
+
+
+def cron_jobs() -> list[tuple[list[str], str, str]]:
+    """(time fields, user, command) of every job line; environment and comment lines skipped."""
+    jobs = []
+    for line in CRON.read_text().splitlines():
+        if not line.strip() or line.lstrip().startswith("#") or re.match(r"^[A-Z_]+=", line):
+            continue
+        parts = line.split(None, 6)
+        assert len(parts) == 7, f"not `m h dom mon dow user command`: {line!r}"
+        jobs.append((parts[:5], parts[5], parts[6]))
+    return jobs
+
+
+def field_ok(field: str, lo: int, hi: int) -> bool:
+    """A cron time field: *, N, N-M, lists of those, each with an optional /step, within lo..hi."""
+    for item in field.split(","):
+        base, _, step = item.partition("/")
+        if step and not step.isdigit():
+            return False
+        if base == "*":
+            continue
+        bounds = base.split("-")
+        if not all(b.isdigit() for b in bounds) or len(bounds) > 2:
+            return False
+        if not all(lo <= int(b) <= hi for b in bounds):
+            return False
+    return True
+
+
+def unit_execs(unit: str) -> list[str]:
+    """The binaries a unit's ExecStart= lines run."""
+    text = (ROOT / "systemd" / unit).read_text()
+    return [shlex.split(m)[0].lstrip("-@:+!") for m in re.findall(r"^ExecStart=(.+)$", text, re.MULTILINE)]
+
+
+def test_cron_file_parses_as_cron_d() -> None:
+    """One nightly job, valid time fields, run as `asr`, absolute paths, no `%`, ends with a newline."""
+    text = CRON.read_text()
+    assert text.endswith("\n"), "cron ignores a last line without a newline"
+    assert "/etc/cron.d/asr-backup " in text, "must say where it goes: cron.d skips names with dots"
+    jobs = cron_jobs()
+    assert len(jobs) == 1
+    fields, user, command = jobs[0]
+    assert all(field_ok(f, lo, hi) for f, (lo, hi) in zip(fields, RANGES, strict=True)), fields
+    assert fields[2:] == ["*", "*", "*"], "nightly: every day of every month"
+    assert user == "asr"
+    assert "%" not in command, "cron turns % into a newline"
+    assert command.startswith("/bin/sh -c '"), "absolute path to the shell"
+    assert command.rstrip().endswith(">>/var/log/asr-server/backup.log 2>&1"), "output goes to a log"
+    inner = command.split("'")[1]
+    assert re.search(r"exec (/\S+/asrctl) backup\b", inner), inner
+    assert "/etc/asr-server/asr-server.env" in inner
+    assert re.search(r"^SHELL=/bin/sh$", text, re.MULTILINE) and re.search(r"^PATH=/", text, re.MULTILINE)
+
+
+def test_cron_and_units_run_the_same_asrctl() -> None:
+    """The cron job, the backup service and the daemon's own unit all name the same asrctl."""
+    cron_cmd = cron_jobs()[0][2]
+    found = re.search(r"exec (/\S+/asrctl) backup", cron_cmd)
+    assert found
+    asrctl = found.group(1)
+    assert unit_execs("asr-backup.service") == [asrctl]
+    server = ROOT / "systemd" / "asr-server.service"
+    if server.exists():  # installed by the systemd work; the paths must agree
+        assert unit_execs("asr-server.service")[0] == asrctl
+
+
+def test_timer_settings() -> None:
+    """The timer is nightly, catches up missed runs, spreads its start and is enabled by timers.target;
+    the service is a oneshot as user asr that reports failures through asr-backup-failed.service."""
+    timer = (ROOT / "systemd" / "asr-backup.timer").read_text()
+    for directive in ("OnCalendar=*-*-* 03:15:00", "Persistent=true", "WantedBy=timers.target"):
+        assert directive in timer
+    assert re.search(r"^RandomizedDelaySec=\d+min$", timer, re.MULTILINE)
+    service = (ROOT / "systemd" / "asr-backup.service").read_text()
+    for directive in ("Type=oneshot", "User=asr", "OnFailure=asr-backup-failed.service", "UMask=0077"):
+        assert directive in service
+    assert "<2>" in (ROOT / "systemd" / "asr-backup-failed.service").read_text(), "logged at priority crit"
+
+
+@pytest.fixture
+def root(tmp_path: Path) -> Path:
+    """A root with the backup units in /etc/systemd/system and stand-ins for every ExecStart binary."""
+    units = tmp_path / "etc/systemd/system"
+    units.mkdir(parents=True)
+    for unit in UNITS:
+        shutil.copy(ROOT / "systemd" / unit, units / unit)
+        for exe in unit_execs(unit):
+            stand_in = tmp_path / exe.lstrip("/")
+            stand_in.parent.mkdir(parents=True, exist_ok=True)
+            stand_in.write_text("#!/bin/sh\nexit 0\n")
+            stand_in.chmod(0o755)
+    return tmp_path
+
+
+@pytest.mark.skipif(shutil.which("systemd-analyze") is None, reason="systemd-analyze missing")
+@pytest.mark.parametrize("unit", UNITS)
+def test_unit_verifies(root: Path, unit: str) -> None:
+    """`systemd-analyze verify` accepts the unit: no unknown directive, bad value or missing binary."""
+    out = subprocess.run(
+        [
+            "systemd-analyze",
+            "verify",
+            f"--root={root}",
+            "--recursive-errors=no",
+            "--man=no",
+            str(root / "etc/systemd/system" / unit),
+        ],
+        check=False,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert out.returncode == 0 and not out.stderr.strip(), out.stderr
+
+
+@pytest.mark.skipif(shutil.which("systemd-analyze") is None, reason="systemd-analyze missing")
+def test_backup_service_stays_sandboxed(root: Path) -> None:
+    """The backup service's offline exposure stays low (it only reads state and talks to PostgreSQL)."""
+    out = subprocess.run(
+        ["systemd-analyze", "security", "--offline=yes", f"--root={root}", "--no-pager", "asr-backup.service"],
+        check=False,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    m = re.search(r"Overall exposure level for \S+: ([0-9.]+)", out.stdout + out.stderr)
+    assert m, out.stdout + out.stderr
+    assert float(m.group(1)) <= 2.0, out.stdout
