@@ -56,9 +56,12 @@ def process_age() -> float:
     return max(0.0, uptime - start_ticks / os.sysconf("SC_CLK_TCK"))
 
 
-_MODEL_COUNTS = {"loads": "Models loaded", "unloads": "Models unloaded (idle TTL, eviction, request)",
-                 "evictions": "Idle models unloaded to make room for another",
-                 "cpu_fallbacks": "Times CUDA failed and later loads went to the CPU"}
+_MODEL_COUNTS = {
+    "loads": "Models loaded",
+    "unloads": "Models unloaded (idle TTL, eviction, request)",
+    "evictions": "Idle models unloaded to make room for another",
+    "cpu_fallbacks": "Times CUDA failed and later loads went to the CPU",
+}
 
 
 class _Totals(Collector):
@@ -69,8 +72,9 @@ class _Totals(Collector):
         self.models: dict[str, int] = {}
 
     def collect(self) -> Iterable[Metric]:
-        fam = CounterMetricFamily("asr_jobs_finished", "Jobs that reached a final state (all processes, from "
-                                  "PostgreSQL)", labels=["status"])
+        fam = CounterMetricFamily(
+            "asr_jobs_finished", "Jobs that reached a final state (all processes, from PostgreSQL)", labels=["status"]
+        )
         for status in FINAL_STATES:
             if status in self.jobs:
                 fam.add_metric([status], self.jobs[status])
@@ -93,42 +97,71 @@ class Metrics:
         ProcessCollector(registry=r)  # process_resident_memory_bytes, process_start_time_seconds, CPU
         self.last_activity = time.time()
         self.requests = Counter(
-            "asr_http_requests", "HTTP responses by route template, method and status",
-            ["route", "method", "status"], registry=r)
+            "asr_http_requests",
+            "HTTP responses by route template, method and status",
+            ["route", "method", "status"],
+            registry=r,
+        )
         self.queue_wait = Histogram(
-            "asr_job_queue_wait_seconds", "Seconds from submission to a job's first start",
-            buckets=_WAIT_BUCKETS, registry=r)
+            "asr_job_queue_wait_seconds",
+            "Seconds from submission to a job's first start",
+            buckets=_WAIT_BUCKETS,
+            registry=r,
+        )
         self.processing = Histogram(
-            "asr_job_processing_seconds", "Seconds a completed job ran here (model load included)",
-            ["model"], buckets=_PROCESSING_BUCKETS, registry=r)
+            "asr_job_processing_seconds",
+            "Seconds a completed job ran here (model load included)",
+            ["model"],
+            buckets=_PROCESSING_BUCKETS,
+            registry=r,
+        )
         self.audio = Counter(
-            "asr_audio_seconds", "Seconds of audio transcribed by completed jobs", ["model"], registry=r)
+            "asr_audio_seconds", "Seconds of audio transcribed by completed jobs", ["model"], registry=r
+        )
         self.rtf = Histogram(
-            "asr_realtime_factor", "Transcription seconds per audio second, per completed job (< 1: faster "
-            "than real time)", ["model", "device"], buckets=_RTF_BUCKETS, registry=r)
+            "asr_realtime_factor",
+            "Transcription seconds per audio second, per completed job (< 1: faster than real time)",
+            ["model", "device"],
+            buckets=_RTF_BUCKETS,
+            registry=r,
+        )
         self.models_loaded = Gauge(
-            "asr_models_loaded", "Models in memory (1 per model, device and compute type)",
-            ["model", "device", "compute_type"], registry=r)
+            "asr_models_loaded",
+            "Models in memory (1 per model, device and compute type)",
+            ["model", "device", "compute_type"],
+            registry=r,
+        )
         self.model_load = Gauge(
-            "asr_model_load_seconds", "Seconds the load of each model in memory took",
-            ["model", "device", "compute_type"], registry=r)
+            "asr_model_load_seconds",
+            "Seconds the load of each model in memory took",
+            ["model", "device", "compute_type"],
+            registry=r,
+        )
         self.queue_depth = Gauge("asr_queue_depth", "Jobs queued (all processes)", registry=r)
         self.oldest_queued = Gauge(
-            "asr_queue_oldest_age_seconds", "Age of the oldest queued job, 0 when none", registry=r)
+            "asr_queue_oldest_age_seconds", "Age of the oldest queued job, 0 when none", registry=r
+        )
         self.running = Gauge("asr_jobs_running", "Jobs running in this process", registry=r)
         self.idle = Gauge(
-            "asr_idle_seconds", "Seconds since the last request or job activity (0 while a job is queued "
-            "or running); probes and /metrics do not count", registry=r)
+            "asr_idle_seconds",
+            "Seconds since the last request or job activity (0 while a job is queued "
+            "or running); probes and /metrics do not count",
+            registry=r,
+        )
         self.peak_rss = Gauge(
-            "asr_process_peak_resident_memory_bytes", "Peak resident memory of this process", registry=r)
-        self.vram_used = Gauge("asr_gpu_memory_used_bytes", "GPU memory in use (whole device)", ["gpu"],
-                               registry=r)
+            "asr_process_peak_resident_memory_bytes", "Peak resident memory of this process", registry=r
+        )
+        self.vram_used = Gauge("asr_gpu_memory_used_bytes", "GPU memory in use (whole device)", ["gpu"], registry=r)
         self.vram_free = Gauge("asr_gpu_memory_free_bytes", "GPU memory free", ["gpu"], registry=r)
         self.db_up = Gauge("asr_database_up", "1 when the last scrape could read the job table", registry=r)
         Gauge("asr_workers", "Transcriptions run at once (ASR_WORKERS)", registry=r).set(workers)
         Gauge("asr_build_info", "Version of asr-server", ["version"], registry=r).labels(__version__).set(1)
-        Gauge("asr_start_info", "Why this process started (ASR_START_REASON; `unknown` when not told)",
-              ["reason"], registry=r).labels(start_reason or "unknown").set(1)
+        Gauge(
+            "asr_start_info",
+            "Why this process started (ASR_START_REASON; `unknown` when not told)",
+            ["reason"],
+            registry=r,
+        ).labels(start_reason or "unknown").set(1)
         self._totals = _Totals()
         r.register(self._totals)
 
@@ -144,9 +177,7 @@ class Metrics:
         if row["attempts"] == 1 and row["started_at"] is not None:
             self.queue_wait.observe(max(0.0, (row["started_at"] - row["created_at"]).total_seconds()))
 
-    def job_completed(
-        self, model: str, device: str, audio_s: float, transcribe_s: float, elapsed_s: float
-    ) -> None:
+    def job_completed(self, model: str, device: str, audio_s: float, transcribe_s: float, elapsed_s: float) -> None:
         """A job completed here: processing time, audio seconds and realtime factor."""
         self.last_activity = time.time()
         self.processing.labels(model).observe(elapsed_s)
@@ -196,4 +227,3 @@ async def on_send(message: Any, scope: Any) -> None:
     if metrics is not None:
         route = scope.get("path_template") or "unmatched"
         metrics.response(route, scope.get("method", ""), int(message["status"]), scope.get("path", ""))
-

@@ -187,8 +187,13 @@ class Worker:
         }
         if await queries.complete(self.pool, job_id, self.name, timings, entry.device):
             self.completed += 1
-            self.metrics.job_completed(name, entry.device, row["duration_s"] - resume["resume_from"],
-                                       timings["transcribe_s"], time.perf_counter() - t0)
+            self.metrics.job_completed(
+                name,
+                entry.device,
+                row["duration_s"] - resume["resume_from"],
+                timings["transcribe_s"],
+                time.perf_counter() - t0,
+            )
             log.info("job_completed", extra={"job_id": str(job_id), "segments": result.segments, **timings})
             if row["webhook_url"]:
                 self._spawn_webhook(job_id)

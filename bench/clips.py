@@ -12,8 +12,10 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 CACHE = ROOT / "var" / "bench-cache" / "audio"
 #: ../shared/audio beside the repository (or beside the worktree folder holding it).
-SHARED = next((p for p in (ROOT.parent / "shared" / "audio", ROOT.parent.parent / "shared" / "audio") if p.is_dir()),
-              ROOT.parent / "shared" / "audio")
+SHARED = next(
+    (p for p in (ROOT.parent / "shared" / "audio", ROOT.parent.parent / "shared" / "audio") if p.is_dir()),
+    ROOT.parent / "shared" / "audio",
+)
 
 SENTENCES = [
     "The committee met on Tuesday morning to review the budget for the coming year.",
@@ -42,7 +44,7 @@ class Clip:
 
 def duration(path: Path) -> float:
     """Seconds of audio in `path` (via soxi, or PyAV for formats sox lacks)."""
-    out = subprocess.run(["soxi", "-D", str(path)], capture_output=True, text=True)
+    out = subprocess.run(["soxi", "-D", str(path)], capture_output=True, text=True, check=False)
     if out.returncode == 0 and out.stdout.strip():
         return float(out.stdout)
     from asr_daemon import audio
@@ -73,8 +75,9 @@ def espeak(seconds: float) -> Clip:
                 i += 1
             full = out.with_suffix(".full.flac")
             _render(text, full)
-            subprocess.run(["sox", "-R", str(full), str(out), "trim", "0", str(seconds), "fade", "0", "-0",
-                            "0.3"], check=True)
+            subprocess.run(
+                ["sox", "-R", str(full), str(out), "trim", "0", str(seconds), "fade", "0", "-0", "0.3"], check=True
+            )
             full.unlink()
     return Clip(name, out, duration(out))
 
@@ -85,11 +88,10 @@ def _long(seconds: float, out: Path) -> None:
     for k in range(int(seconds // 60)):
         piece = CACHE / f"piece-{k}.flac"
         if not piece.exists():
-            order = SENTENCES[k % len(SENTENCES):] + SENTENCES[: k % len(SENTENCES)]
+            order = SENTENCES[k % len(SENTENCES) :] + SENTENCES[: k % len(SENTENCES)]
             text = " ".join(order * 2)
             _render(text, piece, voice="en-us" if k % 2 == 0 else "en-gb")
-            subprocess.run(["sox", "-R", str(piece), str(piece.with_suffix(".t.flac")), "trim", "0", "60"],
-                           check=True)
+            subprocess.run(["sox", "-R", str(piece), str(piece.with_suffix(".t.flac")), "trim", "0", "60"], check=True)
             piece.with_suffix(".t.flac").rename(piece)
         pieces.append(str(piece))
     subprocess.run(["sox", "-R", *pieces, str(out)], check=True)

@@ -26,8 +26,20 @@ from bench.clips import Clip
 from tests import services
 
 HERE = Path(__file__).resolve().parent
-PHASES = ("activation", "process_start", "imports", "app_db_redis", "request_in", "queue", "model_load",
-          "first_segment", "rest_of_transcript", "response", "total", "total_minus_model_load")
+PHASES = (
+    "activation",
+    "process_start",
+    "imports",
+    "app_db_redis",
+    "request_in",
+    "queue",
+    "model_load",
+    "first_segment",
+    "rest_of_transcript",
+    "response",
+    "total",
+    "total_minus_model_load",
+)
 
 
 def available() -> str | None:
@@ -55,10 +67,23 @@ def once(d: stack.Daemon, work: Path, clip: Clip, run: int) -> dict[str, Any]:
     marks = str(work / f"marks{run}.json")
     port = services.free_port()
     passed = [arg for name in d.env for arg in ("-E", name)]  # it passes no environment unless told
-    argv = ["systemd-socket-activate", "-l", f"127.0.0.1:{port}", *passed, sys.executable, str(HERE / "activate.py"),
-            marks, uds, sys.executable, "-m", "asr_daemon.cli", "serve", "--uds", uds]
-    sa = subprocess.Popen(argv, env=d.env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                          start_new_session=True)
+    argv = [
+        "systemd-socket-activate",
+        "-l",
+        f"127.0.0.1:{port}",
+        *passed,
+        sys.executable,
+        str(HERE / "activate.py"),
+        marks,
+        uds,
+        sys.executable,
+        "-m",
+        "asr_daemon.cli",
+        "serve",
+        "--uds",
+        uds,
+    ]
+    sa = subprocess.Popen(argv, env=d.env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
     data = clip.path.read_bytes()
     try:
         deadline = time.monotonic() + 10
@@ -115,9 +140,14 @@ def coldstart(svc: stack.Services, work: Path, clip: Clip, runs: int, env: dict[
     work.mkdir(parents=True, exist_ok=True)
     d = stack.make_daemon(svc, work, **env)
     # production applies migrations at install time; only the check remains on each start
-    subprocess.run([sys.executable, "-m", "asr_daemon.cli", "db", "migrate"], env=d.env, check=True,
-                   capture_output=True)
+    subprocess.run(
+        [sys.executable, "-m", "asr_daemon.cli", "db", "migrate"], env=d.env, check=True, capture_output=True
+    )
     results = [once(d, work, clip, i) for i in range(runs)]
     keys = [*PHASES, "db_s", "redis_s"]
-    return {"clip": clip.name, "env": env, "runs": results,
-            "phases": {k: stats.summary([r[k] for r in results if r.get(k) is not None]) for k in keys}}
+    return {
+        "clip": clip.name,
+        "env": env,
+        "runs": results,
+        "phases": {k: stats.summary([r[k] for r in results if r.get(k) is not None]) for k in keys},
+    }

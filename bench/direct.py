@@ -35,8 +35,9 @@ def load(model_dir: Path, threads: int = 0, compute_type: str = "int8", device: 
 
     threads = threads or (os.cpu_count() or 1)
     t0 = time.perf_counter()
-    model = WhisperModel(str(model_dir), device=device, compute_type=compute_type, cpu_threads=threads,
-                         local_files_only=True)
+    model = WhisperModel(
+        str(model_dir), device=device, compute_type=compute_type, cpu_threads=threads, local_files_only=True
+    )
     return Direct(model=model, load_s=time.perf_counter() - t0, threads=threads)
 
 
@@ -55,7 +56,12 @@ def run_in_subprocess(model_dir: Path, path: Path, beam_size: int = 5) -> dict[s
         "print(json.dumps({'load_s': d.load_s, 'transcribe_s': dt, 'rss_loaded': loaded,"
         " 'rss_after': stack.rss(os.getpid()), 'peak_rss': stack.peak_rss(os.getpid())}))\n"
     )
-    out = subprocess.run([sys.executable, "-c", code, str(model_dir), str(path), str(beam_size)],
-                         capture_output=True, text=True, check=True, cwd=Path(__file__).resolve().parent.parent)
+    out = subprocess.run(
+        [sys.executable, "-c", code, str(model_dir), str(path), str(beam_size)],
+        capture_output=True,
+        text=True,
+        check=True,
+        cwd=Path(__file__).resolve().parent.parent,
+    )
     result: dict[str, float] = json.loads(out.stdout.strip().splitlines()[-1])
     return result

@@ -28,37 +28,52 @@ def machine(res: dict[str, Any]) -> list[str]:
     m = res["machine"]
     v = ", ".join(f"{k} {val}" for k, val in m["versions"].items())
     gpu = f"{m['cuda_devices']} CUDA device(s)" if m["cuda_devices"] else "none"
+    settings = " ".join(f"{k}={val}" for k, val in res["env"].items())
     return [
-        f"- Date: {m['date']}; machine: {m['cpu']}, {m['cores']} cores, {m['memory_bytes'] / 2**30:.0f} GiB RAM, "
-        f"GPU: {gpu}; kernel {m['kernel']}.",
+        (
+            f"- Date: {m['date']}; machine: {m['cpu']}, {m['cores']} cores, {m['memory_bytes'] / 2**30:.0f} GiB "
+            f"RAM, GPU: {gpu}; kernel {m['kernel']}."
+        ),
         f"- Versions: {v}.",
-        f"- Model {res['model']}, compute type {res['compute_type']}, CPU; daemon settings: "
-        f"`{' '.join(f'{k}={val}' for k, val in res['env'].items())}` (others default). The library baseline is "
-        f"`WhisperModel(dir, device='cpu', compute_type='int8', cpu_threads={res['library_threads']})`, "
-        "`model.transcribe(path, beam_size=5)` consumed to the end, loaded once in the benchmark process.",
-        f"- Load average (1/5/15 min) before: {res['load_before']}, after: {res.get('load_after', '—')} "
-        "(the machine is shared; every comparison below is measured in one run, alternating).",
+        (
+            f"- Model {res['model']}, compute type {res['compute_type']}, CPU; daemon settings: `{settings}` "
+            "(others default). The library baseline is `WhisperModel(dir, device='cpu', compute_type='int8', "
+            f"cpu_threads={res['library_threads']})`, `model.transcribe(path, beam_size=5)` consumed to the end, "
+            "loaded once in the benchmark process."
+        ),
+        (
+            f"- Load average (1/5/15 min) before: {res['load_before']}, after: {res.get('load_after', '—')} "
+            "(the machine is shared; every comparison below is measured in one run, alternating)."
+        ),
     ]
 
 
 def overhead(s: dict[str, Any]) -> list[str]:
     """Section 1."""
-    out = ["| clip | library in-process | daemon over HTTP | ratio daemon/library | goal | daemon's own "
-           "transcribe | rest (HTTP, upload, DB, queue, render) | same text |",
-           "|---|---|---|---|---|---|---|---|"]
+    out = [
+        (
+            "| clip | library in-process | daemon over HTTP | ratio daemon/library | goal | daemon's own "
+            "transcribe | rest (HTTP, upload, DB, queue, render) | same text |"
+        ),
+        "|---|---|---|---|---|---|---|---|",
+    ]
     for c in s["clips"]:
-        goal = GOALS.get(str(round(c["seconds"])), None)
+        goal = GOALS.get(str(round(c["seconds"])))
         for pre in ["", *(k + ":" for k in s.get("variants", {}))]:
             ok = "" if goal is None else (" ✅" if c[pre + "ratio"]["median"] <= goal else " ❌")
             name = f"{c['clip']} ({c['seconds']:.0f} s)" + (f", variant `{pre[:-1]}`" if pre else "")
-            out.append(f"| {name} | {fmt(c['direct'])} | {fmt(c[pre + 'daemon'])} | "
-                       f"{fmt(c[pre + 'ratio'], '', 3)}{ok} | {'≤ ' + str(goal) if goal else '—'} | "
-                       f"{fmt(c[pre + 'daemon_transcribe'])} | {fmt(c[pre + 'non_model'], 's', 3)} | "
-                       f"{'yes' if c[pre + 'same_text'] else 'no'} |")
+            out.append(
+                f"| {name} | {fmt(c['direct'])} | {fmt(c[pre + 'daemon'])} | "
+                f"{fmt(c[pre + 'ratio'], '', 3)}{ok} | {'≤ ' + str(goal) if goal else '—'} | "
+                f"{fmt(c[pre + 'daemon_transcribe'])} | {fmt(c[pre + 'non_model'], 's', 3)} | "
+                f"{'yes' if c[pre + 'same_text'] else 'no'} |"
+            )
     out += _variants(s)
     n = s["clips"][0]["ratio"]["n"] if s["clips"] else 0
-    out.append(f"\nMedian of {n} rounds per clip after one warm-up request per side, rotating which side "
-               "goes first; ratios are taken within each round.")
+    out.append(
+        f"\nMedian of {n} rounds per clip after one warm-up request per side, rotating which side "
+        "goes first; ratios are taken within each round."
+    )
     return out
 
 
@@ -66,8 +81,12 @@ def _variants(s: dict[str, Any]) -> list[str]:
     v = s.get("variants") or {}
     if not v:
         return []
-    return ["", "Variants (same rounds): " + "; ".join(
-        f"`{k}` = {' '.join(f'{a}={b}' for a, b in e.items())}" for k, e in v.items()) + "."]
+    return [
+        "",
+        "Variants (same rounds): "
+        + "; ".join(f"`{k}` = {' '.join(f'{a}={b}' for a, b in e.items())}" for k, e in v.items())
+        + ".",
+    ]
 
 
 def coldstart(s: dict[str, Any]) -> list[str]:
@@ -79,42 +98,64 @@ def coldstart(s: dict[str, Any]) -> list[str]:
         "process_start": "→ Granian worker process exists (`asrctl serve` → granian → worker)",
         "imports": "→ app imported and built (`app_created`)",
         "app_db_redis": "→ lifespan done: PostgreSQL connect + migration check, Redis ping (`daemon_started`)",
-        "db_s": "  of which PostgreSQL", "redis_s": "  of which Redis",
+        "db_s": "  of which PostgreSQL",
+        "redis_s": "  of which Redis",
         "request_in": "→ request proxied, uploaded, probed, job row committed",
-        "queue": "→ job claimed", "model_load": "→ model loaded", "first_segment": "→ first segment",
-        "rest_of_transcript": "→ last segment", "response": "→ response received by the client",
+        "queue": "→ job claimed",
+        "model_load": "→ model loaded",
+        "first_segment": "→ first segment",
+        "rest_of_transcript": "→ last segment",
+        "response": "→ response received by the client",
         "total": "**total: connection → complete transcript**",
         "total_minus_model_load": "**total minus model load** (goal ≤ 1.0 s + transcription)",
     }
     out = ["| phase | median (min–max) |", "|---|---|"]
     for k, label in labels.items():
         out.append(f"| {label} | {fmt(s['phases'].get(k), 's', 3)} |")
-    out.append(f"\n{len(s['runs'])} cold starts, clip {s['clip']}, each a new process on an already migrated "
-               "database; PostgreSQL and Redis already running.")
+    out.append(
+        f"\n{len(s['runs'])} cold starts, clip {s['clip']}, each a new process on an already migrated "
+        "database; PostgreSQL and Redis already running."
+    )
     return out
 
 
 def throughput(s: dict[str, Any]) -> list[str]:
     """Section 3."""
-    out = [f"Library sequential throughput (measured between sweeps): {fmt(s['sequential'], 'audio-s/s')}.", "",
-           "| clients | audio-s per wall-s | × library sequential | jobs/min | queue wait p50 | p95 | "
-           "end-to-end p50 | p95 |", "|---|---|---|---|---|---|---|---|"]
+    out = [
+        f"Library sequential throughput (measured between sweeps): {fmt(s['sequential'], 'audio-s/s')}.",
+        "",
+        (
+            "| clients | audio-s per wall-s | × library sequential | jobs/min | queue wait p50 | p95 | "
+            "end-to-end p50 | p95 |"
+        ),
+        "|---|---|---|---|---|---|---|---|",
+    ]
     for n, lv in s["levels"].items():
         n = n.replace(":", " — variant `", 1) + "`" if ":" in n else n
-        out.append(f"| {n} | {fmt(lv['audio_per_wall'], '')} | {fmt(lv['vs_sequential'], '×')} | "
-                   f"{fmt(lv['jobs_per_min'], '', 1)} | {fmt(lv['queue_wait_p50'])} | {fmt(lv['queue_wait_p95'])} | "
-                   f"{fmt(lv['e2e_p50'])} | {fmt(lv['e2e_p95'])} |")
-    out.append(f"\n{s['jobs_per_level']} jobs per level (more when there are more clients), {s['reps']} sweeps "
-               f"(alternately ascending and descending), clip {s['clip']} ({s['seconds']:.0f} s), "
-               "synchronous `/v1/audio/transcriptions`, deduplication off.")
+        out.append(
+            f"| {n} | {fmt(lv['audio_per_wall'], '')} | {fmt(lv['vs_sequential'], '×')} | "
+            f"{fmt(lv['jobs_per_min'], '', 1)} | {fmt(lv['queue_wait_p50'])} | {fmt(lv['queue_wait_p95'])} | "
+            f"{fmt(lv['e2e_p50'])} | {fmt(lv['e2e_p95'])} |"
+        )
+    out.append(
+        f"\n{s['jobs_per_level']} jobs per level (more when there are more clients), {s['reps']} sweeps "
+        f"(alternately ascending and descending), clip {s['clip']} ({s['seconds']:.0f} s), "
+        "synchronous `/v1/audio/transcriptions`, deduplication off."
+    )
     out += _variants(s)
     mix = s.get("mix")
     if mix:
         sh = mix["short"]
-        out += ["", f"**Mix**: one {mix['long_seconds'] / 60:.0f}-minute file submitted first, then 4 clients "
+        out += [
+            "",
+            (
+                f"**Mix**: one {mix['long_seconds'] / 60:.0f}-minute file submitted first, then 4 clients "
                 f"sending {sh['jobs']} short clips: short clips' end-to-end p50 {_num(sh['e2e_p50'])} s, p95 "
-                f"{_num(sh['e2e_p95'])} s, queue wait p95 {_num(sh['queue_wait_p95'])} s; the long file took "
-                f"{_num(mix['long_wall_s'], 1)} s; overall {_num(mix['audio_per_wall'])} audio-s per wall-s."]
+                f"{_num(sh['e2e_p95'])} s, queue wait p95 {_num(sh['queue_wait_p95'])} s; the long file "
+                f"took {_num(mix['long_wall_s'], 1)} s; overall {_num(mix['audio_per_wall'])} audio-s per "
+                "wall-s."
+            ),
+        ]
     return out
 
 
@@ -122,18 +163,24 @@ def long_audio(s: dict[str, Any]) -> list[str]:
     """Section 4."""
     if "skipped" in s:
         return [f"Not measured: {s['skipped']}."]
-    out = ["| clip | total | realtime factor | × realtime | daemon RSS ready | daemon peak RSS | library alone |",
-           "|---|---|---|---|---|---|---|"]
+    out = [
+        "| clip | total | realtime factor | × realtime | daemon RSS ready | daemon peak RSS | library alone |",
+        "|---|---|---|---|---|---|---|",
+    ]
     for c in s["clips"]:
         lib = c.get("library") or {}
-        lib_s = (f"{lib['transcribe_s']:.1f} s, peak {_mb(lib['peak_rss'])}" if lib else "—")
-        out.append(f"| {c['clip']} ({c['seconds'] / 60:.0f} min) | {c['total_s']:.1f} s | {c['rtf']:.3f} | "
-                   f"{c['x_realtime']:.1f} | {_mb(c['rss_ready'])} | {_mb(c['peak_rss'])} | {lib_s} |")
+        lib_s = f"{lib['transcribe_s']:.1f} s, peak {_mb(lib['peak_rss'])}" if lib else "—"
+        out.append(
+            f"| {c['clip']} ({c['seconds'] / 60:.0f} min) | {c['total_s']:.1f} s | {c['rtf']:.3f} | "
+            f"{c['x_realtime']:.1f} | {_mb(c['rss_ready'])} | {_mb(c['peak_rss'])} | {lib_s} |"
+        )
     if len(s["clips"]) >= 2 and s["clips"][0]["peak_rss"]:
         ratio = s["clips"][1]["peak_rss"] / s["clips"][0]["peak_rss"]
-        out.append(f"\nPeak RSS {s['clips'][1]['seconds'] / 60:.0f} min / {s['clips'][0]['seconds'] / 60:.0f} min: "
-                   f"{ratio:.2f} (goal ≤ 1.2) {'✅' if ratio <= 1.2 else '❌'}. One run per clip, each in a fresh "
-                   "daemon; total = job created → finished.")
+        out.append(
+            f"\nPeak RSS {s['clips'][1]['seconds'] / 60:.0f} min / {s['clips'][0]['seconds'] / 60:.0f} min: "
+            f"{ratio:.2f} (goal ≤ 1.2) {'✅' if ratio <= 1.2 else '❌'}. One run per clip, each in a fresh "
+            "daemon; total = job created → finished."
+        )
     return out
 
 
@@ -143,12 +190,14 @@ def idle(s: dict[str, Any]) -> list[str]:
         return [f"Not measured: {s['skipped']}."]
     lib = s["library"]
     return [
-        "| | RSS |", "|---|---|",
+        "| | RSS |",
+        "|---|---|",
         f"| daemon started, no model | {_mb(s['daemon_rss_started'])} |",
         f"| daemon after one request (model loaded) | {_mb(s['daemon_rss_loaded'])} (peak {_mb(s['daemon_peak'])}) |",
         f"| library alone: model loaded | {_mb(lib['rss_loaded'])} |",
         f"| library alone: after the same clip | {_mb(lib['rss_after'])} (peak {_mb(lib['peak_rss'])}) |",
-        "", f"Seconds from the last request to the process gone: **TODO** — idle watcher {s['idle_stop']}.",
+        "",
+        f"Seconds from the last request to the process gone: **TODO** — idle watcher {s['idle_stop']}.",
     ]
 
 
@@ -156,11 +205,22 @@ def render(res: dict[str, Any], previous: str = "") -> str:
     """The whole document: `previous` with its generated block replaced (or a fresh skeleton)."""
     sec = res["sections"]
     parts = ["### Conditions", *machine(res)]
-    titles = {"overhead": "1. Overhead: daemon vs library", "coldstart": "2. Cold start (socket activation)",
-              "throughput": "3. Throughput under load", "long": "4. Long audio", "idle": "5. Idle memory",
-              "gpu": "6. GPU"}
-    render_fn = {"overhead": overhead, "coldstart": coldstart, "throughput": throughput, "long": long_audio,
-                 "idle": idle, "gpu": lambda s: [f"Not measured: {s.get('skipped', '—')}."]}
+    titles = {
+        "overhead": "1. Overhead: daemon vs library",
+        "coldstart": "2. Cold start (socket activation)",
+        "throughput": "3. Throughput under load",
+        "long": "4. Long audio",
+        "idle": "5. Idle memory",
+        "gpu": "6. GPU",
+    }
+    render_fn = {
+        "overhead": overhead,
+        "coldstart": coldstart,
+        "throughput": throughput,
+        "long": long_audio,
+        "idle": idle,
+        "gpu": lambda s: [f"Not measured: {s.get('skipped', '—')}."],
+    }
     for key, title in titles.items():
         if key in sec:
             parts += ["", f"### {title}", *render_fn[key](sec[key])]

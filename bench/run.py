@@ -1,8 +1,8 @@
 """`python -m bench` / `make bench`: run the sections, save raw JSON, write docs/benchmarks.md.
 
-    python -m bench                      # everything that fits (about 20-30 min on 2 busy cores)
-    python -m bench --sections overhead,coldstart --runs 5
-    python -m bench --smoke --out /tmp/b # one run of each quick section on a short clip (< 1 min)
+python -m bench                      # everything that fits (about 20-30 min on 2 busy cores)
+python -m bench --sections overhead,coldstart --runs 5
+python -m bench --smoke --out /tmp/b # one run of each quick section on a short clip (< 1 min)
 """
 
 from __future__ import annotations
@@ -46,9 +46,15 @@ def machine() -> dict[str, Any]:
         except metadata.PackageNotFoundError:
             versions[pkg] = "absent"
     versions["python"] = platform.python_version()
-    return {"cpu": cpu, "cores": os.cpu_count(), "memory_bytes": mem, "cuda_devices": gpus,
-            "kernel": platform.release(), "versions": versions,
-            "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())}
+    return {
+        "cpu": cpu,
+        "cores": os.cpu_count(),
+        "memory_bytes": mem,
+        "cuda_devices": gpus,
+        "kernel": platform.release(),
+        "versions": versions,
+        "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+    }
 
 
 def load() -> list[float]:
@@ -58,8 +64,9 @@ def load() -> list[float]:
 
 def parse(argv: list[str] | None) -> argparse.Namespace:
     """Command-line options."""
-    p = argparse.ArgumentParser(prog="python -m bench", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(
+        prog="python -m bench", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     p.add_argument("--sections", default=",".join(ALL), help=f"comma-separated subset of {','.join(ALL)}")
     p.add_argument("--runs", type=int, default=5, help="A/B pairs per clip in the overhead section (default 5)")
     p.add_argument("--model", default="tiny.en", help="model for every section (default tiny.en)")
@@ -67,12 +74,23 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--no-hour", action="store_true", help="skip the 60-minute clip in the long-audio section")
     p.add_argument("--smoke", action="store_true", help="one quick run of each short section, tiny clip")
     p.add_argument("--out", type=Path, default=None, help="where the report goes (default docs/benchmarks.md)")
-    p.add_argument("--env", action="append", default=[], metavar="ASR_X=V",
-                   help="daemon setting for every section (repeatable), e.g. ASR_WORKERS=1")
-    p.add_argument("--variant", action="append", default=[], metavar="NAME:ASR_X=V[,ASR_Y=W]",
-                   help="another daemon configuration measured in the same rounds as the default one "
-                        "(overhead and throughput sections; repeatable), e.g. threads2:ASR_CPU_THREADS=2")
+    p.add_argument(
+        "--env",
+        action="append",
+        default=[],
+        metavar="ASR_X=V",
+        help="daemon setting for every section (repeatable), e.g. ASR_WORKERS=1",
+    )
+    p.add_argument(
+        "--variant",
+        action="append",
+        default=[],
+        metavar="NAME:ASR_X=V[,ASR_Y=W]",
+        help="another daemon configuration measured in the same rounds as the default one "
+        "(overhead and throughput sections; repeatable), e.g. threads2:ASR_CPU_THREADS=2",
+    )
     p.add_argument("--levels", default="1,2,4,16", help="concurrent clients in the throughput sweep")
+    p.add_argument("--jobs", type=int, default=8, help="jobs per throughput level (at least one per client)")
     return p.parse_args(argv)
 
 
@@ -81,17 +99,24 @@ def main(argv: list[str] | None = None) -> int:
     a = parse(argv)
     wanted = [s for s in a.sections.split(",") if s]
     env = {"ASR_MODEL": a.model, **dict(kv.split("=", 1) for kv in a.env)}
-    a.variants = {v.split(":", 1)[0]: dict(kv.split("=", 1) for kv in v.split(":", 1)[1].split(","))
-                  for v in a.variant}
+    a.variants = {v.split(":", 1)[0]: dict(kv.split("=", 1) for kv in v.split(":", 1)[1].split(",")) for v in a.variant}
     stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
     out_md = a.out or ROOT / "docs" / "benchmarks.md"
-    raw_dir = (a.out.parent if a.out else ROOT / "bench" / "results")
+    raw_dir = a.out.parent if a.out else ROOT / "bench" / "results"
     raw_dir.mkdir(parents=True, exist_ok=True)
     work = ROOT / "var" / "bench-work" / stamp
     work.mkdir(parents=True, exist_ok=True)
-    res: dict[str, Any] = {"machine": machine(), "model": a.model, "compute_type": "int8", "env": env,
-                           "variants": a.variants, "argv": argv,
-                           "smoke": a.smoke, "load_before": load(), "sections": {}}
+    res: dict[str, Any] = {
+        "machine": machine(),
+        "model": a.model,
+        "compute_type": "int8",
+        "env": env,
+        "variants": a.variants,
+        "argv": argv,
+        "smoke": a.smoke,
+        "load_before": load(),
+        "sections": {},
+    }
     model_dir = stack.models_dir() / a.model
     short = clips.espeak(4) if a.smoke else clips.short()
     lib = direct.load(model_dir)
@@ -113,8 +138,17 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-def _section(name: str, a: argparse.Namespace, svc: stack.Services, work: Path, lib: direct.Direct,
-             short: clips.Clip, runs: int, env: dict[str, str], model_dir: Path) -> dict[str, Any]:
+def _section(
+    name: str,
+    a: argparse.Namespace,
+    svc: stack.Services,
+    work: Path,
+    lib: direct.Direct,
+    short: clips.Clip,
+    runs: int,
+    env: dict[str, str],
+    model_dir: Path,
+) -> dict[str, Any]:
     if name == "overhead":
         cl = [short] if a.smoke else [short, clips.espeak(11), clips.minute()]
         multi = None if a.smoke else clips.shared("multilingual.mp3")
@@ -125,7 +159,7 @@ def _section(name: str, a: argparse.Namespace, svc: stack.Services, work: Path, 
         if a.smoke:
             return sections.throughput(svc, work, lib, short, [2], 1, 2, env)
         levels = [int(n) for n in a.levels.split(",")]
-        return sections.throughput(svc, work, lib, short, levels, a.reps, 16, env, clips.espeak(600), a.variants)
+        return sections.throughput(svc, work, lib, short, levels, a.reps, a.jobs, env, clips.espeak(600), a.variants)
     if name == "long":
         if a.smoke:
             return {"skipped": "smoke mode"}
@@ -143,8 +177,10 @@ def _section(name: str, a: argparse.Namespace, svc: stack.Services, work: Path, 
     if name == "gpu":
         if res_gpu := _gpu_absent():
             return {"skipped": res_gpu}
-        return {"skipped": "GPU present but the GPU tables are not automated yet: run the sections with "
-                           "--env ASR_DEVICE=cuda --model large-v3-turbo"}
+        return {
+            "skipped": "GPU present but the GPU tables are not automated yet: run the sections with "
+            "--env ASR_DEVICE=cuda --model large-v3-turbo"
+        }
     raise SystemExit(f"unknown section {name!r}; choose from {', '.join(ALL)}")
 
 
@@ -152,11 +188,10 @@ def _gpu_absent() -> str | None:
     try:
         import ctranslate2
 
-        if ctranslate2.get_cuda_device_count() > 0:
-            return None
+        has_gpu = ctranslate2.get_cuda_device_count() > 0
     except Exception:  # noqa: BLE001  # any failure to probe CUDA means "no GPU"
-        pass
-    return "not measured: no GPU in this session"
+        has_gpu = False
+    return None if has_gpu else "not measured: no GPU in this session"
 
 
 def idle_stop_status() -> str:

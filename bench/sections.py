@@ -23,8 +23,15 @@ def _words(text: str) -> str:
     return " ".join("".join(ch if ch.isalnum() else " " for ch in text.lower()).split())
 
 
-def overhead(svc: stack.Services, work: Path, direct: Direct, clips: list[Clip], runs: int,
-             env: dict[str, str], variants: dict[str, dict[str, str]] | None = None) -> dict[str, Any]:
+def overhead(
+    svc: stack.Services,
+    work: Path,
+    direct: Direct,
+    clips: list[Clip],
+    runs: int,
+    env: dict[str, str],
+    variants: dict[str, dict[str, str]] | None = None,
+) -> dict[str, Any]:
     """Same clip through faster-whisper in-process (A) and the daemon over HTTP (B), alternating.
 
     `variants` adds more daemons with other settings (name → extra env), measured in the same
@@ -44,7 +51,7 @@ def overhead(svc: stack.Services, work: Path, direct: Direct, clips: list[Clip],
             sides = ["library", *cs]
             rounds = []
             for i in range(runs):
-                order = sides[i % len(sides):] + sides[: i % len(sides)]
+                order = sides[i % len(sides) :] + sides[: i % len(sides)]
                 r: dict[str, Any] = {"first": order[0]}
                 for side in order:
                     if side == "library":
@@ -53,8 +60,12 @@ def overhead(svc: stack.Services, work: Path, direct: Direct, clips: list[Clip],
                         r[side], jid, _ = stack.post_transcription(cs[side], clip.name, data)
                         r[side + "_transcribe"] = stack.job(cs[side], jid)["timings"].get("transcribe_s")
                 rounds.append(r)
-            entry: dict[str, Any] = {"clip": clip.name, "seconds": clip.seconds, "rounds": rounds,
-                                     "direct": stats.summary([r["library"] for r in rounds])}
+            entry: dict[str, Any] = {
+                "clip": clip.name,
+                "seconds": clip.seconds,
+                "rounds": rounds,
+                "direct": stats.summary([r["library"] for r in rounds]),
+            }
             for k in cs:
                 pre = "" if k == "daemon" else k + ":"
                 entry[pre + "daemon"] = stats.summary([r[k] for r in rounds])
@@ -106,10 +117,16 @@ def _load(url: str, clip: Clip, data: bytes, clients: int, jobs: int) -> dict[st
     waits = [stack.epoch(r["started_at"]) - stack.epoch(r["created_at"]) for r in rows]
     e2e = [t1 - t0 for t0, t1, _ in done]
     return {
-        "clients": clients, "jobs": len(done), "errors": errors, "wall_s": wall,
-        "audio_per_wall": len(done) * clip.seconds / wall, "jobs_per_min": 60 * len(done) / wall,
-        "queue_wait_p50": stats.percentile(waits, 50), "queue_wait_p95": stats.percentile(waits, 95),
-        "e2e_p50": stats.percentile(e2e, 50), "e2e_p95": stats.percentile(e2e, 95),
+        "clients": clients,
+        "jobs": len(done),
+        "errors": errors,
+        "wall_s": wall,
+        "audio_per_wall": len(done) * clip.seconds / wall,
+        "jobs_per_min": 60 * len(done) / wall,
+        "queue_wait_p50": stats.percentile(waits, 50),
+        "queue_wait_p95": stats.percentile(waits, 95),
+        "e2e_p50": stats.percentile(e2e, 50),
+        "e2e_p95": stats.percentile(e2e, 95),
     }
 
 
@@ -121,9 +138,18 @@ def _sequential(direct: Direct, clip: Clip, n: int) -> float:
     return n * clip.seconds / (time.perf_counter() - t0)
 
 
-def throughput(svc: stack.Services, work: Path, direct: Direct, clip: Clip, levels: list[int], reps: int,
-               jobs: int, env: dict[str, str], long_clip: Clip | None = None,
-               variants: dict[str, dict[str, str]] | None = None) -> dict[str, Any]:
+def throughput(
+    svc: stack.Services,
+    work: Path,
+    direct: Direct,
+    clip: Clip,
+    levels: list[int],
+    reps: int,
+    jobs: int,
+    env: dict[str, str],
+    long_clip: Clip | None = None,
+    variants: dict[str, dict[str, str]] | None = None,
+) -> dict[str, Any]:
     """Concurrency sweep against the library's sequential throughput measured between sweeps.
 
     With `variants`, each level is run against every daemon in turn (order rotating), so settings
@@ -156,17 +182,25 @@ def throughput(svc: stack.Services, work: Path, direct: Direct, clip: Clip, leve
     finally:
         for d in daemons.values():
             d.stop()
-    keys = ("audio_per_wall", "jobs_per_min", "queue_wait_p50", "queue_wait_p95", "e2e_p50", "e2e_p95",
-            "vs_sequential")
+    keys = ("audio_per_wall", "jobs_per_min", "queue_wait_p50", "queue_wait_p95", "e2e_p50", "e2e_p95", "vs_sequential")
     by_level: dict[str, Any] = {}
     for name in daemons:
         pre = "" if name == "daemon" else name + ":"
         for n in levels:
             rs = [r for r in runs if r["clients"] == n and r["daemon"] == name]
             by_level[pre + str(n)] = {k: stats.summary([r[k] for r in rs if r[k] is not None]) for k in keys}
-    return {"env": env, "variants": variants or {}, "clip": clip.name, "seconds": clip.seconds, "reps": reps,
-            "jobs_per_level": jobs, "sequential": stats.summary(seq), "levels": by_level, "runs": runs,
-            "mix": mix}
+    return {
+        "env": env,
+        "variants": variants or {},
+        "clip": clip.name,
+        "seconds": clip.seconds,
+        "reps": reps,
+        "jobs_per_level": jobs,
+        "sequential": stats.summary(seq),
+        "levels": by_level,
+        "runs": runs,
+        "mix": mix,
+    }
 
 
 def _mix(url: str, clip: Clip, data: bytes, long_clip: Clip, jobs: int) -> dict[str, Any]:
@@ -181,12 +215,23 @@ def _mix(url: str, clip: Clip, data: bytes, long_clip: Clip, jobs: int) -> dict[
             time.sleep(0.5)
         wall = stack.epoch(row["finished_at"]) - t0
     audio = long_clip.seconds + short["jobs"] * clip.seconds
-    return {"long": long_clip.name, "long_seconds": long_clip.seconds, "long_status": row["status"],
-            "long_wall_s": wall, "short": short, "audio_per_wall": audio / max(wall, short["wall_s"])}
+    return {
+        "long": long_clip.name,
+        "long_seconds": long_clip.seconds,
+        "long_status": row["status"],
+        "long_wall_s": wall,
+        "short": short,
+        "audio_per_wall": audio / max(wall, short["wall_s"]),
+    }
 
 
-def long_audio(svc: stack.Services, work: Path, clips: list[Clip], env: dict[str, str],
-               library: Callable[[Clip], dict[str, float]] | None = None) -> dict[str, Any]:
+def long_audio(
+    svc: stack.Services,
+    work: Path,
+    clips: list[Clip],
+    env: dict[str, str],
+    library: Callable[[Clip], dict[str, float]] | None = None,
+) -> dict[str, Any]:
     """Each long clip in a fresh daemon: total time, realtime factor, peak RSS of the worker process."""
     out: dict[str, Any] = {"env": env, "clips": []}
     for clip in clips:
@@ -202,9 +247,17 @@ def long_audio(svc: stack.Services, work: Path, clips: list[Clip], env: dict[str
                 while (row := stack.job(c, jid))["status"] not in ("completed", "failed", "cancelled"):
                     time.sleep(0.5)
             total = stack.epoch(row["finished_at"]) - stack.epoch(row["created_at"])
-            entry = {"clip": clip.name, "seconds": clip.seconds, "status": row["status"], "total_s": total,
-                     "rtf": total / clip.seconds, "x_realtime": clip.seconds / total, "timings": row["timings"],
-                     "rss_ready": rss_ready, "peak_rss": stack.peak_rss(pid)}
+            entry = {
+                "clip": clip.name,
+                "seconds": clip.seconds,
+                "status": row["status"],
+                "total_s": total,
+                "rtf": total / clip.seconds,
+                "x_realtime": clip.seconds / total,
+                "timings": row["timings"],
+                "rss_ready": rss_ready,
+                "peak_rss": stack.peak_rss(pid),
+            }
         finally:
             d.stop()
         if library is not None:
@@ -228,5 +281,10 @@ def idle_memory(svc: stack.Services, work: Path, clip: Clip, model_dir: Path, en
     finally:
         d.stop()
     lib = run_in_subprocess(model_dir, clip.path)
-    return {"clip": clip.name, "daemon_rss_started": before, "daemon_rss_loaded": after, "daemon_peak": peak,
-            "library": lib}
+    return {
+        "clip": clip.name,
+        "daemon_rss_started": before,
+        "daemon_rss_loaded": after,
+        "daemon_peak": peak,
+        "library": lib,
+    }

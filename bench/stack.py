@@ -77,8 +77,13 @@ class Daemon:
     def start(self, timeout: float = 90) -> None:
         """Start on a TCP port and wait for /readyz."""
         with self.log.open("ab") as fh:
-            self.proc = subprocess.Popen([sys.executable, "-m", "asr_daemon.cli", "serve"], env=self.env,
-                                         stdout=fh, stderr=fh, start_new_session=True)
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", "asr_daemon.cli", "serve"],
+                env=self.env,
+                stdout=fh,
+                stderr=fh,
+                start_new_session=True,
+            )
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
@@ -165,7 +170,7 @@ def rss(pid: int | None) -> int:
 
 def epoch(ts: str) -> float:
     """A log line's `ts` (ISO 8601, UTC, ms) or an API timestamp as epoch seconds."""
-    return datetime.fromisoformat(ts.replace("Z", "+00:00")).timestamp()
+    return datetime.fromisoformat(ts).timestamp()
 
 
 def post_transcription(client: httpx.Client, name: str, data: bytes, **form: str) -> tuple[float, str, str]:

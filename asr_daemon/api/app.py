@@ -119,9 +119,17 @@ async def lifespan(app: Litestar) -> AsyncIterator[None]:
     preload_path = models.local_path(settings.models_dir, settings.model) if settings.preload else None
     # /readyz answers 503 "loading <model>" until the preload is done
     preload = cache.start_preload(settings.model, preload_path) if preload_path else None
-    log.info("daemon_started", extra={"worker": worker.name, "model": settings.model, "redis": redis_up,
-                                      "db_s": round(t1 - t0, 4), "redis_s": round(t2 - t1, 4),
-                                      "since_process_start_s": round(metrics.process_age(), 4)})
+    log.info(
+        "daemon_started",
+        extra={
+            "worker": worker.name,
+            "model": settings.model,
+            "redis": redis_up,
+            "db_s": round(t1 - t0, 4),
+            "redis_s": round(t2 - t1, 4),
+            "since_process_start_s": round(metrics.process_age(), 4),
+        },
+    )
     try:
         yield
     finally:
