@@ -132,22 +132,41 @@ def once(d: stack.Daemon, work: Path, clip: Clip, run: int) -> dict[str, Any]:
     return phases
 
 
-def coldstart(svc: stack.Services, work: Path, clip: Clip, runs: int, env: dict[str, str]) -> dict[str, Any]:
-    """`runs` cold starts on one database; median and min–max per phase."""
+def coldstart(
+    svc: stack.Services,
+    work: Path,
+    clip: Clip,
+    runs: int,
+    env: dict[str, str],
+    variants: dict[str, dict[str, str]] | None = None,
+) -> dict[str, Any]:
+    """`runs` cold starts per configuration, alternating; median and min–max per phase.
+
+    A variant may set `PYTHONPATH` to another checkout of the package to compare code before and
+    after a change in the same run.
+    """
     why = available()
     if why:
         return {"skipped": why}
-    work.mkdir(parents=True, exist_ok=True)
-    d = stack.make_daemon(svc, work, **env)
-    # production applies migrations at install time; only the check remains on each start
-    subprocess.run(
-        [sys.executable, "-m", "asr_daemon.cli", "db", "migrate"], env=d.env, check=True, capture_output=True
-    )
-    results = [once(d, work, clip, i) for i in range(runs)]
+    named = {"daemon": env, **{k: {**env, **v} for k, v in (variants or {}).items()}}
+    daemons = {}
+    for name, e in named.items():
+        (work / name).mkdir(parents=True, exist_ok=True)
+        d = daemons[name] = stack.make_daemon(svc, work / name, **e)
+        # production applies migrations at install time; only the check remains on each start
+        subprocess.run(
+            [sys.executable, "-m", "asr_daemon.cli", "db", "migrate"], env=d.env, check=True, capture_output=True
+        )
+    results: dict[str, list[dict[str, Any]]] = {k: [] for k in daemons}
+    names = list(daemons)
+    for i in range(runs):
+        for name in names[i % len(names) :] + names[: i % len(names)]:
+            results[name].append(once(daemons[name], work / name, clip, i))
     keys = [*PHASES, "db_s", "redis_s"]
-    return {
-        "clip": clip.name,
-        "env": env,
-        "runs": results,
-        "phases": {k: stats.summary([r[k] for r in results if r.get(k) is not None]) for k in keys},
-    }
+    out: dict[str, Any] = {"clip": clip.name, "env": env, "variants": variants or {}, "runs": results["daemon"]}
+    for name, rs in results.items():
+        pre = "" if name == "daemon" else name + ":"
+        out[pre + "phases"] = {k: stats.summary([r[k] for r in rs if r.get(k) is not None]) for k in keys}
+        if pre:
+            out[pre + "runs"] = rs
+    return out

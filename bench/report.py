@@ -109,14 +109,19 @@ def coldstart(s: dict[str, Any]) -> list[str]:
         "total": "**total: connection → complete transcript**",
         "total_minus_model_load": "**total minus model load** (goal ≤ 1.0 s + transcription)",
     }
-    out = ["| phase | median (min–max) |", "|---|---|"]
+    vs = list(s.get("variants") or {})
+    out = [
+        "| phase | " + " | ".join(["median (min–max)", *(f"variant `{v}`" for v in vs)]) + " |",
+        "|---|" + "---|" * (1 + len(vs)),
+    ]
     for k, label in labels.items():
-        out.append(f"| {label} | {fmt(s['phases'].get(k), 's', 3)} |")
+        cells = [fmt(s[pre + "phases"].get(k), "s", 3) for pre in ["", *(v + ":" for v in vs)]]
+        out.append(f"| {label} | " + " | ".join(cells) + " |")
     out.append(
-        f"\n{len(s['runs'])} cold starts, clip {s['clip']}, each a new process on an already migrated "
-        "database; PostgreSQL and Redis already running."
+        f"\n{len(s['runs'])} cold starts per column, alternating, clip {s['clip']}, each a new process on an "
+        "already migrated database; PostgreSQL and Redis already running."
     )
-    return out
+    return out + _variants(s)
 
 
 def throughput(s: dict[str, Any]) -> list[str]:

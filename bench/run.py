@@ -154,7 +154,7 @@ def _section(
         multi = None if a.smoke else clips.shared("multilingual.mp3")
         return sections.overhead(svc, work, lib, cl + ([multi] if multi else []), runs, env, a.variants)
     if name == "coldstart":
-        return coldstart.coldstart(svc, work, short, 1 if a.smoke else 3, env)
+        return coldstart.coldstart(svc, work, short, 1 if a.smoke else a.runs, env, a.variants)
     if name == "throughput":
         if a.smoke:
             return sections.throughput(svc, work, lib, short, [2], 1, 2, env)
