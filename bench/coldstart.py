@@ -83,7 +83,10 @@ def once(d: stack.Daemon, work: Path, clip: Clip, run: int) -> dict[str, Any]:
         "--uds",
         uds,
     ]
-    sa = subprocess.Popen(argv, env=d.env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    # cwd: not the checkout, so that a variant's PYTHONPATH decides which code runs
+    sa = subprocess.Popen(
+        argv, env=d.env, cwd=work, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True
+    )
     data = clip.path.read_bytes()
     try:
         deadline = time.monotonic() + 10
