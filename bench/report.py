@@ -127,20 +127,24 @@ def coldstart(s: dict[str, Any]) -> list[str]:
 def throughput(s: dict[str, Any]) -> list[str]:
     """Section 3."""
     out = [
-        f"Library sequential throughput (measured between sweeps): {fmt(s['sequential'], 'audio-s/s')}.",
+        (
+            f"Library sequential throughput (measured right before each level): {fmt(s['sequential'], 'audio-s/s')}"
+            f"; CPU seconds per audio second: {fmt(s.get('sequential_cpu'), '', 3)}."
+        ),
         "",
         (
             "| clients | audio-s per wall-s | × library sequential | jobs/min | queue wait p50 | p95 | "
-            "end-to-end p50 | p95 |"
+            "end-to-end p50 | p95 | CPU-s per audio-s (× library) |"
         ),
-        "|---|---|---|---|---|---|---|---|",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
     for n, lv in s["levels"].items():
         n = n.replace(":", " — variant `", 1) + "`" if ":" in n else n
         out.append(
             f"| {n} | {fmt(lv['audio_per_wall'], '')} | {fmt(lv['vs_sequential'], '×')} | "
             f"{fmt(lv['jobs_per_min'], '', 1)} | {fmt(lv['queue_wait_p50'])} | {fmt(lv['queue_wait_p95'])} | "
-            f"{fmt(lv['e2e_p50'])} | {fmt(lv['e2e_p95'])} |"
+            f"{fmt(lv['e2e_p50'])} | {fmt(lv['e2e_p95'])} | {_num((lv.get('cpu_per_audio') or {}).get('median'), 3)}"
+            f" ({_num((lv.get('cpu_vs_sequential') or {}).get('median'), 2, '×')}) |"
         )
     out.append(
         f"\n{s['jobs_per_level']} jobs per level (more when there are more clients), {s['reps']} sweeps "

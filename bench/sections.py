@@ -130,12 +130,12 @@ def _load(url: str, clip: Clip, data: bytes, clients: int, jobs: int) -> dict[st
     }
 
 
-def _sequential(direct: Direct, clip: Clip, n: int) -> float:
-    """The library's sequential throughput: audio seconds per wall second over `n` runs."""
-    t0 = time.perf_counter()
+def _sequential(direct: Direct, clip: Clip, n: int) -> tuple[float, float]:
+    """The library's sequential throughput over `n` runs: (audio-s per wall-s, CPU-s per audio-s)."""
+    c0, t0 = stack.cpu_seconds(None), time.perf_counter()
     for _ in range(n):
         direct.run(clip.path)
-    return n * clip.seconds / (time.perf_counter() - t0)
+    return n * clip.seconds / (time.perf_counter() - t0), (stack.cpu_seconds(None) - c0) / (n * clip.seconds)
 
 
 def throughput(
@@ -150,7 +150,10 @@ def throughput(
     long_clip: Clip | None = None,
     variants: dict[str, dict[str, str]] | None = None,
 ) -> dict[str, Any]:
-    """Concurrency sweep against the library's sequential throughput measured between sweeps.
+    """Concurrency sweep, each level right after the library's sequential throughput on the same clip.
+
+    Besides wall-clock figures, CPU seconds per audio second (daemon worker process vs the library)
+    measure efficiency independently of what else the shared machine is running.
 
     With `variants`, each level is run against every daemon in turn (order rotating), so settings
     are compared in the same run; the mix with the long file runs on the main daemon only.
@@ -160,6 +163,7 @@ def throughput(
     data = clip.path.read_bytes()
     runs: list[dict[str, Any]] = []
     seq: list[float] = []
+    seq_cpu: list[float] = []
     mix = None
     try:
         for d in daemons.values():
@@ -168,21 +172,36 @@ def throughput(
                 stack.post_transcription(c, clip.name, data)  # model load, first-call costs
         names = list(daemons)
         for rep in range(reps):
-            seq.append(_sequential(direct, clip, max(2, jobs // 2)))
             order = levels if rep % 2 == 0 else list(reversed(levels))
             for i, n in enumerate(order):
+                wall, cpu = _sequential(direct, clip, min(jobs, 4))
+                seq.append(wall)
+                seq_cpu.append(cpu)
                 k = (rep + i) % len(names)
                 for name in names[k:] + names[:k]:
+                    pid = daemons[name].worker_pid()
+                    c0 = stack.cpu_seconds(pid)
                     r = _load(daemons[name].url, clip, data, n, max(jobs, n))
-                    r.update(rep=rep, daemon=name, vs_sequential=r["audio_per_wall"] / seq[-1])
+                    r["cpu_per_audio"] = (stack.cpu_seconds(pid) - c0) / (r["jobs"] * clip.seconds)
+                    r.update(rep=rep, daemon=name, vs_sequential=r["audio_per_wall"] / wall)
+                    r["cpu_vs_sequential"] = r["cpu_per_audio"] / cpu
                     runs.append(r)
-        seq.append(_sequential(direct, clip, max(2, jobs // 2)))
         if long_clip:
             mix = _mix(daemons["daemon"].url, clip, data, long_clip, jobs)
     finally:
         for d in daemons.values():
             d.stop()
-    keys = ("audio_per_wall", "jobs_per_min", "queue_wait_p50", "queue_wait_p95", "e2e_p50", "e2e_p95", "vs_sequential")
+    keys = (
+        "audio_per_wall",
+        "jobs_per_min",
+        "queue_wait_p50",
+        "queue_wait_p95",
+        "e2e_p50",
+        "e2e_p95",
+        "vs_sequential",
+        "cpu_per_audio",
+        "cpu_vs_sequential",
+    )
     by_level: dict[str, Any] = {}
     for name in daemons:
         pre = "" if name == "daemon" else name + ":"
@@ -197,6 +216,7 @@ def throughput(
         "reps": reps,
         "jobs_per_level": jobs,
         "sequential": stats.summary(seq),
+        "sequential_cpu": stats.summary(seq_cpu),
         "levels": by_level,
         "runs": runs,
         "mix": mix,

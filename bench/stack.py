@@ -77,8 +77,9 @@ class Daemon:
     def start(self, timeout: float = 90) -> None:
         """Start on a TCP port and wait for /readyz."""
         with self.log.open("ab") as fh:
-            self.proc = subprocess.Popen(
+            self.proc = subprocess.Popen(  # cwd outside the checkout: PYTHONPATH picks the code (variants)
                 [sys.executable, "-m", "asr_daemon.cli", "serve"],
+                cwd=self.workdir,
                 env=self.env,
                 stdout=fh,
                 stderr=fh,
@@ -166,6 +167,19 @@ def rss(pid: int | None) -> int:
             if line.startswith("VmRSS:"):
                 return int(line.split()[1]) * 1024
     return 0
+
+
+def cpu_seconds(pid: int | None) -> float:
+    """User + system CPU seconds of a process so far (this process when `pid` is None)."""
+    if pid is None:
+        import resource
+
+        r = resource.getrusage(resource.RUSAGE_SELF)
+        return r.ru_utime + r.ru_stime
+    with contextlib.suppress(OSError, ValueError, IndexError):
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    return 0.0
 
 
 def epoch(ts: str) -> float:
