@@ -139,7 +139,9 @@ def throughput(s: dict[str, Any]) -> list[str]:
         "|---|---|---|---|---|---|---|---|---|",
     ]
     for n, lv in s["levels"].items():
-        n = n.replace(":", " — variant `", 1) + "`" if ":" in n else n
+        if ":" in n:
+            name, clients = n.split(":", 1)
+            n = f"{clients} — variant `{name}`"
         out.append(
             f"| {n} | {fmt(lv['audio_per_wall'], '')} | {fmt(lv['vs_sequential'], '×')} | "
             f"{fmt(lv['jobs_per_min'], '', 1)} | {fmt(lv['queue_wait_p50'])} | {fmt(lv['queue_wait_p95'])} | "

@@ -72,6 +72,7 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--model", default="tiny.en", help="model for every section (default tiny.en)")
     p.add_argument("--reps", type=int, default=3, help="repetitions of the throughput sweep (default 3)")
     p.add_argument("--no-hour", action="store_true", help="skip the 60-minute clip in the long-audio section")
+    p.add_argument("--render", type=Path, metavar="JSON", help="only re-render the report from a raw result")
     p.add_argument("--smoke", action="store_true", help="one quick run of each short section, tiny clip")
     p.add_argument("--out", type=Path, default=None, help="where the report goes (default docs/benchmarks.md)")
     p.add_argument(
@@ -97,6 +98,11 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> int:
     """Run the chosen sections and write the report."""
     a = parse(argv)
+    if a.render:
+        out_md = a.out or ROOT / "docs" / "benchmarks.md"
+        res = json.loads(a.render.read_text())
+        out_md.write_text(report.render(res, previous=out_md.read_text() if out_md.exists() else ""))
+        return 0
     wanted = [s for s in a.sections.split(",") if s]
     env = {"ASR_MODEL": a.model, **dict(kv.split("=", 1) for kv in a.env)}
     a.variants = {v.split(":", 1)[0]: dict(kv.split("=", 1) for kv in v.split(":", 1)[1].split(",")) for v in a.variant}
