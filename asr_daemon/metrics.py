@@ -2,11 +2,10 @@
 
 `create_app` builds a `Metrics` (nothing happens at import). Counters and histograms are updated
 where things happen (HTTP responses through a `before_send` hook, job starts and completions in
-the worker, model loads in the loader); gauges that describe the present (queue depth, oldest
-queued job, loaded models and their load time, idle time, memory, VRAM) are read when Prometheus
-scrapes. Job totals
-by final state come from PostgreSQL, so they are exact across restarts and processes (the daemon
-stops when idle; an in-process counter would lose what happened since the last scrape).
+the worker); what describes the present (queue depth, oldest queued job, loaded models and their
+load time, the model cache's counts, idle time, memory, VRAM) is read when Prometheus scrapes. Job
+totals by final state come from PostgreSQL, so they are exact across restarts and processes (the
+daemon stops when idle; an in-process counter would lose what happened since the last scrape).
 """
 
 from __future__ import annotations
