@@ -208,7 +208,11 @@ def idle(s: dict[str, Any]) -> list[str]:
         f"| library alone: model loaded | {_mb(lib['rss_loaded'])} |",
         f"| library alone: after the same clip | {_mb(lib['rss_after'])} (peak {_mb(lib['peak_rss'])}) |",
         "",
-        f"Seconds from the last request to the process gone: **TODO** — idle watcher {s['idle_stop']}.",
+        (
+            f"Graceful stop of the idle daemon (SIGTERM → every process gone): {_num(s.get('stop_s'), 2)} s. "
+            "From the last request to the process gone is then `ASR_IDLE_STOP_AFTER` + up to one idle-watcher "
+            f"check interval + this; measured end to end: **TODO** — idle watcher {s['idle_stop']}."
+        ),
     ]
 
 

@@ -287,7 +287,9 @@ def long_audio(
 
 
 def idle_memory(svc: stack.Services, work: Path, clip: Clip, model_dir: Path, env: dict[str, str]) -> dict[str, Any]:
-    """RSS of the daemon before and after the model is loaded, against the library alone."""
+    """RSS of the daemon before and after the model is loaded, against the library alone; and how long
+    a graceful stop (SIGTERM → every process gone) takes once it is idle, the part of "idle → gone"
+    that is the daemon's own (the rest is the idle window and the watcher's check interval)."""
     d = stack.make_daemon(svc, work, **env)
     d.start()
     try:
@@ -298,6 +300,9 @@ def idle_memory(svc: stack.Services, work: Path, clip: Clip, model_dir: Path, en
         time.sleep(0.5)
         after = stack.rss(pid)
         peak = stack.peak_rss(pid)
+        t0 = time.perf_counter()
+        d.stop()
+        stop_s = time.perf_counter() - t0
     finally:
         d.stop()
     lib = run_in_subprocess(model_dir, clip.path)
@@ -306,5 +311,6 @@ def idle_memory(svc: stack.Services, work: Path, clip: Clip, model_dir: Path, en
         "daemon_rss_started": before,
         "daemon_rss_loaded": after,
         "daemon_peak": peak,
+        "stop_s": stop_s,
         "library": lib,
     }
