@@ -71,6 +71,8 @@ def probe(path: Path, *, max_seconds: float | None = None) -> Info:
                 f"the audio is truncated: its header promises {declared:.1f} s but only {demuxed:.1f} s are present"
             )
         _check_decodes(stream, head, tail)
+        if "ogg" in container.format.name.split(","):
+            _check_ogg_complete(path)
         return Info(
             duration=demuxed,
             channels=channels,
@@ -129,6 +131,28 @@ def _demux(
     except av.FFmpegError:
         raise errors.BadAudio("the audio is corrupt: its container cannot be read to the end") from None
     return total, head, tail
+
+
+def _check_ogg_complete(path: Path) -> None:
+    """An Ogg file cut off mid-page demuxes without complaint: check the last page is whole."""
+    size = path.stat().st_size
+    with path.open("rb") as fh:
+        fh.seek(max(0, size - 65536 - 282))  # the largest Ogg page is 27 + 255 + 255 * 255 bytes
+        tail = fh.read()
+    at = tail.rfind(b"OggS")
+    while at > 0 and at + 4 < len(tail) and tail[at + 4] != 0:  # version 0: not a page start
+        at = tail.rfind(b"OggS", 0, at)
+    if at < 0 or at + 27 > len(tail) or at + _ogg_page_len(tail[at:]) > len(tail):
+        raise errors.BadAudio("the audio is truncated: the file ends in the middle of an Ogg page")
+
+
+def _ogg_page_len(page: bytes) -> int:
+    """Length in bytes of the Ogg page starting at `page[0]` (header, lacing table and body)."""
+    n_segments = page[26]
+    lacing = page[27 : 27 + n_segments]
+    if len(lacing) < n_segments:
+        return 27 + n_segments  # the lacing table itself is cut off
+    return 27 + n_segments + sum(lacing)
 
 
 def _check_decodes(stream: av.AudioStream, head: list[Any], tail: collections.deque[Any]) -> None:

@@ -6,6 +6,7 @@ the package reads the environment on its own.
 
 from __future__ import annotations
 
+import ipaddress
 import os
 from pathlib import Path
 from typing import Literal
@@ -207,6 +208,35 @@ class Settings(BaseSettings):
         """Effective backup directory (`backup_dir`, or `<state_dir>/backups`)."""
         return self.backup_dir or self.state_dir / "backups"
 
+    # --- access and limits (issue 8) -----------------------------------------------------
+    auth: Literal["auto", "on", "off"] = "auto"
+    """API keys: `on` requires one, `off` never asks, `auto` requires one unless `host` is loopback."""
+
+    default_rate: int = Field(600, ge=0)
+    """Requests per minute allowed to a key created without `--rate` (0: unlimited)."""
+
+    max_uploads_per_key: int = Field(4, ge=1)
+    """Uploads one key (or all anonymous clients together) may stream at once; 429 beyond."""
+
+    upload_idle_timeout: float = Field(30.0, gt=0)
+    """Seconds an upload may go without sending a byte before it is dropped with 408."""
+
+    upload_timeout: float = Field(3600.0, gt=0)
+    """Seconds a whole request body may take to arrive before it is dropped with 408."""
+
+    header_timeout: float = Field(10.0, gt=0)
+    """Seconds a client may take to send its request headers before Granian closes the connection."""
+
+    @property
+    def keys_required(self) -> bool:
+        """True when API requests must carry a valid key: `auth=on`, or `auto` and `host` is not loopback.
+
+        Behind the systemd socket proxy (`uds`), `host` names the address the socket unit listens on.
+        """
+        if self.auth != "auto":
+            return self.auth == "on"
+        return not _is_loopback(self.host)
+
 
 def markdown_table() -> str:
     """The settings as a Markdown table (variable, default, meaning), as the README shows them."""
@@ -229,3 +259,13 @@ def _mask_url(secret: str) -> str:
         user = creds.split(":", 1)[0]
         return f"{scheme}://{user}:***@{host}" if ":" in creds else f"{scheme}://{user}@{host}"
     return secret
+
+
+def _is_loopback(host: str) -> bool:
+    """True for a loopback address or `localhost`; False for anything else (0.0.0.0, LAN, names)."""
+    if host.lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False

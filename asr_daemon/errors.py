@@ -9,9 +9,10 @@ class AsrError(Exception):
     status: int = 500
     code: str = "internal_error"
 
-    def __init__(self, message: str | None = None, **extra: object) -> None:
+    def __init__(self, message: str | None = None, *, retry_after: int | None = None, **extra: object) -> None:
         super().__init__(message or (self.__doc__ or "").strip())
         self.message = message or (self.__doc__ or "").strip()
+        self.retry_after = retry_after
         self.extra = extra
 
     def body(self) -> dict[str, object]:
@@ -45,6 +46,20 @@ class Unauthorized(AsrError):
 
     status = 401
     code = "unauthorized"
+
+
+class RequestTimeout(AsrError):
+    """The request body did not arrive in time."""
+
+    status = 408
+    code = "request_timeout"
+
+
+class Forbidden(AsrError):
+    """This key may not do that (an admin key can)."""
+
+    status = 403
+    code = "forbidden"
 
 
 class NotFound(AsrError):

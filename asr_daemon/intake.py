@@ -16,7 +16,7 @@ from typing import Any
 
 import asyncpg
 
-from asr_daemon import audio, errors, jobs, models, queries, uploads
+from asr_daemon import audio, errors, jobs, limits, models, queries, uploads
 from asr_daemon.config import Settings
 from asr_daemon.queue import Hub
 
@@ -43,6 +43,7 @@ class Intake:
         self.pool = pool
         self.hub = hub
         self.locks = locks
+        self.slots = limits.UploadSlots(settings.max_uploads_per_key)
 
     async def submit(
         self,
@@ -52,25 +53,43 @@ class Intake:
         *,
         allow_task_field: bool,
         idempotency_key: str | None = None,
+        api_key_id: int | None = None,
     ) -> Accepted:
-        """Accept one multipart submission; raises a domain error (and keeps nothing) when it is bad."""
+        """Accept one multipart submission; raises a domain error (and keeps nothing) when it is bad.
+
+        `api_key_id` owns the job (None: anonymous); it also scopes deduplication and
+        Idempotency-Key replays, and bounds the uploads streaming at once per key.
+        """
         s = self.settings
         if idempotency_key is not None:
             if not 0 < len(idempotency_key) <= MAX_IDEMPOTENCY_KEY:
                 raise errors.BadRequest(f"Idempotency-Key must be 1 to {MAX_IDEMPOTENCY_KEY} characters")
             existing = await queries.get_by_idempotency_key(self.pool, idempotency_key)
             if existing is not None:
-                return Accepted(job=existing, request=None, replayed=True)
+                return _replay(existing, api_key_id)
         if await queries.count_queued(self.pool) >= s.max_queued_jobs:
             raise errors.QueueFull(f"the queue holds {s.max_queued_jobs} jobs, its limit (ASR_MAX_QUEUED_JOBS)")
-        upload = await uploads.receive(body, content_type, s.uploads_dir / "tmp", s.max_upload_bytes)
+        with self.slots.hold(api_key_id):
+            upload = await uploads.receive(
+                body,
+                content_type,
+                s.uploads_dir / "tmp",
+                s.max_upload_bytes,
+                idle_timeout=s.upload_idle_timeout,
+                total_timeout=s.upload_timeout,
+            )
         try:
-            return await self._accept(upload, task, allow_task_field, idempotency_key)
+            return await self._accept(upload, task, allow_task_field, idempotency_key, api_key_id)
         finally:
             upload.discard()
 
     async def _accept(
-        self, upload: uploads.Upload, task: jobs.Task, allow_task_field: bool, idempotency_key: str | None
+        self,
+        upload: uploads.Upload,
+        task: jobs.Task,
+        allow_task_field: bool,
+        idempotency_key: str | None,
+        api_key_id: int | None,
     ) -> Accepted:
         s = self.settings
         try:
@@ -85,7 +104,7 @@ class Intake:
         info = await asyncio.to_thread(audio.probe, upload.path, max_seconds=s.max_audio_seconds)
         fingerprint = req.options.fingerprint(model_name, upload.sha256)
         if s.dedup and not req.webhook_url:
-            done = await queries.find_completed(self.pool, fingerprint)
+            done = await queries.find_completed(self.pool, fingerprint, api_key_id)
             if done is not None:
                 log.info("job_deduplicated", extra={"job_id": str(done["id"])})
                 return Accepted(job=done, request=req, deduplicated=True)
@@ -106,6 +125,7 @@ class Intake:
                     max_attempts=s.max_attempts,
                     idempotency_key=idempotency_key,
                     webhook_url=req.webhook_url,
+                    api_key_id=api_key_id,
                 )
             except BaseException as exc:
                 if created:
@@ -114,7 +134,7 @@ class Intake:
                 if isinstance(exc, asyncpg.UniqueViolationError) and idempotency_key:
                     existing = await queries.get_by_idempotency_key(self.pool, idempotency_key)
                     if existing is not None:
-                        return Accepted(job=existing, request=None, replayed=True)
+                        return _replay(existing, api_key_id)
                 raise
         log.info(
             "job_queued",
@@ -128,3 +148,10 @@ class Intake:
         await self.hub.ring()
         await self.hub.notify(row["id"])
         return Accepted(job=row, request=req)
+
+
+def _replay(existing: Any, api_key_id: int | None) -> Accepted:
+    """The job an Idempotency-Key already created, if it belongs to the same key (409 otherwise)."""
+    if existing["api_key_id"] != api_key_id:
+        raise errors.Conflict("this Idempotency-Key was already used by another client: pick a fresh one")
+    return Accepted(job=existing, request=None, replayed=True)

@@ -11,11 +11,11 @@ which model to load and keeps the loaded ones. The API the worker and the app us
 - Room: before a load, least recently used idle models are unloaded until the new one fits the
   budget (`ASR_MODEL_MEMORY_BUDGET_MB`, sizes taken from model.bin) and the device's real free
   memory (MemAvailable on CPU, NVML/nvidia-smi on CUDA) less `ASR_MODEL_MEMORY_MARGIN_MB`. A model in
-  use is never unloaded; when nothing more can go, the load goes ahead (logged `model.over_budget`).
+  use is never unloaded; when nothing more can go, the load goes ahead (logged `model_over_budget`).
 - CUDA → CPU: a CUDA failure at load time falls back to the CPU inside `acquire`. At run time the
   worker does `if models.is_cuda_failure(exc) and cache.fallback_to_cpu(name, exc): retry the job`;
   the CUDA copies are dropped (when their jobs release them) and later loads go to the CPU. Each
-  fallback logs one `model.cpu_fallback` warning and counts in `cache.stats()["cpu_fallbacks"]`.
+  fallback logs one `model_cpu_fallback` warning and counts in `cache.stats()["cpu_fallbacks"]`.
 - `cache.start_preload(name, path)`: load the default model in the background; `name` stays in
   `cache.loading` until it is ready, which `/readyz` reports as 503 "loading <name>".
 - `cache.unload(name)` (False when absent or in use), `cache.loaded()`, `cache.stats()`.
@@ -163,10 +163,13 @@ class ModelCache:
         lock = self._locks.setdefault(name, asyncio.Lock())
         async with lock:
             entry = self._loaded.get(name)
+            if entry is not None and entry.stale:  # its jobs still hold it; they drop it on release
+                del self._loaded[name]
+                entry = None
             if entry is None:
                 self.loading.add(name)
                 try:
-                    dev = self.target_device()
+                    dev = await asyncio.to_thread(self.target_device)  # may import ctranslate2
                     size = estimate_bytes(path)
                     await self._make_room(dev, size)
                     entry = await asyncio.to_thread(self._load, name, path, dev)
@@ -186,10 +189,14 @@ class ModelCache:
         """Mark one use of `entry` as finished; unload it now or arm its idle timer."""
         entry.in_use -= 1
         entry.last_used = time.monotonic()
-        if entry.in_use > 0 or self._loaded.get(entry.name) is not entry:
+        if entry.in_use > 0:
             return
-        if entry.stale or self._ttl == 0:
-            self._drop(entry, "stale" if entry.stale else "idle")
+        if entry.stale:
+            self._drop(entry, "stale")
+        elif self._loaded.get(entry.name) is not entry:
+            return
+        elif self._ttl == 0:
+            self._drop(entry, "idle")
         elif self._ttl > 0:
             try:
                 loop = asyncio.get_running_loop()
@@ -228,7 +235,7 @@ class ModelCache:
             try:
                 self.release(await self.acquire(name, path))
             except Exception:
-                log.exception("model.preload_failed", extra={"model": name})
+                log.exception("model_preload_failed", extra={"model": name})
             finally:
                 self.loading.discard(name)
 
@@ -248,7 +255,7 @@ class ModelCache:
             return self._load(name, path, "cpu")
         entry.measured_bytes = max(0, _used(dev) - before)
         log.info(
-            "model.loaded",
+            "model_loaded",
             extra={
                 "model": name,
                 "device": entry.device,
@@ -263,7 +270,7 @@ class ModelCache:
         self.cpu_only = True
         self._counts["cpu_fallbacks"] += 1
         log.warning(
-            "model.cpu_fallback",
+            "model_cpu_fallback",
             extra={"model": name, "phase": phase, "error": str(exc)[:300] if exc else None},
         )
 
@@ -277,24 +284,23 @@ class ModelCache:
         idle = [e for e in self._loaded.values() if not e.in_use and e.device == dev]
         return min(idle, key=lambda e: e.last_used) if idle else None
 
-    def _fits(self, dev: str, size: int) -> bool:
+    async def _fits(self, dev: str, size: int) -> bool:
         if self._budget:
             resident = sum(e.size_bytes for e in self._loaded.values() if e.device == dev)
             if resident + size > self._budget:
                 return False
-        free = self._free_memory(dev)
+        free = await asyncio.to_thread(self._free_memory, dev)  # NVML or nvidia-smi may take a while
         return free is None or free - self._margin >= size
 
     async def _make_room(self, dev: str, size: int) -> None:
         """Unload least recently used idle models on `dev` until a model of `size` bytes fits."""
-        while not self._fits(dev, size):
+        while not await self._fits(dev, size):
             victim = self._idle_lru(dev)
             if victim is None:
-                log.warning("model.over_budget", extra={"device": dev, "needed_mb": size // MB})
+                log.warning("model_over_budget", extra={"device": dev, "needed_mb": size // MB})
                 return
             self._counts["evictions"] += 1
             self._drop(victim, "evicted")
-            await asyncio.sleep(0)  # let the freed memory show in the next measurement
 
     def _drop(self, entry: Loaded, reason: str) -> None:
         """Remove `entry` from the cache and free its memory now (weights, then the C heap)."""
@@ -311,4 +317,4 @@ class ModelCache:
         gc.collect()
         device.trim_heap()
         self._counts["unloads"] += 1
-        log.info("model.unloaded", extra={"model": entry.name, "device": entry.device, "reason": reason})
+        log.info("model_unloaded", extra={"model": entry.name, "device": entry.device, "reason": reason})

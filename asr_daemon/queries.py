@@ -36,13 +36,14 @@ async def insert_job(
     max_attempts: int,
     idempotency_key: str | None,
     webhook_url: str | None,
+    api_key_id: int | None = None,
 ) -> Row:
     """Insert a queued job; raises `UniqueViolationError` on a reused idempotency key."""
     row: Row | None = await conn.fetchrow(
         """
         INSERT INTO jobs (id, model, options, fingerprint, priority, audio_sha256, audio_bytes, filename,
-                          duration_s, max_attempts, idempotency_key, webhook_url)
-        VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)
+                          duration_s, max_attempts, idempotency_key, webhook_url, api_key_id)
+        VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)
         RETURNING *
         """,
         job_id,
@@ -57,6 +58,7 @@ async def insert_job(
         max_attempts,
         idempotency_key,
         webhook_url,
+        api_key_id,
     )
     assert row is not None  # the statement always returns one row
     return row
@@ -74,11 +76,13 @@ async def get_by_idempotency_key(conn: Conn, key: str) -> Row | None:
     return row
 
 
-async def find_completed(conn: Conn, fingerprint: str) -> Row | None:
-    """A completed job with the same audio, model and options (deduplication)."""
+async def find_completed(conn: Conn, fingerprint: str, api_key_id: int | None = None) -> Row | None:
+    """A completed job of the same key with the same audio, model and options (deduplication)."""
     row: Row | None = await conn.fetchrow(
-        "SELECT * FROM jobs WHERE fingerprint = $1 AND status = 'completed' ORDER BY finished_at DESC LIMIT 1",
+        "SELECT * FROM jobs WHERE fingerprint = $1 AND status = 'completed' AND api_key_id IS NOT DISTINCT FROM $2 "
+        "ORDER BY finished_at DESC LIMIT 1",
         fingerprint,
+        api_key_id,
     )
     return row
 
@@ -105,14 +109,20 @@ async def queue_stats(conn: Conn) -> Row:
 
 
 async def list_jobs(
-    conn: Conn, *, status: str | None, limit: int, before: tuple[datetime, uuid.UUID] | None
+    conn: Conn,
+    *,
+    status: str | None,
+    limit: int,
+    before: tuple[datetime, uuid.UUID] | None,
+    api_key_id: int | None = None,
 ) -> list[Row]:
-    """Newest first, optionally one status, keyset-paginated by (created_at, id)."""
+    """Newest first, optionally one status and one key's jobs, keyset-paginated by (created_at, id)."""
     rows: list[Row] = await conn.fetch(
         """
         SELECT * FROM jobs
         WHERE ($1::text IS NULL OR status = $1)
           AND ($2::timestamptz IS NULL OR (created_at, id) < ($2, $3::uuid))
+          AND ($5::bigint IS NULL OR api_key_id = $5)
         ORDER BY created_at DESC, id DESC
         LIMIT $4
         """,
@@ -120,6 +130,7 @@ async def list_jobs(
         before[0] if before else None,
         before[1] if before else None,
         limit,
+        api_key_id,
     )
     return rows
 
@@ -351,16 +362,6 @@ async def reap(conn: Conn, stale_after: float, backoff: float) -> list[Row]:
         backoff,
     )
     return rows
-
-
-async def release_worker(conn: Conn, worker: str) -> int:
-    """At start-up, hand back running jobs still marked with a previous process of the same name."""
-    result: str = await conn.execute(
-        "UPDATE jobs SET status = 'queued', worker = NULL, heartbeat_at = NULL, updated_at = now() "
-        "WHERE status = 'running' AND worker = $1",
-        worker,
-    )
-    return int(result.split()[-1])
 
 
 async def record_delivery(

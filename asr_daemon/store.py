@@ -121,7 +121,7 @@ def check(path: Path, full: bool) -> list[str]:
     """
     manifest = read_manifest(path)
     if manifest is None:
-        return ["no checksum manifest (import or pull the model again to record one)"]
+        return [NO_MANIFEST]
     problems: list[str] = []
     files = manifest["files"]
     assert isinstance(files, dict)  # checked by read_manifest
@@ -134,6 +134,23 @@ def check(path: Path, full: bool) -> list[str]:
         elif full and sha256_file(f) != rec.get("sha256"):
             problems.append(f"{fname}: sha256 differs from the one recorded")
     return problems
+
+
+NO_MANIFEST = "no checksum manifest (import or pull the model again to record one)"
+
+
+def intact(path: Path, name: str) -> bool:
+    """True when the model in `path` matches its manifest (sizes only).
+
+    A model without a manifest (installed by hand, or before manifests existed) is adopted: its
+    checksums are recorded now, so later checks can tell if it changes.
+    """
+    problems = check(path, full=False)
+    if problems == [NO_MANIFEST]:
+        write_manifest(path, name, "adopted")
+        log.info("model_adopted", extra={"model": name})
+        return True
+    return not problems
 
 
 @dataclass
@@ -217,7 +234,7 @@ def install_dir(src: Path, models_dir: Path, name: str, source: str, parts: list
         swap_in(tmp, dest)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
-    log.info("model.installed", extra={"model": name, "source": source, "bytes": dir_size(dest)})
+    log.info("model_installed", extra={"model": name, "source": source, "bytes": dir_size(dest)})
     return dest
 
 
@@ -284,5 +301,5 @@ def remove(models_dir: Path, name: str) -> bool:
         return False
     with locked(models_dir):
         shutil.rmtree(models_dir / name)
-    log.info("model.removed", extra={"model": name})
+    log.info("model_removed", extra={"model": name})
     return True

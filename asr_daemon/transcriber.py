@@ -157,6 +157,7 @@ def transcribe(
             from faster_whisper import BatchedInferencePipeline  # heavy, rarely used
 
             kw.pop("initial_prompt")
+            kw["vad_filter"] = True  # faster-whisper's batched mode needs VAD (or clip times) on long audio
             segments, info = BatchedInferencePipeline(model).transcribe(window, batch_size=batch_size, **kw)
         else:
             segments, info = model.transcribe(window, **kw)

@@ -88,7 +88,9 @@ class _Sink:
         self._hvalue += data[start:end]
 
     def on_header_end(self) -> None:
-        self._headers[self._hname.decode("latin-1").lower()] = self._hvalue.decode("utf-8", "replace")
+        # latin-1 maps bytes 1:1, so parse_options_header gets the raw bytes back and UTF-8 filenames
+        # (what browsers send) survive; decoding as UTF-8 here made any non-Latin-1 filename a 500
+        self._headers[self._hname.decode("latin-1").lower()] = self._hvalue.decode("latin-1")
         self._hname, self._hvalue = b"", b""
 
     def on_headers_finished(self) -> None:
@@ -182,17 +184,29 @@ def boundary_of(content_type: str) -> bytes:
     return boundary
 
 
-async def receive(body: AsyncIterator[bytes], content_type: str, tmp_dir: Path, max_bytes: int) -> Upload:
+async def receive(
+    body: AsyncIterator[bytes],
+    content_type: str,
+    tmp_dir: Path,
+    max_bytes: int,
+    *,
+    idle_timeout: float | None = None,
+    total_timeout: float | None = None,
+) -> Upload:
     """Parse a multipart body from `body`, streaming the 'file' part to `tmp_dir`.
 
-    Raises a domain error (and leaves no file) on a malformed body or an oversized file.
+    Raises a domain error (and leaves no file) on a malformed body or an oversized file, and
+    `RequestTimeout` when no byte arrives for `idle_timeout` seconds or the whole body takes longer
+    than `total_timeout` (so a stalled or trickling client cannot hold the upload forever).
     """
     boundary = boundary_of(content_type)
     await asyncio.to_thread(tmp_dir.mkdir, parents=True, exist_ok=True)
     sink = _Sink(tmp_dir, max_bytes)
-    parser = MultipartParser(boundary, callbacks=_callbacks(sink))  # type: ignore[arg-type]  # a TypedDict of callables
+    # part headers up to 64 KiB: a long (e.g. 10 kB of unicode) filename is cut to 255 characters, not refused
+    callbacks: Any = _callbacks(sink)  # python-multipart wants a TypedDict of callables
+    parser = MultipartParser(boundary, callbacks=callbacks, max_header_size=MAX_FIELD_BYTES)
     try:
-        async for chunk in body:
+        async for chunk in _timed(body, idle_timeout, total_timeout):
             try:
                 parser.write(chunk)
             except MultipartParseError as exc:
@@ -212,6 +226,36 @@ async def receive(body: AsyncIterator[bytes], content_type: str, tmp_dir: Path, 
         raise
     sink.upload.sha256 = sink.hasher.hexdigest()
     return sink.upload
+
+
+async def _timed(
+    body: AsyncIterator[bytes], idle_timeout: float | None, total_timeout: float | None
+) -> AsyncIterator[bytes]:
+    """`body`'s chunks, each awaited at most `idle_timeout` s and all within `total_timeout` s."""
+    if idle_timeout is None and total_timeout is None:
+        async for chunk in body:
+            yield chunk
+        return
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + total_timeout if total_timeout is not None else None
+    it = aiter(body)
+    while True:
+        wait = idle_timeout
+        if deadline is not None:
+            left = deadline - loop.time()
+            wait = left if wait is None else min(wait, left)
+        try:
+            chunk = await asyncio.wait_for(anext(it), max(wait or 0.0, 0.0))
+        except StopAsyncIteration:
+            return
+        except TimeoutError:
+            overall = deadline is not None and loop.time() >= deadline
+            raise errors.RequestTimeout(
+                f"the upload took longer than {total_timeout:g} s (ASR_UPLOAD_TIMEOUT)"
+                if overall
+                else f"the upload stalled: nothing arrived for {idle_timeout:g} s (ASR_UPLOAD_IDLE_TIMEOUT)"
+            ) from None
+        yield chunk
 
 
 def _callbacks(sink: _Sink) -> dict[str, Any]:

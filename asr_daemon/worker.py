@@ -22,13 +22,15 @@ from typing import Any
 import asyncpg
 from redis.exceptions import RedisError
 
-from asr_daemon import errors, jobs, models, queries, queue, transcriber, uploads, webhooks
+from asr_daemon import device, errors, jobs, models, queries, queue, transcriber, uploads, webhooks
 from asr_daemon.config import Settings
 from asr_daemon.metrics import Metrics
 
 log = logging.getLogger(__name__)
 
-DB_ERRORS = (OSError, asyncpg.PostgresError, asyncpg.InterfaceError)
+# InternalClientError: a pooled connection PostgreSQL closed while idle (server stop); without it here a
+# database restart could kill the claim or heartbeat loop for good
+DB_ERRORS = (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, asyncpg.InternalClientError)
 
 
 @dataclass
@@ -177,6 +179,13 @@ class Worker:
         except errors.JobFailed as exc:
             await self._fail(run, str(exc), "transcription_failed")
             return
+        except Exception as exc:
+            if entry.device != "cpu" and device.is_cuda_failure(exc) and self.cache.fallback_to_cpu(name, exc):
+                # back to the queue without spending an attempt; it resumes on the CPU copy
+                await queries.checkpoint(self.pool, job_id, self.name)
+                self.hub.bell.set()
+                return
+            raise
         finally:
             self.cache.release(entry)
         timings = {

@@ -21,8 +21,8 @@ from litestar.exceptions import HTTPException
 from litestar.openapi import OpenAPIConfig
 from redis.exceptions import RedisError
 
-from asr_daemon import db, errors, logs, metrics, migrate, models, queue, uploads
-from asr_daemon.api import health, jobs, transcriptions
+from asr_daemon import db, errors, limits, logs, metrics, migrate, models, queue, uploads
+from asr_daemon.api import auth, health, jobs, transcriptions
 from asr_daemon.api import metrics as metrics_api
 from asr_daemon.api import models as api_models
 from asr_daemon.config import Settings
@@ -39,6 +39,9 @@ DB_UNAVAILABLE = (
     asyncpg.TooManyConnectionsError,
     asyncpg.AdminShutdownError,
     asyncio.TimeoutError,
+    # what asyncpg raises on a pooled connection PostgreSQL closed while it sat idle (server stop):
+    # "cannot switch to state ...; another operation is in progress"
+    asyncpg.InternalClientError,
 )
 
 
@@ -49,19 +52,39 @@ def _error(status: int, body: dict[str, Any], retry_after: int | None = None) ->
 
 def on_asr_error(_: Request[Any, Any, Any], exc: errors.AsrError) -> Response[Any]:
     """Domain errors: their own status and OpenAI-style body; 429/503 say when to retry."""
-    retry = 5 if exc.status in (429, 503, 507) else None
-    return _error(exc.status, exc.body(), retry)
+    retry = exc.retry_after or (5 if exc.status in (429, 503, 507) else None)
+    response = _error(exc.status, exc.body(), retry)
+    if exc.status == 401:
+        response.headers["WWW-Authenticate"] = 'Bearer realm="asr-server"'
+    return response
 
 
-def on_http_error(_: Request[Any, Any, Any], exc: HTTPException) -> Response[Any]:
+def on_http_error(request: Request[Any, Any, Any], exc: HTTPException) -> Response[Any]:
     """Litestar's own errors (404 route, 405, 400 validation) in the same shape as ours."""
     code = {400: "invalid_request", 404: "not_found", 405: "method_not_allowed", 413: "too_large"}.get(
         exc.status_code, "http_error"
     )
-    body: dict[str, Any] = {"error": {"message": str(exc.detail), "type": code, "code": code}}
+    message = str(exc.detail)
+    if exc.status_code in (404, 405):
+        what = "no such route" if exc.status_code == 404 else "method not allowed on this route"
+        message = f"{what}: {request.method} {request.url.path[:200]} (see /docs/openapi.json)"
+    body: dict[str, Any] = {"error": {"message": message, "type": code, "code": code}}
     if exc.extra:
         body["error"]["details"] = exc.extra
-    return _error(exc.status_code, body, 5 if exc.status_code in (429, 503) else None)
+    response = _error(exc.status_code, body, 5 if exc.status_code in (429, 503) else None)
+    for name, value in (exc.headers or {}).items():
+        response.headers[name] = value  # e.g. Allow on 405
+    return response
+
+
+def on_unexpected(request: Request[Any, Any, Any], exc: Exception) -> Response[Any]:
+    """A bug: log it with its traceback (Litestar would not) and answer a 500 in our error shape."""
+    log.error(
+        "request_failed",
+        exc_info=exc,
+        extra={"method": request.method, "path": request.url.path[:200], "error": type(exc).__name__},
+    )
+    return _error(500, errors.AsrError("internal error: the server logged the details").body())
 
 
 def on_db_down(_: Request[Any, Any, Any], exc: Exception) -> Response[Any]:
@@ -98,6 +121,11 @@ async def lifespan(app: Litestar) -> AsyncIterator[None]:
     t0 = time.perf_counter()
     pool = await _open_db(settings)
     t1 = time.perf_counter()
+    try:
+        await auth.require_keys_exist(settings, pool)
+    except BaseException:
+        await pool.close()
+        raise
     client = queue.connect(settings.redis_url.get_secret_value())
     redis_up = await queue.ping(client)
     t2 = time.perf_counter()
@@ -113,6 +141,7 @@ async def lifespan(app: Litestar) -> AsyncIterator[None]:
         worker=worker,
         intake=Intake(settings, pool, hub, locks),
         started_at=time.time(),
+        limiter=limits.RateLimiter(client),
     )
     listeners = [asyncio.create_task(hub.listen_bell()), asyncio.create_task(hub.listen_events())]
     worker.start()
@@ -124,6 +153,7 @@ async def lifespan(app: Litestar) -> AsyncIterator[None]:
         extra={
             "worker": worker.name,
             "model": settings.model,
+            "keys_required": settings.keys_required,
             "redis": redis_up,
             "db_s": round(t1 - t0, 4),
             "redis_s": round(t2 - t1, 4),
@@ -156,12 +186,14 @@ def create_app(settings: Settings) -> Litestar:
             metrics_api.metrics,
         ],
         lifespan=[lifespan],
+        guards=[auth.guard],
         before_send=[metrics.on_send],
         state=State({"settings": settings, "metrics": meter}),
         exception_handlers={
             errors.AsrError: on_asr_error,
             HTTPException: on_http_error,
             **{e: on_db_down for e in DB_UNAVAILABLE},
+            Exception: on_unexpected,
         },
         openapi_config=OpenAPIConfig(title="asr-server", version="0.1.0", path="/docs"),
         request_max_body_size=1 << 20,

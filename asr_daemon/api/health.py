@@ -6,6 +6,7 @@ from typing import Any
 
 from litestar import Response, get
 from litestar.datastructures import State
+from litestar.openapi.datastructures import ResponseSpec
 
 from asr_daemon import models, queue
 
@@ -16,7 +17,7 @@ def healthz() -> dict[str, str]:
     return {"status": "ok"}
 
 
-@get("/readyz")
+@get("/readyz", responses={503: ResponseSpec(data_container=dict[str, Any], description="Not ready: see checks.")})
 async def readyz(state: State) -> Response[dict[str, Any]]:
     """200 when PostgreSQL answers, Redis answers and the default model is present (and not loading)."""
     checks: dict[str, Any] = {}

@@ -7,7 +7,7 @@ import json
 import uuid
 from collections.abc import AsyncIterator
 from datetime import datetime
-from typing import Any
+from typing import Annotated, Any
 
 from litestar import Controller, Request, Response, delete, get, post
 from litestar.datastructures import State
@@ -15,7 +15,11 @@ from litestar.params import Parameter
 from litestar.response import ServerSentEvent, ServerSentEventMessage
 
 from asr_daemon import errors, events, formats, jobs, queries
-from asr_daemon.api.schemas import job_view, multipart_operation
+from asr_daemon.api.auth import principal
+from asr_daemon.api.schemas import UPLOAD_ERRORS, error_responses, job_view, multipart_operation
+
+#: a job id in the path: documented as a UUID, checked by `parse_id` (400 with a clear message otherwise)
+JobId = Annotated[str, Parameter(description="The job's id (a UUID).", schema_extra={"format": "uuid"})]
 
 
 def parse_id(raw: str) -> uuid.UUID:
@@ -26,9 +30,10 @@ def parse_id(raw: str) -> uuid.UUID:
         raise errors.BadRequest(f"{raw[:60]!r} is not a job id (a UUID)") from None
 
 
-async def _job(state: State, raw: str) -> Any:
+async def _job(request: Request[Any, Any, Any], state: State, raw: str) -> Any:
+    """The job, or 404 when it does not exist or belongs to another key (the same answer for both)."""
     job = await queries.get_job(state.pool, parse_id(raw))
-    if job is None:
+    if job is None or not principal(request).may_see(job):
         raise errors.NotFound(f"no job {raw}")
     return job
 
@@ -59,6 +64,7 @@ class JobsController(Controller):
         request_max_body_size=None,
         status_code=202,
         summary="Submit a transcription job",
+        responses=error_responses(*UPLOAD_ERRORS),
     )
     async def submit(self, request: Request[Any, Any, Any], state: State) -> Response[dict[str, Any]]:
         """Accept audio for transcription; 202 as soon as the upload is on disk and the job committed."""
@@ -68,6 +74,7 @@ class JobsController(Controller):
             jobs.Task.TRANSCRIBE,
             allow_task_field=True,
             idempotency_key=request.headers.get("idempotency-key"),
+            api_key_id=principal(request).key_id,
         )
         job = accepted.job
         headers = {"Location": f"/v1/jobs/{job['id']}", "X-Job-Id": str(job["id"])}
@@ -78,11 +85,12 @@ class JobsController(Controller):
         body = job_view(job)
         return Response(body, status_code=200 if accepted.deduplicated else 202, headers=headers)
 
-    @get("/", summary="List jobs, newest first")
+    @get("/", summary="List jobs, newest first", responses=error_responses(400))
     async def list_jobs(
         self,
+        request: Request[Any, Any, Any],
         state: State,
-        status: str | None = None,
+        status: jobs.Status | None = None,
         limit: int = Parameter(default=20, ge=1, le=200),
         cursor: str | None = None,
     ) -> dict[str, Any]:
@@ -90,7 +98,13 @@ class JobsController(Controller):
         if status is not None and status not in {s.value for s in jobs.Status}:
             allowed = ", ".join(s.value for s in jobs.Status)
             raise errors.BadRequest(f"status must be one of {allowed}")
-        rows = await queries.list_jobs(state.pool, status=status, limit=limit + 1, before=_cursor(cursor))
+        rows = await queries.list_jobs(
+            state.pool,
+            status=status,
+            limit=limit + 1,
+            before=_cursor(cursor),
+            api_key_id=principal(request).owner_filter,
+        )
         more = len(rows) > limit
         rows = rows[:limit]
         return {
@@ -99,10 +113,10 @@ class JobsController(Controller):
             "next_cursor": _make_cursor(rows[-1]) if more else None,
         }
 
-    @get("/{job_id:str}", summary="Get a job")
-    async def get_job(self, state: State, job_id: str) -> dict[str, Any]:
+    @get("/{job_id:str}", summary="Get a job", responses=error_responses(400, 404))
+    async def get_job(self, request: Request[Any, Any, Any], state: State, job_id: JobId) -> dict[str, Any]:
         """One job: status, progress, timings, attempts, error, webhook deliveries."""
-        job = await _job(state, job_id)
+        job = await _job(request, state, job_id)
         view = job_view(job)
         if job["webhook_url"]:
             view["webhook_deliveries"] = [
@@ -116,15 +130,20 @@ class JobsController(Controller):
             ]
         return view
 
-    @get("/{job_id:str}/transcript", summary="Render a finished job's transcript")
+    @get(
+        "/{job_id:str}/transcript",
+        summary="Render a finished job's transcript",
+        responses=error_responses(400, 404, 409),
+    )
     async def transcript(
-        self, state: State, job_id: str, format: str = "json"
-    ) -> Response[str]:  # the API's parameter name
+        self,
+        request: Request[Any, Any, Any],
+        state: State,
+        job_id: JobId,
+        format: jobs.ResponseFormat = jobs.ResponseFormat.JSON,  # the API's parameter name
+    ) -> Response[str]:
         """The transcript in json, text, srt, vtt or verbose_json; 409 while the job is not completed."""
-        if format not in {f.value for f in jobs.ResponseFormat}:
-            allowed = ", ".join(f.value for f in jobs.ResponseFormat)
-            raise errors.BadRequest(f"format must be one of {allowed}")
-        job = await _job(state, job_id)
+        job = await _job(request, state, job_id)
         if job["status"] != jobs.Status.COMPLETED:
             raise errors.Conflict(
                 f"the job is {job['status']}, not completed: there is no transcript", status=job["status"]
@@ -133,10 +152,10 @@ class JobsController(Controller):
         body, media_type = formats.render(jobs.ResponseFormat(format), job, segs)
         return Response(body, media_type=media_type, headers={"X-Job-Id": str(job["id"])})
 
-    @delete("/{job_id:str}", status_code=200, summary="Cancel a job")
-    async def cancel(self, state: State, job_id: str) -> dict[str, Any]:
+    @delete("/{job_id:str}", status_code=200, summary="Cancel a job", responses=error_responses(400, 404, 409))
+    async def cancel(self, request: Request[Any, Any, Any], state: State, job_id: JobId) -> dict[str, Any]:
         """Cancel: a queued job at once, a running one within a few seconds; finished jobs are left alone."""
-        jid = parse_id(job_id)
+        jid = (await _job(request, state, job_id))["id"]
         status = await queries.request_cancel(state.pool, jid)
         if status is None:
             raise errors.NotFound(f"no job {job_id}")
@@ -145,13 +164,13 @@ class JobsController(Controller):
         elif status in (jobs.Status.COMPLETED, jobs.Status.FAILED):
             raise errors.Conflict(f"the job already {status}; nothing to cancel", status=status)
         await state.hub.notify(jid)
-        job = await _job(state, job_id)
+        job = await _job(request, state, job_id)
         return job_view(job)
 
-    @get("/{job_id:str}/events", summary="Follow a job as server-sent events")
-    async def job_events(self, request: Request[Any, Any, Any], state: State, job_id: str) -> ServerSentEvent:
+    @get("/{job_id:str}/events", summary="Follow a job as server-sent events", responses=error_responses(400, 404))
+    async def job_events(self, request: Request[Any, Any, Any], state: State, job_id: JobId) -> ServerSentEvent:
         """queued, started, one `segment` per segment, then completed | failed | cancelled; resumable."""
-        job = await _job(state, job_id)
+        job = await _job(request, state, job_id)
         raw_last = request.headers.get("last-event-id")
         try:
             last = int(raw_last) if raw_last else -1

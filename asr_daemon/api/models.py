@@ -9,11 +9,13 @@ from __future__ import annotations
 
 from typing import Any
 
-from litestar import Controller, delete, get, post
+from litestar import Controller, Request, delete, get, post
 from litestar.datastructures import State
 from litestar.params import FromPath
 
 from asr_daemon import errors, models, store
+from asr_daemon.api.auth import require_admin
+from asr_daemon.api.schemas import error_responses
 from asr_daemon.config import Settings
 
 
@@ -55,13 +57,13 @@ class ModelsController(Controller):
     path = "/v1/models"
     tags = ("models",)
 
-    @get("/", summary="List models")
+    @get("/", summary="List models", responses=error_responses())
     async def list_models(self, state: State) -> dict[str, Any]:
         """Known and local models; `local` and `loaded` say which are on disk and in memory."""
         s: Settings = state.settings
         return {"object": "list", "data": [_view(s, state.models, n) for n in store.names(s.models_dir)]}
 
-    @get("/{name:str}", summary="Retrieve a model")
+    @get("/{name:str}", summary="Retrieve a model", responses=error_responses(404))
     async def get_model(self, state: State, name: FromPath[str]) -> dict[str, Any]:
         """One model; 404 when it is neither known nor present."""
         s: Settings = state.settings
@@ -71,17 +73,29 @@ class ModelsController(Controller):
             raise errors.ModelNotFound(name, known=False)
         return _view(s, state.models, name)
 
-    @post("/{name:str}/load", status_code=200, summary="Load a model into memory")
-    async def load(self, state: State, name: FromPath[str]) -> dict[str, Any]:
-        """Load a local model now (it then unloads after the idle TTL like any other)."""
+    @post(
+        "/{name:str}/load",
+        status_code=200,
+        summary="Load a model into memory",
+        responses=error_responses(403, 404),
+    )
+    async def load(self, request: Request[Any, Any, Any], state: State, name: FromPath[str]) -> dict[str, Any]:
+        """Load a local model now (it then unloads after the idle TTL like any other); admin keys only."""
+        require_admin(request)
         name, path = _local(state.settings, name)
         cache: models.ModelCache = state.models
         cache.release(await cache.acquire(name, path))
         return _view(state.settings, cache, name)
 
-    @delete("/{name:str}", status_code=200, summary="Unload a model from memory")
-    async def unload(self, state: State, name: FromPath[str]) -> dict[str, Any]:
-        """Free a loaded model's memory; 409 while a job uses it. The files stay (`asrctl models rm`)."""
+    @delete(
+        "/{name:str}",
+        status_code=200,
+        summary="Unload a model from memory",
+        responses=error_responses(403, 404, 409),
+    )
+    async def unload(self, request: Request[Any, Any, Any], state: State, name: FromPath[str]) -> dict[str, Any]:
+        """Free a loaded model's memory; 409 while a job uses it; admin keys only. Files stay (`asrctl models rm`)."""
+        require_admin(request)
         s: Settings = state.settings
         cache: models.ModelCache = state.models
         if name in models.DEFAULT_ALIASES:

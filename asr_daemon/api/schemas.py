@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from litestar.openapi.datastructures import ResponseSpec
 from litestar.openapi.spec import OpenAPIFormat, OpenAPIMediaType, OpenAPIType, Operation, RequestBody, Schema
 
 from asr_daemon import jobs
@@ -89,3 +90,50 @@ def multipart_operation(with_job_fields: bool) -> type[Operation]:
             )
 
     return MultipartOperation
+
+
+@dataclass
+class ErrorDetail:
+    """What went wrong, in words a person understands, and a stable code."""
+
+    message: str
+    type: str
+    code: str
+
+
+@dataclass
+class ErrorBody:
+    """Every error response: OpenAI's `{"error": {...}}` shape (more fields may be present)."""
+
+    error: ErrorDetail
+
+
+_ERROR_TEXT = {
+    400: "The request is malformed or a field has a value this server does not accept.",
+    401: "A valid API key is required (`Authorization: Bearer <key>`).",
+    403: "Only an admin key (or an anonymous caller while keys are optional) may do this.",
+    404: "No such job (or it belongs to another key), or no such model.",
+    408: "The upload stalled or took too long.",
+    409: "The job is not in a state that allows this.",
+    413: "The upload or its audio duration is over this server's limit.",
+    415: "The body is not multipart/form-data, or the file is not audio.",
+    429: "Rate limit, concurrent uploads or queue full; see Retry-After.",
+    503: "The database is unavailable; nothing was stored. See Retry-After.",
+    504: "The transcription is still running after ASR_SYNC_TIMEOUT; follow the job.",
+    507: "The server's disk is full; nothing was stored. See Retry-After.",
+}
+
+#: errors every route behind the key guard may answer
+GUARDED = (401, 429, 503)
+
+
+def error_responses(*statuses: int) -> dict[int, ResponseSpec]:
+    """OpenAPI declarations of the error statuses a route answers (plus the guard's), all `ErrorBody`."""
+    return {
+        status: ResponseSpec(data_container=ErrorBody, description=_ERROR_TEXT[status], generate_examples=False)
+        for status in sorted({*statuses, *GUARDED})
+    }
+
+
+#: the statuses of an upload (both /v1/audio endpoints and POST /v1/jobs)
+UPLOAD_ERRORS = (400, 404, 408, 409, 413, 415, 507)

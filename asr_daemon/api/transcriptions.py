@@ -15,13 +15,18 @@ from litestar.datastructures import State
 from litestar.response import ServerSentEvent
 
 from asr_daemon import errors, events, formats, jobs, queries
-from asr_daemon.api.schemas import multipart_operation
+from asr_daemon.api.auth import principal
+from asr_daemon.api.schemas import UPLOAD_ERRORS, error_responses, multipart_operation
 from asr_daemon.intake import Accepted
 
 
 async def _submit(request: Request[Any, Any, Any], state: State, task: jobs.Task) -> Response[Any] | ServerSentEvent:
     accepted: Accepted = await state.intake.submit(
-        request.stream(), request.headers.get("content-type", ""), task, allow_task_field=False
+        request.stream(),
+        request.headers.get("content-type", ""),
+        task,
+        allow_task_field=False,
+        api_key_id=principal(request).key_id,
     )
     assert accepted.request is not None
     job_id = accepted.job["id"]
@@ -81,6 +86,7 @@ class TranscriptionsController(Controller):
         request_max_body_size=None,
         summary="Transcribe audio",
         status_code=200,
+        responses=error_responses(*UPLOAD_ERRORS, 504),
     )
     async def transcriptions(self, request: Request[Any, Any, Any], state: State) -> Response[Any] | ServerSentEvent:
         """Transcribe an uploaded file in its own language (multipart, like OpenAI's endpoint)."""
@@ -92,6 +98,7 @@ class TranscriptionsController(Controller):
         request_max_body_size=None,
         summary="Translate audio to English",
         status_code=200,
+        responses=error_responses(*UPLOAD_ERRORS, 504),
     )
     async def translations(self, request: Request[Any, Any, Any], state: State) -> Response[Any] | ServerSentEvent:
         """Transcribe an uploaded file and translate it to English."""

@@ -12,10 +12,25 @@ import typer
 from asr_daemon.cli import common
 
 
-def granian_argv(uds: Path | None, host: str, port: int) -> list[str]:
-    """The Granian command line for the app factory; listens on `uds` if given, else host:port."""
+def granian_argv(uds: Path | None, host: str, port: int, header_timeout: float = 10.0) -> list[str]:
+    """The Granian command line for the app factory; listens on `uds` if given, else host:port.
+
+    `header_timeout` (seconds) bounds how long a client may take to send its request headers.
+    """
     exe = shutil.which("granian", path=os.path.dirname(sys.executable)) or "granian"
-    argv = [exe, "--interface", "asgi", "--factory", "--workers", "1", "--no-ws", "--log-level", "warning"]
+    argv = [
+        exe,
+        "--interface",
+        "asgi",
+        "--factory",
+        "--workers",
+        "1",
+        "--no-ws",
+        "--log-level",
+        "warning",
+        "--http1-header-read-timeout",
+        str(max(1, round(header_timeout * 1000))),
+    ]
     if uds is not None:
         argv += ["--uds", str(uds), "--uds-permissions", "0660"]
     else:
@@ -37,5 +52,5 @@ def serve(
         env["ASR_PORT"] = str(port)
     if uds is not None:
         env["ASR_UDS"] = str(uds)
-    argv = granian_argv(uds or s.uds, host or s.host, port or s.port)
+    argv = granian_argv(uds or s.uds, host or s.host, port or s.port, s.header_timeout)
     os.execve(argv[0], argv, env)

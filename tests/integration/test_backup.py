@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from asr_daemon import backup as bk
-from asr_daemon import host
+from asr_daemon import host, migrate
 from tests import services
 from tests.integration.ops_support import (
     asrctl,
@@ -192,7 +192,7 @@ def test_restore_verify_drops_its_scratch_db(pg: services.Postgres, db: str, tmp
     result = asrctl("restore", "--verify", "--json", str(dump))
     assert result.exit_code == 0, result.stderr
     report = json.loads(result.stdout)
-    assert report["tables"]["jobs"] == 2 and report["latest_migration"] == "0001_jobs"
+    assert report["tables"]["jobs"] == 2 and report["latest_migration"] == migrate.load()[-1].name
     assert pg.psql("SELECT count(*) FROM pg_database WHERE datname LIKE 'asr_verify_%'") == "0"
     listed = json.loads(asrctl("backup", "ls", "--dir", str(dump.parent), "--json").stdout)["backups"]
     assert listed[0]["restore_verified_at"] is not None and listed[0]["checksum"] == "ok"

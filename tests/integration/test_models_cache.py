@@ -193,7 +193,7 @@ def test_cuda_failure_at_load_falls_back_to_cpu_once(
     assert entry.device == "cpu" and entry.compute_type == "int8"
     assert loader.calls == [("tiny.en", "cuda"), ("tiny.en", "cpu"), ("tiny-b", "cpu")]
     assert cache.stats()["cpu_fallbacks"] == 1
-    assert [r.message for r in caplog.records if r.levelname == "WARNING"] == ["model.cpu_fallback"]
+    assert [r.message for r in caplog.records if r.levelname == "WARNING"] == ["model_cpu_fallback"]
 
 
 def test_cuda_without_a_gpu_falls_back_with_the_real_loader(store_dir: Path, loop: asyncio.AbstractEventLoop) -> None:
@@ -251,5 +251,27 @@ def test_preload_reports_loading_until_ready(store_dir: Path, loop: asyncio.Abst
         await task
         assert cache.loading == set()
         assert [e.name for e in cache.loaded()] == ["base"]
+
+    loop.run_until_complete(go())
+
+
+def test_new_jobs_do_not_get_a_model_cuda_broke(store_dir: Path, loop: asyncio.AbstractEventLoop) -> None:
+    """After a run-time CUDA failure, a job still holding the old copy keeps it; new jobs get a CPU copy."""
+    loader = Counting(_settings())
+    cache = models.ModelCache(loader, device="cuda", idle_ttl=-1)
+
+    async def go() -> None:
+        first = await cache.acquire("tiny.en", store_dir / "tiny.en")
+        first.device = "cuda"  # the stand-in for a copy on the GPU
+        holder = await cache.acquire("tiny.en", store_dir / "tiny.en")  # a second job on the same copy
+        assert cache.fallback_to_cpu("tiny.en", device.CudaFailure("CUDA failed with error out of memory"))
+        cache.release(first)
+        assert holder.model is not None  # never pulled from under a running job
+        fresh = await cache.acquire("tiny.en", store_dir / "tiny.en")
+        assert fresh is not holder and fresh.device == "cpu"
+        cache.release(holder)
+        assert holder.model is None  # the broken copy is freed once its last job is done
+        assert [e.name for e in cache.loaded()] == ["tiny.en"] and cache.loaded()[0] is fresh
+        cache.release(fresh)
 
     loop.run_until_complete(go())

@@ -4,6 +4,7 @@ import (directory and PyPI packages), checksums, verify, rm and ensure, through 
 from __future__ import annotations
 
 import os
+import shutil
 import socket
 import subprocess
 import sys
@@ -242,3 +243,46 @@ def test_ensure_of_a_model_nobody_has_fails(tmp_path: Path) -> None:
     r = _asrctl({"ASR_STATE_DIR": str(tmp_path), "ASR_MODEL": "my-finetune"}, "models", "ensure")
     assert r.returncode == 1
     assert "asrctl models import" in r.stderr
+
+
+class NoSource:
+    """A download source that must not be used."""
+
+    label = "none"
+
+    def fetch(self, repo: str, dest: Path, progress: hub.Progress) -> None:
+        """Fail the test: nothing should be downloaded."""
+        raise AssertionError(f"unexpected download of {repo}")
+
+
+def test_present_model_without_manifest_is_adopted_not_downloaded(tmp_path: Path, tiny_src: Path) -> None:
+    """A model copied in by hand gets its checksums recorded by `ensure`/`pull`, without a download."""
+    shutil.copytree(tiny_src, tmp_path / "tiny.en")
+    assert store.read_manifest(tmp_path / "tiny.en") is None
+    assert hub.ensure(tmp_path, "tiny.en", NoSource()) == "present"
+    assert store.check(tmp_path / "tiny.en", full=True) == []
+    assert hub.pull(tmp_path, "tiny.en", NoSource()) is False
+
+
+def test_ensure_refetches_a_damaged_model(tmp_path: Path, mirror: Path) -> None:
+    """A present model whose files no longer match the manifest is downloaded again by `ensure`."""
+    hub.pull(tmp_path, "tiny.en", hub.Mirror(mirror))
+    with (tmp_path / "tiny.en" / "model.bin").open("r+b") as f:
+        f.truncate(1000)
+    assert hub.ensure(tmp_path, "tiny.en", hub.Mirror(mirror)) == "pulled"
+    assert store.check(tmp_path / "tiny.en", full=True) == []
+
+
+def test_cli_pull_from_mirror_then_already_present(tmp_path: Path, mirror: Path) -> None:
+    """`asrctl models pull` with ASR_MODEL_MIRROR: downloads, then says already present; bad names exit 2."""
+    env = {"ASR_STATE_DIR": str(tmp_path / "state"), "ASR_MODEL_MIRROR": str(mirror)}
+    code, out = _cli(env, "models", "pull", "tiny.en")
+    assert code == 0 and "tiny.en: downloaded" in out, out
+    code, out = _cli(env, "models", "pull", "tiny.en")
+    assert code == 0 and "tiny.en: already present" in out
+    code, out = _cli(env, "models", "pull", "tiny.en", "huge-v9")
+    assert code == 2 and "unknown model(s) huge-v9" in out
+    code, out = _cli(env, "models", "pull")
+    assert code == 2
+    code, out = _cli(env, "models", "pull", "base")  # not in the mirror
+    assert code == 3 and "not in the mirror" in out

@@ -1,0 +1,122 @@
+"""Who is calling: the API-key guard, the caller (`Principal`) it leaves on the request, rate limits.
+
+Open without a key: `/healthz`, `/readyz`, `/metrics` (they say nothing about jobs or audio, and
+probes and scrapers carry no keys) and the OpenAPI schema under `/docs`. Everything else needs
+`Authorization: Bearer <key>` while keys are required (`Settings.keys_required`).
+
+While keys are optional, a request without a key is anonymous and sees every job (the single-user,
+loopback case). A token that looks like one of ours (`asr_…`) is always checked, so a mistyped
+or revoked key fails loudly with 401; any other token (OpenAI clients insist on sending one) counts
+as no key.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import Any
+
+from litestar.connection import ASGIConnection
+from litestar.handlers.base import BaseRouteHandler
+
+from asr_daemon import errors, keys
+from asr_daemon.config import Settings
+from asr_daemon.queries import Conn
+
+log = logging.getLogger(__name__)
+
+PUBLIC_PATHS = frozenset({"/healthz", "/readyz", "/metrics"})
+PUBLIC_PREFIXES = ("/docs",)
+_SCOPE_KEY = "asr_principal"
+
+
+@dataclass(frozen=True)
+class Principal:
+    """The caller of one request."""
+
+    key_id: int | None
+    name: str
+    admin: bool = False
+
+    @property
+    def sees_all(self) -> bool:
+        """Admin keys and anonymous callers (only possible while keys are optional) see every job."""
+        return self.admin or self.key_id is None
+
+    @property
+    def owner_filter(self) -> int | None:
+        """The key id to restrict job queries to, or None for no restriction."""
+        return None if self.sees_all else self.key_id
+
+    def may_see(self, job: Any) -> bool:
+        """True when this caller may see (and cancel) `job`."""
+        return self.sees_all or job["api_key_id"] == self.key_id
+
+
+ANONYMOUS = Principal(key_id=None, name="anonymous")
+
+
+def require_admin(connection: ASGIConnection[Any, Any, Any, Any]) -> None:
+    """403 unless the caller sees everything (an admin key, or anonymous while keys are optional)."""
+    if not principal(connection).sees_all:
+        raise errors.Forbidden("only an admin key may do this (`asrctl keys create --admin`)")
+
+
+def is_public(path: str) -> bool:
+    """True for paths served without a key."""
+    return path in PUBLIC_PATHS or path.startswith(PUBLIC_PREFIXES)
+
+
+def principal(connection: ASGIConnection[Any, Any, Any, Any]) -> Principal:
+    """The caller the guard identified (anonymous for public paths)."""
+    found = connection.scope.get("state", {}).get(_SCOPE_KEY)
+    return found if isinstance(found, Principal) else ANONYMOUS
+
+
+async def guard(connection: ASGIConnection[Any, Any, Any, Any], _: BaseRouteHandler) -> None:
+    """Identify the caller from its bearer token, enforce keys when required, count its rate."""
+    if is_public(connection.scope["path"]):
+        return
+    state = connection.app.state
+    settings = state.settings
+    header = connection.headers.get("authorization")
+    token = _bearer(header)
+    if token is None or (not settings.keys_required and not token.startswith(keys.TOKEN_PREFIX)):
+        if settings.keys_required:
+            raise errors.Unauthorized(
+                "the Authorization header must be `Bearer <key>`"
+                if header
+                else "this server requires an API key: send `Authorization: Bearer <key>` "
+                "(an operator creates one with `asrctl keys create --name NAME`)"
+            )
+        who = ANONYMOUS
+    else:
+        key = await keys.lookup(state.pool, token)
+        if key is None:
+            client = connection.client.host if connection.client else None
+            log.warning("auth_rejected", extra={"path": connection.scope["path"][:200], "client": client})
+            raise errors.Unauthorized("the API key is not valid: it is unknown or was revoked")
+        who = Principal(key_id=key.id, name=key.name, admin=key.admin)
+        await state.limiter.check(key.prefix, settings.default_rate if key.rate is None else key.rate)
+    connection.scope.setdefault("state", {})[_SCOPE_KEY] = who
+
+
+def _bearer(header: str | None) -> str | None:
+    """The token of an `Authorization: Bearer <token>` header; None when absent or another scheme."""
+    if header is None:
+        return None
+    scheme, _, token = header.strip().partition(" ")
+    if scheme.lower() != "bearer" or not token.strip():
+        return None
+    return token.strip()
+
+
+async def require_keys_exist(settings: Settings, pool: Conn) -> None:
+    """At start-up: refuse to serve when keys are required and none is active."""
+    if settings.keys_required and await keys.count_active(pool) == 0:
+        log.error("api_keys_missing", extra={"host": settings.host, "auth": settings.auth})
+        raise SystemExit(
+            "asr-server: API keys are required here (ASR_AUTH=on, or ASR_HOST is not loopback) but no key "
+            "exists: create one with `asrctl keys create --name NAME`, or set ASR_AUTH=off to serve "
+            "without keys on a trusted network"
+        )

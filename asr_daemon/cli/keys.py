@@ -1,0 +1,99 @@
+"""`asrctl keys`: create, list and revoke API keys (stored hashed; a token is shown only once)."""
+
+from __future__ import annotations
+
+import asyncpg
+import typer
+
+from asr_daemon import db as dbmod
+from asr_daemon import keys
+from asr_daemon.cli import common
+
+app = typer.Typer(help="API keys: create, ls, revoke.", no_args_is_help=True)
+
+
+async def _connect() -> asyncpg.Connection:
+    try:
+        return await dbmod.connect(common.settings())
+    except (OSError, asyncpg.PostgresError) as exc:
+        common.fail(f"cannot reach PostgreSQL (ASR_DATABASE_URL): {type(exc).__name__}")
+
+
+@app.command("create")
+def create_cmd(
+    name: str = typer.Option(..., "--name", help="Who or what the key is for (unique among active keys)."),
+    rate: int | None = typer.Option(
+        None, "--rate", min=0, help="Requests per minute (default ASR_DEFAULT_RATE; 0: unlimited)."
+    ),
+    admin: bool = typer.Option(False, "--admin", help="The key sees and cancels every job."),
+    as_json: bool = typer.Option(False, "--json", help="Machine-readable output."),
+) -> None:
+    """Create a key and print its token once: store it now, it cannot be shown again."""
+    if not 1 <= len(name) <= 100:
+        common.fail("--name must be 1 to 100 characters", code=2)
+
+    async def go() -> tuple[keys.Key, str]:
+        conn = await _connect()
+        try:
+            return await keys.create(conn, name, rate=rate, admin=admin)
+        except keys.KeyExists as exc:
+            common.fail(str(exc))
+        finally:
+            await conn.close()
+
+    key, token = common.run(go())
+    if as_json:
+        common.print_json({**key.to_json(), "token": token})
+        return
+    typer.echo(token)
+    typer.echo(
+        f"created key {key.id} {key.name!r}{' (admin)' if key.admin else ''}: "
+        "the token above is shown only now; send it as `Authorization: Bearer <token>`",
+        err=True,
+    )
+
+
+@app.command("ls")
+def ls_cmd(
+    include_revoked: bool = typer.Option(False, "--all", help="Include revoked keys."),
+    as_json: bool = typer.Option(False, "--json", help="Machine-readable output."),
+) -> None:
+    """List keys (id, name, token prefix, rate, admin, created, revoked); never the tokens."""
+
+    async def go() -> list[keys.Key]:
+        conn = await _connect()
+        try:
+            return await keys.list_keys(conn, include_revoked=include_revoked)
+        finally:
+            await conn.close()
+
+    found = common.run(go())
+    if as_json:
+        common.print_json([k.to_json() for k in found])
+        return
+    typer.echo(f"{'ID':>5}  {'NAME':<24} {'PREFIX':<13} {'RATE':>6}  ADMIN  CREATED              REVOKED")
+    for k in found:
+        rate = "-" if k.rate is None else str(k.rate)
+        revoked = k.revoked_at.strftime("%Y-%m-%d %H:%M") if k.revoked_at else ""
+        typer.echo(
+            f"{k.id:>5}  {k.name:<24.24} {k.prefix:<13} {rate:>6}  {'yes' if k.admin else 'no':<5}  "
+            f"{k.created_at:%Y-%m-%d %H:%M:%S}  {revoked}"
+        )
+
+
+@app.command("revoke")
+def revoke_cmd(ref: str = typer.Argument(..., help="The key's name, id, shown prefix or token.")) -> None:
+    """Revoke a key at once: its next request gets 401. Its jobs and transcripts stay."""
+
+    async def go() -> list[keys.Key]:
+        conn = await _connect()
+        try:
+            return await keys.revoke(conn, ref)
+        finally:
+            await conn.close()
+
+    done = common.run(go())
+    if not done:
+        common.fail(f"no active key matches {ref[:40]!r} (see `asrctl keys ls`)")
+    for k in done:
+        typer.echo(f"revoked key {k.id} {k.name!r}")

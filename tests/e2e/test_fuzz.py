@@ -1,0 +1,100 @@
+"""schemathesis against the served OpenAPI schema of the real daemon: no 5xx, responses match the schema."""
+
+from __future__ import annotations
+
+import os
+import signal
+import uuid
+import warnings
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import schemathesis
+from hypothesis import HealthCheck, settings
+from schemathesis.specs.openapi.checks import allow_header_conformance, positive_data_acceptance
+
+from tests import services
+from tests.conftest import Daemon, leftover_files
+
+EXAMPLES = int(os.environ.get("ASR_TEST_FUZZ_EXAMPLES", "30"))
+
+
+@pytest.fixture(scope="module")
+def fuzz_daemon(
+    pg: services.Postgres,
+    template_db: str,
+    redis_server: services.Redis,
+    models_dir: Path,
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Iterator[Daemon]:
+    """One daemon for every fuzzed operation (small upload limit: fuzzed bodies are never audio anyway)."""
+    root = tmp_path_factory.mktemp("fuzz")
+    name = "t_" + uuid.uuid4().hex[:12]
+    pg.psql(f"CREATE DATABASE {name} TEMPLATE {template_db}")
+    state = root / "state"
+    state.mkdir()
+    (state / "models").symlink_to(models_dir)
+    port = services.free_port()
+    env = {
+        **os.environ,
+        "ASR_DATABASE_URL": pg.url(name),
+        "ASR_REDIS_URL": redis_server.url,
+        "ASR_PORT": str(port),
+        "ASR_STATE_DIR": str(state),
+        "ASR_MODEL": "tiny.en",
+        "ASR_WORKERS": "1",
+        "ASR_POLL_INTERVAL": "0.5",
+        "ASR_MAX_UPLOAD_BYTES": str(1 << 20),
+        "ASR_UPLOAD_IDLE_TIMEOUT": "2",
+        "ASR_SYNC_TIMEOUT": "5",
+    }
+    d = Daemon(env=env, state_dir=state, port=port, log=root / "daemon.log")
+    d.start()
+    yield d
+    d.stop(signal.SIGKILL, timeout=10)
+    assert not leftover_files(d.state_dir)
+    assert '"request_failed"' not in d.logs(), d.logs()[-3000:]
+
+
+def _app_schema() -> dict[str, Any]:
+    """The OpenAPI document the app builds (the test below checks the daemon serves exactly this)."""
+    from asr_daemon.api.app import create_app
+    from asr_daemon.config import Settings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)  # Litestar's notes on path-parameter style
+        doc: dict[str, Any] = create_app(Settings()).openapi_schema.to_schema()
+    return doc
+
+
+SCHEMA = _app_schema()
+schema = schemathesis.openapi.from_dict(SCHEMA)
+
+
+def test_served_schema_is_the_fuzzed_one(fuzz_daemon: Daemon) -> None:
+    """What /docs/openapi.json serves is the document the fuzzer below works from."""
+    with fuzz_daemon.client() as c:
+        assert c.get("/docs/openapi.json").json() == SCHEMA
+
+
+@schema.parametrize()
+@settings(
+    max_examples=EXAMPLES,
+    deadline=None,
+    suppress_health_check=[
+        HealthCheck.too_slow,
+        HealthCheck.filter_too_much,
+        HealthCheck.data_too_large,
+        HealthCheck.function_scoped_fixture,
+    ],
+)
+def test_api_conforms_to_its_schema_under_fuzzing(case: Any, fuzz_daemon: Daemon) -> None:
+    """Generated requests to every operation: never a 5xx, and status, headers and bodies match the schema."""
+    excluded = [allow_header_conformance]  # Litestar's automatic OPTIONS lists one handler's methods only
+    if case.operation.method.upper() == "POST" or case.operation.path == "/v1/jobs":
+        # a schema cannot say "decodable audio" or "a cursor this server minted": schema-valid random
+        # bytes in `file` and random cursors rightly get 415/400
+        excluded.append(positive_data_acceptance)
+    case.call_and_validate(base_url=fuzz_daemon.url, timeout=30, excluded_checks=excluded)

@@ -1,0 +1,69 @@
+"""The windowed transcriber with the real tiny.en model."""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from asr_daemon import audio, jobs, transcriber
+
+TEXT = "Every window of a long recording is transcribed in turn, and no sentence is lost at the seams. "
+
+
+@pytest.fixture(scope="module")
+def model(models_dir: Path) -> object:
+    """tiny.en on the CPU."""
+    return transcriber.load_model(models_dir / "tiny.en", "cpu", "int8", 2, 1)
+
+
+@pytest.fixture(scope="module")
+def minute(speech: Callable[..., Path]) -> Path:
+    """About a minute of speech."""
+    return speech(TEXT, repeat=10)
+
+
+def run(model: object, path: Path, **kw: object) -> list[transcriber.Segment]:
+    """Transcribe and collect the segments."""
+    out: list[transcriber.Segment] = []
+    transcriber.transcribe(model, path, jobs.Options(language="en"), on_segment=out.append, **kw)  # type: ignore[arg-type]
+    return out
+
+
+def test_windows_cover_the_file_in_order_without_repeats(model: object, minute: Path) -> None:
+    """Transcribing in 30 s windows gives ordered, non-overlapping segments covering the whole file."""
+    segs = run(model, minute, window_s=30)
+    assert [s.seq for s in segs] == list(range(len(segs)))
+    for a, b in itertools.pairwise(segs):
+        assert a.end <= b.start + 0.01
+    assert segs[-1].end > audio.probe(minute).duration - 3
+    whole = run(model, minute, window_s=600)
+    words = len(" ".join(s.text for s in segs).split())
+    # Whisper itself may collapse repeated espeak sentences differently in a shorter window, so the
+    # texts need not be equal; a seam must not lose most of them though
+    assert words >= 0.6 * len(" ".join(s.text for s in whole).split())
+
+
+def test_resume_continues_after_the_given_point(model: object, minute: Path) -> None:
+    """A resumed run starts at `resume_from` and numbers its segments from `first_seq`."""
+    segs = run(model, minute, window_s=30, resume_from=40.0, first_seq=7, prompt_tail="earlier text")
+    assert segs[0].seq == 7 and segs[0].start >= 40.0 and segs[-1].end > audio.probe(minute).duration - 3
+
+
+def test_stop_interrupts_between_segments(model: object, minute: Path) -> None:
+    """should_stop raises Stopped at the next segment."""
+    seen: list[transcriber.Segment] = []
+    with pytest.raises(transcriber.Stopped):
+        transcriber.transcribe(
+            model, minute, jobs.Options(), on_segment=seen.append, should_stop=lambda: len(seen) >= 2
+        )
+    assert len(seen) == 2
+
+
+@pytest.mark.slow
+def test_batched_pipeline_handles_long_windows(model: object, minute: Path) -> None:
+    """With a batch size, windows over a minute go through the batched pipeline (which needs VAD)."""
+    segs = run(model, minute, batch_size=4, window_s=600)
+    assert segs and segs[-1].end > audio.probe(minute).duration - 3

@@ -1,0 +1,34 @@
+"""Secrets in settings: masked wherever settings are shown."""
+
+from __future__ import annotations
+
+import json
+
+from asr_daemon.config import Settings
+
+
+def test_masked_settings_hide_every_secret() -> None:
+    """`Settings.masked()` (what `asrctl config show` prints) contains no password, token or webhook key."""
+    s = Settings(
+        database_url="postgresql://asr:pg-Pa55word@db.example:5432/asr",  # type: ignore[arg-type]
+        redis_url="redis://:redis-Pa55word@cache.example:6379/0",  # type: ignore[arg-type]
+        webhook_secret="whsec-Topsecret",  # type: ignore[arg-type]
+    )
+    shown = json.dumps(s.masked(), default=str)
+    for secret in ("pg-Pa55word", "redis-Pa55word", "whsec-Topsecret"):
+        assert secret not in shown
+    assert s.masked()["database_url"] == "postgresql://asr:***@db.example:5432/asr"
+    assert s.masked()["webhook_secret"] == "***"
+    assert "pg-Pa55word" not in repr(s) and "pg-Pa55word" not in str(s.model_dump())
+
+
+def test_keys_required_follows_the_listen_address() -> None:
+    """auto: keys optional on loopback only; on/off override it."""
+    assert not Settings(host="127.0.0.1").keys_required
+    assert not Settings(host="::1").keys_required
+    assert not Settings(host="localhost").keys_required
+    assert Settings(host="0.0.0.0").keys_required
+    assert Settings(host="192.168.1.20").keys_required
+    assert Settings(host="asr.lan").keys_required
+    assert Settings(host="127.0.0.1", auth="on").keys_required
+    assert not Settings(host="0.0.0.0", auth="off").keys_required
