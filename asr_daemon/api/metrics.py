@@ -12,7 +12,6 @@ from typing import Any
 import asyncpg
 from litestar import Response, get
 from litestar.datastructures import State
-from prometheus_client import CONTENT_TYPE_LATEST
 
 from asr_daemon import queries
 from asr_daemon.metrics import Metrics
@@ -20,7 +19,11 @@ from asr_daemon.metrics import Metrics
 DB_ERRORS = (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, asyncio.TimeoutError)
 
 
-@get("/metrics", include_in_schema=True, summary="Prometheus metrics")
+#: The Prometheus text exposition format (Litestar appends `; charset=utf-8`).
+MEDIA_TYPE = "text/plain; version=0.0.4"
+
+
+@get("/metrics", include_in_schema=True, summary="Prometheus metrics", media_type=MEDIA_TYPE)
 async def metrics(state: State) -> Response[bytes]:
     """Prometheus text format; not counted as activity by the idle watcher."""
     m: Metrics = state.metrics
@@ -33,4 +36,4 @@ async def metrics(state: State) -> Response[bytes]:
     except DB_ERRORS:
         pass
     m.refresh(stats, totals, state.worker.running, state.models)
-    return Response(m.render(), media_type=CONTENT_TYPE_LATEST)
+    return Response(m.render(), media_type=MEDIA_TYPE)
