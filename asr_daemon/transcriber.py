@@ -184,6 +184,7 @@ def transcribe(
                     }
                     for w in seg.words
                 ]
+            result.timings.setdefault("first_segment_s", time.perf_counter() - t0)
             on_segment(
                 Segment(
                     seq=seq,
