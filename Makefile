@@ -49,3 +49,12 @@ readme: sync ## regenerate the settings table in README.md
 
 clean: ## remove the virtualenv and local state
 	rm -rf .venv var
+
+# --- systemd (issue 5) ---------------------------------------------------------------------------------
+SUDO := $(if $(filter 0,$(shell id -u)),,sudo)
+
+install: ## install/upgrade under /opt/asr-server with the systemd units (ASR_WHEELHOUSE=DIR: offline)
+	$(SUDO) scripts/install $(if $(ASR_WHEELHOUSE),--wheelhouse $(ASR_WHEELHOUSE))
+
+test-systemd: ## the whole lifecycle under a real systemd in a vmrig VM (slow, ~20 min; not in `make test`)
+	scripts/test-systemd

@@ -152,6 +152,22 @@ class Settings(BaseSettings):
     model_memory_margin_mb: int = Field(1024, ge=0)
     """Memory (RAM on CPU, VRAM on CUDA) always left free when deciding whether a model fits, in MB."""
 
+    # --- systemd (issue 5) ---------------------------------------------------------------
+    watchdog_stall_after: float = Field(300.0, gt=0)
+    """Seconds a running job may go without progress (a segment, a claim) before the watchdog pings stop."""
+
+    access_log_max_bytes: int = Field(10 << 20, ge=4096)
+    """Size at which `access.log` is rotated (to `access.log.1`, …)."""
+
+    access_log_backups: int = Field(5, ge=0)
+    """Rotated access logs kept besides the current one."""
+
+    idle_check_interval: float = Field(30.0, gt=0)
+    """Seconds between two looks of `asrctl idle-watch` at the access log, the proxy and the job table."""
+
+    idle_systemctl: str = "systemctl"
+    """Command `asrctl idle-watch` runs to query and stop the units (tests point it at a stand-in)."""
+
     @property
     def uploads_dir(self) -> Path:
         """Directory holding uploaded audio, one file per sha256."""

@@ -21,7 +21,7 @@ from litestar.exceptions import HTTPException
 from litestar.openapi import OpenAPIConfig
 from redis.exceptions import RedisError
 
-from asr_daemon import db, errors, limits, logs, metrics, migrate, models, queue, uploads
+from asr_daemon import accesslog, db, errors, limits, logs, metrics, migrate, models, queue, systemd, uploads
 from asr_daemon.api import auth, health, jobs, transcriptions
 from asr_daemon.api import metrics as metrics_api
 from asr_daemon.api import models as api_models
@@ -133,6 +133,7 @@ async def lifespan(app: Litestar) -> AsyncIterator[None]:
     cache = models.cache_from_settings(settings)
     locks = uploads.AudioLocks()
     worker = Worker(settings, pool, hub, cache, locks, app.state.metrics)
+    life = systemd.Lifecycle(settings)  # issue 5
     app.state.update(
         pool=pool,
         redis=client,
@@ -160,11 +161,15 @@ async def lifespan(app: Litestar) -> AsyncIterator[None]:
             "since_process_start_s": round(metrics.process_age(), 4),
         },
     )
+    # issue 5: READY=1 once Granian's socket accepts and the DB is migrated; watchdog; STATUS=
+    life.start(
+        progress=worker, ready_check=systemd.database_ready(pool), status=systemd.job_status(settings, pool, worker)
+    )
     try:
         yield
     finally:
         log.info("daemon_draining", extra={"running": worker.running})
-        await worker.drain(settings.drain_timeout)
+        await life.stop(lambda: worker.drain(settings.drain_timeout))  # issue 5: STOPPING=1 first
         for t in [*listeners, *([preload] if preload else [])]:
             t.cancel()
         with contextlib.suppress(RedisError, OSError):
@@ -201,9 +206,12 @@ def create_app(settings: Settings) -> Litestar:
     )
 
 
-def app_from_env() -> Litestar:
-    """Granian's factory: settings from `ASR_*` variables, logging configured, app built."""
+def app_from_env() -> accesslog.AccessLogMiddleware:
+    """Granian's factory: settings from `ASR_*` variables, logging configured, app built.
+
+    The app is wrapped in the JSON access log (issue 5) outermost, so every request is logged.
+    """
     settings = Settings()
     logs.configure(settings.log_level)
     log.info("app_created", extra={"since_process_start_s": round(metrics.process_age(), 4)})
-    return create_app(settings)
+    return accesslog.with_access_log(create_app(settings), settings)

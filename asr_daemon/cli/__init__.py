@@ -15,7 +15,7 @@ import typer
 
 def build_app() -> typer.Typer:
     """The whole command tree (imports every command module)."""
-    from asr_daemon.cli import backup, config, db, doctor, jobs, keys, models, serve, status, transcribe
+    from asr_daemon.cli import backup, config, db, doctor, idle, jobs, keys, models, serve, status, transcribe
 
     app = typer.Typer(
         name="asrctl",
@@ -34,6 +34,7 @@ def build_app() -> typer.Typer:
     app.command("transcribe")(transcribe.transcribe)
     app.add_typer(config.app, name="config")
     app.add_typer(keys.app, name="keys")
+    app.command("idle-watch")(idle.idle_watch)
     return app
 
 

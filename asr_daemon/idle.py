@@ -1,0 +1,153 @@
+"""`asrctl idle-watch`: stop asr-server when it has been quiet for `ASR_IDLE_STOP_AFTER` seconds.
+
+Quiet means all of:
+- no request in the access log (probes excluded) and no request in flight (the busy marker) for the
+  window, counted from the watcher's own start at the earliest (a fresh start gets a full window);
+- no job queued or running in PostgreSQL — and the window restarts when the last one goes, so a
+  client can still fetch its result;
+- the proxy (`asr-server-proxy.service`) is not active, i.e. no client holds a connection (the proxy
+  exits on its own a minute after its last connection closed).
+
+Then it runs `systemctl stop --no-block asr-server-proxy.service asr-server.service`. A connection
+arriving during the stop waits in the socket that PID 1 holds and starts the service again.
+Any doubt (database unreachable, log unreadable, systemctl failing) means "not quiet".
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import shlex
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+
+from asr_daemon import accesslog, db
+from asr_daemon.config import Settings
+from asr_daemon.systemd import PROXY_UNIT, SERVER_UNIT, job_counts_sql
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """One look at the daemon: stop it or not, and why."""
+
+    stop: bool
+    reason: str
+    quiet_s: float = 0.0
+
+
+class IdleWatcher:
+    """Decides when the daemon is quiet and stops it through `systemctl`."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        systemctl: str | None = None,
+        window: float | None = None,
+        since: float | None = None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.settings = settings
+        self.systemctl = shlex.split(systemctl or settings.idle_systemctl)
+        self.window = settings.idle_stop_after if window is None else window
+        self.clock = clock
+        self.log_path: Path = settings.access_log_path
+        self.since = clock() if since is None else since
+        """Start of the current quiet period at the earliest (our start, last job seen, last stop)."""
+        self._conn: asyncpg.Connection[Any] | None = None
+
+    async def active_jobs(self) -> int:
+        """Jobs queued or running now (raises when the database cannot tell)."""
+        if self._conn is None or self._conn.is_closed():
+            self._conn = await db.connect(self.settings)
+        row = await self._conn.fetchrow(job_counts_sql())
+        assert row is not None  # an aggregate always returns one row
+        return int(row["queued"]) + int(row["running"])
+
+    async def _systemctl(self, *args: str) -> tuple[int, str]:
+        proc = await asyncio.create_subprocess_exec(
+            *self.systemctl,
+            *args,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.STDOUT,
+        )
+        out, _ = await proc.communicate()
+        return proc.returncode or 0, out.decode(errors="replace").strip()
+
+    async def check(self) -> Verdict:
+        """Look once: access log and busy marker, then jobs, then the proxy."""
+        now = self.clock()
+        try:
+            last = accesslog.last_activity(self.log_path)
+        except OSError as exc:
+            return Verdict(False, f"access log unreadable: {exc}")
+        if last is not None and last > self.since:
+            self.since = last
+        quiet = now - self.since
+        if quiet < self.window:
+            return Verdict(False, "recent request", quiet)
+        try:
+            jobs = await self.active_jobs()
+        except (TimeoutError, OSError, asyncpg.PostgresError) as exc:
+            await self.close()
+            return Verdict(False, f"job table unreadable: {exc}", quiet)
+        if jobs:
+            self.since = now
+            return Verdict(False, f"{jobs} job(s) queued or running", 0.0)
+        try:
+            _, state = await self._systemctl("is-active", PROXY_UNIT)
+        except OSError as exc:
+            return Verdict(False, f"systemctl failed: {exc}", quiet)
+        if state not in ("inactive", "failed"):
+            return Verdict(False, f"proxy {state or 'unknown'}: a client may hold a connection", quiet)
+        return Verdict(True, "quiet", quiet)
+
+    async def stop_units(self) -> bool:
+        """Ask systemd to stop the proxy and the daemon (without waiting: we are stopped with them)."""
+        try:
+            rc, out = await self._systemctl("stop", "--no-block", PROXY_UNIT, SERVER_UNIT)
+        except OSError as exc:
+            rc, out = 127, str(exc)
+        if rc:
+            log.error("idle.stop_failed", extra={"event": "idle.stop_failed", "rc": rc, "output": out})
+        return rc == 0
+
+    async def tick(self) -> Verdict:
+        """One check, and the stop when quiet; logs the decision."""
+        verdict = await self.check()
+        extra = {"reason": verdict.reason, "quiet_s": round(verdict.quiet_s, 1), "window_s": self.window}
+        if not verdict.stop:
+            log.debug("idle.busy", extra={"event": "idle.busy", **extra})
+            return verdict
+        log.info("idle.stop", extra={"event": "idle.stop", **extra})
+        await self.stop_units()
+        self.since = self.clock()  # if the stop does not happen, wait a whole window again
+        return verdict
+
+    async def run(self, interval: float, once: bool = False) -> Verdict:
+        """Check every `interval` seconds until stopped (or once); returns the last verdict."""
+        extra = {"event": "idle.watch", "window_s": self.window, "log": str(self.log_path)}
+        log.info("idle.watch", extra=extra)
+        try:
+            while True:
+                verdict = await self.tick()
+                if once:
+                    return verdict
+                await asyncio.sleep(interval)
+        finally:
+            await self.close()
+
+    async def close(self) -> None:
+        """Close the database connection, if any."""
+        if self._conn is not None:
+            with contextlib.suppress(OSError, asyncpg.PostgresError):
+                await self._conn.close()
+            self._conn = None
