@@ -214,12 +214,23 @@ def idle(s: dict[str, Any]) -> list[str]:
         f"| library alone: model loaded | {_mb(lib['rss_loaded'])} |",
         f"| library alone: after the same clip | {_mb(lib['rss_after'])} (peak {_mb(lib['peak_rss'])}) |",
         "",
-        (
-            f"Graceful stop of the idle daemon (SIGTERM → every process gone): {_num(s.get('stop_s'), 2)} s. "
-            "From the last request to the process gone is then `ASR_IDLE_STOP_AFTER` + up to one idle-watcher "
-            f"check interval + this; measured end to end: **TODO** — idle watcher {s['idle_stop']}."
-        ),
+        f"Graceful stop of the idle daemon (SIGTERM → every process gone): {_num(s.get('stop_s'), 2)} s.",
+        "",
+        _idle_stop(s.get("idle_stop")),
+        *([f"({s['note']}, load before {s.get('load', '—')}.)"] if s.get("note") else []),
     ]
+
+
+def _idle_stop(w: Any) -> str:
+    if not isinstance(w, dict):
+        return f"Last request → process gone: **TODO** — idle watcher {w}."
+    if "skipped" in w:
+        return f"Last request → process gone: not measured ({w['skipped']})."
+    return (
+        f"Last request → process gone under `asrctl idle-watch` (window {w['window_s']:g} s, checks every "
+        f"{w['interval_s']:g} s, stand-in `systemctl` that SIGTERMs the daemon): **{w['idle_to_gone_s']:.2f} s**, "
+        f"i.e. {w['after_window_s']:.2f} s beyond the window (one run)."
+    )
 
 
 def render(res: dict[str, Any], previous: str = "") -> str:

@@ -179,7 +179,10 @@ def _section(
     if name == "idle":
         if a.smoke:
             return {"skipped": "smoke mode"}
-        return {**sections.idle_memory(svc, work, short, model_dir, env), "idle_stop": idle_stop_status()}
+        return {
+            **sections.idle_memory(svc, work, short, model_dir, env),
+            "idle_stop": sections.idle_stop(svc, work / "watch", short, env),
+        }
     if name == "gpu":
         if res_gpu := _gpu_absent():
             return {"skipped": res_gpu}
@@ -198,15 +201,6 @@ def _gpu_absent() -> str | None:
     except Exception:  # noqa: BLE001  # any failure to probe CUDA means "no GPU"
         has_gpu = False
     return None if has_gpu else "not measured: no GPU in this session"
-
-
-def idle_stop_status() -> str:
-    """Whether the idle watcher (issue 5) exists to be measured."""
-    import importlib.util
-
-    if importlib.util.find_spec("asr_daemon.cli.idle") or importlib.util.find_spec("asr_daemon.systemd"):
-        return "present (not yet wired into the benchmark)"
-    return "missing: `asrctl idle-watch` is not on this branch yet"
 
 
 def _save(res: dict[str, Any], path: Path) -> None:

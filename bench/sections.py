@@ -314,3 +314,56 @@ def idle_memory(svc: stack.Services, work: Path, clip: Clip, model_dir: Path, en
         "stop_s": stop_s,
         "library": lib,
     }
+
+
+STAND_IN_SYSTEMCTL = """#!/bin/sh
+# stand-in for systemctl (bench): the proxy is never active; `stop` sends SIGTERM to the daemon
+case "$1" in
+  is-active) echo inactive; exit 3 ;;
+  stop) kill -TERM "$(cat "$0.pid")"; exit 0 ;;
+esac
+exit 0
+"""
+
+
+def idle_stop(svc: stack.Services, work: Path, clip: Clip, env: dict[str, str], window: float = 5.0) -> dict[str, Any]:
+    """Last request → daemon process gone, under the real `asrctl idle-watch` with a short window.
+
+    A stand-in `systemctl` reports the proxy inactive and stops the daemon with SIGTERM, as
+    `systemctl stop` would; everything else (access log, job table, the watcher's decision) is real.
+    """
+    import importlib.util
+    import subprocess
+    import sys
+
+    if importlib.util.find_spec("asr_daemon.idle") is None:
+        return {"skipped": "`asrctl idle-watch` is not on this branch"}
+    work.mkdir(parents=True, exist_ok=True)
+    ctl = work / "systemctl"
+    ctl.write_text(STAND_IN_SYSTEMCTL)
+    ctl.chmod(0o755)
+    d = stack.make_daemon(svc, work, **env)
+    d.start()
+    assert d.proc is not None
+    Path(f"{ctl}.pid").write_text(str(d.proc.pid))
+    watch_env = {**d.env, "ASR_IDLE_STOP_AFTER": str(window), "ASR_IDLE_SYSTEMCTL": str(ctl)}
+    watcher = subprocess.Popen(
+        [sys.executable, "-m", "asr_daemon.cli", "idle-watch", "--interval", "0.25"],
+        env=watch_env,
+        cwd=work,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        with httpx.Client(base_url=d.url, timeout=600) as c:
+            stack.post_transcription(c, clip.name, clip.path.read_bytes())
+            for _ in range(3):  # probes must not count as activity
+                c.get("/healthz")
+        last = time.perf_counter()
+        d.proc.wait(window * 4 + 60)
+        gone = time.perf_counter() - last
+    finally:
+        watcher.terminate()
+        watcher.wait(10)
+        d.stop()
+    return {"window_s": window, "interval_s": 0.25, "idle_to_gone_s": gone, "after_window_s": gone - window}
