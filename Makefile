@@ -29,6 +29,9 @@ run: sync models services ## migrate, then serve the API in the foreground (Ctrl
 test: sync ## the whole suite (starts its own throwaway PostgreSQL and Redis)
 	$(UV) run --frozen --no-sync pytest -q $(PYTEST_ARGS)
 
+bench: sync ## measure the daemon against faster-whisper called directly (docs/benchmarks.md; BENCH_ARGS=--smoke)
+	$(UV) run --frozen --no-sync python -m bench $(BENCH_ARGS)
+
 test-fast: sync ## the suite without the slow tests
 	$(UV) run --frozen --no-sync pytest -q -m "not slow" $(PYTEST_ARGS)
 

@@ -62,7 +62,7 @@ class Settings(BaseSettings):
     """Fall back to the CPU (and retry the job) when CUDA fails at load or run time."""
 
     cpu_threads: int = Field(0, ge=0)
-    """CPU threads per concurrent transcription; 0 divides the machine's cores among `workers`."""
+    """CPU threads per concurrent transcription; 0 gives each one every core (concurrent jobs share them)."""
 
     workers: int = Field(2, ge=1, le=64)
     """Transcriptions run at once in the process, sharing one loaded model (CTranslate2 num_workers)."""
@@ -132,6 +132,9 @@ class Settings(BaseSettings):
     drain_timeout: float = Field(60.0, ge=0)
     """On SIGTERM, seconds a running job may take to finish before it is checkpointed and requeued."""
 
+    start_reason: str = ""
+    """Why this process was started (e.g. `socket`, `manual`), shown by /metrics as `asr_start_info`."""
+
     # --- logging -------------------------------------------------------------------------
     log_level: str = "INFO"
     """Level of the daemon's structured log on stderr."""
@@ -181,10 +184,15 @@ class Settings(BaseSettings):
         return (self.log_dir or self.state_dir / "log") / "access.log"
 
     def threads_per_worker(self) -> int:
-        """CPU threads for one transcription: explicit, or the cores split among the workers."""
+        """CPU threads for one transcription: explicit, or every core.
+
+        Not the cores split among the workers: a lone job would then leave cores idle (its encoder
+        runs in parallel), while concurrent jobs share all cores without wasting CPU time (libgomp
+        spins briefly when oversubscribed). Measured in docs/benchmarks.md.
+        """
         if self.cpu_threads:
             return self.cpu_threads
-        return max(1, (os.cpu_count() or 1) // self.workers)
+        return max(1, os.cpu_count() or 1)
 
     def masked(self) -> dict[str, object]:
         """The settings as plain values with every secret replaced by `***` (for `config show`)."""

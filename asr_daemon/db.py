@@ -30,8 +30,6 @@ async def create_pool(settings: Settings, *, min_size: int = 1, max_size: int = 
 
 async def connect(settings: Settings) -> asyncpg.Connection[Any]:
     """One connection, for the CLI."""
-    conn: asyncpg.Connection[Any] = await asyncpg.connect(
-        settings.database_url.get_secret_value(), timeout=10
-    )
+    conn: asyncpg.Connection[Any] = await asyncpg.connect(settings.database_url.get_secret_value(), timeout=10)
     await _init(conn)
     return conn

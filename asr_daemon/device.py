@@ -125,21 +125,23 @@ def free_memory(device: str) -> int | None:
 
 def nvidia_smi(fields: str, index: int = 0) -> list[str] | None:
     """One GPU's values for `nvidia-smi --query-gpu=fields`; None without nvidia-smi or a GPU."""
+    rows = nvidia_smi_all(fields, index)
+    return rows[0] if rows else None
+
+
+def nvidia_smi_all(fields: str, index: int | None = None) -> list[list[str]]:
+    """Every GPU's values (or one GPU's) for `nvidia-smi --query-gpu=fields`; [] without nvidia-smi."""
     exe = shutil.which("nvidia-smi")
     if exe is None:
-        return None
+        return []
+    argv = [exe, f"--query-gpu={fields}", "--format=csv,noheader,nounits"]
+    if index is not None:
+        argv.append(f"--id={index}")
     try:
-        out = subprocess.run(
-            [exe, f"--query-gpu={fields}", "--format=csv,noheader,nounits", f"--id={index}"],
-            capture_output=True,
-            text=True,
-            timeout=10,
-            check=True,
-        ).stdout
+        out = subprocess.run(argv, capture_output=True, text=True, timeout=10, check=True).stdout
     except (OSError, subprocess.SubprocessError):
-        return None
-    line = out.strip().splitlines()[0] if out.strip() else ""
-    return [v.strip() for v in line.split(",")] if line else None
+        return []
+    return [[v.strip() for v in line.split(",")] for line in out.splitlines() if line.strip()]
 
 
 def rss_bytes() -> int:

@@ -13,6 +13,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from asr_daemon import device
+
 UNITS = (
     "asr-server.socket",
     "asr-server-proxy.service",
@@ -67,22 +69,9 @@ def unit_active(name: str) -> bool:
 
 def gpus() -> list[dict[str, Any]] | None:
     """GPUs from nvidia-smi (name, memory used/free/total in MiB); None without nvidia-smi or a GPU."""
-    exe = shutil.which("nvidia-smi")
-    if exe is None:
-        return None
-    try:
-        out = subprocess.run(
-            [exe, "--query-gpu=name,memory.used,memory.free,memory.total", "--format=csv,noheader,nounits"],
-            capture_output=True,
-            text=True,
-            timeout=10,
-            check=True,
-        ).stdout
-    except (OSError, subprocess.SubprocessError):
-        return None
+    rows = device.nvidia_smi_all("name,memory.used,memory.free,memory.total")
     found = []
-    for line in out.splitlines():
-        parts = [p.strip() for p in line.split(",")]
+    for parts in rows:
         if len(parts) == 4 and all(p.isdigit() for p in parts[1:]):
             found.append(
                 {

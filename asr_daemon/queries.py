@@ -430,3 +430,9 @@ async def audio_needed(conn: Conn, sha256: str) -> bool:
         "SELECT EXISTS (SELECT 1 FROM jobs WHERE audio_sha256 = $1 AND status IN ('queued', 'running'))", sha256
     )
     return needed
+
+
+async def jobs_by_status(conn: Conn) -> dict[str, int]:
+    """Number of jobs in each state (for /metrics)."""
+    rows: Sequence[Row] = await conn.fetch("SELECT status, count(*) AS n FROM jobs GROUP BY status")
+    return {r["status"]: int(r["n"]) for r in rows}

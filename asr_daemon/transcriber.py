@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from asr_daemon import audio, jobs
+from asr_daemon import audio, device, jobs
 
 #: A window's last segments that end within this many seconds of the window's end are dropped
 #: and transcribed again at the start of the next window (they may be cut mid-word).
@@ -184,6 +184,7 @@ def transcribe(
                     }
                     for w in seg.words
                 ]
+            result.timings.setdefault("first_segment_s", time.perf_counter() - t0)
             on_segment(
                 Segment(
                     seq=seq,
@@ -207,6 +208,7 @@ def transcribe(
             raise Stopped
         prompt = ("".join(texts) or prompt or "")[-PROMPT_CHARS:] or None
         offset += cut
+        device.trim_heap()  # hand the finished window's buffers back to the OS: keeps long-file RSS flat
         window, last = gen.send(int(cut * audio.SAMPLE_RATE))
     result.timings["transcribe_s"] = time.perf_counter() - t0
     return result

@@ -17,7 +17,6 @@ import uuid
 from typing import Any
 
 import asyncpg
-import httpx
 
 from asr_daemon import queries
 from asr_daemon.config import Settings
@@ -67,6 +66,8 @@ async def deliver(settings: Settings, pool: asyncpg.Pool, job_id: uuid.UUID) -> 
     earlier = await queries.deliveries(pool, job_id)
     if any(d["status_code"] is not None and 200 <= d["status_code"] < 300 for d in earlier):
         return True
+    import httpx  # here, not at the top: it costs ~0.1 s of every cold start (docs/benchmarks.md)
+
     body = json.dumps(summary(row)).encode()
     secret = settings.webhook_secret.get_secret_value() if settings.webhook_secret else None
     async with httpx.AsyncClient(timeout=settings.webhook_timeout, follow_redirects=False) as client:

@@ -24,6 +24,7 @@ from redis.exceptions import RedisError
 
 from asr_daemon import device, errors, jobs, models, queries, queue, transcriber, uploads, webhooks
 from asr_daemon.config import Settings
+from asr_daemon.metrics import Metrics
 
 log = logging.getLogger(__name__)
 
@@ -53,8 +54,10 @@ class Worker:
         hub: queue.Hub,
         cache: models.ModelCache,
         locks: uploads.AudioLocks,
+        metrics: Metrics | None = None,
     ) -> None:
         self.settings = settings
+        self.metrics = metrics or Metrics()
         self.locks = locks
         self.pool = pool
         self.hub = hub
@@ -117,6 +120,7 @@ class Worker:
                 await self.hub.wait_bell(self.settings.poll_interval)
                 continue
             run = Running(row=row, progress=row["progress_s"])
+            self.metrics.job_started(row)
             self.jobs[row["id"]] = run
             self.last_progress = time.monotonic()
             run.task = asyncio.create_task(self._run(run))
@@ -188,9 +192,17 @@ class Worker:
             "model_load_s": round(load_s, 4),
             "transcribe_s": round(result.timings.get("transcribe_s", 0), 4),
             "windows": result.windows,
+            "first_segment_s": round(result.timings.get("first_segment_s", 0), 4),
         }
         if await queries.complete(self.pool, job_id, self.name, timings, entry.device):
             self.completed += 1
+            self.metrics.job_completed(
+                name,
+                entry.device,
+                row["duration_s"] - resume["resume_from"],
+                timings["transcribe_s"],
+                time.perf_counter() - t0,
+            )
             log.info("job_completed", extra={"job_id": str(job_id), "segments": result.segments, **timings})
             if row["webhook_url"]:
                 self._spawn_webhook(job_id)

@@ -180,6 +180,29 @@ class Daemon:
         return self.log.read_text(errors="replace")
 
 
+def new_daemon(root: Path, database: str, redis_url: str, models_dir: Path, **overrides: str) -> Daemon:
+    """A daemon (not started) on its own state directory under `root`, tuned for tests."""
+    state = root / "state"
+    state.mkdir(parents=True)
+    (state / "models").symlink_to(models_dir)
+    port = services.free_port()
+    env = {
+        **os.environ,
+        "ASR_DATABASE_URL": database,
+        "ASR_REDIS_URL": redis_url,
+        "ASR_PORT": str(port),
+        "ASR_STATE_DIR": str(state),
+        "ASR_MODEL": "tiny.en",
+        "ASR_WORKERS": "1",
+        "ASR_POLL_INTERVAL": "0.5",
+        "ASR_HEARTBEAT_INTERVAL": "0.5",
+        "ASR_STALE_AFTER": "3",
+        "ASR_RETRY_BACKOFF": "0.2",
+        **overrides,
+    }
+    return Daemon(env=env, state_dir=state, port=port, log=root / "daemon.log")
+
+
 @pytest.fixture
 def make_daemon(
     tmp_path: Path, database: str, redis_server: services.Redis, models_dir: Path
@@ -188,25 +211,7 @@ def make_daemon(
     made: list[Daemon] = []
 
     def make(start: bool = True, **overrides: str) -> Daemon:
-        state = tmp_path / f"state{len(made)}"
-        state.mkdir()
-        (state / "models").symlink_to(models_dir)
-        port = services.free_port()
-        env = {
-            **os.environ,
-            "ASR_DATABASE_URL": database,
-            "ASR_REDIS_URL": redis_server.url,
-            "ASR_PORT": str(port),
-            "ASR_STATE_DIR": str(state),
-            "ASR_MODEL": "tiny.en",
-            "ASR_WORKERS": "1",
-            "ASR_POLL_INTERVAL": "0.5",
-            "ASR_HEARTBEAT_INTERVAL": "0.5",
-            "ASR_STALE_AFTER": "3",
-            "ASR_RETRY_BACKOFF": "0.2",
-            **overrides,
-        }
-        d = Daemon(env=env, state_dir=state, port=port, log=tmp_path / f"daemon{len(made)}.log")
+        d = new_daemon(tmp_path / f"d{len(made)}", database, redis_server.url, models_dir, **overrides)
         made.append(d)
         if start:
             d.start()

@@ -21,8 +21,9 @@ from litestar.exceptions import HTTPException
 from litestar.openapi import OpenAPIConfig
 from redis.exceptions import RedisError
 
-from asr_daemon import accesslog, db, errors, limits, logs, migrate, models, queue, systemd, uploads
+from asr_daemon import accesslog, db, errors, limits, logs, metrics, migrate, models, queue, systemd, uploads
 from asr_daemon.api import auth, health, jobs, transcriptions
+from asr_daemon.api import metrics as metrics_api
 from asr_daemon.api import models as api_models
 from asr_daemon.config import Settings
 from asr_daemon.intake import Intake
@@ -117,17 +118,21 @@ async def lifespan(app: Litestar) -> AsyncIterator[None]:
     """Open connections and start the worker; on shutdown drain it, then close everything."""
     settings: Settings = app.state.settings
     settings.uploads_dir.mkdir(parents=True, exist_ok=True)
+    t0 = time.perf_counter()
     pool = await _open_db(settings)
+    t1 = time.perf_counter()
     try:
         await auth.require_keys_exist(settings, pool)
     except BaseException:
         await pool.close()
         raise
     client = queue.connect(settings.redis_url.get_secret_value())
+    redis_up = await queue.ping(client)
+    t2 = time.perf_counter()
     hub = queue.Hub(client, settings.poll_interval)
     cache = models.cache_from_settings(settings)
     locks = uploads.AudioLocks()
-    worker = Worker(settings, pool, hub, cache, locks)
+    worker = Worker(settings, pool, hub, cache, locks, app.state.metrics)
     life = systemd.Lifecycle(settings)  # issue 5
     app.state.update(
         pool=pool,
@@ -146,7 +151,15 @@ async def lifespan(app: Litestar) -> AsyncIterator[None]:
     preload = cache.start_preload(settings.model, preload_path) if preload_path else None
     log.info(
         "daemon_started",
-        extra={"worker": worker.name, "model": settings.model, "keys_required": settings.keys_required},
+        extra={
+            "worker": worker.name,
+            "model": settings.model,
+            "keys_required": settings.keys_required,
+            "redis": redis_up,
+            "db_s": round(t1 - t0, 4),
+            "redis_s": round(t2 - t1, 4),
+            "since_process_start_s": round(metrics.process_age(), 4),
+        },
     )
     # issue 5: READY=1 once Granian's socket accepts and the DB is migrated; watchdog; STATUS=
     life.start(
@@ -167,6 +180,7 @@ async def lifespan(app: Litestar) -> AsyncIterator[None]:
 
 def create_app(settings: Settings) -> Litestar:
     """Build the application for `settings` (nothing is opened until the lifespan runs)."""
+    meter = metrics.Metrics(workers=settings.workers, start_reason=settings.start_reason)
     return Litestar(
         route_handlers=[
             health.healthz,
@@ -174,10 +188,12 @@ def create_app(settings: Settings) -> Litestar:
             transcriptions.TranscriptionsController,
             jobs.JobsController,
             api_models.ModelsController,
+            metrics_api.metrics,
         ],
         lifespan=[lifespan],
         guards=[auth.guard],
-        state=State({"settings": settings}),
+        before_send=[metrics.on_send],
+        state=State({"settings": settings, "metrics": meter}),
         exception_handlers={
             errors.AsrError: on_asr_error,
             HTTPException: on_http_error,
@@ -197,4 +213,5 @@ def app_from_env() -> accesslog.AccessLogMiddleware:
     """
     settings = Settings()
     logs.configure(settings.log_level)
+    log.info("app_created", extra={"since_process_start_s": round(metrics.process_age(), 4)})
     return accesslog.with_access_log(create_app(settings), settings)

@@ -21,7 +21,7 @@ import httpx
 import pytest
 
 from tests import media, services
-from tests.conftest import CACHE, Daemon, leftover_files
+from tests.conftest import CACHE, Daemon, leftover_files, new_daemon
 
 T = "/v1/audio/transcriptions"
 J = "/v1/jobs"
@@ -239,24 +239,14 @@ def corpus_daemon(
     root = tmp_path_factory.mktemp("corpus")
     name = "t_" + uuid.uuid4().hex[:12]
     pg.psql(f"CREATE DATABASE {name} TEMPLATE {template_db}")
-    state = root / "state"
-    state.mkdir()
-    (state / "models").symlink_to(models_dir)
-    port = services.free_port()
-    env = {
-        **os.environ,
-        "ASR_DATABASE_URL": pg.url(name),
-        "ASR_REDIS_URL": redis_server.url,
-        "ASR_PORT": str(port),
-        "ASR_STATE_DIR": str(state),
-        "ASR_MODEL": "tiny.en",
-        "ASR_WORKERS": "1",
-        "ASR_POLL_INTERVAL": "0.5",
-        "ASR_HEARTBEAT_INTERVAL": "0.5",
-        "ASR_MAX_UPLOAD_BYTES": str(MAX_UPLOAD),
-        "ASR_UPLOAD_IDLE_TIMEOUT": "1",
-    }
-    d = Daemon(env=env, state_dir=state, port=port, log=root / "daemon.log")
+    d = new_daemon(
+        root,
+        pg.url(name),
+        redis_server.url,
+        models_dir,
+        ASR_MAX_UPLOAD_BYTES=str(MAX_UPLOAD),
+        ASR_UPLOAD_IDLE_TIMEOUT="1",
+    )
     d.start()
     yield d
     d.stop(signal.SIGKILL, timeout=10)
@@ -342,7 +332,9 @@ def test_memory_stays_flat_over_the_corpus(corpus_daemon: Daemon, m: dict[str, A
     assert corpus_daemon.proc is not None
     session = corpus_daemon.proc.pid
     cheap = [c for c in REJECTED if c.name not in CREATES_JOB and c.name != "slow-upload-that-stops"]
-    with corpus_daemon.client(timeout=60) as c:
+    # a fresh connection per request: a reused keep-alive connection can race the server closing it
+    no_reuse = httpx.Limits(max_keepalive_connections=0)
+    with httpx.Client(base_url=corpus_daemon.url, timeout=60, limits=no_reuse) as c:
         for case in cheap:  # warm-up: allocator pools, codec tables, prepared statements
             case.send(c, m, corpus_daemon)
         before = rss_kib(session)

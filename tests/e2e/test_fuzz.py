@@ -16,7 +16,7 @@ from hypothesis import HealthCheck, settings
 from schemathesis.specs.openapi.checks import allow_header_conformance, positive_data_acceptance
 
 from tests import services
-from tests.conftest import Daemon, leftover_files
+from tests.conftest import Daemon, leftover_files, new_daemon
 
 EXAMPLES = int(os.environ.get("ASR_TEST_FUZZ_EXAMPLES", "30"))
 
@@ -33,24 +33,15 @@ def fuzz_daemon(
     root = tmp_path_factory.mktemp("fuzz")
     name = "t_" + uuid.uuid4().hex[:12]
     pg.psql(f"CREATE DATABASE {name} TEMPLATE {template_db}")
-    state = root / "state"
-    state.mkdir()
-    (state / "models").symlink_to(models_dir)
-    port = services.free_port()
-    env = {
-        **os.environ,
-        "ASR_DATABASE_URL": pg.url(name),
-        "ASR_REDIS_URL": redis_server.url,
-        "ASR_PORT": str(port),
-        "ASR_STATE_DIR": str(state),
-        "ASR_MODEL": "tiny.en",
-        "ASR_WORKERS": "1",
-        "ASR_POLL_INTERVAL": "0.5",
-        "ASR_MAX_UPLOAD_BYTES": str(1 << 20),
-        "ASR_UPLOAD_IDLE_TIMEOUT": "2",
-        "ASR_SYNC_TIMEOUT": "5",
-    }
-    d = Daemon(env=env, state_dir=state, port=port, log=root / "daemon.log")
+    d = new_daemon(
+        root,
+        pg.url(name),
+        redis_server.url,
+        models_dir,
+        ASR_MAX_UPLOAD_BYTES=str(1 << 20),
+        ASR_UPLOAD_IDLE_TIMEOUT="2",
+        ASR_SYNC_TIMEOUT="5",
+    )
     d.start()
     yield d
     d.stop(signal.SIGKILL, timeout=10)

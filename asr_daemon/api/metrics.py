@@ -1,0 +1,39 @@
+"""`/metrics`: the daemon's Prometheus metrics in the text exposition format.
+
+Scrape-time values (queue depth, oldest queued job, job totals) are read from PostgreSQL here; when
+it does not answer the endpoint still serves the process metrics, with `asr_database_up 0`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import asyncpg
+from litestar import Response, get
+from litestar.datastructures import State
+
+from asr_daemon import queries
+from asr_daemon.metrics import Metrics
+
+DB_ERRORS = (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, asyncio.TimeoutError)
+
+
+#: The Prometheus text exposition format (Litestar appends `; charset=utf-8`).
+MEDIA_TYPE = "text/plain; version=0.0.4"
+
+
+@get("/metrics", include_in_schema=True, summary="Prometheus metrics", media_type=MEDIA_TYPE)
+async def metrics(state: State) -> Response[bytes]:
+    """Prometheus text format; not counted as activity by the idle watcher."""
+    m: Metrics = state.metrics
+    stats: Any = None
+    totals: dict[str, int] | None = None
+    try:
+        async with asyncio.timeout(2):
+            stats = await queries.queue_stats(state.pool)
+            totals = await queries.jobs_by_status(state.pool)
+    except DB_ERRORS:
+        pass
+    m.refresh(stats, totals, state.worker.running, state.models)
+    return Response(m.render(), media_type=MEDIA_TYPE)
