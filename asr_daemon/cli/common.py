@@ -5,13 +5,16 @@ from __future__ import annotations
 import asyncio
 import json
 import sys
-from collections.abc import Coroutine
-from typing import Any, NoReturn, TypeVar
+from collections.abc import Awaitable, Callable, Coroutine
+from typing import TYPE_CHECKING, Any, NoReturn, TypeVar
 
 import typer
 from pydantic import ValidationError
 
 from asr_daemon.config import Settings
+
+if TYPE_CHECKING:
+    import asyncpg
 
 T = TypeVar("T")
 
@@ -41,3 +44,24 @@ def print_json(data: object) -> None:
     """Write `data` as JSON to stdout (for `--json`)."""
     json.dump(data, sys.stdout, indent=2, default=str)
     sys.stdout.write("\n")
+
+
+def with_db(work: Callable[[asyncpg.Connection[Any]], Awaitable[T]]) -> T:
+    """Connect with the configured settings, run `work`, close; one error line when PostgreSQL is
+    unreachable or refuses."""
+
+    import asyncpg  # kept off `asrctl serve`'s cold-start import path
+
+    from asr_daemon import db as dbmod  # same reason
+
+    async def go() -> T:
+        conn = await dbmod.connect(settings())
+        try:
+            return await work(conn)
+        finally:
+            await conn.close()
+
+    try:
+        return run(go())
+    except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+        fail(f"PostgreSQL (ASR_DATABASE_URL): {exc}")

@@ -5,32 +5,17 @@ from __future__ import annotations
 import asyncpg
 import typer
 
-from asr_daemon import db as dbmod
 from asr_daemon import migrate
 from asr_daemon.cli import common
 
 app = typer.Typer(help="Database schema: migrate, status.", no_args_is_help=True)
 
 
-async def _connect() -> asyncpg.Connection:
-    try:
-        return await dbmod.connect(common.settings())
-    except (OSError, asyncpg.PostgresError) as exc:
-        common.fail(f"cannot reach PostgreSQL (ASR_DATABASE_URL): {exc}")
-
-
 @app.command("migrate")
 def migrate_cmd() -> None:
     """Apply pending migrations (safe to run twice, and from two processes at once)."""
 
-    async def go() -> list[str]:
-        conn = await _connect()
-        try:
-            return await migrate.migrate(conn)
-        finally:
-            await conn.close()
-
-    done = common.run(go())
+    done = common.with_db(migrate.migrate)
     typer.echo(f"applied {len(done)} migration(s){': ' + ', '.join(done) if done else ''}")
 
 
@@ -38,14 +23,10 @@ def migrate_cmd() -> None:
 def status_cmd(as_json: bool = typer.Option(False, "--json", help="Machine-readable output.")) -> None:
     """Show applied and pending migrations; exit 1 when some are pending."""
 
-    async def go() -> tuple[dict[int, str], list[str]]:
-        conn = await _connect()
-        try:
-            return await migrate.applied(conn), await migrate.pending(conn)
-        finally:
-            await conn.close()
+    async def go(conn: asyncpg.Connection) -> tuple[dict[int, str], list[str]]:
+        return await migrate.applied(conn), await migrate.pending(conn)
 
-    applied, pending = common.run(go())
+    applied, pending = common.with_db(go)
     if as_json:
         common.print_json({"applied": list(applied.values()), "pending": pending})
     else:

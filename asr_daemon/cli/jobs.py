@@ -7,7 +7,6 @@ prefix of at least 4 hex digits, as printed by `jobs ls`.
 from __future__ import annotations
 
 import uuid
-from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from typing import Annotated, Any, TypeAlias, TypeVar
 
@@ -16,7 +15,6 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from asr_daemon import db as dbmod
 from asr_daemon import jobs as jobsmod
 from asr_daemon import maintenance as mt
 from asr_daemon.cli import common
@@ -32,21 +30,7 @@ RETRYABLE = {"failed", "cancelled"}
 COLORS = {"queued": "cyan", "running": "yellow", "completed": "green", "failed": "bold red", "cancelled": "dim"}
 
 
-def with_db(work: Callable[[Conn], Awaitable[T]]) -> T:
-    """Connect with the configured settings, run `work`, close; one error line when PostgreSQL is
-    unreachable or refuses."""
-
-    async def go() -> T:
-        conn = await dbmod.connect(common.settings())
-        try:
-            return await work(conn)
-        finally:
-            await conn.close()
-
-    try:
-        return common.run(go())
-    except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
-        common.fail(f"PostgreSQL (ASR_DATABASE_URL): {exc}")
+with_db = common.with_db
 
 
 def plain(record: asyncpg.Record | dict[str, Any]) -> dict[str, Any]:

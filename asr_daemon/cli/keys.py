@@ -5,18 +5,10 @@ from __future__ import annotations
 import asyncpg
 import typer
 
-from asr_daemon import db as dbmod
 from asr_daemon import keys
 from asr_daemon.cli import common
 
 app = typer.Typer(help="API keys: create, ls, revoke.", no_args_is_help=True)
-
-
-async def _connect() -> asyncpg.Connection:
-    try:
-        return await dbmod.connect(common.settings())
-    except (OSError, asyncpg.PostgresError) as exc:
-        common.fail(f"cannot reach PostgreSQL (ASR_DATABASE_URL): {type(exc).__name__}")
 
 
 @app.command("create")
@@ -32,16 +24,13 @@ def create_cmd(
     if not 1 <= len(name) <= 100:
         common.fail("--name must be 1 to 100 characters", code=2)
 
-    async def go() -> tuple[keys.Key, str]:
-        conn = await _connect()
+    async def go(conn: asyncpg.Connection) -> tuple[keys.Key, str]:
         try:
             return await keys.create(conn, name, rate=rate, admin=admin)
         except keys.KeyExists as exc:
             common.fail(str(exc))
-        finally:
-            await conn.close()
 
-    key, token = common.run(go())
+    key, token = common.with_db(go)
     if as_json:
         common.print_json({**key.to_json(), "token": token})
         return
@@ -60,14 +49,7 @@ def ls_cmd(
 ) -> None:
     """List keys (id, name, token prefix, rate, admin, created, revoked); never the tokens."""
 
-    async def go() -> list[keys.Key]:
-        conn = await _connect()
-        try:
-            return await keys.list_keys(conn, include_revoked=include_revoked)
-        finally:
-            await conn.close()
-
-    found = common.run(go())
+    found = common.with_db(lambda conn: keys.list_keys(conn, include_revoked=include_revoked))
     if as_json:
         common.print_json([k.to_json() for k in found])
         return
@@ -85,14 +67,7 @@ def ls_cmd(
 def revoke_cmd(ref: str = typer.Argument(..., help="The key's name, id, shown prefix or token.")) -> None:
     """Revoke a key at once: its next request gets 401. Its jobs and transcripts stay."""
 
-    async def go() -> list[keys.Key]:
-        conn = await _connect()
-        try:
-            return await keys.revoke(conn, ref)
-        finally:
-            await conn.close()
-
-    done = common.run(go())
+    done = common.with_db(lambda conn: keys.revoke(conn, ref))
     if not done:
         common.fail(f"no active key matches {ref[:40]!r} (see `asrctl keys ls`)")
     for k in done:
