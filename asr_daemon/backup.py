@@ -20,7 +20,6 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import glob
-import hashlib
 import json
 import os
 import re
@@ -33,6 +32,8 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from urllib.parse import quote, unquote, urlsplit, urlunsplit
+
+from asr_daemon import checksums
 
 NAME = re.compile(r"^asr-(\d{8}T\d{6}Z)\.dump$")
 STAMP = "%Y%m%dT%H%M%SZ"
@@ -145,15 +146,6 @@ def verify_dump(path: Path, bindir: Path | None = None) -> int:
     return entries
 
 
-def sha256_file(path: Path) -> str:
-    """Hex sha256 of a file, read in 1 MiB blocks."""
-    h = hashlib.sha256()
-    with path.open("rb") as f:
-        while block := f.read(1 << 20):
-            h.update(block)
-    return h.hexdigest()
-
-
 def checksum_state(backup: Backup) -> str:
     """`ok` when every file listed in the sidecar matches, `mismatch` when one differs or is
     missing, `no-sidecar` when there is none."""
@@ -164,7 +156,7 @@ def checksum_state(backup: Backup) -> str:
     for line in lines:
         digest, _, name = line.partition("  ")
         target = backup.path.with_name(name.strip())
-        if not target.is_file() or sha256_file(target) != digest.strip():
+        if not target.is_file() or checksums.sha256_file(target) != digest.strip():
             return "mismatch"
     return "ok"
 
@@ -256,13 +248,13 @@ def take(
         )
         entries = verify_dump(tmp, bindir)
         _fsync(tmp)
-        sums = f"{sha256_file(tmp)}  {final.name}\n"
+        sums = f"{checksums.sha256_file(tmp)}  {final.name}\n"
         audio_files = None
         if uploads_dir is not None:
             _create_private(tmp_audio)
             audio_files = archive_uploads(uploads_dir, tmp_audio)
             _fsync(tmp_audio)
-            sums += f"{sha256_file(tmp_audio)}  {backup.audio.name}\n"
+            sums += f"{checksums.sha256_file(tmp_audio)}  {backup.audio.name}\n"
             os.replace(tmp_audio, backup.audio)
         os.replace(tmp, final)
         _write_atomic(backup.sidecar, sums)

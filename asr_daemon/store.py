@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
-import hashlib
 import importlib.util
 import json
 import logging
@@ -20,6 +19,8 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+
+from asr_daemon import checksums
 
 log = logging.getLogger(__name__)
 
@@ -87,18 +88,9 @@ def dir_size(path: Path) -> int:
     return sum(f.stat().st_size for f in model_files(path))
 
 
-def sha256_file(path: Path) -> str:
-    """Hex sha256 of a file, read in 4 MiB blocks."""
-    h = hashlib.sha256()
-    with path.open("rb") as f:
-        while block := f.read(1 << 22):
-            h.update(block)
-    return h.hexdigest()
-
-
 def write_manifest(path: Path, name: str, source: str) -> dict[str, object]:
     """Record the sha256 and size of every file of the model in `path`, and where it came from."""
-    files = {f.name: {"size": f.stat().st_size, "sha256": sha256_file(f)} for f in model_files(path)}
+    files = {f.name: {"size": f.stat().st_size, "sha256": checksums.sha256_file(f)} for f in model_files(path)}
     manifest: dict[str, object] = {"name": name, "source": source, "created": time.time(), "files": files}
     (path / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
     return manifest
@@ -131,7 +123,7 @@ def check(path: Path, full: bool) -> list[str]:
             problems.append(f"{fname}: missing")
         elif f.stat().st_size != rec.get("size"):
             problems.append(f"{fname}: size {f.stat().st_size} != recorded {rec.get('size')}")
-        elif full and sha256_file(f) != rec.get("sha256"):
+        elif full and checksums.sha256_file(f) != rec.get("sha256"):
             problems.append(f"{fname}: sha256 differs from the one recorded")
     return problems
 

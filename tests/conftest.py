@@ -73,12 +73,17 @@ def template_db(pg: services.Postgres) -> str:
     return "asr_template"
 
 
-@pytest.fixture
-def database(pg: services.Postgres, template_db: str) -> str:
-    """A fresh migrated database for one test; returns its URL."""
+def clone_db(pg: services.Postgres, template_db: str) -> str:
+    """A new database cloned from the migrated template; returns its URL."""
     name = "t_" + uuid.uuid4().hex[:12]
     pg.psql(f"CREATE DATABASE {name} TEMPLATE {template_db}")
     return pg.url(name)
+
+
+@pytest.fixture
+def database(pg: services.Postgres, template_db: str) -> str:
+    """A fresh migrated database for one test; returns its URL."""
+    return clone_db(pg, template_db)
 
 
 @pytest.fixture(scope="session")

@@ -21,7 +21,7 @@ import httpx
 import pytest
 
 from tests import media, services
-from tests.conftest import CACHE, Daemon, leftover_files, new_daemon
+from tests.conftest import CACHE, Daemon, clone_db, leftover_files, new_daemon
 
 T = "/v1/audio/transcriptions"
 J = "/v1/jobs"
@@ -237,11 +237,9 @@ def corpus_daemon(
 ) -> Iterator[Daemon]:
     """One daemon for the whole corpus (8 MiB upload limit, 1 s upload idle timeout)."""
     root = tmp_path_factory.mktemp("corpus")
-    name = "t_" + uuid.uuid4().hex[:12]
-    pg.psql(f"CREATE DATABASE {name} TEMPLATE {template_db}")
     d = new_daemon(
         root,
-        pg.url(name),
+        clone_db(pg, template_db),
         redis_server.url,
         models_dir,
         ASR_MAX_UPLOAD_BYTES=str(MAX_UPLOAD),

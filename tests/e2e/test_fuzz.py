@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import signal
-import uuid
 import warnings
 from collections.abc import Iterator
 from pathlib import Path
@@ -16,7 +15,7 @@ from hypothesis import HealthCheck, settings
 from schemathesis.specs.openapi.checks import allow_header_conformance, positive_data_acceptance
 
 from tests import services
-from tests.conftest import Daemon, leftover_files, new_daemon
+from tests.conftest import Daemon, clone_db, leftover_files, new_daemon
 
 EXAMPLES = int(os.environ.get("ASR_TEST_FUZZ_EXAMPLES", "30"))
 
@@ -31,11 +30,9 @@ def fuzz_daemon(
 ) -> Iterator[Daemon]:
     """One daemon for every fuzzed operation (small upload limit: fuzzed bodies are never audio anyway)."""
     root = tmp_path_factory.mktemp("fuzz")
-    name = "t_" + uuid.uuid4().hex[:12]
-    pg.psql(f"CREATE DATABASE {name} TEMPLATE {template_db}")
     d = new_daemon(
         root,
-        pg.url(name),
+        clone_db(pg, template_db),
         redis_server.url,
         models_dir,
         ASR_MAX_UPLOAD_BYTES=str(1 << 20),

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from asr_daemon import errors, hub, models, store
+from asr_daemon import checksums, errors, hub, models, store
 from asr_daemon.cli import app
 
 TINY_REPO = store.KNOWN["tiny.en"]
@@ -106,7 +106,7 @@ def test_pull_from_mirror_records_checksums_and_skips_when_present(
     assert manifest is not None
     files = manifest["files"]
     assert isinstance(files, dict)
-    assert files["model.bin"]["sha256"] == store.sha256_file(tiny_src / "model.bin")
+    assert files["model.bin"]["sha256"] == checksums.sha256_file(tiny_src / "model.bin")
     assert source.copied >= (tiny_src / "model.bin").stat().st_size
     again = CountingMirror(mirror)
     assert hub.pull(models_dir, "tiny.en", again) is False

@@ -14,6 +14,8 @@ from pathlib import Path
 
 import pytest
 
+from tests import units
+
 ROOT = Path(__file__).resolve().parents[2]
 CRON = ROOT / "scripts" / "asr-backup.cron"
 UNITS = ["asr-backup.service", "asr-backup.timer", "asr-backup-failed.service"]
@@ -118,20 +120,7 @@ def root(tmp_path: Path) -> Path:
 @pytest.mark.parametrize("unit", UNITS)
 def test_unit_verifies(root: Path, unit: str) -> None:
     """`systemd-analyze verify` accepts the unit: no unknown directive, bad value or missing binary."""
-    out = subprocess.run(
-        [
-            "systemd-analyze",
-            "verify",
-            f"--root={root}",
-            "--recursive-errors=no",
-            "--man=no",
-            str(root / "etc/systemd/system" / unit),
-        ],
-        check=False,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    out = units.verify(root, unit)
     assert out.returncode == 0 and not out.stderr.strip(), out.stderr
 
 

@@ -14,6 +14,8 @@ from pathlib import Path
 
 import pytest
 
+from tests import units
+
 UNITS_DIR = Path(__file__).resolve().parents[2] / "systemd"
 SERVICES = {
     # unit: highest `systemd-analyze security` exposure allowed (0 = safest, 10 = unprotected)
@@ -48,20 +50,7 @@ def root(tmp_path: Path) -> Path:
 @pytest.mark.parametrize("unit", ALL_UNITS)
 def test_unit_verifies(root: Path, unit: str) -> None:
     """`systemd-analyze verify` accepts the unit: no unknown directive, bad value or missing binary."""
-    out = subprocess.run(
-        [
-            "systemd-analyze",
-            "verify",
-            f"--root={root}",
-            "--recursive-errors=no",
-            "--man=no",
-            str(root / "etc/systemd/system" / unit),
-        ],
-        check=False,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    out = units.verify(root, unit)
     assert out.returncode == 0 and not out.stderr.strip(), out.stderr
 
 
