@@ -28,7 +28,8 @@ def minute(speech: Callable[..., Path]) -> Path:
 def run(model: object, path: Path, **kw: object) -> list[transcriber.Segment]:
     """Transcribe and collect the segments."""
     out: list[transcriber.Segment] = []
-    transcriber.transcribe(model, path, jobs.Options(language="en"), on_segment=out.append, **kw)  # type: ignore[arg-type]
+    # temperature 0 only: no random fallback sampling, so the runs are deterministic
+    transcriber.transcribe(model, path, jobs.Options(language="en", temperature=0.0), on_segment=out.append, **kw)  # type: ignore[arg-type]
     return out
 
 
