@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from asr_daemon import audio, device, jobs
+from asr_daemon import audio, device, features, jobs
 
 #: A window's last segments that end within this many seconds of the window's end are dropped
 #: and transcribed again at the start of the next window (they may be cut mid-word).
@@ -59,7 +59,7 @@ def load_model(path: Path, device: str, compute_type: str, cpu_threads: int, num
     """Load a CTranslate2 Whisper model from a local directory (never from the network)."""
     from faster_whisper import WhisperModel  # heavy import, only where a model loads
 
-    return WhisperModel(
+    model = WhisperModel(
         str(path),
         device=device,
         compute_type=compute_type,
@@ -67,21 +67,25 @@ def load_model(path: Path, device: str, compute_type: str, cpu_threads: int, num
         num_workers=num_workers,
         local_files_only=True,
     )
+    features.install(model)  # same features, a fraction of the memory on long windows
+    return model
 
 
 def _windows(path: Path, skip_s: float, window_s: float) -> Generator[tuple[np.ndarray, bool], int, None]:
     """Yield (samples, is_last) windows of about `window_s` seconds, after skipping `skip_s`.
 
     The caller tells how much of each window it consumed by `send`ing the number of samples; the
-    rest is carried into the next window.
+    rest is carried into the next window. Each window is joined from its chunks once (growing one
+    buffer chunk by chunk would copy it over and over and fragment the heap).
     """
     want = int(window_s * audio.SAMPLE_RATE)
     skip = int(skip_s * audio.SAMPLE_RATE)
-    buf = np.zeros(0, dtype=np.float32)
+    carry = np.zeros(0, dtype=np.float32)
     chunks = audio.stream(path)
     done = False
     while True:
-        while not done and len(buf) < want + 1:
+        parts, have = [carry], len(carry)
+        while not done and have < want + 1:
             try:
                 chunk = next(chunks)
             except StopIteration:
@@ -90,7 +94,10 @@ def _windows(path: Path, skip_s: float, window_s: float) -> Generator[tuple[np.n
             if skip:
                 cut = min(skip, len(chunk))
                 chunk, skip = chunk[cut:], skip - cut
-            buf = np.concatenate([buf, chunk]) if len(buf) else chunk
+            parts.append(chunk)
+            have += len(chunk)
+        buf = np.concatenate(parts)
+        del parts
         last = done and len(buf) <= want
         window = buf if last else buf[:want]
         if len(window) == 0:
@@ -98,7 +105,8 @@ def _windows(path: Path, skip_s: float, window_s: float) -> Generator[tuple[np.n
         consumed = yield window, last
         if last:
             return
-        buf = buf[int(consumed or len(window)) :]
+        carry = buf[int(consumed or len(window)) :].copy()  # a copy, so the window's buffer can be freed
+        del buf, window
 
 
 def _kwargs(options: jobs.Options, beam_size: int, language: str | None, prompt: str | None) -> dict[str, Any]:
@@ -208,7 +216,9 @@ def transcribe(
             raise Stopped
         prompt = ("".join(texts) or prompt or "")[-PROMPT_CHARS:] or None
         offset += cut
-        device.trim_heap()  # hand the finished window's buffers back to the OS: keeps long-file RSS flat
-        window, last = gen.send(int(cut * audio.SAMPLE_RATE))
+        consumed = int(cut * audio.SAMPLE_RATE)
+        del window, segments  # the finished window's audio, and the features its suspended generator holds
+        device.trim_heap()  # hand the freed buffers back to the OS: keeps long-file RSS flat
+        window, last = gen.send(consumed)
     result.timings["transcribe_s"] = time.perf_counter() - t0
     return result
