@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from asr_daemon import audio, device, features, jobs
+from asr_daemon import audio, device, jobs
 
 #: A window's last segments that end within this many seconds of the window's end are dropped
 #: and transcribed again at the start of the next window (they may be cut mid-word).
@@ -58,6 +58,8 @@ class Result:
 def load_model(path: Path, device: str, compute_type: str, cpu_threads: int, num_workers: int) -> Any:
     """Load a CTranslate2 Whisper model from a local directory (never from the network)."""
     from faster_whisper import WhisperModel  # heavy import, only where a model loads
+
+    from asr_daemon import features  # imports faster-whisper too
 
     model = WhisperModel(
         str(path),
