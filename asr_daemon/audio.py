@@ -8,7 +8,6 @@ file, while a long file never has to be held in memory whole.
 from __future__ import annotations
 
 import collections
-import gc
 import itertools
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -179,21 +178,20 @@ def _ignore_invalid(frames: Iterator[av.AudioFrame]) -> Iterator[av.AudioFrame]:
 
 def stream(path: Path) -> Iterator[np.ndarray]:
     """Yield the file's audio as float32 16 kHz mono chunks (about 30 s each); blocking."""
+    # faster-whisper's decode_audio ends with a full gc.collect() against resampler reference
+    # cycles; PyAV no longer makes any (a test holds it to that), and in the daemon's large heap
+    # that collection cost 45-110 ms of held GIL per file
     resampler = av.audio.resampler.AudioResampler(format="s16", layout="mono", rate=SAMPLE_RATE)
-    try:
-        with av.open(str(path), mode="r", metadata_errors="ignore") as container:
-            fifo = av.audio.fifo.AudioFifo()
-            for frame in _ignore_invalid(container.decode(audio=0)):
-                frame.pts = None
-                fifo.write(frame)
-                if fifo.samples >= _GROUP:
-                    yield from _resample(resampler, fifo.read())
-            if fifo.samples > 0:
+    with av.open(str(path), mode="r", metadata_errors="ignore") as container:
+        fifo = av.audio.fifo.AudioFifo()
+        for frame in _ignore_invalid(container.decode(audio=0)):
+            frame.pts = None
+            fifo.write(frame)
+            if fifo.samples >= _GROUP:
                 yield from _resample(resampler, fifo.read())
-            yield from _resample(resampler, None)
-    finally:
-        del resampler
-        gc.collect()
+        if fifo.samples > 0:
+            yield from _resample(resampler, fifo.read())
+        yield from _resample(resampler, None)
 
 
 def _resample(resampler: av.audio.resampler.AudioResampler, frame: av.AudioFrame | None) -> Iterator[np.ndarray]:
