@@ -140,7 +140,7 @@ class Settings(BaseSettings):
     """Level of the daemon's structured log on stderr."""
 
     log_transcripts: bool = False
-    """Debug only: allow transcript text in logs. Off: transcripts and audio never reach a log."""
+    """Debug only: log each finished job's text (event `job_transcript`). Off: no transcript or audio in any log."""
 
     # --- models and GPU (issue 4) --------------------------------------------------------
     model_mirror: Path | None = None

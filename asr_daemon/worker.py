@@ -22,7 +22,7 @@ from typing import Any
 import asyncpg
 from redis.exceptions import RedisError
 
-from asr_daemon import device, errors, jobs, models, queries, queue, transcriber, uploads, webhooks
+from asr_daemon import device, errors, formats, jobs, models, queries, queue, transcriber, uploads, webhooks
 from asr_daemon.config import Settings
 from asr_daemon.metrics import Metrics
 
@@ -204,8 +204,19 @@ class Worker:
                 time.perf_counter() - t0,
             )
             log.info("job_completed", extra={"job_id": str(job_id), "segments": result.segments, **timings})
+            if s.log_transcripts:
+                await self._log_transcript(job_id)
             if row["webhook_url"]:
                 self._spawn_webhook(job_id)
+
+    async def _log_transcript(self, job_id: uuid.UUID) -> None:
+        """ASR_LOG_TRANSCRIPTS (debug only): a finished job's text at its own event, `job_transcript`."""
+        try:
+            text = formats.text_of(await queries.segments(self.pool, job_id))
+        except DB_ERRORS as exc:
+            log.warning("job_transcript_unavailable", extra={"job_id": str(job_id), "error": type(exc).__name__})
+            return
+        log.info("job_transcript", extra={"job_id": str(job_id), "text": text})
 
     async def _fail(self, run: Running, message: str, code: str) -> None:
         """running → failed for a reason retrying cannot fix; the webhook (if any) is told."""

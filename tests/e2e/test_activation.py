@@ -87,8 +87,8 @@ class NotifyLog:
 def test_first_connection_starts_the_daemon_and_is_answered(
     make_daemon: Callable[..., Daemon], tmp_path: Path, jfk: Path
 ) -> None:
-    """The first request to the public socket starts proxy and daemon and gets its transcript; READY=1
-    comes only once Granian's socket accepts; SIGTERM sends STOPPING=1 and the daemon exits cleanly."""
+    """The first request to the public socket starts proxy and daemon and gets its transcript."""
+    # READY=1 comes only once Granian's socket accepts; SIGTERM sends STOPPING=1 and the daemon exits cleanly
     uds = tmp_path / "run/http.sock"
     uds.parent.mkdir()
     d = make_daemon(start=False, ASR_UDS=str(uds), ASR_LOG_DIR=str(tmp_path / "log"))

@@ -37,8 +37,8 @@ def test_transcribe_writes_the_transcript(cli_env: Daemon, jfk: Path, tmp_path: 
 
 
 def test_transcribe_async_prints_ids(cli_env: Daemon, jfk: Path, tmp_path: Path) -> None:
-    """--async prints one job id per file and returns; the job exists in the database. A file the
-    daemon cannot decode gives one error line."""
+    """--async prints one job id per file and returns (the job is in the database); a bad file, one error line."""
+    # a file the daemon cannot decode gives one error line
     junk = tmp_path / "junk.wav"
     junk.write_bytes(b"this is not audio at all" * 100)
     assert_one_error_line(asrctl("transcribe", str(junk)), "HTTP 4")

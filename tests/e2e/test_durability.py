@@ -235,8 +235,7 @@ async def test_retention_deletes_old_audio_and_keeps_transcripts(
 async def test_sigterm_checkpoints_a_running_job_that_then_completes(
     make_daemon: Callable[..., Daemon], two_minutes: Path, database: str
 ) -> None:
-    """On SIGTERM a job that cannot finish within the drain timeout goes back to the queue, keeps its
-    segments and its attempt, and completes after the next start."""
+    """On SIGTERM a job past the drain timeout is requeued with its segments and attempt, then completes."""
     daemon = make_daemon(ASR_DRAIN_TIMEOUT="0.5", ASR_WINDOW_SECONDS="30")
     with daemon.client() as c:
         job_id = submit(c, two_minutes).json()["id"]

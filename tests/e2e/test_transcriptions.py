@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Callable
 from pathlib import Path
 
 import asyncpg
@@ -108,6 +109,53 @@ async def test_every_transcription_is_a_stored_job(daemon: Daemon, jfk: Path, da
         await conn.close()
     assert row["status"] == "completed" and row["model"] == "tiny.en" and n >= 1
     assert (daemon.state_dir / "uploads" / row["audio_sha256"]).is_file()
+
+
+FORMATS = ("json", "text", "srt", "vtt", "verbose_json")
+
+
+def test_every_format_renders_again_from_the_database_as_the_synchronous_answer_did(
+    make_daemon: Callable[..., Daemon], jfk: Path
+) -> None:
+    """GET /v1/jobs/{id}/transcript?format=F equals, byte for byte, what the synchronous call answered in F."""
+    d = make_daemon(ASR_DEDUP="false")  # a fresh job per format: no answer comes from another job
+    granularities = {"timestamp_granularities[]": ["word", "segment"]}
+    answers = {}
+    with d.client() as c:
+        for fmt in FORMATS:
+            r = c.post(
+                "/v1/audio/transcriptions",
+                files={"file": jfk.open("rb")},
+                data={"response_format": fmt, **granularities},
+            )
+            assert r.status_code == 200, r.text
+            again = c.get(f"/v1/jobs/{r.headers['x-job-id']}/transcript", params={"format": fmt})
+            assert again.status_code == 200, again.text
+            assert again.headers["content-type"] == r.headers["content-type"], fmt
+            assert again.text == r.text, fmt
+            assert again.headers["x-job-id"] == r.headers["x-job-id"]
+            answers[fmt] = r
+    assert len({r.headers["x-job-id"] for r in answers.values()}) == len(FORMATS)
+    text = answers["json"].json()["text"]
+    assert "country" in text.lower() and answers["text"].text == text + "\n"
+    verbose = answers["verbose_json"].json()
+    assert verbose["text"] == text and verbose["words"] and verbose["segments"]
+    assert answers["srt"].text.startswith("1\n00:00:00,000 --> ")
+    assert answers["vtt"].text.startswith("WEBVTT\n\n00:00:00.000 --> ")
+
+
+def test_a_translation_in_srt_is_rendered_again_from_the_database(daemon: Daemon, jfk: Path) -> None:
+    """/v1/audio/translations with response_format=srt answers SRT, and its job renders the same SRT again."""
+    with daemon.client() as c:
+        r = c.post("/v1/audio/translations", files={"file": jfk.open("rb")}, data={"response_format": "srt"})
+        assert r.status_code == 200, r.text
+        job_id = r.headers["x-job-id"]
+        again = c.get(f"/v1/jobs/{job_id}/transcript", params={"format": "srt"})
+        verbose = c.get(f"/v1/jobs/{job_id}/transcript", params={"format": "verbose_json"}).json()
+    assert r.headers["content-type"].startswith("application/x-subrip")
+    assert r.text.startswith("1\n00:00:00,000 --> ") and "country" in words(r.text)
+    assert again.text == r.text and again.headers["content-type"] == r.headers["content-type"]
+    assert verbose["task"] == "translate"
 
 
 def test_health_answers_while_a_transcription_runs(daemon: Daemon, speech: object) -> None:

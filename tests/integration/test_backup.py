@@ -90,8 +90,8 @@ def test_restore_refuses_target_with_jobs(pg: services.Postgres, db: str, tmp_pa
 
 
 def test_restore_over_a_newer_schema_drops_its_extra_tables(pg: services.Postgres, db: str, tmp_path: Path) -> None:
-    """An older dump restored over a database with a newer migration's table (with a foreign key to
-    jobs) gives exactly the dump's tables and rows."""
+    """An older dump restored over a newer schema gives exactly the dump's tables and rows."""
+    # the newer schema's extra table has a foreign key to jobs, so dropping it must come first
     name = _dbname(db)
     seed(pg, name, jobs=2)
     before = snapshot(pg, name)
@@ -105,8 +105,8 @@ def test_restore_over_a_newer_schema_drops_its_extra_tables(pg: services.Postgre
 
 
 def test_a_failed_restore_leaves_the_target_unchanged(pg: services.Postgres, db: str, tmp_path: Path) -> None:
-    """A restore that fails half-way (here: a view the dump does not know depends on jobs) changes
-    nothing: one transaction, rolled back."""
+    """A restore that fails half-way changes nothing: one transaction, rolled back."""
+    # here it fails on a view, unknown to the dump, that depends on jobs
     name = _dbname(db)
     seed(pg, name, jobs=2)
     dump = _backup(tmp_path)
@@ -185,8 +185,8 @@ def test_restore_refuses_damaged_or_missing_file(pg: services.Postgres, db: str,
 
 
 def test_restore_verify_drops_its_scratch_db(pg: services.Postgres, db: str, tmp_path: Path) -> None:
-    """`restore --verify` reports row counts and the latest migration, drops its scratch DB, and
-    `backup ls` then shows the dump as trial-restored."""
+    """`restore --verify` reports counts and the latest migration, drops its scratch DB, marks the dump tried."""
+    # `backup ls` then shows the dump as trial-restored
     seed(pg, _dbname(db), jobs=2)
     dump = _backup(tmp_path)
     result = asrctl("restore", "--verify", "--json", str(dump))
@@ -216,8 +216,8 @@ def test_backup_ls_shows_checksum_state(pg: services.Postgres, db: str, tmp_path
 
 
 def test_backup_with_audio_tars_uploads(pg: services.Postgres, db: str, tmp_path: Path) -> None:
-    """--with-audio writes the uploads tar next to the dump, covered by the sidecar; without it the
-    output says audio is not in the dump."""
+    """--with-audio tars the uploads next to the dump, covered by the sidecar; without it the output says so."""
+    # without --with-audio the output says the audio is not in the dump
     seed(pg, _dbname(db), jobs=2, audio_dir=tmp_path / "state" / "uploads")
     plain = asrctl("backup", "--dir", str(tmp_path / "b"))
     assert plain.exit_code == 0 and "audio is not in the dump" in plain.stdout

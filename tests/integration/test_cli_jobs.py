@@ -127,8 +127,8 @@ def test_cancel_queued_running_and_finished(pg: services.Postgres, db: str) -> N
 
 
 def test_purge_deletes_old_jobs_and_orphaned_audio(pg: services.Postgres, db: str, tmp_path: Path) -> None:
-    """purge deletes finished jobs older than the age with their segments and the audio no other
-    job needs; recent, queued and running jobs and shared audio stay; --dry-run changes nothing."""
+    """purge deletes old finished jobs with their segments and unshared audio; --dry-run changes nothing."""
+    # recent, queued and running jobs and audio another job still needs stay
     up = tmp_path / "state" / "uploads"
     old, old_sha = add_job(pg, db, "completed", days_old=40, audio_dir=up)
     pg.psql(

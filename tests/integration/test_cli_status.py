@@ -210,8 +210,7 @@ def test_status_never_wakes_an_inactive_service(
 def test_status_asks_an_active_service_on_its_unix_socket_only(
     db: str, stub_daemon: Path, public_port: list[int], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """Under systemd with the service active, status asks the UDS named by the unit's Environment=,
-    never the public port."""
+    """Under systemd with the service active, status asks the UDS named by the unit, never the public port."""
     monkeypatch.delenv("ASR_UDS")
     fake_systemd(monkeypatch, "active", {"ASR_UDS": str(stub_daemon), "PYTHONUNBUFFERED": "1"})
     r = report()

@@ -100,11 +100,12 @@ def test_a_request_in_flight_is_activity(tmp_path: Path) -> None:
             seen.append(accesslog.last_activity(path))
             seen.append(time.time())
             assert log.in_flight == 1
+            assert not path.exists(), "a line was written before the request ended"
             await req
         assert log.in_flight == 0
 
     asyncio.run(go())
-    assert not path.exists() or lines(path)[0]["path"] == "/slow"
+    assert [(x["path"], x["status"], x["probe"]) for x in lines(path)] == [("/slow", 200, False)]
     assert seen[0] is not None and seen[1] is not None and seen[1] - seen[0] < 0.2
 
 

@@ -59,8 +59,8 @@ def test_iso_weeks_span_the_new_year() -> None:
 
 
 def test_prune_deletes_exactly_the_unkept_files(tmp_path: Path) -> None:
-    """prune removes unkept dumps with their sidecars, tars and markers; foreign files and fresh
-    temporary files stay; temporary files older than a day go."""
+    """prune removes unkept dumps with their sidecars, tars and markers, and nothing else it should keep."""
+    # foreign files and fresh temporary files stay; temporary files older than a day go
     for stamp in nightly("2026-10-17", "2026-11-25"):
         dump = tmp_path / f"asr-{stamp.strftime(bk.STAMP)}.dump"
         dump.write_bytes(b"x")

@@ -89,8 +89,8 @@ def test_cron_and_units_run_the_same_asrctl() -> None:
 
 
 def test_timer_settings() -> None:
-    """The timer is nightly, catches up missed runs, spreads its start and is enabled by timers.target;
-    the service is a oneshot as user asr that reports failures through asr-backup-failed.service."""
+    """A nightly, catching-up, spread timer enabled by timers.target, running a oneshot as asr that reports failure."""
+    # failures are reported through asr-backup-failed.service
     timer = (ROOT / "systemd" / "asr-backup.timer").read_text()
     for directive in ("OnCalendar=*-*-* 03:15:00", "Persistent=true", "WantedBy=timers.target"):
         assert directive in timer

@@ -72,8 +72,7 @@ async def stand_in_systemd(tmp: Path, monkeypatch: pytest.MonkeyPatch, watchdog_
 def test_messages_in_order_and_ready_only_once_the_socket_accepts(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """EXTEND while loading, READY+STATUS only after the UDS accepts and the DB check passes, then
-    WATCHDOG pings, STATUS updates, STOPPING before the drain, EXTEND during the drain."""
+    """EXTEND while loading, READY only once the UDS accepts and the DB is up, WATCHDOG/STATUS, STOPPING, EXTEND."""
     monkeypatch.setattr(systemd, "EXTEND_EVERY", 0.05)
     monkeypatch.setattr(systemd, "STATUS_EVERY", 0.05)
     uds = tmp_path / "http.sock"
