@@ -10,6 +10,7 @@ torch (a torch CUDA context costs hundreds of MB of VRAM).
 - `is_cuda_failure(exc)`: whether an exception from loading or transcribing is a CUDA/cuBLAS/cuDNN
   failure (or GPU out-of-memory) that the CPU fallback should handle.
 - `free_memory(device)`, `rss_bytes()`, `trim_heap()`: the memory budget's measurements.
+- `describe(kind, compute_type)`: what `/readyz` reports as `device` (GPU name and VRAM on CUDA).
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ import functools
 import re
 import shutil
 import subprocess
+from typing import Any
 
 #: Compute types chosen by `auto`.
 AUTO_COMPUTE = {"cuda": "float16", "cpu": "int8"}
@@ -121,6 +123,39 @@ def free_memory(device: str) -> int | None:
         v = vram()
         return v[0] if v else None
     return ram_available()
+
+
+def gpu_name(index: int = 0) -> str | None:
+    """The name of GPU `index` from NVML or nvidia-smi; None when neither can say."""
+    try:
+        import pynvml
+
+        pynvml.nvmlInit()
+        try:
+            name = pynvml.nvmlDeviceGetName(pynvml.nvmlDeviceGetHandleByIndex(index))
+            return name.decode() if isinstance(name, bytes) else str(name)
+        finally:
+            pynvml.nvmlShutdown()
+    except Exception:  # noqa: BLE001, S110  # no NVML: try nvidia-smi below
+        pass
+    row = nvidia_smi("name", index)
+    return row[0] if row else None
+
+
+def describe(kind: str, compute_type: str, index: int = 0) -> dict[str, Any]:
+    """The device as the daemon reports it: kind (cuda|cpu), compute type and, on CUDA, the GPU's
+    name and VRAM in MiB (`gpu` is None on the CPU or when neither NVML nor nvidia-smi answers)."""
+    gpu: dict[str, Any] | None = None
+    if kind == "cuda":
+        mem = vram(index)
+        gpu = {
+            "index": index,
+            "name": gpu_name(index),
+            "memory_total_mib": mem[1] >> 20 if mem else None,
+            "memory_free_mib": mem[0] >> 20 if mem else None,
+            "memory_used_mib": (mem[1] - mem[0]) >> 20 if mem else None,
+        }
+    return {"kind": kind, "compute_type": compute_type, "gpu": gpu}
 
 
 def nvidia_smi(fields: str, index: int = 0) -> list[str] | None:

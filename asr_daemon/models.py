@@ -17,13 +17,17 @@ which model to load and keeps the loaded ones. The API the worker and the app us
   the CUDA copies are dropped (when their jobs release them) and later loads go to the CPU. Each
   fallback logs one `model_cpu_fallback` warning and counts in `cache.stats()["cpu_fallbacks"]`.
 - `cache.start_preload(name, path)`: load the default model in the background; `name` stays in
-  `cache.loading` until it is ready, which `/readyz` reports as 503 "loading <name>".
+  `cache.loading` until it is ready, which `/readyz` reports as 503 "loading <name>". The app holds
+  systemd's READY=1 back until the preload is over.
+- `load_guard(name)`: an async context manager every load runs inside (the app's keeps sending
+  EXTEND_TIMEOUT_USEC to systemd, `systemd.Lifecycle.extending`).
 - `cache.unload(name)` (False when absent or in use), `cache.loaded()`, `cache.stats()`.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import gc
 import logging
 import time
@@ -97,8 +101,11 @@ def make_loader(settings: Settings) -> Loader:
     return load
 
 
-def cache_from_settings(settings: Settings) -> ModelCache:
-    """The process's model cache, configured from the settings."""
+def cache_from_settings(
+    settings: Settings,
+    load_guard: Callable[[str], contextlib.AbstractAsyncContextManager[Any]] = contextlib.nullcontext,
+) -> ModelCache:
+    """The process's model cache, configured from the settings; see `ModelCache` for `load_guard`."""
     return ModelCache(
         make_loader(settings),
         device=settings.device,
@@ -106,6 +113,7 @@ def cache_from_settings(settings: Settings) -> ModelCache:
         budget_bytes=settings.model_memory_budget_mb * MB,
         margin_bytes=settings.model_memory_margin_mb * MB,
         cpu_fallback=settings.cpu_fallback,
+        load_guard=load_guard,
     )
 
 
@@ -130,8 +138,10 @@ class ModelCache:
         margin_bytes: int = 0,
         cpu_fallback: bool = True,
         free_memory: Callable[[str], int | None] = device.free_memory,
+        load_guard: Callable[[str], contextlib.AbstractAsyncContextManager[Any]] = contextlib.nullcontext,
     ) -> None:
-        """`loader(name, path, device) -> Loaded` runs in a thread (it is blocking)."""
+        """`loader(name, path, device) -> Loaded` runs in a thread (it is blocking); each load runs
+        inside `load_guard(name)` (the app passes systemd's EXTEND_TIMEOUT_USEC keep-alive)."""
         self._loader = loader
         self._device = device
         self._ttl = idle_ttl
@@ -139,6 +149,7 @@ class ModelCache:
         self._margin = margin_bytes
         self._cpu_fallback = cpu_fallback
         self._free_memory = free_memory
+        self._guard = load_guard
         self._loaded: dict[str, Loaded] = {}
         self._locks: dict[str, asyncio.Lock] = {}
         self._timers: dict[str, asyncio.TimerHandle] = {}
@@ -169,10 +180,11 @@ class ModelCache:
             if entry is None:
                 self.loading.add(name)
                 try:
-                    dev = await asyncio.to_thread(self.target_device)  # may import ctranslate2
-                    size = estimate_bytes(path)
-                    await self._make_room(dev, size)
-                    entry = await asyncio.to_thread(self._load, name, path, dev)
+                    async with self._guard(name):
+                        dev = await asyncio.to_thread(self.target_device)  # may import ctranslate2
+                        size = estimate_bytes(path)
+                        await self._make_room(dev, size)
+                        entry = await asyncio.to_thread(self._load, name, path, dev)
                 finally:
                     self.loading.discard(name)
                 entry.size_bytes = size

@@ -7,9 +7,9 @@ Runs inside the Granian *worker* (a child of the unit's main process), so the un
 `Lifecycle` is what the app's lifespan uses:
 
     life = Lifecycle(settings)
-    async with life.extending("loading model base"):     # keeps TimeoutStartSec from firing
-        ...
-    life.start(ready_check=..., progress=worker, status=...) # READY once the socket accepts
+    cache = models.cache_from_settings(settings, load_guard=life.loading)  # EXTEND while a model loads
+    preload = cache.start_preload(...)                                      # before READY: TimeoutStartSec
+    life.start(ready_check=after(preload, ...), progress=worker, status=...) # READY once the socket accepts
     ...                                                       # serve
     await life.stop(lambda: worker.drain(settings.drain_timeout))   # STOPPING=1, then drain
 """
@@ -38,6 +38,9 @@ EXTEND_EVERY = 10.0
 """Seconds between two EXTEND_TIMEOUT_USEC messages while loading or draining."""
 EXTEND_BY = 30.0
 """Each EXTEND_TIMEOUT_USEC moves systemd's deadline this many seconds past now."""
+LOAD_LIMIT = 600.0
+"""Longest a model load is covered by EXTEND_TIMEOUT_USEC (and by the watchdog); a hung load then
+meets systemd's own timeout 30 s later."""
 STATUS_EVERY = 5.0
 """Seconds between two looks at the STATUS= line (sent only when it changed)."""
 
@@ -179,6 +182,14 @@ class Lifecycle:
                 return
             self.send(f"EXTEND_TIMEOUT_USEC={int(EXTEND_BY * 1e6)}")
 
+    def loading(self, model: str) -> contextlib.AbstractAsyncContextManager[None]:
+        """The model cache's load guard: STATUS=loading model <name> and EXTEND_TIMEOUT_USEC while it loads.
+
+        Before READY (a preload) this stretches `TimeoutStartSec=`; after READY systemd applies it to the
+        running phase (it only postpones a `RuntimeMaxSec=` cap or a watchdog deadline that is closer).
+        """
+        return self.extending(f"loading model {model}", limit=LOAD_LIMIT)
+
     def start(
         self,
         *,
@@ -306,6 +317,17 @@ def database_ready(pool: asyncpg.Pool[Any]) -> Callable[[], Awaitable[None]]:
             raise RuntimeError(f"migrations pending: {', '.join(pending)}")
 
     return check
+
+
+def after(task: asyncio.Task[Any] | None, check: Callable[[], Awaitable[None]]) -> Callable[[], Awaitable[None]]:
+    """READY's check that first waits for `task` (the model preload) to end, however it ends."""
+
+    async def ready() -> None:
+        if task is not None:
+            await asyncio.wait({task})  # a failed preload is logged by the cache; READY still comes
+        await check()
+
+    return ready
 
 
 def job_status(settings: Settings, pool: asyncpg.Pool[Any], progress: Progress) -> Callable[[], Awaitable[str]]:

@@ -130,10 +130,10 @@ async def lifespan(app: Litestar) -> AsyncIterator[None]:
     redis_up = await queue.ping(client)
     t2 = time.perf_counter()
     hub = queue.Hub(client, settings.poll_interval)
-    cache = models.cache_from_settings(settings)
+    life = systemd.Lifecycle(settings)  # issue 5
+    cache = models.cache_from_settings(settings, load_guard=life.loading)  # EXTEND_TIMEOUT_USEC while loading
     locks = uploads.AudioLocks()
     worker = Worker(settings, pool, hub, cache, locks, app.state.metrics)
-    life = systemd.Lifecycle(settings)  # issue 5
     app.state.update(
         pool=pool,
         redis=client,
@@ -161,9 +161,12 @@ async def lifespan(app: Litestar) -> AsyncIterator[None]:
             "since_process_start_s": round(metrics.process_age(), 4),
         },
     )
-    # issue 5: READY=1 once Granian's socket accepts and the DB is migrated; watchdog; STATUS=
+    # issue 5: READY=1 once Granian's socket accepts, the preload is over (its EXTEND_TIMEOUT_USEC keeps
+    # TimeoutStartSec from firing meanwhile) and the DB is migrated; watchdog; STATUS=
     life.start(
-        progress=worker, ready_check=systemd.database_ready(pool), status=systemd.job_status(settings, pool, worker)
+        progress=worker,
+        ready_check=systemd.after(preload, systemd.database_ready(pool)),
+        status=systemd.job_status(settings, pool, worker),
     )
     try:
         yield

@@ -1,20 +1,34 @@
-"""`/healthz` (the process is up) and `/readyz` (PostgreSQL, Redis and the model are ready)."""
+"""`/healthz` (the process is up) and `/readyz` (PostgreSQL, Redis and the model are ready).
+
+`/readyz` also says which device the next model load goes to:
+`"device": {"kind": "cuda"|"cpu", "compute_type": str, "cpu_fallback": bool,
+"gpu": {"index", "name", "memory_total_mib", "memory_free_mib", "memory_used_mib"}|null}`.
+"""
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 from litestar import Response, get
 from litestar.datastructures import State
 from litestar.openapi.datastructures import ResponseSpec
 
-from asr_daemon import models, queue
+from asr_daemon import device, models, queue
+from asr_daemon.config import Settings
 
 
 @get("/healthz", sync_to_thread=False, include_in_schema=True)
 def healthz() -> dict[str, str]:
     """The process is up and its event loop answers."""
     return {"status": "ok"}
+
+
+def device_report(settings: Settings, cache: models.ModelCache) -> dict[str, Any]:
+    """The device the next load goes to, its compute type and, on CUDA, the GPU's VRAM (blocking)."""
+    kind = cache.target_device()
+    report = device.describe(kind, device.resolve_compute_type(settings.compute_type, kind))
+    return {**report, "cpu_fallback": cache.cpu_only}
 
 
 @get("/readyz", responses={503: ResponseSpec(data_container=dict[str, Any], description="Not ready: see checks.")})
@@ -36,4 +50,6 @@ async def readyz(state: State) -> Response[dict[str, Any]]:
     else:
         checks["model"] = "ok"
     ready = all(v == "ok" for v in checks.values())
-    return Response({"status": "ready" if ready else "not ready", "checks": checks}, status_code=200 if ready else 503)
+    dev = await asyncio.to_thread(device_report, settings, cache)  # may import ctranslate2 or run nvidia-smi
+    body = {"status": "ready" if ready else "not ready", "checks": checks, "device": dev}
+    return Response(body, status_code=200 if ready else 503)

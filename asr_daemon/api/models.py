@@ -1,6 +1,7 @@
 """`/v1/models`: the OpenAI-compatible model list, plus local/loaded state, load and unload.
 
-`GET /v1/models` lists every known or local model (`local`, `loaded`, `default` tell the state);
+`GET /v1/models` lists every known or local model (`local`, `loaded`, `default` tell the state; a
+loaded one has `device`, `compute_type` and `memory_bytes`, its RSS or VRAM growth measured at load);
 `POST /v1/models/{name}/load` loads one now (200 when loaded); `DELETE /v1/models/{name}` unloads it
 (409 while a job uses it). Absent models answer 404 with how to pull them.
 """
@@ -41,6 +42,9 @@ def _view(settings: Settings, cache: models.ModelCache, name: str) -> dict[str, 
         "device": loaded.device if loaded else None,
         "compute_type": loaded.compute_type if loaded else None,
         "in_use": loaded.in_use if loaded else 0,
+        # RSS (CPU) or VRAM (CUDA) growth measured while it loaded; what the budget counts beside it
+        "memory_bytes": loaded.measured_bytes if loaded else None,
+        "memory_budget_bytes": loaded.size_bytes if loaded else None,
     }
 
 

@@ -17,9 +17,13 @@ JSON schema (`--json`): `schema` is 1; fields may be added, none is renamed or r
                   "units": {"<unit>": {"loaded": bool, "active": str, "sub": str|null, "since": ISO|null}}},
       "daemon": {"state": "answering"|"not-running"|"not-answering"|"unknown",
                  "via": "unix:<path>"|"http://host:port"|null, "ready": bool|null,
-                 "models": [{"id": str, ...as /v1/models gives}], "error": str|null},
+                 "models": [{"id": str, "loaded": bool, "device": str|null, "compute_type": str|null,
+                             "memory_bytes": int|null, ...as /v1/models gives}], "error": str|null},
       "device": {"source": "daemon"|"nvidia-smi"|null, "gpus": [{"name": str, "memory_used_mib": int,
-                 "memory_free_mib": int, "memory_total_mib": int}]|null, "daemon": object|null},
+                 "memory_free_mib": int, "memory_total_mib": int}]|null,
+                 "daemon": {"kind": "cuda"|"cpu", "compute_type": str, "cpu_fallback": bool,
+                            "gpu": {"index": int, "name": str|null, "memory_total_mib": int|null,
+                                    "memory_free_mib": int|null, "memory_used_mib": int|null}|null}|null},
       "jobs": {"running": int, "queued": int, "oldest_queued_age_s": float|null}|null,
       "database": {"reachable": bool, "size_bytes": int|null, "latest_migration": str|null,
                    "pending_migrations": int|null, "error": str|null},
@@ -87,7 +91,7 @@ def daemon_report(s: Settings, systemd: bool, api_key: str | None) -> dict[str, 
         out["state"] = "answering"
         out["ready"] = ready.status_code == 200
         body = _json(ready)
-        if isinstance(body, dict) and isinstance(body.get("device"), dict | str):
+        if isinstance(body, dict) and isinstance(body.get("device"), dict):
             out["device"] = body["device"]
         try:
             models = client.get("/v1/models")
@@ -220,6 +224,35 @@ def _age(seconds: float | None) -> str:
     return "-" if seconds is None else human_age(seconds) + " ago"
 
 
+def _mib(n: Any) -> str:
+    return f"{n} MiB" if isinstance(n, int) else "? MiB"
+
+
+def _model(m: dict[str, Any]) -> str:
+    """`tiny.en (cpu int8, 78 MiB)`: a loaded model, its device and the memory it took at load."""
+    mem = m.get("memory_bytes")
+    size = human_size(mem) if isinstance(mem, int) else "memory unknown"
+    return f"{m.get('id')} ({m.get('device')} {m.get('compute_type')}, {size})"
+
+
+def _device(dev: dict[str, Any]) -> str:
+    """The daemon's device (kind, compute type, GPU VRAM) when it answered, else nvidia-smi's GPUs."""
+    gpus = "; ".join(
+        f"{g['name']}: {g['memory_used_mib']} MiB used, {g['memory_free_mib']} MiB free" for g in dev["gpus"] or []
+    )
+    d = dev["daemon"]
+    if not d:
+        return gpus or "no NVIDIA GPU visible (CPU)"
+    line = f"{d.get('kind')} {d.get('compute_type')}" + (" (after a CUDA failure)" if d.get("cpu_fallback") else "")
+    g = d.get("gpu")
+    if isinstance(g, dict):
+        used, free = _mib(g.get("memory_used_mib")), _mib(g.get("memory_free_mib"))
+        line += f", {g.get('name') or 'GPU ' + str(g.get('index'))}: {used} used, {free} free"
+    elif gpus:
+        line += f"; GPUs: {gpus}"
+    return line
+
+
 def render(r: dict[str, Any]) -> Table:
     """The report as a two-column table for people."""
     t = Table(box=None, show_header=False, pad_edge=False)
@@ -236,15 +269,10 @@ def render(r: dict[str, Any]) -> Table:
     via = f" via {d['via']}" if d["via"] else ""
     ready = "" if d["ready"] is None else (", ready" if d["ready"] else ", [yellow]not ready[/]")
     t.add_row("daemon", f"[{color}]{d['state']}[/]{via}{ready}" + (f" ({d['error']})" if d["error"] else ""))
-    if d["models"]:
-        t.add_row("models", ", ".join(str(m.get("id")) for m in d["models"]))
-    gpus = r["device"]["gpus"]
-    t.add_row(
-        "device",
-        "; ".join(f"{g['name']}: {g['memory_used_mib']} MiB used, {g['memory_free_mib']} MiB free" for g in gpus)
-        if gpus
-        else "no NVIDIA GPU visible (CPU)",
-    )
+    loaded = [m for m in d["models"] if m.get("loaded")]
+    if d["state"] == "answering":
+        t.add_row("models", ", ".join(_model(m) for m in loaded) if loaded else "none loaded")
+    t.add_row("device", _device(r["device"]))
     q = r["jobs"]
     if q is None:
         t.add_row("jobs", "-")

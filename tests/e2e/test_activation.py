@@ -55,11 +55,12 @@ def _alive(pid: int) -> bool:
 class NotifyLog:
     """Stand-in NOTIFY_SOCKET: records datagrams; creates the READY flag when READY=1 arrives."""
 
-    def __init__(self, path: Path, flag: Path, uds: Path) -> None:
+    def __init__(self, path: Path, flag: Path, uds: Path, on_ready: Callable[[], object] | None = None) -> None:
         self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
         self.sock.bind(str(path))
         self.sock.settimeout(0.2)
-        self.flag, self.uds = flag, uds
+        self.flag, self.uds, self.on_ready = flag, uds, on_ready
+        self.at_ready: object = None
         self.fields: list[str] = []
         self.uds_accepted_before_ready: bool | None = None
         self.done = threading.Event()
@@ -75,6 +76,8 @@ class NotifyLog:
             if "READY=1" in data and self.uds_accepted_before_ready is None:
                 with socket.socket(socket.AF_UNIX) as probe:  # READY must mean "connect works now"
                     self.uds_accepted_before_ready = probe.connect_ex(str(self.uds)) == 0
+                if self.on_ready is not None:  # what the daemon says at the moment READY=1 arrives
+                    self.at_ready = self.on_ready()
                 self.flag.touch()
             self.fields += data.split("\n")
 
@@ -153,4 +156,33 @@ def test_first_connection_starts_the_daemon_and_is_answered(
             with contextlib.suppress(ProcessLookupError):
                 os.kill(daemon_pid, signal.SIGKILL)
         activate.wait(10)
+        notify.close()
+
+
+def test_preload_extends_the_start_timeout_and_ready_waits_for_the_model(
+    make_daemon: Callable[..., Daemon], tmp_path: Path
+) -> None:
+    """ASR_PRELOAD=true under a notify socket: STATUS=loading and EXTEND_TIMEOUT_USEC go out before
+    READY=1, and READY=1 comes only once the model is in memory."""
+    d = make_daemon(start=False, ASR_PRELOAD="true", NOTIFY_SOCKET=str(tmp_path / "notify.sock"))
+
+    def loaded() -> object:
+        with contextlib.suppress(httpx.HTTPError):
+            return httpx.get(d.url + "/v1/models/tiny.en", timeout=10).json()["loaded"]
+        return None
+
+    notify = NotifyLog(tmp_path / "notify.sock", tmp_path / "ready", d.state_dir / "no-uds", on_ready=loaded)
+    try:
+        d.start()
+        deadline = time.monotonic() + 30
+        while "READY=1" not in notify.fields:
+            assert time.monotonic() < deadline, d.logs()
+            time.sleep(0.05)
+        fields = notify.fields
+        extend = next(i for i, f in enumerate(fields) if f.startswith("EXTEND_TIMEOUT_USEC="))
+        assert fields[extend] == "EXTEND_TIMEOUT_USEC=30000000"
+        assert fields.index("STATUS=loading model tiny.en") < extend < fields.index("READY=1")
+        assert notify.at_ready is True, d.logs()
+        assert d.stop() == 0
+    finally:
         notify.close()

@@ -9,9 +9,10 @@ from pathlib import Path
 import pytest
 
 from asr_daemon import host
+from asr_daemon.cli.backup import human_size
 from tests import services
 from tests.conftest import Daemon
-from tests.integration.ops_support import asrctl, assert_one_error_line
+from tests.integration.ops_support import MODEL, READYZ, asrctl, assert_one_error_line
 
 
 @pytest.fixture
@@ -50,14 +51,30 @@ def test_transcribe_async_prints_ids(cli_env: Daemon, jfk: Path, tmp_path: Path)
     assert shown["id"] == job_id and shown["filename"] == jfk.name
 
 
-def test_status_with_the_daemon_up(cli_env: Daemon) -> None:
-    """status reports the real daemon answering and ready, with the database and queue."""
+def test_status_with_the_daemon_up(cli_env: Daemon, jfk: Path) -> None:
+    """status reports the real daemon answering and ready, its device, the loaded model with the memory
+    it took, the database and queue; the status tests' stub answers with exactly the real keys."""
+    with cli_env.client() as c:
+        assert c.post("/v1/audio/transcriptions", files={"file": jfk.open("rb")}).status_code == 200
+        readyz, listed = c.get("/readyz").json(), c.get("/v1/models").json()["data"]
+    assert set(readyz) == set(READYZ) and set(readyz["device"]) == set(READYZ["device"])
+    assert all(set(m) == set(MODEL) for m in listed)
     result = asrctl("status", "--json")
     assert result.exit_code == 0, result.stderr
     report = json.loads(result.stdout)
     assert report["daemon"]["state"] == "answering" and report["daemon"]["ready"] is True
     assert report["daemon"]["via"] == cli_env.url
     assert report["database"]["reachable"] and report["jobs"]["queued"] == 0
+    dev = report["device"]["daemon"]
+    expected = "cuda" if report["device"]["gpus"] else "cpu"  # the test daemon runs ASR_DEVICE=auto
+    assert report["device"]["source"] == "daemon" and dev["kind"] == expected and dev["compute_type"]
+    assert (dev["gpu"] is not None) == (expected == "cuda") and dev["cpu_fallback"] is False
+    loaded = [m for m in report["daemon"]["models"] if m["loaded"]]
+    assert [m["id"] for m in loaded] == ["tiny.en"] and loaded[0]["device"] == expected
+    assert 0 < loaded[0]["memory_bytes"] < 4 << 30
+    screen = " ".join(asrctl("status").stdout.split())
+    assert f"tiny.en ({expected} {dev['compute_type']}, {human_size(loaded[0]['memory_bytes'])})" in screen
+    assert f"device {expected} {dev['compute_type']}" in screen
 
 
 def test_transcribe_error_paths(jfk: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

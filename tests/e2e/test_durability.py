@@ -257,6 +257,74 @@ async def test_sigterm_checkpoints_a_running_job_that_then_completes(
     check_segments(await fetch(database, "SELECT * FROM segments WHERE job_id = $1::uuid ORDER BY seq", job_id))
 
 
+@pytest.fixture(scope="module")
+def half_minute(speech: Callable[..., Path]) -> Path:
+    """About 45 seconds of speech: seconds of transcription, well within the default drain timeout."""
+    return speech(PARAGRAPH, repeat=3)
+
+
+async def wait_first_segment(database: str, job_id: str | None = None, timeout: float = 120) -> str:
+    """Wait until a job (the only one when `job_id` is None) stored a segment; returns its id."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        rows = await fetch(database, "SELECT DISTINCT job_id::text FROM segments")
+        ids = [r["job_id"] for r in rows if job_id in (None, r["job_id"])]
+        if ids:
+            return str(ids[0])
+        await asyncio.sleep(0.05)
+    raise AssertionError("no segment stored in time")
+
+
+async def test_sigterm_lets_an_in_flight_synchronous_transcription_answer_in_full(
+    make_daemon: Callable[..., Daemon], half_minute: Path, database: str
+) -> None:
+    """A synchronous /v1/audio/transcriptions running at SIGTERM still gets its complete 200 answer,
+    every segment of the finished job, before the daemon exits 0."""
+    daemon = make_daemon(ASR_DRAIN_TIMEOUT="60")
+    answer: list[httpx.Response] = []
+
+    def call() -> None:
+        with daemon.client() as c:
+            answer.append(c.post("/v1/audio/transcriptions", files={"file": half_minute.open("rb")}))
+
+    thread = threading.Thread(target=call)
+    thread.start()
+    job_id = await wait_first_segment(database)
+    status = await fetch(database, "SELECT status FROM jobs WHERE id = $1::uuid", job_id)
+    assert status[0]["status"] == "running" and thread.is_alive()  # SIGTERM lands mid-transcription
+    assert daemon.stop(signal.SIGTERM, timeout=90) == 0
+    thread.join(10)
+    assert answer, daemon.logs()
+    r = answer[0]
+    assert r.status_code == 200, r.text
+    assert r.headers["X-Job-Id"] == job_id
+    segs = await fetch(database, "SELECT text FROM segments WHERE job_id = $1::uuid ORDER BY seq", job_id)
+    assert r.json()["text"] == "".join(x["text"] for x in segs).strip()
+    assert r.json()["text"].lower().count("restarts") == 3  # the whole clip, not a part
+    row = (await fetch(database, "SELECT status, attempts FROM jobs WHERE id = $1::uuid", job_id))[0]
+    assert (row["status"], row["attempts"]) == ("completed", 1)
+    logs = daemon.logs()  # Granian finishes the request first; the lifespan drain comes after it
+    assert '"job_checkpointed"' not in logs and logs.index('"job_completed"') < logs.index('"daemon_draining"')
+
+
+async def test_sigterm_lets_a_running_job_finish_within_the_drain_timeout(
+    make_daemon: Callable[..., Daemon], half_minute: Path, database: str
+) -> None:
+    """A queued-API job running at SIGTERM that needs less than ASR_DRAIN_TIMEOUT completes (not
+    checkpointed) before the daemon exits 0."""
+    daemon = make_daemon(ASR_DRAIN_TIMEOUT="60")
+    with daemon.client() as c:
+        job_id = submit(c, half_minute).json()["id"]
+    await wait_first_segment(database, job_id)
+    assert (await fetch(database, "SELECT status FROM jobs WHERE id = $1::uuid", job_id))[0]["status"] == "running"
+    assert daemon.stop(signal.SIGTERM, timeout=90) == 0
+    row = (await fetch(database, "SELECT status, attempts FROM jobs WHERE id = $1::uuid", job_id))[0]
+    assert (row["status"], row["attempts"]) == ("completed", 1)
+    logs = daemon.logs()
+    assert '"job_checkpointed"' not in logs
+    assert logs.index('"daemon_draining"') < logs.index('"job_completed"') < logs.index('"daemon_stopped"')
+
+
 async def test_a_webhook_interrupted_by_a_stop_is_delivered_after_restart(
     make_daemon: Callable[..., Daemon], jfk: Path, receiver: str, database: str
 ) -> None:

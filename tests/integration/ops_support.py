@@ -10,6 +10,7 @@ import json
 import os
 import uuid
 from pathlib import Path
+from typing import Any
 
 import pytest
 from click.testing import Result
@@ -17,6 +18,43 @@ from typer.testing import CliRunner
 
 from asr_daemon.cli import app
 from tests import services
+
+#: A real daemon's /readyz on a GPU host (tests/e2e/test_cli_client.py checks these keys against
+#: the real daemon's answer, so the stub cannot drift from the schema).
+READYZ: dict[str, Any] = {
+    "status": "ready",
+    "checks": {"database": "ok", "redis": "ok", "model": "ok"},
+    "device": {
+        "kind": "cuda",
+        "compute_type": "float16",
+        "gpu": {
+            "index": 0,
+            "name": "NVIDIA H100 80GB HBM3",
+            "memory_total_mib": 81559,
+            "memory_free_mib": 79871,
+            "memory_used_mib": 1688,
+        },
+        "cpu_fallback": False,
+    },
+}
+#: One loaded model as a real daemon's /v1/models lists it (keys checked the same way).
+MODEL: dict[str, Any] = {
+    "id": "tiny.en",
+    "object": "model",
+    "created": 1_764_000_000,
+    "owned_by": "Systran",
+    "repository": "Systran/faster-whisper-tiny.en",
+    "local": True,
+    "size_bytes": 77_691_011,
+    "default": True,
+    "loading": False,
+    "loaded": True,
+    "device": "cuda",
+    "compute_type": "float16",
+    "in_use": 0,
+    "memory_bytes": 96 << 20,
+    "memory_budget_bytes": 108_919_000,
+}
 
 
 @pytest.fixture

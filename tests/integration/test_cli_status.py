@@ -17,7 +17,7 @@ import pytest
 
 from asr_daemon import host, migrate
 from tests import services
-from tests.integration.ops_support import asrctl, assert_one_error_line, db
+from tests.integration.ops_support import MODEL, READYZ, asrctl, assert_one_error_line, db
 
 __all__ = ["db"]  # a fixture, imported for pytest
 
@@ -46,17 +46,13 @@ KEYS = {
 
 
 class _Stub(BaseHTTPRequestHandler):
-    """The daemon's /readyz and /v1/models as the API contract describes them."""
+    """The daemon's /readyz and /v1/models, answering what a real daemon on a GPU host answers."""
 
     requests: list[str] = []  # shared on purpose: the tests read what the stub was asked
 
     def do_GET(self) -> None:
         _Stub.requests.append(self.path)
-        body: Any = (
-            {"status": "ok", "device": {"kind": "cpu"}}
-            if self.path == "/readyz"
-            else {"object": "list", "data": [{"id": "tiny.en", "object": "model", "loaded": True}]}
-        )
+        body: Any = READYZ if self.path == "/readyz" else {"object": "list", "data": [MODEL]}
         raw = json.dumps(body).encode()
         self.send_response(200 if self.path in {"/readyz", "/v1/models"} else 404)
         self.send_header("Content-Type", "application/json")
@@ -181,7 +177,8 @@ def test_status_with_daemon_down(
 
 
 def test_status_with_daemon_up(db: str, stub_daemon: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """Daemon answering on its socket: ready, models and device come from it; idle stop counts down."""
+    """Daemon answering on its socket: ready, models with their memory and the device (GPU VRAM) come
+    from it, in JSON and on the human screen; idle stop counts down."""
     monkeypatch.setattr(host, "systemd_present", lambda: False)
     monkeypatch.setenv("ASR_IDLE_STOP_AFTER", "900")
     log = tmp_path / "state" / "log" / "access.log"
@@ -191,9 +188,15 @@ def test_status_with_daemon_up(db: str, stub_daemon: Path, tmp_path: Path, monke
     assert r["daemon"]["state"] == "answering" and r["daemon"]["ready"] is True
     assert r["daemon"]["via"] == f"unix:{stub_daemon}"
     assert [m["id"] for m in r["daemon"]["models"]] == ["tiny.en"]
-    assert r["device"]["daemon"] == {"kind": "cpu"} and r["device"]["source"] == "daemon"
+    assert r["daemon"]["models"][0]["memory_bytes"] == 96 << 20
+    assert r["device"]["daemon"] == READYZ["device"] and r["device"]["source"] == "daemon"
     assert 780 < r["idle_stop"]["in_s"] <= 800
     assert r["jobs"] == {"running": 0, "queued": 0, "oldest_queued_age_s": None}
+    human = asrctl("status")
+    assert human.exit_code == 0, human.stderr
+    screen = " ".join(human.stdout.split())
+    assert "models tiny.en (cuda float16, 96.0 MiB)" in screen
+    assert "device cuda float16, NVIDIA H100 80GB HBM3: 1688 MiB used, 79871 MiB free" in screen
 
 
 def test_status_never_wakes_an_inactive_service(

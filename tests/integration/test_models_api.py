@@ -48,13 +48,17 @@ def test_list_is_openai_shaped_with_local_and_loaded_state(client: TestClient[Li
 
 
 def test_load_then_unload(client: TestClient[Litestar]) -> None:
-    """POST …/load puts the model in memory on the CPU; DELETE frees it."""
+    """POST …/load puts the model in memory on the CPU, with the RSS growth it cost; DELETE frees it."""
+    assert client.get("/v1/models/tiny.en").json()["memory_bytes"] is None
     r = client.post("/v1/models/tiny.en/load")
     assert r.status_code == 200, r.text
     assert r.json()["loaded"] is True and r.json()["device"] == "cpu"
+    assert 0 < r.json()["memory_bytes"] < 1 << 30  # tiny.en int8: tens of MB of RSS, measured
+    path = store.local_path(client.app.state.settings.models_dir, "tiny.en")
+    assert path is not None and r.json()["memory_budget_bytes"] == models.estimate_bytes(path)
     assert client.get("/v1/models/whisper-1").json()["loaded"] is True  # the default model's alias
     r = client.delete("/v1/models/tiny.en")
-    assert r.status_code == 200 and r.json()["loaded"] is False
+    assert r.status_code == 200 and r.json()["loaded"] is False and r.json()["memory_bytes"] is None
 
 
 def test_unload_of_a_model_in_use_is_409(client: TestClient[Litestar]) -> None:

@@ -46,7 +46,7 @@ printf '[Service]\nExecStart=\nExecStart=/usr/lib/systemd/systemd-socket-proxyd 
 systemctl daemon-reload
 
 # exposure as the real manager computes it
-for u in asr-server.service asr-server-proxy.service asr-idle-watcher.service; do
+for u in asr-server.service asr-server-proxy.service asr-idle-watcher.service asr-backup.service; do
   systemd-analyze security --no-pager "$u" | tail -n 1
 done
 
