@@ -22,7 +22,7 @@ from typing import Any
 import asyncpg
 from redis.exceptions import RedisError
 
-from asr_daemon import device, errors, jobs, models, queries, queue, transcriber, uploads, webhooks
+from asr_daemon import device, errors, jobs, models, orphans, queries, queue, transcriber, uploads, webhooks
 from asr_daemon.config import Settings
 from asr_daemon.metrics import Metrics
 
@@ -87,6 +87,7 @@ class Worker:
             self._heartbeat_loop(),
             self._reaper_loop(),
             self._retention_loop(),
+            self._sweep_loop(),
             self._redeliver_webhooks(),
         ):
             self._loops.append(asyncio.create_task(coro))
@@ -334,6 +335,15 @@ class Worker:
             except DB_ERRORS as exc:
                 log.warning("retention_failed", extra={"error": type(exc).__name__})
             await asyncio.sleep(3600)
+
+    async def _sweep_loop(self) -> None:
+        """At start and every hour: delete what a crash left in uploads/ (see `orphans`)."""
+        while True:
+            try:
+                await orphans.sweep(self.settings, self.pool, self.locks)
+            except DB_ERRORS as exc:
+                log.warning("orphan_sweep_failed", extra={"error": type(exc).__name__})
+            await asyncio.sleep(orphans.INTERVAL_S)
 
     # --- shutdown ----------------------------------------------------------------------------
     async def drain(self, timeout: float) -> None:
