@@ -42,6 +42,7 @@ class Running:
     progress: float = 0.0
     stop: threading.Event = field(default_factory=threading.Event)
     stop_reason: str = ""  # "cancel" | "drain" | "lost"
+    cancelling: asyncio.Task[None] | None = None
 
 
 class Worker:
@@ -260,8 +261,10 @@ class Worker:
     async def _stopped(self, run: Running) -> None:
         job_id = run.row["id"]
         if run.stop_reason == "cancel":
-            await queries.mark_cancelled(self.pool, job_id, self.name)
-            log.info("job_cancelled", extra={"job_id": str(job_id)})
+            if run.cancelling is not None:
+                await run.cancelling  # it has usually marked the job already: the update below is then a no-op
+            if await queries.mark_cancelled(self.pool, job_id, self.name):
+                log.info("job_cancelled", extra={"job_id": str(job_id)})
         elif run.stop_reason == "drain":
             await queries.checkpoint(self.pool, job_id, self.name)
             log.info("job_checkpointed", extra={"job_id": str(job_id), "progress_s": run.progress})
@@ -275,7 +278,17 @@ class Worker:
             return False
         run.stop_reason = run.stop_reason or reason
         run.stop.set()
+        if run.stop_reason == "cancel" and run.cancelling is None:
+            run.cancelling = asyncio.create_task(self._cancel_now(job_id))
         return True
+
+    async def _cancel_now(self, job_id: uuid.UUID) -> None:
+        """Mark a running job cancelled now, not when its thread reaches the next segment (up to one
+        30-s chunk of decoding away); the guarded update turns away any segment it still produces."""
+        with contextlib.suppress(*DB_ERRORS):
+            if await queries.mark_cancelled(self.pool, job_id, self.name):
+                log.info("job_cancelled", extra={"job_id": str(job_id)})
+                await self.hub.notify(job_id)
 
     def _spawn_webhook(self, job_id: uuid.UUID) -> None:
         task = asyncio.create_task(webhooks.deliver(self.settings, self.pool, job_id))
