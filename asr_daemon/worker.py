@@ -1,9 +1,9 @@
 """The job worker: claim → transcribe in a thread → store each segment → finish, retry or fail.
 
 Runs inside the daemon process, `Settings.workers` jobs at once sharing one loaded model. Side
-loops heartbeat the running jobs (and notice cancellations), reap jobs whose worker died, and
-delete expired audio. PostgreSQL holds all state; a crash at any point loses at most the segment
-being computed, and the job resumes from its last stored segment.
+loops heartbeat the running jobs (and notice cancellations), reap jobs whose worker died, delete
+expired audio, and sweep what a crash left in uploads/. PostgreSQL holds all state; a crash at any
+point loses at most the segment being computed, and the job resumes from its last stored segment.
 """
 
 from __future__ import annotations
