@@ -282,6 +282,15 @@ class Worker:
             run.cancelling = asyncio.create_task(self._cancel_now(job_id))
         return True
 
+    async def cancel(self, job_id: uuid.UUID) -> bool:
+        """Stop a job running here and mark it cancelled before returning; False if it does not run here."""
+        run = self.jobs.get(job_id)
+        if run is None or not self.stop_local(job_id, "cancel"):
+            return False
+        if run.cancelling is not None:
+            await asyncio.shield(run.cancelling)  # the caller going away must not undo the mark
+        return True
+
     async def _cancel_now(self, job_id: uuid.UUID) -> None:
         """Mark a running job cancelled now, not when its thread reaches the next segment (up to one
         30-s chunk of decoding away); the guarded update turns away any segment it still produces."""
