@@ -432,6 +432,15 @@ async def audio_needed(conn: Conn, sha256: str) -> bool:
     return needed
 
 
+async def audio_referenced(conn: Conn, shas: list[str]) -> set[str]:
+    """Those of `shas` that some job row points at, its audio not deleted (the orphan sweep keeps them)."""
+    rows: Sequence[Row] = await conn.fetch(
+        "SELECT DISTINCT audio_sha256 FROM jobs WHERE audio_sha256 = ANY($1::text[]) AND audio_deleted_at IS NULL",
+        shas,
+    )
+    return {r["audio_sha256"] for r in rows}
+
+
 async def jobs_by_status(conn: Conn) -> dict[str, int]:
     """Number of jobs in each state (for /metrics)."""
     rows: Sequence[Row] = await conn.fetch("SELECT status, count(*) AS n FROM jobs GROUP BY status")

@@ -279,6 +279,9 @@ def commit(upload: Upload, uploads_dir: Path) -> tuple[Path, bool]:
     final = uploads_dir / upload.sha256
     if final.exists():
         upload.discard()
+        # reused: its age starts over, so the orphan sweep's grace period covers the row insert to come
+        with contextlib.suppress(FileNotFoundError):
+            os.utime(final)
         return final, False
     os.replace(upload.path, final)
     upload.path = None

@@ -1,9 +1,9 @@
 """The job worker: claim → transcribe in a thread → store each segment → finish, retry or fail.
 
 Runs inside the daemon process, `Settings.workers` jobs at once sharing one loaded model. Side
-loops heartbeat the running jobs (and notice cancellations), reap jobs whose worker died, and
-delete expired audio. PostgreSQL holds all state; a crash at any point loses at most the segment
-being computed, and the job resumes from its last stored segment.
+loops heartbeat the running jobs (and notice cancellations), reap jobs whose worker died, delete
+expired audio, and sweep what a crash left in uploads/. PostgreSQL holds all state; a crash at any
+point loses at most the segment being computed, and the job resumes from its last stored segment.
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ from typing import Any
 import asyncpg
 from redis.exceptions import RedisError
 
-from asr_daemon import device, errors, formats, jobs, models, queries, queue, transcriber, uploads, webhooks
+from asr_daemon import device, errors, formats, jobs, models, orphans, queries, queue, transcriber, uploads, webhooks
 from asr_daemon.config import Settings
 from asr_daemon.metrics import Metrics
 
@@ -42,6 +42,7 @@ class Running:
     progress: float = 0.0
     stop: threading.Event = field(default_factory=threading.Event)
     stop_reason: str = ""  # "cancel" | "drain" | "lost"
+    cancelling: asyncio.Task[None] | None = None
 
 
 class Worker:
@@ -87,6 +88,7 @@ class Worker:
             self._heartbeat_loop(),
             self._reaper_loop(),
             self._retention_loop(),
+            self._sweep_loop(),
             self._redeliver_webhooks(),
         ):
             self._loops.append(asyncio.create_task(coro))
@@ -270,8 +272,10 @@ class Worker:
     async def _stopped(self, run: Running) -> None:
         job_id = run.row["id"]
         if run.stop_reason == "cancel":
-            await queries.mark_cancelled(self.pool, job_id, self.name)
-            log.info("job_cancelled", extra={"job_id": str(job_id)})
+            if run.cancelling is not None:
+                await run.cancelling  # it has usually marked the job already: the update below is then a no-op
+            if await queries.mark_cancelled(self.pool, job_id, self.name):
+                log.info("job_cancelled", extra={"job_id": str(job_id)})
         elif run.stop_reason == "drain":
             await queries.checkpoint(self.pool, job_id, self.name)
             log.info("job_checkpointed", extra={"job_id": str(job_id), "progress_s": run.progress})
@@ -285,7 +289,26 @@ class Worker:
             return False
         run.stop_reason = run.stop_reason or reason
         run.stop.set()
+        if run.stop_reason == "cancel" and run.cancelling is None:
+            run.cancelling = asyncio.create_task(self._cancel_now(job_id))
         return True
+
+    async def cancel(self, job_id: uuid.UUID) -> bool:
+        """Stop a job running here and mark it cancelled before returning; False if it does not run here."""
+        run = self.jobs.get(job_id)
+        if run is None or not self.stop_local(job_id, "cancel"):
+            return False
+        if run.cancelling is not None:
+            await asyncio.shield(run.cancelling)  # the caller going away must not undo the mark
+        return True
+
+    async def _cancel_now(self, job_id: uuid.UUID) -> None:
+        """Mark a running job cancelled now, not when its thread reaches the next segment (up to one
+        30-s chunk of decoding away); the guarded update turns away any segment it still produces."""
+        with contextlib.suppress(*DB_ERRORS):
+            if await queries.mark_cancelled(self.pool, job_id, self.name):
+                log.info("job_cancelled", extra={"job_id": str(job_id)})
+                await self.hub.notify(job_id)
 
     def _spawn_webhook(self, job_id: uuid.UUID) -> None:
         task = asyncio.create_task(webhooks.deliver(self.settings, self.pool, job_id))
@@ -345,6 +368,15 @@ class Worker:
             except DB_ERRORS as exc:
                 log.warning("retention_failed", extra={"error": type(exc).__name__})
             await asyncio.sleep(3600)
+
+    async def _sweep_loop(self) -> None:
+        """At start and every hour: delete what a crash left in uploads/ (see `orphans`)."""
+        while True:
+            try:
+                await orphans.sweep(self.settings, self.pool, self.locks)
+            except DB_ERRORS as exc:
+                log.warning("orphan_sweep_failed", extra={"error": type(exc).__name__})
+            await asyncio.sleep(orphans.INTERVAL_S)
 
     # --- shutdown ----------------------------------------------------------------------------
     async def drain(self, timeout: float) -> None:

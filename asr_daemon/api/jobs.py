@@ -160,7 +160,7 @@ class JobsController(Controller):
         if status is None:
             raise errors.NotFound(f"no job {job_id}")
         if status == jobs.Status.RUNNING:
-            state.worker.stop_local(jid, "cancel")
+            await state.worker.cancel(jid)  # running here: cancelled before we answer
         elif status in (jobs.Status.COMPLETED, jobs.Status.FAILED):
             raise errors.Conflict(f"the job already {status}; nothing to cancel", status=status)
         await state.hub.notify(jid)

@@ -119,7 +119,8 @@ async def test_redis_outage_loses_nothing_and_redis_is_used_again(
     redis_server: services.Redis,
     database: str,
 ) -> None:
-    """With Redis stopped jobs are accepted, run and stream events; when it returns the doorbell works again."""
+    """With Redis stopped jobs are accepted, run and stream events; when it returns the doorbell and
+    live pub/sub (both ways) work again without a restart."""
     daemon = make_daemon(ASR_POLL_INTERVAL="30")
     clips = [speech(f"Redis is down and job {n} still runs.") for n in range(3)]
     redis_server.stop()
@@ -139,26 +140,62 @@ async def test_redis_outage_loses_nothing_and_redis_is_used_again(
         while c.get("/readyz").status_code != 200 and time.monotonic() < deadline:
             await asyncio.sleep(0.2)
         await asyncio.sleep(1.5)  # the doorbell listener reconnects within a second
+        r = redis.Redis.from_url(redis_server.url)
+        while not r.pubsub_numpat() and time.monotonic() < deadline:  # the daemon's event listener is back
+            await asyncio.sleep(0.1)
+        assert r.pubsub_numpat() == 1
+        watch = r.pubsub(ignore_subscribe_messages=True)
+        watch.psubscribe("asr:job:*")
         job_id = await queue_directly(database, daemon.state_dir, jfk)
-        redis.Redis.from_url(redis_server.url).lpush("asr:doorbell", "1")
+        r.lpush("asr:doorbell", "1")
         job = wait_status(c, job_id, {"completed"}, timeout=15)
     assert job["status"] == "completed"
+    published = set()
+    until = time.monotonic() + 2
+    while time.monotonic() < until:
+        if msg := watch.get_message(timeout=0.2):
+            published.add(msg["channel"].decode())
+    assert f"asr:job:{job_id}" in published  # the worker publishes its job's events again
+    # another process changes a job and publishes it: a follower here hears of it at once, not at the next 30-s poll
+    parked = await queue_directly(database, daemon.state_dir, jfk, delay="1 day")
+    seen: list[str] = []
+
+    def note(kind: str) -> bool:
+        seen.append(kind)
+        return False
+
+    def follow() -> None:
+        with daemon.client() as c:
+            sse(c, parked, until=note)
+
+    follower = threading.Thread(target=follow, daemon=True)
+    follower.start()
+    deadline = time.monotonic() + 10
+    while not seen and time.monotonic() < deadline:
+        await asyncio.sleep(0.05)
+    assert seen == ["queued"]
+    await fetch(database, "UPDATE jobs SET status = 'cancelled', finished_at = now() WHERE id = $1::uuid", parked)
+    t0 = time.monotonic()
+    r.publish(f"asr:job:{parked}", "1")
+    follower.join(10)
+    assert seen == ["queued", "cancelled"] and time.monotonic() - t0 < 5
 
 
-async def queue_directly(database: str, state_dir: Path, clip: Path) -> str:
-    """Insert a queued job the way another process would (file in uploads/, row in jobs)."""
+async def queue_directly(database: str, state_dir: Path, clip: Path, delay: str = "0 s") -> str:
+    """Insert a queued job the way another process would (file in uploads/, row in jobs), runnable after `delay`."""
     data = clip.read_bytes()
     sha = hashlib.sha256(data).hexdigest()
     shutil.copy(clip, state_dir / "uploads" / sha)
     job_id = str(uuid.uuid4())
     await fetch(
         database,
-        "INSERT INTO jobs (id, model, fingerprint, audio_sha256, audio_bytes, duration_s, options) "
-        "VALUES ($1::uuid, 'tiny.en', $2, $3, $4, 6, '{\"task\": \"transcribe\"}')",
+        "INSERT INTO jobs (id, model, fingerprint, audio_sha256, audio_bytes, duration_s, options, run_after) "
+        "VALUES ($1::uuid, 'tiny.en', $2, $3, $4, 6, '{\"task\": \"transcribe\"}', now() + $5::text::interval)",
         job_id,
         job_id,
         sha,
         len(data),
+        delay,
     )
     return job_id
 
