@@ -62,7 +62,7 @@ class Settings(BaseSettings):
     """Fall back to the CPU (and retry the job) when CUDA fails at load or run time."""
 
     cpu_threads: int = Field(0, ge=0)
-    """CPU threads per concurrent transcription; 0 gives each one every core (concurrent jobs share them)."""
+    """CPU threads per concurrent transcription; 0 splits the cores among `ASR_WORKERS` (at least 1 each)."""
 
     workers: int = Field(2, ge=1, le=64)
     """Transcriptions run at once in the process, sharing one loaded model (CTranslate2 num_workers)."""
@@ -184,15 +184,16 @@ class Settings(BaseSettings):
         return (self.log_dir or self.state_dir / "log") / "access.log"
 
     def threads_per_worker(self) -> int:
-        """CPU threads for one transcription: explicit, or every core.
+        """CPU threads for one transcription: explicit, or the cores split among the workers.
 
-        Not the cores split among the workers: a lone job would then leave cores idle (its encoder
-        runs in parallel), while concurrent jobs share all cores without wasting CPU time (libgomp
-        spins briefly when oversubscribed). Measured in docs/benchmarks.md.
+        On a quiet 2-core machine one thread per job beat two for a lone job too (0.65-0.84x the
+        library's time with two threads) and gave 2.0x its throughput with two jobs at once; giving
+        every job every core only looked better on a machine saturated by other work, where more
+        threads win a larger share of the CPU. Measured in docs/benchmarks.md.
         """
         if self.cpu_threads:
             return self.cpu_threads
-        return max(1, os.cpu_count() or 1)
+        return max(1, (os.cpu_count() or 1) // self.workers)
 
     def masked(self) -> dict[str, object]:
         """The settings as plain values with every secret replaced by `***` (for `config show`)."""

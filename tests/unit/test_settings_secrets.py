@@ -1,8 +1,11 @@
-"""Secrets in settings: masked wherever settings are shown."""
+"""Settings: secrets masked wherever settings are shown, and the values derived from them."""
 
 from __future__ import annotations
 
 import json
+import os
+
+import pytest
 
 from asr_daemon.config import Settings
 
@@ -32,3 +35,12 @@ def test_keys_required_follows_the_listen_address() -> None:
     assert Settings(host="asr.lan").keys_required
     assert Settings(host="127.0.0.1", auth="on").keys_required
     assert not Settings(host="0.0.0.0", auth="off").keys_required
+
+
+def test_cpu_threads_split_the_cores_among_the_workers(monkeypatch: pytest.MonkeyPatch) -> None:
+    """ASR_CPU_THREADS=0 gives each concurrent job its share of the cores (at least one); a number wins."""
+    monkeypatch.setattr(os, "cpu_count", lambda: 8)
+    assert Settings(workers=2).threads_per_worker() == 4
+    assert Settings(workers=3).threads_per_worker() == 2
+    assert Settings(workers=16).threads_per_worker() == 1
+    assert Settings(workers=2, cpu_threads=6).threads_per_worker() == 6
