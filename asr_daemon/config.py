@@ -79,8 +79,8 @@ class Settings(BaseSettings):
     batch_size: int = Field(0, ge=0, le=64)
     """Use faster-whisper's batched pipeline with this batch size for long audio; 0 disables it."""
 
-    window_seconds: float = Field(600.0, ge=30)
-    """Audio longer than this is decoded and transcribed in windows, keeping memory bounded."""
+    window_seconds: float = Field(300.0, ge=30)
+    """Audio longer than this is decoded and transcribed in windows of this length, keeping memory bounded."""
 
     # --- jobs ----------------------------------------------------------------------------
     max_upload_bytes: int = Field(1 << 30, ge=1)

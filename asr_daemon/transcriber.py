@@ -22,6 +22,9 @@ from asr_daemon import audio, device, jobs
 TAIL_MARGIN = 5.0
 #: Characters of earlier text given as the prompt when a window or a resumed job starts.
 PROMPT_CHARS = 400
+#: Seconds of audio between two heap trims inside a window (about one 30 s chunk): CTranslate2's
+#: freed buffers otherwise pile up in each of its threads' malloc arenas and raise the peak.
+TRIM_EVERY_S = 30.0
 
 
 class Stopped(Exception):  # a signal, not an error
@@ -177,9 +180,13 @@ def transcribe(
             on_info(info.language, info.language_probability)
         cut = len(window) / audio.SAMPLE_RATE
         texts: list[str] = []
+        trim_at = TRIM_EVERY_S
         for seg in segments:
             if should_stop():
                 raise Stopped
+            if seg.start >= trim_at:  # the first segment of a later chunk
+                device.trim_heap()
+                trim_at = seg.start + TRIM_EVERY_S
             if not last and seg.end > cut - TAIL_MARGIN and seg.start > 1.0:
                 cut = seg.start
                 break
