@@ -200,7 +200,7 @@ def _gpu_absent() -> str | None:
         has_gpu = ctranslate2.get_cuda_device_count() > 0
     except Exception:  # noqa: BLE001  # any failure to probe CUDA means "no GPU"
         has_gpu = False
-    return None if has_gpu else "not measured: no GPU in this session"
+    return None if has_gpu else "no GPU in this session"
 
 
 def _save(res: dict[str, Any], path: Path) -> None:
