@@ -125,6 +125,7 @@ def free_memory(device: str) -> int | None:
     return ram_available()
 
 
+@functools.cache  # a GPU's name does not change; /readyz asks on every probe
 def gpu_name(index: int = 0) -> str | None:
     """The name of GPU `index` from NVML or nvidia-smi; None when neither can say."""
     try:

@@ -156,6 +156,7 @@ class ModelCache:
         self._counts = {"loads": 0, "unloads": 0, "evictions": 0, "cpu_fallbacks": 0}
         self.loading: set[str] = set()
         self.cpu_only = False
+        self._resolved: str | None = None
 
     def loaded(self) -> list[Loaded]:
         """Models currently in memory."""
@@ -166,8 +167,12 @@ class ModelCache:
         return {**self._counts, "loaded": len(self._loaded)}
 
     def target_device(self) -> str:
-        """The device the next load goes to."""
-        return "cpu" if self.cpu_only else device.resolve_device(self._device)
+        """The device the next load goes to (`auto` probed once per process: /readyz asks on every probe)."""
+        if self.cpu_only:
+            return "cpu"
+        if self._resolved is None:
+            self._resolved = device.resolve_device(self._device)
+        return self._resolved
 
     async def acquire(self, name: str, path: Path) -> Loaded:
         """The loaded model `name`, loading it first if needed; pair with `release`."""
