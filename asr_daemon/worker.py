@@ -87,8 +87,7 @@ class Worker:
             self._claim_loop(),
             self._heartbeat_loop(),
             self._reaper_loop(),
-            self._retention_loop(),
-            self._sweep_loop(),
+            self._uploads_loop(),
             self._redeliver_webhooks(),
         ):
             self._loops.append(asyncio.create_task(coro))
@@ -353,30 +352,31 @@ class Worker:
                 log.warning("reap_failed", extra={"error": type(exc).__name__})
             await asyncio.sleep(max(0.5, s.stale_after / 3))
 
-    async def _retention_loop(self) -> None:
-        s = self.settings
-        while s.audio_retention_days > 0:
-            try:
-                for sha in await queries.audio_expired(self.pool, s.audio_retention_days):
-                    async with self.locks.get(sha):
-                        if await queries.audio_needed(self.pool, sha):
-                            continue
-                        await queries.mark_audio_deleted(self.pool, sha)
-                        with contextlib.suppress(FileNotFoundError):
-                            (s.uploads_dir / sha).unlink()
-                    log.info("audio_expired", extra={"sha256": sha[:12]})
-            except DB_ERRORS as exc:
-                log.warning("retention_failed", extra={"error": type(exc).__name__})
-            await asyncio.sleep(3600)
-
-    async def _sweep_loop(self) -> None:
-        """At start and every hour: delete what a crash left in uploads/ (see `orphans`)."""
+    async def _uploads_loop(self) -> None:
+        """At start and every hour: expire old audio, then delete what a crash left in uploads/."""
         while True:
+            if self.settings.audio_retention_days > 0:
+                await self._expire_audio()
             try:
                 await orphans.sweep(self.settings, self.pool, self.locks)
             except DB_ERRORS as exc:
                 log.warning("orphan_sweep_failed", extra={"error": type(exc).__name__})
             await asyncio.sleep(orphans.INTERVAL_S)
+
+    async def _expire_audio(self) -> None:
+        """Delete audio older than ASR_AUDIO_RETENTION_DAYS that no unfinished job needs (transcripts stay)."""
+        s = self.settings
+        try:
+            for sha in await queries.audio_expired(self.pool, s.audio_retention_days):
+                async with self.locks.get(sha):
+                    if await queries.audio_needed(self.pool, sha):
+                        continue
+                    await queries.mark_audio_deleted(self.pool, sha)
+                    with contextlib.suppress(FileNotFoundError):
+                        (s.uploads_dir / sha).unlink()
+                log.info("audio_expired", extra={"sha256": sha[:12]})
+        except DB_ERRORS as exc:
+            log.warning("retention_failed", extra={"error": type(exc).__name__})
 
     # --- shutdown ----------------------------------------------------------------------------
     async def drain(self, timeout: float) -> None:
