@@ -229,6 +229,31 @@ def make_daemon(
                 d.stop(signal.SIGKILL, timeout=10)
 
 
+@pytest.fixture(scope="module")
+def make_module_daemon(
+    pg: services.Postgres,
+    template_db: str,
+    redis_server: services.Redis,
+    models_dir: Path,
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Iterator[Callable[..., Daemon]]:
+    """Factory for started daemons shared by a whole module, each on its own database; stopped at its end."""
+    made: list[Daemon] = []
+
+    def make(**overrides: str) -> Daemon:
+        root = tmp_path_factory.mktemp("module-daemon")
+        d = new_daemon(root, clone_db(pg, template_db), redis_server.url, models_dir, **overrides)
+        made.append(d)
+        d.start()
+        return d
+
+    yield make
+    for d in made:
+        with contextlib.suppress(Exception):
+            if d.proc is not None:
+                d.stop(signal.SIGKILL, timeout=10)
+
+
 @pytest.fixture
 def daemon(make_daemon: Callable[..., Daemon]) -> Daemon:
     """One running daemon with tiny.en as the default model."""

@@ -8,11 +8,10 @@ from __future__ import annotations
 
 import os
 import random
-import signal
 import socket
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -21,7 +20,7 @@ import httpx
 import pytest
 
 from tests import media, services
-from tests.conftest import CACHE, Daemon, clone_db, leftover_files, new_daemon
+from tests.conftest import CACHE, Daemon, leftover_files
 
 T = "/v1/audio/transcriptions"
 J = "/v1/jobs"
@@ -228,26 +227,9 @@ CREATES_JOB = {"cancelled-job-transcript"}
 
 
 @pytest.fixture(scope="module")
-def corpus_daemon(
-    pg: services.Postgres,
-    template_db: str,
-    redis_server: services.Redis,
-    models_dir: Path,
-    tmp_path_factory: pytest.TempPathFactory,
-) -> Iterator[Daemon]:
+def corpus_daemon(make_module_daemon: Callable[..., Daemon]) -> Daemon:
     """One daemon for the whole corpus (8 MiB upload limit, 1 s upload idle timeout)."""
-    root = tmp_path_factory.mktemp("corpus")
-    d = new_daemon(
-        root,
-        clone_db(pg, template_db),
-        redis_server.url,
-        models_dir,
-        ASR_MAX_UPLOAD_BYTES=str(MAX_UPLOAD),
-        ASR_UPLOAD_IDLE_TIMEOUT="1",
-    )
-    d.start()
-    yield d
-    d.stop(signal.SIGKILL, timeout=10)
+    return make_module_daemon(ASR_MAX_UPLOAD_BYTES=str(MAX_UPLOAD), ASR_UPLOAD_IDLE_TIMEOUT="1")
 
 
 def job_count(pg: services.Postgres, d: Daemon) -> int:

@@ -5,8 +5,7 @@ from __future__ import annotations
 import os
 import signal
 import warnings
-from collections.abc import Iterator
-from pathlib import Path
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
@@ -14,32 +13,15 @@ import schemathesis
 from hypothesis import HealthCheck, settings
 from schemathesis.specs.openapi.checks import allow_header_conformance, positive_data_acceptance
 
-from tests import services
-from tests.conftest import Daemon, clone_db, leftover_files, new_daemon
+from tests.conftest import Daemon, leftover_files
 
 EXAMPLES = int(os.environ.get("ASR_TEST_FUZZ_EXAMPLES", "30"))
 
 
 @pytest.fixture(scope="module")
-def fuzz_daemon(
-    pg: services.Postgres,
-    template_db: str,
-    redis_server: services.Redis,
-    models_dir: Path,
-    tmp_path_factory: pytest.TempPathFactory,
-) -> Iterator[Daemon]:
+def fuzz_daemon(make_module_daemon: Callable[..., Daemon]) -> Iterator[Daemon]:
     """One daemon for every fuzzed operation (small upload limit: fuzzed bodies are never audio anyway)."""
-    root = tmp_path_factory.mktemp("fuzz")
-    d = new_daemon(
-        root,
-        clone_db(pg, template_db),
-        redis_server.url,
-        models_dir,
-        ASR_MAX_UPLOAD_BYTES=str(1 << 20),
-        ASR_UPLOAD_IDLE_TIMEOUT="2",
-        ASR_SYNC_TIMEOUT="5",
-    )
-    d.start()
+    d = make_module_daemon(ASR_MAX_UPLOAD_BYTES=str(1 << 20), ASR_UPLOAD_IDLE_TIMEOUT="2", ASR_SYNC_TIMEOUT="5")
     yield d
     d.stop(signal.SIGKILL, timeout=10)
     assert not leftover_files(d.state_dir)
