@@ -9,7 +9,6 @@ from __future__ import annotations
 import re
 import shlex
 import shutil
-import subprocess
 from pathlib import Path
 
 import pytest
@@ -127,13 +126,5 @@ def test_unit_verifies(root: Path, unit: str) -> None:
 @pytest.mark.skipif(shutil.which("systemd-analyze") is None, reason="systemd-analyze missing")
 def test_backup_service_stays_sandboxed(root: Path) -> None:
     """The backup service's offline exposure stays low (it only reads state and talks to PostgreSQL)."""
-    out = subprocess.run(
-        ["systemd-analyze", "security", "--offline=yes", f"--root={root}", "--no-pager", "asr-backup.service"],
-        check=False,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
-    m = re.search(r"Overall exposure level for \S+: ([0-9.]+)", out.stdout + out.stderr)
-    assert m, out.stdout + out.stderr
-    assert float(m.group(1)) <= 2.0, out.stdout
+    level, report = units.exposure(root, "asr-backup.service")
+    assert level <= 2.0, report

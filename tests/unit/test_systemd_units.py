@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import re
 import shutil
-import subprocess
 from pathlib import Path
 
 import pytest
@@ -57,16 +56,8 @@ def test_unit_verifies(root: Path, unit: str) -> None:
 @pytest.mark.parametrize(("unit", "limit"), SERVICES.items())
 def test_unit_exposure_under_threshold(root: Path, unit: str, limit: float) -> None:
     """The sandbox does not regress: offline exposure stays at or below the unit's threshold."""
-    out = subprocess.run(
-        ["systemd-analyze", "security", "--offline=yes", f"--root={root}", "--no-pager", unit],
-        check=False,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
-    m = re.search(r"Overall exposure level for \S+: ([0-9.]+)", out.stdout + out.stderr)
-    assert m, out.stdout + out.stderr
-    assert float(m.group(1)) <= limit, out.stdout
+    level, report = units.exposure(root, unit)
+    assert level <= limit, report
 
 
 def test_daemon_unit_lifecycle_settings() -> None:
