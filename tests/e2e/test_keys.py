@@ -69,6 +69,14 @@ def test_daemon_refuses_to_start_when_keys_are_required_and_none_exists(make_dae
     assert "asrctl keys create" in d.logs()
 
 
+def test_auth_off_is_the_explicit_override_beyond_loopback(make_daemon: Callable[..., Daemon]) -> None:
+    """ASR_AUTH=off on 0.0.0.0 with no key: the daemon starts and serves requests without a token."""
+    d = make_daemon(ASR_HOST="0.0.0.0", ASR_AUTH="off")
+    with d.client() as c:
+        assert c.get("/v1/jobs").status_code == 200
+        assert c.get("/v1/models").status_code == 200
+
+
 def test_open_on_loopback_but_a_bad_asr_key_is_refused(daemon: Daemon) -> None:
     """Loopback with keys optional: no key or a foreign token works; an invalid `asr_` key gets 401."""
     with daemon.client() as c:
