@@ -45,15 +45,28 @@ DB_UNAVAILABLE = (
 )
 
 
-def _error(status: int, body: dict[str, Any], retry_after: int | None = None) -> Response[Any]:
-    headers = {"Retry-After": str(retry_after)} if retry_after else None
-    return Response(body, status_code=status, headers=headers, media_type="application/json")
+def _error(
+    request: Request[Any, Any, Any], status: int, body: dict[str, Any], retry_after: int | None = None
+) -> Response[Any]:
+    headers = {"Retry-After": str(retry_after)} if retry_after else {}
+    if _has_body(request):
+        # an error can be raised before the body was read (queue full, database down, a bad header)
+        # or half-way through it (too large, too slow); Granian then drops the connection after the
+        # reply without saying so, and a keep-alive client that sends its next request on it gets
+        # "server disconnected". Saying `Connection: close` makes the client open a new one.
+        headers["Connection"] = "close"
+    return Response(body, status_code=status, headers=headers or None, media_type="application/json")
 
 
-def on_asr_error(_: Request[Any, Any, Any], exc: errors.AsrError) -> Response[Any]:
+def _has_body(request: Request[Any, Any, Any]) -> bool:
+    h = request.headers
+    return "transfer-encoding" in h or h.get("content-length", "0") not in ("", "0")
+
+
+def on_asr_error(request: Request[Any, Any, Any], exc: errors.AsrError) -> Response[Any]:
     """Domain errors: their own status and OpenAI-style body; 429/503 say when to retry."""
     retry = exc.retry_after or (5 if exc.status in (429, 503, 507) else None)
-    response = _error(exc.status, exc.body(), retry)
+    response = _error(request, exc.status, exc.body(), retry)
     if exc.status == 401:
         response.headers["WWW-Authenticate"] = 'Bearer realm="asr-server"'
     return response
@@ -71,7 +84,7 @@ def on_http_error(request: Request[Any, Any, Any], exc: HTTPException) -> Respon
     body: dict[str, Any] = {"error": {"message": message, "type": code, "code": code}}
     if exc.extra:
         body["error"]["details"] = exc.extra
-    response = _error(exc.status_code, body, 5 if exc.status_code in (429, 503) else None)
+    response = _error(request, exc.status_code, body, 5 if exc.status_code in (429, 503) else None)
     for name, value in (exc.headers or {}).items():
         response.headers[name] = value  # e.g. Allow on 405
     return response
@@ -84,14 +97,14 @@ def on_unexpected(request: Request[Any, Any, Any], exc: Exception) -> Response[A
         exc_info=exc,
         extra={"method": request.method, "path": request.url.path[:200], "error": type(exc).__name__},
     )
-    return _error(500, errors.AsrError("internal error: the server logged the details").body())
+    return _error(request, 500, errors.AsrError("internal error: the server logged the details").body())
 
 
-def on_db_down(_: Request[Any, Any, Any], exc: Exception) -> Response[Any]:
+def on_db_down(request: Request[Any, Any, Any], exc: Exception) -> Response[Any]:
     """PostgreSQL unreachable: 503 with Retry-After, never a 500."""
     log.warning("database_unavailable", extra={"error": type(exc).__name__})
     body = errors.Unavailable("the database is unavailable; nothing was stored, retry shortly").body()
-    return _error(503, body, 5)
+    return _error(request, 503, body, 5)
 
 
 async def _open_db(settings: Settings) -> asyncpg.Pool:

@@ -82,6 +82,7 @@ class JobsController(Controller):
             headers["X-Deduplicated"] = "true"
         if accepted.replayed:
             headers["Idempotent-Replayed"] = "true"
+            headers["Connection"] = "close"  # the upload was not read: see api/app.py _error
         body = job_view(job)
         return Response(body, status_code=200 if accepted.deduplicated else 202, headers=headers)
 

@@ -139,6 +139,21 @@ async def test_idempotency_key_returns_the_same_job(daemon: Daemon, jfk: Path, d
     assert [(r["id"], r["idempotency_key"]) for r in rows] == [(a.json()["id"], "upload-42")]
 
 
+def test_replies_before_the_upload_is_read_keep_a_keep_alive_client_working(daemon: Daemon, jfk: Path) -> None:
+    """A reply sent before the upload was read (a refusal, an idempotent replay) says Connection: close,
+    so a client reusing its connection never gets "server disconnected" on its next request."""
+    with daemon.client() as c:
+        first = submit(c, jfk, headers={"Idempotency-Key": "keep-alive"})
+        assert first.status_code == 202
+        for n in range(100):  # the drop was a race: about 1 in 100 before the fix
+            refused = submit(c, jfk, headers={"Idempotency-Key": "x" * 1000})
+            assert refused.status_code == 400 and refused.headers["connection"] == "close"
+            assert c.get("/healthz").status_code == 200
+            replay = submit(c, jfk, headers={"Idempotency-Key": "keep-alive"})
+            assert replay.headers["idempotent-replayed"] == "true" and replay.headers["connection"] == "close"
+            assert c.get(f"/v1/jobs/{first.json()['id']}").status_code == 200, n
+
+
 async def test_same_audio_and_options_is_deduplicated(daemon: Daemon, jfk: Path, database: str) -> None:
     """Re-submitting identical audio with identical options returns the stored transcript, no new job."""
     with daemon.client() as c:
