@@ -127,7 +127,8 @@ class Settings(BaseSettings):
 
     # --- lifecycle -----------------------------------------------------------------------
     idle_stop_after: float = Field(900.0, ge=0)
-    """Seconds without a request (and with no job queued or running) before the idle watcher stops us."""
+    """Seconds without a request (and with no job queued or running) before the daemon stops by itself
+    (the idle watcher exits, and systemd stops the daemon nobody needs); 0 keeps it up."""
 
     drain_timeout: float = Field(60.0, ge=0)
     """On SIGTERM, seconds a running job may take to finish before it is checkpointed and requeued."""
@@ -166,7 +167,7 @@ class Settings(BaseSettings):
     """Seconds between two looks of `asrctl idle-watch` at the access log, the proxy and the job table."""
 
     idle_systemctl: str = "systemctl"
-    """Command `asrctl idle-watch` runs to query and stop the units (tests point it at a stand-in)."""
+    """Command `asrctl idle-watch` runs to ask whether the proxy is active (tests point it at a stand-in)."""
 
     @property
     def uploads_dir(self) -> Path:

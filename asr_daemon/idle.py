@@ -1,4 +1,4 @@
-"""`asrctl idle-watch`: stop asr-server when it has been quiet for `ASR_IDLE_STOP_AFTER` seconds.
+"""`asrctl idle-watch`: hold asr-server up until it has been quiet for `ASR_IDLE_STOP_AFTER` seconds.
 
 Quiet means all of:
 - no request in the access log (probes excluded) and no request in flight (the busy marker) for the
@@ -8,8 +8,12 @@ Quiet means all of:
 - the proxy (`asr-server-proxy.service`) is not active, i.e. no client holds a connection (the proxy
   exits on its own a minute after its last connection closed).
 
-Then it runs `systemctl stop --no-block asr-server-proxy.service asr-server.service`. A connection
-arriving during the stop waits in the socket that PID 1 holds and starts the service again.
+Then the watcher exits, and stops nothing itself. `asr-server.service` has `StopWhenUnneeded=yes` and
+is needed by exactly two units: this watcher (`BindsTo=`) and the proxy (`BindsTo=`). Once both are
+gone systemd stops the daemon. The decision is systemd's, made atomically in PID 1: a connection that
+starts the proxy at any moment, even while the watcher exits, keeps (or brings back) the daemon, and
+the proxy's `Upholds=` restarts the watcher. So no connection is ever cut by an idle stop, and the
+watcher needs no privilege (it only reads `systemctl is-active`).
 Any doubt (database unreachable, log unreadable, systemctl failing) means "not quiet".
 """
 
@@ -29,7 +33,7 @@ import asyncpg
 
 from asr_daemon import accesslog, db
 from asr_daemon.config import Settings
-from asr_daemon.systemd import PROXY_UNIT, SERVER_UNIT, job_counts_sql
+from asr_daemon.systemd import PROXY_UNIT, job_counts_sql
 
 log = logging.getLogger(__name__)
 
@@ -44,7 +48,7 @@ class Verdict:
 
 
 class IdleWatcher:
-    """Decides when the daemon is quiet and stops it through `systemctl`."""
+    """Decides when the daemon is quiet; `run` returns then, and the process exits."""
 
     def __init__(
         self,
@@ -91,17 +95,19 @@ class IdleWatcher:
             return Verdict(False, f"access log unreadable: {exc}")
         if last is not None and last > self.since:
             self.since = last
-        quiet = now - self.since
-        if quiet < self.window:
-            return Verdict(False, "recent request", quiet)
+        # jobs are looked at every time (one indexed count), so that the window restarts within one
+        # interval of the last job's end, not up to a whole window before it
         try:
             jobs = await self.active_jobs()
         except (TimeoutError, OSError, asyncpg.PostgresError) as exc:
             await self.close()
-            return Verdict(False, f"job table unreadable: {exc}", quiet)
+            return Verdict(False, f"job table unreadable: {exc}", now - self.since)
         if jobs:
             self.since = now
             return Verdict(False, f"{jobs} job(s) queued or running", 0.0)
+        quiet = now - self.since
+        if quiet < self.window:
+            return Verdict(False, "recent request", quiet)
         try:
             _, state = await self._systemctl("is-active", PROXY_UNIT)
         except OSError as exc:
@@ -110,36 +116,25 @@ class IdleWatcher:
             return Verdict(False, f"proxy {state or 'unknown'}: a client may hold a connection", quiet)
         return Verdict(True, "quiet", quiet)
 
-    async def stop_units(self) -> bool:
-        """Ask systemd to stop the proxy and the daemon (without waiting: we are stopped with them)."""
-        try:
-            rc, out = await self._systemctl("stop", "--no-block", PROXY_UNIT, SERVER_UNIT)
-        except OSError as exc:
-            rc, out = 127, str(exc)
-        if rc:
-            log.error("idle.stop_failed", extra={"event": "idle.stop_failed", "rc": rc, "output": out})
-        return rc == 0
-
     async def tick(self) -> Verdict:
-        """One check, and the stop when quiet; logs the decision."""
+        """One check; logs the decision."""
         verdict = await self.check()
         extra = {"reason": verdict.reason, "quiet_s": round(verdict.quiet_s, 1), "window_s": self.window}
-        if not verdict.stop:
+        if verdict.stop:
+            # the event keeps its name: "the daemon stops now" is what it means to an operator
+            log.info("idle.stop", extra={"event": "idle.stop", **extra})
+        else:
             log.debug("idle.busy", extra={"event": "idle.busy", **extra})
-            return verdict
-        log.info("idle.stop", extra={"event": "idle.stop", **extra})
-        await self.stop_units()
-        self.since = self.clock()  # if the stop does not happen, wait a whole window again
         return verdict
 
     async def run(self, interval: float, once: bool = False) -> Verdict:
-        """Check every `interval` seconds until stopped (or once); returns the last verdict."""
+        """Check every `interval` seconds until quiet (or once); returns the last verdict."""
         extra = {"event": "idle.watch", "window_s": self.window, "log": str(self.log_path)}
         log.info("idle.watch", extra=extra)
         try:
             while True:
                 verdict = await self.tick()
-                if once:
+                if once or verdict.stop:
                     return verdict
                 await asyncio.sleep(interval)
         finally:

@@ -1,5 +1,7 @@
 """`asrctl idle-watch` against real PostgreSQL, a real access log and a stand-in for `systemctl`.
 
+The watcher's whole output is its exit: it runs while the daemon is busy and returns once it is
+quiet (systemd then stops the daemon, StopWhenUnneeded=; tests/systemd proves that part under PID 1).
 The stand-in records its arguments and answers `is-active` from a state file; it is the only fake.
 """
 
@@ -16,6 +18,7 @@ from pathlib import Path
 
 import asyncpg
 import pytest
+from pydantic import SecretStr
 
 from asr_daemon import accesslog, migrate
 from asr_daemon.config import Settings
@@ -23,12 +26,12 @@ from asr_daemon.idle import IdleWatcher
 from tests import services
 
 STAND_IN = """#!/bin/sh
-# stand-in for systemctl: records calls; `is-active` answers from the state file
+# stand-in for systemctl: records calls; `is-active` answers from the state file, nothing else works
 echo "$*" >> "{calls}"
 if [ "$1" = is-active ]; then
   s=$(cat "{state}" 2>/dev/null || echo inactive); echo "$s"; [ "$s" = active ]; exit
 fi
-exit 0
+exit 1
 """
 
 
@@ -83,59 +86,60 @@ def add_job(url: str, status: str) -> uuid.UUID:
     return job
 
 
-def stops(calls: Path) -> list[str]:
-    return [c for c in calls.read_text().splitlines() if c.startswith("stop")] if calls.exists() else []
+async def watch(watcher: IdleWatcher, seconds: float, interval: float = 0.05) -> float | None:
+    """Run the watcher's loop for up to `seconds`: when it returned (found the daemon quiet), the
+    seconds it ran; None when it was still holding the daemon up."""
+    start = time.monotonic()
+    try:
+        verdict = await asyncio.wait_for(watcher.run(interval), seconds)
+    except TimeoutError:
+        return None
+    assert verdict.stop and verdict.reason == "quiet"
+    return time.monotonic() - start
 
 
-async def watch(watcher: IdleWatcher, seconds: float, interval: float = 0.05) -> None:
-    """Run the watcher's loop for `seconds`."""
-    task = asyncio.create_task(watcher.run(interval))
-    await asyncio.sleep(seconds)
-    task.cancel()
-    await asyncio.gather(task, return_exceptions=True)
-
-
-def test_stops_after_the_quiet_window_not_before(env: tuple[Settings, Path, Path]) -> None:
-    """Quiet for the window → one `stop --no-block proxy server`; no stop earlier than the window."""
+def test_exits_after_the_quiet_window_not_before(env: tuple[Settings, Path, Path]) -> None:
+    """Quiet for the window → the watcher exits (releasing the daemon) and stops nothing itself."""
     settings, calls, _ = env
-
-    async def go() -> list[str]:
-        w = IdleWatcher(settings, window=0.6)
-        await watch(w, 0.4)
-        early = stops(calls)
-        await watch(w, 0.6)
-        return early
-
-    early = asyncio.run(go())
-    assert early == []
-    assert stops(calls) == ["stop --no-block asr-server-proxy.service asr-server.service"]
+    w = IdleWatcher(settings, window=0.6)
+    ran = asyncio.run(watch(w, 3))
+    assert ran is not None and 0.6 <= ran < 1.5
+    assert set(calls.read_text().splitlines()) == {"is-active asr-server-proxy.service"}
 
 
 def test_never_stops_while_a_job_is_queued_or_running(env: tuple[Settings, Path, Path]) -> None:
     """A queued or running job keeps the daemon up however quiet HTTP is; the window restarts after it."""
-    settings, calls, _ = env
+    settings, _, _ = env
     url = settings.database_url.get_secret_value()
-
-    async def go(w: IdleWatcher, seconds: float) -> None:
-        await watch(w, seconds)
-
-    w = IdleWatcher(settings, window=0.3)
     job = add_job(url, "queued")
-    asyncio.run(go(w, 0.8))
-    asyncio.run(_sql(url, "UPDATE jobs SET status = 'running' WHERE id = $1", job))
-    asyncio.run(go(w, 0.8))
-    assert stops(calls) == []
-    asyncio.run(_sql(url, "UPDATE jobs SET status = 'completed' WHERE id = $1", job))
-    done = time.time()
-    asyncio.run(go(w, 0.15))
-    assert stops(calls) == []  # the window counts from the job's end, not from the last request
-    asyncio.run(go(w, 0.5))
-    assert stops(calls) and time.time() - done >= 0.3
+
+    async def go() -> float:
+        conn = await asyncpg.connect(url)
+        task = asyncio.create_task(IdleWatcher(settings, window=1.0).run(0.05))
+        try:
+            await asyncio.sleep(1.2)
+            assert not task.done(), "stopped with a job queued"
+            await conn.execute("UPDATE jobs SET status = 'running' WHERE id = $1", job)
+            await asyncio.sleep(1.2)  # quiet HTTP for 2.4 s now, over the window: the job holds it
+            assert not task.done(), "stopped with a job running"
+            await conn.execute("UPDATE jobs SET status = 'completed' WHERE id = $1", job)
+            done = time.monotonic()
+            await asyncio.sleep(0.5)
+            assert not task.done(), "the window did not restart when the job ended"
+            verdict = await asyncio.wait_for(task, 2.0)
+            assert verdict.stop
+            return time.monotonic() - done
+        finally:
+            task.cancel()
+            await conn.close()
+
+    # counted from the last look that saw the job: at most one 0.05 s interval before its end
+    assert asyncio.run(go()) >= 1.0 - 0.1
 
 
 def test_probes_do_not_keep_it_alive_but_requests_do(env: tuple[Settings, Path, Path]) -> None:
     """Health checks (/healthz, /readyz, /metrics) every 50 ms do not prevent the stop; a request does."""
-    settings, calls, _ = env
+    settings, _, _ = env
     log = accesslog.AccessLog(settings.access_log_path)
 
     def line(path: str) -> dict[str, object]:
@@ -148,18 +152,16 @@ def test_probes_do_not_keep_it_alive_but_requests_do(env: tuple[Settings, Path, 
             "probe": path in accesslog.PROBE_PATHS,
         }
 
-    async def go(paths: list[str]) -> None:
+    async def go(paths: list[str]) -> float | None:
         w = IdleWatcher(settings, window=0.4)
         task = asyncio.create_task(watch(w, 0.9))
         for i in range(16):
             log.write(line(paths[i % len(paths)]))
             await asyncio.sleep(0.05)
-        await task
+        return await task
 
-    asyncio.run(go(["/v1/models", "/healthz"]))
-    assert stops(calls) == []
-    asyncio.run(go(["/healthz", "/readyz", "/metrics"]))
-    assert stops(calls)
+    assert asyncio.run(go(["/v1/models", "/healthz"])) is None
+    assert asyncio.run(go(["/healthz", "/readyz", "/metrics"])) is not None
 
 
 def test_never_stops_while_a_request_is_in_flight_or_a_client_is_connected(
@@ -169,32 +171,34 @@ def test_never_stops_while_a_request_is_in_flight_or_a_client_is_connected(
     settings, calls, state = env
     log = accesslog.AccessLog(settings.access_log_path, touch_every=0.05)
 
-    async def in_flight() -> None:
+    async def in_flight() -> float | None:
         w = IdleWatcher(settings, window=0.3)
         log.begin()  # what the middleware does when a request starts
-        await watch(w, 0.8)
-        log.end()
+        try:
+            return await watch(w, 0.8)
+        finally:
+            log.end()
 
-    asyncio.run(in_flight())
-    assert stops(calls) == []
+    assert asyncio.run(in_flight()) is None
     state.write_text("active\n")
-    asyncio.run(watch(IdleWatcher(settings, window=0.2), 0.6))
-    assert stops(calls) == [] and "is-active asr-server-proxy.service" in calls.read_text()
+    assert asyncio.run(watch(IdleWatcher(settings, window=0.2), 0.6)) is None
+    assert "is-active asr-server-proxy.service" in calls.read_text()
     state.write_text("inactive\n")
-    asyncio.run(watch(IdleWatcher(settings, window=0.2), 0.6))
-    assert stops(calls)
+    assert asyncio.run(watch(IdleWatcher(settings, window=0.2), 0.6)) is not None
 
 
 def test_unreachable_database_means_no_stop(env: tuple[Settings, Path, Path]) -> None:
     """When the job table cannot be read the watcher keeps the daemon (it cannot rule out work)."""
-    settings, calls, _ = env
-    dead = settings.model_copy(update={"database_url": f"postgresql://x@127.0.0.1:{services.free_port()}/asr"})
-    asyncio.run(watch(IdleWatcher(dead, window=0.1), 0.4))
-    assert stops(calls) == []
+    settings, _, _ = env
+    dead = settings.model_copy(
+        update={"database_url": SecretStr(f"postgresql://x@127.0.0.1:{services.free_port()}/asr")}
+    )
+    assert asyncio.run(watch(IdleWatcher(dead, window=0.1), 0.4)) is None
 
 
 def test_cli_once(env: tuple[Settings, Path, Path]) -> None:
-    """`asrctl idle-watch --once` reads ASR_* settings, stops through the given systemctl, says why."""
+    """`asrctl idle-watch --once` reads ASR_* settings, asks the given systemctl, says why; with a 0
+    window (idle stops off) `--once` refuses and the watcher holds the daemon up instead of exiting."""
     settings, calls, _ = env
     asrctl = str(Path(sys.executable).parent / "asrctl")
     environ = {
@@ -222,4 +226,11 @@ def test_cli_once(env: tuple[Settings, Path, Path]) -> None:
     )
     assert out.returncode == 0, out.stderr
     assert out.stdout.startswith("stop: quiet")
-    assert stops(calls)
+    assert "is-active asr-server-proxy.service" in calls.read_text()
+    holding = subprocess.Popen([asrctl, "idle-watch", "--window", "0"], env=environ, stderr=subprocess.PIPE)
+    try:
+        with pytest.raises(subprocess.TimeoutExpired):
+            holding.wait(timeout=3)  # exiting would let systemd stop the daemon
+    finally:
+        holding.terminate()
+        holding.wait(timeout=10)

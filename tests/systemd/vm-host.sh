@@ -95,11 +95,33 @@ n=$(starts)
 check "request 2 answered" get
 check "started again" bash -c "(( $(starts) > n ))"
 
+echo "== idle-stop race 1: the watcher exits (as when it finds the daemon quiet) while a client is connected"
+exec 3<>"/dev/tcp/127.0.0.1/$VMRIG_PORT_8765"   # an open connection: the proxy runs while it lasts
+check "proxy active while a client is connected" becomes asr-server-proxy.service active 60
+n=$(starts)
+watcher=$(prop asr-idle-watcher.service InvocationID)
+guest systemctl kill --signal=SIGTERM asr-idle-watcher.service   # a clean exit, like "quiet"
+check "the watcher is started again (the proxy Upholds= it)" guest "timeout 60 sh -c 'until [ \"\$(systemctl show -p InvocationID --value asr-idle-watcher.service)\" != $watcher ] && [ \"\$(systemctl is-active asr-idle-watcher.service)\" = active ]; do sleep 0.2; done'"
+check "the daemon was not stopped (the proxy needs it)" bash -c "[[ $(guest systemctl is-active asr-server.service) == active && $(starts) == $n ]]"
+printf 'GET /v1/jobs?limit=1 HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n' >&3
+check "the open connection is served" bash -c "timeout 120 head -n1 <&3 | grep -q ' 200 '"
+exec 3<&- 3>&-
+
+echo "== idle-stop race 2: a connection arriving while the daemon stops is served, not cut"
+check "proxy gone (no client)" becomes asr-server-proxy.service inactive 60
+n=$(starts)
+guest systemctl kill --signal=SIGTERM asr-idle-watcher.service   # nothing needs the daemon now
+echo "  daemon: $(guest "timeout 30 sh -c 'until s=\$(systemctl is-active asr-server.service); [ \$s != active ]; do sleep 0.02; done; echo \$s'")"
+check "request made during the stop answered" get
+check "the daemon was stopped and started again for it" bash -c "(( $(starts) > n ))"
+check "the stop was clean (no failure, no restart)" bash -c "[[ '$(prop asr-server.service NRestarts)' == 0 ]]"
+check "the watcher is back with it" becomes asr-idle-watcher.service active 120
+
 echo "== systemctl stop, then systemctl start by hand"
 guest systemctl stop asr-server.service
 check "stopped, proxy with it" bash -c "[[ $(guest systemctl is-active asr-server-proxy.service) != active ]]"
 guest systemctl start asr-server.service
-check "manual start stays up (no StopWhenUnneeded)" bash -c "sleep 5; [[ $(guest systemctl is-active asr-server.service) == active ]]"
+check "manual start stays up (it pulls in the watcher, which holds it)" bash -c "sleep 5; [[ $(guest systemctl is-active asr-server.service) == active ]]"
 check "request through the socket served by it" get
 
 echo "== watchdog: a wedged worker is killed and restarted"

@@ -73,7 +73,27 @@ def test_daemon_unit_lifecycle_settings() -> None:
         "User=asr",
     ):
         assert re.search(rf"^{re.escape(line)}$", text, re.MULTILINE), line
-    assert "StopWhenUnneeded" not in text  # a manual `systemctl start` must stay up until idle
     proxy = (UNITS_DIR / "asr-server-proxy.service").read_text()
     assert re.search(r"^BindsTo=asr-server.service$", proxy, re.MULTILINE)
     assert "/run/asr-server/http.sock" in proxy and "/run/asr-server/http.sock" in text
+
+
+def test_idle_stop_is_decided_by_systemd() -> None:
+    """The daemon stops only when nothing needs it: the watcher and the proxy pin it, the proxy upholds
+    the watcher, and a manual start pulls the watcher in (so it stays up until quiet)."""
+
+    def directives(name: str) -> set[str]:
+        text = (UNITS_DIR / name).read_text()
+        return {line for line in text.splitlines() if line and not line.startswith(("#", "["))}
+
+    server = directives("asr-server.service")
+    proxy = directives("asr-server-proxy.service")
+    watcher = directives("asr-idle-watcher.service")
+    assert {"StopWhenUnneeded=yes", "Wants=asr-idle-watcher.service"} <= server
+    assert {"BindsTo=asr-server.service", "Upholds=asr-idle-watcher.service"} <= proxy
+    assert {"BindsTo=asr-server.service", "After=asr-server.service", "Restart=on-failure"} <= watcher
+    # the only units that may pin the daemon: no other unit names it as a dependency
+    pinning = re.compile(r"^(Wants|Requires|BindsTo|Upholds)=.*asr-server\.service", re.MULTILINE)
+    for unit in UNITS_DIR.glob("*.service"):
+        if unit.name not in ("asr-server.service", "asr-server-proxy.service", "asr-idle-watcher.service"):
+            assert not pinning.search(unit.read_text()), unit
