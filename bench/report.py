@@ -228,7 +228,8 @@ def _idle_stop(w: Any) -> str:
         return f"Last request → process gone: not measured ({w['skipped']})."
     return (
         f"Last request → process gone under `asrctl idle-watch` (window {w['window_s']:g} s, checks every "
-        f"{w['interval_s']:g} s, stand-in `systemctl` that SIGTERMs the daemon): **{w['idle_to_gone_s']:.2f} s**, "
+        f"{w['interval_s']:g} s; when it exits the bench SIGTERMs the daemon, as systemd's StopWhenUnneeded= "
+        f"does): **{w['idle_to_gone_s']:.2f} s**, "
         f"i.e. {w['after_window_s']:.2f} s beyond the window (one run)."
     )
 

@@ -317,20 +317,20 @@ def idle_memory(svc: stack.Services, work: Path, clip: Clip, model_dir: Path, en
 
 
 STAND_IN_SYSTEMCTL = """#!/bin/sh
-# stand-in for systemctl (bench): the proxy is never active; `stop` sends SIGTERM to the daemon
+# stand-in for systemctl (bench): the proxy is never active
 case "$1" in
   is-active) echo inactive; exit 3 ;;
-  stop) kill -TERM "$(cat "$0.pid")"; exit 0 ;;
 esac
-exit 0
+exit 1
 """
 
 
 def idle_stop(svc: stack.Services, work: Path, clip: Clip, env: dict[str, str], window: float = 5.0) -> dict[str, Any]:
     """Last request → daemon process gone, under the real `asrctl idle-watch` with a short window.
 
-    A stand-in `systemctl` reports the proxy inactive and stops the daemon with SIGTERM, as
-    `systemctl stop` would; everything else (access log, job table, the watcher's decision) is real.
+    A stand-in `systemctl` reports the proxy inactive, and the bench plays PID 1: when the watcher
+    exits (quiet), nothing needs the daemon any more (StopWhenUnneeded=), so it gets SIGTERM.
+    Everything else (access log, job table, the watcher's decision, the drain) is real.
     """
     import importlib.util
     import subprocess
@@ -345,7 +345,6 @@ def idle_stop(svc: stack.Services, work: Path, clip: Clip, env: dict[str, str], 
     d = stack.make_daemon(svc, work, **env)
     d.start()
     assert d.proc is not None
-    Path(f"{ctl}.pid").write_text(str(d.proc.pid))
     watch_env = {**d.env, "ASR_IDLE_STOP_AFTER": str(window), "ASR_IDLE_SYSTEMCTL": str(ctl)}
     watcher = subprocess.Popen(
         [sys.executable, "-m", "asr_daemon.cli", "idle-watch", "--interval", "0.25"],
@@ -360,7 +359,10 @@ def idle_stop(svc: stack.Services, work: Path, clip: Clip, env: dict[str, str], 
             for _ in range(3):  # probes must not count as activity
                 c.get("/healthz")
         last = time.perf_counter()
-        d.proc.wait(window * 4 + 60)
+        if watcher.wait(window * 4 + 60) != 0:
+            raise RuntimeError(f"asrctl idle-watch failed with {watcher.returncode}")
+        d.proc.terminate()  # what systemd does to a unit nobody needs
+        d.proc.wait(60)
         gone = time.perf_counter() - last
     finally:
         watcher.terminate()
