@@ -263,7 +263,8 @@ def markdown_table() -> str:
         default = info.default
         if isinstance(default, SecretStr):
             default = default.get_secret_value()
-        rows.append(f"| `ASR_{name.upper()}` | `{default}` | {info.description} |")
+        meaning = " ".join((info.description or "").split())  # a docstring over several lines: one row
+        rows.append(f"| `ASR_{name.upper()}` | `{default}` | {meaning} |")
     return "\n".join(rows)
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from asr_daemon.config import Settings
+from asr_daemon.config import Settings, markdown_table
 
 README = (Path(__file__).resolve().parents[2] / "README.md").read_text()
 
@@ -13,6 +13,14 @@ def test_readme_documents_every_setting() -> None:
     """Every ASR_* setting appears in the README's settings table."""
     missing = [f"ASR_{name.upper()}" for name in Settings.model_fields if f"`ASR_{name.upper()}`" not in README]
     assert not missing, f"README lacks {missing}: regenerate with asr_daemon.config.markdown_table()"
+
+
+def test_readme_settings_table_is_current_and_one_row_per_setting() -> None:
+    """The README's settings table is exactly what `make readme` renders, each setting on one row."""
+    table = markdown_table()
+    assert table in README, "README's settings table is stale: run `make readme`"
+    rows = table.splitlines()[2:]
+    assert len(rows) == len(Settings.model_fields) and all(r.startswith("| `ASR_") for r in rows)
 
 
 def test_every_setting_has_a_docstring() -> None:
