@@ -6,9 +6,13 @@ units go through `systemd-analyze verify` against a throwaway root with stand-in
 
 from __future__ import annotations
 
+import os
+import pwd
 import re
 import shlex
 import shutil
+import subprocess
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -56,7 +60,7 @@ def unit_execs(unit: str) -> list[str]:
 
 
 def test_cron_file_parses_as_cron_d() -> None:
-    """One nightly job, valid time fields, run as `asr`, absolute paths, no `%`, ends with a newline."""
+    """One nightly job, valid time fields, backup run as `asr`, absolute paths, no `%`, ends with a newline."""
     text = CRON.read_text()
     assert text.endswith("\n"), "cron ignores a last line without a newline"
     assert "/etc/cron.d/asr-backup " in text, "must say where it goes: cron.d skips names with dots"
@@ -65,20 +69,62 @@ def test_cron_file_parses_as_cron_d() -> None:
     fields, user, command = jobs[0]
     assert all(field_ok(f, lo, hi) for f, (lo, hi) in zip(fields, RANGES, strict=True)), fields
     assert fields[2:] == ["*", "*", "*"], "nightly: every day of every month"
-    assert user == "asr"
+    assert user == "root"  # to read the 0600 env file; the backup itself runs as asr (below)
     assert "%" not in command, "cron turns % into a newline"
     assert command.startswith("/bin/sh -c '"), "absolute path to the shell"
     assert command.rstrip().endswith(">>/var/log/asr-server/backup.log 2>&1"), "output goes to a log"
     inner = command.split("'")[1]
-    assert re.search(r"exec (/\S+/asrctl) backup\b", inner), inner
+    assert re.search(r"exec runuser -u asr -- (/\S+/asrctl) backup\b", inner), inner
     assert "/etc/asr-server/asr-server.env" in inner
     assert re.search(r"^SHELL=/bin/sh$", text, re.MULTILINE) and re.search(r"^PATH=/", text, re.MULTILINE)
+
+
+@pytest.mark.skipif(os.geteuid() != 0 or not shutil.which("runuser"), reason="needs root and runuser")
+def test_cron_command_reads_the_root_only_env_file_and_backs_up_as_asr() -> None:
+    """Run the cron job's own command: settings from a root-only 0600 env file reach asrctl, which
+    runs as the unprivileged user (a stand-in asrctl and `nobody` play the venv and `asr`)."""
+    with tempfile.TemporaryDirectory(dir="/tmp") as d:  # pytest's tmp_path is 0700 root: nobody can't enter
+        _run_cron_command(Path(d))
+
+
+def _run_cron_command(tmp_path: Path) -> None:
+    env_file = tmp_path / "asr-server.env"
+    env_file.write_text("ASR_BACKUP_KEEP_DAILY=3\nASR_DATABASE_URL=postgresql://asr:s3cret@db/asr\n")
+    env_file.chmod(0o600)
+    state = tmp_path / "state"
+    state.mkdir()
+    state.chmod(0o755)
+    tmp_path.chmod(0o755)
+    out = tmp_path / "out"
+    stand_in = tmp_path / "asrctl"
+    stand_in.write_text(f'#!/bin/sh\n{{ id -un; pwd; echo "$*"; env | grep ^ASR_ | sort; }} > "{out}" 2>&1\n')
+    stand_in.chmod(0o755)
+    out.touch()
+    out.chmod(0o666)
+    nobody = pwd.getpwnam("nobody").pw_name
+    command = cron_jobs()[0][2].split(" >>", 1)[0]
+    for real, test in (
+        ("/etc/asr-server/asr-server.env", str(env_file)),
+        ("/opt/asr-server/venv/bin/asrctl", str(stand_in)),
+        ("cd /var/lib/asr-server", f"cd {state}"),
+        ("runuser -u asr", f"runuser -u {nobody}"),
+    ):
+        assert real in command
+        command = command.replace(real, test)
+    subprocess.run(shlex.split(command), check=True, timeout=30, cwd="/")
+    user, cwd, args, *env = out.read_text().splitlines()
+    assert (user, cwd, args) == (nobody, str(state), "backup")
+    assert "ASR_BACKUP_KEEP_DAILY=3" in env and "ASR_DATABASE_URL=postgresql://asr:s3cret@db/asr" in env
+    assert "ASR_STATE_DIR=/var/lib/asr-server" in env
+    # and the point of starting as root: the unprivileged user could not have read the file itself
+    denied = subprocess.run(["runuser", "-u", nobody, "--", "cat", str(env_file)], capture_output=True, check=False)
+    assert denied.returncode != 0
 
 
 def test_cron_and_units_run_the_same_asrctl() -> None:
     """The cron job, the backup service and the daemon's own unit all name the same asrctl."""
     cron_cmd = cron_jobs()[0][2]
-    found = re.search(r"exec (/\S+/asrctl) backup", cron_cmd)
+    found = re.search(r"exec runuser -u asr -- (/\S+/asrctl) backup", cron_cmd)
     assert found
     asrctl = found.group(1)
     assert unit_execs("asr-backup.service") == [asrctl]
