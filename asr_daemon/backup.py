@@ -173,14 +173,6 @@ def restore_verified_at(backup: Backup) -> datetime | None:
 # --- taking a backup -----------------------------------------------------------------------------
 
 
-def _fsync(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
 def _create_private(path: Path) -> None:
     """Create an empty file readable by its owner only (a dump holds every transcript)."""
     os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
@@ -190,7 +182,7 @@ def _write_atomic(path: Path, text: str) -> None:
     tmp = path.with_name(f"{TMP_PREFIX}{path.name}.{os.getpid()}")
     _create_private(tmp)
     tmp.write_text(text)
-    _fsync(tmp)
+    checksums.fsync(tmp)
     os.replace(tmp, path)
 
 
@@ -247,18 +239,18 @@ def take(
             [pg_tool("pg_dump", bindir), "--format=custom", "--no-password", f"--file={tmp}", f"--dbname={url}"], env
         )
         entries = verify_dump(tmp, bindir)
-        _fsync(tmp)
+        checksums.fsync(tmp)
         sums = f"{checksums.sha256_file(tmp)}  {final.name}\n"
         audio_files = None
         if uploads_dir is not None:
             _create_private(tmp_audio)
             audio_files = archive_uploads(uploads_dir, tmp_audio)
-            _fsync(tmp_audio)
+            checksums.fsync(tmp_audio)
             sums += f"{checksums.sha256_file(tmp_audio)}  {backup.audio.name}\n"
             os.replace(tmp_audio, backup.audio)
         os.replace(tmp, final)
         _write_atomic(backup.sidecar, sums)
-        _fsync(directory)
+        checksums.fsync(directory)
     finally:
         tmp.unlink(missing_ok=True)
         tmp_audio.unlink(missing_ok=True)

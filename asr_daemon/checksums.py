@@ -1,8 +1,9 @@
-"""File checksums shared by the model store and the backups."""
+"""File checksums and fsync, shared by the model store, the uploads and the backups."""
 
 from __future__ import annotations
 
 import hashlib
+import os
 from pathlib import Path
 
 BLOCK = 1 << 22
@@ -15,3 +16,12 @@ def sha256_file(path: Path) -> str:
         while block := f.read(BLOCK):
             h.update(block)
     return h.hexdigest()
+
+
+def fsync(path: Path) -> None:
+    """Flush a file, or a directory's entries (a rename in it), to disk. Blocking."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)

@@ -21,7 +21,7 @@ from typing import Any
 from python_multipart.exceptions import MultipartParseError
 from python_multipart.multipart import MultipartParser, parse_options_header
 
-from asr_daemon import errors
+from asr_daemon import checksums, errors
 
 MAX_FIELD_BYTES = 64 * 1024
 MAX_FIELDS = 64
@@ -107,7 +107,13 @@ class _Sink:
             fn = raw_fn.decode("utf-8", "replace") if raw_fn else None
             self.upload.filename = _clean_filename(fn)
             self.upload.path = self.tmp_dir / f"{uuid.uuid4().hex}.part"
-            self.fh = open(self.upload.path, "wb")  # noqa: SIM115  # closed in close(); tiny syscall
+            try:
+                self.fh = open(self.upload.path, "wb")  # noqa: SIM115  # closed in close(); tiny syscall
+            except OSError as exc:
+                self.upload.path = None  # nothing was created
+                if exc.errno in (errno.ENOSPC, errno.EDQUOT):  # no inode left
+                    raise errors.InsufficientStorage("the server's disk is full: the upload cannot be stored") from None
+                raise
         else:
             self._field_count += 1
             if self._field_count > MAX_FIELDS:
@@ -285,4 +291,7 @@ def commit(upload: Upload, uploads_dir: Path) -> tuple[Path, bool]:
         return final, False
     os.replace(upload.path, final)
     upload.path = None
+    # the rename itself must reach the disk before the job row is committed: after a power loss a
+    # committed row must never point at a file that is not there
+    checksums.fsync(uploads_dir)
     return final, True

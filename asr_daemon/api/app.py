@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import logging
 import time
 from collections.abc import AsyncIterator
@@ -101,7 +102,15 @@ def on_unexpected(request: Request[Any, Any, Any], exc: Exception) -> Response[A
 
 
 def on_db_down(request: Request[Any, Any, Any], exc: Exception) -> Response[Any]:
-    """PostgreSQL unreachable: 503 with Retry-After, never a 500."""
+    """PostgreSQL unreachable: 503 with Retry-After, never a 500.
+
+    OSError is in DB_UNAVAILABLE for asyncpg's connection errors, which name no file; one that names
+    a file is the server's own disk: full (507), or a fault that must not pass for a database outage.
+    """
+    if isinstance(exc, OSError) and exc.filename is not None:
+        if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+            return on_asr_error(request, errors.InsufficientStorage("the server's disk is full; nothing was stored"))
+        return on_unexpected(request, exc)
     log.warning("database_unavailable", extra={"error": type(exc).__name__})
     body = errors.Unavailable("the database is unavailable; nothing was stored, retry shortly").body()
     return _error(request, 503, body, 5)

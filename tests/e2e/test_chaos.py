@@ -251,11 +251,11 @@ def test_redis_stopped_and_flushed_during_a_run_loses_nothing(
 
 
 @contextlib.contextmanager
-def tmpfs(path: Path, size: str) -> Iterator[None]:
+def tmpfs(path: Path, options: str) -> Iterator[None]:
     """Mount a small tmpfs at `path` (needs root); skip the test where mounting is not permitted."""
     path.mkdir(parents=True, exist_ok=True)
     done = subprocess.run(
-        ["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(path)], check=False, capture_output=True, text=True
+        ["mount", "-t", "tmpfs", "-o", options, "tmpfs", str(path)], check=False, capture_output=True, text=True
     )
     if done.returncode != 0:
         pytest.skip(f"cannot mount a tmpfs here ({done.stderr.strip()}): the disk-full test needs root")
@@ -271,7 +271,7 @@ def test_full_uploads_disk_gives_507_and_recovers(
     """Uploads on a full 2 MiB tmpfs: 507 + Retry-After, no partial file or row; works once space returns."""
     d = make_daemon(start=False)
     uploads = d.state_dir / "uploads"
-    with tmpfs(uploads, "2m"):
+    with tmpfs(uploads, "size=2m"):
         d.start()
         filler = uploads / "filler"
         subprocess.run(["dd", "if=/dev/zero", f"of={filler}", "bs=64k"], capture_output=True, check=False)
@@ -287,4 +287,32 @@ def test_full_uploads_disk_gives_507_and_recovers(
             assert r.status_code == 202, r.text
         jobs = wait_all_finished(pg, d, timeout=120)
         assert [j["status"] for j in jobs] == ["completed"]
+        d.stop()
+
+
+def test_no_inode_left_gives_507_not_a_database_error(
+    make_daemon: Callable[..., Daemon], pg: services.Postgres, jfk: Path
+) -> None:
+    """With no inode left for the upload's temporary file the answer is 507 (not 503 "database"), nothing is kept."""
+    d = make_daemon(start=False)
+    uploads = d.state_dir / "uploads"
+    with tmpfs(uploads, "size=8m,nr_inodes=64"):
+        d.start()
+        (uploads / "tmp").mkdir(exist_ok=True)  # as after a first upload: the file itself cannot be created
+        fillers = []
+        with contextlib.suppress(OSError):
+            for n in range(1000):
+                (uploads / f"filler{n}").touch()
+                fillers.append(uploads / f"filler{n}")
+        assert len(fillers) < 1000, "the inode limit did not apply"
+        with d.client() as c:
+            r = c.post("/v1/jobs", files={"file": jfk.open("rb")})
+            assert r.status_code == 507, r.text
+            assert "disk is full" in r.json()["error"]["message"]
+            assert sql_json(pg, d, "SELECT id FROM jobs") == []
+            assert sorted(p.name for p in uploads.iterdir()) == sorted([f.name for f in fillers] + ["tmp"])
+            for f in fillers:
+                f.unlink()
+            assert c.post("/v1/jobs", files={"file": jfk.open("rb")}).status_code == 202
+        assert [j["status"] for j in wait_all_finished(pg, d, timeout=120)] == ["completed"]
         d.stop()
