@@ -3,6 +3,11 @@
 Nothing here is needed to recover: every call fails soft (a Redis outage only means the worker and
 event streams fall back to polling PostgreSQL), and redis-py reconnects by itself when Redis returns.
 Within the process, wake-ups and job notifications also go directly to local waiters.
+
+A Redis that is stopped answers "connection refused" at once; one that hangs (stopped with SIGSTOP,
+swapping, a full network buffer) would not answer at all. So the calls made on a request's or a
+job's path (ring, publish) give up after REDIS_TIMEOUT, and after such a timeout the hub leaves Redis
+alone for HUNG_BACKOFF_S, so a hung Redis costs a job at most one wait every few seconds.
 """
 
 from __future__ import annotations
@@ -10,8 +15,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 import uuid
 from collections import defaultdict
+from collections.abc import Awaitable, Callable
 
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError
@@ -22,6 +29,8 @@ DOORBELL = "asr:doorbell"
 CHANNEL_PREFIX = "asr:job:"
 DOORBELL_CAP = 100
 RECONNECT_S = 1.0  # how soon a lost Redis is tried again
+REDIS_TIMEOUT = 0.5  # seconds a ring or publish may wait for Redis
+HUNG_BACKOFF_S = 5.0  # after a timed-out call, Redis is skipped this long
 
 
 def connect(url: str) -> aioredis.Redis:
@@ -31,15 +40,20 @@ def connect(url: str) -> aioredis.Redis:
     )
 
 
+async def _ring(client: aioredis.Redis) -> None:
+    async with client.pipeline(transaction=False) as pipe:
+        pipe.lpush(DOORBELL, "1")
+        pipe.ltrim(DOORBELL, 0, DOORBELL_CAP - 1)
+        await pipe.execute()
+
+
 async def ring(client: aioredis.Redis) -> bool:
-    """Ring the doorbell for workers in any process; False when Redis is unreachable."""
+    """Ring the doorbell for workers in any process; False when Redis is unreachable or hung."""
     try:
-        async with client.pipeline(transaction=False) as pipe:
-            pipe.lpush(DOORBELL, "1")
-            pipe.ltrim(DOORBELL, 0, DOORBELL_CAP - 1)
-            await pipe.execute()
+        async with asyncio.timeout(REDIS_TIMEOUT):
+            await _ring(client)
         return True
-    except (RedisError, OSError):
+    except (RedisError, OSError, TimeoutError):
         return False
 
 
@@ -60,12 +74,26 @@ class Hub:
         self.bell = asyncio.Event()
         self._waiters: dict[uuid.UUID, set[asyncio.Event]] = defaultdict(set)
         self.redis_up = False
+        self._hung_until = 0.0
+
+    async def _quick(self, call: Callable[[], Awaitable[object]]) -> None:
+        """One Redis call on a request's or job's path: bounded, failing soft, skipped while Redis hangs."""
+        if time.monotonic() < self._hung_until:
+            return
+        try:
+            async with asyncio.timeout(REDIS_TIMEOUT):
+                await call()
+        except TimeoutError:
+            self._hung_until = time.monotonic() + HUNG_BACKOFF_S
+            log.warning("redis_hung", extra={"event": "redis_hung", "skip_s": HUNG_BACKOFF_S})
+        except (RedisError, OSError):
+            pass
 
     # --- worker doorbell -------------------------------------------------------------------
     async def ring(self) -> None:
         """Wake the local worker now and workers elsewhere through Redis."""
         self.bell.set()
-        await ring(self.client)
+        await self._quick(lambda: _ring(self.client))
 
     async def wait_bell(self, timeout: float) -> None:
         """Wait for the doorbell or `timeout` seconds, whichever comes first."""
@@ -108,8 +136,7 @@ class Hub:
     async def notify(self, job_id: uuid.UUID) -> None:
         """Job `job_id` changed (state or a new segment): wake local and remote followers."""
         self._wake(job_id)
-        with contextlib.suppress(RedisError, OSError):
-            await self.client.publish(CHANNEL_PREFIX + str(job_id), "1")
+        await self._quick(lambda: self.client.publish(CHANNEL_PREFIX + str(job_id), "1"))
 
     async def listen_events(self) -> None:
         """Forever: relay job notifications published by other processes to local followers."""

@@ -112,6 +112,39 @@ async def test_postgres_outage_gives_503_then_recovers_without_restart(
 
 
 @pytest.mark.slow
+def test_hung_redis_holds_up_neither_the_api_nor_the_worker(
+    make_daemon: Callable[..., Daemon], speech: Callable[..., Path], redis_server: services.Redis
+) -> None:
+    """A Redis that hangs (SIGSTOP: connections accepted, never answered) costs a submission and a job
+    at most a short bounded wait: 202 at once, the job completes with its events, then Redis is used again."""
+    daemon = make_daemon(ASR_POLL_INTERVAL="1")
+    long_clip = speech(PARAGRAPH, repeat=4)  # about a minute: many segments to publish
+    assert redis_server.proc is not None
+    redis_server.proc.send_signal(signal.SIGSTOP)
+    try:
+        with daemon.client(timeout=30) as c:
+            t0 = time.monotonic()
+            r = submit(c, long_clip)
+            accepted_in = time.monotonic() - t0
+            assert r.status_code == 202 and accepted_in < 3, (r.status_code, accepted_in)
+            job_id = r.json()["id"]
+            events = sse(c, job_id)
+            assert [e[1] for e in events][-1] == "completed"
+            assert sum(1 for e in events if e[1] == "segment") >= 3
+            job = wait_status(c, job_id, {"completed"}, timeout=30)
+            # every segment published would have waited 0.5 s: after one timeout Redis is skipped a while
+            assert job["timings"]["transcribe_s"] < job["audio"]["duration_s"]
+        assert '"redis_hung"' in daemon.logs()
+    finally:
+        redis_server.proc.send_signal(signal.SIGCONT)
+    with daemon.client() as c:
+        deadline = time.monotonic() + 15
+        while c.get("/readyz").status_code != 200 and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert c.get("/readyz").json()["checks"]["redis"] == "ok"
+
+
+@pytest.mark.slow
 async def test_redis_outage_loses_nothing_and_redis_is_used_again(
     make_daemon: Callable[..., Daemon],
     jfk: Path,
