@@ -72,7 +72,9 @@ class _Totals(Collector):
 
     def collect(self) -> Iterable[Metric]:
         fam = CounterMetricFamily(
-            "asr_jobs_finished", "Jobs that reached a final state (all processes, from PostgreSQL)", labels=["status"]
+            "asr_jobs_finished",
+            "Jobs that reached a final state (all processes; PostgreSQL's job_totals, which purges leave alone)",
+            labels=["status"],
         )
         for status in FINAL_STATES:
             if status in self.jobs:
@@ -194,7 +196,7 @@ class Metrics:
             self.queue_depth.set(queued)
             self.oldest_queued.set(float(stats["oldest_queued_s"] or 0))
         if totals is not None:
-            self._totals.jobs = totals
+            self._totals.jobs = {status: totals.get(status, 0) for status in FINAL_STATES}
         self._totals.models = cache.stats()
         self.running.set(running)
         busy = running > 0 or queued > 0

@@ -32,7 +32,7 @@ async def metrics(state: State) -> Response[bytes]:
     try:
         async with asyncio.timeout(2):
             stats = await queries.queue_stats(state.pool)
-            totals = await queries.jobs_by_status(state.pool)
+            totals = await queries.jobs_finished_totals(state.pool)
     except DB_ERRORS:
         pass
     m.refresh(stats, totals, state.worker.running, state.models)

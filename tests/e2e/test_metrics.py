@@ -6,6 +6,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+import asyncpg
 from prometheus_client.parser import text_string_to_metric_families
 
 from tests.conftest import Daemon
@@ -44,6 +45,7 @@ def test_metrics_after_a_transcription(daemon: Daemon, jfk: Path) -> None:
     assert value(m, "asr_http_requests_total", route="unmatched", status="404") == 1
     assert value(m, "asr_http_requests_total", route="/v1/jobs/{job_id}", status="400") == 1
     assert value(m, "asr_jobs_finished_total", status="completed") == 1
+    assert value(m, "asr_jobs_finished_total", status="failed") == 0
     assert 4 < value(m, "asr_audio_seconds_total", model="tiny.en") < 10
     assert value(m, "asr_realtime_factor_count", model="tiny.en", device="cpu") == 1
     assert 0 < value(m, "asr_realtime_factor_sum", model="tiny.en", device="cpu") < 5
@@ -62,6 +64,29 @@ def test_metrics_after_a_transcription(daemon: Daemon, jfk: Path) -> None:
     assert value(m, "asr_start_info", reason="unknown") == 1
     assert value(m, "asr_workers") == 1
     assert "asr_gpu_memory_used_bytes" not in m  # no GPU here: absent rather than zero
+
+
+async def test_jobs_finished_counter_never_goes_down(daemon: Daemon, jfk: Path, database: str) -> None:
+    """asr_jobs_finished_total counts arrivals: a retry adds one more, a purge of the rows takes none away."""
+    with daemon.client() as c:
+        job_id = c.post("/v1/audio/transcriptions", files={"file": jfk.open("rb")}).headers["x-job-id"]
+    conn = await asyncpg.connect(database)
+    try:
+        # what `asrctl jobs retry` and `asrctl jobs purge` do to the rows
+        await conn.execute("UPDATE jobs SET status = 'failed' WHERE id = $1", job_id)
+        await conn.execute("UPDATE jobs SET status = 'queued' WHERE id = $1", job_id)
+        await conn.execute("UPDATE jobs SET status = 'completed' WHERE id = $1", job_id)
+        m = scrape(daemon)
+        assert value(m, "asr_jobs_finished_total", status="completed") == 2
+        assert value(m, "asr_jobs_finished_total", status="failed") == 1
+        await conn.execute("DELETE FROM segments")
+        await conn.execute("DELETE FROM jobs")
+    finally:
+        await conn.close()
+    m = scrape(daemon)
+    assert value(m, "asr_jobs_finished_total", status="completed") == 2
+    assert value(m, "asr_jobs_finished_total", status="failed") == 1
+    assert value(m, "asr_jobs_finished_total", status="cancelled") == 0
 
 
 def test_probes_and_scrapes_are_not_activity(make_daemon: Callable[..., Daemon]) -> None:
