@@ -155,15 +155,28 @@ def _ogg_page_len(page: bytes) -> int:
 
 
 def _check_decodes(stream: av.AudioStream, head: list[Any], tail: collections.deque[Any]) -> None:
+    """Decode the first and last packets: they must decode, and to no more audio than they claim
+    (a container whose timestamps shrink the audio would pass the duration limit and jump the queue)."""
     ctx = stream.codec_context
     decoded = 0
+    claimed, known = 0.0, stream.time_base is not None
     for packet in itertools.chain(head, tail):
+        if packet.duration and stream.time_base is not None:
+            claimed += float(packet.duration * stream.time_base)
+        else:
+            known = False
         try:
             decoded += sum(f.samples for f in ctx.decode(packet))
         except av.FFmpegError:
             raise errors.BadAudio("the audio is corrupt or truncated: a frame cannot be decoded") from None
     if decoded == 0 and len(head) + len(tail) >= 4:
         raise errors.BadAudio("the audio is corrupt: no frame decodes to any sample")
+    rate = ctx.sample_rate or 0
+    if known and rate and decoded / rate > 2 * claimed + 0.1:
+        raise errors.BadAudio(
+            f"the file's timestamps disagree with its audio: packets that claim {claimed:.3f} s decode to "
+            f"{decoded / rate:.3f} s (re-encode or re-mux it)"
+        )
 
 
 def _ignore_invalid(frames: Iterator[av.AudioFrame]) -> Iterator[av.AudioFrame]:

@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from asr_daemon import audio, device, jobs
+from asr_daemon import audio, device, errors, jobs
 
 #: A window's last segments that end within this many seconds of the window's end are dropped
 #: and transcribed again at the start of the next window (they may be cut mid-word).
@@ -76,15 +76,20 @@ def load_model(path: Path, device: str, compute_type: str, cpu_threads: int, num
     return model
 
 
-def _windows(path: Path, skip_s: float, window_s: float) -> Generator[tuple[np.ndarray, bool], int, None]:
+def _windows(
+    path: Path, skip_s: float, window_s: float, max_s: float | None = None
+) -> Generator[tuple[np.ndarray, bool], int, None]:
     """Yield (samples, is_last) windows of about `window_s` seconds, after skipping `skip_s`.
 
     The caller tells how much of each window it consumed by `send`ing the number of samples; the
     rest is carried into the next window. Each window is joined from its chunks once (growing one
-    buffer chunk by chunk would copy it over and over and fragment the heap).
+    buffer chunk by chunk would copy it over and over and fragment the heap). Audio that decodes to
+    more than `max_s` seconds raises `JobFailed`: its container lied about its length at intake.
     """
     want = int(window_s * audio.SAMPLE_RATE)
     skip = int(skip_s * audio.SAMPLE_RATE)
+    limit = None if max_s is None else int(max_s * audio.SAMPLE_RATE)
+    decoded = 0
     carry = np.zeros(0, dtype=np.float32)
     chunks = audio.stream(path)
     done = False
@@ -96,6 +101,12 @@ def _windows(path: Path, skip_s: float, window_s: float) -> Generator[tuple[np.n
             except StopIteration:
                 done = True
                 break
+            decoded += len(chunk)
+            if limit is not None and decoded > limit:
+                raise errors.JobFailed(
+                    f"the audio decodes to more than {max_s:.0f} s although its file declared less; "
+                    "re-encode it and submit it again"
+                )
             if skip:
                 cut = min(skip, len(chunk))
                 chunk, skip = chunk[cut:], skip - cut
@@ -138,6 +149,7 @@ def transcribe(
     batch_size: int = 0,
     resume_from: float = 0.0,
     first_seq: int = 0,
+    max_audio_s: float | None = None,
     language: str | None = None,
     prompt_tail: str = "",
     on_info: Callable[[str, float], None] = lambda lang, prob: None,
@@ -158,7 +170,7 @@ def transcribe(
     if prompt_tail:
         prompt = prompt_tail[-PROMPT_CHARS:]
     t0 = time.perf_counter()
-    gen = _windows(path, resume_from, window_s)
+    gen = _windows(path, resume_from, window_s, max_audio_s)
     try:
         window, last = next(gen)
     except StopIteration:

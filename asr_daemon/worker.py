@@ -254,6 +254,8 @@ class Worker:
             batch_size=s.batch_size,
             resume_from=resume["resume_from"],
             first_seq=resume["next_seq"],
+            # the probe measured the file's own claim; what decodes may exceed it only by rounding
+            max_audio_s=run.row["duration_s"] * 1.05 + 30,
             language=run.row["language"] if resume["next_seq"] else None,
             prompt_tail=resume["text_tail"],
             on_info=on_info,

@@ -111,3 +111,23 @@ def zip_of(src: Path) -> bytes:
     with zipfile.ZipFile(buf, "w") as z:
         z.write(src, src.name)
     return buf.getvalue()
+
+
+def lying_duration(src: Path, dst: Path, factor: int = 100) -> Path:
+    """Re-mux Opus audio from `src` (any format) into Matroska with every packet's timestamps and
+    duration divided by `factor`: the container claims 1/factor of the audio that really decodes."""
+    if dst.exists():
+        return dst
+    honest = transcode(src, dst.with_suffix(".honest.mka"), "matroska", "libopus", 48000)
+    with av.open(str(honest)) as inp, av.open(str(dst), "w", format="matroska") as out:
+        in_stream = inp.streams.audio[0]
+        stream = out.add_stream_from_template(in_stream)
+        for packet in inp.demux(in_stream):
+            if packet.dts is None:
+                continue
+            packet.pts = packet.pts // factor if packet.pts is not None else None
+            packet.dts = packet.dts // factor
+            packet.duration = max(1, (packet.duration or 0) // factor)
+            packet.stream = stream
+            out.mux(packet)
+    return dst

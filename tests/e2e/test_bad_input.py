@@ -78,6 +78,7 @@ def m(speech: Callable[..., Path], tmp_path_factory: pytest.TempPathFactory) -> 
         "wav_promises_more": media.wav_bytes(pcm, declared=3600 * 32000),
         "wav_empty": media.wav_bytes(b""),
         "ten_hours": media.silence(out / "ten-hours.flac", 36000),
+        "lying_duration": media.lying_duration(flac, out / "lying.mka"),
         "video": media.video_without_audio(out / "video.mp4"),
         "zip": media.zip_of(clip),
         "random": bytes(rnd.getrandbits(8) for _ in range(50000)),
@@ -161,6 +162,8 @@ REJECTED = [
     Case("wav-header-promises-more", _file("wav_promises_more", "a.wav"), 400),
     Case("zero-length-audio", _file("wav_empty", "a.wav"), 400),
     Case("ten-hours-of-silence", _file("ten_hours", "long.flac"), 413),
+    # timestamps divided by 100: the container claims 1/100 of the audio (duration limit, queue order)
+    Case("container-shrinks-its-duration", _file("lying_duration", "short.mka"), 400),
     Case("video-without-audio", _file("video", "movie.mp4"), 415),
     Case("zip-archive", _file("zip", "audio.zip"), 415),
     Case("text-file", _f(("file", "just some words\n" * 100, "notes.mp3")), 415),

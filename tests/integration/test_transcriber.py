@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from asr_daemon import audio, jobs, transcriber
+from asr_daemon import audio, errors, jobs, transcriber
 
 TEXT = "Every window of a long recording is transcribed in turn, and no sentence is lost at the seams. "
 
@@ -68,3 +68,11 @@ def test_batched_pipeline_handles_long_windows(model: object, minute: Path) -> N
     """With a batch size, windows over a minute go through the batched pipeline (which needs VAD)."""
     segs = run(model, minute, batch_size=4, window_s=600)
     assert segs and segs[-1].end > audio.probe(minute).duration - 3
+
+
+def test_audio_longer_than_its_file_declared_fails_the_job(model: object, minute: Path) -> None:
+    """Decoding past `max_audio_s` (the duration the probe measured, plus slack) fails the job before
+    more is transcribed; within the bound the whole file is transcribed."""
+    with pytest.raises(errors.JobFailed, match="decodes to more than 20 s"):
+        run(model, minute, max_audio_s=20, window_s=10)
+    assert run(model, minute, max_audio_s=120, window_s=30)[-1].end > 40
