@@ -67,8 +67,8 @@ class Intake:
             existing = await queries.get_by_idempotency_key(self.pool, idempotency_key)
             if existing is not None:
                 return _replay(existing, api_key_id)
-        if await queries.count_queued(self.pool) >= s.max_queued_jobs:
-            raise errors.QueueFull(f"the queue holds {s.max_queued_jobs} jobs, its limit (ASR_MAX_QUEUED_JOBS)")
+        if await queries.count_queued(self.pool) >= s.max_queued_jobs:  # before the upload: cheap refusal
+            raise errors.QueueFull(_queue_full(s.max_queued_jobs))
         with self.slots.hold(api_key_id):
             upload = await uploads.receive(
                 body,
@@ -126,7 +126,10 @@ class Intake:
                     idempotency_key=idempotency_key,
                     webhook_url=req.webhook_url,
                     api_key_id=api_key_id,
+                    max_queued=s.max_queued_jobs,
                 )
+                if row is None:  # others filled the queue while this upload streamed
+                    raise errors.QueueFull(_queue_full(s.max_queued_jobs))
             except BaseException as exc:
                 if created:
                     with contextlib.suppress(FileNotFoundError):
@@ -148,6 +151,10 @@ class Intake:
         await self.hub.ring()
         await self.hub.notify(row["id"])
         return Accepted(job=row, request=req)
+
+
+def _queue_full(limit: int) -> str:
+    return f"the queue holds {limit} jobs, its limit (ASR_MAX_QUEUED_JOBS)"
 
 
 def _replay(existing: Any, api_key_id: int | None) -> Accepted:

@@ -6,6 +6,7 @@ worker = ...`); when no row comes back, someone else moved the job first and the
 
 from __future__ import annotations
 
+import contextlib
 import uuid
 from collections.abc import Sequence
 from datetime import datetime
@@ -15,6 +16,9 @@ import asyncpg
 
 Conn = asyncpg.Connection | asyncpg.Pool
 Row = asyncpg.Record
+
+#: pg_advisory_xact_lock key serialising the queue-bound check with the insert ("asrq")
+QUEUE_LOCK = 0x61737271
 
 #: Within a priority, shortest audio first, aged: each second waited counts as this many seconds
 #: less audio, so a long file waits at most (its duration / AGING) behind a stream of short ones.
@@ -37,29 +41,44 @@ async def insert_job(
     idempotency_key: str | None,
     webhook_url: str | None,
     api_key_id: int | None = None,
-) -> Row:
-    """Insert a queued job; raises `UniqueViolationError` on a reused idempotency key."""
-    row: Row | None = await conn.fetchrow(
-        """
-        INSERT INTO jobs (id, model, options, fingerprint, priority, audio_sha256, audio_bytes, filename,
-                          duration_s, max_attempts, idempotency_key, webhook_url, api_key_id)
-        VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)
-        RETURNING *
-        """,
-        job_id,
-        model,
-        options,
-        fingerprint,
-        priority,
-        audio_sha256,
-        audio_bytes,
-        filename,
-        duration_s,
-        max_attempts,
-        idempotency_key,
-        webhook_url,
-        api_key_id,
-    )
+    max_queued: int | None = None,
+) -> Row | None:
+    """Insert a queued job; None when `max_queued` jobs already wait. The count and the insert run
+    under one advisory lock, so submissions finishing their uploads together cannot overshoot the
+    bound. Raises `UniqueViolationError` on a reused idempotency key."""
+    async with contextlib.AsyncExitStack() as stack:
+        c: asyncpg.Connection = (
+            # PoolAcquireContext is an async context manager yielding a Connection; asyncpg's stubs say otherwise
+            await stack.enter_async_context(conn.acquire())  # type: ignore[arg-type]
+            if isinstance(conn, asyncpg.Pool)
+            else conn
+        )
+        await stack.enter_async_context(c.transaction())
+        if max_queued is not None:
+            await c.execute("SELECT pg_advisory_xact_lock($1)", QUEUE_LOCK)
+            if await c.fetchval("SELECT count(*) FROM jobs WHERE status = 'queued'") >= max_queued:
+                return None
+        row: Row | None = await c.fetchrow(
+            """
+            INSERT INTO jobs (id, model, options, fingerprint, priority, audio_sha256, audio_bytes, filename,
+                              duration_s, max_attempts, idempotency_key, webhook_url, api_key_id)
+            VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)
+            RETURNING *
+            """,
+            job_id,
+            model,
+            options,
+            fingerprint,
+            priority,
+            audio_sha256,
+            audio_bytes,
+            filename,
+            duration_s,
+            max_attempts,
+            idempotency_key,
+            webhook_url,
+            api_key_id,
+        )
     assert row is not None  # the statement always returns one row
     return row
 

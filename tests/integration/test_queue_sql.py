@@ -198,3 +198,41 @@ def test_migration_files_are_named_and_numbered(tmp_path: Path) -> None:
     (tmp_path / "2-bad.sql").write_text("SELECT 1")
     with pytest.raises(ValueError, match="not named"):
         migrate.load(tmp_path)
+
+
+async def test_queue_bound_holds_for_submissions_that_finish_together(database: str) -> None:
+    """Eight inserts racing for a queue bounded at 3 (each past the early count, like uploads that
+    end together): exactly 3 rows go in, the others get None."""
+
+    async def codecs(c: asyncpg.Connection) -> None:
+        for typ in ("json", "jsonb"):
+            await c.set_type_codec(typ, encoder=json.dumps, decoder=json.loads, schema="pg_catalog")
+
+    pool = await asyncpg.create_pool(database, min_size=8, max_size=8, init=codecs)
+    assert pool is not None
+    try:
+
+        async def submit(n: int) -> object:
+            job_id = uuid.uuid4()
+            return await queries.insert_job(
+                pool,
+                job_id=job_id,
+                model="tiny.en",
+                options=jobs.Options().to_json(),
+                fingerprint=job_id.hex,
+                priority=0,
+                audio_sha256=f"{n:064d}",
+                audio_bytes=1,
+                filename=None,
+                duration_s=1.0,
+                max_attempts=3,
+                idempotency_key=None,
+                webhook_url=None,
+                max_queued=3,
+            )
+
+        results = await asyncio.gather(*(submit(n) for n in range(8)))
+        assert sum(r is not None for r in results) == 3
+        assert await pool.fetchval("SELECT count(*) FROM jobs WHERE status = 'queued'") == 3
+    finally:
+        await pool.close()
