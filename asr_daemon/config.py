@@ -117,7 +117,8 @@ class Settings(BaseSettings):
     """Uploaded audio of finished jobs is deleted after this many days; transcripts stay. 0 keeps it."""
 
     webhook_secret: SecretStr | None = None
-    """HMAC-SHA256 key for the `X-Asr-Signature` header of webhook deliveries."""
+    """HMAC-SHA256 key for the `X-Asr-Signature` header of webhook deliveries; without one, a
+    submission with `webhook_url` is refused (400), since every webhook is signed."""
 
     webhook_attempts: int = Field(5, ge=1)
     """Delivery attempts per webhook, with exponential backoff."""

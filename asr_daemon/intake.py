@@ -98,6 +98,11 @@ class Intake:
             raise errors.BadRequest(str(exc)) from None
         if upload.path is None:
             raise errors.BadRequest("no 'file' field: send the audio as a multipart field named 'file'")
+        if req.webhook_url and s.webhook_secret is None:
+            raise errors.BadRequest(
+                "webhook_url needs a signing secret on the server (webhooks are always signed): "
+                "the operator sets ASR_WEBHOOK_SECRET"
+            )
         if upload.size == 0:
             raise errors.BadAudio("the uploaded file is empty")
         model_name, _ = models.resolve(s.models_dir, req.model, s.model)

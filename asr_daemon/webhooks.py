@@ -73,7 +73,7 @@ async def deliver(settings: Settings, pool: asyncpg.Pool, job_id: uuid.UUID) -> 
     async with httpx.AsyncClient(timeout=settings.webhook_timeout, follow_redirects=False) as client:
         for attempt in range(len(earlier) + 1, settings.webhook_attempts + 1):
             headers = {"Content-Type": "application/json", "User-Agent": "asr-server"}
-            if secret:
+            if secret:  # always, for jobs accepted since intake refuses a webhook_url without one
                 headers["X-Asr-Signature"] = sign(secret, int(time.time()), body)
             code: int | None = None
             error: str | None = None

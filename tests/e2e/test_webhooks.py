@@ -104,3 +104,13 @@ async def test_failed_job_webhook_is_signed_retried_with_backoff_and_does_not_bl
     payload = httpx.Response(200, content=hook.calls[-1][2]).json()
     assert (payload["type"], payload["status"], payload["id"]) == ("job.failed", "failed", str(failing))
     assert "no longer on disk" in payload["error"]
+
+
+def test_webhook_url_without_a_server_secret_is_refused(daemon: Daemon, jfk: Path) -> None:
+    """With no ASR_WEBHOOK_SECRET a webhook could not be signed: the submission gets a 400 naming the
+    setting, and nothing is stored."""
+    with daemon.client() as c:
+        r = submit(c, jfk, webhook_url="http://127.0.0.1:9/hook")
+        assert r.status_code == 400 and "ASR_WEBHOOK_SECRET" in r.json()["error"]["message"]
+        assert c.get("/v1/jobs").json()["data"] == []
+    assert not [p for p in (daemon.state_dir / "uploads").rglob("*") if p.is_file()]
