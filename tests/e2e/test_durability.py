@@ -411,3 +411,31 @@ async def test_a_webhook_interrupted_by_a_stop_is_delivered_after_restart(
             deliveries = c.get(f"/v1/jobs/{job_id}").json()["webhook_deliveries"]
     assert len(Receiver.calls) >= 2 and deliveries[-1]["status_code"] == 200
     assert [d["attempt"] for d in deliveries] == list(range(1, len(deliveries) + 1))
+
+
+async def test_database_lost_at_the_insert_leaves_no_stored_audio(daemon: Daemon, jfk: Path, database: str) -> None:
+    """PostgreSQL drops the connection exactly at the job's INSERT, after the audio was stored: 503,
+    the stored audio is removed again, no row; the next submission works."""
+    conn = await asyncpg.connect(database)
+    try:
+        await conn.execute(
+            """
+            CREATE FUNCTION drop_me() RETURNS trigger LANGUAGE plpgsql AS $$
+            BEGIN PERFORM pg_terminate_backend(pg_backend_pid()); RETURN NEW; END $$;
+            CREATE TRIGGER drop_me BEFORE INSERT ON jobs FOR EACH ROW EXECUTE FUNCTION drop_me();
+            """
+        )
+        with daemon.client() as c:
+            r = submit(c, jfk)
+            assert r.status_code == 503 and "database" in r.json()["error"]["message"], r.text
+            assert not [p for p in (daemon.state_dir / "uploads").iterdir() if p.is_file()]
+            assert not leftover_files(daemon.state_dir)
+            assert await conn.fetchval("SELECT count(*) FROM jobs") == 0
+            await conn.execute("DROP TRIGGER drop_me ON jobs; DROP FUNCTION drop_me()")
+            r = submit(c, jfk)
+            assert r.status_code == 202, r.text
+            assert [p.name for p in (daemon.state_dir / "uploads").iterdir() if p.is_file()] == [
+                hashlib.sha256(jfk.read_bytes()).hexdigest()
+            ]
+    finally:
+        await conn.close()
