@@ -31,6 +31,32 @@ def test_transcription_matches_faster_whisper_called_directly(daemon: Daemon, jf
 
 
 @pytest.mark.parametrize(
+    ("form", "direct"),
+    [
+        # each changes tiny.en's output for this clip, so an option dropped on the way would show
+        ({"prompt": "AND SO, MY FELLOW AMERICANS!"}, {"initial_prompt": "AND SO, MY FELLOW AMERICANS!"}),
+        (
+            {"temperature": "0", "beam_size": "1", "language": "en"},
+            {"temperature": 0.0, "beam_size": 1, "language": "en"},
+        ),
+    ],
+    ids=["prompt", "temperature-beam-language"],
+)
+def test_options_reach_faster_whisper(
+    daemon: Daemon, jfk: Path, models_dir: Path, form: dict[str, str], direct: dict[str, object]
+) -> None:
+    """prompt, temperature, beam_size and language give exactly faster-whisper's output with the same arguments."""
+    with daemon.client() as c:
+        r = c.post("/v1/audio/transcriptions", files={"file": jfk.open("rb")}, data=form)
+    assert r.status_code == 200, r.text
+    model = WhisperModel(str(models_dir / "tiny.en"), device="cpu", compute_type="int8")
+    with_options = "".join(s.text for s in model.transcribe(str(jfk), **direct)[0]).strip()  # type: ignore[arg-type]
+    without = "".join(s.text for s in model.transcribe(str(jfk))[0]).strip()
+    assert with_options != without, "these options no longer change the output: pick others"
+    assert r.json()["text"] == with_options
+
+
+@pytest.mark.parametrize(
     ("fmt", "check"),
     [
         ("text", lambda body: "country" in body.lower() and not body.startswith("{")),
