@@ -39,7 +39,8 @@ def machine(res: dict[str, Any]) -> list[str]:
             f"- Model {res['model']}, compute type {res['compute_type']}, CPU; daemon settings: `{settings}`, "
             "and for every bench daemon `ASR_DEDUP=false` (the same clip is sent again and again: every request "
             "must run the model) and `ASR_MAX_UPLOADS_PER_KEY=64` (16 clients upload at once as one anonymous "
-            "caller; the shipped 4 would answer some with 429); others default. The library baseline is `WhisperModel(dir, device='cpu', compute_type='int8', "
+            "caller; the shipped 4 would answer some with 429); others default. "
+            "The library baseline is `WhisperModel(dir, device='cpu', compute_type='int8', "
             f"cpu_threads={res['library_threads']})`, `model.transcribe(path, beam_size=5)` consumed to the end, "
             "loaded once in the benchmark process."
         ),
