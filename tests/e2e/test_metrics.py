@@ -10,6 +10,7 @@ import asyncpg
 from prometheus_client.parser import text_string_to_metric_families
 
 from tests.conftest import Daemon
+from tests.e2e.test_jobs import PARAGRAPH, submit, wait_status
 
 
 def scrape(daemon: Daemon) -> dict[str, list[tuple[dict[str, str], float]]]:
@@ -103,3 +104,22 @@ def test_probes_and_scrapes_are_not_activity(make_daemon: Callable[..., Daemon])
         assert value(m, "asr_http_requests_total", route="/metrics", method="GET", status="200") >= 1
         c.get("/v1/jobs")
         assert value(scrape(daemon), "asr_idle_seconds") < 1.0
+
+
+def test_queue_gauges_while_jobs_wait_and_run(daemon: Daemon, speech: Callable[..., Path], jfk: Path) -> None:
+    """With one job running and one queued: asr_jobs_running 1, asr_queue_depth 1, the oldest queued age > 0."""
+    long_clip = speech(PARAGRAPH, repeat=4)
+    with daemon.client() as c:
+        running = submit(c, long_clip).json()["id"]
+        wait_status(c, running, {"running"})
+        queued = submit(c, jfk).json()["id"]
+        time.sleep(0.3)
+        m = scrape(daemon)
+        assert c.get(f"/v1/jobs/{queued}").json()["status"] == "queued"
+        assert value(m, "asr_jobs_running") == 1
+        assert value(m, "asr_queue_depth") == 1
+        assert value(m, "asr_queue_oldest_age_seconds") >= 0.3
+        c.delete(f"/v1/jobs/{running}")
+        assert wait_status(c, queued, {"completed"}, timeout=60)["status"] == "completed"
+    m = scrape(daemon)
+    assert value(m, "asr_jobs_running") == 0 and value(m, "asr_queue_depth") == 0
