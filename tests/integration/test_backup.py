@@ -256,3 +256,34 @@ def test_pg_tool_prefers_configured_bindir(tmp_path: Path) -> None:
     assert bk.pg_tool("pg_dump") == (found[-1] if found else shutil.which("pg_dump"))
     with pytest.raises(bk.BackupError, match="not found in ASR_PG_BINDIR"):
         bk.pg_tool("pg_dump", tmp_path)
+
+
+def test_backup_keep_flags_prune_older_dumps(pg: services.Postgres, db: str, tmp_path: Path) -> None:
+    """`asrctl backup --keep-daily 2 --keep-weekly 0` keeps the newest dump of each of the last two
+    backup days (today's new one included) and removes the others with their sidecars."""
+    out = tmp_path / "b"
+    now = datetime.now(UTC)
+    old = [bk.take(db, out, now=now - timedelta(days=d)).backup.path for d in (3, 2, 1)]
+    assert all(p.exists() for p in old)
+    result = asrctl("backup", "--dir", str(out), "--keep-daily", "2", "--keep-weekly", "0", "--json")
+    assert result.exit_code == 0, result.output + result.stderr
+    new = Path(json.loads(result.stdout)["file"])
+    kept = sorted(p.name for p in out.glob("asr-*.dump"))
+    assert kept == sorted([old[2].name, new.name])
+    assert not [p for p in out.iterdir() if p.name.startswith((old[0].name, old[1].name))]
+
+
+def test_restore_of_a_good_dump_with_database_down_fails_with_one_line(
+    pg: services.Postgres, db: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A valid dump but PostgreSQL unreachable: `restore` and `restore --verify` fail with one line
+    that names the connection, no password in it, and the dump is left as it was."""
+    dump = _backup(tmp_path)
+    before = dump.read_bytes()
+    monkeypatch.setenv("ASR_DATABASE_URL", f"postgresql://asr:s3cretpw@127.0.0.1:{services.free_port()}/asr")
+    for args in (("restore", str(dump), "--force"), ("restore", "--verify", str(dump))):
+        result = asrctl(*args)
+        assert_one_error_line(result)
+        assert "s3cretpw" not in result.output + result.stderr
+        assert any(w in result.stderr.lower() for w in ("connect", "refused", "unreachable")), result.stderr
+    assert dump.read_bytes() == before
