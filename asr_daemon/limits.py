@@ -21,6 +21,7 @@ log = logging.getLogger(__name__)
 
 RATE_PREFIX = "asr:rate:"
 REDIS_TIMEOUT = 0.5  # seconds; a hung Redis must not hold a request
+HUNG_BACKOFF_S = 5.0  # after a timeout, requests pass uncounted this long without asking Redis
 
 
 class RateLimiter:
@@ -33,11 +34,14 @@ class RateLimiter:
     def __init__(self, client: aioredis.Redis) -> None:
         self.client = client
         self.degraded = False
+        self._hung_until = 0.0
 
     async def check(self, bucket: str, per_minute: int) -> None:
         """Count one request in `bucket`; raise `RateLimited` beyond `per_minute` (0: unlimited)."""
         if per_minute <= 0:
             return
+        if time.monotonic() < self._hung_until:
+            return  # Redis hung a moment ago: fail open at once rather than wait on it per request
         now = time.time()
         window = int(now // 60)
         name = f"{RATE_PREFIX}{bucket}:{window}"
@@ -48,6 +52,8 @@ class RateLimiter:
                     pipe.expire(name, 120)
                     count, _ = await pipe.execute()
         except (RedisError, OSError, TimeoutError) as exc:
+            if isinstance(exc, TimeoutError):
+                self._hung_until = time.monotonic() + HUNG_BACKOFF_S
             if not self.degraded:
                 self.degraded = True
                 log.warning("rate_limit_unavailable", extra={"error": type(exc).__name__, "action": "fail_open"})
