@@ -16,7 +16,8 @@ ROOT = Path(__file__).resolve().parent.parent.parent
 
 @pytest.mark.timeout(120)
 def test_bench_smoke_writes_report_and_raw_json(tmp_path: Path, models_dir: Path) -> None:
-    """`python -m bench --smoke` measures every quick section for real and renders each of them."""
+    """`python -m bench --smoke` measures every section for real (long audio and idle on short clips and
+    windows) and renders each of them."""
     out = tmp_path / "benchmarks.md"
     subprocess.run(
         [sys.executable, "-m", "bench", "--smoke", "--out", str(out)],
@@ -30,8 +31,12 @@ def test_bench_smoke_writes_report_and_raw_json(tmp_path: Path, models_dir: Path
     assert over["same_text"] and over["ratio"]["median"] > 0
     assert raw["sections"]["throughput"]["levels"]["2"]["audio_per_wall"]["median"] > 0
     text = out.read_text()
-    for title in ("1. Overhead", "2. Cold start", "3. Throughput", "6. GPU"):
+    for title in ("1. Overhead", "2. Cold start", "3. Throughput", "4. Long audio", "5. Idle", "6. GPU"):
         assert title in text
+    long = raw["sections"]["long"]["clips"][0]
+    assert long["status"] == "completed" and long["peak_rss"] > 50e6 and long["total_s"] > 0, long
+    idle = raw["sections"]["idle"]["idle_stop"]
+    assert 1.0 <= idle["idle_to_gone_s"] < 30, idle  # the watcher's window, then the drain
     if coldstart.available() is None:
         phases = raw["sections"]["coldstart"]["phases"]
         assert phases["model_load"]["median"] > 0 and phases["total"]["median"] > phases["model_load"]["median"]
