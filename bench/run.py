@@ -73,7 +73,7 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--reps", type=int, default=3, help="repetitions of the throughput sweep (default 3)")
     p.add_argument("--no-hour", action="store_true", help="skip the 60-minute clip in the long-audio section")
     p.add_argument("--render", type=Path, metavar="JSON", help="only re-render the report from a raw result")
-    p.add_argument("--smoke", action="store_true", help="one quick run of every section on short clips (long audio: 70 s, idle: a 1 s window)")
+    p.add_argument("--smoke", action="store_true", help="one quick run of every section on short clips")
     p.add_argument("--out", type=Path, default=None, help="where the report goes (default docs/benchmarks.md)")
     p.add_argument(
         "--env",
