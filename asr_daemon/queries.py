@@ -1,4 +1,5 @@
-"""Every SQL statement of the job pipeline, one function each.
+"""Every SQL statement of the job pipeline, one function each (the webhook_deliveries table's own
+statements live in webhooks.py, the orphan sweep's one in orphans.py).
 
 State changes are single statements guarded by the state they expect (`WHERE status = ... AND
 worker = ...`); when no row comes back, someone else moved the job first and the caller backs off.
@@ -383,44 +384,6 @@ async def reap(conn: Conn, stale_after: float, backoff: float) -> list[Row]:
     return rows
 
 
-async def record_delivery(
-    conn: Conn, job_id: uuid.UUID, attempt: int, status_code: int | None, error: str | None
-) -> None:
-    """Log one webhook delivery attempt on the job."""
-    await conn.execute(
-        "INSERT INTO webhook_deliveries (job_id, attempt, status_code, error) VALUES ($1, $2, $3, $4)",
-        job_id,
-        attempt,
-        status_code,
-        error,
-    )
-
-
-async def deliveries(conn: Conn, job_id: uuid.UUID) -> list[Row]:
-    """Webhook delivery attempts of a job, oldest first."""
-    rows: list[Row] = await conn.fetch(
-        "SELECT attempt, status_code, error, delivered_at FROM webhook_deliveries WHERE job_id = $1 ORDER BY id",
-        job_id,
-    )
-    return rows
-
-
-async def undelivered_webhooks(conn: Conn, max_attempts: int) -> list[uuid.UUID]:
-    """Finished jobs whose webhook never got a 2xx and has attempts left (redelivered after a restart)."""
-    rows: Sequence[Row] = await conn.fetch(
-        """
-        SELECT j.id FROM jobs j
-        WHERE j.webhook_url IS NOT NULL AND j.status IN ('completed', 'failed')
-          AND j.finished_at > now() - interval '1 day'
-          AND NOT EXISTS (SELECT 1 FROM webhook_deliveries d
-                          WHERE d.job_id = j.id AND d.status_code BETWEEN 200 AND 299)
-          AND (SELECT count(*) FROM webhook_deliveries d WHERE d.job_id = j.id) < $1
-        """,
-        max_attempts,
-    )
-    return [r["id"] for r in rows]
-
-
 async def audio_expired(conn: Conn, days: float) -> list[str]:
     """Audio hashes whose every job is finished and older than `days`, with the file not yet deleted."""
     rows: Sequence[Row] = await conn.fetch(
@@ -449,15 +412,6 @@ async def audio_needed(conn: Conn, sha256: str) -> bool:
         "SELECT EXISTS (SELECT 1 FROM jobs WHERE audio_sha256 = $1 AND status IN ('queued', 'running'))", sha256
     )
     return needed
-
-
-async def audio_referenced(conn: Conn, shas: list[str]) -> set[str]:
-    """Those of `shas` that some job row points at, its audio not deleted (the orphan sweep keeps them)."""
-    rows: Sequence[Row] = await conn.fetch(
-        "SELECT DISTINCT audio_sha256 FROM jobs WHERE audio_sha256 = ANY($1::text[]) AND audio_deleted_at IS NULL",
-        shas,
-    )
-    return {r["audio_sha256"] for r in rows}
 
 
 async def jobs_finished_totals(conn: Conn) -> dict[str, int]:

@@ -14,6 +14,7 @@ import json
 import logging
 import time
 import uuid
+from collections.abc import Sequence
 from typing import Any
 
 import asyncpg
@@ -63,7 +64,7 @@ async def deliver(settings: Settings, pool: asyncpg.Pool, job_id: uuid.UUID) -> 
     row = await queries.get_job(pool, job_id)
     if row is None or not row["webhook_url"]:
         return False
-    earlier = await queries.deliveries(pool, job_id)
+    earlier = await deliveries(pool, job_id)
     if any(d["status_code"] is not None and 200 <= d["status_code"] < 300 for d in earlier):
         return True
     import httpx  # here, not at the top: it costs ~0.1 s of every cold start (docs/benchmarks.md)
@@ -82,7 +83,7 @@ async def deliver(settings: Settings, pool: asyncpg.Pool, job_id: uuid.UUID) -> 
                 code = resp.status_code
             except httpx.HTTPError as exc:
                 error = type(exc).__name__
-            await queries.record_delivery(pool, job_id, attempt, code, error)
+            await record_delivery(pool, job_id, attempt, code, error)
             if code is not None and 200 <= code < 300:
                 log.info("webhook_delivered", extra={"job_id": str(job_id), "attempt": attempt})
                 return True
@@ -91,3 +92,44 @@ async def deliver(settings: Settings, pool: asyncpg.Pool, job_id: uuid.UUID) -> 
             )
             await asyncio.sleep(min(300.0, 0.5 * 2 ** (attempt - 1)))
     return False
+
+
+# --- the webhook_deliveries table ---------------------------------------------------------------
+
+
+async def record_delivery(
+    conn: queries.Conn, job_id: uuid.UUID, attempt: int, status_code: int | None, error: str | None
+) -> None:
+    """Log one webhook delivery attempt on the job."""
+    await conn.execute(
+        "INSERT INTO webhook_deliveries (job_id, attempt, status_code, error) VALUES ($1, $2, $3, $4)",
+        job_id,
+        attempt,
+        status_code,
+        error,
+    )
+
+
+async def deliveries(conn: queries.Conn, job_id: uuid.UUID) -> list[queries.Row]:
+    """Webhook delivery attempts of a job, oldest first."""
+    rows: list[queries.Row] = await conn.fetch(
+        "SELECT attempt, status_code, error, delivered_at FROM webhook_deliveries WHERE job_id = $1 ORDER BY id",
+        job_id,
+    )
+    return rows
+
+
+async def undelivered(conn: queries.Conn, max_attempts: int) -> list[uuid.UUID]:
+    """Finished jobs whose webhook never got a 2xx and has attempts left (redelivered after a restart)."""
+    rows: Sequence[queries.Row] = await conn.fetch(
+        """
+        SELECT j.id FROM jobs j
+        WHERE j.webhook_url IS NOT NULL AND j.status IN ('completed', 'failed')
+          AND j.finished_at > now() - interval '1 day'
+          AND NOT EXISTS (SELECT 1 FROM webhook_deliveries d
+                          WHERE d.job_id = j.id AND d.status_code BETWEEN 200 AND 299)
+          AND (SELECT count(*) FROM webhook_deliveries d WHERE d.job_id = j.id) < $1
+        """,
+        max_attempts,
+    )
+    return [r["id"] for r in rows]

@@ -95,7 +95,7 @@ class Worker:
     async def _redeliver_webhooks(self) -> None:
         """Webhooks interrupted by a stop or crash are delivered after the next start."""
         try:
-            pending = await queries.undelivered_webhooks(self.pool, self.settings.webhook_attempts)
+            pending = await webhooks.undelivered(self.pool, self.settings.webhook_attempts)
         except DB_ERRORS as exc:
             log.warning("webhook_scan_failed", extra={"error": type(exc).__name__})
             return

@@ -14,7 +14,7 @@ from litestar.datastructures import State
 from litestar.params import Parameter
 from litestar.response import ServerSentEvent, ServerSentEventMessage
 
-from asr_daemon import errors, events, formats, jobs, queries
+from asr_daemon import errors, events, formats, jobs, queries, webhooks
 from asr_daemon.api.auth import principal
 from asr_daemon.api.schemas import UPLOAD_ERRORS, error_responses, job_view, multipart_operation
 
@@ -127,7 +127,7 @@ class JobsController(Controller):
                     "error": d["error"],
                     "at": d["delivered_at"].isoformat(),
                 }
-                for d in await queries.deliveries(state.pool, job["id"])
+                for d in await webhooks.deliveries(state.pool, job["id"])
             ]
         return view
 
