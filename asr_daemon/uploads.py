@@ -107,13 +107,8 @@ class _Sink:
             fn = raw_fn.decode("utf-8", "replace") if raw_fn else None
             self.upload.filename = _clean_filename(fn)
             self.upload.path = self.tmp_dir / f"{uuid.uuid4().hex}.part"
-            try:
-                self.fh = open(self.upload.path, "wb")  # noqa: SIM115  # closed in close(); tiny syscall
-            except OSError as exc:
-                self.upload.path = None  # nothing was created
-                if exc.errno in (errno.ENOSPC, errno.EDQUOT):  # no inode left
-                    raise errors.InsufficientStorage("the server's disk is full: the upload cannot be stored") from None
-                raise
+            # no inode left (ENOSPC) names the file: api/app.py answers 507 for it like for any full disk
+            self.fh = open(self.upload.path, "wb")  # noqa: SIM115  # closed in close(); tiny syscall
         else:
             self._field_count += 1
             if self._field_count > MAX_FIELDS:
