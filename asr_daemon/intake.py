@@ -116,25 +116,26 @@ class Intake:
         async with self.locks.get(upload.sha256):
             _, created = await asyncio.to_thread(uploads.commit, upload, s.uploads_dir)
             try:
-                row = await queries.insert_job(
-                    self.pool,
-                    job_id=uuid.uuid4(),
-                    model=model_name,
-                    options=req.options.to_json(),
-                    fingerprint=fingerprint,
-                    priority=req.priority,
-                    audio_sha256=upload.sha256,
-                    audio_bytes=upload.size,
-                    filename=upload.filename,
-                    duration_s=info.duration,
-                    max_attempts=s.max_attempts,
-                    idempotency_key=idempotency_key,
-                    webhook_url=req.webhook_url,
-                    api_key_id=api_key_id,
-                    max_queued=s.max_queued_jobs,
-                )
-                if row is None:  # others filled the queue while this upload streamed
-                    raise errors.QueueFull(_queue_full(s.max_queued_jobs))
+                async with self.pool.acquire() as conn, conn.transaction():
+                    await queries.lock_queue(conn)
+                    if await queries.count_queued(conn) >= s.max_queued_jobs:  # others filled it meanwhile
+                        raise errors.QueueFull(_queue_full(s.max_queued_jobs))
+                    row = await queries.insert_job(
+                        conn,
+                        job_id=uuid.uuid4(),
+                        model=model_name,
+                        options=req.options.to_json(),
+                        fingerprint=fingerprint,
+                        priority=req.priority,
+                        audio_sha256=upload.sha256,
+                        audio_bytes=upload.size,
+                        filename=upload.filename,
+                        duration_s=info.duration,
+                        max_attempts=s.max_attempts,
+                        idempotency_key=idempotency_key,
+                        webhook_url=req.webhook_url,
+                        api_key_id=api_key_id,
+                    )
             except BaseException as exc:
                 if created:
                     with contextlib.suppress(FileNotFoundError):

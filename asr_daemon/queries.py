@@ -7,18 +7,19 @@ worker = ...`); when no row comes back, someone else moved the job first and the
 
 from __future__ import annotations
 
-import contextlib
 import uuid
 from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
 import asyncpg
+import asyncpg.pool
 
-Conn = asyncpg.Connection | asyncpg.Pool
+#: a pool, or one connection (a plain one, or one acquired from the pool, e.g. for a transaction)
+Conn = asyncpg.Connection | asyncpg.Pool | asyncpg.pool.PoolConnectionProxy
 Row = asyncpg.Record
 
-#: pg_advisory_xact_lock key serialising the queue-bound check with the insert ("asrq")
+#: pg_advisory_xact_lock key of `lock_queue` ("asrq")
 QUEUE_LOCK = 0x61737271
 
 #: Within a priority, shortest audio first, aged: each second waited counts as this many seconds
@@ -42,44 +43,29 @@ async def insert_job(
     idempotency_key: str | None,
     webhook_url: str | None,
     api_key_id: int | None = None,
-    max_queued: int | None = None,
-) -> Row | None:
-    """Insert a queued job; None when `max_queued` jobs already wait. The count and the insert run
-    under one advisory lock, so submissions finishing their uploads together cannot overshoot the
-    bound. Raises `UniqueViolationError` on a reused idempotency key."""
-    async with contextlib.AsyncExitStack() as stack:
-        c: asyncpg.Connection = (
-            # PoolAcquireContext is an async context manager yielding a Connection; asyncpg's stubs say otherwise
-            await stack.enter_async_context(conn.acquire())  # type: ignore[arg-type]
-            if isinstance(conn, asyncpg.Pool)
-            else conn
-        )
-        await stack.enter_async_context(c.transaction())
-        if max_queued is not None:
-            await c.execute("SELECT pg_advisory_xact_lock($1)", QUEUE_LOCK)
-            if await c.fetchval("SELECT count(*) FROM jobs WHERE status = 'queued'") >= max_queued:
-                return None
-        row: Row | None = await c.fetchrow(
-            """
-            INSERT INTO jobs (id, model, options, fingerprint, priority, audio_sha256, audio_bytes, filename,
-                              duration_s, max_attempts, idempotency_key, webhook_url, api_key_id)
-            VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)
-            RETURNING *
-            """,
-            job_id,
-            model,
-            options,
-            fingerprint,
-            priority,
-            audio_sha256,
-            audio_bytes,
-            filename,
-            duration_s,
-            max_attempts,
-            idempotency_key,
-            webhook_url,
-            api_key_id,
-        )
+) -> Row:
+    """Insert a queued job; raises `UniqueViolationError` on a reused idempotency key."""
+    row: Row | None = await conn.fetchrow(
+        """
+        INSERT INTO jobs (id, model, options, fingerprint, priority, audio_sha256, audio_bytes, filename,
+                          duration_s, max_attempts, idempotency_key, webhook_url, api_key_id)
+        VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)
+        RETURNING *
+        """,
+        job_id,
+        model,
+        options,
+        fingerprint,
+        priority,
+        audio_sha256,
+        audio_bytes,
+        filename,
+        duration_s,
+        max_attempts,
+        idempotency_key,
+        webhook_url,
+        api_key_id,
+    )
     assert row is not None  # the statement always returns one row
     return row
 
@@ -105,6 +91,12 @@ async def find_completed(conn: Conn, fingerprint: str, api_key_id: int | None = 
         api_key_id,
     )
     return row
+
+
+async def lock_queue(conn: asyncpg.Connection | asyncpg.pool.PoolConnectionProxy) -> None:
+    """Hold the queue lock until the transaction on `conn` ends: a count and an insert under it are one step,
+    so submissions that finish their uploads together cannot overshoot ASR_MAX_QUEUED_JOBS."""
+    await conn.execute("SELECT pg_advisory_xact_lock($1)", QUEUE_LOCK)
 
 
 async def count_queued(conn: Conn) -> int:

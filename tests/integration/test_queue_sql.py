@@ -201,8 +201,9 @@ def test_migration_files_are_named_and_numbered(tmp_path: Path) -> None:
 
 
 async def test_queue_bound_holds_for_submissions_that_finish_together(database: str) -> None:
-    """Eight inserts racing for a queue bounded at 3 (each past the early count, like uploads that
-    end together): exactly 3 rows go in, the others get None."""
+    """Eight submissions racing for a queue bounded at 3 (each past the early count, like uploads that
+    end together), each doing what intake does (lock_queue, count_queued, insert_job in one
+    transaction): exactly 3 rows go in."""
 
     async def codecs(c: asyncpg.Connection) -> None:
         for typ in ("json", "jsonb"):
@@ -212,27 +213,17 @@ async def test_queue_bound_holds_for_submissions_that_finish_together(database: 
     assert pool is not None
     try:
 
-        async def submit(n: int) -> object:
-            job_id = uuid.uuid4()
-            return await queries.insert_job(
-                pool,
-                job_id=job_id,
-                model="tiny.en",
-                options=jobs.Options().to_json(),
-                fingerprint=job_id.hex,
-                priority=0,
-                audio_sha256=f"{n:064d}",
-                audio_bytes=1,
-                filename=None,
-                duration_s=1.0,
-                max_attempts=3,
-                idempotency_key=None,
-                webhook_url=None,
-                max_queued=3,
-            )
+        async def submit(n: int) -> bool:
+            async with pool.acquire() as conn, conn.transaction():
+                await queries.lock_queue(conn)
+                if await queries.count_queued(conn) >= 3:
+                    return False
+                await asyncio.sleep(0.05)  # widen the race: without the lock all eight get here
+                await add(conn, duration=n + 1)
+                return True
 
         results = await asyncio.gather(*(submit(n) for n in range(8)))
-        assert sum(r is not None for r in results) == 3
+        assert sum(results) == 3
         assert await pool.fetchval("SELECT count(*) FROM jobs WHERE status = 'queued'") == 3
     finally:
         await pool.close()
