@@ -6,7 +6,6 @@ one more when counting works again), so a Redis outage never takes the API down.
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import logging
 import time
@@ -16,12 +15,11 @@ import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
 from asr_daemon import errors
+from asr_daemon.queue import Guard
 
 log = logging.getLogger(__name__)
 
 RATE_PREFIX = "asr:rate:"
-REDIS_TIMEOUT = 0.5  # seconds; a hung Redis must not hold a request
-HUNG_BACKOFF_S = 5.0  # after a timeout, requests pass uncounted this long without asking Redis
 
 
 class RateLimiter:
@@ -31,29 +29,21 @@ class RateLimiter:
     with different databases sharing one Redis never count each other's requests.
     """
 
-    def __init__(self, client: aioredis.Redis) -> None:
+    def __init__(self, client: aioredis.Redis, guard: Guard) -> None:
         self.client = client
+        self.guard = guard  # shared with the hub: one hung Redis, one wait
         self.degraded = False
-        self._hung_until = 0.0
 
     async def check(self, bucket: str, per_minute: int) -> None:
         """Count one request in `bucket`; raise `RateLimited` beyond `per_minute` (0: unlimited)."""
         if per_minute <= 0:
             return
-        if time.monotonic() < self._hung_until:
-            return  # Redis hung a moment ago: fail open at once rather than wait on it per request
         now = time.time()
         window = int(now // 60)
         name = f"{RATE_PREFIX}{bucket}:{window}"
         try:
-            async with asyncio.timeout(REDIS_TIMEOUT):
-                async with self.client.pipeline(transaction=False) as pipe:
-                    pipe.incr(name)
-                    pipe.expire(name, 120)
-                    count, _ = await pipe.execute()
+            count = await self.guard(lambda: self._count(name))
         except (RedisError, OSError, TimeoutError) as exc:
-            if isinstance(exc, TimeoutError):
-                self._hung_until = time.monotonic() + HUNG_BACKOFF_S
             if not self.degraded:
                 self.degraded = True
                 log.warning("rate_limit_unavailable", extra={"error": type(exc).__name__, "action": "fail_open"})
@@ -66,6 +56,13 @@ class RateLimiter:
             raise errors.RateLimited(
                 f"this key may make {per_minute} requests per minute; retry in {retry} s", retry_after=retry
             )
+
+    async def _count(self, name: str) -> int:
+        async with self.client.pipeline(transaction=False) as pipe:
+            pipe.incr(name)
+            pipe.expire(name, 120)
+            count, _ = await pipe.execute()
+        return int(count)
 
 
 class UploadSlots:

@@ -6,8 +6,9 @@ Within the process, wake-ups and job notifications also go directly to local wai
 
 A Redis that is stopped answers "connection refused" at once; one that hangs (stopped with SIGSTOP,
 swapping, a full network buffer) would not answer at all. So the calls made on a request's or a
-job's path (ring, publish) give up after REDIS_TIMEOUT, and after such a timeout the hub leaves Redis
-alone for HUNG_BACKOFF_S, so a hung Redis costs a job at most one wait every few seconds.
+job's path (ring, publish, the rate limiter's count) go through a `Guard`: they give up after
+REDIS_TIMEOUT, and after such a timeout Redis is left alone for HUNG_BACKOFF_S, so a hung Redis
+costs a job or a client at most one wait every few seconds.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ import time
 import uuid
 from collections import defaultdict
 from collections.abc import Awaitable, Callable
+from typing import TypeVar
 
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError
@@ -29,8 +31,9 @@ DOORBELL = "asr:doorbell"
 CHANNEL_PREFIX = "asr:job:"
 DOORBELL_CAP = 100
 RECONNECT_S = 1.0  # how soon a lost Redis is tried again
-REDIS_TIMEOUT = 0.5  # seconds a ring or publish may wait for Redis
+REDIS_TIMEOUT = 0.5  # seconds a guarded call may wait for Redis
 HUNG_BACKOFF_S = 5.0  # after a timed-out call, Redis is skipped this long
+T = TypeVar("T")
 
 
 def connect(url: str) -> aioredis.Redis:
@@ -38,6 +41,26 @@ def connect(url: str) -> aioredis.Redis:
     return aioredis.Redis.from_url(
         url, socket_connect_timeout=0.5, socket_timeout=None, retry_on_timeout=False, health_check_interval=10
     )
+
+
+class Guard:
+    """Bounds the Redis calls on a request's or a job's path (see the module docstring)."""
+
+    def __init__(self) -> None:
+        self._hung_until = 0.0
+
+    async def __call__(self, call: Callable[[], Awaitable[T]]) -> T:
+        """Run `call` within REDIS_TIMEOUT; raise TimeoutError when it does not answer in time, or at
+        once while a recent timeout says Redis hangs (RedisError/OSError pass through as they come)."""
+        if time.monotonic() < self._hung_until:
+            raise TimeoutError("Redis hung a moment ago")
+        try:
+            async with asyncio.timeout(REDIS_TIMEOUT):
+                return await call()
+        except TimeoutError:
+            self._hung_until = time.monotonic() + HUNG_BACKOFF_S
+            log.warning("redis_hung", extra={"event": "redis_hung", "skip_s": HUNG_BACKOFF_S})
+            raise
 
 
 async def _ring(client: aioredis.Redis) -> None:
@@ -74,20 +97,12 @@ class Hub:
         self.bell = asyncio.Event()
         self._waiters: dict[uuid.UUID, set[asyncio.Event]] = defaultdict(set)
         self.redis_up = False
-        self._hung_until = 0.0
+        self.guard = Guard()
 
     async def _quick(self, call: Callable[[], Awaitable[object]]) -> None:
-        """One Redis call on a request's or job's path: bounded, failing soft, skipped while Redis hangs."""
-        if time.monotonic() < self._hung_until:
-            return
-        try:
-            async with asyncio.timeout(REDIS_TIMEOUT):
-                await call()
-        except TimeoutError:
-            self._hung_until = time.monotonic() + HUNG_BACKOFF_S
-            log.warning("redis_hung", extra={"event": "redis_hung", "skip_s": HUNG_BACKOFF_S})
-        except (RedisError, OSError):
-            pass
+        """One guarded Redis call that may fail: local waiters were woken already."""
+        with contextlib.suppress(RedisError, OSError, TimeoutError):
+            await self.guard(call)
 
     # --- worker doorbell -------------------------------------------------------------------
     async def ring(self) -> None:

@@ -164,7 +164,7 @@ async def lifespan(app: Litestar) -> AsyncIterator[None]:
         worker=worker,
         intake=Intake(settings, pool, hub, locks),
         started_at=time.time(),
-        limiter=limits.RateLimiter(client),
+        limiter=limits.RateLimiter(client, hub.guard),
     )
     listeners = [asyncio.create_task(hub.listen_bell()), asyncio.create_task(hub.listen_events())]
     worker.start()
