@@ -208,25 +208,36 @@ def new_daemon(root: Path, database: str, redis_url: str, models_dir: Path, **ov
     return Daemon(env=env, state_dir=state, port=port, log=root / "daemon.log")
 
 
-@pytest.fixture
-def make_daemon(
-    tmp_path: Path, database: str, redis_server: services.Redis, models_dir: Path
+@contextlib.contextmanager
+def daemon_factory(
+    root: Callable[[int], Path], database: Callable[[], str], redis_url: str, models_dir: Path
 ) -> Iterator[Callable[..., Daemon]]:
-    """Factory for daemons on this test's database; every one is stopped at the end."""
+    """Make daemons (the n-th in `root(n)`, on `database()`); every one is killed at the end."""
     made: list[Daemon] = []
 
     def make(start: bool = True, **overrides: str) -> Daemon:
-        d = new_daemon(tmp_path / f"d{len(made)}", database, redis_server.url, models_dir, **overrides)
+        d = new_daemon(root(len(made)), database(), redis_url, models_dir, **overrides)
         made.append(d)
         if start:
             d.start()
         return d
 
-    yield make
-    for d in made:
-        with contextlib.suppress(Exception):
-            if d.proc is not None:
-                d.stop(signal.SIGKILL, timeout=10)
+    try:
+        yield make
+    finally:
+        for d in made:
+            with contextlib.suppress(Exception):
+                if d.proc is not None:
+                    d.stop(signal.SIGKILL, timeout=10)
+
+
+@pytest.fixture
+def make_daemon(
+    tmp_path: Path, database: str, redis_server: services.Redis, models_dir: Path
+) -> Iterator[Callable[..., Daemon]]:
+    """Factory for daemons on this test's database; every one is stopped at the end."""
+    with daemon_factory(lambda n: tmp_path / f"d{n}", lambda: database, redis_server.url, models_dir) as make:
+        yield make
 
 
 @pytest.fixture(scope="module")
@@ -238,20 +249,13 @@ def make_module_daemon(
     tmp_path_factory: pytest.TempPathFactory,
 ) -> Iterator[Callable[..., Daemon]]:
     """Factory for started daemons shared by a whole module, each on its own database; stopped at its end."""
-    made: list[Daemon] = []
-
-    def make(**overrides: str) -> Daemon:
-        root = tmp_path_factory.mktemp("module-daemon")
-        d = new_daemon(root, clone_db(pg, template_db), redis_server.url, models_dir, **overrides)
-        made.append(d)
-        d.start()
-        return d
-
-    yield make
-    for d in made:
-        with contextlib.suppress(Exception):
-            if d.proc is not None:
-                d.stop(signal.SIGKILL, timeout=10)
+    with daemon_factory(
+        lambda n: tmp_path_factory.mktemp("module-daemon"),
+        lambda: clone_db(pg, template_db),
+        redis_server.url,
+        models_dir,
+    ) as make:
+        yield make
 
 
 @pytest.fixture

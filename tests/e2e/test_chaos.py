@@ -275,54 +275,55 @@ def tmpfs(path: Path, options: str) -> Iterator[None]:
         subprocess.run(["umount", "-l", str(path)], check=False)
 
 
+def fill_space(uploads: Path) -> list[Path]:
+    """Fill the file system's bytes with one file."""
+    filler = uploads / "filler"
+    subprocess.run(["dd", "if=/dev/zero", f"of={filler}", "bs=64k"], capture_output=True, check=False)
+    return [filler]
+
+
+def fill_inodes(uploads: Path) -> list[Path]:
+    """Use up the file system's inodes with empty files (after `tmp/` exists, as after a first upload:
+    the upload's own temporary file is what cannot be created)."""
+    (uploads / "tmp").mkdir(exist_ok=True)
+    fillers: list[Path] = []
+    with contextlib.suppress(OSError):
+        for n in range(1000):
+            (uploads / f"filler{n}").touch()
+            fillers.append(uploads / f"filler{n}")
+    assert len(fillers) < 1000, "the inode limit did not apply"
+    return fillers
+
+
+@pytest.mark.parametrize(
+    ("options", "fill"),
+    [("size=2m", fill_space), ("size=8m,nr_inodes=64", fill_inodes)],
+    ids=["no-space", "no-inode"],
+)
 def test_full_uploads_disk_gives_507_and_recovers(
-    make_daemon: Callable[..., Daemon], pg: services.Postgres, jfk: Path
+    make_daemon: Callable[..., Daemon],
+    pg: services.Postgres,
+    jfk: Path,
+    options: str,
+    fill: Callable[[Path], list[Path]],
 ) -> None:
-    """Uploads on a full 2 MiB tmpfs: 507 + Retry-After, no partial file or row; works once space returns."""
+    """A full tmpfs (no space, or no inode): 507 + Retry-After, no partial file or row; works once space returns."""
     d = make_daemon(start=False)
     uploads = d.state_dir / "uploads"
-    with tmpfs(uploads, "size=2m"):
+    with tmpfs(uploads, options):
         d.start()
-        filler = uploads / "filler"
-        subprocess.run(["dd", "if=/dev/zero", f"of={filler}", "bs=64k"], capture_output=True, check=False)
+        fillers = fill(uploads)
         with d.client() as c:
             r = c.post("/v1/jobs", files={"file": jfk.open("rb")})
             assert r.status_code == 507, r.text
             assert int(r.headers["retry-after"]) > 0 and "disk is full" in r.json()["error"]["message"]
             assert not leftover_files(d.state_dir)
             assert sql_json(pg, d, "SELECT id FROM jobs") == []
-            assert sorted(p.name for p in uploads.iterdir()) == ["filler", "tmp"]
-            filler.unlink()
+            assert sorted(p.name for p in uploads.iterdir()) == sorted([f.name for f in fillers] + ["tmp"])
+            for f in fillers:
+                f.unlink()
             r = c.post("/v1/jobs", files={"file": jfk.open("rb")})
             assert r.status_code == 202, r.text
         jobs = wait_all_finished(pg, d, timeout=120)
         assert [j["status"] for j in jobs] == ["completed"]
-        d.stop()
-
-
-def test_no_inode_left_gives_507_not_a_database_error(
-    make_daemon: Callable[..., Daemon], pg: services.Postgres, jfk: Path
-) -> None:
-    """With no inode left for the upload's temporary file the answer is 507 (not 503 "database"), nothing is kept."""
-    d = make_daemon(start=False)
-    uploads = d.state_dir / "uploads"
-    with tmpfs(uploads, "size=8m,nr_inodes=64"):
-        d.start()
-        (uploads / "tmp").mkdir(exist_ok=True)  # as after a first upload: the file itself cannot be created
-        fillers = []
-        with contextlib.suppress(OSError):
-            for n in range(1000):
-                (uploads / f"filler{n}").touch()
-                fillers.append(uploads / f"filler{n}")
-        assert len(fillers) < 1000, "the inode limit did not apply"
-        with d.client() as c:
-            r = c.post("/v1/jobs", files={"file": jfk.open("rb")})
-            assert r.status_code == 507, r.text
-            assert "disk is full" in r.json()["error"]["message"]
-            assert sql_json(pg, d, "SELECT id FROM jobs") == []
-            assert sorted(p.name for p in uploads.iterdir()) == sorted([f.name for f in fillers] + ["tmp"])
-            for f in fillers:
-                f.unlink()
-            assert c.post("/v1/jobs", files={"file": jfk.open("rb")}).status_code == 202
-        assert [j["status"] for j in wait_all_finished(pg, d, timeout=120)] == ["completed"]
         d.stop()
