@@ -238,16 +238,22 @@ async def segments(conn: Conn, job_id: uuid.UUID, from_seq: int = 0) -> list[Row
     return rows
 
 
-async def resume_point(conn: Conn, job_id: uuid.UUID) -> Row:
-    """Where an interrupted job resumes: next seq, end of the last segment, and the text so far."""
+async def resume_point(conn: Conn, job_id: uuid.UUID, tokens: int = 0) -> Row:
+    """Where an interrupted job resumes: next seq, end of the last segment, and the last `tokens`
+    tokens of its segments (the prompt the resumed run carries on from)."""
     row: Row | None = await conn.fetchrow(
         """
         SELECT coalesce(max(seq) + 1, 0) AS next_seq,
                coalesce(max(end_s), 0) AS resume_from,
-               coalesce(right(string_agg(text, '' ORDER BY seq), 400), '') AS text_tail
+               coalesce((SELECT array_agg(tok ORDER BY seq, ord)
+                         FROM (SELECT s.seq, u.tok, u.ord
+                               FROM segments s, unnest(s.tokens) WITH ORDINALITY AS u(tok, ord)
+                               WHERE s.job_id = $1
+                               ORDER BY s.seq DESC, u.ord DESC LIMIT $2) AS t), '{}') AS prompt_tokens
         FROM segments WHERE job_id = $1
         """,
         job_id,
+        tokens,
     )
     assert row is not None  # the statement always returns one row
     return row

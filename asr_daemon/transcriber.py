@@ -8,7 +8,7 @@ the same mechanism resumes an interrupted job from the end of its last stored se
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Generator
+from collections.abc import Callable, Generator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -20,8 +20,9 @@ from asr_daemon import audio, device, errors, jobs
 #: A window's last segments that end within this many seconds of the window's end are dropped
 #: and transcribed again at the start of the next window (they may be cut mid-word).
 TAIL_MARGIN = 5.0
-#: Characters of earlier text given as the prompt when a window or a resumed job starts.
-PROMPT_CHARS = 400
+#: Tokens of earlier segments given as the prompt when a window or a resumed job starts: all that
+#: Whisper reads (half its 448-token context, less the start-of-previous token).
+PROMPT_TOKENS = 223
 #: Seconds of audio between two heap trims inside a window (about one 30 s chunk): CTranslate2's
 #: freed buffers otherwise pile up in each of its threads' malloc arenas and raise the peak.
 TRIM_EVERY_S = 30.0
@@ -125,7 +126,24 @@ def _windows(
         del buf, window
 
 
-def _kwargs(options: jobs.Options, beam_size: int, language: str | None, prompt: str | None) -> dict[str, Any]:
+def _continuation(model: Any, tokens: Sequence[int], fallback: str | None) -> list[int] | str | None:
+    """The prompt that carries a window on from the text before it: the last tokens, timestamps included.
+
+    Plain text will not do: Whisper prompted with text that has no timestamp tokens answers in
+    kind, one segment for a whole 30 s chunk, and each chunk after it inherits that. Tokens
+    without any timestamp (the batched pipeline's) are no prompt at all, for the same reason.
+    `fallback` (the caller's own prompt) stands in while nothing has been transcribed yet.
+    """
+    if not tokens:
+        return fallback
+    timestamp_begin = model.hf_tokenizer.token_to_id("<|notimestamps|>") + 1  # as faster-whisper counts
+    tail = list(tokens[-PROMPT_TOKENS:])
+    return tail if any(t >= timestamp_begin for t in tail) else None
+
+
+def _kwargs(
+    options: jobs.Options, beam_size: int, language: str | None, prompt: list[int] | str | None
+) -> dict[str, Any]:
     kw: dict[str, Any] = {
         "task": options.task.value,
         "language": language,
@@ -151,7 +169,7 @@ def transcribe(
     first_seq: int = 0,
     max_audio_s: float | None = None,
     language: str | None = None,
-    prompt_tail: str = "",
+    prompt_tokens: Sequence[int] = (),
     on_info: Callable[[str, float], None] = lambda lang, prob: None,
     on_segment: Callable[[Segment], None] = lambda seg: None,
     should_stop: Callable[[], bool] = lambda: False,
@@ -159,16 +177,15 @@ def transcribe(
     """Transcribe `path` from `resume_from` seconds on, calling `on_segment` for each segment.
 
     For audio shorter than one window this is exactly `model.transcribe(decode_audio(path), ...)`.
-    `language` (when known from an earlier run) and `prompt_tail` (the text before `resume_from`)
-    keep a resumed or windowed run consistent with an uninterrupted one.
+    `language` (when known from an earlier run) and `prompt_tokens` (the tokens of the segments
+    before `resume_from`) keep a resumed or windowed run consistent with an uninterrupted one.
     """
     result = Result()
     seq = first_seq
     offset = resume_from
     lang = language or options.language
-    prompt = options.prompt
-    if prompt_tail:
-        prompt = prompt_tail[-PROMPT_CHARS:]
+    history = list(prompt_tokens[-PROMPT_TOKENS:])
+    prompt = _continuation(model, history, options.prompt)
     t0 = time.perf_counter()
     gen = _windows(path, resume_from, window_s, max_audio_s)
     try:
@@ -191,7 +208,6 @@ def transcribe(
             lang = lang or info.language
             on_info(info.language, info.language_probability)
         cut = len(window) / audio.SAMPLE_RATE
-        texts: list[str] = []
         trim_at = TRIM_EVERY_S
         for seg in segments:
             if should_stop():
@@ -228,14 +244,15 @@ def transcribe(
                     words=words,
                 )
             )
-            texts.append(seg.text)
+            history.extend(seg.tokens)
             seq += 1
         result.segments = seq - first_seq
         if last:
             break
         if should_stop():
             raise Stopped
-        prompt = ("".join(texts) or prompt or "")[-PROMPT_CHARS:] or None
+        history = history[-PROMPT_TOKENS:]
+        prompt = _continuation(model, history, options.prompt)
         offset += cut
         consumed = int(cut * audio.SAMPLE_RATE)
         del window, segments  # the finished window's audio, and the features its suspended generator holds

@@ -159,7 +159,7 @@ class Worker:
         except errors.ModelNotFound as exc:
             await self._fail(run, exc.message, exc.code)
             return
-        resume = await queries.resume_point(self.pool, job_id)
+        resume = await queries.resume_point(self.pool, job_id, transcriber.PROMPT_TOKENS)
         t0 = time.perf_counter()
         entry = await self.cache.acquire(name, model_dir)
         load_s = time.perf_counter() - t0
@@ -257,7 +257,7 @@ class Worker:
             # the probe measured the file's own claim; what decodes may exceed it only by rounding
             max_audio_s=run.row["duration_s"] * 1.05 + 30,
             language=run.row["language"] if resume["next_seq"] else None,
-            prompt_tail=resume["text_tail"],
+            prompt_tokens=resume["prompt_tokens"],
             on_info=on_info,
             on_segment=on_segment,
             should_stop=run.stop.is_set,

@@ -21,23 +21,7 @@ import httpx
 import pytest
 
 from tests import services
-from tests.conftest import Daemon, leftover_files
-
-SENTENCES = [
-    "The quick brown fox jumps over the lazy dog. A journey of a thousand miles begins with a single step.",
-    "Rain in the morning brings clear skies at night. The early bird catches the worm before breakfast.",
-    "Seven silver ships sailed south across the silent sea. Their captains kept careful notes of the stars.",
-    "Fresh bread and warm soup wait on the kitchen table. The children run home through the autumn leaves.",
-]
-#: the second half of the long clip: new words, not the first half again. Speech that repeats what the
-#: prompt (the text before a resume point) just said can make Whisper skip it at temperature 0, which
-#: would count as lost words without anything being lost (seen once, with a 30 s window)
-MORE = [
-    "Old maps show rivers that no longer reach the ocean. Farmers still plant barley on the northern hills.",
-    "The library opens at nine and closes late on Thursdays. Volunteers repair the broken chairs each spring.",
-    "A narrow bridge crosses the canal near the market square. Painters gather there when the light is soft.",
-    "Winter storms closed the mountain pass for eleven days. The village kept its lamps burning every night.",
-]
+from tests.conftest import STORY, Daemon, leftover_files
 
 
 def words(text: str) -> list[str]:
@@ -88,7 +72,7 @@ def check_segments(pg: services.Postgres, d: Daemon, expected_words: dict[str, i
 @pytest.fixture
 def clips(speech: Callable[..., Path]) -> list[tuple[Path, int]]:
     """Four ~7 s clips of two sentences (two segments or more each) and their word counts."""
-    return [(speech(s), len(words(s))) for s in SENTENCES]
+    return [(speech(s), len(words(s))) for s in STORY[:4]]
 
 
 @pytest.mark.slow
@@ -112,7 +96,7 @@ def test_kill_9_at_random_moments_loses_and_duplicates_nothing(
         ASR_WINDOW_SECONDS="30",
     )
     accepted: dict[str, int] = {}
-    long_text = " ".join(SENTENCES + MORE)
+    long_text = " ".join(STORY[:8])
     long_clip = (speech(long_text), len(words(long_text)))
     short = [clips[i % len(clips)] for i in range(22)]
     rng.shuffle(short)

@@ -22,15 +22,15 @@ import redis
 
 from asr_daemon import audio, webhooks
 from tests import services
-from tests.conftest import Daemon, leftover_files
+from tests.conftest import STORY, Daemon, leftover_files
 from tests.e2e.test_jobs import PARAGRAPH, sse, submit, wait_status
 from tests.e2e.test_keys import bearer, create_key
 
 
 @pytest.fixture(scope="module")
 def two_minutes(speech: Callable[..., Path]) -> Path:
-    """About two minutes of speech, so a kill lands mid-transcription."""
-    return speech(PARAGRAPH, repeat=8)
+    """About two minutes of speech (the story twice), so a kill or a stop lands mid-transcription."""
+    return speech(" ".join(STORY), repeat=2)
 
 
 async def fetch(database: str, sql: str, *args: Any) -> list[asyncpg.Record]:

@@ -109,7 +109,29 @@ async def test_segments_are_idempotent_and_only_for_the_owner(conn: asyncpg.Conn
     assert not await queries.insert_segment(conn, job_id, "me", seg)
     assert not await queries.insert_segment(conn, job_id, "other", {**seg, "seq": 1})
     point = await queries.resume_point(conn, job_id)
-    assert (point["next_seq"], point["resume_from"], point["text_tail"]) == (1, 2.0, " hi")
+    assert (point["next_seq"], point["resume_from"], point["prompt_tokens"]) == (1, 2.0, [])
+
+
+async def test_resume_point_carries_the_last_tokens_in_order(conn: asyncpg.Connection) -> None:
+    """A resumed job's prompt is the last N tokens of its segments, in their spoken order."""
+    job_id = await add(conn)
+    await queries.claim(conn, "me")
+    for seq, tokens in enumerate(([1, 2, 3], [4, 5], [6, 7, 8])):
+        seg = {
+            "seq": seq,
+            "start": seq,
+            "end": seq + 1.0,
+            "text": "x",
+            "avg_logprob": 0.0,
+            "no_speech_prob": 0.0,
+            "compression_ratio": 1.0,
+            "temperature": 0.0,
+            "tokens": tokens,
+            "words": None,
+        }
+        assert await queries.insert_segment(conn, job_id, "me", seg)
+    point = await queries.resume_point(conn, job_id, 6)
+    assert (point["next_seq"], point["resume_from"], point["prompt_tokens"]) == (3, 3.0, [3, 4, 5, 6, 7, 8])
 
 
 async def test_reaper_requeues_stale_jobs_and_fails_them_after_max_attempts(conn: asyncpg.Connection) -> None:
