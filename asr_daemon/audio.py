@@ -34,13 +34,24 @@ class Info:
     container: str
 
 
-def probe(path: Path, *, max_seconds: float | None = None) -> Info:
-    """Check `path` holds decodable audio and measure its duration; blocking, run it in a thread.
+@dataclass(frozen=True)
+class Limits:
+    """What an accepted file may hold (the settings of the same names; None: no bound)."""
+
+    max_seconds: float | None = None
+    max_channels: int | None = None
+    max_sample_rate: int | None = None
+    max_tag_bytes: int | None = None
+
+
+def probe(path: Path, limits: Limits = Limits()) -> Info:
+    """Check `path` holds decodable audio within `limits` and measure its duration; blocking, run it in a thread.
 
     Demuxes every packet (cheap: nothing is decoded) to measure the real duration and to catch a
     file shorter than its header promises, and decodes the first and last packets to catch a
-    corrupt or cut-off stream. Raises `UnsupportedMedia` for what is not audio at all and
-    `BadAudio` for audio that is empty, truncated or corrupt.
+    corrupt or cut-off stream. Raises `UnsupportedMedia` for what is not audio at all or has more
+    channels or a higher rate than `limits` allow, `TooLarge` for audio too long or tags too big,
+    and `BadAudio` for audio that is empty, truncated or corrupt.
     """
     try:
         container = av.open(str(path), mode="r", metadata_errors="ignore")
@@ -55,6 +66,8 @@ def probe(path: Path, *, max_seconds: float | None = None) -> Info:
         rate = stream.codec_context.sample_rate or 0
         if channels <= 0 or rate <= 0:
             raise errors.BadAudio("the audio track declares no channels or no sample rate")
+        _check_limits(container, stream, limits)
+        max_seconds = limits.max_seconds
         declared = _declared_seconds(container, stream)
         if container.format.name == "wav":
             declared = max(declared, _wav_declared_seconds(path))
@@ -79,6 +92,30 @@ def probe(path: Path, *, max_seconds: float | None = None) -> Info:
             codec=codec,
             container=container.format.name,
         )
+
+
+def _check_limits(container: av.container.InputContainer, stream: av.AudioStream, limits: Limits) -> None:
+    """Refuse a file whose channels, rate or tags exceed `limits`, before anything is demuxed."""
+    channels, rate = stream.codec_context.channels, stream.codec_context.sample_rate
+    if limits.max_channels is not None and channels > limits.max_channels:
+        raise errors.UnsupportedMedia(
+            f"the audio has {channels} channels; this server accepts at most {limits.max_channels} "
+            "(ASR_MAX_CHANNELS): mix it down first, e.g. ffmpeg -i IN -ac 1 OUT.flac"
+        )
+    if limits.max_sample_rate is not None and rate > limits.max_sample_rate:
+        raise errors.UnsupportedMedia(
+            f"the audio is sampled at {rate} Hz; this server accepts at most {limits.max_sample_rate} Hz "
+            "(ASR_MAX_SAMPLE_RATE): resample it first, e.g. ffmpeg -i IN -ar 16000 OUT.flac"
+        )
+    if limits.max_tag_bytes is not None:
+        tags = [*container.metadata.items(), *stream.metadata.items()]
+        size = sum(len(k.encode()) + len(v.encode()) for k, v in tags)
+        if size > limits.max_tag_bytes:
+            raise errors.TooLarge(
+                f"the file carries {size / 1024:.0f} KiB of metadata tags; this server accepts at most "
+                f"{limits.max_tag_bytes / 1024:.0f} KiB (ASR_MAX_TAG_BYTES): strip them first, "
+                "e.g. ffmpeg -i IN -map_metadata -1 -c copy OUT"
+            )
 
 
 def _declared_seconds(container: av.container.InputContainer, stream: av.AudioStream) -> float:

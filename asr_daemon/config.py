@@ -89,6 +89,18 @@ class Settings(BaseSettings):
     max_audio_seconds: float = Field(4 * 3600, gt=0)
     """Longest accepted audio duration in seconds (413 beyond it)."""
 
+    max_channels: int = Field(6, ge=1)
+    """Most audio channels accepted (6: up to 5.1 surround); more gets 415. Everything is mixed down to
+    mono for Whisper, so more channels only cost decoding time; mix such files down before sending."""
+
+    max_sample_rate: int = Field(96000, ge=8000)
+    """Highest audio sample rate in Hz accepted; higher gets 415. Whisper hears 16 kHz: everything is
+    resampled to it, and a higher rate only costs decoding time."""
+
+    max_tag_bytes: int = Field(1 << 20, ge=0)
+    """Most bytes of metadata tags (ID3, Vorbis comments, MP4 atoms: titles, comments, lyrics) a file
+    may carry; more gets 413. Cover art is not a tag and does not count; only the upload limit bounds it."""
+
     max_queued_jobs: int = Field(1000, ge=1)
     """Bound of the queue: new jobs beyond it get 429 with Retry-After."""
 

@@ -106,7 +106,8 @@ class Intake:
         if upload.size == 0:
             raise errors.BadAudio("the uploaded file is empty")
         model_name, _ = models.resolve(s.models_dir, req.model, s.model)
-        info = await asyncio.to_thread(audio.probe, upload.path, max_seconds=s.max_audio_seconds)
+        limits = audio.Limits(s.max_audio_seconds, s.max_channels, s.max_sample_rate, s.max_tag_bytes)
+        info = await asyncio.to_thread(audio.probe, upload.path, limits)
         fingerprint = req.options.fingerprint(model_name, upload.sha256)
         if s.dedup and not req.webhook_url:
             done = await queries.find_completed(self.pool, fingerprint, api_key_id)

@@ -105,6 +105,15 @@ def id3_tag(size: int) -> bytes:
     return b"ID3\x03\x00\x00" + syncsafe + frame
 
 
+def id3_picture(size: int) -> bytes:
+    """An ID3v2.3 tag holding a front-cover picture (APIC frame) of about `size` bytes."""
+    body = b"\x00" + b"image/jpeg\x00" + b"\x03" + b"cover\x00" + b"\xff\xd8\xff\xe0" + b"\x00" * size
+    frame = b"APIC" + struct.pack(">I", len(body)) + b"\x00\x00" + body
+    n = len(frame)
+    syncsafe = bytes([(n >> 21) & 0x7F, (n >> 14) & 0x7F, (n >> 7) & 0x7F, n & 0x7F])
+    return b"ID3\x03\x00\x00" + syncsafe + frame
+
+
 def zip_of(src: Path) -> bytes:
     """A zip archive holding `src`."""
     buf = io.BytesIO()

@@ -1,6 +1,7 @@
 """A corpus of bad and unusual input against the real daemon: every bad request gets a 4xx with a clear
 JSON message (never a 5xx), leaves no temporary file, stored audio or job row, and the daemon stays
-healthy with flat memory. Valid-but-unusual audio (8 channels, 192 kHz, huge tags, hostile filenames)
+healthy with flat memory. Audio past the shape limits (8 channels, 192 kHz, megabytes of tags) is bad
+input too; unusual audio within them (6 channels, 96 kHz, large tags and cover art, hostile filenames)
 is accepted and transcribed (see docs/security.md).
 """
 
@@ -69,6 +70,7 @@ def m(speech: Callable[..., Path], tmp_path_factory: pytest.TempPathFactory) -> 
     wav = media.sox(flac, out / "fox.wav")
     rnd = random.Random(8)
     pcm = bytes(rnd.getrandbits(8) for _ in range(32000))
+    clip_mp3 = media.transcode(clip, out / "clip.mp3", "mp3", "mp3", 16000).read_bytes()
     return {
         "clip": clip,
         "trunc_flac": media.truncated(flac, out / "trunc.flac"),
@@ -85,7 +87,11 @@ def m(speech: Callable[..., Path], tmp_path_factory: pytest.TempPathFactory) -> 
         "too_big": os.urandom(MAX_UPLOAD + 4096),
         "eight_channels": media.sox(clip, out / "eight.flac", "channels", "8"),
         "hi_rate": media.sox(clip, out / "192k.flac", "rate", "192000"),
-        "huge_tags": media.id3_tag(4 << 20) + media.transcode(clip, out / "clip.mp3", "mp3", "mp3", 16000).read_bytes(),
+        "huge_tags": media.id3_tag(4 << 20) + clip_mp3,
+        "six_channels": media.sox(clip, out / "six.flac", "channels", "6"),
+        "rate_96k": media.sox(clip, out / "96k.flac", "rate", "96000"),
+        "big_tags": media.id3_tag(512 << 10) + clip_mp3,
+        "cover_art": media.id3_picture(3 << 20) + clip_mp3,
     }
 
 
@@ -169,6 +175,9 @@ REJECTED = [
     Case("text-file", _f(("file", "just some words\n" * 100, "notes.mp3")), 415),
     Case("json-file", _f(("file", '{"audio": "no"}', "a.json")), 415),
     Case("file-over-upload-limit", _file("too_big", "big.wav"), 413),
+    Case("eight-channels", _file("eight_channels", "eight.flac"), 415),  # ASR_MAX_CHANNELS: 6
+    Case("192-khz", _file("hi_rate", "192k.flac"), 415),  # ASR_MAX_SAMPLE_RATE: 96 kHz
+    Case("4-mib-of-tags", _file("huge_tags", "tagged.mp3"), 413),  # ASR_MAX_TAG_BYTES: 1 MiB
     Case(
         "wrong-content-type",
         lambda c, m, d: c.post(T, content=m["clip"].read_bytes(), headers={"content-type": "audio/flac"}),
@@ -273,17 +282,19 @@ def test_bad_input_gets_a_clear_4xx_and_leaves_nothing(
 @pytest.mark.parametrize(
     ("key", "filename"),
     [
-        ("eight_channels", "eight.flac"),
-        ("hi_rate", "192k.flac"),
-        ("huge_tags", "tagged.mp3"),
+        ("six_channels", "six.flac"),
+        ("rate_96k", "96k.flac"),
+        ("big_tags", "tagged.mp3"),
+        ("cover_art", "cover.mp3"),
         ("clip", "../../etc/\x01\x1b[31mevil\x7f\t" + "ü€𝄞" * 1200 + ".flac"),
     ],
-    ids=["8-channels", "192-khz", "4-mib-of-tags", "hostile-filename"],
+    ids=["6-channels", "96-khz", "512-kib-of-tags", "3-mib-cover-art", "hostile-filename"],
 )
 def test_unusual_but_valid_audio_is_transcribed(
     corpus_daemon: Daemon, m: dict[str, Any], key: str, filename: str
 ) -> None:
-    """8 channels, 192 kHz, megabytes of tags and a hostile filename are accepted and transcribed."""
+    """6 channels, 96 kHz, large tags, megabytes of cover art and a hostile filename are within the
+    limits: accepted and transcribed."""
     with corpus_daemon.client() as c:
         r = post(c, audio_file(m, key, filename), ("response_format", "verbose_json"), ("temperature", "0.01"))
         assert r.status_code == 200, r.text[:300]

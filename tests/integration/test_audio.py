@@ -12,6 +12,7 @@ import pytest
 from faster_whisper.audio import decode_audio
 
 from asr_daemon import audio, errors
+from tests import media
 
 
 def test_stream_equals_faster_whisper_decode(jfk: Path) -> None:
@@ -78,4 +79,37 @@ def test_non_audio_is_refused(tmp_path: Path, content: bytes, error: type[Except
 def test_duration_limit(speech: Callable[..., Path]) -> None:
     """Audio longer than the limit is refused before anything is decoded."""
     with pytest.raises(errors.TooLarge, match="ASR_MAX_AUDIO_SECONDS"):
-        audio.probe(speech("One two three four five six."), max_seconds=1.0)
+        audio.probe(speech("One two three four five six."), audio.Limits(max_seconds=1.0))
+
+
+@pytest.mark.parametrize(
+    ("effect", "limits", "error", "setting"),
+    [
+        (("channels", "3"), audio.Limits(max_channels=2), errors.UnsupportedMedia, "ASR_MAX_CHANNELS"),
+        (("rate", "48000"), audio.Limits(max_sample_rate=44100), errors.UnsupportedMedia, "ASR_MAX_SAMPLE_RATE"),
+    ],
+    ids=["channels", "sample-rate"],
+)
+def test_shape_limits(
+    jfk: Path, tmp_path: Path, effect: tuple[str, str], limits: audio.Limits, error: type[Exception], setting: str
+) -> None:
+    """More channels or a higher rate than the limits is refused, naming the setting; at the limit it passes."""
+    f = tmp_path / "x.flac"
+    subprocess.run(["sox", str(jfk), str(f), *effect], check=True)
+    with pytest.raises(error, match=setting):
+        audio.probe(f, limits)
+    at_limit = audio.Limits(max_channels=3, max_sample_rate=48000)
+    assert audio.probe(f, at_limit).duration > 4
+
+
+def test_tag_limit_counts_tags_not_cover_art(jfk: Path, tmp_path: Path) -> None:
+    """Text tags beyond ASR_MAX_TAG_BYTES are refused; a picture of the same size is not a tag."""
+    mp3 = media.transcode(jfk, tmp_path / "a.mp3", "mp3", "mp3", 16000).read_bytes()
+    tagged, pictured = tmp_path / "tagged.mp3", tmp_path / "pictured.mp3"
+    tagged.write_bytes(media.id3_tag(200_000) + mp3)
+    pictured.write_bytes(media.id3_picture(200_000) + mp3)
+    limits = audio.Limits(max_tag_bytes=100_000)
+    with pytest.raises(errors.TooLarge, match="ASR_MAX_TAG_BYTES"):
+        audio.probe(tagged, limits)
+    assert audio.probe(pictured, limits).duration > 4
+    assert audio.probe(tagged, audio.Limits(max_tag_bytes=300_000)).duration > 4
