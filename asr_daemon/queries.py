@@ -126,15 +126,19 @@ async def list_jobs(
     status: str | None,
     limit: int,
     before: tuple[datetime, uuid.UUID] | None,
+    everyone: bool = True,
     api_key_id: int | None = None,
 ) -> list[Row]:
-    """Newest first, optionally one status and one key's jobs, keyset-paginated by (created_at, id)."""
+    """Newest first, optionally one status, keyset-paginated by (created_at, id).
+
+    Unless `everyone`, only the jobs of key `api_key_id` (None: the jobs made without a key).
+    """
     rows: list[Row] = await conn.fetch(
         """
         SELECT * FROM jobs
         WHERE ($1::text IS NULL OR status = $1)
           AND ($2::timestamptz IS NULL OR (created_at, id) < ($2, $3::uuid))
-          AND ($5::bigint IS NULL OR api_key_id = $5)
+          AND ($5 OR api_key_id IS NOT DISTINCT FROM $6::bigint)
         ORDER BY created_at DESC, id DESC
         LIMIT $4
         """,
@@ -142,6 +146,7 @@ async def list_jobs(
         before[0] if before else None,
         before[1] if before else None,
         limit,
+        everyone,
         api_key_id,
     )
     return rows

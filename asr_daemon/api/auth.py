@@ -4,8 +4,9 @@ Open without a key: `/healthz`, `/readyz`, `/metrics` (they say nothing about jo
 probes and scrapers carry no keys) and the OpenAPI schema under `/docs`. Everything else needs
 `Authorization: Bearer <key>` while keys are required (`Settings.keys_required`).
 
-While keys are optional, a request without a key is anonymous and sees every job (the single-user,
-loopback case). A token that looks like one of ours (`asr_…`) is always checked, so a mistyped
+While keys are optional, a request without a key is anonymous: anonymous callers share the jobs
+made without a key, and see no key's jobs; they may manage models (the keyless operator on
+loopback has no other way to). A token that looks like one of ours (`asr_…`) is always checked, so a mistyped
 or revoked key fails loudly with 401; any other token (OpenAI clients insist on sending one) counts
 as no key.
 """
@@ -39,26 +40,24 @@ class Principal:
     admin: bool = False
 
     @property
-    def sees_all(self) -> bool:
-        """Admin keys and anonymous callers (only possible while keys are optional) see every job."""
+    def may_administer(self) -> bool:
+        """Admin keys, and anonymous callers (possible only while keys are optional), manage models."""
         return self.admin or self.key_id is None
 
-    @property
-    def owner_filter(self) -> int | None:
-        """The key id to restrict job queries to, or None for no restriction."""
-        return None if self.sees_all else self.key_id
-
     def may_see(self, job: Any) -> bool:
-        """True when this caller may see (and cancel) `job`."""
-        return self.sees_all or job["api_key_id"] == self.key_id
+        """True when this caller may see (and cancel) `job`: its own, or any for an admin key.
+
+        Anonymous callers own the jobs made without a key (`api_key_id` NULL) and nothing else.
+        """
+        return self.admin or job["api_key_id"] == self.key_id
 
 
 ANONYMOUS = Principal(key_id=None, name="anonymous")
 
 
 def require_admin(connection: ASGIConnection[Any, Any, Any, Any]) -> None:
-    """403 unless the caller sees everything (an admin key, or anonymous while keys are optional)."""
-    if not principal(connection).sees_all:
+    """403 unless the caller may manage models (an admin key, or anonymous while keys are optional)."""
+    if not principal(connection).may_administer:
         raise errors.Forbidden("only an admin key may do this (`asrctl keys create --admin`)")
 
 

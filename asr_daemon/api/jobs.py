@@ -104,7 +104,8 @@ class JobsController(Controller):
             status=status,
             limit=limit + 1,
             before=_cursor(cursor),
-            api_key_id=principal(request).owner_filter,
+            everyone=principal(request).admin,
+            api_key_id=principal(request).key_id,
         )
         more = len(rows) > limit
         rows = rows[:limit]

@@ -138,6 +138,32 @@ def test_a_job_is_visible_only_to_its_key_and_to_admins(
         assert r.status_code == 202 and r.json()["id"] != jid
 
 
+def test_anonymous_callers_see_only_the_jobs_made_without_a_key(
+    make_daemon: Callable[..., Daemon], database: str, jfk: Path
+) -> None:
+    """While keys are optional, a caller without a key gets 404 for a key's job and lists only keyless
+    jobs; the key does not see the keyless job; an admin key sees both; anonymous may manage models."""
+    alice, root = create_key(database, "alice"), create_key(database, "root", "--admin")
+    d = make_daemon()  # loopback: keys optional
+    with d.client() as c:
+        keyed = c.post("/v1/jobs", files={"file": jfk.open("rb")}, headers=bearer(alice)).json()["id"]
+        anon = c.post("/v1/jobs", files={"file": jfk.open("rb")}, data={"temperature": "0.1"}).json()["id"]
+        for method, path in (
+            ("GET", f"/v1/jobs/{keyed}"),
+            ("GET", f"/v1/jobs/{keyed}/transcript"),
+            ("GET", f"/v1/jobs/{keyed}/events"),
+            ("DELETE", f"/v1/jobs/{keyed}"),
+        ):
+            assert c.request(method, path).status_code == 404, (method, path)
+        assert c.get(f"/v1/jobs/{anon}").status_code == 200
+        assert [j["id"] for j in c.get("/v1/jobs").json()["data"]] == [anon]
+        assert c.get(f"/v1/jobs/{anon}", headers=bearer(alice)).status_code == 404
+        assert [j["id"] for j in c.get("/v1/jobs", headers=bearer(alice)).json()["data"]] == [keyed]
+        assert {j["id"] for j in c.get("/v1/jobs", headers=bearer(root)).json()["data"]} == {keyed, anon}
+        assert c.post("/v1/models/tiny.en/load").status_code == 200
+        assert c.post("/v1/models/tiny.en/load", headers=bearer(alice)).status_code == 403
+
+
 def test_rate_limit_per_key_and_fail_open_without_redis(
     make_daemon: Callable[..., Daemon], database: str, redis_server: services.Redis
 ) -> None:
