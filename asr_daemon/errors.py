@@ -83,6 +83,13 @@ class ModelNotFound(NotFound):
         super().__init__(f"model {name!r} is not available here: {hint}")
 
 
+class StillRunning(AsrError):
+    """The synchronous transcription outlived ASR_SYNC_TIMEOUT; the job goes on (follow it)."""
+
+    status = 504
+    code = "timeout"
+
+
 class Conflict(AsrError):
     """The resource is not in a state that allows this."""
 

@@ -1,12 +1,16 @@
-"""Render a stored transcript as json, text, srt, vtt or verbose_json (OpenAI's shapes)."""
+"""Render a stored transcript as json, text, srt, vtt or verbose_json (OpenAI's shapes).
+
+The two JSON shapes are msgspec Structs: the API's OpenAPI schema is generated from them.
+"""
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from asr_daemon.jobs import ResponseFormat
+import msgspec
+
+from asr_daemon.jobs import ResponseFormat, Task
 
 MEDIA_TYPES = {
     ResponseFormat.JSON: "application/json",
@@ -47,44 +51,88 @@ def vtt(segments: Sequence[Seg]) -> str:
     return "WEBVTT\n\n" + "\n".join(blocks)
 
 
-def segment_json(s: Seg) -> dict[str, Any]:
-    """One segment in OpenAI's verbose_json shape."""
-    return {
-        "id": s["seq"],
-        "seek": 0,
-        "start": round(s["start_s"], 3),
-        "end": round(s["end_s"], 3),
-        "text": s["text"],
-        "tokens": list(s["tokens"] or []),
-        "temperature": s["temperature"],
-        "avg_logprob": s["avg_logprob"],
-        "compression_ratio": s["compression_ratio"],
-        "no_speech_prob": s["no_speech_prob"],
-    }
+class Transcription(msgspec.Struct):
+    """`response_format=json`: the text alone."""
+
+    text: str
 
 
-def verbose(job: Mapping[str, Any], segments: Sequence[Seg]) -> dict[str, Any]:
+class Word(msgspec.Struct):
+    """One word with its times in the file (seconds) and Whisper's confidence."""
+
+    start: float
+    end: float
+    word: str
+    probability: float
+
+
+class Segment(msgspec.Struct):
+    """One segment in OpenAI's verbose_json shape (`seek` is always 0: times are absolute)."""
+
+    id: int
+    seek: int
+    start: float
+    end: float
+    text: str
+    tokens: list[int]
+    temperature: float | None
+    avg_logprob: float | None
+    compression_ratio: float | None
+    no_speech_prob: float | None
+
+
+class VerboseTranscription(msgspec.Struct, omit_defaults=True):
+    """`response_format=verbose_json`: language, duration, segments, and words when asked for."""
+
+    task: Task
+    language: str | None
+    language_probability: float | None
+    duration: float
+    text: str
+    segments: list[Segment]
+    #: present only when the request asked for word timestamps
+    words: list[Word] | None = None
+
+
+def segment_json(s: Seg) -> Segment:
+    """One stored segment in OpenAI's verbose_json shape."""
+    return Segment(
+        id=s["seq"],
+        seek=0,
+        start=round(s["start_s"], 3),
+        end=round(s["end_s"], 3),
+        text=s["text"],
+        tokens=list(s["tokens"] or []),
+        temperature=s["temperature"],
+        avg_logprob=s["avg_logprob"],
+        compression_ratio=s["compression_ratio"],
+        no_speech_prob=s["no_speech_prob"],
+    )
+
+
+def verbose(job: Mapping[str, Any], segments: Sequence[Seg]) -> VerboseTranscription:
     """OpenAI's verbose_json: language, duration, segments, and words when they were asked for."""
     options = job["options"] or {}
-    out: dict[str, Any] = {
-        "task": options.get("task", "transcribe"),
-        "language": job["language"],
-        "language_probability": job["language_probability"],
-        "duration": job["duration_s"],
-        "text": text_of(segments),
-        "segments": [segment_json(s) for s in segments],
-    }
+    words = None
     if options.get("word_timestamps"):
-        out["words"] = [w for s in segments for w in (s["words"] or [])]
-    return out
+        words = [msgspec.convert(w, Word) for s in segments for w in (s["words"] or [])]
+    return VerboseTranscription(
+        task=Task(options.get("task", "transcribe")),
+        language=job["language"],
+        language_probability=job["language_probability"],
+        duration=job["duration_s"],
+        text=text_of(segments),
+        segments=[segment_json(s) for s in segments],
+        words=words,
+    )
 
 
 def render(fmt: ResponseFormat, job: Mapping[str, Any], segments: Sequence[Seg]) -> tuple[str, str]:
     """(body, media type) of a transcript in format `fmt`."""
     if fmt is ResponseFormat.JSON:
-        body = json.dumps({"text": text_of(segments)}, ensure_ascii=False)
+        body = msgspec.json.encode(Transcription(text_of(segments))).decode()
     elif fmt is ResponseFormat.VERBOSE_JSON:
-        body = json.dumps(verbose(job, segments), ensure_ascii=False)
+        body = msgspec.json.encode(verbose(job, segments)).decode()
     elif fmt is ResponseFormat.TEXT:
         body = text_of(segments) + "\n"
     elif fmt is ResponseFormat.SRT:

@@ -16,7 +16,16 @@ from litestar.response import ServerSentEvent, ServerSentEventMessage
 
 from asr_daemon import errors, events, formats, jobs, queries, webhooks
 from asr_daemon.api.auth import principal
-from asr_daemon.api.schemas import UPLOAD_ERRORS, error_responses, job_view, multipart_operation
+from asr_daemon.api.schemas import (
+    UPLOAD_ERRORS,
+    Job,
+    JobList,
+    WebhookDelivery,
+    error_responses,
+    job_view,
+    operation_class,
+    transcript_response,
+)
 
 #: a job id in the path: documented as a UUID, checked by `parse_id` (400 with a clear message otherwise)
 JobId = Annotated[str, Parameter(description="The job's id (a UUID).", schema_extra={"format": "uuid"})]
@@ -60,13 +69,13 @@ class JobsController(Controller):
 
     @post(
         "/",
-        operation_class=multipart_operation(True),
+        operation_class=operation_class(form=True),
         request_max_body_size=None,
         status_code=202,
         summary="Submit a transcription job",
         responses=error_responses(*UPLOAD_ERRORS),
     )
-    async def submit(self, request: Request[Any, Any, Any], state: State) -> Response[dict[str, Any]]:
+    async def submit(self, request: Request[Any, Any, Any], state: State) -> Response[Job]:
         """Accept audio for transcription; 202 as soon as the upload is on disk and the job committed."""
         accepted = await state.intake.submit(
             request.stream(),
@@ -83,8 +92,7 @@ class JobsController(Controller):
         if accepted.replayed:
             headers["Idempotent-Replayed"] = "true"
             headers["Connection"] = "close"  # the upload was not read: see api/app.py _error
-        body = job_view(job)
-        return Response(body, status_code=200 if accepted.deduplicated else 202, headers=headers)
+        return Response(job_view(job), status_code=200 if accepted.deduplicated else 202, headers=headers)
 
     @get("/", summary="List jobs, newest first", responses=error_responses(400))
     async def list_jobs(
@@ -94,7 +102,7 @@ class JobsController(Controller):
         status: jobs.Status | None = None,
         limit: int = Parameter(default=20, ge=1, le=200),
         cursor: str | None = None,
-    ) -> dict[str, Any]:
+    ) -> JobList:
         """Jobs newest first, optionally of one status; `next_cursor` fetches the next page."""
         if status is not None and status not in {s.value for s in jobs.Status}:
             allowed = ", ".join(s.value for s in jobs.Status)
@@ -109,25 +117,20 @@ class JobsController(Controller):
         )
         more = len(rows) > limit
         rows = rows[:limit]
-        return {
-            "object": "list",
-            "data": [job_view(r) for r in rows],
-            "next_cursor": _make_cursor(rows[-1]) if more else None,
-        }
+        return JobList(
+            object="list", data=[job_view(r) for r in rows], next_cursor=_make_cursor(rows[-1]) if more else None
+        )
 
     @get("/{job_id:str}", summary="Get a job", responses=error_responses(400, 404))
-    async def get_job(self, request: Request[Any, Any, Any], state: State, job_id: JobId) -> dict[str, Any]:
+    async def get_job(self, request: Request[Any, Any, Any], state: State, job_id: JobId) -> Job:
         """One job: status, progress, timings, attempts, error, webhook deliveries."""
         job = await _job(request, state, job_id)
         view = job_view(job)
         if job["webhook_url"]:
-            view["webhook_deliveries"] = [
-                {
-                    "attempt": d["attempt"],
-                    "status_code": d["status_code"],
-                    "error": d["error"],
-                    "at": d["delivered_at"].isoformat(),
-                }
+            view.webhook_deliveries = [
+                WebhookDelivery(
+                    attempt=d["attempt"], status_code=d["status_code"], error=d["error"], at=d["delivered_at"]
+                )
                 for d in await webhooks.deliveries(state.pool, job["id"])
             ]
         return view
@@ -135,7 +138,8 @@ class JobsController(Controller):
     @get(
         "/{job_id:str}/transcript",
         summary="Render a finished job's transcript",
-        responses=error_responses(400, 404, 409),
+        operation_class=operation_class(transcript=True),
+        responses={**transcript_response(), **error_responses(400, 404, 409)},
     )
     async def transcript(
         self,
@@ -155,7 +159,7 @@ class JobsController(Controller):
         return Response(body, media_type=media_type, headers={"X-Job-Id": str(job["id"])})
 
     @delete("/{job_id:str}", status_code=200, summary="Cancel a job", responses=error_responses(400, 404, 409))
-    async def cancel(self, request: Request[Any, Any, Any], state: State, job_id: JobId) -> dict[str, Any]:
+    async def cancel(self, request: Request[Any, Any, Any], state: State, job_id: JobId) -> Job:
         """Cancel: a queued job at once, a running one within a few seconds; finished jobs are left alone."""
         jid = (await _job(request, state, job_id))["id"]
         status = await queries.request_cancel(state.pool, jid)

@@ -16,11 +16,11 @@ from litestar.params import FromPath
 
 from asr_daemon import errors, models, store
 from asr_daemon.api.auth import require_admin
-from asr_daemon.api.schemas import error_responses
+from asr_daemon.api.schemas import Model, ModelList, error_responses
 from asr_daemon.config import Settings
 
 
-def _view(settings: Settings, cache: models.ModelCache, name: str) -> dict[str, Any]:
+def _view(settings: Settings, cache: models.ModelCache, name: str) -> Model:
     """One model in OpenAI's shape, with this server's state beside it."""
     path = store.local_path(settings.models_dir, name)
     manifest = store.read_manifest(path) if path else None
@@ -28,24 +28,23 @@ def _view(settings: Settings, cache: models.ModelCache, name: str) -> dict[str, 
     if not isinstance(created, (int, float)):
         created = path.stat().st_mtime if path else 0
     loaded = {e.name: e for e in cache.loaded()}.get(name)
-    return {
-        "id": name,
-        "object": "model",
-        "created": int(created),
-        "owned_by": (store.KNOWN[name].split("/")[0] if name in store.KNOWN else "local"),
-        "repository": store.KNOWN.get(name),
-        "local": path is not None,
-        "size_bytes": store.dir_size(path) if path else 0,
-        "default": name == settings.model,
-        "loading": name in cache.loading,
-        "loaded": loaded is not None,
-        "device": loaded.device if loaded else None,
-        "compute_type": loaded.compute_type if loaded else None,
-        "in_use": loaded.in_use if loaded else 0,
-        # RSS (CPU) or VRAM (CUDA) growth measured while it loaded; what the budget counts beside it
-        "memory_bytes": loaded.measured_bytes if loaded else None,
-        "memory_budget_bytes": loaded.size_bytes if loaded else None,
-    }
+    return Model(
+        id=name,
+        object="model",
+        created=int(created),
+        owned_by=(store.KNOWN[name].split("/")[0] if name in store.KNOWN else "local"),
+        repository=store.KNOWN.get(name),
+        local=path is not None,
+        size_bytes=store.dir_size(path) if path else 0,
+        default=name == settings.model,
+        loading=name in cache.loading,
+        loaded=loaded is not None,
+        device=loaded.device if loaded else None,
+        compute_type=loaded.compute_type if loaded else None,
+        in_use=loaded.in_use if loaded else 0,
+        memory_bytes=loaded.measured_bytes if loaded else None,
+        memory_budget_bytes=loaded.size_bytes if loaded else None,
+    )
 
 
 def _local(settings: Settings, name: str) -> tuple[str, Any]:
@@ -62,13 +61,13 @@ class ModelsController(Controller):
     tags = ("models",)
 
     @get("/", summary="List models", responses=error_responses())
-    async def list_models(self, state: State) -> dict[str, Any]:
+    async def list_models(self, state: State) -> ModelList:
         """Known and local models; `local` and `loaded` say which are on disk and in memory."""
         s: Settings = state.settings
-        return {"object": "list", "data": [_view(s, state.models, n) for n in store.names(s.models_dir)]}
+        return ModelList(object="list", data=[_view(s, state.models, n) for n in store.names(s.models_dir)])
 
     @get("/{name:str}", summary="Retrieve a model", responses=error_responses(404))
-    async def get_model(self, state: State, name: FromPath[str]) -> dict[str, Any]:
+    async def get_model(self, state: State, name: FromPath[str]) -> Model:
         """One model; 404 when it is neither known nor present."""
         s: Settings = state.settings
         if name in models.DEFAULT_ALIASES:
@@ -83,7 +82,7 @@ class ModelsController(Controller):
         summary="Load a model into memory",
         responses=error_responses(403, 404),
     )
-    async def load(self, request: Request[Any, Any, Any], state: State, name: FromPath[str]) -> dict[str, Any]:
+    async def load(self, request: Request[Any, Any, Any], state: State, name: FromPath[str]) -> Model:
         """Load a local model now (it then unloads after the idle TTL like any other); admin keys only."""
         require_admin(request)
         name, path = _local(state.settings, name)
@@ -97,7 +96,7 @@ class ModelsController(Controller):
         summary="Unload a model from memory",
         responses=error_responses(403, 404, 409),
     )
-    async def unload(self, request: Request[Any, Any, Any], state: State, name: FromPath[str]) -> dict[str, Any]:
+    async def unload(self, request: Request[Any, Any, Any], state: State, name: FromPath[str]) -> Model:
         """Free a loaded model's memory; 409 while a job uses it; admin keys only. Files stay (`asrctl models rm`)."""
         require_admin(request)
         s: Settings = state.settings

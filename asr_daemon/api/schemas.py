@@ -1,57 +1,168 @@
-"""Wire shapes: job views for responses, and the OpenAPI description of the multipart forms."""
+"""Wire shapes: msgspec Structs for response bodies (the OpenAPI schema is generated from them), and
+the OpenAPI description of the multipart forms (parsed by hand, so described by hand)."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
+import msgspec
 from litestar.openapi.datastructures import ResponseSpec
 from litestar.openapi.spec import OpenAPIFormat, OpenAPIMediaType, OpenAPIType, Operation, RequestBody, Schema
 
-from asr_daemon import jobs
+from asr_daemon import formats, jobs
 
 
-def job_view(row: Any, *, base: str = "") -> dict[str, Any]:
-    """A job as the API shows it: status, progress, timings, attempts, error and links."""
+class JobAudio(msgspec.Struct):
+    """The uploaded audio: stored under its SHA-256 until the retention deletes it."""
+
+    sha256: str
+    bytes: int
+    duration_s: float
+    deleted: bool
+
+
+class JobProgress(msgspec.Struct):
+    """Seconds of audio transcribed so far (segments stored), of the whole."""
+
+    processed_s: float
+    duration_s: float
+    fraction: float | None
+
+
+class JobError(msgspec.Struct):
+    """Why a job failed, and a stable code (`transcription_failed`, `internal_error`, ...)."""
+
+    message: str
+    code: str | None
+
+
+class JobLinks(msgspec.Struct):
+    """Where to look next."""
+
+    self_: str = msgspec.field(name="self")
+    transcript: str
+    events: str
+
+
+class WebhookDelivery(msgspec.Struct):
+    """One POST of the job's summary to its webhook_url, and what the receiver answered."""
+
+    attempt: int
+    status_code: int | None
+    error: str | None
+    at: datetime
+
+
+class Job(msgspec.Struct, omit_defaults=True):
+    """A transcription job: its status, progress, options, timings, attempts and error."""
+
+    id: str
+    object: str
+    status: jobs.Status
+    model: str
+    task: jobs.Task
+    options: dict[str, Any]
+    priority: int
+    filename: str | None
+    audio: JobAudio
+    language: str | None
+    language_probability: float | None
+    progress: JobProgress
+    attempts: int
+    max_attempts: int
+    error: JobError | None
+    device: str | None
+    timings: dict[str, Any]
+    webhook_url: str | None
+    created_at: datetime
+    started_at: datetime | None
+    finished_at: datetime | None
+    links: JobLinks
+    #: only on GET /v1/jobs/{id} of a job with a webhook_url
+    webhook_deliveries: list[WebhookDelivery] | None = None
+
+
+class JobList(msgspec.Struct):
+    """A page of jobs, newest first; `next_cursor` (when not null) fetches the next page."""
+
+    object: str
+    data: list[Job]
+    next_cursor: str | None
+
+
+def job_view(row: Any, *, base: str = "") -> Job:
+    """A job row as the API shows it."""
     jid = str(row["id"])
     duration = row["duration_s"] or 0.0
-    return {
-        "id": jid,
-        "object": "transcription.job",
-        "status": row["status"],
-        "model": row["model"],
-        "task": (row["options"] or {}).get("task", "transcribe"),
-        "options": row["options"],
-        "priority": row["priority"],
-        "filename": row["filename"],
-        "audio": {
-            "sha256": row["audio_sha256"],
-            "bytes": row["audio_bytes"],
-            "duration_s": duration,
-            "deleted": row["audio_deleted_at"] is not None,
-        },
-        "language": row["language"],
-        "language_probability": row["language_probability"],
-        "progress": {
-            "processed_s": round(row["progress_s"], 3),
-            "duration_s": duration,
-            "fraction": round(min(1.0, row["progress_s"] / duration), 4) if duration else None,
-        },
-        "attempts": row["attempts"],
-        "max_attempts": row["max_attempts"],
-        "error": {"message": row["error"], "code": row["error_code"]} if row["error"] else None,
-        "device": row["device"],
-        "timings": row["timings"],
-        "webhook_url": row["webhook_url"],
-        "created_at": row["created_at"].isoformat(),
-        "started_at": row["started_at"].isoformat() if row["started_at"] else None,
-        "finished_at": row["finished_at"].isoformat() if row["finished_at"] else None,
-        "links": {
-            "self": f"{base}/v1/jobs/{jid}",
-            "transcript": f"{base}/v1/jobs/{jid}/transcript",
-            "events": f"{base}/v1/jobs/{jid}/events",
-        },
-    }
+    return Job(
+        id=jid,
+        object="transcription.job",
+        status=jobs.Status(row["status"]),
+        model=row["model"],
+        task=jobs.Task((row["options"] or {}).get("task", "transcribe")),
+        options=row["options"] or {},
+        priority=row["priority"],
+        filename=row["filename"],
+        audio=JobAudio(
+            sha256=row["audio_sha256"],
+            bytes=row["audio_bytes"],
+            duration_s=duration,
+            deleted=row["audio_deleted_at"] is not None,
+        ),
+        language=row["language"],
+        language_probability=row["language_probability"],
+        progress=JobProgress(
+            processed_s=round(row["progress_s"], 3),
+            duration_s=duration,
+            fraction=round(min(1.0, row["progress_s"] / duration), 4) if duration else None,
+        ),
+        attempts=row["attempts"],
+        max_attempts=row["max_attempts"],
+        error=JobError(message=row["error"], code=row["error_code"]) if row["error"] else None,
+        device=row["device"],
+        timings=row["timings"] or {},
+        webhook_url=row["webhook_url"],
+        created_at=row["created_at"],
+        started_at=row["started_at"],
+        finished_at=row["finished_at"],
+        links=JobLinks(
+            self_=f"{base}/v1/jobs/{jid}",
+            transcript=f"{base}/v1/jobs/{jid}/transcript",
+            events=f"{base}/v1/jobs/{jid}/events",
+        ),
+    )
+
+
+class Model(msgspec.Struct):
+    """A Whisper model in OpenAI's shape, with this server's state beside it."""
+
+    id: str
+    object: str
+    created: int
+    owned_by: str
+    #: the Hugging Face repository `asrctl models pull` fetches it from (null: a local model)
+    repository: str | None
+    local: bool
+    size_bytes: int
+    default: bool
+    loading: bool
+    loaded: bool
+    device: str | None
+    compute_type: str | None
+    in_use: int
+    #: RSS (CPU) or VRAM (CUDA) growth measured while it loaded
+    memory_bytes: int | None
+    #: what the memory budget counts for it beside the others
+    memory_budget_bytes: int | None
+
+
+class ModelList(msgspec.Struct):
+    """Known and local models."""
+
+    object: str
+    data: list[Model]
 
 
 def _form_schema(with_job_fields: bool) -> Schema:
@@ -78,32 +189,71 @@ def _form_schema(with_job_fields: bool) -> Schema:
     return Schema(type=OpenAPIType.OBJECT, properties=props, required=["file"])  # type: ignore[arg-type]  # dict of Schema is accepted
 
 
-def multipart_operation(with_job_fields: bool) -> type[Operation]:
-    """An Operation class whose request body documents the multipart form (parsed by hand)."""
+#: the transcript's renderings besides JSON, by media type (their bodies are plain strings)
+_TEXT_RENDERINGS = {
+    formats.MEDIA_TYPES[f]: f.value
+    for f in (jobs.ResponseFormat.TEXT, jobs.ResponseFormat.SRT, jobs.ResponseFormat.VTT)
+}
+
+
+def operation_class(*, form: bool | None = None, transcript: bool = False, stream: bool = False) -> type[Operation]:
+    """An Operation class documenting what Litestar cannot see in the handler's signature.
+
+    `form`: the request is the multipart form (parsed by hand), with the job fields when True and
+    OpenAI's fields when False. `transcript`: the 200 answer may also be text, SRT or WebVTT (its
+    JSON shapes come from `transcript_response`). `stream`: or server-sent events (`stream=true`).
+    """
 
     @dataclass
-    class MultipartOperation(Operation):
+    class DocumentedOperation(Operation):
         def __post_init__(self) -> None:
-            self.request_body = RequestBody(
-                content={"multipart/form-data": OpenAPIMediaType(schema=_form_schema(with_job_fields))},
-                required=True,
-            )
+            if form is not None:
+                self.request_body = RequestBody(
+                    content={"multipart/form-data": OpenAPIMediaType(schema=_form_schema(form))},
+                    required=True,
+                )
+            ok = (self.responses or {}).get("200")
+            content = getattr(ok, "content", None)
+            if content is None:
+                return
+            if transcript:
+                json_schema = content["application/json"].schema
+                if isinstance(json_schema, Schema) and json_schema.one_of:  # verbose_json is a json too
+                    json_schema.any_of, json_schema.one_of = json_schema.one_of, None
+                for media_type, fmt in _TEXT_RENDERINGS.items():
+                    described = Schema(type=OpenAPIType.STRING, description=f"response_format={fmt}")
+                    content[media_type] = OpenAPIMediaType(schema=described)
+            if stream:
+                events = Schema(
+                    type=OpenAPIType.STRING, description="stream=true: transcript.text.delta events, then done"
+                )
+                content["text/event-stream"] = OpenAPIMediaType(schema=events)
 
-    return MultipartOperation
+    return DocumentedOperation
 
 
-@dataclass
-class ErrorDetail:
-    """What went wrong, in words a person understands, and a stable code."""
+def transcript_response() -> dict[int, ResponseSpec]:
+    """The 200 answer of a transcript: `Transcription` (json) or `VerboseTranscription` (verbose_json)."""
+    return {
+        200: ResponseSpec(
+            data_container=formats.Transcription | formats.VerboseTranscription,
+            description="The transcript: JSON for json and verbose_json; text, SRT or WebVTT otherwise.",
+            generate_examples=False,
+        )
+    }
+
+
+class ErrorDetail(msgspec.Struct):
+    """What went wrong, in words a person understands, and a stable code (more fields may be present:
+    `job_id`, the job's `status`, Litestar's validation `details`)."""
 
     message: str
     type: str
     code: str
 
 
-@dataclass
-class ErrorBody:
-    """Every error response: OpenAI's `{"error": {...}}` shape (more fields may be present)."""
+class ErrorBody(msgspec.Struct):
+    """Every error response: OpenAI's `{"error": {...}}` shape."""
 
     error: ErrorDetail
 

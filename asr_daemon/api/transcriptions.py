@@ -16,7 +16,7 @@ from litestar.response import ServerSentEvent
 
 from asr_daemon import errors, events, formats, jobs, queries
 from asr_daemon.api.auth import principal
-from asr_daemon.api.schemas import UPLOAD_ERRORS, error_responses, multipart_operation
+from asr_daemon.api.schemas import UPLOAD_ERRORS, error_responses, operation_class, transcript_response
 from asr_daemon.intake import Accepted
 
 
@@ -42,15 +42,10 @@ async def _submit(request: Request[Any, Any, Any], state: State, task: jobs.Task
         err = errors.BadAudio if job["error_code"] == "transcription_failed" else errors.AsrError
         raise err(f"transcription failed: {job['error']}", job_id=str(job_id))
     if job["status"] != jobs.Status.COMPLETED:
+        running = errors.StillRunning("the transcription is still running; follow the job", job_id=str(job_id))
         return Response(
-            {
-                "error": {
-                    "message": "the transcription is still running; follow the job",
-                    "code": "timeout",
-                    "job_id": str(job_id),
-                }
-            },
-            status_code=504,
+            running.body(),
+            status_code=running.status,
             headers={**headers, "Location": f"/v1/jobs/{job_id}"},
         )
     segs = await queries.segments(state.pool, job_id)
@@ -82,11 +77,11 @@ class TranscriptionsController(Controller):
 
     @post(
         "/transcriptions",
-        operation_class=multipart_operation(False),
+        operation_class=operation_class(form=False, transcript=True, stream=True),
         request_max_body_size=None,
         summary="Transcribe audio",
         status_code=200,
-        responses=error_responses(*UPLOAD_ERRORS, 504),
+        responses={**transcript_response(), **error_responses(*UPLOAD_ERRORS, 504)},
     )
     async def transcriptions(self, request: Request[Any, Any, Any], state: State) -> Response[Any] | ServerSentEvent:
         """Transcribe an uploaded file in its own language (multipart, like OpenAI's endpoint)."""
@@ -94,11 +89,11 @@ class TranscriptionsController(Controller):
 
     @post(
         "/translations",
-        operation_class=multipart_operation(False),
+        operation_class=operation_class(form=False, transcript=True, stream=True),
         request_max_body_size=None,
         summary="Translate audio to English",
         status_code=200,
-        responses=error_responses(*UPLOAD_ERRORS, 504),
+        responses={**transcript_response(), **error_responses(*UPLOAD_ERRORS, 504)},
     )
     async def translations(self, request: Request[Any, Any, Any], state: State) -> Response[Any] | ServerSentEvent:
         """Transcribe an uploaded file and translate it to English."""

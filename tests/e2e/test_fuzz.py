@@ -4,10 +4,14 @@ from __future__ import annotations
 
 import os
 import signal
+import time
+import uuid
 import warnings
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 import schemathesis
 from hypothesis import HealthCheck, settings
@@ -68,3 +72,37 @@ def test_api_conforms_to_its_schema_under_fuzzing(case: Any, fuzz_daemon: Daemon
         # bytes in `file` and random cursors rightly get 415/400
         excluded.append(positive_data_acceptance)
     case.call_and_validate(base_url=fuzz_daemon.url, timeout=30, excluded_checks=excluded)
+
+
+def test_real_responses_match_their_documented_shapes(fuzz_daemon: Daemon, jfk: Path) -> None:
+    """A real job, its list, its json and verbose_json transcripts (with words), the models and an error
+    each validate against the schema the OpenAPI document gives their status and media type."""
+    with fuzz_daemon.client(timeout=60) as c:
+
+        def check(method: str, path: str, response: httpx.Response) -> httpx.Response:
+            response.request.read()  # schemathesis records the request body beside the answer
+            schema[path][method].validate_response(response)  # raises with the mismatch
+            return response
+
+        r = check("POST", "/v1/jobs", c.post("/v1/jobs", files={"file": jfk.open("rb")}, data={"temperature": "0.2"}))
+        jid = r.json()["id"]
+        deadline = time.monotonic() + 60
+        while c.get(f"/v1/jobs/{jid}").json()["status"] != "completed":
+            assert time.monotonic() < deadline
+            time.sleep(0.1)
+        check("GET", "/v1/jobs/{job_id}", c.get(f"/v1/jobs/{jid}"))
+        check("GET", "/v1/jobs", c.get("/v1/jobs", params={"limit": "1"}))
+        for fmt in ("json", "verbose_json", "srt"):
+            r = check(
+                "GET", "/v1/jobs/{job_id}/transcript", c.get(f"/v1/jobs/{jid}/transcript", params={"format": fmt})
+            )
+            assert r.status_code == 200 and "country" in r.text.lower()
+        r = c.post(
+            "/v1/audio/transcriptions",
+            files={"file": jfk.open("rb")},
+            data={"response_format": "verbose_json", "timestamp_granularities[]": "word"},
+        )
+        assert check("POST", "/v1/audio/transcriptions", r).json()["words"], r.text
+        check("GET", "/v1/models", c.get("/v1/models"))
+        r = check("GET", "/v1/jobs/{job_id}", c.get(f"/v1/jobs/{uuid.uuid4()}"))
+        assert r.status_code == 404 and set(r.json()["error"]) >= {"message", "type", "code"}

@@ -18,7 +18,7 @@ SEGS = [
         "avg_logprob": -0.2,
         "compression_ratio": 1.1,
         "no_speech_prob": 0.01,
-        "words": [{"word": " Hello"}],
+        "words": [{"start": 0.0, "end": 0.5, "word": " Hello", "probability": 0.9}],
     },
     {
         "seq": 1,
@@ -30,7 +30,7 @@ SEGS = [
         "avg_logprob": -0.3,
         "compression_ratio": 1.0,
         "no_speech_prob": 0.02,
-        "words": [{"word": " Bye."}],
+        "words": [{"start": 2.0, "end": 2.4, "word": " Bye.", "probability": 0.8}],
     },
 ]
 JOB = {
