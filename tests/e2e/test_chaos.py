@@ -186,8 +186,8 @@ def test_postgres_down_for_10_s_during_submissions(
     try:
         time.sleep(10)
     finally:
+        up_at = time.monotonic()  # before pg.start(): PostgreSQL may accept connections before pg_ctl returns
         pg.start()
-    up_at = time.monotonic()
     time.sleep(6)
     sub.halt.set()
     sub.join(60)
