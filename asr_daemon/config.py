@@ -71,7 +71,8 @@ class Settings(BaseSettings):
     """Seconds an unused model stays loaded: -1 keeps it, 0 unloads it right after each job."""
 
     preload: bool = False
-    """Load the default model at start-up instead of on the first request."""
+    """Load the default model at start-up instead of on the first request (the systemd unit sets it:
+    the load begins before the app is imported, and overlaps with the imports on a second core)."""
 
     beam_size: int = Field(5, ge=1, le=20)
     """Beam size used when a request does not ask otherwise (faster-whisper's default is 5)."""

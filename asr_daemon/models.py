@@ -32,6 +32,7 @@ import gc
 import logging
 import time
 from collections.abc import Callable
+from concurrent.futures import Future
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -87,10 +88,36 @@ class Loaded:
 Loader = Callable[[str, Path, str], Loaded]
 
 
-def make_loader(settings: Settings) -> Loader:
-    """The real loader: faster-whisper on the given device with the configured compute type."""
+def load_default(settings: Settings) -> Loaded | None:
+    """Load the default model now, blocking, on the device the cache would pick (None: not on disk).
+
+    The worker's early preload (`asr_daemon.startup`); a CUDA failure is raised for the cache to
+    fall back on. Its RSS/VRAM growth is measured here (the app's imports run meanwhile and count too).
+    """
+    path = local_path(settings.models_dir, settings.model)
+    if path is None:
+        return None
+    dev = device.resolve_device(settings.device)
+    before = _used(dev)
+    entry = make_loader(settings)(settings.model, path, dev)
+    entry.measured_bytes = max(0, _used(dev) - before)
+    return entry
+
+
+def make_loader(settings: Settings, early: Future[Loaded | None] | None = None) -> Loader:
+    """The real loader: faster-whisper on the given device with the configured compute type.
+
+    `early` (the worker's preload, begun before the app was imported) is taken over by the first
+    load of the default model: that load waits for it instead of starting another.
+    """
 
     def load(name: str, path: Path, dev: str) -> Loaded:
+        nonlocal early
+        if early is not None and name == settings.model:
+            begun, early = early, None
+            entry = begun.result()  # raises what the early load raised (a CUDA failure: the cache falls back)
+            if entry is not None and entry.device == dev:
+                return entry
         if dev == "cuda" and device.cuda_device_count() == 0:
             raise device.CudaFailure("no CUDA device visible to ctranslate2 (driver? libcublas.so.12?)")
         ctype = device.resolve_compute_type(settings.compute_type, dev)
@@ -104,10 +131,12 @@ def make_loader(settings: Settings) -> Loader:
 def cache_from_settings(
     settings: Settings,
     load_guard: Callable[[str], contextlib.AbstractAsyncContextManager[Any]] = contextlib.nullcontext,
+    early: Future[Loaded | None] | None = None,
 ) -> ModelCache:
-    """The process's model cache, configured from the settings; see `ModelCache` for `load_guard`."""
+    """The process's model cache, configured from the settings; see `ModelCache` for `load_guard`
+    and `make_loader` for `early`."""
     return ModelCache(
-        make_loader(settings),
+        make_loader(settings, early),
         device=settings.device,
         idle_ttl=settings.model_idle_ttl,
         budget_bytes=settings.model_memory_budget_mb * MB,
@@ -270,7 +299,7 @@ class ModelCache:
                 raise
             self._note_fallback(name, "load", exc)
             return self._load(name, path, "cpu")
-        entry.measured_bytes = max(0, _used(dev) - before)
+        entry.measured_bytes = entry.measured_bytes or max(0, _used(dev) - before)  # an early load measured itself
         log.info(
             "model_loaded",
             extra={

@@ -1,4 +1,4 @@
-"""The Litestar application: `create_app(settings)` and the Granian entry point `app_from_env`.
+"""The Litestar application: `create_app(settings)`, and `build` for Granian's entry point (`asr_daemon.startup`).
 
 The lifespan opens PostgreSQL (applying pending migrations) and Redis, starts the in-process job
 worker and the Redis listeners, and on shutdown drains the worker so nothing accepted is lost.
@@ -12,6 +12,7 @@ import errno
 import logging
 import time
 from collections.abc import AsyncIterator
+from concurrent.futures import Future
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -22,7 +23,7 @@ from litestar.exceptions import HTTPException
 from litestar.openapi import OpenAPIConfig
 from redis.exceptions import RedisError
 
-from asr_daemon import accesslog, db, errors, limits, logs, metrics, migrate, models, queue, systemd, uploads
+from asr_daemon import accesslog, db, errors, limits, metrics, migrate, models, queue, systemd, uploads
 from asr_daemon.api import auth, health, jobs, transcriptions
 from asr_daemon.api import metrics as metrics_api
 from asr_daemon.api import models as api_models
@@ -153,7 +154,8 @@ async def lifespan(app: Litestar) -> AsyncIterator[None]:
     t2 = time.perf_counter()
     hub = queue.Hub(client, settings.poll_interval)
     life = systemd.Lifecycle(settings)  # issue 5
-    cache = models.cache_from_settings(settings, load_guard=life.loading)  # EXTEND_TIMEOUT_USEC while loading
+    # EXTEND_TIMEOUT_USEC while loading; the first load of the default model takes over the early one
+    cache = models.cache_from_settings(settings, load_guard=life.loading, early=app.state.early_load)
     locks = uploads.AudioLocks()
     worker = Worker(settings, pool, hub, cache, locks, app.state.metrics)
     app.state.update(
@@ -203,8 +205,11 @@ async def lifespan(app: Litestar) -> AsyncIterator[None]:
         log.info("daemon_stopped")
 
 
-def create_app(settings: Settings) -> Litestar:
-    """Build the application for `settings` (nothing is opened until the lifespan runs)."""
+def create_app(settings: Settings, early: Future[models.Loaded | None] | None = None) -> Litestar:
+    """Build the application for `settings` (nothing is opened until the lifespan runs).
+
+    `early` is the default model's load begun at the worker's start (`asr_daemon.startup`).
+    """
     meter = metrics.Metrics(workers=settings.workers, start_reason=settings.start_reason)
     return Litestar(
         route_handlers=[
@@ -218,7 +223,7 @@ def create_app(settings: Settings) -> Litestar:
         lifespan=[lifespan],
         guards=[auth.guard],
         before_send=[metrics.on_send],
-        state=State({"settings": settings, "metrics": meter}),
+        state=State({"settings": settings, "metrics": meter, "early_load": early}),
         exception_handlers={
             errors.AsrError: on_asr_error,
             HTTPException: on_http_error,
@@ -231,12 +236,10 @@ def create_app(settings: Settings) -> Litestar:
     )
 
 
-def app_from_env() -> accesslog.AccessLogMiddleware:
-    """Granian's factory: settings from `ASR_*` variables, logging configured, app built.
+def build(settings: Settings, early: Future[models.Loaded | None] | None = None) -> accesslog.AccessLogMiddleware:
+    """The app as Granian serves it (`asr_daemon.startup.app_from_env`, logging already configured).
 
     The app is wrapped in the JSON access log (issue 5) outermost, so every request is logged.
     """
-    settings = Settings()
-    logs.configure(settings.log_level)
     log.info("app_created", extra={"since_process_start_s": round(metrics.process_age(), 4)})
-    return accesslog.with_access_log(create_app(settings), settings)
+    return accesslog.with_access_log(create_app(settings, early), settings)

@@ -1,41 +1,23 @@
-"""`asrctl serve`: run the daemon under Granian (one worker process, one model copy)."""
+"""`asrctl serve`: run the daemon under Granian (one worker process, one model copy).
+
+Granian runs in this process (its embeddable server, not its command line): the process that
+parsed the settings is Granian's main process, and the worker is forked from it. That saves the
+start-up of a second Python and its imports on every cold start (docs/benchmarks.md), and the
+worker inherits the settings and pydantic already imported. The worker imports and builds the app
+itself (`asr_daemon.startup`): nothing that starts threads is imported before the fork.
+"""
 
 from __future__ import annotations
 
 import os
-import shutil
-import sys
 from pathlib import Path
 
 import typer
 
 from asr_daemon.cli import common
 
-
-def granian_argv(uds: Path | None, host: str, port: int, header_timeout: float = 10.0) -> list[str]:
-    """The Granian command line for the app factory; listens on `uds` if given, else host:port.
-
-    `header_timeout` (seconds) bounds how long a client may take to send its request headers.
-    """
-    exe = shutil.which("granian", path=os.path.dirname(sys.executable)) or "granian"
-    argv = [
-        exe,
-        "--interface",
-        "asgi",
-        "--factory",
-        "--workers",
-        "1",
-        "--no-ws",
-        "--log-level",
-        "warning",
-        "--http1-header-read-timeout",
-        str(max(1, round(header_timeout * 1000))),
-    ]
-    if uds is not None:
-        argv += ["--uds", str(uds), "--uds-permissions", "0660"]
-    else:
-        argv += ["--host", host, "--port", str(port)]
-    return [*argv, "asr_daemon.api.app:app_from_env"]
+#: Granian's import path of the app factory (it runs in the worker)
+TARGET = "asr_daemon.startup:app_from_env"
 
 
 def serve(
@@ -44,13 +26,36 @@ def serve(
     uds: Path | None = typer.Option(None, help="Listen on this Unix socket instead (default ASR_UDS)."),
 ) -> None:
     """Serve the API in the foreground (Ctrl-C or SIGTERM stops it cleanly)."""
-    s = common.settings()
-    env = dict(os.environ)
+    # the worker builds its own settings from the environment: the options go there too
     if host is not None:
-        env["ASR_HOST"] = host
+        os.environ["ASR_HOST"] = host
     if port is not None:
-        env["ASR_PORT"] = str(port)
+        os.environ["ASR_PORT"] = str(port)
     if uds is not None:
-        env["ASR_UDS"] = str(uds)
-    argv = granian_argv(uds or s.uds, host or s.host, port or s.port, s.header_timeout)
-    os.execve(argv[0], argv, env)
+        os.environ["ASR_UDS"] = str(uds)
+    s = common.settings()
+
+    from granian.constants import Interfaces
+    from granian.errors import FatalError
+    from granian.http import HTTP1Settings
+    from granian.log import LogLevels
+    from granian.server import Server
+
+    listen: dict[str, object] = {"address": s.host, "port": s.port}
+    if s.uds is not None:
+        listen = {"uds": s.uds, "uds_permissions": 0o660}
+    server = Server(
+        TARGET,
+        interface=Interfaces.ASGI,
+        factory=True,
+        workers=1,
+        websockets=False,
+        log_level=LogLevels.warning,
+        # how long a client may take to send its request headers
+        http1_settings=HTTP1Settings(header_read_timeout=max(1, round(s.header_timeout * 1000))),
+        **listen,  # type: ignore[arg-type]  # address/port or uds/uds_permissions, each typed by Server
+    )
+    try:
+        server.serve()
+    except FatalError as exc:
+        raise typer.Exit(1) from exc

@@ -6,12 +6,13 @@ from __future__ import annotations
 import asyncio
 import shutil
 from collections.abc import Iterator
+from concurrent.futures import Future
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from asr_daemon import device, models, store
+from asr_daemon import device, models, startup, store
 from asr_daemon.config import Settings
 
 MB = 1 << 20
@@ -275,3 +276,34 @@ def test_new_jobs_do_not_get_a_model_cuda_broke(store_dir: Path, loop: asyncio.A
         cache.release(fresh)
 
     loop.run_until_complete(go())
+
+
+def test_the_first_load_of_the_default_model_takes_over_the_early_load(
+    store_dir: Path, loop: asyncio.AbstractEventLoop, tmp_path: Path
+) -> None:
+    """The worker's early load (begun before the app existed) is what the cache gets for the default
+    model, once; the next load, or another model, loads for real; a failed early load surfaces."""
+    (tmp_path / "models").symlink_to(store_dir)
+    settings = _settings(state_dir=tmp_path, model="tiny.en")
+    early = startup.start_load(settings)
+    cache = models.ModelCache(models.make_loader(settings, early), device="cpu", idle_ttl=0)
+
+    async def go() -> tuple[models.Loaded, models.Loaded, models.Loaded]:
+        first = await cache.acquire("tiny.en", store_dir / "tiny.en")
+        cache.release(first)  # ttl 0: unloaded at once
+        second = await cache.acquire("tiny.en", store_dir / "tiny.en")
+        other = await cache.acquire("base", store_dir / "base")
+        return first, second, other
+
+    taken = early.result(timeout=60)
+    first, second, other = loop.run_until_complete(go())
+    assert first is taken and first.measured_bytes > 0
+    assert second is not taken and second.model is not None and other.name == "base"
+    _transcribe(second)
+
+    failed: Future[models.Loaded | None] = Future()
+    failed.set_exception(RuntimeError("CUDA failed with error out of memory"))
+    broken = models.make_loader(settings, failed)
+    with pytest.raises(RuntimeError, match="out of memory"):
+        broken("tiny.en", store_dir / "tiny.en", "cpu")
+    assert broken("tiny.en", store_dir / "tiny.en", "cpu").model is not None  # taken over once only

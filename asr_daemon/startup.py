@@ -1,0 +1,47 @@
+"""The Granian worker's entry point: with ASR_PRELOAD the default model starts loading before the
+app is even imported.
+
+Importing the app (Litestar, numpy, PyAV, asyncpg, redis) keeps one core busy for ~0.3 s, and
+CTranslate2 reads and converts a model's weights without holding the GIL, so the two overlap on a
+second core; the preload in the lifespan used to start only after the imports (docs/benchmarks.md).
+Only this module, the settings and logging are imported before the load starts. The app takes the
+load over from there: `asr_daemon.models.make_loader` hands it to the model cache.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from concurrent.futures import Future
+from typing import Any
+
+from asr_daemon import logs
+from asr_daemon.config import Settings
+
+log = logging.getLogger(__name__)
+
+
+def app_from_env() -> Any:
+    """Granian's factory: settings from `ASR_*` variables, logging, the early load, then the app."""
+    settings = Settings()
+    logs.configure(settings.log_level)
+    early = start_load(settings) if settings.preload else None
+    from asr_daemon.api import app  # the heavy imports, while the model loads
+
+    return app.build(settings, early)
+
+
+def start_load(settings: Settings) -> Future[Any]:
+    """Load the default model in a thread now; the future holds its `models.Loaded` (None when absent)."""
+    done: Future[Any] = Future()
+
+    def run() -> None:
+        try:
+            from asr_daemon import models
+
+            done.set_result(models.load_default(settings))
+        except BaseException as exc:  # noqa: BLE001  # handed to whoever takes the load over
+            done.set_exception(exc)
+
+    threading.Thread(target=run, name="model-preload", daemon=True).start()
+    return done
