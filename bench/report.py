@@ -98,7 +98,7 @@ def coldstart(s: dict[str, Any]) -> list[str]:
         return [f"Not measured: {s['skipped']}."]
     labels = {
         "activation": "connection → activation helper runs (stand-in for systemd)",
-        "process_start": "→ Granian worker process exists (`asrctl serve` → granian → worker)",
+        "process_start": "→ Granian worker process exists (`asrctl serve` forks it)",
         "imports": "→ app imported and built (`app_created`)",
         "app_db_redis": "→ lifespan done: PostgreSQL connect + migration check, Redis ping (`daemon_started`)",
         "db_s": "  of which PostgreSQL",
