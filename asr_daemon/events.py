@@ -17,7 +17,7 @@ from typing import Any
 
 import asyncpg
 
-from asr_daemon import jobs, queries
+from asr_daemon import formats, jobs, queries
 from asr_daemon.queue import Hub
 
 FIRST_SEGMENT_ID = 2
@@ -80,12 +80,16 @@ async def follow(
             sent = False
             if cursor < 0:
                 yield Event(
-                    0, "queued", {"id": str(job_id), "status": "queued", "created_at": job["created_at"].isoformat()}
+                    0,
+                    "queued",
+                    {"id": str(job_id), "status": "queued", "created_at": formats.timestamp(job["created_at"])},
                 )
                 cursor, sent = 0, True
             if cursor < 1 and job["started_at"] is not None:
                 yield Event(
-                    1, "started", {"id": str(job_id), "status": "running", "started_at": job["started_at"].isoformat()}
+                    1,
+                    "started",
+                    {"id": str(job_id), "status": "running", "started_at": formats.timestamp(job["started_at"])},
                 )
                 cursor, sent = 1, True
             segs = await queries.segments(pool, job_id, max(0, cursor - FIRST_SEGMENT_ID + 1))

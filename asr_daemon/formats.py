@@ -6,6 +6,7 @@ The two JSON shapes are msgspec Structs: the API's OpenAPI schema is generated f
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from datetime import datetime
 from typing import Any
 
 import msgspec
@@ -21,6 +22,11 @@ MEDIA_TYPES = {
 }
 
 Seg = Any  # an asyncpg Record or a dict: anything indexable by column name
+
+
+def timestamp(moment: datetime) -> str:
+    """RFC 3339, exactly as msgspec writes the API's datetimes (`...Z` in UTC): for the JSON built by hand."""
+    return msgspec.json.encode(moment).decode()[1:-1]
 
 
 def text_of(segments: Sequence[Seg]) -> str:

@@ -245,7 +245,8 @@ async def segments(conn: Conn, job_id: uuid.UUID, from_seq: int = 0) -> list[Row
 
 async def resume_point(conn: Conn, job_id: uuid.UUID, tokens: int = 0) -> Row:
     """Where an interrupted job resumes: next seq, end of the last segment, and the last `tokens`
-    tokens of its segments (the prompt the resumed run carries on from)."""
+    tokens of its segments since the last one decoded hotter than 0.5 (the prompt the resumed run
+    carries on from, as `transcriber.transcribe` keeps it)."""
     row: Row | None = await conn.fetchrow(
         """
         SELECT coalesce(max(seq) + 1, 0) AS next_seq,
@@ -253,7 +254,8 @@ async def resume_point(conn: Conn, job_id: uuid.UUID, tokens: int = 0) -> Row:
                coalesce((SELECT array_agg(tok ORDER BY seq, ord)
                          FROM (SELECT s.seq, u.tok, u.ord
                                FROM segments s, unnest(s.tokens) WITH ORDINALITY AS u(tok, ord)
-                               WHERE s.job_id = $1
+                               WHERE s.job_id = $1 AND s.seq > coalesce(
+                                   (SELECT max(seq) FROM segments WHERE job_id = $1 AND temperature > 0.5), -1)
                                ORDER BY s.seq DESC, u.ord DESC LIMIT $2) AS t), '{}') AS prompt_tokens
         FROM segments WHERE job_id = $1
         """,

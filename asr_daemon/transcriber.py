@@ -23,6 +23,9 @@ TAIL_MARGIN = 5.0
 #: Tokens of earlier segments given as the prompt when a window or a resumed job starts: all that
 #: Whisper reads (half its 448-token context, less the start-of-previous token).
 PROMPT_TOKENS = 223
+#: A segment decoded hotter than this (temperature fallback: the likely garbled ones) ends the prompt
+#: history: faster-whisper's own `prompt_reset_on_temperature` between its 30 s chunks.
+PROMPT_RESET_TEMPERATURE = 0.5
 #: Seconds of audio between two heap trims inside a window (about one 30 s chunk): CTranslate2's
 #: freed buffers otherwise pile up in each of its threads' malloc arenas and raise the peak.
 TRIM_EVERY_S = 30.0
@@ -124,6 +127,15 @@ def _windows(
             return
         carry = buf[int(consumed or len(window)) :].copy()  # a copy, so the window's buffer can be freed
         del buf, window
+
+
+def _carry(history: list[int], tokens: Sequence[int], temperature: float) -> list[int]:
+    """The prompt history after one more segment: its tokens appended (the last `PROMPT_TOKENS`
+    kept), or nothing after a segment decoded hotter than `PROMPT_RESET_TEMPERATURE`, as
+    faster-whisper resets its own prompt after such a chunk."""
+    if temperature > PROMPT_RESET_TEMPERATURE:
+        return []
+    return [*history, *tokens][-PROMPT_TOKENS:]
 
 
 def _continuation(model: Any, tokens: Sequence[int], fallback: str | None) -> list[int] | str | None:
@@ -244,14 +256,13 @@ def transcribe(
                     words=words,
                 )
             )
-            history.extend(seg.tokens)
+            history = _carry(history, seg.tokens, seg.temperature or 0.0)
             seq += 1
         result.segments = seq - first_seq
         if last:
             break
         if should_stop():
             raise Stopped
-        history = history[-PROMPT_TOKENS:]
         prompt = _continuation(model, history, options.prompt)
         offset += cut
         consumed = int(cut * audio.SAMPLE_RATE)

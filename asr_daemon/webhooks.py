@@ -19,7 +19,7 @@ from typing import Any
 
 import asyncpg
 
-from asr_daemon import queries
+from asr_daemon import formats, queries
 from asr_daemon.config import Settings
 
 log = logging.getLogger(__name__)
@@ -54,7 +54,7 @@ def summary(row: Any) -> dict[str, Any]:
         "duration_s": row["duration_s"],
         "language": row["language"],
         "error": row["error"],
-        "finished_at": row["finished_at"].isoformat() if row["finished_at"] else None,
+        "finished_at": formats.timestamp(row["finished_at"]) if row["finished_at"] else None,
         "links": {"self": f"/v1/jobs/{jid}", "transcript": f"/v1/jobs/{jid}/transcript"},
     }
 

@@ -1,10 +1,11 @@
 """`asrctl serve`: run the daemon under Granian (one worker process, one model copy).
 
-Granian runs in this process (its embeddable server, not its command line): the process that
-parsed the settings is Granian's main process, and the worker is forked from it. That saves the
-start-up of a second Python and its imports on every cold start (docs/benchmarks.md), and the
-worker inherits the settings and pydantic already imported. The worker imports and builds the app
-itself (`asr_daemon.startup`): nothing that starts threads is imported before the fork.
+Granian runs in this process instead of through its command line: the process that parsed the
+settings is Granian's main process (`granian.server.Server`, what its command line runs), and the
+worker is forked from it. That saves the start-up of a second Python and its imports on every cold
+start (docs/benchmarks.md), and the worker inherits the settings and pydantic already imported.
+The worker imports and builds the app itself (`asr_daemon.startup`): nothing that starts threads
+is imported before the fork.
 """
 
 from __future__ import annotations

@@ -113,10 +113,11 @@ async def test_segments_are_idempotent_and_only_for_the_owner(conn: asyncpg.Conn
 
 
 async def test_resume_point_carries_the_last_tokens_in_order(conn: asyncpg.Connection) -> None:
-    """A resumed job's prompt is the last N tokens of its segments, in their spoken order."""
+    """A resumed job's prompt is the last N tokens of its segments, in their spoken order, none from
+    before a segment decoded hotter than 0.5 (nor its own)."""
     job_id = await add(conn)
     await queries.claim(conn, "me")
-    for seq, tokens in enumerate(([1, 2, 3], [4, 5], [6, 7, 8])):
+    for seq, (tokens, temperature) in enumerate((([1, 2, 3], 0.0), ([4, 5], 0.0), ([6, 7, 8], 0.2))):
         seg = {
             "seq": seq,
             "start": seq,
@@ -125,13 +126,15 @@ async def test_resume_point_carries_the_last_tokens_in_order(conn: asyncpg.Conne
             "avg_logprob": 0.0,
             "no_speech_prob": 0.0,
             "compression_ratio": 1.0,
-            "temperature": 0.0,
+            "temperature": temperature,
             "tokens": tokens,
             "words": None,
         }
         assert await queries.insert_segment(conn, job_id, "me", seg)
     point = await queries.resume_point(conn, job_id, 6)
     assert (point["next_seq"], point["resume_from"], point["prompt_tokens"]) == (3, 3.0, [3, 4, 5, 6, 7, 8])
+    await conn.execute("UPDATE segments SET temperature = 0.8 WHERE job_id = $1 AND seq = 1", job_id)
+    assert (await queries.resume_point(conn, job_id, 6))["prompt_tokens"] == [6, 7, 8]
 
 
 async def test_reaper_requeues_stale_jobs_and_fails_them_after_max_attempts(conn: asyncpg.Connection) -> None:

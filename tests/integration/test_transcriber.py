@@ -101,3 +101,12 @@ def test_audio_longer_than_its_file_declared_fails_the_job(model: object, minute
     with pytest.raises(errors.JobFailed, match="decodes to more than 20 s"):
         run(model, minute, max_audio_s=20, window_s=10)
     assert run(model, minute, max_audio_s=120, window_s=30)[-1].end > 40
+
+
+def test_the_prompt_history_drops_what_came_before_a_hot_segment() -> None:
+    """Tokens accumulate up to Whisper's 223; a segment decoded above 0.5 (fallback) empties the history."""
+    history = transcriber._carry([], list(range(200)), 0.0)
+    history = transcriber._carry(history, list(range(200, 250)), 0.2)
+    assert history == list(range(27, 250))
+    assert transcriber._carry(history, [1, 2], 0.8) == []
+    assert transcriber._carry([], [7, 8], 0.4) == [7, 8]

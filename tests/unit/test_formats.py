@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import json
+from datetime import UTC, datetime
+
+import msgspec
 
 from asr_daemon import formats
 from asr_daemon.jobs import ResponseFormat
@@ -62,3 +65,10 @@ def test_verbose_json_has_openai_fields_and_words() -> None:
     assert (body["task"], body["language"], body["duration"]) == ("transcribe", "en", 3662.0)
     assert [s["id"] for s in body["segments"]] == [0, 1] and body["segments"][1]["start"] == 3661.25
     assert [w["word"] for w in body["words"]] == [" Hello", " Bye."]
+
+
+def test_timestamps_built_by_hand_match_the_api_s_datetimes() -> None:
+    """SSE events and webhooks write times exactly as msgspec writes the job's (RFC 3339, `Z`)."""
+    moment = datetime(2026, 1, 2, 3, 4, 5, 123456, tzinfo=UTC)
+    assert formats.timestamp(moment) == "2026-01-02T03:04:05.123456Z"
+    assert formats.timestamp(moment) == msgspec.json.decode(msgspec.json.encode({"t": moment}))["t"]
