@@ -60,9 +60,21 @@ class StoreError(Exception):
     """A model cannot be installed or checked; the message says why and what to do."""
 
 
+#: Longest model name in UTF-8 bytes: one path component (the file system allows 255), with room
+#: for the `.partial` suffix of a download in progress
+MAX_NAME_BYTES = 200
+
+
 def valid_name(name: str) -> bool:
-    """A model name is one path component that is not hidden."""
-    return bool(name) and "/" not in name and "\\" not in name and not name.startswith(".")
+    """A model name is one printable path component, not hidden, short enough for the file system."""
+    return (
+        bool(name)
+        and len(name.encode("utf-8", "surrogatepass")) <= MAX_NAME_BYTES
+        and name.isprintable()
+        and "/" not in name
+        and "\\" not in name
+        and not name.startswith(".")
+    )
 
 
 def is_model_dir(path: Path) -> bool:

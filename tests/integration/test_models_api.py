@@ -80,4 +80,9 @@ def test_absent_models_are_404_that_say_how_to_pull(client: TestClient[Litestar]
     assert r.json()["error"]["code"] == "model_not_found"
     assert "asrctl models pull large-v3" in r.json()["error"]["message"]
     assert client.get("/v1/models/no-such-model").status_code == 404
+    # a name the file system refuses (found by the fuzzer: 500 from ENAMETOOLONG) is just not there
+    for long_name in ("T̺̺̕o͞" * 100, "x" * 300):
+        assert client.post(f"/v1/models/{long_name}/load").status_code == 404
+        assert client.get(f"/v1/models/{long_name}").status_code == 404
+        assert client.delete(f"/v1/models/{long_name}").status_code == 404
     assert client.get("/v1/models/large-v3").json()["local"] is False
