@@ -135,7 +135,12 @@ def test_first_connection_starts_the_daemon_and_is_answered(
         assert notify.uds_accepted_before_ready is True
         assert "READY=1" in notify.fields
         assert any(f.startswith("STATUS=model tiny.en") for f in notify.fields)
-        lines = [json.loads(x) for x in (tmp_path / "log/access.log").read_text().splitlines()]
+        access = tmp_path / "log/access.log"
+        deadline = time.monotonic() + 10
+        while not (access.exists() and access.read_text()):  # the line is written once the app returns,
+            assert time.monotonic() < deadline  # which can be just after the client has its answer
+            time.sleep(0.05)
+        lines = [json.loads(x) for x in access.read_text().splitlines()]
         assert [x["path"] for x in lines] == ["/v1/audio/transcriptions"]
         assert lines[0]["status"] == 200 and lines[0]["job_id"] and lines[0]["bytes_in"] > 0
         time.sleep(1.5)  # WatchdogSec=2 s: pings every second once READY

@@ -175,9 +175,11 @@ def test_restore_refuses_damaged_or_missing_file(pg: services.Postgres, db: str,
     """restore and restore --verify refuse a dump whose sha256 no longer matches, and a missing file."""
     seed(pg, _dbname(db), jobs=1)
     dump = _backup(tmp_path)
-    with dump.open("r+b") as f:
+    with dump.open("r+b") as f:  # four bytes flipped (writing zeros changed nothing where they were zeros)
         f.seek(dump.stat().st_size // 2)
-        f.write(b"\0\0\0\0")
+        middle = f.read(4)
+        f.seek(dump.stat().st_size // 2)
+        f.write(bytes(b ^ 0xFF for b in middle))
     assert_one_error_line(asrctl("restore", str(dump), "--into", "never_made"), "sha256 differs")
     assert_one_error_line(asrctl("restore", "--verify", str(dump)), "sha256 differs")
     assert pg.psql("SELECT count(*) FROM pg_database WHERE datname = 'never_made'") == "0"
