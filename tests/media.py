@@ -96,22 +96,22 @@ def video_without_audio(dst: Path) -> Path:
     return dst
 
 
-def id3_tag(size: int) -> bytes:
-    """An ID3v2.3 tag of about `size` bytes (one TXXX frame), to put in front of an MP3."""
-    text = b"\x00" + b"description\x00" + b"A" * size
-    frame = b"TXXX" + struct.pack(">I", len(text)) + b"\x00\x00" + text
+def _id3(frame_id: bytes, body: bytes) -> bytes:
+    """An ID3v2.3 tag holding one frame (its size syncsafe-encoded in the tag header)."""
+    frame = frame_id + struct.pack(">I", len(body)) + b"\x00\x00" + body
     n = len(frame)
     syncsafe = bytes([(n >> 21) & 0x7F, (n >> 14) & 0x7F, (n >> 7) & 0x7F, n & 0x7F])
     return b"ID3\x03\x00\x00" + syncsafe + frame
+
+
+def id3_tag(size: int) -> bytes:
+    """An ID3v2.3 tag of about `size` bytes (one TXXX frame), to put in front of an MP3."""
+    return _id3(b"TXXX", b"\x00" + b"description\x00" + b"A" * size)
 
 
 def id3_picture(size: int) -> bytes:
     """An ID3v2.3 tag holding a front-cover picture (APIC frame) of about `size` bytes."""
-    body = b"\x00" + b"image/jpeg\x00" + b"\x03" + b"cover\x00" + b"\xff\xd8\xff\xe0" + b"\x00" * size
-    frame = b"APIC" + struct.pack(">I", len(body)) + b"\x00\x00" + body
-    n = len(frame)
-    syncsafe = bytes([(n >> 21) & 0x7F, (n >> 14) & 0x7F, (n >> 7) & 0x7F, n & 0x7F])
-    return b"ID3\x03\x00\x00" + syncsafe + frame
+    return _id3(b"APIC", b"\x00" + b"image/jpeg\x00" + b"\x03" + b"cover\x00" + b"\xff\xd8\xff\xe0" + b"\x00" * size)
 
 
 def zip_of(src: Path) -> bytes:

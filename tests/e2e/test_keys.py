@@ -104,6 +104,12 @@ def test_keys_required_beyond_loopback(make_daemon: Callable[..., Daemon], datab
     assert token not in d.logs()
 
 
+def job_routes(job_id: str) -> list[tuple[str, str]]:
+    """Every route that shows or touches one job."""
+    base = f"/v1/jobs/{job_id}"
+    return [("GET", base), ("GET", f"{base}/transcript"), ("GET", f"{base}/events"), ("DELETE", base)]
+
+
 def test_a_job_is_visible_only_to_its_key_and_to_admins(
     make_daemon: Callable[..., Daemon], database: str, jfk: Path
 ) -> None:
@@ -118,12 +124,7 @@ def test_a_job_is_visible_only_to_its_key_and_to_admins(
         r = c.post("/v1/jobs", files={"file": jfk.open("rb")}, headers=bearer(alice))
         assert r.status_code == 202, r.text
         jid = r.json()["id"]
-        for method, path in (
-            ("GET", f"/v1/jobs/{jid}"),
-            ("GET", f"/v1/jobs/{jid}/transcript"),
-            ("GET", f"/v1/jobs/{jid}/events"),
-            ("DELETE", f"/v1/jobs/{jid}"),
-        ):
+        for method, path in job_routes(jid):
             r = c.request(method, path, headers=bearer(bob))
             assert r.status_code == 404, (method, path, r.text)
         assert c.get("/v1/jobs", headers=bearer(bob)).json()["data"] == []
@@ -148,12 +149,7 @@ def test_anonymous_callers_see_only_the_jobs_made_without_a_key(
     with d.client() as c:
         keyed = c.post("/v1/jobs", files={"file": jfk.open("rb")}, headers=bearer(alice)).json()["id"]
         anon = c.post("/v1/jobs", files={"file": jfk.open("rb")}, data={"temperature": "0.1"}).json()["id"]
-        for method, path in (
-            ("GET", f"/v1/jobs/{keyed}"),
-            ("GET", f"/v1/jobs/{keyed}/transcript"),
-            ("GET", f"/v1/jobs/{keyed}/events"),
-            ("DELETE", f"/v1/jobs/{keyed}"),
-        ):
+        for method, path in job_routes(keyed):
             assert c.request(method, path).status_code == 404, (method, path)
         assert c.get(f"/v1/jobs/{anon}").status_code == 200
         assert [j["id"] for j in c.get("/v1/jobs").json()["data"]] == [anon]
