@@ -103,6 +103,7 @@ def coldstart(s: dict[str, Any]) -> list[str]:
         "app_db_redis": "→ lifespan done: PostgreSQL connect + migration check, Redis ping (`daemon_started`)",
         "db_s": "  of which PostgreSQL",
         "redis_s": "  of which Redis",
+        "ready": "→ READY=1 (Granian listening, preload over, database migrated): the proxy starts",
         "request_in": "→ request proxied, uploaded, probed, job row committed",
         "queue": "→ job claimed",
         "model_load": "→ model loaded",

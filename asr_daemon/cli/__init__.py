@@ -1,21 +1,26 @@
 """`asrctl`: the one entry point — serve the daemon, migrate, manage models, jobs and backups.
 
 Each command group lives in its own module of this package and is registered in `build_app`.
-`asrctl serve` takes a fast path that imports only its own module: it is on the daemon's cold-start
-path, and the other commands' modules cost 0.2–0.5 s to import (docs/benchmarks.md).
+`asrctl serve` takes a fast path that imports only its own module, without typer: it is on the
+daemon's cold-start path, and the other commands' modules cost 0.2–0.5 s to import
+(docs/benchmarks.md).
 """
 
-from __future__ import annotations
-
 import sys
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import typer
+if TYPE_CHECKING:
+    import typer
 
 
-def build_app() -> typer.Typer:
+def build_app() -> "typer.Typer":  # a string: typer is imported only here (`serve_command` needs it real)
     """The whole command tree (imports every command module)."""
+    import typer
+
     from asr_daemon.cli import backup, config, db, doctor, idle, jobs, keys, models, serve, status, transcribe
+
+    def serve_command(ctx: typer.Context) -> None:
+        raise typer.Exit(serve.main(ctx.args))  # argparse reads the options: one definition of them
 
     app = typer.Typer(
         name="asrctl",
@@ -23,7 +28,12 @@ def build_app() -> typer.Typer:
         no_args_is_help=True,
         pretty_exceptions_enable=False,
     )
-    app.command("serve")(serve.serve)
+    app.command(
+        "serve",
+        help=serve.HELP,
+        add_help_option=False,
+        context_settings={"allow_extra_args": True, "ignore_unknown_options": True},
+    )(serve_command)
     app.add_typer(db.app, name="db")
     app.add_typer(models.app, name="models")
     app.command("doctor")(doctor.doctor)
@@ -51,8 +61,5 @@ def main() -> None:
     if sys.argv[1:2] == ["serve"]:
         from asr_daemon.cli import serve
 
-        one = typer.Typer(name="asrctl serve", add_completion=False, pretty_exceptions_enable=False)
-        one.command()(serve.serve)
-        one(args=sys.argv[2:], prog_name="asrctl serve")
-        return
+        sys.exit(serve.main(sys.argv[2:]))
     build_app()()

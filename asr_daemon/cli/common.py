@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Any, NoReturn, TypeVar
 import typer
 from pydantic import ValidationError
 
+from asr_daemon import config
 from asr_daemon.config import Settings
 
 if TYPE_CHECKING:
@@ -24,9 +25,7 @@ def settings() -> Settings:
     try:
         return Settings()
     except ValidationError as exc:
-        err = exc.errors()[0]
-        field = "ASR_" + str(err["loc"][0]).upper() if err.get("loc") else "settings"
-        fail(f"invalid {field}: {err['msg']}", code=2)
+        fail(config.invalid(exc), code=2)
 
 
 def fail(message: str, code: int = 1) -> NoReturn:

@@ -8,6 +8,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from asr_daemon import config
 from asr_daemon.cli import common
 
 app = typer.Typer(help="Effective configuration (ASR_* environment variables).", no_args_is_help=True)
@@ -30,11 +31,9 @@ def show(as_json: Annotated[bool, typer.Option("--json", help="Machine-readable 
     table = Table(box=None)
     for col in ("variable", "value", "meaning"):
         table.add_column(col)
-    fields = type(s).model_fields
+    docs = config.field_docs()
     for name, value in values.items():
-        table.add_row(
-            f"ASR_{name.upper()}", "-" if value is None else str(value), (fields[name].description or "").split(". ")[0]
-        )
+        table.add_row(f"ASR_{name.upper()}", "-" if value is None else str(value), docs.get(name, "").split(". ")[0])
     for name, path in derived.items():
         table.add_row(f"({name})", str(path), "derived")
     Console().print(table)

@@ -6,36 +6,55 @@ worker is forked from it. That saves the start-up of a second Python and its imp
 start (docs/benchmarks.md), and the worker inherits the settings and pydantic already imported.
 The worker imports and builds the app itself (`asr_daemon.startup`): nothing that starts threads
 is imported before the fork.
+
+This command is on every cold start's path, so it parses its three options with argparse and
+imports neither typer nor the other commands (`asr_daemon.cli.main` sends `asrctl serve` here).
 """
 
 from __future__ import annotations
 
+import argparse
 import os
+import sys
 from pathlib import Path
 
-import typer
+from pydantic import ValidationError
 
-from asr_daemon.cli import common
+from asr_daemon import config
+from asr_daemon.config import Settings
 
 #: Granian's import path of the app factory (it runs in the worker)
 TARGET = "asr_daemon.startup:app_from_env"
 
+HELP = "Serve the API in the foreground (Ctrl-C or SIGTERM stops it cleanly)."
 
-def serve(
-    host: str | None = typer.Option(None, help="Listen address (default ASR_HOST)."),
-    port: int | None = typer.Option(None, help="Listen port (default ASR_PORT)."),
-    uds: Path | None = typer.Option(None, help="Listen on this Unix socket instead (default ASR_UDS)."),
-) -> None:
-    """Serve the API in the foreground (Ctrl-C or SIGTERM stops it cleanly)."""
+
+def parser() -> argparse.ArgumentParser:
+    """`asrctl serve`'s options; each overrides its `ASR_*` variable."""
+    p = argparse.ArgumentParser(prog="asrctl serve", description=HELP)
+    p.add_argument("--host", help="Listen address (default ASR_HOST).")
+    p.add_argument("--port", type=int, help="Listen port (default ASR_PORT).")
+    p.add_argument("--uds", type=Path, help="Listen on this Unix socket instead (default ASR_UDS).")
+    return p
+
+
+def main(argv: list[str]) -> int:
+    """Parse the options, build the settings and serve until stopped; the exit status."""
+    args = parser().parse_args(argv)  # exits 2 with argparse's message on a bad option
     # the worker builds its own settings from the environment: the options go there too
-    if host is not None:
-        os.environ["ASR_HOST"] = host
-    if port is not None:
-        os.environ["ASR_PORT"] = str(port)
-    if uds is not None:
-        os.environ["ASR_UDS"] = str(uds)
-    s = common.settings()
+    for name in ("host", "port", "uds"):
+        if getattr(args, name) is not None:
+            os.environ[f"ASR_{name.upper()}"] = str(getattr(args, name))
+    try:
+        s = Settings()
+    except ValidationError as exc:
+        print(f"asrctl: error: {config.invalid(exc)}", file=sys.stderr)
+        return 2
+    return serve(s)
 
+
+def serve(s: Settings) -> int:
+    """Run Granian on the settings' socket until it stops; 1 when it could not start."""
     from granian.constants import Interfaces
     from granian.errors import FatalError
     from granian.http import HTTP1Settings
@@ -58,5 +77,6 @@ def serve(
     )
     try:
         server.serve()
-    except FatalError as exc:
-        raise typer.Exit(1) from exc
+    except FatalError:
+        return 1
+    return 0

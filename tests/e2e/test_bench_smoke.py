@@ -40,3 +40,5 @@ def test_bench_smoke_writes_report_and_raw_json(tmp_path: Path, models_dir: Path
     if coldstart.available() is None:
         phases = raw["sections"]["coldstart"]["phases"]
         assert phases["model_load"]["median"] > 0 and phases["total"]["median"] > phases["model_load"]["median"]
+        # the stand-in forwarded the request only after the daemon's READY=1, as the proxy unit does
+        assert phases["ready"]["median"] >= 0 and phases["request_in"]["median"] > 0

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from asr_daemon.config import Settings, markdown_table
+from asr_daemon.config import Settings, field_docs, markdown_table
 
 README = (Path(__file__).resolve().parents[2] / "README.md").read_text()
 
@@ -25,7 +25,8 @@ def test_readme_settings_table_is_current_and_one_row_per_setting() -> None:
 
 def test_every_setting_has_a_docstring() -> None:
     """Each settings field carries a description (shown by the README and `asrctl config show`)."""
-    assert all(info.description for info in Settings.model_fields.values())
+    docs = field_docs()
+    assert set(docs) == set(Settings.model_fields) and all(docs.values())
 
 
 def test_readme_leads_with_the_two_commands() -> None:

@@ -1,0 +1,65 @@
+"""`asrctl serve`: its own small argument parser, clear errors, and nothing slow on its import path."""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+
+import pytest
+
+
+def _serve(*args: str, **env: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-X", "importtime", "-m", "asr_daemon.cli", "serve", *args],
+        env={**os.environ, **env},
+        check=False,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+
+def test_serve_with_a_bad_setting_names_the_variable_and_exits_2() -> None:
+    """An invalid ASR_* value stops `asrctl serve` before Granian starts, with one line naming it."""
+    r = _serve(ASR_PORT="eighty")
+    errors = [line for line in r.stderr.splitlines() if not line.startswith("import time:")]
+    assert r.returncode == 2
+    assert errors == [errors[0]] and errors[0].startswith("asrctl: error: invalid ASR_PORT:")
+
+
+@pytest.mark.parametrize("args", [["--port", "eighty"], ["--listen", "x"]])
+def test_serve_with_a_bad_option_shows_its_usage_and_exits_2(args: list[str]) -> None:
+    """A malformed or unknown option is refused with the usage line and exit status 2."""
+    r = _serve(*args)
+    assert r.returncode == 2
+    assert "usage: asrctl serve" in r.stderr and "error:" in r.stderr
+
+
+def test_serve_help_lists_its_options() -> None:
+    """`asrctl serve --help` documents the three options and exits 0."""
+    r = _serve("--help")
+    assert r.returncode == 0
+    assert all(opt in r.stdout for opt in ("--host", "--port", "--uds"))
+
+
+def test_serve_imports_neither_typer_nor_the_other_commands() -> None:
+    """The cold-start path imports only its own command: no typer/click, rich, asyncpg, httpx or CLI helpers."""
+    r = _serve("--help")
+    imported = {m.group(1) for m in re.finditer(r"^import time:.*\|\s*(\S+)$", r.stderr, re.MULTILINE)}
+    assert "asr_daemon.cli.serve" in imported and "pydantic_settings" in imported
+    slow = {"typer", "click", "rich", "asyncpg", "httpx", "asr_daemon.cli.common", "asr_daemon.cli.models"}
+    assert not slow & imported
+
+
+def test_the_command_tree_lists_and_runs_serve() -> None:
+    """`asrctl --help` lists serve, and the tree passes its options on to the same parser."""
+    from typer.testing import CliRunner
+
+    from asr_daemon.cli import build_app
+
+    app = build_app()
+    assert "serve" in CliRunner().invoke(app, ["--help"]).output
+    r = CliRunner().invoke(app, ["serve", "--port", "eighty"])
+    assert r.exit_code == 2 and "usage: asrctl serve" in r.output
