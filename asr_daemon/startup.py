@@ -1,14 +1,11 @@
 """The Granian worker's entry point: with ASR_PRELOAD the default model starts loading before the
 app is even imported.
 
-Importing the app (Litestar, asyncpg, redis, Prometheus) keeps one core busy for ~0.3 s, and
+Importing the app (Litestar, numpy, PyAV, asyncpg, redis) keeps one core busy for ~0.3 s, and
 CTranslate2 reads and converts a model's weights without holding the GIL, so the two overlap on a
 second core; the preload in the lifespan used to start only after the imports (docs/benchmarks.md).
-Only the settings, logging and what the load itself needs (faster-whisper with numpy and PyAV, the
-model modules) are imported before the load starts, in this thread: imported by the load's thread
-they shared the GIL with the app's imports, so the load began late and ended after the app was
-ready. The app takes the load over from there: `asr_daemon.models.make_loader` hands it to the
-model cache.
+Only this module, the settings and logging are imported before the load starts. The app takes the
+load over from there: `asr_daemon.models.make_loader` hands it to the model cache.
 """
 
 from __future__ import annotations
@@ -36,15 +33,12 @@ def app_from_env() -> Any:
 
 def start_load(settings: Settings) -> Future[Any]:
     """Load the default model in a thread now; the future holds its `models.Loaded` (None when absent)."""
-    # what the load needs, imported here at full speed before the app's imports compete for the GIL
-    import faster_whisper  # noqa: F401  # imported for its side effect: the modules the load runs
-
-    from asr_daemon import models
-
     done: Future[Any] = Future()
 
     def run() -> None:
         try:
+            from asr_daemon import models
+
             done.set_result(models.load_default(settings))
         except BaseException as exc:  # noqa: BLE001  # handed to whoever takes the load over
             done.set_exception(exc)
