@@ -29,9 +29,10 @@ def main() -> None:
     env = {k: v for k, v in os.environ.items() if not k.startswith("LISTEN_")}
     env["NOTIFY_SOCKET"] = notify
     log = os.open(marks + ".log", os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
-    pid = os.posix_spawnp(
-        argv[0], argv, env, file_actions=[(os.POSIX_SPAWN_DUP2, log, 1), (os.POSIX_SPAWN_DUP2, log, 2)], setsid=True
-    )
+    # fd 3 is the listening socket systemd-socket-activate handed over (inheritable, for the proxy):
+    # the service never gets it in production, so the daemon does not get it here either
+    out = [(os.POSIX_SPAWN_DUP2, log, 1), (os.POSIX_SPAWN_DUP2, log, 2), (os.POSIX_SPAWN_CLOSE, 3)]
+    pid = os.posix_spawnp(argv[0], argv, env, file_actions=out, setsid=True)
     os.close(log)
     sock.settimeout(0.2)
     deadline = time.monotonic() + 120  # TimeoutStartSec's part: a daemon that never gets ready fails the run
