@@ -282,9 +282,14 @@ def field_docs() -> dict[str, str]:
     """Each field's docstring (the string literal under it), read from the source when asked.
 
     Pydantic's `use_attribute_docstrings` reads the same at class creation: 15 ms of every cold
-    start, for text that only `asrctl config show` and the README's table use.
+    start, for text that only `asrctl config show` and the README's table use. Empty when the
+    source is not installed (bytecode only), as pydantic's was.
     """
-    cls = ast.parse(inspect.getsource(Settings)).body[0]
+    try:
+        source = inspect.getsource(Settings)
+    except (OSError, TypeError):
+        return {}
+    cls = ast.parse(source).body[0]
     assert isinstance(cls, ast.ClassDef)  # getsource of a class: one class definition
     docs: dict[str, str] = {}
     for stmt, after in zip(cls.body, cls.body[1:], strict=False):

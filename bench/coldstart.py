@@ -105,14 +105,19 @@ def once(d: stack.Daemon, work: Path, clip: Clip, run: int) -> dict[str, Any]:
             r.raise_for_status()
             row = stack.job(c, r.headers["x-job-id"])
         m = json.loads(Path(marks).read_text())
+    except (httpx.HTTPError, OSError) as exc:  # the stand-in writes why it failed into the daemon's log
+        log = Path(marks + ".log")
+        tail = log.read_text(errors="replace")[-3000:] if log.exists() else "(no log)"
+        raise RuntimeError(f"cold start {run} failed: {exc}\n{tail}") from exc
     finally:
         with contextlib.suppress(ProcessLookupError):
             os.killpg(sa.pid, signal.SIGTERM)
         sa.wait(10)
-        with contextlib.suppress(ProcessLookupError, NameError):
-            os.killpg(m["daemon_pid"], signal.SIGTERM)
+        with contextlib.suppress(ProcessLookupError, OSError, ValueError):
+            daemon = int(Path(marks + ".pid").read_text())  # written by the stand-in as it spawned it
+            os.killpg(daemon, signal.SIGTERM)
             for _ in range(600):
-                if not Path(f"/proc/{m['daemon_pid']}").exists():
+                if not Path(f"/proc/{daemon}").exists():
                     break
                 time.sleep(0.1)
     ev = {e["event"]: e for e in stack.Daemon(env={}, workdir=work, log=Path(marks + ".log")).events()}

@@ -31,7 +31,7 @@ HELP = "Serve the API in the foreground (Ctrl-C or SIGTERM stops it cleanly)."
 
 def parser() -> argparse.ArgumentParser:
     """`asrctl serve`'s options; each overrides its `ASR_*` variable."""
-    p = argparse.ArgumentParser(prog="asrctl serve", description=HELP)
+    p = argparse.ArgumentParser(prog="asrctl serve", description=HELP, allow_abbrev=False)  # as click: no --po
     p.add_argument("--host", help="Listen address (default ASR_HOST).")
     p.add_argument("--port", type=int, help="Listen port (default ASR_PORT).")
     p.add_argument("--uds", type=Path, help="Listen on this Unix socket instead (default ASR_UDS).")

@@ -29,9 +29,9 @@ def test_serve_with_a_bad_setting_names_the_variable_and_exits_2() -> None:
     assert errors == [errors[0]] and errors[0].startswith("asrctl: error: invalid ASR_PORT:")
 
 
-@pytest.mark.parametrize("args", [["--port", "eighty"], ["--listen", "x"]])
+@pytest.mark.parametrize("args", [["--port", "eighty"], ["--listen", "x"], ["--po", "8080"]])
 def test_serve_with_a_bad_option_shows_its_usage_and_exits_2(args: list[str]) -> None:
-    """A malformed or unknown option is refused with the usage line and exit status 2."""
+    """A malformed, unknown or abbreviated option is refused with the usage line and exit status 2."""
     r = _serve(*args)
     assert r.returncode == 2
     assert "usage: asrctl serve" in r.stderr and "error:" in r.stderr
