@@ -65,7 +65,7 @@ def main() -> None:
     import json
 
     with open(marks, "w", encoding="utf-8") as fh:
-        json.dump({"spawn": spawn, "ready": ready, "daemon_pid": pid, "uds": uds}, fh)
+        json.dump({"spawn": spawn, "ready": ready}, fh)  # the pid is in MARKS_JSON.pid
     os.execv(PROXYD, [PROXYD, uds])
 
 

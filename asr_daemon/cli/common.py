@@ -11,8 +11,7 @@ from typing import TYPE_CHECKING, Any, NoReturn, TypeVar
 import typer
 from pydantic import ValidationError
 
-from asr_daemon import config
-from asr_daemon.config import Settings
+from asr_daemon.config import Settings, invalid
 
 if TYPE_CHECKING:
     import asyncpg
@@ -25,7 +24,7 @@ def settings() -> Settings:
     try:
         return Settings()
     except ValidationError as exc:
-        fail(config.invalid(exc), code=2)
+        fail(invalid(exc), code=2)
 
 
 def fail(message: str, code: int = 1) -> NoReturn:

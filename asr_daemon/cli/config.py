@@ -8,8 +8,8 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from asr_daemon import config
 from asr_daemon.cli import common
+from asr_daemon.config import field_docs
 
 app = typer.Typer(help="Effective configuration (ASR_* environment variables).", no_args_is_help=True)
 
@@ -31,7 +31,7 @@ def show(as_json: Annotated[bool, typer.Option("--json", help="Machine-readable 
     table = Table(box=None)
     for col in ("variable", "value", "meaning"):
         table.add_column(col)
-    docs = config.field_docs()
+    docs = field_docs()
     for name, value in values.items():
         table.add_row(f"ASR_{name.upper()}", "-" if value is None else str(value), docs.get(name, "").split(". ")[0])
     for name, path in derived.items():

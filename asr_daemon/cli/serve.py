@@ -20,8 +20,7 @@ from pathlib import Path
 
 from pydantic import ValidationError
 
-from asr_daemon import config
-from asr_daemon.config import Settings
+from asr_daemon.config import Settings, invalid
 
 #: Granian's import path of the app factory (it runs in the worker)
 TARGET = "asr_daemon.startup:app_from_env"
@@ -48,7 +47,7 @@ def main(argv: list[str]) -> int:
     try:
         s = Settings()
     except ValidationError as exc:
-        print(f"asrctl: error: {config.invalid(exc)}", file=sys.stderr)
+        print(f"asrctl: error: {invalid(exc)}", file=sys.stderr)
         return 2
     return serve(s)
 
