@@ -139,6 +139,13 @@ JFK = "And so my fellow Americans, ask not what your country can do for you, ask
 
 
 @pytest.fixture(scope="session")
+def two_minutes(speech: Callable[..., Path]) -> Path:
+    """About two minutes of distinct sentences (the story twice): long enough to catch a job while it
+    runs, and transcribed at temperature 0 alone, so the same segments every run."""
+    return speech(" ".join(STORY), repeat=2)
+
+
+@pytest.fixture(scope="session")
 def jfk(speech: Callable[..., Path]) -> Path:
     """About six seconds of espeak-ng speech."""
     return speech(JFK)

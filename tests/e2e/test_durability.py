@@ -22,15 +22,9 @@ import redis
 
 from asr_daemon import audio, webhooks
 from tests import services
-from tests.conftest import STORY, Daemon, leftover_files
-from tests.e2e.test_jobs import PARAGRAPH, sse, submit, wait_status
+from tests.conftest import Daemon, leftover_files
+from tests.e2e.test_jobs import sse, submit, wait_status
 from tests.e2e.test_keys import bearer, create_key
-
-
-@pytest.fixture(scope="module")
-def two_minutes(speech: Callable[..., Path]) -> Path:
-    """About two minutes of speech (the story twice), so a kill or a stop lands mid-transcription."""
-    return speech(" ".join(STORY), repeat=2)
 
 
 async def fetch(database: str, sql: str, *args: Any) -> list[asyncpg.Record]:
@@ -114,14 +108,13 @@ async def test_postgres_outage_gives_503_then_recovers_without_restart(
 
 @pytest.mark.slow
 def test_hung_redis_holds_up_neither_the_api_nor_the_worker(
-    make_daemon: Callable[..., Daemon], speech: Callable[..., Path], redis_server: services.Redis, database: str
+    make_daemon: Callable[..., Daemon], two_minutes: Path, redis_server: services.Redis, database: str
 ) -> None:
     """A Redis that hangs (SIGSTOP: connections accepted, never answered) costs a submission and a job
     at most a short bounded wait: 202 at once, the job completes with its events, keyed requests are
     not each held by the rate limiter, then Redis is used again."""
     daemon = make_daemon(ASR_POLL_INTERVAL="1")
     token = create_key(database, "hung")
-    long_clip = speech(PARAGRAPH, repeat=4)  # about a minute: many segments to publish
     assert redis_server.proc is not None
     redis_server.proc.send_signal(signal.SIGSTOP)
     try:
@@ -131,7 +124,7 @@ def test_hung_redis_holds_up_neither_the_api_nor_the_worker(
                 assert c.get("/v1/jobs", headers=bearer(token)).status_code == 200
             assert time.monotonic() - t0 < 2.5
             t0 = time.monotonic()
-            r = submit(c, long_clip)
+            r = submit(c, two_minutes)  # many segments to publish
             accepted_in = time.monotonic() - t0
             assert r.status_code == 202 and accepted_in < 3, (r.status_code, accepted_in)
             job_id = r.json()["id"]

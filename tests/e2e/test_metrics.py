@@ -10,7 +10,7 @@ import asyncpg
 from prometheus_client.parser import text_string_to_metric_families
 
 from tests.conftest import Daemon
-from tests.e2e.test_jobs import PARAGRAPH, submit, wait_status
+from tests.e2e.test_jobs import submit, wait_status
 
 
 def scrape(daemon: Daemon) -> dict[str, list[tuple[dict[str, str], float]]]:
@@ -106,11 +106,10 @@ def test_probes_and_scrapes_are_not_activity(make_daemon: Callable[..., Daemon])
         assert value(scrape(daemon), "asr_idle_seconds") < 1.0
 
 
-def test_queue_gauges_while_jobs_wait_and_run(daemon: Daemon, speech: Callable[..., Path], jfk: Path) -> None:
+def test_queue_gauges_while_jobs_wait_and_run(daemon: Daemon, two_minutes: Path, jfk: Path) -> None:
     """With one job running and one queued: asr_jobs_running 1, asr_queue_depth 1, the oldest queued age > 0."""
-    long_clip = speech(PARAGRAPH, repeat=4)
     with daemon.client() as c:
-        running = submit(c, long_clip).json()["id"]
+        running = submit(c, two_minutes).json()["id"]
         wait_status(c, running, {"running"})
         queued = submit(c, jfk).json()["id"]
         time.sleep(0.3)
