@@ -22,9 +22,10 @@ models: sync ## put the default models in the state directory (hub when reachabl
 services: deps ## start the host's PostgreSQL and Redis and create the `asr` database
 	@scripts/dev-services
 
+# var/dev-services.env: the DSN of the cluster scripts/dev-services set the database up on
 run: sync models services ## migrate, then serve the API in the foreground (Ctrl-C stops)
-	$(ASRCTL) db migrate
-	exec $(ASRCTL) serve
+	. var/dev-services.env && $(ASRCTL) db migrate
+	. var/dev-services.env && exec $(ASRCTL) serve
 
 test: sync ## the whole suite (starts its own throwaway PostgreSQL and Redis)
 	$(UV) run --frozen --no-sync pytest -q $(PYTEST_ARGS)

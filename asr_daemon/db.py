@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import json
+import os
+from collections.abc import Mapping, Sequence
 from typing import Any
+from urllib.parse import parse_qs, unquote, urlsplit
 
 import asyncpg
 
@@ -33,3 +36,93 @@ async def connect(settings: Settings) -> asyncpg.Connection[Any]:
     conn: asyncpg.Connection[Any] = await asyncpg.connect(settings.database_url.get_secret_value(), timeout=10)
     await _init(conn)
     return conn
+
+
+# --- what a failed connection tried, in words --------------------------------------------------------
+
+#: where asyncpg looks when a DSN and PGHOST name no host (asyncpg.connect_utils, POSIX)
+DEFAULT_HOSTS = ("/run/postgresql", "/var/run/postgresql", "/tmp", "/private/tmp", "localhost")
+#: host names that mean this machine (a local cluster: its socket directory and port are the fix)
+LOCAL = ("localhost", "127.0.0.1", "::1")
+#: the fix for a cluster that is not where the DSN points, with the form scripts/install writes
+EXAMPLE = "postgresql:///asr?host=/var/run/postgresql&port=5433"
+
+
+def _split_hosts(spec: str) -> tuple[list[str], list[str]]:
+    """`host[:port],...` of a URL's netloc into hosts and ports ('' where none is given)."""
+    hosts: list[str] = []
+    ports: list[str] = []
+    for part in spec.split(","):
+        if part.startswith("["):  # [IPv6]:port
+            host, _, rest = part[1:].partition("]")
+            port = rest.lstrip(":")
+        else:
+            host, _, port = part.partition(":")
+        hosts.append(unquote(host))
+        ports.append(port)
+    return hosts, ports
+
+
+def targets(dsn: str, environ: Mapping[str, str] | None = None) -> list[tuple[str, str]]:
+    """The (host or socket directory, port) pairs asyncpg tries for `dsn`, in order, as it decides
+    them: the URL's hosts and ports, else its `host`/`port` parameters, else PGHOST/PGPORT, else its
+    default socket directories and localhost on 5432."""
+    env = os.environ if environ is None else environ
+    parts = urlsplit(dsn)
+    query = parse_qs(parts.query)
+    netloc_hosts = parts.netloc.rpartition("@")[2]
+    hosts, ports = _split_hosts(netloc_hosts) if netloc_hosts else ([], [])
+    if not any(hosts) and "host" in query:
+        hosts = query["host"][-1].split(",")
+    if not any(hosts) and env.get("PGHOST"):
+        hosts, ports = _split_hosts(env["PGHOST"])
+    if not any(hosts):
+        hosts = list(DEFAULT_HOSTS)
+    given = [p for p in ports if p] or query.get("port", [""])[-1].split(",")
+    given = [p for p in given if p] or env.get("PGPORT", "").split(",")
+    given = [p for p in given if p] or ["5432"]
+    if len(given) == 1:
+        given = given * len(hosts)
+    return [(h, given[i] if i < len(given) else "5432") for i, h in enumerate(hosts)]
+
+
+def describe_targets(pairs: Sequence[tuple[str, str]]) -> str:
+    """The pairs in words: 'socket directories /run/postgresql, /tmp and host localhost, port 5432'."""
+    dirs = [h for h, _ in pairs if h.startswith("/")]
+    hosts = [h for h, _ in pairs if not h.startswith("/")]
+    if len({p for _, p in pairs}) == 1:
+        where = []
+        if dirs:
+            where.append(("socket directory " if len(dirs) == 1 else "socket directories ") + ", ".join(dirs))
+        if hosts:
+            where.append(("host " if len(hosts) == 1 else "hosts ") + ", ".join(hosts))
+        return " and ".join(where) + f", port {pairs[0][1]}"
+    return ", ".join(f"socket directory {h} port {p}" if h.startswith("/") else f"host {h} port {p}" for h, p in pairs)
+
+
+def connect_error(dsn: str, exc: BaseException) -> str:
+    """One line for a failed connection: what was tried, what went wrong and the likely fix.
+    Never the DSN itself (it may hold a password)."""
+    pairs = targets(dsn)
+    where = describe_targets(pairs)
+    if isinstance(exc, asyncpg.InvalidCatalogNameError):
+        return (
+            f"PostgreSQL (ASR_DATABASE_URL, {where}): {exc}: create it (as postgres: createdb -O asr asr; "
+            "`make services` on a development host), or point ASR_DATABASE_URL at the cluster that has it"
+        )
+    if isinstance(exc, (asyncpg.InvalidAuthorizationSpecificationError, asyncpg.InvalidPasswordError)):
+        return (
+            f"PostgreSQL (ASR_DATABASE_URL, {where}) refused the login: {exc}: "
+            "create the role, or check the user and password in ASR_DATABASE_URL and pg_hba.conf"
+        )
+    if isinstance(exc, (OSError, TimeoutError)):
+        detail = str(exc) or type(exc).__name__
+        if any(h.startswith("/") or h in LOCAL for h, _ in pairs):
+            fix = (
+                "is PostgreSQL running, and on which port? `pg_lsclusters` lists the clusters; set "
+                f"ASR_DATABASE_URL to the socket directory and port of yours, e.g. {EXAMPLE}"
+            )
+        else:
+            fix = "check the host and port in ASR_DATABASE_URL, and that the server accepts connections there"
+        return f"PostgreSQL (ASR_DATABASE_URL) unreachable: tried {where} ({detail}): {fix}"
+    return f"PostgreSQL (ASR_DATABASE_URL, {where}): {exc}"

@@ -126,6 +126,10 @@ async def _open_db(settings: Settings) -> asyncpg.Pool:
             break
         except (OSError, asyncpg.PostgresError) as exc:
             if time.monotonic() > deadline:
+                log.error(
+                    "database_unreachable",
+                    extra={"error": db.connect_error(settings.database_url.get_secret_value(), exc)},
+                )
                 raise
             log.warning("database_wait", extra={"error": type(exc).__name__})
             await asyncio.sleep(1)

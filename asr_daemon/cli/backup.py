@@ -18,6 +18,7 @@ from rich.console import Console
 from rich.table import Table
 
 from asr_daemon import backup as bk
+from asr_daemon import db as dbmod
 from asr_daemon import host
 from asr_daemon import restore as rs
 from asr_daemon.cli import common
@@ -62,7 +63,7 @@ def _db(coro: Coroutine[Any, Any, T]) -> T:
     except bk.BackupError as exc:
         common.fail(str(exc))
     except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
-        common.fail(f"PostgreSQL (ASR_DATABASE_URL): {exc}")
+        common.fail(dbmod.connect_error(common.settings().database_url.get_secret_value(), exc))
 
 
 @app.callback()

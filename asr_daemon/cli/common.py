@@ -62,4 +62,4 @@ def with_db(work: Callable[[asyncpg.Connection[Any]], Awaitable[T]]) -> T:
     try:
         return run(go())
     except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
-        fail(f"PostgreSQL (ASR_DATABASE_URL): {exc}")
+        fail(dbmod.connect_error(settings().database_url.get_secret_value(), exc))

@@ -139,10 +139,14 @@ async def _ping_services(s: Settings) -> tuple[str | None, str | None]:
     import asyncpg
     import redis.asyncio as aioredis
 
+    from asr_daemon import db
+
     pg: str | None = None
     try:
         conn = await asyncpg.connect(s.database_url.get_secret_value(), timeout=3)
         await conn.close()
+    except (OSError, asyncpg.PostgresError) as exc:  # what was tried and the likely fix
+        pg = db.connect_error(s.database_url.get_secret_value(), exc)
     except Exception as exc:  # noqa: BLE001  # any failure is the answer
         pg = f"{type(exc).__name__}: {exc}"[:160]
     rd: str | None = None

@@ -124,7 +124,7 @@ async def database_report(s: Settings) -> tuple[dict[str, Any], dict[str, Any] |
     try:
         conn = await dbmod.connect(s)
     except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
-        out["error"] = str(exc)
+        out["error"] = dbmod.connect_error(s.database_url.get_secret_value(), exc)
         return out, None
     try:
         applied = await migrate.applied(conn)
@@ -137,7 +137,7 @@ async def database_report(s: Settings) -> tuple[dict[str, Any], dict[str, Any] |
         queue = await mt.queue_counts(conn) if applied else None
         return out, queue
     except (OSError, asyncpg.PostgresError) as exc:
-        out["error"] = str(exc)
+        out["error"] = f"PostgreSQL (ASR_DATABASE_URL): {exc}"
         return out, None
     finally:
         await conn.close()
@@ -215,7 +215,7 @@ def status(
     else:
         Console().print(render(report))
     if not report["database"]["reachable"]:
-        common.fail(f"PostgreSQL (ASR_DATABASE_URL) unreachable: {report['database']['error']}")
+        common.fail(report["database"]["error"])
     if report["daemon"]["state"] == "not-answering":
         common.fail(f"asr-server.service is active but does not answer on {report['daemon']['via']}")
 
