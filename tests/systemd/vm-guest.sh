@@ -7,7 +7,14 @@ W=/payload/wheelhouse
 SRC=/payload/asr-server
 T0=$EPOCHREALTIME
 
-# an env file that exists before the install must survive it unchanged (mode fixed to 0600)
+# issue 23: the host's only cluster listens on 5433, not 5432 (as after pg_upgradecluster, or when
+# something else held 5432): the installer must find it and write a DSN that reaches it
+pg_conftool 15 main set port 5433
+systemctl restart postgresql@15-main
+pg_lsclusters
+
+# an env file that exists before the install must survive it (mode fixed to 0600), but for the
+# ASR_DATABASE_URL line the installer appends for that cluster
 install -d -m 755 /etc/asr-server
 cat >/etc/asr-server/asr-server.env <<'ENV'
 # test settings: tiny model, short idle window, quick drain and heartbeats
@@ -25,11 +32,14 @@ OMP_WAIT_POLICY=PASSIVE
 ENV
 chmod 644 /etc/asr-server/asr-server.env
 before=$(sha256sum </etc/asr-server/asr-server.env)
+size=$(stat -c %s /etc/asr-server/asr-server.env) lines=$(wc -l </etc/asr-server/asr-server.env)
 
 "$SRC/scripts/install" --wheelhouse "$W"
 echo "install took $(awk "BEGIN{printf \"%.0f\", $EPOCHREALTIME - $T0}") s"
 
-test "$(sha256sum </etc/asr-server/asr-server.env)" = "$before"
+test "$(head -c "$size" /etc/asr-server/asr-server.env | sha256sum)" = "$before"
+tail -n +"$((lines + 1))" /etc/asr-server/asr-server.env
+test "$(tail -n 1 /etc/asr-server/asr-server.env)" = "ASR_DATABASE_URL='postgresql:///asr?host=/var/run/postgresql&port=5433'"
 test "$(stat -c %a /etc/asr-server/asr-server.env)" = 600
 test "$(systemctl is-enabled asr-server.socket)" = enabled
 test "$(systemctl is-active asr-server.socket)" = active
@@ -37,7 +47,19 @@ test "$(systemctl is-active asr-server.service)" = inactive   # nothing starts i
 ls -l /opt/asr-server /opt/asr-server/releases
 /opt/asr-server/venv/bin/python -c 'import asr_daemon, sys; print(asr_daemon.__file__, sys.version)'
 ls /var/lib/asr-server/models
-(cd /tmp && runuser -u postgres -- psql -qAtc "SELECT count(*) FROM schema_migrations" asr)
+(cd /tmp && runuser -u postgres -- psql -p 5433 -qAtc "SELECT count(*) FROM schema_migrations" asr)
+
+# a second cluster, on 5432 (psql's default from now on): scripts/pg-cluster names both and keeps a
+# DSN it wrote on its cluster; the upgrade in vm-host.sh must stay on 5433 too
+pg_createcluster 15 spare --port 5432 --start >/dev/null
+pg_lsclusters
+dsn="postgresql:///asr?host=/var/run/postgresql&port=5433"
+test "$("$SRC/scripts/pg-cluster" --url "$dsn" asr 2>/tmp/pgc.err)" = "$dsn"
+cat /tmp/pgc.err
+grep -q "using PostgreSQL 15/main (the cluster of $dsn): port 5433" /tmp/pgc.err
+grep -q "the clusters here: 15/main (port 5433, online), 15/spare (port 5432, online)" /tmp/pgc.err
+test "$("$SRC/scripts/pg-cluster" asr 2>/tmp/pgc.err)" = "postgresql:///asr"   # the default: 15/spare
+cat /tmp/pgc.err
 
 # test timing: the proxy exits 3 s after its last connection (60 s in the shipped unit)
 install -d /etc/systemd/system/asr-server-proxy.service.d

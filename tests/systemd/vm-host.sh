@@ -63,7 +63,7 @@ get() {  # a cheap non-probe request through the public socket
   echo "  GET /v1/jobs -> $code in $(elapsed "$t0") s"
   [[ $code == 200 ]]
 }
-db() { guest "cd /tmp && runuser -u postgres -- psql -qAtc \"$1\" asr"; }
+db() { guest "cd /tmp && runuser -u postgres -- psql -p 5433 -qAtc \"$1\" asr"; }
 starts() { guest journalctl -b -u asr-server.service -o cat | grep -c '^Started asr-server'; }
 
 echo "== before any request"
@@ -152,6 +152,8 @@ t0=$EPOCHREALTIME
 check "re-install succeeds" guest /payload/asr-server/scripts/install --wheelhouse /payload/wheelhouse
 echo "  re-install took $(elapsed "$t0") s"
 check "env file kept" guest "grep -q '^ASR_MODEL=tiny.en' /etc/asr-server/asr-server.env"
+check "the upgrade stayed on the cluster on 5433 (psql's default is 15/spare on 5432 now)" \
+  guest "tail -n 1 /etc/asr-server/asr-server.env | grep -qx \"ASR_DATABASE_URL='postgresql:///asr?host=/var/run/postgresql&port=5433'\""
 check "two releases kept, venv switched" guest "[ \$(ls /opt/asr-server/releases | wc -l) = 2 ]"
 check "served after the upgrade" get
 
@@ -169,7 +171,7 @@ check "restarted after RuntimeMaxSec (Restart=on-failure)" guest "timeout 300 sh
 echo "  restart $(elapsed "$t0") s after the submission"
 check "the idle watcher came back with it" becomes asr-idle-watcher.service active 120
 # poll PostgreSQL in the guest, not the API: no HTTP traffic while the job runs
-check "the job completed after the restart" guest "timeout 1500 sh -c 'cd /tmp; until [ \"\$(runuser -u postgres -- psql -qAtc \"SELECT status FROM jobs WHERE id = '\''$id'\''\" asr)\" = completed ]; do sleep 5; done'"
+check "the job completed after the restart" guest "timeout 1500 sh -c 'cd /tmp; until [ \"\$(runuser -u postgres -- psql -p 5433 -qAtc \"SELECT status FROM jobs WHERE id = '\''$id'\''\" asr)\" = completed ]; do sleep 5; done'"
 echo "  completed $(elapsed "$t0") s after the submission; attempts: $(db "SELECT attempts FROM jobs WHERE id = '$id'")"
 check "the transcript is right" bash -c "curl -fsS --max-time 300 '$url/v1/jobs/$id/transcript?format=text' | grep -qi 'fellow americans'"
 guest journalctl -b --no-pager -u asr-server.service -o cat | grep -E "runtime time limit|Scheduled restart|Failed with result|job_(started|requeued|checkpoint|completed)" | cut -c1-200 | tail -n 8
@@ -179,7 +181,9 @@ check "uninstall succeeds" guest /payload/asr-server/scripts/uninstall
 check "units gone" guest "! test -e /etc/systemd/system/asr-server.service"
 check "venv gone" guest "! test -e /opt/asr-server"
 check "state kept" guest "test -d /var/lib/asr-server/uploads"
-check "database kept" guest "cd /tmp && runuser -u postgres -- psql -qAtc 'SELECT count(*) FROM jobs' asr"
+check "database kept" guest "cd /tmp && runuser -u postgres -- psql -p 5433 -qAtc 'SELECT count(*) FROM jobs' asr"
+check "uninstall --purge drops the database on the cluster of ASR_DATABASE_URL (5433)" \
+  guest "/payload/asr-server/scripts/uninstall --purge && cd /tmp && [ \"\$(runuser -u postgres -- psql -p 5433 -qAtc \"SELECT count(*) FROM pg_database WHERE datname = 'asr'\")\" = 0 ]"
 
 echo "== journal (asr units)"
 guest journalctl -b --no-pager -o short-monotonic -u asr-server.socket -u asr-server-proxy.service \
