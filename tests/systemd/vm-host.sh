@@ -153,7 +153,7 @@ check "re-install succeeds" guest /payload/asr-server/scripts/install --wheelhou
 echo "  re-install took $(elapsed "$t0") s"
 check "env file kept" guest "grep -q '^ASR_MODEL=tiny.en' /etc/asr-server/asr-server.env"
 check "the upgrade stayed on the cluster on 5433 (psql's default is 15/spare on 5432 now)" \
-  guest "tail -n 1 /etc/asr-server/asr-server.env | grep -qx \"ASR_DATABASE_URL='postgresql:///asr?host=/var/run/postgresql&port=5433'\""
+  guest "grep '^ASR_DATABASE_URL=' /etc/asr-server/asr-server.env | grep -qx \"ASR_DATABASE_URL='postgresql:///asr?host=/var/run/postgresql&port=5433'\""
 check "two releases kept, venv switched" guest "[ \$(ls /opt/asr-server/releases | wc -l) = 2 ]"
 check "served after the upgrade" get
 
