@@ -65,6 +65,13 @@ class Settings(BaseSettings):
     cpu_threads: int = Field(0, ge=0)
     """CPU threads per concurrent transcription; 0 splits the cores among `ASR_WORKERS` (at least 1 each)."""
 
+    thread_policy: Literal["replicas", "split", "every-core"] = "replicas"
+    """How transcriptions share the CPU cores (CTranslate2 fixes a model's threads when it loads).
+    `replicas`: the model is loaded twice, one copy with every core for a transcription that runs alone
+    and one with the cores split among `ASR_WORKERS` for transcriptions that overlap (twice the model's
+    memory); `split`: one copy, the cores split (a lone request gets only its share); `every-core`: one
+    copy, every transcription gets every core (concurrent ones then contend). Ignored on CUDA."""
+
     workers: int = Field(2, ge=1, le=64)
     """Transcriptions run at once in the process, sharing one loaded model (CTranslate2 num_workers)."""
 
@@ -200,16 +207,27 @@ class Settings(BaseSettings):
         return (self.log_dir or self.state_dir / "log") / "access.log"
 
     def threads_per_worker(self) -> int:
-        """CPU threads for one transcription: explicit, or the cores split among the workers.
+        """CPU threads for one transcription on the shared copy: explicit, every core (`every-core`),
+        or the cores split among the workers (`split`, and `replicas`' copy for overlapping jobs).
 
-        On a quiet 2-core machine one thread per job beat two for a lone job too (0.65-0.84x the
-        library's time with two threads) and gave 2.0x its throughput with two jobs at once; giving
-        every job every core only looked better on a machine saturated by other work, where more
-        threads win a larger share of the CPU. Measured in docs/benchmarks.md.
+        Split, two jobs at once gave about 2.0x the throughput of one job with every core on a 2-core
+        machine; a lone job on its share was 1.25x slower than with every core on `base` (tiny.en
+        barely cares), hence `replicas`. Measured in docs/benchmarks.md.
         """
         if self.cpu_threads:
             return self.cpu_threads
+        if self.thread_policy == "every-core":
+            return os.cpu_count() or 1
         return max(1, (os.cpu_count() or 1) // self.workers)
+
+    def solo_threads(self) -> int:
+        """Threads of the copy a lone transcription runs on (`replicas`), or 0: no such copy.
+
+        Only worth a second copy when overlapping jobs would get fewer threads than a lone one."""
+        cores = os.cpu_count() or 1
+        if self.thread_policy != "replicas" or self.workers < 2 or self.threads_per_worker() >= cores:
+            return 0
+        return cores
 
     def masked(self) -> dict[str, object]:
         """The settings as plain values with every secret replaced by `***` (for `config show`)."""

@@ -21,6 +21,7 @@ import functools
 import re
 import shutil
 import subprocess
+from pathlib import Path
 from typing import Any
 
 #: Compute types chosen by `auto`.
@@ -45,6 +46,11 @@ def is_cuda_failure(exc: BaseException) -> bool:
     if isinstance(exc, MemoryError):
         return False  # host RAM: falling back to the CPU would not help
     return isinstance(exc, (RuntimeError, ValueError, OSError)) and bool(_CUDA_FAILURE.search(str(exc)))
+
+
+def nvidia_present() -> bool:
+    """Whether an NVIDIA driver is loaded (its /proc entry or a device node): cheap, imports nothing."""
+    return Path("/proc/driver/nvidia/version").exists() or Path("/dev/nvidia0").exists()
 
 
 def cuda_device_count() -> int:

@@ -53,6 +53,32 @@ DEFAULT_ALIASES = frozenset({"whisper-1", "default", ""})
 
 MB = 1 << 20
 
+#: The default model on a CUDA host when `ASR_MODEL` is not set and it is on disk: the common choice
+#: for a 16 GB card (float16 ~1.6 GB of VRAM; `ASR_COMPUTE_TYPE=int8_float16` halves that).
+GPU_DEFAULT = "large-v3-turbo"
+
+
+def for_device(settings: Settings) -> Settings:
+    """The settings with the default model the device is worth: `GPU_DEFAULT` on CUDA, when the
+    operator did not choose `ASR_MODEL` and it is on disk; otherwise unchanged (logged on CUDA).
+
+    A host without an NVIDIA device node is not probed (importing ctranslate2 to ask would slow
+    every cold start of a CPU host)."""
+    if "model" in settings.model_fields_set or settings.device == "cpu":
+        return settings
+    if settings.device == "auto" and not device.nvidia_present():
+        return settings
+    if device.resolve_device(settings.device) != "cuda":
+        return settings
+    if local_path(settings.models_dir, GPU_DEFAULT) is None:
+        log.info(
+            "model_gpu_default_absent",
+            extra={"model": GPU_DEFAULT, "using": settings.model, "fix": f"asrctl models pull {GPU_DEFAULT}"},
+        )
+        return settings
+    log.info("model_gpu_default", extra={"model": GPU_DEFAULT})
+    return settings.model_copy(update={"model": GPU_DEFAULT})
+
 
 def resolve(models_dir: Path, name: str | None, default: str) -> tuple[str, Path]:
     """Map a requested model name to (canonical name, directory), or raise `ModelNotFound`."""
@@ -122,7 +148,9 @@ def make_loader(settings: Settings, early: Future[Loaded | None] | None = None) 
             raise device.CudaFailure("no CUDA device visible to ctranslate2 (driver? libcublas.so.12?)")
         ctype = device.resolve_compute_type(settings.compute_type, dev)
         t0 = time.perf_counter()
-        model = transcriber.load_model(path, dev, ctype, settings.threads_per_worker(), settings.workers)
+        model = transcriber.load_model(
+            path, dev, ctype, settings.threads_per_worker(), settings.workers, settings.solo_threads()
+        )
         return Loaded(name, model, dev, ctype, time.perf_counter() - t0)
 
     return load
@@ -140,6 +168,7 @@ def cache_from_settings(
         device=settings.device,
         idle_ttl=settings.model_idle_ttl,
         budget_bytes=settings.model_memory_budget_mb * MB,
+        cpu_copies=2 if settings.solo_threads() else 1,
         margin_bytes=settings.model_memory_margin_mb * MB,
         cpu_fallback=settings.cpu_fallback,
         load_guard=load_guard,
@@ -166,6 +195,7 @@ class ModelCache:
         budget_bytes: int = 0,
         margin_bytes: int = 0,
         cpu_fallback: bool = True,
+        cpu_copies: int = 1,
         free_memory: Callable[[str], int | None] = device.free_memory,
         load_guard: Callable[[str], contextlib.AbstractAsyncContextManager[Any]] = contextlib.nullcontext,
     ) -> None:
@@ -177,6 +207,7 @@ class ModelCache:
         self._budget = budget_bytes
         self._margin = margin_bytes
         self._cpu_fallback = cpu_fallback
+        self._cpu_copies = cpu_copies  # `Replicas`: a model on the CPU is loaded twice
         self._free_memory = free_memory
         self._guard = load_guard
         self._loaded: dict[str, Loaded] = {}
@@ -216,7 +247,7 @@ class ModelCache:
                 try:
                     async with self._guard(name):
                         dev = await asyncio.to_thread(self.target_device)  # may import ctranslate2
-                        size = estimate_bytes(path)
+                        size = estimate_bytes(path) * (self._cpu_copies if dev == "cpu" else 1)
                         await self._make_room(dev, size)
                         entry = await asyncio.to_thread(self._load, name, path, dev)
                 finally:
@@ -356,10 +387,14 @@ class ModelCache:
         if timer is not None:
             timer.cancel()
         model, entry.model = entry.model, None
-        inner = getattr(model, "model", None)
-        if inner is not None and hasattr(inner, "unload_model"):
-            inner.unload_model()  # frees the weights even if a stray reference to `model` survives
-        del model, inner
+        if isinstance(model, transcriber.Replicas):
+            model.unload_model()  # both copies
+        else:
+            inner = getattr(model, "model", None)
+            if inner is not None and hasattr(inner, "unload_model"):
+                inner.unload_model()  # frees the weights even if a stray reference to `model` survives
+            del inner
+        del model
         gc.collect()
         device.trim_heap()
         self._counts["unloads"] += 1

@@ -15,7 +15,7 @@ import threading
 from concurrent.futures import Future
 from typing import Any
 
-from asr_daemon import logs
+from asr_daemon import device, logs
 from asr_daemon.config import Settings
 
 log = logging.getLogger(__name__)
@@ -25,6 +25,10 @@ def app_from_env() -> Any:
     """Granian's factory: settings from `ASR_*` variables, logging, the early load, then the app."""
     settings = Settings()
     logs.configure(settings.log_level)
+    if settings.device == "cuda" or (settings.device == "auto" and device.nvidia_present()):
+        from asr_daemon import models  # heavy imports: only on a host that may have a GPU
+
+        settings = models.for_device(settings)
     early = start_load(settings) if settings.preload else None
     from asr_daemon.api import app  # the heavy imports, while the model loads
 

@@ -7,8 +7,10 @@ the same mechanism resumes an interrupted job from the end of its last stored se
 
 from __future__ import annotations
 
+import contextlib
+import threading
 import time
-from collections.abc import Callable, Generator, Sequence
+from collections.abc import Callable, Generator, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -62,22 +64,92 @@ class Result:
     timings: dict[str, float] = field(default_factory=dict)
 
 
-def load_model(path: Path, device: str, compute_type: str, cpu_threads: int, num_workers: int) -> Any:
-    """Load a CTranslate2 Whisper model from a local directory (never from the network)."""
+def load_model(
+    path: Path, device: str, compute_type: str, cpu_threads: int, num_workers: int, solo_threads: int = 0
+) -> Any:
+    """Load a CTranslate2 Whisper model from a local directory (never from the network).
+
+    With `solo_threads` (CPU only) the model is loaded twice, as `Replicas`: once with that many
+    threads for a transcription that runs alone, once with `num_workers` workers of `cpu_threads`
+    for transcriptions that overlap.
+    """
     from faster_whisper import WhisperModel  # heavy import, only where a model loads
 
     from asr_daemon import features  # imports faster-whisper too
 
-    model = WhisperModel(
-        str(path),
-        device=device,
-        compute_type=compute_type,
-        cpu_threads=cpu_threads,
-        num_workers=num_workers,
-        local_files_only=True,
-    )
-    features.install(model)  # same features, a fraction of the memory on long windows
-    return model
+    def one(threads: int, workers: int) -> Any:
+        model = WhisperModel(
+            str(path),
+            device=device,
+            compute_type=compute_type,
+            cpu_threads=threads,
+            num_workers=workers,
+            local_files_only=True,
+        )
+        features.install(model)  # same features, a fraction of the memory on long windows
+        return model
+
+    if solo_threads and device == "cpu":
+        return Replicas(solo=one(solo_threads, 1), pool=one(cpu_threads, num_workers))
+    return one(cpu_threads, num_workers)
+
+
+class Replicas:
+    """One model loaded twice on the CPU: `solo` with every core, `pool` with the cores split.
+
+    CTranslate2 fixes a model's threads when it loads. A transcription that starts while no other
+    runs takes `solo` (every core: a lone request is as fast as the library given the machine);
+    one that starts while another runs takes `pool` (one share of the cores each: two at once give
+    twice the throughput of one with every core, which threads alone do not). Anything not
+    overridden here (tokenizer, feature extractor, ...) is `solo`'s, which is `pool`'s too.
+    """
+
+    def __init__(self, solo: Any, pool: Any) -> None:
+        """Hold both loaded copies; nothing runs yet."""
+        self.solo = solo
+        self.pool = pool
+        self._lock = threading.Lock()
+        self._active = 0
+        self._solo_busy = False
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.solo, name)
+
+    @contextlib.contextmanager
+    def lease(self) -> Iterator[Any]:
+        """The copy for one transcription (held while its segments are iterated)."""
+        with self._lock:
+            solo = self._active == 0 and not self._solo_busy
+            self._active += 1
+            self._solo_busy = self._solo_busy or solo
+        try:
+            yield self.solo if solo else self.pool
+        finally:
+            with self._lock:
+                self._active -= 1
+                if solo:
+                    self._solo_busy = False
+
+    def transcribe(self, audio: Any, **kw: Any) -> tuple[list[Any], Any]:
+        """`WhisperModel.transcribe` on the right copy, its segments listed while the copy is held."""
+        with self.lease() as model:
+            segments, info = model.transcribe(audio, **kw)
+            return list(segments), info
+
+    def unload_model(self) -> None:
+        """Free both copies' weights."""
+        for model in (self.solo, self.pool):
+            model.model.unload_model()
+
+
+@contextlib.contextmanager
+def lease(model: Any) -> Iterator[Any]:
+    """The model to run one transcription on: a copy from `Replicas`, or `model` itself."""
+    if isinstance(model, Replicas):
+        with model.lease() as chosen:
+            yield chosen
+    else:
+        yield model
 
 
 def _windows(
@@ -206,58 +278,59 @@ def transcribe(
         return result
     while True:
         result.windows += 1
-        kw = _kwargs(options, beam_size, lang, prompt)
-        if batch_size and len(window) > 60 * audio.SAMPLE_RATE and not options.prompt:
-            from faster_whisper import BatchedInferencePipeline  # heavy, rarely used
+        with lease(model) as chosen:  # a copy of `Replicas` held while this window's segments come
+            kw = _kwargs(options, beam_size, lang, prompt)
+            if batch_size and len(window) > 60 * audio.SAMPLE_RATE and not options.prompt:
+                from faster_whisper import BatchedInferencePipeline  # heavy, rarely used
 
-            kw.pop("initial_prompt")
-            kw["vad_filter"] = True  # faster-whisper's batched mode needs VAD (or clip times) on long audio
-            segments, info = BatchedInferencePipeline(model).transcribe(window, batch_size=batch_size, **kw)
-        else:
-            segments, info = model.transcribe(window, **kw)
-        if result.language is None:
-            result.language, result.language_probability = info.language, info.language_probability
-            lang = lang or info.language
-            on_info(info.language, info.language_probability)
-        cut = len(window) / audio.SAMPLE_RATE
-        trim_at = TRIM_EVERY_S
-        for seg in segments:
-            if should_stop():
-                raise Stopped
-            if seg.start >= trim_at:  # the first segment of a later chunk
-                device.trim_heap()
-                trim_at = seg.start + TRIM_EVERY_S
-            if not last and seg.end > cut - TAIL_MARGIN and seg.start > 1.0:
-                cut = seg.start
-                break
-            words = None
-            if seg.words is not None:
-                words = [
-                    {
-                        "start": round(w.start + offset, 3),
-                        "end": round(w.end + offset, 3),
-                        "word": w.word,
-                        "probability": w.probability,
-                    }
-                    for w in seg.words
-                ]
-            result.timings.setdefault("first_segment_s", time.perf_counter() - t0)
-            on_segment(
-                Segment(
-                    seq=seq,
-                    start=seg.start + offset,
-                    end=seg.end + offset,
-                    text=seg.text,
-                    avg_logprob=seg.avg_logprob,
-                    no_speech_prob=seg.no_speech_prob,
-                    compression_ratio=seg.compression_ratio,
-                    temperature=seg.temperature or 0.0,
-                    tokens=list(seg.tokens),
-                    words=words,
+                kw.pop("initial_prompt")
+                kw["vad_filter"] = True  # faster-whisper's batched mode needs VAD (or clip times) on long audio
+                segments, info = BatchedInferencePipeline(chosen).transcribe(window, batch_size=batch_size, **kw)
+            else:
+                segments, info = chosen.transcribe(window, **kw)
+            if result.language is None:
+                result.language, result.language_probability = info.language, info.language_probability
+                lang = lang or info.language
+                on_info(info.language, info.language_probability)
+            cut = len(window) / audio.SAMPLE_RATE
+            trim_at = TRIM_EVERY_S
+            for seg in segments:
+                if should_stop():
+                    raise Stopped
+                if seg.start >= trim_at:  # the first segment of a later chunk
+                    device.trim_heap()
+                    trim_at = seg.start + TRIM_EVERY_S
+                if not last and seg.end > cut - TAIL_MARGIN and seg.start > 1.0:
+                    cut = seg.start
+                    break
+                words = None
+                if seg.words is not None:
+                    words = [
+                        {
+                            "start": round(w.start + offset, 3),
+                            "end": round(w.end + offset, 3),
+                            "word": w.word,
+                            "probability": w.probability,
+                        }
+                        for w in seg.words
+                    ]
+                result.timings.setdefault("first_segment_s", time.perf_counter() - t0)
+                on_segment(
+                    Segment(
+                        seq=seq,
+                        start=seg.start + offset,
+                        end=seg.end + offset,
+                        text=seg.text,
+                        avg_logprob=seg.avg_logprob,
+                        no_speech_prob=seg.no_speech_prob,
+                        compression_ratio=seg.compression_ratio,
+                        temperature=seg.temperature or 0.0,
+                        tokens=list(seg.tokens),
+                        words=words,
+                    )
                 )
-            )
-            history = _carry(history, seg.tokens, seg.temperature or 0.0)
-            seq += 1
+                history = _carry(history, seg.tokens, seg.temperature or 0.0)
+                seq += 1
         result.segments = seq - first_seq
         if last:
             break

@@ -18,6 +18,9 @@ import tempfile
 import time
 from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run as a script
+from bench.clips import SHARED as SHARED_AUDIO  # after the path is set
+
 SENTENCES = [
     "The committee met on Tuesday morning to review the budget for the coming year.",
     "Several members asked why the costs of maintenance had risen so sharply since spring.",
@@ -48,6 +51,57 @@ def render(minutes: float, out: Path) -> str:
     subprocess.run(["sox", str(wav), "-R", "-r", "16000", "-c", "1", str(out)], check=True)
     wav.unlink()
     return joined
+
+
+#: Real recordings in ../shared/audio whose words are known (shared/audio/README.md).
+REAL = {
+    "jfk.flac": "And so my fellow Americans, ask not what your country can do for you, "
+    "ask what you can do for your country.",
+    "living_room_light_en.wav": "Turn on the living room light.",
+    "turn_on_the_living_room_lamp.wav": "turn on the living room lamp",
+    "speaches_audio.wav": "Hello, world.",
+    "stereo_diarization.wav": "He could rise if he seemed to complain against the wizard who would vanish "
+    "behind the curtain on the left.",
+}
+
+
+def render_real(passes: int, out: Path) -> str:
+    """Real speech of several minutes at `out` (FLAC, 16 kHz mono): the recordings with known words,
+    `passes` times in rotating order at tempo 0.9/1.0/1.1 with a second of silence between them
+    (so no 30 s window holds the same audio twice); returns the reference text."""
+    names = list(REAL)
+    parts: list[str] = []
+    ref: list[str] = []
+    tmp = out.parent
+    for p in range(passes):
+        order = names[p % len(names) :] + names[: p % len(names)]
+        tempo = (0.9, 1.0, 1.1)[p % 3]
+        for i, name in enumerate(order):
+            piece = tmp / f"p{p}_{i}.wav"
+            subprocess.run(
+                [
+                    "sox",
+                    str(SHARED_AUDIO / name),
+                    "-R",
+                    "-r",
+                    "16000",
+                    "-c",
+                    "1",
+                    str(piece),
+                    "tempo",
+                    str(tempo),
+                    "pad",
+                    "0",
+                    "1",
+                ],
+                check=True,
+            )
+            parts.append(str(piece))
+            ref.append(REAL[name])
+    subprocess.run(["sox", *parts, str(out)], check=True)
+    for part in parts:
+        Path(part).unlink()
+    return " ".join(ref)
 
 
 def _norm(text: str) -> list[str]:
@@ -81,10 +135,23 @@ def one_run(model_dir: str, audio: str, mode: str, threads: int) -> None:
             first.append(time.perf_counter() - t0)
         texts.append(seg.text)
 
-    # faster-whisper 1.2.1's batched pipeline needs VAD (or clip_timestamps) on audio over 30 s
-    batch = int(mode[1:]) if mode.startswith("b") else 0
-    options = jobs.Options(language="en", vad_filter=batch > 0 or mode == "vad")
-    transcriber.transcribe(model, Path(audio), options, batch_size=batch, on_segment=on_segment)
+    if mode.startswith("lib"):  # the library's own batched pipeline on the whole file, the same options
+        from faster_whisper import BatchedInferencePipeline, decode_audio
+
+        samples = decode_audio(audio)
+        t0 = time.perf_counter()
+        segments, _ = BatchedInferencePipeline(model).transcribe(
+            samples, batch_size=int(mode[3:]), language="en", beam_size=5, vad_filter=True
+        )
+        for seg in segments:
+            if not first:
+                first.append(time.perf_counter() - t0)
+            texts.append(seg.text)
+    else:
+        # faster-whisper 1.2.1's batched pipeline needs VAD (or clip_timestamps) on audio over 30 s
+        batch = int(mode[1:]) if mode.startswith("b") else 0
+        options = jobs.Options(language="en", vad_filter=batch > 0 or mode == "vad")
+        transcriber.transcribe(model, Path(audio), options, batch_size=batch, on_segment=on_segment)
     took = time.perf_counter() - t0
     duration = audiomod.probe(Path(audio)).duration if hasattr(audiomod, "probe") else 0.0
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
@@ -106,7 +173,12 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--minutes", type=float, default=4)
     ap.add_argument("--models", default="tiny.en,base")
-    ap.add_argument("--modes", default="seq,vad,b4,b8", help="seq, vad (sequential+VAD), bN (batched N+VAD)")
+    ap.add_argument(
+        "--modes",
+        default="seq,vad,b4,b8",
+        help="seq, vad (sequential+VAD), bN (the daemon's batched N+VAD), libN (faster-whisper's batched N directly)",
+    )
+    ap.add_argument("--real", type=int, default=0, metavar="PASSES", help="real recordings (../shared/audio) instead")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--models-dir", default="var/state/models")
     ap.add_argument("--child", nargs=3)
@@ -116,10 +188,11 @@ def main() -> None:
         return
     with tempfile.TemporaryDirectory() as tmp:
         clip = Path(tmp) / "speech.flac"
-        ref = render(args.minutes, clip)
+        ref = render_real(args.real, clip) if args.real else render(args.minutes, clip)
         soxi = subprocess.run(["soxi", "-D", str(clip)], check=True, capture_output=True, text=True)
         seconds = float(soxi.stdout)
-        print(f"clip: {seconds:.0f} s of espeak-ng en-us speech, {len(ref.split())} words; threads={args.threads}\n")
+        kind = f"real speech ({args.real} passes over {', '.join(REAL)})" if args.real else "espeak-ng en-us speech"
+        print(f"clip: {seconds:.0f} s of {kind}, {len(ref.split())} words; threads={args.threads}\n")
         print("| model | mode | transcribe | × realtime | first segment | peak RSS | WER |")
         print("|---|---|---|---|---|---|---|")
         for name in args.models.split(","):
@@ -145,6 +218,8 @@ def main() -> None:
                 )
                 r = json.loads(out)
                 label = {"seq": "sequential", "vad": "sequential + VAD"}.get(mode, f"batched {mode[1:]} + VAD")
+                if mode.startswith("lib"):
+                    label = f"library BatchedInferencePipeline {mode[3:]}"
                 print(
                     f"| {name} | {label} | {r['took']:.1f} s | {seconds / r['took']:.1f} | "
                     f"{r['first']:.1f} s | {r['peak'] / 1e6:.0f} MB | {100 * wer(ref, r['text']):.1f} % |",

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import typer
 
-from asr_daemon import device, store
+from asr_daemon import device, models, store
 from asr_daemon.cli import common
 from asr_daemon.config import Settings
 
@@ -80,18 +80,36 @@ def check_ctranslate2(r: Report) -> None:
     r.add(INFO, "compute types cpu", ", ".join(sorted(device.supported_compute_types("cpu"))) or "?")
     cuda_types = sorted(device.supported_compute_types("cuda")) if count else []
     r.add(INFO, "compute types cuda", ", ".join(cuda_types) or "none (no usable GPU)")
-    cc = str(r.facts.get("compute_capability") or "")
-    if cc.startswith("12") and _version_tuple(version) < (4, 7):
-        r.fixes.append(
-            "ctranslate2 < 4.7 on a Blackwell GPU (sm_120): int8 fails or is disabled"
-            " (CUBLAS_STATUS_NOT_SUPPORTED, CTranslate2 #1865/#1981): `uv sync` to get ctranslate2>=4.7,"
-            " or set ASR_COMPUTE_TYPE=float16"
-        )
+    r.fixes.extend(blackwell_fixes(str(r.facts.get("compute_capability") or ""), version, None))
     if r.facts.get("gpu") and count == 0:
         r.fixes.append(
             "a GPU is present but ctranslate2 sees none: the driver must support CUDA 12.8 (>= 570) and the"
             " userspace must be CUDA 12 (a CUDA-13-only stack gives 0 devices, CTranslate2 #1933)"
         )
+
+
+def blackwell_fixes(compute_capability: str, ctranslate2_version: str, torch_arches: list[str] | None) -> list[str]:
+    """What a Blackwell GPU (sm_120, e.g. RTX 5060 Ti) needs that older wheels lack; empty elsewhere.
+
+    CTranslate2 4.6.2/4.6.3 disabled int8 on compute capability 12.0 and older builds fail it with
+    CUBLAS_STATUS_NOT_SUPPORTED; 4.7.0 pads int8 GEMMs to multiples of 16 and enables it again
+    (CTranslate2 #1937, #1981, #1982). torch (the `cuda` extra, used only by this report and for
+    cuBLAS) needs a CUDA 12.8 build whose kernels include sm_120."""
+    if not compute_capability.startswith("12"):
+        return []
+    fixes = []
+    if _version_tuple(ctranslate2_version) < (4, 7):
+        fixes.append(
+            f"ctranslate2 {ctranslate2_version} on a Blackwell GPU (sm_120): int8 fails or is disabled"
+            " (CUBLAS_STATUS_NOT_SUPPORTED; fixed in 4.7.0 by CTranslate2 #1982, 4.6.2/4.6.3 disable it, #1981):"
+            " `uv sync` to get ctranslate2>=4.7, or set ASR_COMPUTE_TYPE=float16"
+        )
+    if torch_arches is not None and "sm_120" not in torch_arches:
+        fixes.append(
+            "torch has no sm_120 kernels (built for " + (", ".join(torch_arches) or "no GPU") + "): install a"
+            " CUDA 12.8 build (`uv sync --extra cuda` gets torch>=2.7 with cu128 wheels) for this Blackwell GPU"
+        )
+    return fixes
 
 
 def check_libraries(r: Report) -> None:
@@ -126,11 +144,16 @@ def check_torch(r: Report) -> None:
         import torch
 
         avail = bool(torch.cuda.is_available())
+        arches = list(torch.cuda.get_arch_list()) if avail else []
         r.add(
             INFO,
             "torch",
-            f"{torch.__version__}, built for CUDA {torch.version.cuda}, cuda available: {avail}",
+            f"{torch.__version__}, built for CUDA {torch.version.cuda}, cuda available: {avail}"
+            + (f", kernels {' '.join(arches)}" if arches else ""),
         )
+        if avail:
+            cc, version = str(r.facts.get("compute_capability") or ""), str(r.facts.get("ctranslate2", "99"))
+            r.fixes.extend(f for f in blackwell_fixes(cc, version, arches) if f.startswith("torch"))
     except Exception as exc:  # noqa: BLE001  # a broken torch is reported, not fatal
         r.add(INFO, "torch", f"import failed: {exc}")
 
@@ -205,6 +228,15 @@ def check_smoke(r: Report, s: Settings) -> dict[str, bool]:
         f"model {s.model}",
         default.checksum if default.present else f"absent: `asrctl models ensure` (or `asrctl models pull {s.model}`)",
     )
+    if r.facts.get("cuda_devices") and "model" not in s.model_fields_set:
+        gpu = store.local_path(s.models_dir, models.GPU_DEFAULT)
+        r.add(
+            OK if gpu else INFO,
+            "GPU default model",
+            f"{models.GPU_DEFAULT} is used on CUDA (ASR_MODEL unset)"
+            if gpu
+            else f"{models.GPU_DEFAULT} absent, {s.model} is used: `asrctl models pull {models.GPU_DEFAULT}`",
+        )
     name = next((n for n in (*SMOKE_MODELS, s.model) if store.local_path(s.models_dir, n)), None)
     works: dict[str, bool] = {}
     devices = ["cuda", "cpu"] if r.facts.get("cuda_devices") else ["cpu"]
