@@ -260,6 +260,13 @@ class Settings(BaseSettings):
     header_timeout: float = Field(10.0, gt=0)
     """Seconds a client may take to send its request headers before Granian closes the connection."""
 
+    unread_body_drain_bytes: int = Field(64 << 20, ge=0)
+    """After answering a request before reading its whole body (a 429, 401, 413, 415), read and drop
+    up to this many more bytes of it, so a client still sending gets the answer instead of a reset; 0: never."""
+
+    unread_body_drain_timeout: float = Field(30.0, gt=0)
+    """Seconds the rest of an answered request's body may take to be read and dropped (see the bytes above)."""
+
     @property
     def keys_required(self) -> bool:
         """True when API requests must carry a valid key: `auth=on`, or `auto` and `host` is not loopback.

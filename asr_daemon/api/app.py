@@ -24,7 +24,7 @@ from litestar.openapi import OpenAPIConfig
 from redis.exceptions import RedisError
 
 from asr_daemon import accesslog, db, errors, limits, metrics, migrate, models, queue, systemd, uploads
-from asr_daemon.api import auth, health, jobs, transcriptions
+from asr_daemon.api import auth, health, jobs, transcriptions, unread
 from asr_daemon.api import metrics as metrics_api
 from asr_daemon.api import models as api_models
 from asr_daemon.config import Settings
@@ -236,10 +236,11 @@ def create_app(settings: Settings, early: Future[models.Loaded | None] | None = 
     )
 
 
-def build(settings: Settings, early: Future[models.Loaded | None] | None = None) -> accesslog.AccessLogMiddleware:
+def build(settings: Settings, early: Future[models.Loaded | None] | None = None) -> accesslog.ASGIApp:
     """The app as Granian serves it (`asr_daemon.startup.app_from_env`, logging already configured).
 
-    The app is wrapped in the JSON access log (issue 5) outermost, so every request is logged.
+    The app is wrapped in the JSON access log (issue 5), so every request is logged, and outermost
+    in the drain of unread bodies (issue 18), so an early refusal reaches a client still sending.
     """
     log.info("app_created", extra={"since_process_start_s": round(metrics.process_age(), 4)})
-    return accesslog.with_access_log(create_app(settings, early), settings)
+    return unread.with_drain(accesslog.with_access_log(create_app(settings, early), settings), settings)
