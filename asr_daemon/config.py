@@ -248,8 +248,9 @@ class Settings(BaseSettings):
     default_rate: int = Field(600, ge=0)
     """Requests per minute allowed to a key created without `--rate` (0: unlimited)."""
 
-    max_uploads_per_key: int = Field(4, ge=1)
-    """Uploads one key (or all anonymous clients together) may stream at once; 429 beyond."""
+    max_uploads_per_key: int = Field(64, ge=1)
+    """Uploads one key (or all anonymous clients together) may stream at once; 429 beyond. One streaming
+    upload costs about 0.5-1.2 MB of RAM and two file descriptors (docs/benchmarks.md, section 7)."""
 
     upload_idle_timeout: float = Field(30.0, gt=0)
     """Seconds an upload may go without sending a byte before it is dropped with 408."""

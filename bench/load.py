@@ -58,7 +58,7 @@ class Outcome:
     """Final events (completed/failed/cancelled) its SSE stream carried: exactly one when all is well."""
     text: str = ""
     gave_up: bool = False
-    """The deadline passed before the client was served."""
+    """The deadline passed before the client was served (it may have been accepted)."""
 
     @property
     def served(self) -> bool:
@@ -138,6 +138,7 @@ class Report:
         errors = [e for o in self.outcomes for e in o.transport_errors]
         return {
             "clients": len(self.outcomes),
+            "accepted": sum(o.status in (200, 202) for o in self.outcomes),
             "served": sum(o.served for o in self.outcomes),
             "refusals": sum(len(o.refusals) for o in self.outcomes),
             "refused_clients": sum(bool(o.refusals) for o in self.outcomes),
@@ -222,18 +223,30 @@ async def _job(plan: Plan, o: Outcome, end: float) -> None:
             return
         o.job_id = r.json()["id"]
         try:
-            async with c.stream("GET", f"/v1/jobs/{o.job_id}/events") as s:
-                event = None
-                async for line in s.aiter_lines():
-                    if line.startswith("event:"):
-                        event = line[6:].strip()
-                    elif not line and event:
-                        if event in TERMINAL:
-                            o.terminal_events += 1
-                            o.end_event = event
-                        event = None
+            await asyncio.wait_for(_follow(c, o), max(0.1, end - time.monotonic()))
+        except TimeoutError:
+            o.gave_up = True  # accepted, not finished by the deadline
         except httpx.TransportError as exc:
             o.transport_errors.append("sse:" + type(exc).__name__)
+
+
+async def _follow(c: httpx.AsyncClient, o: Outcome) -> None:
+    """Read the job's SSE stream to its end, counting its final events."""
+    async with c.stream("GET", f"/v1/jobs/{o.job_id}/events") as s:
+        event = None
+        async for line in s.aiter_lines():
+            if line.startswith("event:"):
+                event = line[6:].strip()
+            elif not line and event:
+                if event in TERMINAL:
+                    o.terminal_events += 1
+                    o.end_event = event
+                event = None
+
+
+def _left(end: float) -> float:
+    """Seconds to the deadline (at least one, so a request can still be answered)."""
+    return max(1.0, end - time.monotonic())
 
 
 def _sync(plan: Plan, o: Outcome, end: float) -> None:
@@ -244,8 +257,16 @@ def _sync(plan: Plan, o: Outcome, end: float) -> None:
                 o.gave_up = True
                 return
             try:
-                r = c.post("/v1/audio/transcriptions", content=plan.paced_sync(body), headers=headers)
+                r = c.post(
+                    "/v1/audio/transcriptions",
+                    content=plan.paced_sync(body),
+                    headers=headers,
+                    timeout=httpx.Timeout(30.0, read=_left(end)),
+                )
             except httpx.TransportError as exc:
+                if isinstance(exc, httpx.ReadTimeout) and time.monotonic() >= end - 0.5:
+                    o.gave_up = True  # waited for the transcript until the deadline
+                    return
                 o.transport_errors.append(type(exc).__name__)
                 time.sleep(1.0)
                 continue
@@ -269,7 +290,7 @@ def _openai(plan: Plan, o: Outcome, end: float) -> None:
                 o.gave_up = True
                 return
             try:
-                raw = c.audio.transcriptions.with_raw_response.create(
+                raw = c.with_options(timeout=_left(end)).audio.transcriptions.with_raw_response.create(
                     model="whisper-1", file=(plan.filename, plan.audio)
                 )
             except openai.APIStatusError as exc:
@@ -280,6 +301,9 @@ def _openai(plan: Plan, o: Outcome, end: float) -> None:
                 time.sleep(wait)
                 continue
             except openai.APIConnectionError as exc:  # the SDK's name for a transport error (and timeouts)
+                if isinstance(exc, openai.APITimeoutError) and time.monotonic() >= end - 0.5:
+                    o.gave_up = True
+                    return
                 cause = exc.__cause__
                 o.transport_errors.append(type(cause).__name__ if cause else type(exc).__name__)
                 time.sleep(1.0)
