@@ -3,6 +3,7 @@
 python -m bench                      # everything that fits (about 20-30 min on 2 busy cores)
 python -m bench --sections overhead,coldstart --runs 5
 python -m bench --smoke --out /tmp/b # one run of every section on short clips (< 1 min)
+python -m bench --sections load      # clients 1, 10, 50, 200 at once (each level at most 60 s)
 """
 
 from __future__ import annotations

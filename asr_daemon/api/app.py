@@ -53,9 +53,9 @@ def _error(
     headers = {"Retry-After": str(retry_after)} if retry_after else {}
     if _has_body(request):
         # an error can be raised before the body was read (queue full, database down, a bad header)
-        # or half-way through it (too large, too slow); Granian then drops the connection after the
-        # reply without saying so, and a keep-alive client that sends its next request on it gets
-        # "server disconnected". Saying `Connection: close` makes the client open a new one.
+        # or half-way through it (too large, too slow); the rest is read and dropped after the reply
+        # (api/unread.py, bounded) and Granian closes the connection: a keep-alive client that sent
+        # its next request on it would get "server disconnected". `Connection: close` says so.
         headers["Connection"] = "close"
     return Response(body, status_code=status, headers=headers or None, media_type="application/json")
 

@@ -2,10 +2,12 @@
 
 A request can be answered before its body was read: a 429 for the upload slots or a full queue, a
 401 from the key guard, a 415 for the wrong Content-Type, a 413 half-way through, an Idempotency-Key
-replay. When the app returns with body bytes still unread, Granian (hyper) closes the connection
-with those bytes in its receive buffer, so the kernel sends a reset; a client still sending its body
-(httpx async, the openai SDK under load, anything that writes the whole request before it reads)
-then loses the answer and reports a transport error instead of the status (issue 18).
+replay. When the app returns with body bytes still unread, Granian (hyper) makes one attempt to
+read the rest and then closes the connection; with bytes still arriving the kernel answers them
+with a reset. A client still sending its body then loses the answer: httpx's async client reported
+`ReadError` (37 of 76 refusals in the issue's scenario), a socket that writes its whole request
+before reading got `BrokenPipeError`; httpx's sync client and the openai SDK, which read the answer
+after a failed write, and curl, which reads while it sends, mostly got through (issue 18).
 
 `DrainUnreadBody` lets the answer go out at once (clients that read while they send, like curl or a
 slow socket, see it straight away), then reads and discards the rest of the body, bounded by bytes
@@ -13,7 +15,8 @@ slow socket, see it straight away), then reads and discards the rest of the body
 (`IDLE_GAP`, for a client that stopped sending when it saw the answer). With the body read to its
 end the connection closes cleanly and the client reads its status. A client that sent
 `Expect: 100-continue` and got the answer first never sends the body: Granian reports the end of
-the request at once, so there is nothing to wait for.
+the request at once (hyper sends no `100 Continue` after a final answer), so there is nothing to wait
+for. Granian lets the app go on receiving after its answer is complete: that is what this relies on.
 
 Beyond the bounds the connection is closed as before: a body larger than the bound costs the
 client its answer only when it does not read while it sends (the price of not spending the
