@@ -12,15 +12,19 @@ The httpx clients send their body at `Plan.rate` bytes per second, as a client o
 does: on loopback a small body is otherwise in the server's buffers before any answer, and a
 refusal that closes the connection under a client still sending (issue 18) would go unseen.
 
-Meanwhile `/healthz` is asked every quarter second and the daemon's worker process is sampled (RSS
-and open file descriptors). Everything is bounded: the clients, one submission each, the deadline.
+Meanwhile `/healthz` is asked every quarter second from a separate process and the daemon's worker
+process is sampled (RSS and open file descriptors). Everything is bounded: the clients, one
+submission each, the deadline.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import random
+import subprocess
+import sys
 import time
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
@@ -335,18 +339,6 @@ async def run(plan: Plan, pid: int | None = None) -> Report:
     pool = ThreadPoolExecutor(max_workers=max(1, threaded), thread_name_prefix="load")
     done = asyncio.Event()
 
-    async def health() -> None:
-        async with httpx.AsyncClient(base_url=plan.url, timeout=10) as c:
-            while not done.is_set():
-                t = time.monotonic()
-                try:
-                    status = str((await c.get("/healthz")).status_code)
-                except httpx.HTTPError as exc:
-                    status = type(exc).__name__
-                report.health.append((t - t0, status, time.monotonic() - t))
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(done.wait(), 0.25)
-
     async def sample() -> None:
         while pid is not None and not done.is_set():
             report.rss.append(rss(pid))
@@ -360,7 +352,8 @@ async def run(plan: Plan, pid: int | None = None) -> Report:
         fn = _sync if o.kind == "sync" else _openai
         return lambda: loop.run_in_executor(pool, fn, plan, o, end)
 
-    watchers = [asyncio.create_task(health()), asyncio.create_task(sample())]
+    probe = _start_probe(plan.url)
+    watchers = [asyncio.create_task(sample())]
     try:
         await asyncio.gather(*(_timed(o, client(o)) for o in outcomes))
     finally:
@@ -368,4 +361,42 @@ async def run(plan: Plan, pid: int | None = None) -> Report:
         done.set()
         await asyncio.gather(*watchers)
         pool.shutdown(wait=True)
+        report.health = _stop_probe(probe)
     return report
+
+
+#: `/healthz` every quarter second from a process of its own, so that what it measures is the daemon,
+#: not the load generator's own event loop and threads; one JSON line per answer
+PROBE = """
+import http.client, json, sys, time
+host, port = sys.argv[1], int(sys.argv[2])
+t0 = time.monotonic()
+while True:
+    t = time.monotonic()
+    try:
+        c = http.client.HTTPConnection(host, port, timeout=60)
+        c.request("GET", "/healthz")
+        status = str(c.getresponse().status)
+        c.close()
+    except OSError as exc:
+        status = type(exc).__name__
+    print(json.dumps([t - t0, status, time.monotonic() - t]), flush=True)
+    time.sleep(max(0.0, 0.25 - (time.monotonic() - t)))
+"""
+
+
+def _start_probe(url: str) -> subprocess.Popen[str]:
+    host, port = url.removeprefix("http://").rsplit(":", 1)
+    return subprocess.Popen([sys.executable, "-c", PROBE, host, port], stdout=subprocess.PIPE, text=True)
+
+
+def _stop_probe(probe: subprocess.Popen[str]) -> list[tuple[float, str, float]]:
+    """Stop the probe (a last answer in flight is let go) and return its answers."""
+    probe.terminate()
+    out, _ = probe.communicate(timeout=10)
+    rows = []
+    for line in out.splitlines():
+        with contextlib.suppress(ValueError):
+            t, status, took = json.loads(line)
+            rows.append((float(t), str(status), float(took)))
+    return rows

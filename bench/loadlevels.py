@@ -3,9 +3,10 @@
 One daemon with the shipped admission defaults (`ASR_MAX_UPLOADS_PER_KEY`, `ASR_MAX_QUEUED_JOBS`);
 only deduplication is off, so every client's job really runs. Each level starts its clients at
 once (`bench.load`), each submitting one short clip and retrying 429/503 after Retry-After, and is
-bounded by a deadline: clients not served by then count as `gave_up`. Then the cost of concurrent
-streamed uploads: N uploads held open mid-body (RSS and file descriptors per upload), and N
-uploads sent as fast as loopback takes them (peak RSS per upload, aggregate MB/s).
+bounded by a deadline: clients not served by then count as `gave_up`. Before the levels, while the
+daemon is idle, the cost of concurrent streamed uploads: N uploads held open mid-body (RSS and file
+descriptors per upload), and N uploads sent as fast as loopback takes them (peak RSS per upload,
+aggregate MB/s).
 """
 
 from __future__ import annotations
@@ -58,6 +59,7 @@ def load_levels(
         with httpx.Client(base_url=d.url, timeout=600) as c:  # the model loaded: the idle level
             stack.post_transcription(c, clip.name, data)
         out["idle_rss"], out["idle_fds"] = load.rss(pid), load.open_fds(pid)
+        out["uploads"] = upload_cost(d.port, pid, held, fast)  # first, while nothing else moves the RSS
         out["levels"] = {}
         for n in levels:
             plan = load.Plan.mixed(d.url, data, clip.path.name, n, deadline_s=deadline_s)
@@ -67,7 +69,6 @@ def load_levels(
             out["levels"][str(n)]["cancelled_after"] = _cancel_unfinished(d.url)
             time.sleep(2)  # connections closed, the last SSE streams ended
         out["after_rss"], out["after_fds"] = load.rss(pid), load.open_fds(pid)
-        out["uploads"] = upload_cost(d.port, pid, held, fast)
     finally:
         d.stop()
     return out
