@@ -266,8 +266,9 @@ class Settings(BaseSettings):
     default_rate: int = Field(600, ge=0)
     """Requests per minute allowed to a key created without `--rate` (0: unlimited)."""
 
-    max_uploads_per_key: int = Field(4, ge=1)
-    """Uploads one key (or all anonymous clients together) may stream at once; 429 beyond."""
+    max_uploads_per_key: int = Field(64, ge=1)
+    """Uploads one key (or all anonymous clients together) may stream at once; 429 beyond. One streaming
+    upload costs about 0.5-1.2 MB of RAM and two file descriptors (docs/benchmarks.md, section 7)."""
 
     upload_idle_timeout: float = Field(30.0, gt=0)
     """Seconds an upload may go without sending a byte before it is dropped with 408."""
@@ -277,6 +278,13 @@ class Settings(BaseSettings):
 
     header_timeout: float = Field(10.0, gt=0)
     """Seconds a client may take to send its request headers before Granian closes the connection."""
+
+    unread_body_drain_bytes: int = Field(64 << 20, ge=0)
+    """After answering a request before reading its whole body (a 429, 401, 413, 415), read and drop
+    up to this many more bytes of it, so a client still sending gets the answer instead of a reset; 0: never."""
+
+    unread_body_drain_timeout: float = Field(30.0, gt=0)
+    """Seconds the rest of an answered request's body may take to be read and dropped (see the bytes above)."""
 
     @property
     def keys_required(self) -> bool:

@@ -3,6 +3,7 @@
 python -m bench                      # everything that fits (about 20-30 min on 2 busy cores)
 python -m bench --sections overhead,coldstart --runs 5
 python -m bench --smoke --out /tmp/b # one run of every section on short clips (< 1 min)
+python -m bench --sections load      # clients 1, 10, 50, 200 at once (each level at most 60 s)
 """
 
 from __future__ import annotations
@@ -16,10 +17,10 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-from bench import clips, coldstart, direct, report, sections, stack
+from bench import clips, coldstart, direct, loadlevels, report, sections, stack
 
 ROOT = Path(__file__).resolve().parent.parent
-ALL = ("overhead", "coldstart", "throughput", "long", "idle", "gpu")
+ALL = ("overhead", "coldstart", "throughput", "long", "idle", "gpu", "load")
 
 
 def machine() -> dict[str, Any]:
@@ -92,6 +93,8 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     )
     p.add_argument("--levels", default="1,2,4,16", help="concurrent clients in the throughput sweep")
     p.add_argument("--jobs", type=int, default=8, help="jobs per throughput level (at least one per client)")
+    p.add_argument("--load-levels", default="1,10,50,200", help="clients at once in the load section's levels")
+    p.add_argument("--load-deadline", type=float, default=60.0, help="seconds each load level may take at most")
     return p.parse_args(argv)
 
 
@@ -181,6 +184,11 @@ def _section(
             **sections.idle_memory(svc, work, short, model_dir, env),
             "idle_stop": sections.idle_stop(svc, work / "watch", short, env, window=1.0 if a.smoke else 5.0),
         }
+    if name == "load":
+        if a.smoke:
+            return loadlevels.load_levels(svc, work, short, [3], env, 60.0, held=4, fast=2)
+        levels = [int(n) for n in a.load_levels.split(",")]
+        return loadlevels.load_levels(svc, work, clips.espeak(4), levels, env, a.load_deadline)
     if name == "gpu":
         if res_gpu := _gpu_absent():
             return {"skipped": res_gpu}

@@ -24,7 +24,7 @@ from litestar.openapi import OpenAPIConfig
 from redis.exceptions import RedisError
 
 from asr_daemon import accesslog, db, errors, limits, metrics, migrate, models, queue, systemd, uploads
-from asr_daemon.api import auth, health, jobs, transcriptions
+from asr_daemon.api import auth, health, jobs, transcriptions, unread
 from asr_daemon.api import metrics as metrics_api
 from asr_daemon.api import models as api_models
 from asr_daemon.config import Settings
@@ -53,9 +53,9 @@ def _error(
     headers = {"Retry-After": str(retry_after)} if retry_after else {}
     if _has_body(request):
         # an error can be raised before the body was read (queue full, database down, a bad header)
-        # or half-way through it (too large, too slow); Granian then drops the connection after the
-        # reply without saying so, and a keep-alive client that sends its next request on it gets
-        # "server disconnected". Saying `Connection: close` makes the client open a new one.
+        # or half-way through it (too large, too slow); the rest is read and dropped after the reply
+        # (api/unread.py, bounded) and Granian closes the connection: a keep-alive client that sent
+        # its next request on it would get "server disconnected". `Connection: close` says so.
         headers["Connection"] = "close"
     return Response(body, status_code=status, headers=headers or None, media_type="application/json")
 
@@ -240,10 +240,11 @@ def create_app(settings: Settings, early: Future[models.Loaded | None] | None = 
     )
 
 
-def build(settings: Settings, early: Future[models.Loaded | None] | None = None) -> accesslog.AccessLogMiddleware:
+def build(settings: Settings, early: Future[models.Loaded | None] | None = None) -> accesslog.ASGIApp:
     """The app as Granian serves it (`asr_daemon.startup.app_from_env`, logging already configured).
 
-    The app is wrapped in the JSON access log (issue 5) outermost, so every request is logged.
+    The app is wrapped in the JSON access log (issue 5), so every request is logged, and outermost
+    in the drain of unread bodies (issue 18), so an early refusal reaches a client still sending.
     """
     log.info("app_created", extra={"since_process_start_s": round(metrics.process_age(), 4)})
-    return accesslog.with_access_log(create_app(settings, early), settings)
+    return unread.with_drain(accesslog.with_access_log(create_app(settings, early), settings), settings)
