@@ -159,7 +159,7 @@ class Model(msgspec.Struct):
 
 
 class ModelList(msgspec.Struct):
-    """Known and local models."""
+    """The models this host can serve (with `?all=true`: the whole catalogue, `local` marking each)."""
 
     object: str
     data: list[Model]
