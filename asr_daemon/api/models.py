@@ -10,7 +10,7 @@ growth measured at load);
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, Any
 
 from litestar import Controller, Request, delete, get, post
 from litestar.datastructures import State
@@ -66,11 +66,13 @@ class ModelsController(Controller):
     async def list_models(
         self,
         state: State,
-        all_: bool = QueryParameter(
-            name="all",
-            default=False,
-            description="true: the whole catalogue (`local` says which are on disk), not only the servable models",
-        ),
+        all_: Annotated[
+            bool,
+            QueryParameter(
+                name="all",
+                description="true: the whole catalogue (`local` says which are on disk), not only the servable models",
+            ),
+        ] = False,
     ) -> ModelList:
         """The models this host can serve (on disk); `?all=true` adds the catalogue's absent ones."""
         s: Settings = state.settings
