@@ -103,7 +103,7 @@ class JobList(msgspec.Struct):
 def job_view(row: Any, *, base: str = "") -> Job:
     """A job row as the API shows it."""
     jid = str(row["id"])
-    duration = row["duration_s"] or 0.0
+    duration = formats.seconds(row["duration_s"] or 0.0)
     return Job(
         id=jid,
         object="transcription.job",
@@ -130,7 +130,7 @@ def job_view(row: Any, *, base: str = "") -> Job:
         max_attempts=row["max_attempts"],
         error=JobError(message=row["error"], code=row["error_code"]) if row["error"] else None,
         device=row["device"],
-        timings=row["timings"] or {},
+        timings=formats.round_times(row["timings"] or {}),
         webhook_url=row["webhook_url"],
         created_at=row["created_at"],
         started_at=row["started_at"],
