@@ -102,16 +102,24 @@ async def job_count(url: str) -> int | None:
 
 
 async def _admin(url: str, name: str) -> asyncpg.Connection[Any]:
-    """A connection for CREATE/DROP DATABASE `name`: the configured database, else `postgres` (also
-    when the configured database is `name` itself: a session cannot drop its own database)."""
+    """A connection for CREATE/DROP DATABASE `name`: the configured database, else `postgres`, else
+    `template1` (also when the configured database is `name`: a session cannot drop its own database)."""
     if backup.dbname_of(url) != name:
         with contextlib.suppress(asyncpg.InvalidCatalogNameError):
             return await _connect(url)
-    return await _connect(backup.with_dbname(url, "postgres"))
+    try:
+        return await _connect(backup.with_dbname(url, "postgres"))
+    except (asyncpg.InvalidCatalogNameError, asyncpg.InsufficientPrivilegeError):
+        return await _connect(backup.with_dbname(url, "template1"))
 
 
 async def create_database(url: str, name: str) -> bool:
     """Create database `name` on the server of `url` unless it exists; True when created."""
+    try:
+        await (await _connect(backup.with_dbname(url, name))).close()
+        return False  # it exists (and we may connect to it)
+    except asyncpg.InvalidCatalogNameError:
+        pass
     conn = await _admin(url, name)
     try:
         if await conn.fetchval("SELECT 1 FROM pg_database WHERE datname = $1", name):

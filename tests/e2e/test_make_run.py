@@ -56,7 +56,7 @@ def check_readme_commands(clone: Path, tmp_path: Path, env: dict[str, str], shim
     for line in (f"asrctl restore {dump} --into asr_copy", f"asrctl restore {dump} --verify"):
         done = readme_command(line, user, elsewhere)
         assert done.returncode == 0 and done.stderr == "", line + "\n" + done.stdout + done.stderr
-    listed = readme_command("asrctl backup ls", user, elsewhere)
+    listed = readme_command("asrctl backup ls", {**user, "COLUMNS": "200"}, elsewhere)  # rich fits the width
     assert listed.returncode == 0 and Path(dump).name in listed.stdout
     uv = shutil.which("uv") or str(Path.home() / ".local" / "bin" / "uv")
     quiet = subprocess.run(
