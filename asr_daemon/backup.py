@@ -31,9 +31,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from urllib.parse import quote, unquote, urlsplit, urlunsplit
 
-from asr_daemon import checksums
+from asr_daemon import checksums, dsn
 
 NAME = re.compile(r"^asr-(\d{8}T\d{6}Z)\.dump$")
 STAMP = "%Y%m%dT%H%M%SZ"
@@ -91,27 +90,28 @@ def pg_tool(name: str, bindir: Path | None = None) -> str:
 
 
 def libpq_args(url: str) -> tuple[str, dict[str, str]]:
-    """Split a DSN into (DSN without password, environment with PGPASSWORD), so that the password
-    never appears on a command line (visible in `ps`) or in output."""
-    parts = urlsplit(url)
-    env = dict(os.environ)
-    if parts.password is None:
-        return url, env
-    env["PGPASSWORD"] = unquote(parts.password)
-    user = parts.username or ""
-    host = parts.netloc.rsplit("@", 1)[1]
-    netloc = f"{user}@{host}" if user else host
-    return urlunsplit(parts._replace(netloc=netloc)), env
+    """(libpq conninfo without the password, environment with PGPASSWORD) for a client tool, so
+    that the password never appears on a command line (visible in `ps`) or in output."""
+    try:
+        return dsn.for_tools(url)
+    except dsn.DsnError as exc:
+        raise BackupError(f"ASR_DATABASE_URL: {exc}") from None
 
 
 def with_dbname(url: str, dbname: str) -> str:
-    """The same DSN pointing at another database."""
-    return urlunsplit(urlsplit(url)._replace(path="/" + quote(dbname)))
+    """The same DSN pointing at another database (any form libpq reads; see asr_daemon.dsn)."""
+    try:
+        return dsn.with_dbname(url, dbname)
+    except dsn.DsnError as exc:
+        raise BackupError(f"ASR_DATABASE_URL: {exc}") from None
 
 
 def dbname_of(url: str) -> str:
-    """Database named by a DSN (libpq's default is the user name; we require it explicitly)."""
-    name = unquote(urlsplit(url).path.lstrip("/"))
+    """Database named by a DSN (or PGDATABASE); libpq's fallback to the user name is not guessed."""
+    try:
+        name = dsn.dbname(url)
+    except dsn.DsnError as exc:
+        raise BackupError(f"ASR_DATABASE_URL: {exc}") from None
     if not name:
         raise BackupError("ASR_DATABASE_URL names no database")
     return name

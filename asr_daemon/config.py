@@ -13,7 +13,7 @@ import os
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, SecretStr, ValidationError
+from pydantic import Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -38,7 +38,16 @@ class Settings(BaseSettings):
 
     # --- storage -------------------------------------------------------------------------
     database_url: SecretStr = SecretStr("postgresql:///asr")
-    """PostgreSQL DSN (asyncpg/libpq syntax). The only source of truth. Treated as a secret."""
+    """PostgreSQL DSN in any form libpq reads: a URI (`postgresql:///asr` is the local socket,
+    `?host=DIR` a socket directory) or `key=value` pairs. The only source of truth. Treated as a secret."""
+
+    @field_validator("database_url")
+    @classmethod
+    def _one_dsn_form(cls, value: SecretStr) -> SecretStr:
+        """Normalised to the one URI that asyncpg and libpq's tools read alike (asr_daemon/dsn.py)."""
+        from asr_daemon import dsn  # small; kept beside its only use
+
+        return SecretStr(dsn.normalize(value.get_secret_value()))
 
     redis_url: SecretStr = SecretStr("redis://127.0.0.1:6379/0")
     """Redis URL: doorbell, live events and rate limits only; the daemon works without it."""
@@ -301,7 +310,7 @@ def invalid(exc: ValidationError) -> str:
     """One line naming the variable that is wrong, e.g. `invalid ASR_PORT: Input should be a valid integer`."""
     err = exc.errors()[0]
     name = "ASR_" + str(err["loc"][0]).upper() if err.get("loc") else "settings"
-    return f"invalid {name}: {err['msg']}"
+    return f"invalid {name}: {str(err['msg']).removeprefix('Value error, ')}"
 
 
 def field_docs() -> dict[str, str]:

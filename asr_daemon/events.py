@@ -34,7 +34,7 @@ class Event:
 
 def segment_event(job: Any, seg: Any) -> Event:
     """The `segment` event of one stored segment, with progress."""
-    duration = job["duration_s"] or 0.0
+    duration = formats.seconds(job["duration_s"] or 0.0)
     return Event(
         FIRST_SEGMENT_ID + seg["seq"],
         "segment",

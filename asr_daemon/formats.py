@@ -29,6 +29,28 @@ def timestamp(moment: datetime) -> str:
     return msgspec.json.encode(moment).decode()[1:-1]
 
 
+def seconds(value: float) -> float:
+    """A time in seconds rounded to the millisecond, as every answer shows times (API, SSE, webhooks,
+    CLI): `59.952`, never `59.952000000001384`."""
+    return round(value, 3)
+
+
+def round_times(data: Mapping[str, Any]) -> dict[str, Any]:
+    """`data` with each float under a key ending in `_s` (and inside `timings`) rounded to the
+    millisecond, nested dicts and lists included; other values as they are."""
+
+    def fix(key: str, value: Any, timing: bool) -> Any:
+        if isinstance(value, float) and (timing or key.endswith("_s")):
+            return seconds(value)
+        if isinstance(value, Mapping):
+            return {k: fix(str(k), v, timing or key == "timings") for k, v in value.items()}
+        if isinstance(value, list):
+            return [fix(key, v, timing) for v in value]
+        return value
+
+    return {k: fix(k, v, False) for k, v in data.items()}
+
+
 def text_of(segments: Sequence[Seg]) -> str:
     """The whole transcript as one string, as faster-whisper's segments join."""
     return "".join(s["text"] for s in segments).strip()
@@ -126,7 +148,7 @@ def verbose(job: Mapping[str, Any], segments: Sequence[Seg]) -> VerboseTranscrip
         task=Task(options.get("task", "transcribe")),
         language=job["language"],
         language_probability=job["language_probability"],
-        duration=job["duration_s"],
+        duration=seconds(job["duration_s"] or 0.0),
         text=text_of(segments),
         segments=[segment_json(s) for s in segments],
         words=words,

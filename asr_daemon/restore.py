@@ -3,7 +3,8 @@
 `restore` loads a dump into the configured database (or `--into` another one, created when
 absent) in one transaction: tables the dump does not have (newer migrations) are dropped, the dump's
 objects are dropped and recreated (`--clean --if-exists`) and its data loaded; a failure leaves the
-target as it was. A target that holds jobs is refused unless the caller forces it.
+target as it was, and drops it when this run created it (nothing is left behind). A target that
+holds jobs is refused unless the caller forces it.
 `verify_restore` loads a dump into a scratch database, runs sanity queries and drops it.
 
 Objects are restored without owners and grants (`--no-owner --no-privileges`), owned by the role
@@ -100,17 +101,26 @@ async def job_count(url: str) -> int | None:
         await conn.close()
 
 
-async def _admin(url: str) -> asyncpg.Connection[Any]:
-    """A connection for CREATE/DROP DATABASE: the configured database, else `postgres`."""
+async def _admin(url: str, name: str) -> asyncpg.Connection[Any]:
+    """A connection for CREATE/DROP DATABASE `name`: the configured database, else `postgres`, else
+    `template1` (also when the configured database is `name`: a session cannot drop its own database)."""
+    if backup.dbname_of(url) != name:
+        with contextlib.suppress(asyncpg.InvalidCatalogNameError):
+            return await _connect(url)
     try:
-        return await _connect(url)
-    except asyncpg.InvalidCatalogNameError:
         return await _connect(backup.with_dbname(url, "postgres"))
+    except (asyncpg.InvalidCatalogNameError, asyncpg.InsufficientPrivilegeError):
+        return await _connect(backup.with_dbname(url, "template1"))
 
 
 async def create_database(url: str, name: str) -> bool:
     """Create database `name` on the server of `url` unless it exists; True when created."""
-    conn = await _admin(url)
+    try:
+        await (await _connect(backup.with_dbname(url, name))).close()
+        return False  # it exists (and we may connect to it)
+    except asyncpg.InvalidCatalogNameError:
+        pass
+    conn = await _admin(url, name)
     try:
         if await conn.fetchval("SELECT 1 FROM pg_database WHERE datname = $1", name):
             return False
@@ -122,7 +132,7 @@ async def create_database(url: str, name: str) -> bool:
 
 async def drop_database(url: str, name: str) -> None:
     """Drop database `name` (closing its sessions) if it exists."""
-    conn = await _admin(url)
+    conn = await _admin(url, name)
     try:
         await conn.execute(f"DROP DATABASE IF EXISTS {_quote_ident(name)} WITH (FORCE)")
     finally:
@@ -232,10 +242,16 @@ async def restore(
     jobs = await job_count(target)
     if jobs and not force:
         raise TargetHoldsJobs(f"database {name!r} holds {jobs} job(s): not overwriting it without --force")
-    await create_database(database_url, name)
-    extra = sorted(await public_tables(target) - dump_tables(dump, bindir))
-    replace_contents(dump, target, bindir, extra)
-    return await sanity(target)
+    created = await create_database(database_url, name)
+    try:
+        extra = sorted(await public_tables(target) - dump_tables(dump, bindir))
+        replace_contents(dump, target, bindir, extra)
+        return await sanity(target)
+    except BaseException:
+        if created:  # nothing left behind: the database this run created goes with the failure
+            with contextlib.suppress(Exception):
+                await drop_database(database_url, name)
+        raise
 
 
 async def verify_restore(database_url: str, dump: Path, *, bindir: Path | None = None) -> Sanity:
@@ -244,7 +260,9 @@ async def verify_restore(database_url: str, dump: Path, *, bindir: Path | None =
     _check_file(dump, bindir)
     name = f"asr_verify_{datetime.now(UTC).strftime('%Y%m%d%H%M%S')}_{os.getpid()}"
     scratch = backup.with_dbname(database_url, name)
-    await create_database(database_url, name)
+    created = await create_database(database_url, name)
+    if not created:
+        raise backup.BackupError(f"scratch database {name!r} already exists; try again")
     try:
         pg_restore(dump, scratch, bindir)
         result = await sanity(scratch)

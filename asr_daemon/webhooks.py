@@ -51,7 +51,7 @@ def summary(row: Any) -> dict[str, Any]:
         "id": jid,
         "status": row["status"],
         "model": row["model"],
-        "duration_s": row["duration_s"],
+        "duration_s": formats.seconds(row["duration_s"]) if row["duration_s"] is not None else None,
         "language": row["language"],
         "error": row["error"],
         "finished_at": formats.timestamp(row["finished_at"]) if row["finished_at"] else None,

@@ -23,7 +23,7 @@ from litestar.exceptions import HTTPException
 from litestar.openapi import OpenAPIConfig
 from redis.exceptions import RedisError
 
-from asr_daemon import accesslog, db, errors, limits, metrics, migrate, models, queue, systemd, uploads
+from asr_daemon import accesslog, db, device, errors, limits, logs, metrics, migrate, models, queue, systemd, uploads
 from asr_daemon.api import auth, health, jobs, transcriptions, unread
 from asr_daemon.api import metrics as metrics_api
 from asr_daemon.api import models as api_models
@@ -173,6 +173,7 @@ async def lifespan(app: Litestar) -> AsyncIterator[None]:
         limiter=limits.RateLimiter(client, hub.guard),
     )
     listeners = [asyncio.create_task(hub.listen_bell()), asyncio.create_task(hub.listen_events())]
+    listeners.append(asyncio.create_task(_announce_ready(settings, cache)))
     worker.start()
     preload_path = models.local_path(settings.models_dir, settings.model) if settings.preload else None
     # /readyz answers 503 "loading <model>" until the preload is done
@@ -207,6 +208,15 @@ async def lifespan(app: Litestar) -> AsyncIterator[None]:
             await client.aclose()
         await pool.close()
         log.info("daemon_stopped")
+
+
+async def _announce_ready(settings: Settings, cache: models.ModelCache) -> None:
+    """The one human line of a foreground daemon once it serves (not behind systemd's socket: ASR_UDS)."""
+    if settings.uds is not None:
+        return
+    kind = await asyncio.to_thread(cache.target_device)  # may import ctranslate2 to probe CUDA
+    compute = device.resolve_compute_type(settings.compute_type, kind)
+    logs.announce(logs.ready_line(settings.host, settings.port, settings.model, kind, compute))
 
 
 def create_app(settings: Settings, early: Future[models.Loaded | None] | None = None) -> Litestar:

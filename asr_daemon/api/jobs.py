@@ -10,13 +10,16 @@ from datetime import datetime
 from typing import Annotated, Any
 
 from litestar import Controller, Request, Response, delete, get, post
-from litestar.datastructures import State
+from litestar.datastructures import ResponseHeader, State
+from litestar.openapi.datastructures import ResponseSpec
 from litestar.params import Parameter
 from litestar.response import ServerSentEvent, ServerSentEventMessage
 
 from asr_daemon import errors, events, formats, jobs, queries, webhooks
 from asr_daemon.api.auth import principal
 from asr_daemon.api.schemas import (
+    DEDUP_200,
+    SUBMIT_HEADERS,
     UPLOAD_ERRORS,
     Job,
     JobList,
@@ -69,14 +72,23 @@ class JobsController(Controller):
 
     @post(
         "/",
-        operation_class=operation_class(form=True),
+        operation_class=operation_class(form=True, deduplicated=True),
         request_max_body_size=None,
         status_code=202,
         summary="Submit a transcription job",
-        responses=error_responses(*UPLOAD_ERRORS),
+        response_description="A new job, queued: the upload is on disk and the job committed.",
+        response_headers=[
+            ResponseHeader(name=n, description=d, documentation_only=True) for n, d in SUBMIT_HEADERS.items()
+        ],
+        responses={
+            200: ResponseSpec(data_container=Job, description=DEDUP_200, generate_examples=False),
+            **error_responses(*UPLOAD_ERRORS),
+        },
     )
     async def submit(self, request: Request[Any, Any, Any], state: State) -> Response[Job]:
-        """Accept audio for transcription; 202 as soon as the upload is on disk and the job committed."""
+        """Accept audio for transcription: 202 with a new queued job as soon as the upload is on disk and
+        the job committed; 200 with an existing completed job (`X-Deduplicated: true`) when the same
+        caller already had this audio transcribed with the same model and options (ASR_DEDUP)."""
         accepted = await state.intake.submit(
             request.stream(),
             request.headers.get("content-type", ""),

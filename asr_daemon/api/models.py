@@ -1,18 +1,20 @@
 """`/v1/models`: the OpenAI-compatible model list, plus local/loaded state, load and unload.
 
-`GET /v1/models` lists every known or local model (`local`, `loaded`, `default` tell the state; a
-loaded one has `device`, `compute_type` and `memory_bytes`, its RSS or VRAM growth measured at load);
+`GET /v1/models` lists the models this host can serve (those on disk), as OpenAI's list does;
+`?all=true` lists the whole catalogue, `local` telling which are on disk (`loaded`, `default` tell
+the rest of the state; a loaded one has `device`, `compute_type` and `memory_bytes`, its RSS or VRAM
+growth measured at load);
 `POST /v1/models/{name}/load` loads one now (200 when loaded); `DELETE /v1/models/{name}` unloads it
 (409 while a job uses it). Absent models answer 404 with how to pull them.
 """
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, Any
 
 from litestar import Controller, Request, delete, get, post
 from litestar.datastructures import State
-from litestar.params import FromPath
+from litestar.params import FromPath, QueryParameter
 
 from asr_daemon import errors, models, store
 from asr_daemon.api.auth import require_admin
@@ -60,11 +62,24 @@ class ModelsController(Controller):
     path = "/v1/models"
     tags = ("models",)
 
-    @get("/", summary="List models", responses=error_responses())
-    async def list_models(self, state: State) -> ModelList:
-        """Known and local models; `local` and `loaded` say which are on disk and in memory."""
+    @get("/", summary="List models", responses=error_responses(400))
+    async def list_models(
+        self,
+        state: State,
+        all_: Annotated[
+            bool,
+            QueryParameter(
+                name="all",
+                description="true: the whole catalogue (`local` says which are on disk), not only the servable models",
+            ),
+        ] = False,
+    ) -> ModelList:
+        """The models this host can serve (on disk); `?all=true` adds the catalogue's absent ones."""
         s: Settings = state.settings
-        return ModelList(object="list", data=[_view(s, state.models, n) for n in store.names(s.models_dir)])
+        names = store.names(s.models_dir)
+        if not all_:
+            names = [n for n in names if store.local_path(s.models_dir, n) is not None]
+        return ModelList(object="list", data=[_view(s, state.models, n) for n in names])
 
     @get("/{name:str}", summary="Retrieve a model", responses=error_responses(404))
     async def get_model(self, state: State, name: FromPath[str]) -> Model:

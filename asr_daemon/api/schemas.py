@@ -9,7 +9,15 @@ from typing import Any
 
 import msgspec
 from litestar.openapi.datastructures import ResponseSpec
-from litestar.openapi.spec import OpenAPIFormat, OpenAPIMediaType, OpenAPIType, Operation, RequestBody, Schema
+from litestar.openapi.spec import (
+    OpenAPIFormat,
+    OpenAPIMediaType,
+    OpenAPIResponse,
+    OpenAPIType,
+    Operation,
+    RequestBody,
+    Schema,
+)
 
 from asr_daemon import formats, jobs
 
@@ -95,7 +103,7 @@ class JobList(msgspec.Struct):
 def job_view(row: Any, *, base: str = "") -> Job:
     """A job row as the API shows it."""
     jid = str(row["id"])
-    duration = row["duration_s"] or 0.0
+    duration = formats.seconds(row["duration_s"] or 0.0)
     return Job(
         id=jid,
         object="transcription.job",
@@ -122,7 +130,7 @@ def job_view(row: Any, *, base: str = "") -> Job:
         max_attempts=row["max_attempts"],
         error=JobError(message=row["error"], code=row["error_code"]) if row["error"] else None,
         device=row["device"],
-        timings=row["timings"] or {},
+        timings=formats.round_times(row["timings"] or {}),
         webhook_url=row["webhook_url"],
         created_at=row["created_at"],
         started_at=row["started_at"],
@@ -159,7 +167,7 @@ class Model(msgspec.Struct):
 
 
 class ModelList(msgspec.Struct):
-    """Known and local models."""
+    """The models this host can serve (with `?all=true`: the whole catalogue, `local` marking each)."""
 
     object: str
     data: list[Model]
@@ -196,12 +204,15 @@ _TEXT_RENDERINGS = {
 }
 
 
-def operation_class(*, form: bool | None = None, transcript: bool = False, stream: bool = False) -> type[Operation]:
+def operation_class(
+    *, form: bool | None = None, transcript: bool = False, stream: bool = False, deduplicated: bool = False
+) -> type[Operation]:
     """An Operation class documenting what Litestar cannot see in the handler's signature.
 
     `form`: the request is the multipart form (parsed by hand), with the job fields when True and
     OpenAI's fields when False. `transcript`: the 200 answer may also be text, SRT or WebVTT (its
     JSON shapes come from `transcript_response`). `stream`: or server-sent events (`stream=true`).
+    `deduplicated`: the 200 answer (a deduplicated job) carries the 202's headers too.
     """
 
     @dataclass
@@ -213,6 +224,9 @@ def operation_class(*, form: bool | None = None, transcript: bool = False, strea
                     required=True,
                 )
             ok = (self.responses or {}).get("200")
+            accepted = (self.responses or {}).get("202")
+            if deduplicated and isinstance(ok, OpenAPIResponse) and isinstance(accepted, OpenAPIResponse):
+                ok.headers = dict(accepted.headers or {})
             content = getattr(ok, "content", None)
             if content is None:
                 return
@@ -283,6 +297,19 @@ def error_responses(*statuses: int) -> dict[int, ResponseSpec]:
         status: ResponseSpec(data_container=ErrorBody, description=_ERROR_TEXT[status], generate_examples=False)
         for status in sorted({*statuses, *GUARDED})
     }
+
+
+#: POST /v1/jobs: how a client tells a new job (202) from a deduplicated one (200)
+DEDUP_200 = (
+    "Deduplicated (ASR_DEDUP): a completed job of the same caller already has this audio with the same model"
+    " and options; this is that job, finished, and its transcript is ready. `X-Deduplicated: true` says so."
+)
+SUBMIT_HEADERS = {
+    "Location": "The job's URL (/v1/jobs/{id}).",
+    "X-Job-Id": "The job's id.",
+    "X-Deduplicated": "`true` when the answer is an existing completed job (status 200); absent otherwise.",
+    "Idempotent-Replayed": "`true` when the Idempotency-Key was seen before and this is the job it made.",
+}
 
 
 #: the statuses of an upload (both /v1/audio endpoints and POST /v1/jobs)

@@ -22,6 +22,7 @@ def build_app() -> "typer.Typer":  # a string: typer is imported only here (`ser
     def serve_command(ctx: typer.Context) -> None:
         raise typer.Exit(serve.main(ctx.args))  # argparse reads the options: one definition of them
 
+    _flags_without_type()
     app = typer.Typer(
         name="asrctl",
         help="Operate asr-server: serve it, migrate its database, manage models, jobs and backups.",
@@ -46,6 +47,22 @@ def build_app() -> "typer.Typer":  # a string: typer is imported only here (`ser
     app.add_typer(keys.app, name="keys")
     app.command("idle-watch")(idle.idle_watch)
     return app
+
+
+def _flags_without_type() -> None:
+    """Help shows no `<bool>` beside a flag (`--json`, `--help`, the completion flags): a flag takes
+    no value, and typer 0.2x labels every option with its type. Idempotent."""
+    from typer.core import TyperOption
+
+    shown = TyperOption.display_type_rich
+    if getattr(shown, "asr_flags_without_type", False):
+        return
+
+    def display_type_rich(self: TyperOption, ctx: Any) -> str | None:
+        return None if self.is_flag and not self.metavar else shown(self, ctx)
+
+    display_type_rich.asr_flags_without_type = True  # type: ignore[attr-defined]  # marks our wrapper
+    TyperOption.display_type_rich = display_type_rich  # type: ignore[method-assign]  # see the docstring
 
 
 def __getattr__(name: str) -> Any:

@@ -39,7 +39,13 @@ def run(coro: Coroutine[Any, Any, T]) -> T:
 
 
 def print_json(data: object) -> None:
-    """Write `data` as JSON to stdout (for `--json`)."""
+    """Write `data` as JSON to stdout (for `--json`), times (`*_s`, `timings`) to the millisecond."""
+    from asr_daemon.formats import round_times  # msgspec: only for the commands that print JSON
+
+    if isinstance(data, dict):
+        data = round_times(data)
+    elif isinstance(data, list):
+        data = [round_times(d) if isinstance(d, dict) else d for d in data]
     json.dump(data, sys.stdout, indent=2, default=str)
     sys.stdout.write("\n")
 

@@ -12,13 +12,14 @@ from typing import Annotated, Any, TypeAlias, TypeVar
 
 import asyncpg
 import typer
-from rich.console import Console
+from rich.console import Console, RenderableType
 from rich.table import Table
 
 from asr_daemon import jobs as jobsmod
 from asr_daemon import maintenance as mt
 from asr_daemon.cli import common
 from asr_daemon.cli.backup import human_age, human_size
+from asr_daemon.formats import round_times
 
 T = TypeVar("T")
 Conn: TypeAlias = "asyncpg.Connection[Any]"
@@ -102,12 +103,35 @@ def show_cmd(job: IdArg, as_json: JsonOpt = False) -> None:
     if as_json:
         common.print_json(data)
         return
+    Console().print(details(round_times(data)))
+
+
+def details(data: dict[str, Any]) -> Table:
+    """One job as a two-column table; `options` and `timings` as tables of their own (never a repr)."""
     table = Table(box=None, show_header=False)
     table.add_column(style="bold")
     table.add_column()
     for key, value in data.items():
-        table.add_row(key, "-" if value is None else str(value))
-    Console().print(table)
+        table.add_row(key, _cell(value))
+    return table
+
+
+def _cell(value: Any) -> RenderableType:
+    """A value as a person reads it: `-` for nothing, nested dicts as tables, lists comma-separated."""
+    if value is None or value == {} or value == []:
+        return "-"
+    if isinstance(value, dict):
+        inner = Table(box=None, show_header=False, pad_edge=False)
+        inner.add_column(style="dim")
+        inner.add_column()
+        for key, item in value.items():
+            inner.add_row(str(key), _cell(item))
+        return inner
+    if isinstance(value, list):
+        return ", ".join(str(v) for v in value)
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    return str(value)
 
 
 @app.command("retry")

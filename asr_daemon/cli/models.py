@@ -15,6 +15,7 @@ import typer
 
 from asr_daemon import hub, store
 from asr_daemon.cli import common
+from asr_daemon.cli.backup import human_size
 from asr_daemon.config import Settings
 
 app = typer.Typer(help="Whisper models: ls, pull, import, verify, rm, ensure.", no_args_is_help=True)
@@ -27,8 +28,9 @@ def _quiet_logs() -> None:
     logging.getLogger("asr_daemon").setLevel(logging.WARNING)
 
 
-def _mb(n: int) -> str:
-    return f"{n / 1e6:,.0f} MB" if n else "-"
+def _on_disk(n: int) -> str:
+    """Bytes on disk in the binary units every command uses (`asrctl status`: MiB in memory)."""
+    return human_size(n) if n else "-"
 
 
 class _Bar:
@@ -43,7 +45,7 @@ class _Bar:
             return
         self._last = now
         pct = 100 * done / total if total else 100
-        line = f"\r  {fname}: {done / 1e6:,.1f} / {total / 1e6:,.1f} MB ({pct:3.0f}%)"
+        line = f"\r  {fname}: {done / 2**20:,.1f} / {total / 2**20:,.1f} MiB ({pct:3.0f}%)"
         typer.echo(line, err=True, nl=done >= total)
 
 
@@ -70,11 +72,11 @@ def ls_cmd(
             ]
         )
         return
-    typer.echo(f"{'MODEL':<18} {'LOCAL':<7} {'SIZE':>9}  {'CHECKSUM':<12} REPOSITORY")
+    typer.echo(f"{'MODEL':<18} {'LOCAL':<7} {'ON DISK':>10}  {'CHECKSUM':<12} REPOSITORY")
     for r in rows:
         mark = "*" if r.name == s.model else " "
         local = "yes" if r.present else "no"
-        typer.echo(f"{r.name + mark:<18} {local:<7} {_mb(r.size):>9}  {r.checksum:<12} {r.repo or '(local)'}")
+        typer.echo(f"{r.name + mark:<18} {local:<7} {_on_disk(r.size):>10}  {r.checksum:<12} {r.repo or '(local)'}")
     typer.echo(f"(* default model, ASR_MODEL; store: {s.models_dir})")
 
 
@@ -124,7 +126,7 @@ def import_cmd(
         dest = store.import_dir(path, s.models_dir, name, force=force)
     except store.StoreError as exc:
         common.fail(str(exc), code=2)
-    typer.echo(f"imported {dest.name} ({_mb(store.dir_size(dest))}) into {dest.parent}")
+    typer.echo(f"imported {dest.name} ({_on_disk(store.dir_size(dest))} on disk) into {dest.parent}")
 
 
 def _load_once(s: Settings, name: str, path: Path) -> str:

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import signal
 import sys
 from pathlib import Path
 
@@ -78,4 +79,9 @@ def serve(s: Settings) -> int:
         server.serve()
     except FatalError:
         return 1
+    finally:
+        # stopped: a late Ctrl-C has nothing left to interrupt. `uv run` may pass the terminal's
+        # SIGINT on once more, and during interpreter shutdown Python puts SIGINT back to the default
+        # action (death by signal: `make run` then reports "Error 130"); an ignored signal stays ignored
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
     return 0

@@ -229,9 +229,10 @@ def _mib(n: Any) -> str:
 
 
 def _model(m: dict[str, Any]) -> str:
-    """`tiny.en (cpu int8, 78 MiB)`: a loaded model, its device and the memory it took at load."""
+    """`tiny.en (cpu int8, 78.0 MiB in memory)`: a loaded model, its device and the memory it took at
+    load (`models ls` says what it takes on disk, in the same binary units)."""
     mem = m.get("memory_bytes")
-    size = human_size(mem) if isinstance(mem, int) else "memory unknown"
+    size = f"{human_size(mem)} in memory" if isinstance(mem, int) else "memory unknown"
     return f"{m.get('id')} ({m.get('device')} {m.get('compute_type')}, {size})"
 
 

@@ -159,6 +159,22 @@ async def test_same_audio_and_options_is_deduplicated(daemon: Daemon, jfk: Path,
     assert daemon.logs().count('"job_started"') == 2
 
 
+def test_deduplicated_submission_answers_200_with_the_finished_job(daemon: Daemon, jfk: Path) -> None:
+    """POST /v1/jobs of audio and options already transcribed answers 200 (not 202) with the completed
+    job and `X-Deduplicated: true`, as the README and the OpenAPI schema say; a new job is 202 without it."""
+    with daemon.client() as c:
+        first = submit(c, jfk)
+        assert first.status_code == 202 and "x-deduplicated" not in first.headers
+        wait_status(c, first.json()["id"], {"completed"})
+        again = submit(c, jfk)
+        assert again.status_code == 200, again.text
+        assert again.headers["x-deduplicated"] == "true" and again.headers["x-job-id"] == first.json()["id"]
+        assert again.json()["status"] == "completed" and again.headers["location"] == f"/v1/jobs/{first.json()['id']}"
+        documented = c.get("/docs/openapi.json").json()["paths"]["/v1/jobs"]["post"]["responses"]
+    assert {"200", "202"} <= set(documented)
+    assert "X-Deduplicated" in documented["200"]["headers"] and "X-Deduplicated" in documented["202"]["headers"]
+
+
 async def test_dedup_off_runs_the_model_again(make_daemon: Callable[..., Daemon], jfk: Path, database: str) -> None:
     """With ASR_DEDUP=false identical audio and options make a second job that really runs the model."""
     daemon = make_daemon(ASR_DEDUP="false")

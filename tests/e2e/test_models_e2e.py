@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import re
 import time
 from collections.abc import Callable
 from datetime import datetime
@@ -47,3 +48,22 @@ def test_model_load_and_unload_over_http(daemon: Daemon) -> None:
         assert c.delete("/v1/models/tiny.en").json()["loaded"] is False
         r = c.post("/v1/models/large-v3/load")
         assert r.status_code == 404 and "asrctl models pull large-v3" in r.json()["error"]["message"]
+
+
+def test_a_foreground_daemon_says_once_where_it_serves(daemon: Daemon) -> None:
+    """`asrctl serve` prints one human line once it serves: URL, model and device, /docs, how to stop;
+    the rest of a non-terminal stderr stays JSON lines."""
+    deadline = time.monotonic() + 10
+    while "asr-server ready:" not in daemon.logs() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    lines = daemon.logs().splitlines()
+    ready = [ln for ln in lines if ln.startswith("asr-server ready:")]
+    assert len(ready) == 1, lines
+    url = f"http://127.0.0.1:{daemon.port}"
+    assert re.fullmatch(
+        rf"asr-server ready: {url} · model tiny\.en on (cpu|cuda) \(\w+\) · API docs {url}/docs · Ctrl-C stops it",
+        ready[0],
+    ), ready[0]
+    assert all(ln.startswith("{") for ln in lines if ln not in ready and ln.strip()), lines
+    with daemon.client() as c:
+        assert c.get("/docs").status_code == 200

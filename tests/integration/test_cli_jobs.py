@@ -73,6 +73,25 @@ def test_show_accepts_a_prefix(pg: services.Postgres, db: str) -> None:
     assert_one_error_line(asrctl("jobs", "show", "zz"), "is not a job id")
 
 
+def test_show_prints_options_and_timings_as_tables_and_times_to_the_millisecond(pg: services.Postgres, db: str) -> None:
+    """`jobs show` prints options and timings as readable rows (not a Python dict), `--json` gives
+    them as JSON objects, and times are rounded to the millisecond in both."""
+    jid, _ = add_job(pg, db, "completed")
+    pg.psql(
+        'UPDATE jobs SET duration_s = 59.952000000001384, options = \'{"language": "en", "beam_size": 5}\','
+        f" timings = '{{\"transcribe_s\": 1.23456789, \"windows\": 1}}' WHERE id = '{jid}'",
+        db.rsplit("/", 1)[1],
+    )
+    shown = json.loads(asrctl("jobs", "show", jid, "--json").stdout)
+    assert shown["duration_s"] == 59.952 and shown["timings"] == {"transcribe_s": 1.235, "windows": 1}
+    assert shown["options"] == {"language": "en", "beam_size": 5}
+    human = asrctl("jobs", "show", jid)
+    assert human.exit_code == 0, human.stderr
+    assert "{" not in human.stdout and "'" not in human.stdout, human.stdout
+    lines = {ln.split()[0]: ln.split()[1:] for ln in human.stdout.splitlines() if ln.split()}
+    assert lines["duration_s"] == ["59.952"] and lines["beam_size"] == ["5"] and lines["transcribe_s"] == ["1.235"]
+
+
 def test_retry_requeues_and_rings_the_doorbell(
     pg: services.Postgres,
     db: str,

@@ -195,7 +195,7 @@ def test_status_with_daemon_up(db: str, stub_daemon: Path, tmp_path: Path, monke
     human = asrctl("status")
     assert human.exit_code == 0, human.stderr
     screen = " ".join(human.stdout.split())
-    assert "models tiny.en (cuda float16, 96.0 MiB)" in screen
+    assert "models tiny.en (cuda float16, 96.0 MiB in memory)" in screen
     assert "device cuda float16, NVIDIA H100 80GB HBM3: 1688 MiB used, 79871 MiB free" in screen
 
 

@@ -33,8 +33,9 @@ def client(tmp_path: Path) -> Iterator[TestClient[Litestar]]:
 
 
 def test_list_is_openai_shaped_with_local_and_loaded_state(client: TestClient[Litestar]) -> None:
-    """GET /v1/models: `{object: list, data: [{id, object: model, created, owned_by, …}]}` with state."""
-    r = client.get("/v1/models")
+    """GET /v1/models?all=true: `{object: list, data: [{id, object: model, created, owned_by, …}]}` with
+    state, the whole catalogue with `local` marking what is on disk."""
+    r = client.get("/v1/models", params={"all": "true"})
     assert r.status_code == 200
     body = r.json()
     assert body["object"] == "list"
@@ -45,6 +46,17 @@ def test_list_is_openai_shaped_with_local_and_loaded_state(client: TestClient[Li
     assert tiny["owned_by"] == "Systran"
     assert tiny["local"] is True and tiny["loaded"] is False and tiny["default"] is True
     assert by_id["large-v3"]["local"] is False
+
+
+def test_list_offers_only_servable_models_by_default(client: TestClient[Litestar]) -> None:
+    """GET /v1/models lists only the models on disk (OpenAI's convention: what this host can serve);
+    a bad `all` is a 400."""
+    r = client.get("/v1/models")
+    assert r.status_code == 200
+    assert [m["id"] for m in r.json()["data"]] == ["tiny.en"]
+    assert all(m["local"] for m in r.json()["data"])
+    assert client.get("/v1/models", params={"all": "false"}).json() == r.json()
+    assert client.get("/v1/models", params={"all": "maybe"}).status_code == 400
 
 
 def test_load_then_unload(client: TestClient[Litestar]) -> None:

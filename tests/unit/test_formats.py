@@ -72,3 +72,43 @@ def test_timestamps_built_by_hand_match_the_api_s_datetimes() -> None:
     moment = datetime(2026, 1, 2, 3, 4, 5, 123456, tzinfo=UTC)
     assert formats.timestamp(moment) == "2026-01-02T03:04:05.123456Z"
     assert formats.timestamp(moment) == msgspec.json.decode(msgspec.json.encode({"t": moment}))["t"]
+
+
+def test_times_are_rounded_to_the_millisecond_in_every_answer() -> None:
+    """Float noise (59.952000000001384) never reaches verbose_json, the job view, SSE or webhooks."""
+    import uuid
+
+    from asr_daemon import events, webhooks
+    from asr_daemon.api.schemas import job_view
+
+    noisy = 10.999999999999996
+    job = {**JOB, "duration_s": noisy}
+    body = json.loads(formats.render(ResponseFormat.VERBOSE_JSON, job, SEGS)[0])
+    assert body["duration"] == 11.0
+    row = {
+        **job,
+        "id": uuid.uuid4(),
+        "status": "completed",
+        "model": "base",
+        "priority": 0,
+        "filename": "x.wav",
+        "audio_sha256": "0" * 64,
+        "audio_bytes": 1,
+        "audio_deleted_at": None,
+        "progress_s": noisy,
+        "attempts": 1,
+        "max_attempts": 3,
+        "error": None,
+        "error_code": None,
+        "device": "cpu",
+        "timings": {"transcribe_s": 0.123456, "windows": 1, "nested": {"x_s": 1.00049}},
+        "webhook_url": None,
+        "created_at": datetime.now(UTC),
+        "started_at": None,
+        "finished_at": datetime.now(UTC),
+    }
+    view = json.loads(msgspec.json.encode(job_view(row)))
+    assert view["audio"]["duration_s"] == 11.0 and view["progress"]["duration_s"] == 11.0
+    assert view["timings"] == {"transcribe_s": 0.123, "windows": 1, "nested": {"x_s": 1.0}}
+    assert webhooks.summary(row)["duration_s"] == 11.0
+    assert events.segment_event(row, SEGS[0]).data["duration_s"] == 11.0

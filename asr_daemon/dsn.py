@@ -1,0 +1,219 @@
+"""PostgreSQL connection strings, parsed and built with libpq's rules (never by URL string surgery).
+
+`ASR_DATABASE_URL` may be any form libpq documents: a URI (`postgresql://` or `postgres://`, with
+or without a host — `postgresql:///asr` is the local socket —, a socket directory in `?host=` or
+percent-encoded in the host part, several hosts, any parameter in the query) or `key=value` pairs
+(`host=/var/run/postgresql dbname=asr`). `parse` turns each into libpq's keywords; `to_url` writes
+the one URI that asyncpg and libpq read the same way (socket directories and host lists in the
+query, one database name in the path, every value percent-encoded), and `to_conninfo` the
+`key='value'` string handed to pg_dump, pg_restore and psql.
+
+Settings normalise the variable with `normalize`, so the daemon (asyncpg) and the client tools
+(libpq) always connect to the same place. Error messages never quote the string: it may hold a
+password.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from urllib.parse import quote, unquote
+
+SCHEMES = ("postgresql://", "postgres://")
+
+
+class DsnError(ValueError):
+    """The connection string cannot be read; the message says why without quoting it."""
+
+
+def parse(dsn: str) -> dict[str, str]:
+    """libpq keywords (`host`, `port`, `user`, `password`, `dbname`, `sslmode`, …) of a URI or a
+    `key=value` string. Raises DsnError for anything else."""
+    text = dsn.strip()
+    if text.lower().startswith(SCHEMES):
+        return _parse_uri(text)
+    if "=" in text:
+        return _parse_pairs(text)
+    if "://" in text:
+        scheme = text.split("://", 1)[0]
+        raise DsnError(f"scheme {scheme[:20]!r} is not PostgreSQL's: write postgresql://… or key=value pairs")
+    raise DsnError("not a PostgreSQL connection string: write postgresql://[user@][host][:port]/dbname or key=value")
+
+
+def _parse_uri(text: str) -> dict[str, str]:
+    """libpq's URI grammar: scheme://[user[:password]@][host[:port][,…]][/dbname][?key=value&…]."""
+    rest = text.split("://", 1)[1]
+    rest, _, query = rest.partition("?")
+    authority, slash, path = rest.partition("/")
+    if "#" in query or "#" in path:
+        raise DsnError("'#' is not allowed in a PostgreSQL URI: percent-encode it as %23")
+    params: dict[str, str] = {}
+    userinfo, at, hostspec = authority.partition("@")
+    if not at:
+        userinfo, hostspec = "", authority
+    if userinfo:
+        user, colon, password = userinfo.partition(":")
+        if user:
+            params["user"] = unquote(user)
+        if colon:
+            params["password"] = unquote(password)
+    params.update(_parse_hosts(hostspec))
+    if slash and path:
+        params["dbname"] = unquote(path)
+    for item in query.split("&") if query else []:
+        key, eq, value = item.partition("=")
+        if not eq or not key:
+            raise DsnError("a URI parameter is not key=value (after '?', separated by '&')")
+        key, value = unquote(key), unquote(value)
+        if key == "ssl" and value == "true":  # libpq's JDBC-compatible spelling
+            key, value = "sslmode", "require"
+        params[key] = value  # as libpq: the query overrides what the URI said before
+    return params
+
+
+def _parse_hosts(hostspec: str) -> dict[str, str]:
+    """`host[:port][,…]` (IPv6 in brackets, percent-encoded socket directories) as libpq's lists."""
+    hosts: list[str] = []
+    ports: list[str] = []
+    for spec in hostspec.split(",") if hostspec else []:
+        if spec.startswith("["):
+            addr, bracket, tail = spec[1:].partition("]")
+            if not bracket or (tail and not tail.startswith(":")):
+                raise DsnError("an IPv6 address in a PostgreSQL URI must be in brackets: [::1]:5432")
+            port = tail[1:]
+        else:
+            addr, _, port = spec.partition(":")
+        hosts.append(unquote(addr))
+        ports.append(unquote(port))
+    out = {}
+    if any(hosts):
+        out["host"] = ",".join(hosts)
+    if any(ports):
+        out["port"] = ",".join(ports)
+    return out
+
+
+def _parse_pairs(text: str) -> dict[str, str]:
+    """libpq's `key = value` pairs: values single-quoted (with \\' and \\\\) or bare up to a space."""
+    params: dict[str, str] = {}
+    i, n = 0, len(text)
+    while True:
+        while i < n and text[i].isspace():
+            i += 1
+        if i >= n:
+            return params
+        start = i
+        while i < n and text[i] != "=" and not text[i].isspace():
+            i += 1
+        key = text[start:i]
+        while i < n and text[i].isspace():
+            i += 1
+        if i >= n or text[i] != "=":
+            raise DsnError(f"missing '=' after {key[:30]!r} in the connection string")
+        i += 1
+        while i < n and text[i].isspace():
+            i += 1
+        value, i = _read_value(text, i)
+        if key == "database":  # asyncpg's spelling of libpq's dbname
+            key = "dbname"
+        params[key] = value
+
+
+def _read_value(text: str, i: int) -> tuple[str, int]:
+    """The value starting at `text[i]` (quoted or bare, backslash escapes) and the index after it."""
+    n = len(text)
+    value: list[str] = []
+    if i < n and text[i] == "'":
+        i += 1
+        while True:
+            if i >= n:
+                raise DsnError("unterminated quoted value in the connection string")
+            if text[i] == "\\" and i + 1 < n:
+                value.append(text[i + 1])
+                i += 2
+            elif text[i] == "'":
+                return "".join(value), i + 1
+            else:
+                value.append(text[i])
+                i += 1
+    while i < n and not text[i].isspace():
+        if text[i] == "\\" and i + 1 < n:
+            i += 1
+        value.append(text[i])
+        i += 1
+    return "".join(value), i
+
+
+def _is_socket(host: str) -> bool:
+    """A Unix-socket directory (or Linux abstract socket) rather than a host name or address."""
+    return host.startswith(("/", "@"))
+
+
+def to_url(params: Mapping[str, str]) -> str:
+    """The URI for `params` that asyncpg and libpq both read as libpq would read `params`."""
+    rest = {k: v for k, v in params.items() if v != ""}
+    user = rest.pop("user", None)
+    password = rest.pop("password", None)
+    dbname = rest.pop("dbname", None)
+    host = rest.pop("host", None)
+    port = rest.pop("port", None)
+    netloc = ""
+    if user is not None or password is not None:
+        netloc = quote(user or "", safe="")
+        if password is not None:
+            netloc += ":" + quote(password, safe="")
+        netloc += "@"
+    query: dict[str, str] = {}
+    if host and "," not in host and not _is_socket(host):
+        netloc += f"[{host}]" if ":" in host else quote(host, safe="")
+        if port:
+            if "," in port:
+                query["port"] = port
+            else:
+                netloc += ":" + port
+    else:
+        if host:
+            query["host"] = host
+        if port:
+            query["port"] = port
+    query.update(rest)
+    url = "postgresql://" + netloc + "/" + (quote(dbname, safe="") if dbname else "")
+    if query:
+        url += "?" + "&".join(f"{quote(k, safe='')}={quote(v, safe='/,')}" for k, v in query.items())
+    return url
+
+
+def to_conninfo(params: Mapping[str, str]) -> str:
+    """libpq's `key='value'` form (for pg_dump, pg_restore and psql); empty when nothing is set."""
+
+    def quoted(value: str) -> str:
+        return "'" + value.replace("\\", "\\\\").replace("'", "\\'") + "'"
+
+    return " ".join(f"{k}={quoted(v)}" for k, v in params.items() if v != "")
+
+
+def normalize(dsn: str) -> str:
+    """`dsn` as the URI `to_url` writes (what Settings hold)."""
+    return to_url(parse(dsn))
+
+
+def with_dbname(dsn: str, dbname: str) -> str:
+    """The same server, user and options, another database."""
+    return to_url({**parse(dsn), "dbname": dbname})
+
+
+def dbname(dsn: str) -> str | None:
+    """The database `dsn` connects to: its `dbname`, else PGDATABASE (None: libpq would fall back to
+    the user name, which we do not guess)."""
+    return parse(dsn).get("dbname") or os.environ.get("PGDATABASE") or None
+
+
+def for_tools(dsn: str) -> tuple[str, dict[str, str]]:
+    """(conninfo without the password, environment with PGPASSWORD): for the client tools, so that
+    the password never appears on a command line (visible in `ps`) or in their output."""
+    params = parse(dsn)
+    env = dict(os.environ)
+    password = params.pop("password", None)
+    if password is not None:
+        env["PGPASSWORD"] = password
+    return to_conninfo(params), env
