@@ -95,7 +95,7 @@ async def job_rows(d: Daemon, where: str = "kind = 'wyoming'") -> list[asyncpg.R
     """Job rows of the daemon's database."""
     conn = await asyncpg.connect(d.env["ASR_DATABASE_URL"])
     try:
-        return await conn.fetch(f"SELECT * FROM jobs WHERE {where} ORDER BY created_at")  # noqa: S608  # test-only filter
+        return await conn.fetch(f"SELECT * FROM jobs WHERE {where} ORDER BY created_at")  # test-only filter
     finally:
         await conn.close()
 
@@ -165,7 +165,7 @@ async def test_a_named_model_and_a_regional_language_tag_are_honoured(wy: Daemon
     """`transcribe` naming base with language en-US runs on base in English."""
     text = transcript(await command(wy, raw_pcm(speech(EN)), language="en-US", name="base"))
     assert "living room" in words(text)
-    assert (await job_rows(wy, "kind = 'wyoming' AND model = 'base' AND language = 'en'"))
+    assert await job_rows(wy, "kind = 'wyoming' AND model = 'base' AND language = 'en'")
 
 
 async def test_an_unknown_model_or_language_gets_an_error_event(wy: Daemon) -> None:
@@ -245,7 +245,11 @@ BAD: dict[str, tuple[bytes, str | None, bool]] = {
         False,
     ),
     "audio-stop without audio-start": (header("audio-stop"), "no_audio_start", False),
-    "unusable audio format": (header("audio-start", data={"rate": 16000, "width": 7, "channels": 1}), "unsupported_audio", False),
+    "unusable audio format": (
+        header("audio-start", data={"rate": 16000, "width": 7, "channels": 1}),
+        "unsupported_audio",
+        False,
+    ),
     "audio-start without format": (header("audio-start", data={"rate": 16000}), "malformed", False),
     "data that is not an object": (header("transcribe", data=[1]), "malformed", False),
 }
@@ -329,4 +333,3 @@ def test_a_taken_port_does_not_take_the_http_api_down(make_daemon: Callable[...,
         d = make_daemon(ASR_WYOMING_PORT=str(s.getsockname()[1]))
         assert httpx.get(d.url + "/readyz", timeout=10).status_code == 200
         assert "wyoming_bind_failed" in d.logs()
-
