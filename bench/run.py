@@ -3,6 +3,7 @@
 python -m bench                      # everything that fits (about 20-30 min on 2 busy cores)
 python -m bench --sections overhead,coldstart --runs 5
 python -m bench --smoke --out /tmp/b # one run of every section on short clips (< 1 min)
+python -m bench --sections wyoming   # Home Assistant's path only (its own block of the report)
 """
 
 from __future__ import annotations
@@ -16,10 +17,10 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-from bench import clips, coldstart, direct, report, sections, stack
+from bench import clips, coldstart, direct, report, sections, stack, wyoming
 
 ROOT = Path(__file__).resolve().parent.parent
-ALL = ("overhead", "coldstart", "throughput", "long", "idle", "gpu")
+ALL = ("overhead", "coldstart", "throughput", "long", "idle", "gpu", "wyoming")
 
 
 def machine() -> dict[str, Any]:
@@ -181,6 +182,8 @@ def _section(
             **sections.idle_memory(svc, work, short, model_dir, env),
             "idle_stop": sections.idle_stop(svc, work / "watch", short, env, window=1.0 if a.smoke else 5.0),
         }
+    if name == "wyoming":  # issue 22: Home Assistant's voice commands, tiny.en and base
+        return wyoming.wyoming(svc, work, 1 if a.smoke else a.runs, ("tiny.en",) if a.smoke else ("tiny.en", "base"))
     if name == "gpu":
         if res_gpu := _gpu_absent():
             return {"skipped": res_gpu}

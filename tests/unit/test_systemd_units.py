@@ -24,6 +24,7 @@ SERVICES = {
     "asr-wyoming-proxy.service": 0.6,
 }
 ALL_UNITS = ["asr-server.socket", "asr-wyoming.socket", *SERVICES]
+PINS = ("asr-server.service", "asr-server-proxy.service", "asr-wyoming-proxy.service", "asr-idle-watcher.service")
 PROXYD = Path("/usr/lib/systemd/systemd-socket-proxyd")
 
 pytestmark = pytest.mark.skipif(shutil.which("systemd-analyze") is None, reason="systemd-analyze missing")
@@ -103,6 +104,5 @@ def test_idle_stop_is_decided_by_systemd() -> None:
     # the only units that may pin the daemon: no other unit names it as a dependency
     pinning = re.compile(r"^(Wants|Requires|BindsTo|Upholds)=.*asr-server\.service", re.MULTILINE)
     for unit in UNITS_DIR.glob("*.service"):
-        pins = ("asr-server.service", "asr-server-proxy.service", "asr-wyoming-proxy.service", "asr-idle-watcher.service")
-        if unit.name not in pins:
+        if unit.name not in PINS:
             assert not pinning.search(unit.read_text()), unit
