@@ -199,11 +199,9 @@ async def lifespan(app: Litestar) -> AsyncIterator[None]:
         yield
     finally:
         log.info("daemon_draining", extra={"running": worker.running})
-        if voice is not None:
-            voice.close()  # no new voice command; those being transcribed answer after the drain
+        if voice is not None:  # like Granian's in-flight requests: voice commands under way answer first
+            await voice.stop(grace=settings.drain_timeout)
         await life.stop(lambda: worker.drain(settings.drain_timeout))  # issue 5: STOPPING=1 first
-        if voice is not None:
-            await voice.stop()
         for t in [*listeners, *([preload] if preload else [])]:
             t.cancel()
         with contextlib.suppress(RedisError, OSError):

@@ -92,7 +92,12 @@ class CommandHandler:
         self.request: _Request | None = None
         self.recording: Recording | None = None
         self.started = 0.0
-        self.busy = False  # a command is being transcribed (the server's stop waits for it)
+        self.transcribing = False
+
+    @property
+    def busy(self) -> bool:
+        """A command is under way: its audio is arriving or it is being transcribed (a stop waits)."""
+        return self.transcribing or self.recording is not None
 
     # --- the connection ------------------------------------------------------------------------
     async def run(self) -> None:
@@ -272,7 +277,7 @@ class CommandHandler:
             await self._write(TranscriptChunk(text=text.lstrip() if first else text).event())
             first = False
 
-        self.busy = True
+        self.transcribing = True
         try:
             answer = await commands.transcribe(self.svc, rec, req.model, req.language, on_job, on_segment)
         except errors.AsrError as exc:
@@ -281,7 +286,7 @@ class CommandHandler:
             self.activity.request("transcribe", exc.status, self.started, job["id"], error=exc.code)
             return False
         finally:
-            self.busy = False
+            self.transcribing = False
             await asyncio.to_thread(rec.discard)
         ok = await self._write(Transcript(text=answer.text, language=answer.language).event())
         ok = ok and await self._write(TranscriptStop().event())

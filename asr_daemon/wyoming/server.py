@@ -3,8 +3,8 @@
 It listens on ASR_WYOMING_UDS when set (under systemd: asr-wyoming.socket holds the TCP port and
 asr-wyoming-proxy.service forwards to this Unix socket, as for HTTP), else on
 ASR_WYOMING_HOST:ASR_WYOMING_PORT. Each connection is a `CommandHandler` task. Stopping closes the
-listener first; commands being transcribed get `grace` seconds to answer (the worker is drained
-meanwhile), then every connection is closed.
+listener first; commands under way get `grace` seconds (ASR_DRAIN_TIMEOUT) to be answered before
+the worker is drained, then every connection is closed.
 """
 
 from __future__ import annotations
@@ -73,14 +73,14 @@ class WyomingServer:
             self._server.close()
 
     async def stop(self, grace: float = 5.0) -> None:
-        """Close the listener, let commands being transcribed answer within `grace` s, close the rest."""
+        """Close the listener; commands under way (audio arriving or being transcribed, the worker still
+        running) get `grace` seconds to be answered, as Granian lets in-flight requests finish; then
+        every connection is closed."""
         self.close()
-        idle = [t for t, h in self.handlers.items() if not h.busy]
-        for t in idle:
-            t.cancel()
-        busy = [t for t, h in self.handlers.items() if h.busy]
-        if busy:
-            await asyncio.wait(busy, timeout=grace)
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + grace
+        while any(h.busy for h in self.handlers.values()) and loop.time() < deadline:
+            await asyncio.sleep(0.05)
         rest = list(self.handlers)
         for t in rest:
             t.cancel()

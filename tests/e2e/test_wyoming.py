@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import signal
 import socket
 import subprocess
 import time
@@ -333,3 +334,27 @@ def test_a_taken_port_does_not_take_the_http_api_down(make_daemon: Callable[...,
         d = make_daemon(ASR_WYOMING_PORT=str(s.getsockname()[1]))
         assert httpx.get(d.url + "/readyz", timeout=10).status_code == 200
         assert "wyoming_bind_failed" in d.logs()
+
+
+async def test_a_stop_lets_the_command_under_way_answer(make_daemon: Callable[..., Daemon], speech: Any) -> None:
+    """SIGTERM while a command is being transcribed: the client still gets its transcript, then the
+    daemon exits cleanly (as Granian lets in-flight HTTP requests finish before the drain)."""
+    d = make_daemon(ASR_WYOMING_PORT=str(services.free_port()))
+    pcm = raw_pcm(speech(EN))
+    async with AsyncTcpClient("127.0.0.1", port(d), read_timeout=120) as client:
+        await client.write_event(Transcribe(language="en").event())
+        await client.write_event(AudioStart(rate=16000, width=2, channels=1).event())
+        await client.write_event(AudioChunk(rate=16000, width=2, channels=1, audio=pcm).event())
+        await client.write_event(AudioStop().event())
+        first = await client.read_event()
+        assert first is not None and TranscriptStart.is_type(first.type)  # the job is committed
+        assert d.proc is not None
+        d.proc.send_signal(signal.SIGTERM)
+        events = [first]
+        while (event := await client.read_event()) is not None:
+            events.append(event)
+            if TranscriptStop.is_type(event.type):
+                break
+    assert "living room" in words(transcript(events))
+    assert d.proc.wait(60) == 0
+    assert "wyoming_stopped" in d.logs()
