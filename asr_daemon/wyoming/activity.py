@@ -7,6 +7,7 @@ with an HTTP-like status (200 answered, 4xx refused, 5xx our failure, 499 the cl
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 import uuid
@@ -27,6 +28,8 @@ class Activity:
     def __init__(self, access_log: AccessLog | None) -> None:
         self.access_log = access_log
         self.connections = 0
+        self.changed = asyncio.Event()
+        """Set whenever a request ends or a client leaves (a stop waits on it for commands under way)."""
 
     def opened(self) -> None:
         """A client connected: activity until it leaves."""
@@ -37,6 +40,7 @@ class Activity:
     def closed(self) -> None:
         """A client left."""
         self.connections -= 1
+        self.changed.set()
         if self.access_log is not None:
             self.access_log.end()
 
@@ -51,6 +55,7 @@ class Activity:
         error: str | None = None,
     ) -> None:
         """One answered (or refused) request; `t0` is its start on the monotonic clock."""
+        self.changed.set()
         if self.access_log is None:
             return
         now, took = time.time(), time.monotonic() - t0

@@ -80,7 +80,9 @@ class WyomingServer:
         loop = asyncio.get_running_loop()
         deadline = loop.time() + grace
         while any(h.busy for h in self.handlers.values()) and loop.time() < deadline:
-            await asyncio.sleep(0.05)
+            self.activity.changed.clear()
+            with contextlib.suppress(TimeoutError):  # a command ended or a client left: look again
+                await asyncio.wait_for(self.activity.changed.wait(), min(0.5, deadline - loop.time()))
         rest = list(self.handlers)
         for t in rest:
             t.cancel()
