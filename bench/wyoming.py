@@ -27,6 +27,7 @@ import wave
 from pathlib import Path
 from typing import Any
 
+import httpx
 from wyoming.asr import Transcribe, Transcript
 from wyoming.audio import AudioChunk, AudioStart, AudioStop
 from wyoming.client import AsyncTcpClient
@@ -92,15 +93,19 @@ def warm(svc: stack.Services, work: Path, clip: Clip, model: str, runs: int) -> 
     d = stack.make_daemon(svc, work, ASR_MODEL=model, ASR_WYOMING_PORT=str(port), ASR_PRELOAD="true")
     d.start()
     pcm = _pcm(clip)
+    data = clip.path.read_bytes()
+    results: dict[str, list[dict[str, Any]]] = {"burst": [], "spoken": [], "http": []}
     try:
         asyncio.run(send(port, pcm, model, spoken=False))  # warm-up
-        out: dict[str, Any] = {}
-        for kind in ("burst", "spoken"):
-            rs = [asyncio.run(send(port, pcm, model, spoken=kind == "spoken")) for _ in range(runs)]
-            out[kind] = _summary(rs)
+        with httpx.Client(base_url=d.url, timeout=600) as c:
+            for _ in range(runs):  # interleaved, so that the machine's load falls on every kind alike
+                results["burst"].append(asyncio.run(send(port, pcm, model, spoken=False)))
+                dt, _, text = stack.post_transcription(c, clip.name, data, model=model, language="en")
+                results["http"].append({"total": dt, "after_stop": dt, "text": text})
+                results["spoken"].append(asyncio.run(send(port, pcm, model, spoken=True)))
     finally:
         d.stop()
-    return out
+    return {kind: _summary(rs) for kind, rs in results.items()}
 
 
 def cold_once(d: stack.Daemon, work: Path, pcm: bytes, model: str, spoken: bool, run: int) -> dict[str, Any]:
@@ -214,7 +219,9 @@ def render(s: dict[str, Any]) -> list[str]:
             if "skipped" in r:
                 lines.append(f"| {model} | {state} | — | skipped: {r['skipped']} | | |")
                 continue
-            for kind in ("burst", "spoken"):
+            for kind in ("burst", "spoken", "http"):
+                if kind not in r:
+                    continue
                 k = r[kind]
                 text = " / ".join(f"“{t}”" for t in k["texts"])
                 lines.append(
@@ -223,6 +230,8 @@ def render(s: dict[str, Any]) -> list[str]:
     lines += [
         "",
         (
+            "*http*: the same WAV POSTed to `/v1/audio/transcriptions` of the same warm daemon, interleaved "
+            "with the Wyoming runs (the job path without Wyoming). "
             "*burst*: the whole command sent at once; *spoken*: paced in real time (64 ms chunks), so the "
             "cold start overlaps the speaking and what the speaker waits for is audio-stop → transcript. "
             "Cold: a socket-activated start of `asrctl serve` (ASR_PRELOAD=true, as the unit sets) "
