@@ -30,6 +30,9 @@ log = logging.getLogger(__name__)
 
 KIND = "wyoming"
 FILENAME = "voice-command.wav"
+PRIORITY = 100
+"""The API's highest: someone is waiting for the light to come on, so a voice command is claimed before
+queued uploads (a slot still has to free up: a running job is not interrupted)."""
 
 
 @dataclass
@@ -67,7 +70,7 @@ async def transcribe(
     stored. Raises a domain error when the audio is refused, the job fails or outlives ASR_SYNC_TIMEOUT.
     """
     size, sha = await asyncio.to_thread(rec.finish)
-    fields = {"model": [model], "response_format": ["json"]}
+    fields = {"model": [model], "response_format": ["json"], "priority": [str(PRIORITY)]}
     if language:
         fields["language"] = [language]
     upload = uploads.Upload(fields=fields, path=rec.path, filename=FILENAME, size=size, sha256=sha)

@@ -24,6 +24,7 @@ from wyoming.client import AsyncTcpClient
 from wyoming.error import Error
 from wyoming.event import Event
 from wyoming.info import Describe, Info
+from wyoming.ping import Ping, Pong
 
 from tests import services
 from tests.conftest import Daemon, leftover_files
@@ -135,7 +136,7 @@ async def test_an_english_command_is_transcribed_and_kept_as_a_wyoming_job(wy: D
     assert "".join(chunks).strip() == text
     assert TranscriptStart.from_event(events[0]).language == "en"
     (row,) = [r for r in await job_rows(wy) if r["model"] == "tiny.en"][-1:]
-    assert row["status"] == "completed" and row["filename"] == "voice-command.wav"
+    assert row["status"] == "completed" and row["filename"] == "voice-command.wav" and row["priority"] == 100
     assert (wy.state_dir / "uploads" / row["audio_sha256"]).is_file()  # retention decides, like any upload
     with wy.client() as c:
         job = c.get(f"/v1/jobs/{row['id']}").json()
@@ -187,6 +188,19 @@ async def test_silence_without_audio_is_an_empty_transcript_and_no_job(wy: Daemo
     events = await command(wy, b"")
     assert transcript(events) == ""
     assert len(await job_rows(wy)) == before
+
+
+async def test_ping_unknown_events_and_several_requests_on_one_connection(wy: Daemon) -> None:
+    """`ping` → `pong`; an event type we do not know is dropped (the protocol's rule), and the same
+    connection then still answers `describe`."""
+    async with AsyncTcpClient("127.0.0.1", port(wy), read_timeout=30) as client:
+        await client.write_event(Ping(text="hello").event())
+        pong = await client.read_event()
+        assert pong is not None and Pong.is_type(pong.type) and Pong.from_event(pong).text == "hello"
+        await client.write_event(Event(type="run-satellite", data={"x": 1}))
+        await client.write_event(Describe().event())
+        info = await client.read_event()
+        assert info is not None and Info.is_type(info.type)
 
 
 # --- bad input ---------------------------------------------------------------------------------
