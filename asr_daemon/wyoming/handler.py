@@ -177,7 +177,8 @@ class CommandHandler:
         t = event.type
         if Describe.is_type(t):
             t0 = time.monotonic()
-            ok = await self._write(catalog.describe(self.settings).event())
+            info = await asyncio.to_thread(catalog.describe, self.settings)  # reads the models directory
+            ok = await self._write(info.event())
             self.activity.request("describe", 200 if ok else 499, t0)
             return ok
         if Ping.is_type(t):
