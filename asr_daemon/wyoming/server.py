@@ -63,6 +63,10 @@ class WyomingServer:
         self.activity.opened()
         try:
             await handler.run()
+        except asyncio.CancelledError:
+            # our own stop closed the connection; this is the task's top, and asyncio's stream callback
+            # would log a task that ends cancelled as an error
+            pass
         finally:
             self.activity.closed()
             self.handlers.pop(task, None)

@@ -284,6 +284,7 @@ def test_bad_input_closes_the_connection_and_leaves_nothing(wy: Daemon, name: st
     assert len(asyncio.run(job_rows(wy, "true"))) == len(before)
     assert leftover_files(wy.state_dir) == []
     assert httpx.get(wy.url + "/healthz", timeout=10).status_code == 200
+    assert "Traceback" not in wy.logs() and "wyoming_handler_failed" not in wy.logs()
 
 
 async def test_a_client_that_leaves_mid_command_leaves_no_file(wy: Daemon, speech: Any) -> None:
@@ -371,4 +372,4 @@ async def test_a_stop_lets_the_command_under_way_answer(make_daemon: Callable[..
                 break
     assert "living room" in words(transcript(events))
     assert d.proc.wait(60) == 0
-    assert "wyoming_stopped" in d.logs()
+    assert "wyoming_stopped" in d.logs() and "Traceback" not in d.logs()
