@@ -132,6 +132,8 @@ class Recording:
 
     def add(self, data: bytes, fmt: PcmFormat) -> None:
         """Append a chunk (its own format: a change mid-stream starts a new conversion)."""
+        if self.seconds + len(data) / (fmt.frame_bytes * fmt.rate) > self.max_seconds + 1:
+            self._too_long()  # before converting: 4 MiB at 1 kHz would be an hour of 16 kHz output
         self.received += len(data)
         if fmt != self.converter.fmt:
             self._take(self.converter.flush())
@@ -143,9 +145,12 @@ class Recording:
             return
         self.written += len(out)
         if self.written > self.max_bytes:
-            raise Refused(f"the voice command is longer than {self.max_seconds:g} s (ASR_WYOMING_MAX_SECONDS)")
+            self._too_long()
         self.pending.append(out)
         self.pending_bytes += len(out)
+
+    def _too_long(self) -> None:
+        raise Refused(f"the voice command is longer than {self.max_seconds:g} s (ASR_WYOMING_MAX_SECONDS)")
 
     def flush(self) -> None:
         """Write what is buffered (blocking)."""

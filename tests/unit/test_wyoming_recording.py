@@ -148,3 +148,12 @@ def test_a_command_longer_than_the_limit_is_refused_and_leaves_nothing(tmp_path:
         rec.add(pcm(tone(16000, 0.2), 2, 1), PcmFormat(16000, 2, 1))
     rec.discard()
     assert list(tmp_path.iterdir()) == []
+
+
+def test_an_oversized_chunk_is_refused_before_it_is_converted(tmp_path: Path) -> None:
+    """4 MiB at 1 kHz (70 minutes) is refused from its length alone, not after resampling it to 16 kHz."""
+    rec = Recording(tmp_path, PcmFormat(1000, 1, 1), max_seconds=300)
+    with pytest.raises(Refused, match="longer than 300 s"):
+        rec.add(bytes(4 << 20), PcmFormat(1000, 1, 1))
+    assert rec.written == 0 and rec.pending == []
+    rec.discard()
