@@ -294,6 +294,28 @@ class Settings(BaseSettings):
 
     unread_body_drain_timeout: float = Field(30.0, gt=0)
     """Seconds the rest of an answered request's body may take to be read and dropped (see the bytes above)."""
+    # --- Wyoming for Home Assistant (issue 22) ---------------------------------------------
+    wyoming_port: int = Field(10300, ge=0, le=65535)
+    """TCP port of the Wyoming speech-to-text service (Home Assistant's convention); 0 turns it off."""
+
+    wyoming_host: str = "127.0.0.1"
+    """Address the Wyoming service listens on. Wyoming has no authentication: anyone who can reach the
+    port can transcribe and fills the archive, so another address (e.g. `0.0.0.0` for a Home Assistant
+    box on the LAN) is a deliberate choice; restrict it with a firewall to that host."""
+
+    wyoming_uds: Path | None = None
+    """Serve Wyoming on this Unix socket instead of host:port (the systemd unit sets it: asr-wyoming.socket
+    holds the TCP port and its proxy forwards here)."""
+
+    wyoming_keep: bool = True
+    """Keep Wyoming voice commands like any job (archive, retention). False deletes each command's job and
+    audio as soon as its transcript was answered."""
+
+    wyoming_timeout: float = Field(30.0, gt=0)
+    """Seconds a Wyoming connection may stay silent (no complete event) before it is closed."""
+
+    wyoming_max_seconds: float = Field(300.0, gt=0)
+    """Longest Wyoming voice command accepted, in seconds of audio; longer gets an `error` event."""
 
     @property
     def keys_required(self) -> bool:

@@ -20,6 +20,8 @@ UNITS = (
     "asr-server-proxy.service",
     "asr-server.service",
     "asr-idle-watcher.service",
+    "asr-wyoming.socket",
+    "asr-wyoming-proxy.service",
     "asr-backup.timer",
 )
 PROPS = "LoadState,ActiveState,SubState,StateChangeTimestamp"

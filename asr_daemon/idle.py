@@ -5,12 +5,14 @@ Quiet means all of:
   window, counted from the watcher's own start at the earliest (a fresh start gets a full window);
 - no job queued or running in PostgreSQL — and the window restarts when the last one goes, so a
   client can still fetch its result;
-- the proxy (`asr-server-proxy.service`) is not active, i.e. no client holds a connection (the proxy
-  exits on its own a minute after its last connection closed).
+- neither proxy (`asr-server-proxy.service` for HTTP, `asr-wyoming-proxy.service` for Home
+  Assistant's Wyoming port) is active, i.e. no client holds a connection (a proxy exits on its own a
+  minute after its last connection closed). Wyoming commands are in the access log and the busy
+  marker like HTTP requests (`asr_daemon.wyoming.activity`).
 
 Then the watcher exits, and stops nothing itself. `asr-server.service` has `StopWhenUnneeded=yes` and
-is needed by exactly two units: this watcher (`BindsTo=`) and the proxy (`BindsTo=`). Once both are
-gone systemd stops the daemon. The decision is systemd's, made atomically in PID 1: a connection that
+is needed by exactly these units: this watcher (`BindsTo=`) and the two proxies (`BindsTo=`). Once all
+are gone systemd stops the daemon. The decision is systemd's, made atomically in PID 1: a connection that
 starts the proxy at any moment, even while the watcher exits, keeps (or brings back) the daemon, and
 the proxy's `Upholds=` restarts the watcher. So no connection is ever cut by an idle stop, and the
 watcher needs no privilege (it only reads `systemctl is-active`).
@@ -33,7 +35,7 @@ import asyncpg
 
 from asr_daemon import accesslog, db
 from asr_daemon.config import Settings
-from asr_daemon.systemd import PROXY_UNIT, job_counts_sql
+from asr_daemon.systemd import PROXY_UNIT, WYOMING_PROXY_UNIT, job_counts_sql
 
 log = logging.getLogger(__name__)
 
@@ -108,12 +110,13 @@ class IdleWatcher:
         quiet = now - self.since
         if quiet < self.window:
             return Verdict(False, "recent request", quiet)
-        try:
-            _, state = await self._systemctl("is-active", PROXY_UNIT)
-        except OSError as exc:
-            return Verdict(False, f"systemctl failed: {exc}", quiet)
-        if state not in ("inactive", "failed"):
-            return Verdict(False, f"proxy {state or 'unknown'}: a client may hold a connection", quiet)
+        for unit in (PROXY_UNIT, WYOMING_PROXY_UNIT):
+            try:
+                _, state = await self._systemctl("is-active", unit)
+            except OSError as exc:
+                return Verdict(False, f"systemctl failed: {exc}", quiet)
+            if state not in ("inactive", "failed"):
+                return Verdict(False, f"{unit} {state or 'unknown'}: a client may hold a connection", quiet)
         return Verdict(True, "quiet", quiet)
 
     async def tick(self) -> Verdict:

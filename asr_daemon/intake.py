@@ -83,6 +83,14 @@ class Intake:
         finally:
             upload.discard()
 
+    async def submit_recorded(self, upload: uploads.Upload, *, kind: str) -> Accepted:
+        """Accept audio already on disk (a Wyoming voice command): the same checks, probe and job row as
+        an upload, never deduplicated (each is its own job); the file is moved or removed either way."""
+        try:
+            return await self._accept(upload, jobs.Task.TRANSCRIBE, False, None, None, kind=kind)
+        finally:
+            upload.discard()
+
     async def _accept(
         self,
         upload: uploads.Upload,
@@ -90,6 +98,7 @@ class Intake:
         allow_task_field: bool,
         idempotency_key: str | None,
         api_key_id: int | None,
+        kind: str = "file",
     ) -> Accepted:
         s = self.settings
         try:
@@ -109,7 +118,7 @@ class Intake:
         limits = audio.Limits(s.max_audio_seconds, s.max_channels, s.max_sample_rate, s.max_tag_bytes)
         info = await asyncio.to_thread(audio.probe, upload.path, limits)
         fingerprint = req.options.fingerprint(model_name, upload.sha256)
-        if s.dedup and not req.webhook_url:
+        if s.dedup and not req.webhook_url and kind == "file":
             done = await queries.find_completed(self.pool, fingerprint, api_key_id)
             if done is not None:
                 log.info("job_deduplicated", extra={"job_id": str(done["id"])})
@@ -136,6 +145,7 @@ class Intake:
                         idempotency_key=idempotency_key,
                         webhook_url=req.webhook_url,
                         api_key_id=api_key_id,
+                        kind=kind,
                     )
             except BaseException as exc:
                 if created:

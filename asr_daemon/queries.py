@@ -43,13 +43,14 @@ async def insert_job(
     idempotency_key: str | None,
     webhook_url: str | None,
     api_key_id: int | None = None,
+    kind: str = "file",
 ) -> Row:
     """Insert a queued job; raises `UniqueViolationError` on a reused idempotency key."""
     row: Row | None = await conn.fetchrow(
         """
         INSERT INTO jobs (id, model, options, fingerprint, priority, audio_sha256, audio_bytes, filename,
-                          duration_s, max_attempts, idempotency_key, webhook_url, api_key_id)
-        VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)
+                          duration_s, max_attempts, idempotency_key, webhook_url, api_key_id, kind)
+        VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)
         RETURNING *
         """,
         job_id,
@@ -65,6 +66,7 @@ async def insert_job(
         idempotency_key,
         webhook_url,
         api_key_id,
+        kind,
     )
     assert row is not None  # the statement always returns one row
     return row

@@ -34,6 +34,8 @@ log = logging.getLogger(__name__)
 
 SERVER_UNIT = "asr-server.service"
 PROXY_UNIT = "asr-server-proxy.service"
+WYOMING_PROXY_UNIT = "asr-wyoming-proxy.service"
+"""The Wyoming port's proxy (issue 22): while it runs a Home Assistant client holds a connection."""
 EXTEND_EVERY = 10.0
 """Seconds between two EXTEND_TIMEOUT_USEC messages while loading or draining."""
 EXTEND_BY = 30.0

@@ -4,6 +4,7 @@ python -m bench                      # everything that fits (about 20-30 min on 
 python -m bench --sections overhead,coldstart --runs 5
 python -m bench --smoke --out /tmp/b # one run of every section on short clips (< 1 min)
 python -m bench --sections load      # clients 1, 10, 50, 200 at once (each level at most 60 s)
+python -m bench --sections wyoming   # Home Assistant's path only (its own block of the report)
 """
 
 from __future__ import annotations
@@ -17,10 +18,10 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-from bench import clips, coldstart, direct, loadlevels, report, sections, stack
+from bench import clips, coldstart, direct, loadlevels, report, sections, stack, wyoming
 
 ROOT = Path(__file__).resolve().parent.parent
-ALL = ("overhead", "coldstart", "throughput", "long", "idle", "gpu", "load")
+ALL = ("overhead", "coldstart", "throughput", "long", "idle", "gpu", "load", "wyoming")
 
 
 def machine() -> dict[str, Any]:
@@ -189,6 +190,8 @@ def _section(
             return loadlevels.load_levels(svc, work, short, [3], env, 60.0, held=4, fast=2)
         levels = [int(n) for n in a.load_levels.split(",")]
         return loadlevels.load_levels(svc, work, clips.espeak(4), levels, env, a.load_deadline)
+    if name == "wyoming":  # issue 22: Home Assistant's voice commands, tiny.en and base
+        return wyoming.wyoming(svc, work, 1 if a.smoke else a.runs, ("tiny.en",) if a.smoke else ("tiny.en", "base"))
     if name == "gpu":
         if res_gpu := _gpu_absent():
             return {"skipped": res_gpu}

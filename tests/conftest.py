@@ -227,6 +227,7 @@ def new_daemon(root: Path, database: str, redis_url: str, models_dir: Path, **ov
         "ASR_HEARTBEAT_INTERVAL": "0.5",
         "ASR_STALE_AFTER": "3",
         "ASR_RETRY_BACKOFF": "0.2",
+        "ASR_WYOMING_PORT": "0",  # off unless a test asks: daemons run side by side, 10300 fits one
         **overrides,
     }
     return Daemon(env=env, state_dir=state, port=port, log=root / "daemon.log")

@@ -30,6 +30,7 @@ from asr_daemon.api import models as api_models
 from asr_daemon.config import Settings
 from asr_daemon.intake import Intake
 from asr_daemon.worker import Worker
+from asr_daemon.wyoming import server as wyoming_server
 
 log = logging.getLogger(__name__)
 
@@ -175,6 +176,8 @@ async def lifespan(app: Litestar) -> AsyncIterator[None]:
     listeners = [asyncio.create_task(hub.listen_bell()), asyncio.create_task(hub.listen_events())]
     listeners.append(asyncio.create_task(_announce_ready(settings, cache)))
     worker.start()
+    # issue 22: Home Assistant's Wyoming port, same process and model; listening before READY=1
+    voice = await wyoming_server.start(settings, app.state, locks)
     preload_path = models.local_path(settings.models_dir, settings.model) if settings.preload else None
     # /readyz answers 503 "loading <model>" until the preload is done
     preload = cache.start_preload(settings.model, preload_path) if preload_path else None
@@ -201,6 +204,8 @@ async def lifespan(app: Litestar) -> AsyncIterator[None]:
         yield
     finally:
         log.info("daemon_draining", extra={"running": worker.running})
+        if voice is not None:  # like Granian's in-flight requests: voice commands under way answer first
+            await voice.stop(grace=settings.drain_timeout)
         await life.stop(lambda: worker.drain(settings.drain_timeout))  # issue 5: STOPPING=1 first
         for t in [*listeners, *([preload] if preload else [])]:
             t.cancel()
@@ -257,4 +262,7 @@ def build(settings: Settings, early: Future[models.Loaded | None] | None = None)
     in the drain of unread bodies (issue 18), so an early refusal reaches a client still sending.
     """
     log.info("app_created", extra={"since_process_start_s": round(metrics.process_age(), 4)})
-    return unread.with_drain(accesslog.with_access_log(create_app(settings, early), settings), settings)
+    app = create_app(settings, early)
+    logged = accesslog.with_access_log(app, settings)
+    app.state.access_log = logged.access_log  # Wyoming traffic goes to the same log (issue 22)
+    return unread.with_drain(logged, settings)

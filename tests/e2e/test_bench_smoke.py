@@ -24,7 +24,7 @@ def test_bench_smoke_writes_report_and_raw_json(tmp_path: Path, models_dir: Path
         cwd=ROOT,
         check=True,
         capture_output=True,
-        timeout=110,
+        timeout=200,  # the Wyoming section adds a warm daemon and two cold starts
     )
     raw = json.loads(next(tmp_path.glob("bench-*.json")).read_text())
     over = raw["sections"]["overhead"]["clips"][0]
@@ -38,6 +38,9 @@ def test_bench_smoke_writes_report_and_raw_json(tmp_path: Path, models_dir: Path
     assert raw["sections"]["load"]["uploads"]["held_fds_per_upload"] > 0
     long = raw["sections"]["long"]["clips"][0]
     assert long["status"] == "completed" and long["peak_rss"] > 50e6 and long["total_s"] > 0, long
+    wyoming = raw["sections"]["wyoming"]["models"]["tiny.en"]
+    assert wyoming["warm"]["burst"]["after_stop"]["median"] > 0 and "Wyoming voice commands" in text
+    assert any("living room" in t for t in wyoming["warm"]["spoken"]["texts"])
     idle = raw["sections"]["idle"]["idle_stop"]
     assert 1.0 <= idle["idle_to_gone_s"] < 30, idle  # the watcher's window, then the drain
     if coldstart.available() is None:

@@ -23,13 +23,16 @@ from pydantic import SecretStr
 from asr_daemon import accesslog, migrate
 from asr_daemon.config import Settings
 from asr_daemon.idle import IdleWatcher
+from asr_daemon.wyoming.activity import Activity
 from tests import services
 
 STAND_IN = """#!/bin/sh
-# stand-in for systemctl: records calls; `is-active` answers from the state file, nothing else works
+# stand-in for systemctl: records calls; `is-active UNIT` answers from the state file (`<state>.UNIT`
+# when there is one), nothing else works
 echo "$*" >> "{calls}"
 if [ "$1" = is-active ]; then
-  s=$(cat "{state}" 2>/dev/null || echo inactive); echo "$s"; [ "$s" = active ]; exit
+  f="{state}"; [ -e "{state}.$2" ] && f="{state}.$2"
+  s=$(cat "$f" 2>/dev/null || echo inactive); echo "$s"; [ "$s" = active ]; exit
 fi
 exit 1
 """
@@ -104,7 +107,10 @@ def test_exits_after_the_quiet_window_not_before(env: tuple[Settings, Path, Path
     w = IdleWatcher(settings, window=0.6)
     ran = asyncio.run(watch(w, 3))
     assert ran is not None and 0.6 <= ran < 1.5
-    assert set(calls.read_text().splitlines()) == {"is-active asr-server-proxy.service"}
+    assert set(calls.read_text().splitlines()) == {
+        "is-active asr-server-proxy.service",
+        "is-active asr-wyoming-proxy.service",
+    }
 
 
 def test_never_stops_while_a_job_is_queued_or_running(env: tuple[Settings, Path, Path]) -> None:
@@ -185,6 +191,34 @@ def test_never_stops_while_a_request_is_in_flight_or_a_client_is_connected(
     assert "is-active asr-server-proxy.service" in calls.read_text()
     state.write_text("inactive\n")
     assert asyncio.run(watch(IdleWatcher(settings, window=0.2), 0.6)) is not None
+
+
+def test_an_open_wyoming_connection_keeps_it_up(env: tuple[Settings, Path, Path]) -> None:
+    """Home Assistant connected through the Wyoming proxy (issue 22): not quiet while that proxy runs."""
+    settings, calls, state = env
+    wyoming = Path(f"{state}.asr-wyoming-proxy.service")
+    wyoming.write_text("active\n")
+    assert asyncio.run(watch(IdleWatcher(settings, window=0.2), 0.6)) is None
+    assert "is-active asr-wyoming-proxy.service" in calls.read_text()
+    wyoming.write_text("inactive\n")
+    assert asyncio.run(watch(IdleWatcher(settings, window=0.2), 0.6)) is not None
+
+
+def test_wyoming_commands_in_the_access_log_are_activity(env: tuple[Settings, Path, Path]) -> None:
+    """A Wyoming command's access-log line (what `asr_daemon.wyoming.activity` writes) restarts the window."""
+    settings, _, _ = env
+    activity = Activity(accesslog.AccessLog(settings.access_log_path))
+
+    async def go() -> float | None:
+        w = IdleWatcher(settings, window=0.5)
+        task = asyncio.create_task(watch(w, 1.2))
+        for _ in range(4):
+            await asyncio.sleep(0.2)
+            activity.request("transcribe", 200, time.monotonic())
+        return await task
+
+    assert asyncio.run(go()) is None
+    assert asyncio.run(watch(IdleWatcher(settings, window=0.3), 1.0)) is not None
 
 
 def test_unreachable_database_means_no_stop(env: tuple[Settings, Path, Path]) -> None:

@@ -43,6 +43,8 @@ test "$(tail -n 1 /etc/asr-server/asr-server.env)" = "ASR_DATABASE_URL='postgres
 test "$(stat -c %a /etc/asr-server/asr-server.env)" = 600
 test "$(systemctl is-enabled asr-server.socket)" = enabled
 test "$(systemctl is-active asr-server.socket)" = active
+test "$(systemctl is-enabled asr-wyoming.socket)" = enabled
+test "$(systemctl is-active asr-wyoming.socket)" = active
 test "$(systemctl is-active asr-server.service)" = inactive   # nothing starts it before a request
 ls -l /opt/asr-server /opt/asr-server/releases
 /opt/asr-server/venv/bin/python -c 'import asr_daemon, sys; print(asr_daemon.__file__, sys.version)'
@@ -65,10 +67,13 @@ cat /tmp/pgc.err
 install -d /etc/systemd/system/asr-server-proxy.service.d
 printf '[Service]\nExecStart=\nExecStart=/usr/lib/systemd/systemd-socket-proxyd --exit-idle-time=3s /run/asr-server/http.sock\n' \
   >/etc/systemd/system/asr-server-proxy.service.d/test.conf
+install -d /etc/systemd/system/asr-wyoming-proxy.service.d
+printf '[Service]\nExecStart=\nExecStart=/usr/lib/systemd/systemd-socket-proxyd --exit-idle-time=3s /run/asr-server/wyoming.sock\n' \
+  >/etc/systemd/system/asr-wyoming-proxy.service.d/test.conf
 systemctl daemon-reload
 
 # exposure as the real manager computes it
-for u in asr-server.service asr-server-proxy.service asr-idle-watcher.service asr-backup.service; do
+for u in asr-server.service asr-server-proxy.service asr-wyoming-proxy.service asr-idle-watcher.service asr-backup.service; do
   systemd-analyze security --no-pager "$u" | tail -n 1
 done
 

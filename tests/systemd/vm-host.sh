@@ -4,6 +4,7 @@
 # and journals are read or written in the guest over ssh. Proves the whole lifecycle under systemd.
 set -uo pipefail
 url=http://127.0.0.1:$VMRIG_PORT_8765
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
 guest() { "$VMRIG_SSH" "$@"; }
 fail=0
 audio=$(mktemp -d)
@@ -64,6 +65,13 @@ get() {  # a cheap non-probe request through the public socket
   [[ $code == 200 ]]
 }
 db() { guest "cd /tmp && runuser -u postgres -- psql -p 5433 -qAtc \"$1\" asr"; }
+wyoming_command() {  # file: a voice command through the Wyoming socket (issue 22), with the wyoming package's client
+  local t0=$EPOCHREALTIME out
+  out=$("$ROOT/.venv/bin/python" "$ROOT/tests/systemd/wyoming-command.py" "$VMRIG_PORT_10300" "$1") ||
+    { echo "  command failed: $out"; return 1; }
+  echo "  -> ${out:0:120} in $(elapsed "$t0") s"
+  [[ ${out,,} == *light* ]]
+}
 starts() { guest journalctl -b -u asr-server.service -o cat | grep -c '^Started asr-server'; }
 
 echo "== before any request"
@@ -89,6 +97,21 @@ check "idle stop is no failure (result success, no restart)" \
 check "watcher stopped with it" is asr-idle-watcher.service inactive
 check "socket still listening" is asr-server.socket active
 check "watcher logged its decision" journal_has asr-idle-watcher.service idle.stop
+
+echo "== Wyoming (issue 22): a voice command through asr-wyoming.socket starts the stopped daemon"
+light=$(say light "Turn on the light.")
+check "Wyoming socket listening" is asr-wyoming.socket active
+check "daemon stopped before the command" is asr-server.service inactive
+n=$(starts)
+check "voice command answered from a cold start" wyoming_command "$light"
+check "the daemon was started for it" bash -c "(( $(starts) > $n ))"
+check "the command is a completed job of kind wyoming" \
+  bash -c "[[ '$(db "SELECT count(*) FROM jobs WHERE kind = 'wyoming' AND status = 'completed'")' == 1 ]]"
+check "access log line for it" guest "grep -q '\"path\":\"wyoming/transcribe\"' /var/log/asr-server/access.log"
+check "Wyoming proxy exits after its last connection" becomes asr-wyoming-proxy.service inactive 60
+t0=$EPOCHREALTIME
+check "daemon stopped when idle after the command" becomes asr-server.service inactive 150
+echo "  stopped $(elapsed "$t0") s after the proxy"
 
 echo "== request 2: re-activation after the idle stop"
 n=$(starts)
@@ -187,5 +210,5 @@ check "uninstall --purge drops the database on the cluster of ASR_DATABASE_URL (
 
 echo "== journal (asr units)"
 guest journalctl -b --no-pager -o short-monotonic -u asr-server.socket -u asr-server-proxy.service \
-  -u asr-server.service -u asr-idle-watcher.service | grep -vE '"event": "(job_|segment)' | tail -n 80
+  -u asr-wyoming.socket -u asr-wyoming-proxy.service -u asr-server.service -u asr-idle-watcher.service | grep -vE '"event": "(job_|segment)' | tail -n 80
 exit "$fail"

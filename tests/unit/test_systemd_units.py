@@ -21,8 +21,10 @@ SERVICES = {
     "asr-server.service": 2.0,  # the GPU costs PrivateDevices=, the API and webhooks cost the network
     "asr-server-proxy.service": 0.6,
     "asr-idle-watcher.service": 1.5,
+    "asr-wyoming-proxy.service": 0.6,
 }
-ALL_UNITS = ["asr-server.socket", *SERVICES]
+ALL_UNITS = ["asr-server.socket", "asr-wyoming.socket", *SERVICES]
+PINS = ("asr-server.service", "asr-server-proxy.service", "asr-wyoming-proxy.service", "asr-idle-watcher.service")
 PROXYD = Path("/usr/lib/systemd/systemd-socket-proxyd")
 
 pytestmark = pytest.mark.skipif(shutil.which("systemd-analyze") is None, reason="systemd-analyze missing")
@@ -76,6 +78,11 @@ def test_daemon_unit_lifecycle_settings() -> None:
     proxy = (UNITS_DIR / "asr-server-proxy.service").read_text()
     assert re.search(r"^BindsTo=asr-server.service$", proxy, re.MULTILINE)
     assert "/run/asr-server/http.sock" in proxy and "/run/asr-server/http.sock" in text
+    wyoming = (UNITS_DIR / "asr-wyoming-proxy.service").read_text()
+    assert re.search(r"^BindsTo=asr-server.service$", wyoming, re.MULTILINE)
+    assert "/run/asr-server/wyoming.sock" in wyoming and "ASR_WYOMING_UDS=/run/asr-server/wyoming.sock" in text
+    socket = (UNITS_DIR / "asr-wyoming.socket").read_text()
+    assert "ListenStream=127.0.0.1:10300" in socket and "Service=asr-wyoming-proxy.service" in socket
 
 
 def test_idle_stop_is_decided_by_systemd() -> None:
@@ -88,12 +95,14 @@ def test_idle_stop_is_decided_by_systemd() -> None:
 
     server = directives("asr-server.service")
     proxy = directives("asr-server-proxy.service")
+    wyoming = directives("asr-wyoming-proxy.service")
     watcher = directives("asr-idle-watcher.service")
     assert {"StopWhenUnneeded=yes", "Wants=asr-idle-watcher.service"} <= server
     assert {"BindsTo=asr-server.service", "Upholds=asr-idle-watcher.service"} <= proxy
+    assert {"BindsTo=asr-server.service", "After=asr-server.service", "Upholds=asr-idle-watcher.service"} <= wyoming
     assert {"BindsTo=asr-server.service", "After=asr-server.service", "Restart=on-failure"} <= watcher
     # the only units that may pin the daemon: no other unit names it as a dependency
     pinning = re.compile(r"^(Wants|Requires|BindsTo|Upholds)=.*asr-server\.service", re.MULTILINE)
     for unit in UNITS_DIR.glob("*.service"):
-        if unit.name not in ("asr-server.service", "asr-server-proxy.service", "asr-idle-watcher.service"):
+        if unit.name not in PINS:
             assert not pinning.search(unit.read_text()), unit

@@ -1,0 +1,131 @@
+"""A voice command's way through the job system: it is a job like any other (kind `wyoming`).
+
+The recorded WAV goes through `Intake.submit_recorded` (the same probe, limits, content-addressed
+store and committed job row as an upload), the in-process worker runs it, and the answer is read
+back from PostgreSQL while the worker stores segments (`events.follow`). So a command is durable,
+listed and searchable in the archive, and its audio follows ASR_AUDIO_RETENTION_DAYS. With
+ASR_WYOMING_KEEP=false the finished job is deleted once answered, and its audio with it unless
+another job holds the same audio.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import uuid
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+
+import asyncpg
+
+from asr_daemon import errors, events, formats, jobs, queries, uploads
+from asr_daemon.accesslog import AccessLog
+from asr_daemon.config import Settings
+from asr_daemon.intake import Intake
+from asr_daemon.queue import Hub
+from asr_daemon.wyoming.recording import Recording
+
+log = logging.getLogger(__name__)
+
+KIND = "wyoming"
+FILENAME = "voice-command.wav"
+PRIORITY = 100
+"""The API's highest: someone is waiting for the light to come on, so a voice command is claimed before
+queued uploads (a slot still has to free up: a running job is not interrupted)."""
+
+
+@dataclass
+class Services:
+    """What the Wyoming server uses of the daemon (the same objects the HTTP side uses)."""
+
+    settings: Settings
+    pool: asyncpg.Pool
+    hub: Hub
+    intake: Intake
+    locks: uploads.AudioLocks
+    access_log: AccessLog | None = None
+
+
+@dataclass
+class Answer:
+    """A finished command: its job, text and language."""
+
+    job_id: uuid.UUID
+    text: str
+    language: str | None
+
+
+async def transcribe(
+    svc: Services,
+    rec: Recording,
+    model: str,
+    language: str | None,
+    on_job: Callable[[uuid.UUID], Awaitable[None]],
+    on_segment: Callable[[str], Awaitable[None]],
+) -> Answer:
+    """Store the recording as a job, wait for the worker, return the transcript.
+
+    `on_job` is awaited once the job is committed, `on_segment` with each segment's text as it is
+    stored. Raises a domain error when the audio is refused, the job fails or outlives ASR_SYNC_TIMEOUT.
+    """
+    size, sha = await asyncio.to_thread(rec.finish)
+    fields = {"model": [model], "response_format": ["json"], "priority": [str(PRIORITY)]}
+    if language:
+        fields["language"] = [language]
+    upload = uploads.Upload(fields=fields, path=rec.path, filename=FILENAME, size=size, sha256=sha)
+    accepted = await svc.intake.submit_recorded(upload, kind=KIND)
+    job_id: uuid.UUID = accepted.job["id"]
+    try:
+        await on_job(job_id)
+        job = await _follow(svc, job_id, on_segment)
+        if job is None or job["status"] == jobs.Status.CANCELLED:
+            raise errors.Conflict("the voice command's job was cancelled before it finished")
+        if job["status"] == jobs.Status.FAILED:
+            raise errors.BadAudio(f"transcription failed: {job['error']}")
+        text = formats.text_of(await queries.segments(svc.pool, job_id))
+        return Answer(job_id, text, job["language"])
+    finally:
+        if not svc.settings.wyoming_keep:
+            await forget(svc, job_id)
+
+
+async def _follow(svc: Services, job_id: uuid.UUID, on_segment: Callable[[str], Awaitable[None]]) -> queries.Row | None:
+    """Pass each stored segment on until the job is final (or ASR_SYNC_TIMEOUT); the job row then."""
+    try:
+        async with asyncio.timeout(svc.settings.sync_timeout):
+            async for ev in events.follow(svc.pool, svc.hub, job_id):
+                if ev is not None and ev.type == "segment":
+                    await on_segment(ev.data["text"])
+    except TimeoutError:
+        raise errors.StillRunning("the voice command is still being transcribed (ASR_SYNC_TIMEOUT)") from None
+    return await queries.get_job(svc.pool, job_id)
+
+
+async def forget(svc: Services, job_id: uuid.UUID) -> None:
+    """ASR_WYOMING_KEEP=false: delete the answered job (segments cascade) and its audio if unshared.
+
+    An unfinished job (the wait timed out) is cancelled first; the worker finishes the cancellation
+    between segments, and such a job stays in the archive until purged.
+    """
+    try:
+        sha = await svc.pool.fetchval(
+            "DELETE FROM jobs WHERE id = $1 AND status = ANY($2::text[]) RETURNING audio_sha256",
+            job_id,
+            sorted(jobs.TERMINAL),
+        )
+        if sha is None:
+            await queries.request_cancel(svc.pool, job_id)
+            return
+        async with svc.locks.get(sha):
+            # another job (an upload of the same bytes, a command still queued) may hold the same file
+            held = await svc.pool.fetchval(
+                "SELECT EXISTS (SELECT 1 FROM jobs WHERE audio_sha256 = $1 AND audio_deleted_at IS NULL)", sha
+            )
+            if not held:
+                with contextlib.suppress(FileNotFoundError):
+                    await asyncio.to_thread((svc.settings.uploads_dir / sha).unlink)
+        log.info("wyoming_command_forgotten", extra={"job_id": str(job_id)})
+    except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+        # the row stays: retention and `asrctl jobs purge` remove it later
+        log.warning("wyoming_forget_failed", extra={"job_id": str(job_id), "error": type(exc).__name__})
