@@ -4,7 +4,7 @@ A query is parsed by `websearch_to_tsquery` ("quoted phrases", `or`, `-word`) in
 configuration segments are stored in (chosen from each job's language, `simple` when PostgreSQL has
 no stemmer for it) and each segment is matched in its own configuration only: an English segment
 against the English stems of the query, a German one against the German stems. Hits are ranked by
-`ts_rank_cd`, then newest job first, then in segment order; pages follow a keyset cursor.
+`ts_rank_cd` (then by job, then in segment order); pages follow a keyset cursor.
 
 Match offsets come from `ts_headline` (which knows the stems and phrases that matched) with two
 control characters as markers, turned into [start, end) character offsets into the segment text.
@@ -15,7 +15,6 @@ from __future__ import annotations
 import base64
 import uuid
 from dataclasses import dataclass
-from datetime import datetime
 
 from asr_daemon.queries import Conn
 
@@ -27,24 +26,23 @@ MAX_QUERY_CHARS = 500
 
 @dataclass(frozen=True)
 class Cursor:
-    """Where the previous page ended: its last hit's rank, job creation time, job id and segment."""
+    """Where the previous page ended: its last hit's rank, job id and segment."""
 
     rank: float
-    created_at: datetime
     job_id: uuid.UUID
     seq: int
 
     def encode(self) -> str:
         """An opaque URL-safe string."""
-        raw = f"{self.rank!r}|{self.created_at.isoformat()}|{self.job_id}|{self.seq}"
+        raw = f"{self.rank!r}|{self.job_id}|{self.seq}"
         return base64.urlsafe_b64encode(raw.encode()).decode().rstrip("=")
 
     @classmethod
     def decode(cls, text: str) -> Cursor:
         """The cursor `encode` made; ValueError for anything else."""
         try:
-            rank, created, job, seq = base64.urlsafe_b64decode(text.encode() + b"==").decode().split("|")
-            return cls(float(rank), datetime.fromisoformat(created), uuid.UUID(job), int(seq))
+            rank, job, seq = base64.urlsafe_b64decode(text.encode() + b"==").decode().split("|")
+            return cls(float(rank), uuid.UUID(job), int(seq))
         except (ValueError, UnicodeDecodeError) as exc:
             raise ValueError("not a search cursor") from exc
 
@@ -62,31 +60,42 @@ class Hit:
     rank: float
     filename: str | None
     language: str | None
-    job_created_at: datetime
 
+
+#: a query matching more segments than this is ranked among the first this many found (ranking
+#: every one of 50,000 matches of a near-stop-word would take the better part of a second)
+MAX_RANKED = 10_000
 
 _SEARCH = f"""
-WITH q AS (
-    SELECT c.config, websearch_to_tsquery(c.config, $1) AS query
-    FROM (SELECT config FROM search_languages UNION SELECT 'simple'::regconfig) AS c (config)
-), hits AS (
-    SELECT s.job_id, s.seq, s.start_s, s.end_s, s.text, q.config, q.query,
-           ts_rank_cd(s.search_vector, q.query)::float8 AS rank,
-           j.created_at, j.filename, j.language
-    FROM q
-    JOIN segments s ON s.search_config = q.config AND s.search_vector @@ q.query
-    JOIN jobs j ON j.id = s.job_id
-    WHERE ($2 OR j.api_key_id IS NOT DISTINCT FROM $3::bigint)
+WITH q AS MATERIALIZED (
+    SELECT u.config, websearch_to_tsquery(u.config, $1) AS query FROM search_configs_used u
+), any_q AS (
+    -- every configuration's reading of the query in one tsquery: what the GIN index looks up
+    SELECT string_agg('(' || query::text || ')', ' | ')::tsquery AS query FROM q WHERE numnode(query) > 0
+), matched AS MATERIALIZED (
+    SELECT s.job_id, s.seq, s.search_vector, q.config, q.query
+    FROM segments s
+    JOIN q ON q.config = s.search_config
+    WHERE s.search_vector @@ (SELECT query FROM any_q)
+      AND s.search_vector @@ q.query  -- read in the segment's own configuration
+      AND ($2 OR s.job_id IN (SELECT id FROM jobs WHERE api_key_id IS NOT DISTINCT FROM $3::bigint))
+    LIMIT {MAX_RANKED}
+), page AS (
+    SELECT m.job_id, m.seq, m.config, m.query, ts_rank_cd(m.search_vector, m.query)::float8 AS rank
+    FROM matched m
+    WHERE $5::float8 IS NULL
+       OR ts_rank_cd(m.search_vector, m.query)::float8 < $5
+       OR (ts_rank_cd(m.search_vector, m.query)::float8 = $5
+           AND (m.job_id < $6 OR (m.job_id = $6 AND m.seq > $7)))
+    ORDER BY rank DESC, m.job_id DESC, m.seq
+    LIMIT $4
 )
-SELECT h.job_id, h.seq, h.start_s, h.end_s, h.text, h.rank, h.created_at, h.filename, h.language,
-       ts_headline(h.config, h.text, h.query, '{_HEADLINE_OPTIONS}') AS marked
-FROM hits h
-WHERE $5::float8 IS NULL
-   OR h.rank < $5
-   OR (h.rank = $5 AND (h.created_at < $6
-       OR (h.created_at = $6 AND (h.job_id < $7 OR (h.job_id = $7 AND h.seq > $8)))))
-ORDER BY h.rank DESC, h.created_at DESC, h.job_id DESC, h.seq
-LIMIT $4
+SELECT p.job_id, p.seq, s.start_s, s.end_s, s.text, p.rank, j.filename, j.language,
+       ts_headline(p.config, s.text, p.query, '{_HEADLINE_OPTIONS}') AS marked
+FROM page p
+JOIN segments s ON s.job_id = p.job_id AND s.seq = p.seq
+JOIN jobs j ON j.id = p.job_id
+ORDER BY p.rank DESC, p.job_id DESC, p.seq
 """
 
 
@@ -107,7 +116,6 @@ async def search(
         api_key_id,
         limit,
         after.rank if after else None,
-        after.created_at if after else None,
         after.job_id if after else None,
         after.seq if after else None,
     )
@@ -122,7 +130,6 @@ async def search(
             rank=r["rank"],
             filename=r["filename"],
             language=r["language"],
-            job_created_at=r["created_at"],
         )
         for r in rows
     ]
@@ -155,4 +162,4 @@ def match_offsets(text: str, marked: str) -> list[tuple[int, int]]:
 
 def cursor_after(hit: Hit) -> Cursor:
     """The cursor of the page that follows `hit`."""
-    return Cursor(hit.rank, hit.job_created_at, hit.job_id, hit.seq)
+    return Cursor(hit.rank, hit.job_id, hit.seq)

@@ -238,6 +238,30 @@ def _idle_stop(w: Any) -> str:
     )
 
 
+def search(s: dict[str, Any]) -> list[str]:
+    """GET /v1/search latency over HTTP on the synthetic archive, by query class."""
+    verdict = "met" if s["p95_ms"] <= s["goal_p95_ms"] else "NOT met"
+    where = (
+        f"`GET /v1/search?limit=20` over HTTP, one query at a time, {s['queries']} queries after a warm-up "
+        f"pass, on {s['segments']:,} stored segments (the most common content word is in "
+        f"{s['most_common_word_segments']:,})."
+    )
+    overall = (
+        f"Overall p50 {s['p50_ms']:.1f} ms, **p95 {s['p95_ms']:.1f} ms** (goal ≤ {s['goal_p95_ms']} ms: "
+        f"{verdict}), max {s['max_ms']:.1f} ms."
+    )
+    out = [
+        where,
+        overall,
+        "",
+        "| query class | p50 | p95 | max | n |",
+        "|---|---|---|---|---|",
+    ]
+    for kind, c in s["classes"].items():
+        out.append(f"| {kind} | {c['p50_ms']:.1f} ms | {c['p95_ms']:.1f} ms | {c['max_ms']:.1f} ms | {c['n']} |")
+    return out
+
+
 def render(res: dict[str, Any], previous: str = "") -> str:
     """The whole document: `previous` with its generated block replaced (or a fresh skeleton)."""
     sec = res["sections"]
@@ -248,7 +272,8 @@ def render(res: dict[str, Any], previous: str = "") -> str:
         "throughput": "3. Throughput under load",
         "long": "4. Long audio",
         "idle": "5. Idle memory",
-        "gpu": "6. GPU",
+        "search": "6. Search",
+        "gpu": "7. GPU",
     }
     render_fn = {
         "overhead": overhead,
@@ -256,6 +281,7 @@ def render(res: dict[str, Any], previous: str = "") -> str:
         "throughput": throughput,
         "long": long_audio,
         "idle": idle,
+        "search": search,
         "gpu": lambda s: [f"Not measured: {s.get('skipped', '—')}."],
     }
     for key, title in titles.items():

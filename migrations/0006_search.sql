@@ -24,6 +24,11 @@ FROM (VALUES ('ar', 'arabic'), ('hy', 'armenian'), ('eu', 'basque'), ('ca', 'cat
      AS v(language, name)
 JOIN pg_ts_config c ON c.cfgname = v.name AND c.cfgnamespace = 'pg_catalog'::regnamespace;
 
+-- the configurations segments are stored in: a query is read in each of these only
+CREATE TABLE search_configs_used (
+    config regconfig PRIMARY KEY
+);
+
 ALTER TABLE segments
     ADD COLUMN search_config regconfig NOT NULL DEFAULT 'simple',
     ADD COLUMN search_vector tsvector;
@@ -36,6 +41,9 @@ BEGIN
          WHERE j.id = NEW.job_id),
         'simple'::regconfig);
     NEW.search_vector := to_tsvector(NEW.search_config, NEW.text);
+    IF NOT EXISTS (SELECT 1 FROM search_configs_used WHERE config = NEW.search_config) THEN
+        INSERT INTO search_configs_used (config) VALUES (NEW.search_config) ON CONFLICT DO NOTHING;
+    END IF;
     RETURN NEW;
 END
 $$;
@@ -48,5 +56,8 @@ UPDATE segments s SET search_config = coalesce(l.config, 'simple'::regconfig)
 FROM jobs j LEFT JOIN search_languages l ON l.language = coalesce(j.language, j.options ->> 'language')
 WHERE j.id = s.job_id;
 UPDATE segments SET search_vector = to_tsvector(search_config, text);
+INSERT INTO search_configs_used (config) SELECT DISTINCT search_config FROM segments;
 
-CREATE INDEX segments_search_idx ON segments USING gin (search_vector);
+-- fastupdate off: new entries go straight into the index instead of a pending list that every
+-- search would scan linearly until the next vacuum (segments arrive one by one: inserts stay cheap)
+CREATE INDEX segments_search_idx ON segments USING gin (search_vector) WITH (fastupdate = off);

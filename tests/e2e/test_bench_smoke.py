@@ -35,6 +35,8 @@ def test_bench_smoke_writes_report_and_raw_json(tmp_path: Path, models_dir: Path
         assert title in text
     long = raw["sections"]["long"]["clips"][0]
     assert long["status"] == "completed" and long["peak_rss"] > 50e6 and long["total_s"] > 0, long
+    found = raw["sections"]["search"]
+    assert found["segments"] == 2000 and 0 < found["p50_ms"] <= found["p95_ms"] <= found["max_ms"], found
     idle = raw["sections"]["idle"]["idle_stop"]
     assert 1.0 <= idle["idle_to_gone_s"] < 30, idle  # the watcher's window, then the drain
     if coldstart.available() is None:
