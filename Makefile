@@ -27,12 +27,14 @@ run: sync models services ## migrate, then serve the API in the foreground (Ctrl
 	exec $(ASRCTL) serve
 
 test: sync ## the whole suite (starts its own throwaway PostgreSQL and Redis)
+	@scripts/bootstrap --test
 	$(UV) run --frozen --no-sync pytest -q $(PYTEST_ARGS)
 
 bench: sync ## measure the daemon against faster-whisper called directly (docs/benchmarks.md; BENCH_ARGS=--smoke)
 	$(UV) run --frozen --no-sync python -m bench $(BENCH_ARGS)
 
 test-fast: sync ## the suite without the slow tests
+	@scripts/bootstrap --test
 	$(UV) run --frozen --no-sync pytest -q -m "not slow" $(PYTEST_ARGS)
 
 lint: sync ## ruff and mypy
