@@ -57,7 +57,9 @@ export function setupTranscript(api, { notice }) {
     else if (!FINAL.includes(job.status)) followLive(job);
     await audioReady;
     if (how.at !== undefined) await seek(how.at, how.play);
-    document.getElementById("transcript").scrollIntoView({ block: "start", behavior: "smooth" });
+    if (window.matchMedia("(max-width: 760px)").matches) {
+      document.getElementById("transcript").scrollIntoView({ block: "start", behavior: "smooth" }); // one column
+    }
   }
 
   async function loadAudio(job) {
