@@ -358,3 +358,26 @@ def test_a_page_on_an_allowed_origin_calls_the_api_across_origins(
         page.goto(denied + "/")
         blocked = page.evaluate(FETCH, [f"{d.url}/v1/search?q=country", token])
         assert "error" in blocked and "Failed to fetch" in blocked["error"], blocked
+
+
+def test_word_timestamps_make_each_word_seek(tab: Tab, web: Daemon, story: Path) -> None:
+    """With "word timestamps" ticked, each word is its own target: clicking one plays from that word,
+    and the word being played is marked."""
+    page = tab.open(web)
+    ready(page)
+    page.get_by_label("word timestamps").check()
+    page.get_by_label("Language").select_option("en")  # other options than the default's: a new job
+    upload(page, story)
+    transcript = page.get_by_role("region", name="Transcript", exact=True)
+    word = transcript.locator(".word").filter(has_text=re.compile("breakfast", re.IGNORECASE)).first
+    expect(word).to_be_visible(timeout=TIMEOUT_MS)
+    with web.client() as c:
+        job_id = page.locator("li.job.selected").get_attribute("data-id")
+        words = c.get(f"/v1/jobs/{job_id}/transcript", params={"format": "verbose_json"}).json()["words"]
+    start = next(w["start"] for w in words if "breakfast" in w["word"].lower())
+    word.click()
+    page.wait_for_function("() => !document.getElementById('player').paused", timeout=15_000)
+    t = page.evaluate("() => document.getElementById('player').currentTime")
+    assert start - 0.1 <= t <= start + 1.5, (t, start)
+    page.wait_for_function("() => document.querySelector('.word.now') !== null", timeout=5_000)
+    tab.shot("words")
