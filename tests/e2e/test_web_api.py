@@ -54,6 +54,7 @@ def test_search_finds_a_transcribed_word_with_its_time_and_offsets(web_daemon: D
         ({}, 400),
         ({"q": "x", "limit": "0"}, 400),
         ({"q": "x", "cursor": "zz"}, 400),
+        ({"q": "x" * 501}, 400),
     ],
 )
 def test_bad_search_requests_are_400(web_daemon: Daemon, params: dict[str, str], status: int) -> None:
