@@ -272,8 +272,8 @@ def render(res: dict[str, Any], previous: str = "") -> str:
         "throughput": "3. Throughput under load",
         "long": "4. Long audio",
         "idle": "5. Idle memory",
-        "search": "6. Search",
-        "gpu": "7. GPU",
+        "gpu": "6. GPU",
+        "search": "7. Search",
     }
     render_fn = {
         "overhead": overhead,

@@ -19,7 +19,7 @@ from typing import Any
 from bench import clips, coldstart, direct, report, search, sections, stack
 
 ROOT = Path(__file__).resolve().parent.parent
-ALL = ("overhead", "coldstart", "throughput", "long", "idle", "search", "gpu")
+ALL = ("overhead", "coldstart", "throughput", "long", "idle", "gpu", "search")
 
 
 def machine() -> dict[str, Any]:
