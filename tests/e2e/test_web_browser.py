@@ -35,7 +35,14 @@ def browser() -> Iterator[Browser]:
     assert CHROMIUM.exists(), "chromium is missing: run `make deps` (scripts/bootstrap installs it)"
     with sync_playwright() as pw:
         b = pw.chromium.launch(
-            executable_path=str(CHROMIUM), args=["--autoplay-policy=no-user-gesture-required", "--mute-audio"]
+            executable_path=str(CHROMIUM),
+            args=[
+                "--autoplay-policy=no-user-gesture-required",
+                "--mute-audio",
+                # a microphone that plays a beep, allowed without asking: the recording test
+                "--use-fake-device-for-media-stream",
+                "--use-fake-ui-for-media-stream",
+            ],
         )
         yield b
         b.close()
@@ -381,3 +388,26 @@ def test_word_timestamps_make_each_word_seek(tab: Tab, web: Daemon, story: Path)
     assert start - 0.1 <= t <= start + 1.5, (t, start)
     page.wait_for_function("() => document.querySelector('.word.now') !== null", timeout=5_000)
     tab.shot("words")
+
+
+def test_a_microphone_recording_becomes_a_job(tab: Tab, web: Daemon) -> None:
+    """Record (chromium's fake microphone), Stop: the recording is uploaded as a WebM job that completes
+    and whose audio is served back as audio/webm."""
+    tab.context.grant_permissions(["microphone"], origin=web.url)
+    page = tab.open(web)
+    ready(page)
+    record = page.get_by_role("button", name="Record")
+    record.click()
+    stop = page.get_by_role("button", name="Stop recording")
+    expect(stop).to_have_attribute("aria-pressed", "true")
+    expect(page.locator("#record-status")).to_contain_text("recording", timeout=10_000)
+    page.wait_for_timeout(2500)
+    tab.shot("recording")
+    stop.click()
+    row = page.locator("li.job").filter(has_text=re.compile(r"recording-.*\.webm"))
+    expect(row.locator(".status")).to_have_text("completed", timeout=TIMEOUT_MS)
+    job_id = row.get_attribute("data-id")
+    with web.client() as c:
+        audio = c.get(f"/v1/jobs/{job_id}/audio")
+    assert audio.status_code == 200 and audio.headers["content-type"] == "audio/webm"
+    assert tab.csp_violations() == []
