@@ -7,6 +7,7 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import AsyncIterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -15,6 +16,7 @@ import msgspec
 from litestar import Controller, Request, Response, get, post
 from litestar.datastructures import State
 from litestar.openapi.datastructures import ResponseSpec
+from litestar.openapi.spec import OpenAPIFormat, OpenAPIMediaType, OpenAPIResponse, OpenAPIType, Operation, Schema
 from litestar.response import Stream
 
 from asr_daemon import errors, jobs, media
@@ -51,6 +53,21 @@ class JobDeleted(msgspec.Struct):
     audio_deleted: bool
 
 
+@dataclass
+class AudioOperation(Operation):
+    """The audio route's answers are the file's bytes in its own media type, not JSON."""
+
+    def __post_init__(self) -> None:
+        binary = {"audio/*": OpenAPIMediaType(schema=Schema(type=OpenAPIType.STRING, format=OpenAPIFormat.BINARY))}
+        responses = self.responses or {}
+        responses["200"] = OpenAPIResponse(description="The whole audio file, as it was uploaded.", content=binary)
+        responses["206"] = OpenAPIResponse(
+            description="The bytes the `Range: bytes=first-last` header asked for (see Content-Range).",
+            content=binary,
+        )
+        self.responses = responses
+
+
 def _spec(description: str) -> ResponseSpec:
     return ResponseSpec(data_container=ErrorBody, description=description, generate_examples=False)
 
@@ -80,8 +97,8 @@ class ArchiveController(Controller):
     @get(
         "/{job_id:str}/audio",
         summary="Download (or stream) a job's audio",
+        operation_class=AudioOperation,
         responses={
-            206: ResponseSpec(data_container=bytes, description="The bytes the Range header asked for."),
             410: _spec("The audio was deleted by the retention; the transcript stays."),
             416: _spec("The Range header asks for bytes past the end of the audio."),
             **error_responses(400, 404),
