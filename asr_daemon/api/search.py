@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 import msgspec
@@ -12,6 +13,9 @@ from litestar.params import Parameter
 from asr_daemon import errors, search
 from asr_daemon.api.auth import principal
 from asr_daemon.api.schemas import error_responses
+
+#: control characters mean nothing in a search (and PostgreSQL refuses NUL in text): read as spaces
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 
 
 class SearchHit(msgspec.Struct):
@@ -54,6 +58,7 @@ async def search_segments(
         description='What to find, as a web search box takes it: words, "a quoted phrase", `or`, `-word`. '
         "Words are matched by their stem in the language of each transcript.",
         max_length=search.MAX_QUERY_CHARS,
+        pattern=r"\S",
     ),
     limit: int = Parameter(default=20, ge=1, le=100, description="Hits per page."),
     cursor: str | None = Parameter(default=None, description="`next_cursor` of the previous page."),
@@ -61,12 +66,15 @@ async def search_segments(
     """Segments that match `q` in the jobs the caller may see, ranked (ts_rank_cd), with match offsets."""
     if not q.strip():
         raise errors.BadRequest("q must not be empty: say what to search for")
+    words = _CONTROL.sub(" ", q)
     try:
         after = search.Cursor.decode(cursor) if cursor else None
     except ValueError:
         raise errors.BadRequest("cursor is not one this server returned") from None
     who = principal(request)
-    hits = await search.search(state.pool, q, limit=limit + 1, after=after, everyone=who.admin, api_key_id=who.key_id)
+    hits = await search.search(
+        state.pool, words, limit=limit + 1, after=after, everyone=who.admin, api_key_id=who.key_id
+    )
     more = len(hits) > limit
     hits = hits[:limit]
     return SearchResults(
