@@ -411,3 +411,16 @@ def test_a_microphone_recording_becomes_a_job(tab: Tab, web: Daemon) -> None:
         audio = c.get(f"/v1/jobs/{job_id}/audio")
     assert audio.status_code == 200 and audio.headers["content-type"] == "audio/webm"
     assert tab.csp_violations() == []
+
+
+def test_jobs_submitted_elsewhere_appear_without_a_reload(tab: Tab, web: Daemon, speech: Callable[..., Path]) -> None:
+    """A job another client submits shows up at the top of Jobs on its own and is followed to completion."""
+    page = tab.open(web)
+    ready(page)
+    clip = speech("Another client sent this one.")
+    with web.client() as c:
+        job_id = submit(c, clip).json()["id"]
+    row = page.locator(f'li.job[data-id="{job_id}"]')
+    expect(row).to_be_visible(timeout=15_000)
+    expect(page.locator("li.job").first).to_have_attribute("data-id", job_id)
+    expect(row.locator(".status")).to_have_text("completed", timeout=TIMEOUT_MS)

@@ -14,6 +14,7 @@ export function setupJobs(api, { onOpen, onSegment, onFinished, notice }) {
   const rows = new Map(); // job id -> {job, li, follow: AbortController|null}
   let cursor = null;
   let selected = null;
+  let loaded = false; // the first page came: refreshing will not prompt for a key the user declined
 
   function nameOf(job) {
     return job.filename || `job ${job.id.slice(0, 8)}`;
@@ -113,6 +114,7 @@ export function setupJobs(api, { onOpen, onSegment, onFinished, notice }) {
       const body = await api.json(`/v1/jobs?${params}`);
       for (const job of body.data) put(job);
       cursor = body.next_cursor;
+      loaded = true;
       more.hidden = !cursor;
       empty.hidden = rows.size > 0;
     } catch (err) {
@@ -120,6 +122,22 @@ export function setupJobs(api, { onOpen, onSegment, onFinished, notice }) {
     }
   }
   more.addEventListener("click", page);
+
+  /** Jobs submitted elsewhere (curl, asrctl, another tab) appear at the top without a reload. */
+  async function refreshTop() {
+    if (document.hidden || !loaded) return;
+    try {
+      const body = await api.json(`/v1/jobs?limit=${PAGE}`);
+      for (const job of [...body.data].reverse()) {
+        const known = rows.get(job.id);
+        if (!known) put(job, { atTop: true });
+        else if (!known.follow && known.job.status !== job.status) put(job);
+      }
+    } catch {
+      /* the next round may work */
+    }
+  }
+  setInterval(refreshTop, 5000);
 
   function confirmDelete(job) {
     fill(document.getElementById("confirm-text"),
