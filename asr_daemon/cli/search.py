@@ -48,6 +48,8 @@ def search(
     api_key: Annotated[str | None, typer.Option(envvar="ASR_API_KEY", help="API key, if the daemon needs one.")] = None,
 ) -> None:
     """Search every transcript (the jobs your key may see), best matches first."""
+    if not query.strip():
+        common.fail("the query is empty: say what to search for", code=2)
     base = base_url(common.settings(), url)
     headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
     out = Console(soft_wrap=True, highlight=False)

@@ -42,10 +42,11 @@ def test_search_prints_job_time_and_text_with_the_match_emphasized(
 
 
 def test_search_without_hits_exits_1_and_bad_queries_fail_in_one_line(cli_env: Daemon) -> None:
-    """No match: exit 1 and 'no matches' (like grep); an empty query: one error line from the API's 400."""
+    """No match: exit 1 and 'no matches' (like grep); an empty query or an unreachable daemon: one error line."""
     none = asrctl("search", "zyzzyva")
     assert none.exit_code == 1 and "no matches" in none.stderr
-    assert_one_error_line(asrctl("search", " "), "q must not be empty")
+    assert_one_error_line(asrctl("search", " "), "the query is empty")
+    assert_one_error_line(asrctl("search", "x", "--limit", "5", "--url", "http://127.0.0.1:1"), "cannot reach")
 
 
 def test_a_line_emphasizes_only_the_offsets_given() -> None:
