@@ -72,8 +72,8 @@ WITH q AS MATERIALIZED (
 ), any_q AS (
     -- every configuration's reading of the query in one tsquery: what the GIN index looks up
     SELECT string_agg('(' || query::text || ')', ' | ')::tsquery AS query FROM q WHERE numnode(query) > 0
-), matched AS MATERIALIZED (
-    SELECT s.job_id, s.seq, s.search_vector, q.config, q.query
+), matched AS (
+    SELECT s.job_id, s.seq, q.config, q.query, ts_rank_cd(s.search_vector, q.query)::float8 AS rank
     FROM segments s
     JOIN q ON q.config = s.search_config
     WHERE s.search_vector @@ (SELECT query FROM any_q)
@@ -81,13 +81,12 @@ WITH q AS MATERIALIZED (
       AND ($2 OR s.job_id IN (SELECT id FROM jobs WHERE api_key_id IS NOT DISTINCT FROM $3::bigint))
     LIMIT {MAX_RANKED}
 ), page AS (
-    SELECT m.job_id, m.seq, m.config, m.query, ts_rank_cd(m.search_vector, m.query)::float8 AS rank
+    SELECT m.job_id, m.seq, m.config, m.query, m.rank
     FROM matched m
     WHERE $5::float8 IS NULL
-       OR ts_rank_cd(m.search_vector, m.query)::float8 < $5
-       OR (ts_rank_cd(m.search_vector, m.query)::float8 = $5
-           AND (m.job_id < $6 OR (m.job_id = $6 AND m.seq > $7)))
-    ORDER BY rank DESC, m.job_id DESC, m.seq
+       OR m.rank < $5
+       OR (m.rank = $5 AND (m.job_id < $6 OR (m.job_id = $6 AND m.seq > $7)))
+    ORDER BY m.rank DESC, m.job_id DESC, m.seq
     LIMIT $4
 )
 SELECT p.job_id, p.seq, s.start_s, s.end_s, s.text, p.rank, j.filename, j.language,
