@@ -424,3 +424,17 @@ def test_jobs_submitted_elsewhere_appear_without_a_reload(tab: Tab, web: Daemon,
     expect(row).to_be_visible(timeout=15_000)
     expect(page.locator("li.job").first).to_have_attribute("data-id", job_id)
     expect(row.locator(".status")).to_have_text("completed", timeout=TIMEOUT_MS)
+
+
+def test_a_link_opens_a_job_at_a_second(tab: Tab, web: Daemon, story: Path) -> None:
+    """`/#job=<id>&t=<s>` (what the address bar shows after opening a search hit) opens that job with the
+    player at that second, that segment highlighted."""
+    with web.client() as c:
+        job = wait_status(c, submit(c, story).json()["id"], {"completed"})
+    page = tab.page
+    page.goto(f"{web.url}/#job={job['id']}&t=9")
+    ready(page)
+    expect(page.get_by_role("region", name="Transcript", exact=True)).to_contain_text("breakfast", timeout=30_000)
+    page.wait_for_function("() => Math.abs(document.getElementById('player').currentTime - 9) < 0.5")
+    expect(page.locator("li.seg.current")).to_have_count(1)
+    assert page.evaluate("() => location.hash") == f"#job={job['id']}&t=9"

@@ -37,6 +37,17 @@ setupRecorder({ send: upload.send, notice, onSubmitted: (job) => { jobs.add(job)
 setupSearch(api, { openAt: (jobId, at) => jobs.select(jobId, { at, play: true }) });
 setupLive(api);
 
+/** `#job=<id>&t=<seconds>`: a link to a job, at a second (what a search hit opens). */
+function fromHash() {
+  const params = new URLSearchParams(location.hash.slice(1));
+  const id = params.get("job");
+  if (!id || !/^[0-9a-f-]{36}$/.test(id)) return;
+  const t = Number.parseFloat(params.get("t") || "");
+  jobs.select(id, Number.isFinite(t) ? { at: t, play: false } : {});
+}
+window.addEventListener("hashchange", fromHash);
+
 await jobs.load();
 await upload.loadModels();
+fromHash();
 document.body.dataset.ready = "true";

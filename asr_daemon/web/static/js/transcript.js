@@ -51,6 +51,8 @@ export function setupTranscript(api, { notice }) {
       return;
     }
     current = { job, segments: [], live: null };
+    const link = `#job=${job.id}${how.at !== undefined ? `&t=${Math.floor(how.at)}` : ""}`;
+    if (location.hash !== link) history.replaceState(null, "", link); // a link to this view
     showMeta(job);
     const audioReady = loadAudio(job);
     if (job.status === "completed") await loadSegments(job);
