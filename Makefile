@@ -31,12 +31,14 @@ run: sync models services shim ## migrate, then serve the API in the foreground 
 	. var/dev-services.env && exec $(ASRCTL) serve
 
 test: sync ## the whole suite, one line of progress per test file (~10 min on 2 cores; its own PostgreSQL and Redis)
+	@scripts/bootstrap --test
 	$(UV) run --frozen --no-sync pytest $(PYTEST_ARGS)
 
 bench: sync ## measure the daemon against faster-whisper called directly (docs/benchmarks.md; BENCH_ARGS=--smoke)
 	$(UV) run --frozen --no-sync python -m bench $(BENCH_ARGS)
 
 test-fast: sync ## the suite without the slow tests
+	@scripts/bootstrap --test
 	$(UV) run --frozen --no-sync pytest -m "not slow" $(PYTEST_ARGS)
 
 lint: sync ## ruff and mypy

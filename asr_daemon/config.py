@@ -36,6 +36,11 @@ class Settings(BaseSettings):
     uds: Path | None = None
     """Listen on this Unix socket instead of host:port (used behind systemd-socket-proxyd)."""
 
+    cors_origins: str = Field("", pattern=r"^\s*(\*|(https?://[\w.\-\[\]:]+/?\s*(,\s*|$))+)?\s*$")
+    """Other web origins whose pages may call the API from a browser (comma-separated, e.g.
+    `https://app.example.org,http://localhost:5173`, or `*`); empty: only the daemon's own page. Keys
+    travel in the Authorization header, never in cookies, so credentialed requests are refused."""
+
     # --- storage -------------------------------------------------------------------------
     database_url: SecretStr = SecretStr("postgresql:///asr")
     """PostgreSQL DSN in any form libpq reads: a URI (`postgresql:///asr` is the local socket,

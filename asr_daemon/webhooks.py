@@ -83,7 +83,11 @@ async def deliver(settings: Settings, pool: asyncpg.Pool, job_id: uuid.UUID) -> 
                 code = resp.status_code
             except httpx.HTTPError as exc:
                 error = type(exc).__name__
-            await record_delivery(pool, job_id, attempt, code, error)
+            try:
+                await record_delivery(pool, job_id, attempt, code, error)
+            except asyncpg.ForeignKeyViolationError:  # the job was deleted meanwhile (POST .../delete)
+                log.info("webhook_job_deleted", extra={"job_id": str(job_id)})
+                return False
             if code is not None and 200 <= code < 300:
                 log.info("webhook_delivered", extra={"job_id": str(job_id), "attempt": attempt})
                 return True

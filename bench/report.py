@@ -295,15 +295,39 @@ def load(res: dict[str, Any]) -> list[str]:
     return out
 
 
+def search(s: dict[str, Any]) -> list[str]:
+    """GET /v1/search latency over HTTP on the synthetic archive, by query class."""
+    verdict = "met" if s["p95_ms"] <= s["goal_p95_ms"] else "NOT met"
+    where = (
+        f"`GET /v1/search?limit=20` over HTTP, one query at a time, {s['queries']} queries after a warm-up "
+        f"pass, on {s['segments']:,} stored segments (the most common content word is in "
+        f"{s['most_common_word_segments']:,})."
+    )
+    overall = (
+        f"Overall p50 {s['p50_ms']:.1f} ms, **p95 {s['p95_ms']:.1f} ms** (goal ≤ {s['goal_p95_ms']} ms: "
+        f"{verdict}), max {s['max_ms']:.1f} ms."
+    )
+    out = [
+        where,
+        overall,
+        "",
+        "| query class | p50 | p95 | max | n |",
+        "|---|---|---|---|---|",
+    ]
+    for kind, c in s["classes"].items():
+        out.append(f"| {kind} | {c['p50_ms']:.1f} ms | {c['p95_ms']:.1f} ms | {c['max_ms']:.1f} ms | {c['n']} |")
+    return out
+
+
 def render(res: dict[str, Any], previous: str = "") -> str:
     """The whole document: `previous` with its generated blocks replaced (or a fresh skeleton).
 
     A run of some sections replaces only what it measured: the main block when it ran any of
-    sections 1-6, the load block (issue 18) and the Wyoming block (issue 22) when it ran those.
+    sections 1-6 or 8, the load block (issue 18) and the Wyoming block (issue 22) when it ran those.
     """
     doc = previous if BEGIN in previous and END in previous else "# Benchmarks\n\n" + BEGIN + "\n" + END + "\n"
     sec = res["sections"]
-    if any(k in sec for k in ("overhead", "coldstart", "throughput", "long", "idle", "gpu")):
+    if any(k in sec for k in ("overhead", "coldstart", "throughput", "long", "idle", "gpu", "search")):
         doc = _main(res, doc)
     if "load" in sec:
         doc = _block(doc, LOAD_BEGIN, LOAD_END, load(res), "")
@@ -334,6 +358,7 @@ def _main(res: dict[str, Any], previous: str) -> str:
         "long": "4. Long audio",
         "idle": "5. Idle memory",
         "gpu": "6. GPU",
+        "search": "8. Search (issue 20)",
     }
     render_fn = {
         "overhead": overhead,
@@ -341,6 +366,7 @@ def _main(res: dict[str, Any], previous: str) -> str:
         "throughput": throughput,
         "long": long_audio,
         "idle": idle,
+        "search": search,
         "gpu": lambda s: [f"Not measured: {s.get('skipped', '—')}."],
     }
     for key, title in titles.items():

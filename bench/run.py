@@ -18,10 +18,10 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-from bench import clips, coldstart, direct, loadlevels, report, sections, stack, wyoming
+from bench import clips, coldstart, direct, loadlevels, report, search, sections, stack, wyoming
 
 ROOT = Path(__file__).resolve().parent.parent
-ALL = ("overhead", "coldstart", "throughput", "long", "idle", "gpu", "load", "wyoming")
+ALL = ("overhead", "coldstart", "throughput", "long", "idle", "gpu", "load", "wyoming", "search")
 
 
 def machine() -> dict[str, Any]:
@@ -192,6 +192,8 @@ def _section(
         return loadlevels.load_levels(svc, work, clips.espeak(4), levels, env, a.load_deadline)
     if name == "wyoming":  # issue 22: Home Assistant's voice commands, tiny.en and base
         return wyoming.wyoming(svc, work, 1 if a.smoke else a.runs, ("tiny.en",) if a.smoke else ("tiny.en", "base"))
+    if name == "search":
+        return search.search_latency(svc, work, env, per_class=5 if a.smoke else 30, jobs=20 if a.smoke else 1000)
     if name == "gpu":
         if res_gpu := _gpu_absent():
             return {"skipped": res_gpu}

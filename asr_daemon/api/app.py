@@ -24,11 +24,12 @@ from litestar.openapi import OpenAPIConfig
 from redis.exceptions import RedisError
 
 from asr_daemon import accesslog, db, device, errors, limits, logs, metrics, migrate, models, queue, systemd, uploads
-from asr_daemon.api import auth, health, jobs, transcriptions, unread
+from asr_daemon.api import archive, auth, cors, health, jobs, search, transcriptions, unread
 from asr_daemon.api import metrics as metrics_api
 from asr_daemon.api import models as api_models
 from asr_daemon.config import Settings
 from asr_daemon.intake import Intake
+from asr_daemon.web import routes as web
 from asr_daemon.worker import Worker
 from asr_daemon.wyoming import server as wyoming_server
 
@@ -238,7 +239,11 @@ def create_app(settings: Settings, early: Future[models.Loaded | None] | None = 
             jobs.JobsController,
             api_models.ModelsController,
             metrics_api.metrics,
+            search.search_segments,  # issue 20: search, audio, deletion, the page
+            archive.ArchiveController,
+            web.router(),
         ],
+        cors_config=cors.config(settings),
         lifespan=[lifespan],
         guards=[auth.guard],
         before_send=[metrics.on_send],

@@ -1,7 +1,8 @@
 """Who is calling: the API-key guard, the caller (`Principal`) it leaves on the request, rate limits.
 
 Open without a key: `/healthz`, `/readyz`, `/metrics` (they say nothing about jobs or audio, and
-probes and scrapers carry no keys) and the OpenAPI schema under `/docs`. Everything else needs
+probes and scrapers carry no keys), the OpenAPI schema under `/docs` and the web page (`/`,
+`/static/`: it holds no data, and asks for a key when the API needs one). Everything else needs
 `Authorization: Bearer <key>` while keys are required (`Settings.keys_required`).
 
 While keys are optional, a request without a key is anonymous: anonymous callers share the jobs
@@ -26,8 +27,8 @@ from asr_daemon.queries import Conn
 
 log = logging.getLogger(__name__)
 
-PUBLIC_PATHS = frozenset({"/healthz", "/readyz", "/metrics"})
-PUBLIC_PREFIXES = ("/docs",)
+PUBLIC_PATHS = frozenset({"/healthz", "/readyz", "/metrics", "/"})
+PUBLIC_PREFIXES = ("/docs", "/static/")  # the web page's files: it asks for a key itself
 _SCOPE_KEY = "asr_principal"
 
 

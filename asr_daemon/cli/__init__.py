@@ -17,7 +17,7 @@ def build_app() -> "typer.Typer":  # a string: typer is imported only here (`ser
     """The whole command tree (imports every command module)."""
     import typer
 
-    from asr_daemon.cli import backup, config, db, doctor, idle, jobs, keys, models, serve, status, transcribe
+    from asr_daemon.cli import backup, config, db, doctor, idle, jobs, keys, models, search, serve, status, transcribe
 
     def serve_command(ctx: typer.Context) -> None:
         raise typer.Exit(serve.main(ctx.args))  # argparse reads the options: one definition of them
@@ -43,6 +43,7 @@ def build_app() -> "typer.Typer":  # a string: typer is imported only here (`ser
     app.add_typer(jobs.app, name="jobs")
     app.command("status")(status.status)
     app.command("transcribe")(transcribe.transcribe)
+    app.command("search")(search.search)
     app.add_typer(config.app, name="config")
     app.add_typer(keys.app, name="keys")
     app.command("idle-watch")(idle.idle_watch)

@@ -14,7 +14,7 @@ from bench import coldstart
 ROOT = Path(__file__).resolve().parent.parent.parent
 
 
-@pytest.mark.timeout(120)
+@pytest.mark.timeout(150)  # the search section (issue 20) adds about 10 s
 def test_bench_smoke_writes_report_and_raw_json(tmp_path: Path, models_dir: Path) -> None:
     """`python -m bench --smoke` measures every section for real (long audio and idle on short clips and
     windows) and renders each of them."""
@@ -24,7 +24,7 @@ def test_bench_smoke_writes_report_and_raw_json(tmp_path: Path, models_dir: Path
         cwd=ROOT,
         check=True,
         capture_output=True,
-        timeout=200,  # the Wyoming section adds a warm daemon and two cold starts
+        timeout=240,  # the Wyoming section adds a warm daemon and two cold starts; search fills 2,000 segments
     )
     raw = json.loads(next(tmp_path.glob("bench-*.json")).read_text())
     over = raw["sections"]["overhead"]["clips"][0]
@@ -41,6 +41,8 @@ def test_bench_smoke_writes_report_and_raw_json(tmp_path: Path, models_dir: Path
     wyoming = raw["sections"]["wyoming"]["models"]["tiny.en"]
     assert wyoming["warm"]["burst"]["after_stop"]["median"] > 0 and "Wyoming voice commands" in text
     assert any("living room" in t for t in wyoming["warm"]["spoken"]["texts"])
+    found = raw["sections"]["search"]
+    assert found["segments"] == 2000 and 0 < found["p50_ms"] <= found["p95_ms"] <= found["max_ms"], found
     idle = raw["sections"]["idle"]["idle_stop"]
     assert 1.0 <= idle["idle_to_gone_s"] < 30, idle  # the watcher's window, then the drain
     if coldstart.available() is None:

@@ -67,7 +67,7 @@ def test_served_schema_is_the_fuzzed_one(fuzz_daemon: Daemon) -> None:
 def test_api_conforms_to_its_schema_under_fuzzing(case: Any, fuzz_daemon: Daemon) -> None:
     """Generated requests to every operation: never a 5xx, and status, headers and bodies match the schema."""
     excluded = [allow_header_conformance]  # Litestar's automatic OPTIONS lists one handler's methods only
-    if case.operation.method.upper() == "POST" or case.operation.path == "/v1/jobs":
+    if case.operation.method.upper() == "POST" or case.operation.path in ("/v1/jobs", "/v1/search"):
         # a schema cannot say "decodable audio" or "a cursor this server minted": schema-valid random
         # bytes in `file` and random cursors rightly get 415/400
         excluded.append(positive_data_acceptance)
@@ -76,7 +76,8 @@ def test_api_conforms_to_its_schema_under_fuzzing(case: Any, fuzz_daemon: Daemon
 
 def test_real_responses_match_their_documented_shapes(fuzz_daemon: Daemon, jfk: Path) -> None:
     """A real job, its list, its json and verbose_json transcripts (with words), the models and an error
-    each validate against the schema the OpenAPI document gives their status and media type."""
+    each validate against the schema the OpenAPI document gives their status and media type; so do a
+    search hit, the job's audio (whole and a range) and its deletion."""
     with fuzz_daemon.client(timeout=60) as c:
 
         def check(method: str, path: str, response: httpx.Response) -> httpx.Response:
@@ -104,5 +105,10 @@ def test_real_responses_match_their_documented_shapes(fuzz_daemon: Daemon, jfk: 
         )
         assert check("POST", "/v1/audio/transcriptions", r).json()["words"], r.text
         check("GET", "/v1/models", c.get("/v1/models"))
+        hits = check("GET", "/v1/search", c.get("/v1/search", params={"q": "country"})).json()["data"]
+        assert hits and hits[0]["matches"]
+        for headers in ({}, {"Range": "bytes=0-9"}):
+            check("GET", "/v1/jobs/{job_id}/audio", c.get(f"/v1/jobs/{jid}/audio", headers=headers))
+        assert check("POST", "/v1/jobs/{job_id}/delete", c.post(f"/v1/jobs/{jid}/delete")).json()["deleted"]
         r = check("GET", "/v1/jobs/{job_id}", c.get(f"/v1/jobs/{uuid.uuid4()}"))
         assert r.status_code == 404 and set(r.json()["error"]) >= {"message", "type", "code"}

@@ -107,7 +107,14 @@ def test_keys_required_beyond_loopback(make_daemon: Callable[..., Daemon], datab
 def job_routes(job_id: str) -> list[tuple[str, str]]:
     """Every route that shows or touches one job."""
     base = f"/v1/jobs/{job_id}"
-    return [("GET", base), ("GET", f"{base}/transcript"), ("GET", f"{base}/events"), ("DELETE", base)]
+    return [
+        ("GET", base),
+        ("GET", f"{base}/transcript"),
+        ("GET", f"{base}/events"),
+        ("GET", f"{base}/audio"),
+        ("DELETE", base),
+        ("POST", f"{base}/delete"),
+    ]
 
 
 def test_a_job_is_visible_only_to_its_key_and_to_admins(

@@ -1,0 +1,188 @@
+"""A job's audio (`GET /v1/jobs/{id}/audio`, byte ranges for seeking) and deleting a job with its
+transcript and audio (`POST /v1/jobs/{id}/delete`; `DELETE /v1/jobs/{id}` only cancels)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import anyio
+import msgspec
+from litestar import Controller, Request, Response, get, post
+from litestar.datastructures import State
+from litestar.openapi.datastructures import ResponseSpec
+from litestar.openapi.spec import OpenAPIFormat, OpenAPIMediaType, OpenAPIResponse, OpenAPIType, Operation, Schema
+from litestar.response import Stream
+
+from asr_daemon import errors, jobs, media
+from asr_daemon.api.jobs import JobId, _job
+from asr_daemon.api.schemas import ErrorBody, error_responses
+from asr_daemon.queries import Conn
+
+log = logging.getLogger(__name__)
+
+CHUNK = 64 * 1024
+
+
+class Gone(errors.AsrError):
+    """The job's audio was deleted by the retention (ASR_AUDIO_RETENTION_DAYS); its transcript stays."""
+
+    status = 410
+    code = "audio_deleted"
+
+
+class RangeNotSatisfiable(errors.AsrError):
+    """The Range header asks for bytes past the end of the audio."""
+
+    status = 416
+    code = "range_not_satisfiable"
+
+
+class JobDeleted(msgspec.Struct):
+    """What deleting a job removed: the job with its transcript, and its audio file when no other job
+    refers to the same audio."""
+
+    id: str
+    object: str
+    deleted: bool
+    audio_deleted: bool
+
+
+@dataclass
+class AudioOperation(Operation):
+    """The audio route's answers are the file's bytes in its own media type, not JSON."""
+
+    def __post_init__(self) -> None:
+        binary = {"audio/*": OpenAPIMediaType(schema=Schema(type=OpenAPIType.STRING, format=OpenAPIFormat.BINARY))}
+        responses = self.responses or {}
+        responses["200"] = OpenAPIResponse(description="The whole audio file, as it was uploaded.", content=binary)
+        responses["206"] = OpenAPIResponse(
+            description="The bytes the `Range: bytes=first-last` header asked for (see Content-Range).",
+            content=binary,
+        )
+        self.responses = responses
+
+
+def _spec(description: str) -> ResponseSpec:
+    return ResponseSpec(data_container=ErrorBody, description=description, generate_examples=False)
+
+
+async def _chunks(path: Path, first: int, length: int) -> AsyncIterator[bytes]:
+    async with await anyio.open_file(path, "rb") as fh:
+        await fh.seek(first)
+        left = length
+        while left > 0:
+            data = await fh.read(min(CHUNK, left))
+            if not data:
+                return
+            left -= len(data)
+            yield data
+
+
+def _stat(path: Path) -> tuple[int, str]:
+    return path.stat().st_size, media.media_type(path)
+
+
+class ArchiveController(Controller):
+    """The audio behind a transcript, and deleting a job for good."""
+
+    path = "/v1/jobs"
+    tags = ["jobs"]
+
+    @get(
+        "/{job_id:str}/audio",
+        summary="Download (or stream) a job's audio",
+        operation_class=AudioOperation,
+        responses={
+            410: _spec("The audio was deleted by the retention; the transcript stays."),
+            416: _spec("The Range header asks for bytes past the end of the audio."),
+            **error_responses(400, 404),
+        },
+    )
+    async def audio(self, request: Request[Any, Any, Any], state: State, job_id: JobId) -> Response[Any]:
+        """The uploaded audio as it was sent, with its media type; a `Range: bytes=…` header is
+        answered 206 with those bytes (players seek this way); 410 once the retention deleted it."""
+        job = await _job(request, state, job_id)
+        if job["audio_deleted_at"] is not None:
+            raise Gone()
+        path = state.settings.uploads_dir / job["audio_sha256"]
+        try:
+            size, kind = await asyncio.to_thread(_stat, path)
+        except FileNotFoundError:
+            raise Gone("the job's audio is no longer stored") from None
+        headers = {
+            "Accept-Ranges": "bytes",
+            "ETag": f'"{job["audio_sha256"]}"',
+            "Cache-Control": "private, max-age=3600",
+            "X-Content-Type-Options": "nosniff",
+        }
+        try:
+            wanted = media.byte_range(request.headers.get("range"), size)
+        except media.Unsatisfiable:
+            body = RangeNotSatisfiable(f"the audio has {size} bytes").body()
+            return Response(body, status_code=416, headers={"Content-Range": f"bytes */{size}"})
+        if wanted is None:
+            first, last, status = 0, size - 1, 200
+        else:
+            first, last = wanted
+            status = 206
+            headers["Content-Range"] = f"bytes {first}-{last}/{size}"
+        length = max(0, last - first + 1)
+        headers["Content-Length"] = str(length)
+        return Stream(_chunks(path, first, length), media_type=kind, status_code=status, headers=headers)
+
+    @post(
+        "/{job_id:str}/delete",
+        status_code=200,
+        summary="Delete a job with its transcript and audio",
+        responses=error_responses(400, 404, 409),
+    )
+    async def delete_job(self, request: Request[Any, Any, Any], state: State, job_id: JobId) -> JobDeleted:
+        """Delete a finished job (completed, failed or cancelled) for good: the job, its segments,
+        and its audio file unless another job uses the same audio. A queued or running job is 409:
+        cancel it first (`DELETE /v1/jobs/{id}`)."""
+        job = await _job(request, state, job_id)
+        if job["status"] not in jobs.TERMINAL:
+            raise errors.Conflict(
+                f"the job is {job['status']}: cancel it first (DELETE /v1/jobs/{job_id}), then delete it",
+                status=job["status"],
+            )
+        sha = job["audio_sha256"]
+        async with state.intake.locks.get(sha):  # no upload of the same audio commits meanwhile
+            async with state.pool.acquire() as conn, conn.transaction():
+                gone = await _delete(conn, job["id"])
+                if not gone:
+                    raise errors.Conflict("the job changed while it was being deleted; try again")
+                orphan = not await _audio_in_use(conn, sha)
+            audio_deleted = False
+            if orphan:
+                with contextlib.suppress(FileNotFoundError):
+                    await asyncio.to_thread((state.settings.uploads_dir / sha).unlink)
+                    audio_deleted = True
+        log.info("job_deleted", extra={"job_id": str(job["id"]), "audio_deleted": audio_deleted})
+        return JobDeleted(
+            id=str(job["id"]), object="transcription.job.deleted", deleted=True, audio_deleted=audio_deleted
+        )
+
+
+async def _delete(conn: Conn, job_id: Any) -> bool:
+    """Delete a finished job (segments and webhook deliveries cascade); False when it is not finished."""
+    row = await conn.fetchrow(
+        "DELETE FROM jobs WHERE id = $1 AND status = ANY($2::text[]) RETURNING id",
+        job_id,
+        sorted(s.value for s in jobs.TERMINAL),
+    )
+    return row is not None
+
+
+async def _audio_in_use(conn: Conn, sha256: str) -> bool:
+    """True when another job still refers to this audio file."""
+    used: bool = await conn.fetchval(
+        "SELECT EXISTS (SELECT 1 FROM jobs WHERE audio_sha256 = $1 AND audio_deleted_at IS NULL)", sha256
+    )
+    return used

@@ -1,0 +1,53 @@
+// The page: wires the modules together. Each part talks to the public API through one Api object.
+
+import { Api } from "./api.js";
+import { keyPrompt } from "./auth.js";
+import { setupJobs } from "./jobs.js";
+import { setupLive } from "./live.js";
+import { setupRecorder } from "./recorder.js";
+import { setupSearch } from "./search.js";
+import { setupTranscript } from "./transcript.js";
+import { setupUpload } from "./upload.js";
+
+const noticeEl = document.getElementById("notice");
+function notice(text, isError = false) {
+  noticeEl.textContent = text;
+  noticeEl.classList.toggle("error", isError);
+}
+
+const prompt = keyPrompt();
+const api = new Api((reason) => prompt.ask(reason));
+prompt.bind(api);
+
+const transcript = setupTranscript(api, { notice });
+const jobs = setupJobs(api, {
+  notice,
+  onOpen: (job, how) => transcript.open(job, how),
+  onSegment: () => {},
+  onFinished: (job) => transcript.finished(job),
+});
+const upload = setupUpload(api, {
+  notice,
+  onSubmitted: (job) => {
+    jobs.add(job);
+    jobs.select(job.id, {});
+  },
+});
+setupRecorder({ send: upload.send, notice, onSubmitted: (job) => { jobs.add(job); jobs.select(job.id, {}); } });
+setupSearch(api, { openAt: (jobId, at) => jobs.select(jobId, { at, play: true }) });
+setupLive(api);
+
+/** `#job=<id>&t=<seconds>`: a link to a job, at a second (what a search hit opens). */
+function fromHash() {
+  const params = new URLSearchParams(location.hash.slice(1));
+  const id = params.get("job");
+  if (!id || !/^[0-9a-f-]{36}$/.test(id)) return;
+  const t = Number.parseFloat(params.get("t") || "");
+  jobs.select(id, Number.isFinite(t) ? { at: t, play: false } : {});
+}
+window.addEventListener("hashchange", fromHash);
+
+await jobs.load();
+await upload.loadModels();
+fromHash();
+document.body.dataset.ready = "true";
