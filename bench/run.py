@@ -185,15 +185,8 @@ def _section(
             **sections.idle_memory(svc, work, short, model_dir, env),
             "idle_stop": sections.idle_stop(svc, work / "watch", short, env, window=1.0 if a.smoke else 5.0),
         }
-    if name == "load":
-        if a.smoke:
-            return loadlevels.load_levels(svc, work, short, [3], env, 60.0, held=4, fast=2)
-        levels = [int(n) for n in a.load_levels.split(",")]
-        return loadlevels.load_levels(svc, work, clips.espeak(4), levels, env, a.load_deadline)
-    if name == "wyoming":  # issue 22: Home Assistant's voice commands, tiny.en and base
-        return wyoming.wyoming(svc, work, 1 if a.smoke else a.runs, ("tiny.en",) if a.smoke else ("tiny.en", "base"))
-    if name == "search":
-        return search.search_latency(svc, work, env, per_class=5 if a.smoke else 30, jobs=20 if a.smoke else 1000)
+    if name in FRONT_DOORS:
+        return FRONT_DOORS[name](a, svc, work, short, env)
     if name == "gpu":
         if res_gpu := _gpu_absent():
             return {"skipped": res_gpu}
@@ -202,6 +195,27 @@ def _section(
             "--env ASR_DEVICE=cuda --model large-v3-turbo"
         }
     raise SystemExit(f"unknown section {name!r}; choose from {', '.join(ALL)}")
+
+
+def _load(a: argparse.Namespace, svc: stack.Services, work: Path, short: clips.Clip, env: dict[str, str]) -> Any:
+    """Section 7 (issue 18): many clients at once."""
+    if a.smoke:
+        return loadlevels.load_levels(svc, work, short, [3], env, 60.0, held=4, fast=2)
+    levels = [int(n) for n in a.load_levels.split(",")]
+    return loadlevels.load_levels(svc, work, clips.espeak(4), levels, env, a.load_deadline)
+
+
+def _wyoming(a: argparse.Namespace, svc: stack.Services, work: Path, short: clips.Clip, env: dict[str, str]) -> Any:
+    """Issue 22: Home Assistant's voice commands, tiny.en and base."""
+    return wyoming.wyoming(svc, work, 1 if a.smoke else a.runs, ("tiny.en",) if a.smoke else ("tiny.en", "base"))
+
+
+def _search(a: argparse.Namespace, svc: stack.Services, work: Path, short: clips.Clip, env: dict[str, str]) -> Any:
+    """Section 8 (issue 20): GET /v1/search latency."""
+    return search.search_latency(svc, work, env, per_class=5 if a.smoke else 30, jobs=20 if a.smoke else 1000)
+
+
+FRONT_DOORS = {"load": _load, "wyoming": _wyoming, "search": _search}
 
 
 def _gpu_absent() -> str | None:
