@@ -73,7 +73,7 @@ def test_status_with_the_daemon_up(cli_env: Daemon, jfk: Path) -> None:
     assert [m["id"] for m in loaded] == ["tiny.en"] and loaded[0]["device"] == expected
     assert 0 < loaded[0]["memory_bytes"] < 4 << 30
     screen = " ".join(asrctl("status").stdout.split())
-    assert f"tiny.en ({expected} {dev['compute_type']}, {human_size(loaded[0]['memory_bytes'])})" in screen
+    assert f"tiny.en ({expected} {dev['compute_type']}, {human_size(loaded[0]['memory_bytes'])} in memory)" in screen
     assert f"device {expected} {dev['compute_type']}" in screen
 
 
