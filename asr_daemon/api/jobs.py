@@ -26,6 +26,7 @@ from asr_daemon.api.schemas import (
     operation_class,
     transcript_response,
 )
+from asr_daemon.diarization import events as diarization_events
 from asr_daemon.diarization import render
 
 #: a job id in the path: documented as a UUID, checked by `parse_id` (400 with a clear message otherwise)
@@ -134,6 +135,8 @@ class JobsController(Controller):
                 )
                 for d in await webhooks.deliveries(state.pool, job["id"])
             ]
+        if (job["options"] or {}).get("diarization"):
+            view.speakers = await diarization_events.summary(state.pool, job["id"])
         return view
 
     @get(

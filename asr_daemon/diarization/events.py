@@ -57,6 +57,33 @@ class Follower:
         return self._speakers if self._speakers.turns else None
 
 
+async def summary(conn: Any, job_id: uuid.UUID) -> dict[str, Any] | None:
+    """A job's diarization for people (API job view, `asrctl jobs show`); None when it has none.
+
+    `{"status", "engine", "progress_s", "num_speakers", "speakers": [{"label", "name", "seconds"}]}`.
+    """
+    row = await store.state(conn, job_id)
+    if row is None:
+        return None
+    sp = await render.speakers_of(conn, job_id)
+    return {
+        "status": row["status"],
+        "engine": row["engine"],
+        "progress_s": round(row["progress_s"], 3),
+        "num_speakers": row["num_speakers"],
+        "speakers": _talk(sp),
+    }
+
+
+def _talk(sp: render.Speakers) -> list[dict[str, Any]]:
+    talk: dict[int, float] = {}
+    for t in sp.turns:
+        talk[t.speaker] = talk.get(t.speaker, 0.0) + t.end - t.start
+    return [
+        {"label": render.speaker_label(k), "name": sp.name(k), "seconds": round(v, 3)} for k, v in sorted(talk.items())
+    ]
+
+
 async def webhook_fields(pool: asyncpg.Pool, job: Any) -> dict[str, Any]:
     """`speakers` for a diarized job's webhook: each label with its name and seconds of speech."""
     if not Follower.wanted(job):

@@ -182,3 +182,31 @@ def test_bad_input_is_refused_or_answered(ddaemon: Daemon, speech: Callable[...,
         job = plain.headers["x-job-id"]
         assert c.get(f"/v1/jobs/{job}/transcript", params={"format": "diarized_json"}).status_code == 409
     assert leftover_files(ddaemon.state_dir) == []
+
+
+def test_cli_transcribe_diarize_and_jobs_show(
+    ddaemon: Daemon, dialogue: tuple[Path, list], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`asrctl transcribe --diarize` prints `A:`/`B:` lines; `asrctl jobs show` lists the speakers and their time."""
+    from asr_daemon import host
+    from tests.integration.ops_support import asrctl
+
+    for key, value in ddaemon.env.items():
+        if key.startswith("ASR_"):
+            monkeypatch.setenv(key, value)
+    monkeypatch.delenv("ASR_URL", raising=False)
+    monkeypatch.setattr(host, "systemd_present", lambda: False)
+    path, _ = dialogue
+    out = asrctl("transcribe", str(path), "--diarize", "--model", "tiny.en")
+    assert out.exit_code == 0, out.stderr
+    assert out.stdout.startswith("A: ") and "\nB: " in out.stdout
+    queued = asrctl("transcribe", str(path), "--diarize", "--speakers", "2", "--model", "tiny.en", "--async")
+    job_id = queued.stdout.split("\t")[0]
+    with ddaemon.client(timeout=300) as c:
+        c.get(f"/v1/jobs/{job_id}/events", timeout=300)
+        api = c.get(f"/v1/jobs/{job_id}").json()
+    assert api["speakers"]["num_speakers"] == 2
+    shown = json.loads(asrctl("jobs", "show", job_id, "--json").stdout)
+    assert [s["label"] for s in shown["speakers"]["speakers"]] == ["A", "B"]
+    table = asrctl("jobs", "show", job_id).stdout
+    assert "speakers" in table and "A " in table
