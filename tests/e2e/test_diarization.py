@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import json
 import re
+import signal
 import subprocess
+import time
 from collections.abc import Callable
 from pathlib import Path
 
+import asyncpg
 import httpx
 import pytest
 
@@ -210,3 +214,68 @@ def test_cli_transcribe_diarize_and_jobs_show(
     assert [s["label"] for s in shown["speakers"]["speakers"]] == ["A", "B"]
     table = asrctl("jobs", "show", job_id).stdout
     assert "speakers" in table and "A " in table
+
+
+async def _fetch(database: str, sql: str, *args: object) -> list[asyncpg.Record]:
+    conn = await asyncpg.connect(database)
+    try:
+        return await conn.fetch(sql, *args)
+    finally:
+        await conn.close()
+
+
+async def _until(database: str, sql: str, job_id: str, timeout: float = 120) -> list[asyncpg.Record]:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        rows = await _fetch(database, sql, job_id)
+        if rows:
+            return rows
+        await asyncio.sleep(0.05)
+    raise AssertionError(f"timed out waiting for: {sql}")
+
+
+async def test_kill_9_during_and_after_diarization_resumes_without_redoing_it(
+    make_daemon: Callable[..., Daemon], diarization_models: Path, two_minutes: Path, database: str
+) -> None:
+    """kill -9 while diarizing reruns the step; kill -9 while transcribing keeps the stored turns (not redone)."""
+    from tests.e2e.test_jobs import wait_status
+
+    daemon = make_daemon(ASR_WINDOW_SECONDS="30")
+    with daemon.client() as c:
+        r = c.post("/v1/jobs", files={"file": two_minutes.open("rb")}, data={"diarize": "true", "model": "tiny.en"})
+        job_id = r.json()["id"]
+    await _until(database, "SELECT 1 FROM diarizations WHERE job_id = $1::uuid AND status = 'running'", job_id)
+    daemon.stop(signal.SIGKILL)
+    daemon.start()
+    await _until(database, "SELECT 1 FROM segments WHERE job_id = $1::uuid", job_id, timeout=240)
+    turns = await _fetch(database, "SELECT * FROM diarization_turns WHERE job_id = $1::uuid ORDER BY seq", job_id)
+    step = (await _fetch(database, "SELECT * FROM diarizations WHERE job_id = $1::uuid", job_id))[0]
+    assert step["status"] == "done" and turns
+    daemon.stop(signal.SIGKILL)
+    daemon.start()
+    with daemon.client() as c:
+        job = wait_status(c, job_id, {"completed", "failed"}, timeout=240)
+    assert job["status"] == "completed" and job["attempts"] == 3
+    after = await _fetch(database, "SELECT * FROM diarization_turns WHERE job_id = $1::uuid ORDER BY seq", job_id)
+    again = (await _fetch(database, "SELECT * FROM diarizations WHERE job_id = $1::uuid", job_id))[0]
+    assert [tuple(r) for r in after] == [tuple(r) for r in turns]
+    assert again["updated_at"] == step["updated_at"], "the finished step was run again"
+    assert '"diarization_reused"' in daemon.logs()
+
+
+async def test_cancel_while_diarizing_leaves_no_turns(
+    make_daemon: Callable[..., Daemon], diarization_models: Path, two_minutes: Path, database: str
+) -> None:
+    """DELETE /v1/jobs/{id} during the diarization step cancels the job at once and stores no turns."""
+    daemon = make_daemon()
+    with daemon.client() as c:
+        r = c.post("/v1/jobs", files={"file": two_minutes.open("rb")}, data={"diarize": "true", "model": "tiny.en"})
+        job_id = r.json()["id"]
+        await _until(database, "SELECT 1 FROM diarizations WHERE job_id = $1::uuid AND status = 'running'", job_id)
+        t0 = time.monotonic()
+        cancelled = c.delete(f"/v1/jobs/{job_id}")
+        assert cancelled.status_code == 200 and cancelled.json()["status"] == "cancelled"
+        assert time.monotonic() - t0 < 5
+    await asyncio.sleep(3)
+    assert await _fetch(database, "SELECT 1 FROM diarization_turns WHERE job_id = $1::uuid", job_id) == []
+    assert await _fetch(database, "SELECT 1 FROM segments WHERE job_id = $1::uuid", job_id) == []
