@@ -48,7 +48,8 @@ async def diarization(request: Request[Any, Any, Any], state: State) -> Response
     if job is None or job["status"] == jobs.Status.CANCELLED:
         raise errors.Conflict("the job was cancelled before it finished", job_id=str(job_id))
     if job["status"] == jobs.Status.FAILED:
-        raise errors.AsrError(f"diarization failed: {job['error']}", job_id=str(job_id))
+        err = errors.Unavailable if job["error_code"] == "diarization_unavailable" else errors.AsrError
+        raise err(f"diarization failed: {job['error']}", job_id=str(job_id))
     if job["status"] != jobs.Status.COMPLETED:
         running = errors.StillRunning("the diarization is still running; follow the job", job_id=str(job_id))
         return Response(

@@ -90,6 +90,8 @@ class OfflineEngine:
 
     def __init__(self, models_dir: Path, threshold: float = cluster.DEFAULT_THRESHOLD) -> None:
         self.threshold = threshold
+        if not fetch.installed(models_dir) and fetch.package_checkpoint() is not None:
+            fetch.install(models_dir, download=False)  # the `models` group's resemblyzer wheel: no network
         try:
             self.net: encoder.VoiceEncoder | None = encoder.VoiceEncoder(weights.load(fetch.encoder_dir(models_dir)))
         except FileNotFoundError:

@@ -144,8 +144,14 @@ def embed_known(req: jobs.Request, holder: Holder, tmp_dir: Path) -> jobs.Reques
 
 
 async def prepare(req: jobs.Request, holder: Holder, tmp_dir: Path) -> jobs.Request:
-    """`embed_known` off the event loop, its refusals as 400s."""
-    if not req.options.diarization or not req.options.diarization.get("known"):
+    """Load the engine (a 503 when it cannot load here) and run `embed_known` off the event loop (400s)."""
+    if not req.options.diarization:
+        return req
+    try:
+        await asyncio.to_thread(holder.get)
+    except Unavailable as exc:
+        raise errors.Unavailable(f"diarization is not available on this server: {exc}") from None
+    if not req.options.diarization.get("known"):
         return req
     try:
         return await asyncio.to_thread(embed_known, req, holder, tmp_dir)
