@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+from threadpoolctl import threadpool_limits
 
 from asr_daemon import audio
 from asr_daemon.diarization import cluster, encoder, fetch, weights
@@ -29,8 +30,6 @@ MIN_REGION_S = 0.4
 #: regions are scaled up to this loudness (dBFS) before the encoder, as resemblyzer's preprocessing does
 TARGET_DBFS = -30.0
 BATCH = 64
-#: neighbours each side an embedding is averaged with (within its speech region) before clustering
-SMOOTH = 0
 _VAD = {"threshold": 0.5, "min_silence_duration_ms": 300, "speech_pad_ms": 100, "min_speech_duration_ms": 250}
 
 
@@ -118,7 +117,8 @@ class OfflineEngine:
         speech = np.concatenate([wav[s:e] for s, e in regions]) if regions else wav
         if len(speech) < int(MIN_REGION_S * SR):
             return None
-        return self._net().embed_utterance(_loud(speech))
+        with threadpool_limits(limits=1, user_api="blas"):
+            return self._net().embed_utterance(_loud(speech))
 
     def _embed_block(self, offset: float, block: np.ndarray, regions: list[tuple[int, int]], out: _Windows) -> None:
         net = self._net()
@@ -140,6 +140,12 @@ class OfflineEngine:
 
     def run(self, path: Path, params: Params, on_progress: Progress, should_stop: Callable[[], bool]) -> Result:
         """Diarize the file at `path`; turns in time order."""
+        # OpenBLAS's threads on these small matrix products cost far more than they save (10x slower on
+        # two busy cores, docs/benchmarks.md): one thread, for the length of the run
+        with threadpool_limits(limits=1, user_api="blas"):
+            return self._run(path, params, on_progress, should_stop)
+
+    def _run(self, path: Path, params: Params, on_progress: Progress, should_stop: Callable[[], bool]) -> Result:
         out = _Windows()
         carry = np.zeros(0, dtype=np.float32)
         carry_at = 0.0
@@ -161,7 +167,7 @@ class OfflineEngine:
             raise Stopped
         x = np.stack(out.embeds) if out.embeds else np.zeros((0, encoder.EMBED_DIM), dtype=np.float32)
         labels = cluster.cluster(
-            _smooth(x, out.region),
+            x,
             num_speakers=params.num_speakers,
             min_speakers=params.min_speakers,
             max_speakers=params.max_speakers,
@@ -173,19 +179,6 @@ class OfflineEngine:
             order.setdefault(t.speaker, len(order))
         cents = {order[k]: _unit(x[labels == k].mean(axis=0)) for k in order}
         return Result(turns=[Turn(t.start, t.end, order[t.speaker]) for t in turns], centroids=cents)
-
-
-def _smooth(x: np.ndarray, region: list[int]) -> np.ndarray:
-    """Each embedding averaged with its neighbours in the same speech region (SMOOTH windows each side)."""
-    if SMOOTH <= 0 or len(x) < 2:
-        return x
-    out = np.empty_like(x)
-    reg = np.asarray(region)
-    for i in range(len(x)):
-        lo, hi = max(0, i - SMOOTH), min(len(x), i + SMOOTH + 1)
-        near = [j for j in range(lo, hi) if reg[j] == reg[i]]
-        out[i] = _unit(x[near].sum(axis=0))
-    return out
 
 
 def _unit(v: np.ndarray) -> np.ndarray:
