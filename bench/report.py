@@ -238,6 +238,28 @@ def _idle_stop(w: Any) -> str:
     )
 
 
+def diarization(s: dict[str, Any]) -> list[str]:
+    """DER (pyannote.metrics, collar 0.25 s, overlap scored), speakers found, × realtime, cost against base."""
+    out = [
+        (
+            "| clip | s | speakers (ref → found) | DER | missed | false alarm | confusion | DER, count given "
+            "| diarize s | × realtime | base transcribe s | cost vs base |"
+        ),
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for c in s["clips"]:
+        out.append(
+            f"| {c['clip']} | {c['seconds']:.1f} | {c['speakers_ref']} → {c['speakers_found']} "
+            f"| {c['der']:.1%} | {c['missed']:.1%} | {c['false_alarm']:.1%} | {c['confusion']:.1%} "
+            f"| {c['der_known_count']:.1%} | {c['diarize_s']:.2f} | {c['x_realtime']:.1f} "
+            f"| {_num(c.get('base_transcribe_s'))} | "
+            + (f"{c['cost_vs_base']:.0%}" if "cost_vs_base" in c else "—")
+            + " |"
+        )
+    out.append(f"Load average before/after: {s.get('load_before')} / {s.get('load_after')}.")
+    return out
+
+
 def render(res: dict[str, Any], previous: str = "") -> str:
     """The whole document: `previous` with its generated block replaced (or a fresh skeleton)."""
     sec = res["sections"]
@@ -249,6 +271,7 @@ def render(res: dict[str, Any], previous: str = "") -> str:
         "long": "4. Long audio",
         "idle": "5. Idle memory",
         "gpu": "6. GPU",
+        "diarization": "7. Speaker diarization",
     }
     render_fn = {
         "overhead": overhead,
@@ -257,6 +280,7 @@ def render(res: dict[str, Any], previous: str = "") -> str:
         "long": long_audio,
         "idle": idle,
         "gpu": lambda s: [f"Not measured: {s.get('skipped', '—')}."],
+        "diarization": diarization,
     }
     for key, title in titles.items():
         if key in sec:

@@ -16,10 +16,10 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-from bench import clips, coldstart, direct, report, sections, stack
+from bench import clips, coldstart, diarization, direct, report, sections, stack
 
 ROOT = Path(__file__).resolve().parent.parent
-ALL = ("overhead", "coldstart", "throughput", "long", "idle", "gpu")
+ALL = ("overhead", "coldstart", "throughput", "long", "idle", "gpu", "diarization")
 
 
 def machine() -> dict[str, Any]:
@@ -181,6 +181,8 @@ def _section(
             **sections.idle_memory(svc, work, short, model_dir, env),
             "idle_stop": sections.idle_stop(svc, work / "watch", short, env, window=1.0 if a.smoke else 5.0),
         }
+    if name == "diarization":  # issue 19: DER, speaker count, × realtime, cost against base's transcription
+        return diarization.section(runs=1 if a.smoke else 3, smoke=a.smoke)
     if name == "gpu":
         if res_gpu := _gpu_absent():
             return {"skipped": res_gpu}

@@ -31,8 +31,10 @@ def test_bench_smoke_writes_report_and_raw_json(tmp_path: Path, models_dir: Path
     assert over["same_text"] and over["ratio"]["median"] > 0
     assert raw["sections"]["throughput"]["levels"]["2"]["audio_per_wall"]["median"] > 0
     text = out.read_text()
-    for title in ("1. Overhead", "2. Cold start", "3. Throughput", "4. Long audio", "5. Idle", "6. GPU"):
+    for title in ("1. Overhead", "2. Cold start", "3. Throughput", "4. Long audio", "5. Idle", "6. GPU", "7. Speaker"):
         assert title in text
+    dialogue = raw["sections"]["diarization"]["clips"][-1]
+    assert dialogue["speakers_found"] == 2 and dialogue["der"] < 0.1, dialogue
     long = raw["sections"]["long"]["clips"][0]
     assert long["status"] == "completed" and long["peak_rss"] > 50e6 and long["total_s"] > 0, long
     idle = raw["sections"]["idle"]["idle_stop"]
