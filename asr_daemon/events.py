@@ -18,6 +18,7 @@ from typing import Any
 import asyncpg
 
 from asr_daemon import formats, jobs, queries
+from asr_daemon.diarization import events as diarization_events
 from asr_daemon.queue import Hub
 
 FIRST_SEGMENT_ID = 2
@@ -32,9 +33,10 @@ class Event:
     data: dict[str, Any]
 
 
-def segment_event(job: Any, seg: Any) -> Event:
-    """The `segment` event of one stored segment, with progress."""
+def segment_event(job: Any, seg: Any, speaker: str | None = None) -> Event:
+    """The `segment` event of one stored segment, with progress (and its speaker on a diarized job)."""
     duration = formats.seconds(job["duration_s"] or 0.0)
+    extra = {} if speaker is None else {"speaker": speaker}
     return Event(
         FIRST_SEGMENT_ID + seg["seq"],
         "segment",
@@ -47,6 +49,7 @@ def segment_event(job: Any, seg: Any) -> Event:
             "progress_s": round(seg["end_s"], 3),
             "duration_s": duration,
             "progress": round(min(1.0, seg["end_s"] / duration), 4) if duration else None,
+            **extra,
         },
     )
 
@@ -72,6 +75,7 @@ async def follow(
     try:
         cursor = last_id
         quiet_since = time.monotonic()
+        diarized = diarization_events.Follower(pool, job_id)  # issue 19
         while True:
             job = await queries.get_job(pool, job_id)
             if job is None:
@@ -92,9 +96,13 @@ async def follow(
                     {"id": str(job_id), "status": "running", "started_at": formats.timestamp(job["started_at"])},
                 )
                 cursor, sent = 1, True
+            if cursor == 1 and (progress := await diarized.progress(job)) is not None:
+                yield progress
+                sent = True
             segs = await queries.segments(pool, job_id, max(0, cursor - FIRST_SEGMENT_ID + 1))
+            speakers = await diarized.speakers(job) if segs else None
             for seg in segs:
-                ev = segment_event(job, seg)
+                ev = segment_event(job, seg, speakers.label_of(seg) if speakers else None)
                 if ev.id > cursor:
                     yield ev
                     cursor, sent = ev.id, True

@@ -19,6 +19,8 @@ MEDIA_TYPES = {
     ResponseFormat.TEXT: "text/plain; charset=utf-8",
     ResponseFormat.SRT: "application/x-subrip; charset=utf-8",
     ResponseFormat.VTT: "text/vtt; charset=utf-8",
+    ResponseFormat.DIARIZED_JSON: "application/json",
+    ResponseFormat.RTTM: "text/plain; charset=utf-8",
 }
 
 Seg = Any  # an asyncpg Record or a dict: anything indexable by column name

@@ -18,6 +18,9 @@ import asyncpg
 
 from asr_daemon import audio, errors, jobs, limits, models, queries, uploads
 from asr_daemon.config import Settings
+from asr_daemon.diarization import engine as diarization_engine
+from asr_daemon.diarization import holder_from_settings
+from asr_daemon.diarization import request as diarization_request
 from asr_daemon.queue import Hub
 
 log = logging.getLogger(__name__)
@@ -38,8 +41,16 @@ class Accepted:
 class Intake:
     """Turns uploads into queued jobs. One per process; holds the per-audio locks."""
 
-    def __init__(self, settings: Settings, pool: asyncpg.Pool, hub: Hub, locks: uploads.AudioLocks) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        pool: asyncpg.Pool,
+        hub: Hub,
+        locks: uploads.AudioLocks,
+        diarizer: diarization_engine.Holder | None = None,
+    ) -> None:
         self.settings = settings
+        self.diarizer = diarizer or holder_from_settings(settings)
         self.pool = pool
         self.hub = hub
         self.locks = locks
@@ -54,6 +65,7 @@ class Intake:
         allow_task_field: bool,
         idempotency_key: str | None = None,
         api_key_id: int | None = None,
+        diarize_only: bool = False,
     ) -> Accepted:
         """Accept one multipart submission; raises a domain error (and keeps nothing) when it is bad.
 
@@ -79,7 +91,9 @@ class Intake:
                 total_timeout=s.upload_timeout,
             )
         try:
-            return await self._accept(upload, task, allow_task_field, idempotency_key, api_key_id)
+            return await self._accept(
+                upload, task, allow_task_field, idempotency_key, api_key_id, diarize_only=diarize_only
+            )
         finally:
             upload.discard()
 
@@ -99,10 +113,12 @@ class Intake:
         idempotency_key: str | None,
         api_key_id: int | None,
         kind: str = "file",
+        diarize_only: bool = False,
     ) -> Accepted:
         s = self.settings
         try:
             req = jobs.parse_request(upload.fields, task, allow_task_field=allow_task_field)
+            req = diarization_request.parse(upload.fields, req, only=diarize_only)  # issue 19
         except jobs.Invalid as exc:
             raise errors.BadRequest(str(exc)) from None
         if upload.path is None:
@@ -114,6 +130,7 @@ class Intake:
             )
         if upload.size == 0:
             raise errors.BadAudio("the uploaded file is empty")
+        req = await diarization_request.prepare(req, self.diarizer, s.uploads_dir / "tmp")  # known speakers
         model_name, _ = models.resolve(s.models_dir, req.model, s.model)
         limits = audio.Limits(s.max_audio_seconds, s.max_channels, s.max_sample_rate, s.max_tag_bytes)
         info = await asyncio.to_thread(audio.probe, upload.path, limits)

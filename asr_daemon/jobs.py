@@ -62,6 +62,10 @@ class ResponseFormat(enum.StrEnum):
     SRT = "srt"
     VTT = "vtt"
     VERBOSE_JSON = "verbose_json"
+    #: OpenAI's gpt-4o-transcribe-diarize shape (implies diarize=true; issue 19)
+    DIARIZED_JSON = "diarized_json"
+    #: the speaker turns as RTTM lines (implies diarize=true)
+    RTTM = "rttm"
 
 
 LANGUAGES = frozenset(
@@ -183,6 +187,8 @@ class Options:
     word_timestamps: bool = False
     vad_filter: bool = False
     beam_size: int | None = None
+    #: speaker diarization asked for: num/min/max_speakers, known speakers (asr_daemon.diarization.request)
+    diarization: dict[str, Any] | None = None
 
     def to_json(self) -> dict[str, Any]:
         """Plain JSON-able form, stored in `jobs.options`."""
@@ -236,6 +242,17 @@ _KNOWN_FIELDS = frozenset(
         "beam_size",
         "include[]",
         "chunking_strategy",
+    }
+) | frozenset(  # issue 19, parsed by asr_daemon.diarization.request
+    {
+        "diarize",
+        "num_speakers",
+        "min_speakers",
+        "max_speakers",
+        "known_speaker_names[]",
+        "known_speaker_names",
+        "known_speaker_references[]",
+        "known_speaker_references",
     }
 )
 

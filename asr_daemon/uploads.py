@@ -24,6 +24,8 @@ from python_multipart.multipart import MultipartParser, parse_options_header
 from asr_daemon import checksums, errors
 
 MAX_FIELD_BYTES = 64 * 1024
+#: fields that carry data may be larger (issue 19: known speakers' audio samples as base64 data URLs)
+LARGE_FIELDS = {"known_speaker_references[]": 3 << 20, "known_speaker_references": 3 << 20}
 MAX_FIELDS = 64
 FLUSH_BYTES = 1 << 20
 FILE_FIELD = "file"
@@ -127,8 +129,9 @@ class _Sink:
             self.pending_bytes += len(chunk)
         else:
             self._value += chunk
-            if len(self._value) > MAX_FIELD_BYTES:
-                raise errors.BadRequest(f"form field {self._name!r:.60} is longer than {MAX_FIELD_BYTES} bytes")
+            limit = LARGE_FIELDS.get(self._name or "", MAX_FIELD_BYTES)
+            if len(self._value) > limit:
+                raise errors.BadRequest(f"form field {self._name!r:.60} is longer than {limit} bytes")
 
     def on_part_end(self) -> None:
         if not self._is_file and self._name is not None:

@@ -21,6 +21,7 @@ import asyncpg
 
 from asr_daemon import formats, queries
 from asr_daemon.config import Settings
+from asr_daemon.diarization import events as diarization_events
 
 log = logging.getLogger(__name__)
 
@@ -69,7 +70,7 @@ async def deliver(settings: Settings, pool: asyncpg.Pool, job_id: uuid.UUID) -> 
         return True
     import httpx  # here, not at the top: it costs ~0.1 s of every cold start (docs/benchmarks.md)
 
-    body = json.dumps(summary(row)).encode()
+    body = json.dumps({**summary(row), **await diarization_events.webhook_fields(pool, row)}).encode()
     secret = settings.webhook_secret.get_secret_value() if settings.webhook_secret else None
     async with httpx.AsyncClient(timeout=settings.webhook_timeout, follow_redirects=False) as client:
         for attempt in range(len(earlier) + 1, settings.webhook_attempts + 1):

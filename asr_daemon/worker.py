@@ -24,6 +24,9 @@ from redis.exceptions import RedisError
 
 from asr_daemon import device, errors, formats, jobs, models, orphans, queries, queue, transcriber, uploads, webhooks
 from asr_daemon.config import Settings
+from asr_daemon.diarization import engine as diarization_engine
+from asr_daemon.diarization import holder_from_settings
+from asr_daemon.diarization import step as diarization_step
 from asr_daemon.metrics import Metrics
 
 log = logging.getLogger(__name__)
@@ -56,8 +59,10 @@ class Worker:
         cache: models.ModelCache,
         locks: uploads.AudioLocks,
         metrics: Metrics | None = None,
+        diarizer: diarization_engine.Holder | None = None,
     ) -> None:
         self.settings = settings
+        self.diarizer = diarizer or holder_from_settings(settings)
         self.metrics = metrics or Metrics()
         self.locks = locks
         self.pool = pool
@@ -159,6 +164,9 @@ class Worker:
         except errors.ModelNotFound as exc:
             await self._fail(run, exc.message, exc.code)
             return
+        diarize_s = await self._diarize(run, path, options) if options.diarization is not None else 0.0
+        if diarize_s is None or (options.diarization or {}).get("only"):
+            return
         resume = await queries.resume_point(self.pool, job_id, transcriber.PROMPT_TOKENS)
         t0 = time.perf_counter()
         entry = await self.cache.acquire(name, model_dir)
@@ -194,6 +202,7 @@ class Worker:
             "transcribe_s": round(result.timings.get("transcribe_s", 0), 4),
             "windows": result.windows,
             "first_segment_s": round(result.timings.get("first_segment_s", 0), 4),
+            **({"diarize_s": round(diarize_s, 4)} if options.diarization is not None else {}),
         }
         if await queries.complete(self.pool, job_id, self.name, timings, entry.device):
             self.completed += 1
@@ -209,6 +218,34 @@ class Worker:
                 await self._log_transcript(job_id)
             if row["webhook_url"]:
                 self._spawn_webhook(job_id)
+
+    async def _diarize(self, run: Running, path: Any, options: jobs.Options) -> float | None:
+        """The stored diarization step (issue 19); its seconds, or None when the job ended or stopped here.
+
+        A diarization-only job (`/v1/audio/diarization`) completes here."""
+        job_id = run.row["id"]
+
+        def tick() -> None:
+            self.last_progress = time.monotonic()
+
+        try:
+            took = await diarization_step.run(
+                self.pool, self.hub, self.diarizer, self.name, run.row, path, options.diarization or {}, run.stop, tick
+            )
+        except diarization_engine.Stopped:
+            run.stop_reason = run.stop_reason or "lost"
+            await self._stopped(run)
+            return None
+        except diarization_engine.Unavailable as exc:
+            await self._fail(run, str(exc), "diarization_unavailable")
+            return None
+        only = (options.diarization or {}).get("only")
+        if only and await queries.complete(self.pool, job_id, self.name, {"diarize_s": round(took, 4)}, "cpu"):
+            self.completed += 1
+            log.info("job_completed", extra={"job_id": str(job_id), "diarize_s": round(took, 4)})
+            if run.row["webhook_url"]:
+                self._spawn_webhook(job_id)
+        return took
 
     async def _log_transcript(self, job_id: uuid.UUID) -> None:
         """ASR_LOG_TRANSCRIPTS (debug only): a finished job's text at its own event, `job_transcript`."""

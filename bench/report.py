@@ -319,15 +319,37 @@ def search(s: dict[str, Any]) -> list[str]:
     return out
 
 
+def diarization(s: dict[str, Any]) -> list[str]:
+    """DER (pyannote.metrics, collar 0.25 s, overlap scored), speakers found, × realtime, cost against base."""
+    out = [
+        (
+            "| clip | s | speakers (ref → found) | DER | missed | false alarm | confusion | DER, count given "
+            "| diarize s | × realtime | base transcribe s | cost vs base |"
+        ),
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for c in s["clips"]:
+        out.append(
+            f"| {c['clip']} | {c['seconds']:.1f} | {c['speakers_ref']} → {c['speakers_found']} "
+            f"| {c['der']:.1%} | {c['missed']:.1%} | {c['false_alarm']:.1%} | {c['confusion']:.1%} "
+            f"| {c['der_known_count']:.1%} | {c['diarize_s']:.2f} | {c['x_realtime']:.1f} "
+            f"| {_num(c.get('base_transcribe_s'))} | "
+            + (f"{c['cost_vs_base']:.0%}" if "cost_vs_base" in c else "—")
+            + " |"
+        )
+    out.append(f"Load average before/after: {s.get('load_before')} / {s.get('load_after')}.")
+    return out
+
+
 def render(res: dict[str, Any], previous: str = "") -> str:
     """The whole document: `previous` with its generated blocks replaced (or a fresh skeleton).
 
     A run of some sections replaces only what it measured: the main block when it ran any of
-    sections 1-6 or 8, the load block (issue 18) and the Wyoming block (issue 22) when it ran those.
+    sections 1-6, 8 or 9, the load block (issue 18) and the Wyoming block (issue 22) when it ran those.
     """
     doc = previous if BEGIN in previous and END in previous else "# Benchmarks\n\n" + BEGIN + "\n" + END + "\n"
     sec = res["sections"]
-    if any(k in sec for k in ("overhead", "coldstart", "throughput", "long", "idle", "gpu", "search")):
+    if any(k in sec for k in ("overhead", "coldstart", "throughput", "long", "idle", "gpu", "search", "diarization")):
         doc = _main(res, doc)
     if "load" in sec:
         doc = _block(doc, LOAD_BEGIN, LOAD_END, load(res), "")
@@ -359,6 +381,7 @@ def _main(res: dict[str, Any], previous: str) -> str:
         "idle": "5. Idle memory",
         "gpu": "6. GPU",
         "search": "8. Search (issue 20)",
+        "diarization": "9. Speaker diarization (issue 19)",
     }
     render_fn = {
         "overhead": overhead,
@@ -368,6 +391,7 @@ def _main(res: dict[str, Any], previous: str) -> str:
         "idle": idle,
         "search": search,
         "gpu": lambda s: [f"Not measured: {s.get('skipped', '—')}."],
+        "diarization": diarization,
     }
     for key, title in titles.items():
         if key in sec:

@@ -18,10 +18,10 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-from bench import clips, coldstart, direct, loadlevels, report, search, sections, stack, wyoming
+from bench import clips, coldstart, diarization, direct, loadlevels, report, search, sections, stack, wyoming
 
 ROOT = Path(__file__).resolve().parent.parent
-ALL = ("overhead", "coldstart", "throughput", "long", "idle", "gpu", "load", "wyoming", "search")
+ALL = ("overhead", "coldstart", "throughput", "long", "idle", "gpu", "load", "wyoming", "search", "diarization")
 
 
 def machine() -> dict[str, Any]:
@@ -215,7 +215,12 @@ def _search(a: argparse.Namespace, svc: stack.Services, work: Path, short: clips
     return search.search_latency(svc, work, env, per_class=5 if a.smoke else 30, jobs=20 if a.smoke else 1000)
 
 
-FRONT_DOORS = {"load": _load, "wyoming": _wyoming, "search": _search}
+def _diarization(a: argparse.Namespace, svc: stack.Services, work: Path, short: clips.Clip, env: dict[str, str]) -> Any:
+    """Section 9 (issue 19): DER, speaker count, × realtime, cost against base's transcription."""
+    return diarization.section(runs=1 if a.smoke else 3, smoke=a.smoke)
+
+
+FRONT_DOORS = {"load": _load, "wyoming": _wyoming, "search": _search, "diarization": _diarization}
 
 
 def _gpu_absent() -> str | None:

@@ -99,6 +99,15 @@ def models_dir() -> Path:
 
 
 @pytest.fixture(scope="session")
+def diarization_models(models_dir: Path) -> Path:
+    """The models directory with the diarization encoder imported from the installed resemblyzer wheel."""
+    from asr_daemon.diarization import fetch
+
+    fetch.install(models_dir, download=False)
+    return models_dir
+
+
+@pytest.fixture(scope="session")
 def speech() -> Callable[..., Path]:
     """Render a sentence with espeak-ng to a 16 kHz mono FLAC (cached by its text and voice)."""
     out_dir = CACHE / "speech"

@@ -24,10 +24,11 @@ from litestar.openapi import OpenAPIConfig
 from redis.exceptions import RedisError
 
 from asr_daemon import accesslog, db, device, errors, limits, logs, metrics, migrate, models, queue, systemd, uploads
-from asr_daemon.api import archive, auth, cors, health, jobs, search, transcriptions, unread
+from asr_daemon.api import archive, auth, cors, diarization, health, jobs, search, transcriptions, unread
 from asr_daemon.api import metrics as metrics_api
 from asr_daemon.api import models as api_models
 from asr_daemon.config import Settings
+from asr_daemon.diarization import holder_from_settings
 from asr_daemon.intake import Intake
 from asr_daemon.web import routes as web
 from asr_daemon.worker import Worker
@@ -163,14 +164,15 @@ async def lifespan(app: Litestar) -> AsyncIterator[None]:
     # EXTEND_TIMEOUT_USEC while loading; the first load of the default model takes over the early one
     cache = models.cache_from_settings(settings, load_guard=life.loading, early=app.state.early_load)
     locks = uploads.AudioLocks()
-    worker = Worker(settings, pool, hub, cache, locks, app.state.metrics)
+    diarizer = holder_from_settings(settings)  # issue 19: one engine for the intake and the worker
+    worker = Worker(settings, pool, hub, cache, locks, app.state.metrics, diarizer)
     app.state.update(
         pool=pool,
         redis=client,
         hub=hub,
         models=cache,
         worker=worker,
-        intake=Intake(settings, pool, hub, locks),
+        intake=Intake(settings, pool, hub, locks, diarizer),
         started_at=time.time(),
         limiter=limits.RateLimiter(client, hub.guard),
     )
@@ -237,6 +239,8 @@ def create_app(settings: Settings, early: Future[models.Loaded | None] | None = 
             health.readyz,
             transcriptions.TranscriptionsController,
             jobs.JobsController,
+            diarization.diarization,
+            diarization.rename_speakers,
             api_models.ModelsController,
             metrics_api.metrics,
             search.search_segments,  # issue 20: search, audio, deletion, the page

@@ -15,7 +15,7 @@ from litestar.openapi.datastructures import ResponseSpec
 from litestar.params import Parameter
 from litestar.response import ServerSentEvent, ServerSentEventMessage
 
-from asr_daemon import errors, events, formats, jobs, queries, webhooks
+from asr_daemon import errors, events, jobs, queries, webhooks
 from asr_daemon.api.auth import principal
 from asr_daemon.api.schemas import (
     DEDUP_200,
@@ -29,6 +29,8 @@ from asr_daemon.api.schemas import (
     operation_class,
     transcript_response,
 )
+from asr_daemon.diarization import events as diarization_events
+from asr_daemon.diarization import render
 
 #: a job id in the path: documented as a UUID, checked by `parse_id` (400 with a clear message otherwise)
 JobId = Annotated[str, Parameter(description="The job's id (a UUID).", schema_extra={"format": "uuid"})]
@@ -145,6 +147,8 @@ class JobsController(Controller):
                 )
                 for d in await webhooks.deliveries(state.pool, job["id"])
             ]
+        if (job["options"] or {}).get("diarization"):
+            view.speakers = await diarization_events.summary(state.pool, job["id"])
         return view
 
     @get(
@@ -167,7 +171,7 @@ class JobsController(Controller):
                 f"the job is {job['status']}, not completed: there is no transcript", status=job["status"]
             )
         segs = await queries.segments(state.pool, job["id"])
-        body, media_type = formats.render(jobs.ResponseFormat(format), job, segs)
+        body, media_type = await render.render(state.pool, jobs.ResponseFormat(format), job, segs)
         return Response(body, media_type=media_type, headers={"X-Job-Id": str(job["id"])})
 
     @delete("/{job_id:str}", status_code=200, summary="Cancel a job", responses=error_responses(400, 404, 409))

@@ -90,6 +90,8 @@ class Job(msgspec.Struct, omit_defaults=True):
     links: JobLinks
     #: only on GET /v1/jobs/{id} of a job with a webhook_url
     webhook_deliveries: list[WebhookDelivery] | None = None
+    #: only on GET /v1/jobs/{id} of a diarized job: status, engine, num_speakers, speakers (label, name, seconds)
+    speakers: dict[str, Any] | None = None
 
 
 class JobList(msgspec.Struct):

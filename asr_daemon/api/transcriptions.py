@@ -14,9 +14,10 @@ from litestar import Controller, Request, Response, post
 from litestar.datastructures import State
 from litestar.response import ServerSentEvent
 
-from asr_daemon import errors, events, formats, jobs, queries
+from asr_daemon import errors, events, jobs, queries
 from asr_daemon.api.auth import principal
 from asr_daemon.api.schemas import UPLOAD_ERRORS, error_responses, operation_class, transcript_response
+from asr_daemon.diarization import render
 from asr_daemon.intake import Accepted
 
 
@@ -49,7 +50,7 @@ async def _submit(request: Request[Any, Any, Any], state: State, task: jobs.Task
             headers={**headers, "Location": f"/v1/jobs/{job_id}"},
         )
     segs = await queries.segments(state.pool, job_id)
-    body, media_type = formats.render(accepted.request.response_format, job, segs)
+    body, media_type = await render.render(state.pool, accepted.request.response_format, job, segs)
     return Response(body, media_type=media_type, headers=headers)
 
 

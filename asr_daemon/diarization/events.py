@@ -1,0 +1,100 @@
+"""Diarization in a job's event stream: `diarization` progress events (with the id of `started`, since
+they come between it and the first segment) and the speaker of each `segment` event."""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+import asyncpg
+
+from asr_daemon.diarization import render, store
+
+
+class Follower:
+    """What one event stream has told about a job's diarization so far."""
+
+    def __init__(self, pool: asyncpg.Pool, job_id: uuid.UUID) -> None:
+        self.pool = pool
+        self.job_id = job_id
+        self._last: tuple[str, float] | None = None
+        self._speakers: render.Speakers | None = None
+
+    @staticmethod
+    def wanted(job: Any) -> bool:
+        """True when the job was submitted with diarization."""
+        return bool((job["options"] or {}).get("diarization"))
+
+    async def progress(self, job: Any) -> Any:
+        """A `diarization` event when the step's state moved since the last one; None otherwise."""
+        from asr_daemon.events import Event
+
+        if not self.wanted(job):
+            return None
+        row = await store.state(self.pool, self.job_id)
+        if row is None:
+            return None
+        now = (row["status"], round(row["progress_s"], 1))
+        if now == self._last:
+            return None
+        self._last = now
+        duration = job["duration_s"] or 0.0
+        data: dict[str, Any] = {
+            "id": str(self.job_id),
+            "status": row["status"],
+            "progress_s": round(row["progress_s"], 3),
+            "progress": round(min(1.0, row["progress_s"] / duration), 4) if duration else None,
+        }
+        if row["status"] == "done":
+            data["num_speakers"] = row["num_speakers"]
+        return Event(1, "diarization", data)
+
+    async def speakers(self, job: Any) -> render.Speakers | None:
+        """The job's speakers once its turns are stored (names re-read each time: they may be renamed)."""
+        if not self.wanted(job):
+            return None
+        self._speakers = await render.speakers_of(self.pool, self.job_id)
+        return self._speakers if self._speakers.turns else None
+
+
+async def summary(conn: Any, job_id: uuid.UUID) -> dict[str, Any] | None:
+    """A job's diarization for people (API job view, `asrctl jobs show`); None when it has none.
+
+    `{"status", "engine", "progress_s", "num_speakers", "speakers": [{"label", "name", "seconds"}]}`.
+    """
+    row = await store.state(conn, job_id)
+    if row is None:
+        return None
+    sp = await render.speakers_of(conn, job_id)
+    return {
+        "status": row["status"],
+        "engine": row["engine"],
+        "progress_s": round(row["progress_s"], 3),
+        "num_speakers": row["num_speakers"],
+        "speakers": _talk(sp),
+    }
+
+
+def _talk(sp: render.Speakers) -> list[dict[str, Any]]:
+    talk: dict[int, float] = {}
+    for t in sp.turns:
+        talk[t.speaker] = talk.get(t.speaker, 0.0) + t.end - t.start
+    return [
+        {"label": render.speaker_label(k), "name": sp.name(k), "seconds": round(v, 3)} for k, v in sorted(talk.items())
+    ]
+
+
+async def webhook_fields(pool: asyncpg.Pool, job: Any) -> dict[str, Any]:
+    """`speakers` for a diarized job's webhook: each label with its name and seconds of speech."""
+    if not Follower.wanted(job):
+        return {}
+    sp = await render.speakers_of(pool, job["id"])
+    talk: dict[int, float] = {}
+    for t in sp.turns:
+        talk[t.speaker] = talk.get(t.speaker, 0.0) + t.end - t.start
+    return {
+        "speakers": [
+            {"label": render.speaker_label(k), "name": sp.name(k), "seconds": round(v, 3)}
+            for k, v in sorted(talk.items())
+        ]
+    }

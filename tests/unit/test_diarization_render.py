@@ -1,0 +1,122 @@
+"""Speakers onto segments and words, every rendering, and the request fields (pure, in-process)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from asr_daemon import jobs
+from asr_daemon.diarization import render, request, step
+from asr_daemon.diarization.engine import Turn
+
+TURNS = [Turn(0.0, 4.0, 0), Turn(4.2, 8.0, 1), Turn(8.3, 10.0, 0)]
+JOB = {
+    "id": "00000000-0000-0000-0000-000000000001",
+    "options": {"task": "transcribe", "word_timestamps": True, "diarization": {}},
+    "duration_s": 10.0,
+    "language": "en",
+    "language_probability": 0.99,
+    "filename": "meeting notes.wav",
+}
+
+
+def _seg(seq: int, start: float, end: float, text: str, words: list[tuple[float, float, str]] | None = None) -> dict:
+    return {
+        "seq": seq,
+        "start_s": start,
+        "end_s": end,
+        "text": text,
+        "tokens": [1, 2],
+        "temperature": 0.0,
+        "avg_logprob": -0.2,
+        "compression_ratio": 1.1,
+        "no_speech_prob": 0.01,
+        "words": [{"start": s, "end": e, "word": w, "probability": 0.9} for s, e, w in words] if words else None,
+    }
+
+
+def test_segment_takes_the_speaker_it_overlaps_most() -> None:
+    """Without words a segment gets the speaker of its largest overlap; between turns, the nearest one."""
+    sp = render.Speakers(TURNS)
+    segs = sp.segments([_seg(0, 0.5, 4.6, " Hello there."), _seg(1, 4.1, 7.9, " Hi."), _seg(2, 8.2, 8.26, " Ok")])
+    assert [s["speaker"] for s in segs] == [0, 1, 0]
+    assert render.Speakers([]).segments([_seg(0, 0, 1, "x")])[0]["speaker"] is None
+
+
+def test_words_split_a_segment_where_the_speaker_changes() -> None:
+    """With word timestamps a segment spanning two turns becomes two, each word with its own speaker."""
+    words = [(3.0, 3.5, " yes"), (3.5, 3.9, " indeed."), (4.3, 4.8, " Well"), (4.8, 5.2, " no.")]
+    sp = render.Speakers(TURNS, {"B": "Bob"})
+    segs = sp.segments([_seg(0, 3.0, 5.2, " yes indeed. Well no.", words)])
+    assert [(s["seq"], s["speaker"], s["text"]) for s in segs] == [(0, 0, " yes indeed."), (1, 1, " Well no.")]
+    assert (segs[1]["start_s"], segs[1]["end_s"]) == (4.3, 5.2)
+    body = render.verbose(JOB, segs, sp)
+    assert [s["speaker"] for s in body["segments"]] == ["A", "Bob"]
+    assert [w["speaker"] for w in body["words"]] == ["A", "A", "Bob", "Bob"]
+
+
+def test_every_format_carries_names() -> None:
+    """diarized_json, vtt, srt, text, json turns and rttm all use labels, or the names given."""
+    sp = render.Speakers(TURNS, {"A": "Alice"})
+    segs = sp.segments([_seg(0, 0.5, 3.9, " Hello."), _seg(1, 4.3, 7.9, " Hi."), _seg(2, 8.4, 9.9, " Bye.")])
+    dj = render.diarized_json(JOB, segs, sp)
+    assert [(s["id"], s["speaker"], s["text"]) for s in dj["segments"]] == [
+        ("seg_0", "Alice", "Hello."),
+        ("seg_1", "B", "Hi."),
+        ("seg_2", "Alice", "Bye."),
+    ]
+    assert dj["task"] == "transcribe" and dj["duration"] == 10.0 and dj["text"] == "Hello. Hi. Bye."
+    assert all(s["type"] == "transcript.text.segment" for s in dj["segments"])
+    assert "<v Alice>Hello." in render.vtt(segs, sp) and "<v B>Hi." in render.vtt(segs, sp)
+    assert "Alice: Hello." in render.srt(segs, sp)
+    assert render.text(segs, sp) == "Alice: Hello.\nB: Hi.\nAlice: Bye.\n"
+    turns = render.turns_json(JOB, sp)
+    assert turns["num_speakers"] == 2 and turns["segments"][1] == {"start": 4.2, "end": 8.0, "speaker": "B"}
+    rttm = render.rttm(JOB, sp).splitlines()
+    assert rttm[0] == "SPEAKER meeting_notes 1 0.000 4.000 <NA> <NA> Alice <NA> <NA>"
+    assert len(rttm) == 3
+
+
+def _req(form: dict[str, list[str]], fmt: str = "json") -> jobs.Request:
+    base = jobs.parse_request({**form, "response_format": [fmt]}, jobs.Task.TRANSCRIBE)
+    return request.parse(form, base)
+
+
+def test_request_fields_are_validated() -> None:
+    """Counts 1..32, min ≤ max, num within them, paired known speakers; diarized_json implies diarize."""
+    assert _req({}).options.diarization is None
+    assert _req({}, "diarized_json").options.diarization == {
+        "num_speakers": None,
+        "min_speakers": None,
+        "max_speakers": None,
+        "only": False,
+    }
+    assert _req({"diarize": ["true"], "num_speakers": ["3"]}).options.diarization["num_speakers"] == 3  # type: ignore[index]
+    for bad in (
+        {"diarize": ["true"], "num_speakers": ["0"]},
+        {"diarize": ["true"], "num_speakers": ["1000"]},
+        {"diarize": ["true"], "num_speakers": ["2.5"]},
+        {"diarize": ["true"], "min_speakers": ["4"], "max_speakers": ["2"]},
+        {"diarize": ["true"], "num_speakers": ["1"], "min_speakers": ["2"]},
+        {"diarize": ["sometimes"]},
+        {"num_speakers": ["2"]},
+        {"diarize": ["true"], "known_speaker_names[]": ["A"]},
+        {"diarize": ["true"], "known_speaker_names[]": ["A", "A"], "known_speaker_references[]": ["x", "y"]},
+        {"diarize": ["true"], "known_speaker_names[]": [" "], "known_speaker_references[]": ["x"]},
+    ):
+        with pytest.raises(jobs.Invalid):
+            _req(bad)
+    opts = _req({"diarize": ["true"], "num_speakers": ["2"]}).options
+    assert jobs.Options.from_json(opts.to_json()) == opts
+    assert opts.fingerprint("m", "a") != _req({"diarize": ["true"]}).options.fingerprint("m", "a")
+
+
+def test_known_speakers_match_the_closest_cluster_once() -> None:
+    """Each known voice names at most one cluster, best similarity first, and only above the threshold."""
+    rng = np.random.default_rng(3)
+    a, b, c = (v / np.linalg.norm(v) for v in rng.standard_normal((3, 256)))
+    near_a = a + 0.02 * rng.standard_normal(256)
+    near_a /= np.linalg.norm(near_a)
+    names = step.match_known({0: a, 1: b}, [("Ann", near_a), ("Cid", c)])
+    assert names == {"A": "Ann"}
+    assert step.match_known({0: a, 1: a}, [("Ann", near_a)]) in ({"A": "Ann"}, {"B": "Ann"})
