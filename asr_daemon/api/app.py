@@ -29,6 +29,8 @@ from asr_daemon.api import metrics as metrics_api
 from asr_daemon.api import models as api_models
 from asr_daemon.config import Settings
 from asr_daemon.intake import Intake
+from asr_daemon.live import routes as live_routes
+from asr_daemon.live.manager import LiveManager
 from asr_daemon.worker import Worker
 
 log = logging.getLogger(__name__)
@@ -167,7 +169,9 @@ async def lifespan(app: Litestar) -> AsyncIterator[None]:
         intake=Intake(settings, pool, hub, locks),
         started_at=time.time(),
         limiter=limits.RateLimiter(client, hub.guard),
+        live=LiveManager(settings, pool, cache, hub, worker.name),  # issue 21
     )
+    app.state.live.start()
     listeners = [asyncio.create_task(hub.listen_bell()), asyncio.create_task(hub.listen_events())]
     worker.start()
     preload_path = models.local_path(settings.models_dir, settings.model) if settings.preload else None
@@ -196,6 +200,7 @@ async def lifespan(app: Litestar) -> AsyncIterator[None]:
         yield
     finally:
         log.info("daemon_draining", extra={"running": worker.running})
+        await app.state.live.drain(settings.drain_timeout)  # issue 21: each session's utterance, then a close
         await life.stop(lambda: worker.drain(settings.drain_timeout))  # issue 5: STOPPING=1 first
         for t in [*listeners, *([preload] if preload else [])]:
             t.cancel()
@@ -219,6 +224,8 @@ def create_app(settings: Settings, early: Future[models.Loaded | None] | None = 
             jobs.JobsController,
             api_models.ModelsController,
             metrics_api.metrics,
+            live_routes.realtime,
+            live_routes.client_secrets,
         ],
         lifespan=[lifespan],
         guards=[auth.guard],
