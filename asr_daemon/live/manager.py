@@ -14,6 +14,7 @@ import asyncio
 import contextlib
 import json
 import logging
+import signal
 import time
 from typing import Any
 
@@ -55,6 +56,7 @@ class LiveManager:
         self._vad: Any = None
         self._vad_lock = asyncio.Lock()
         self._beat: asyncio.Task[None] | None = None
+        self._stop_task: asyncio.Task[None] | None = None
 
     model_alias = staticmethod(model_alias)
 
@@ -68,8 +70,33 @@ class LiveManager:
         return self._vad
 
     def start(self) -> None:
-        """Start heartbeating the sessions' jobs."""
+        """Start heartbeating the sessions' jobs, and put the live drain before the server's stop."""
         self._beat = asyncio.create_task(self._heartbeat_loop())
+        self._hold_stop_signals(asyncio.get_running_loop())
+
+    def _hold_stop_signals(self, loop: asyncio.AbstractEventLoop) -> None:
+        """Drain live sessions on SIGTERM/SIGINT *before* Granian stops serving.
+
+        Granian's worker stops its server on these signals and only then runs the lifespan's
+        shutdown; by then every WebSocket is cut without a close frame. So its handlers (installed
+        on this loop before the app started) are wrapped: the first signal drains the sessions
+        (bounded by ASR_DRAIN_TIMEOUT), then hands over to Granian's own handler.
+        """
+        handlers = getattr(loop, "_signal_handlers", None)  # asyncio's private map: no public getter exists
+        if not isinstance(handlers, dict):
+            return
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            original = handlers.get(sig)
+            if original is None:
+                continue
+
+            def on_signal(original: Any = original) -> None:
+                if not self.draining:
+                    task = loop.create_task(self.drain(self.settings.drain_timeout))
+                    task.add_done_callback(lambda _: original._run())
+                    self._stop_task = task
+
+            loop.add_signal_handler(sig, on_signal)
 
     def admit(self, session: LiveSession) -> None:
         """Count `session` in, or raise `Closing` when one more session of its key would pass a cap."""
@@ -144,7 +171,7 @@ class LiveManager:
                 closing = Closing(POLICY, "the client is not reading its events")
             if closing is not None:
                 with contextlib.suppress(Exception):
-                    await s.socket.close(closing.code, closing.reason[:120])
+                    await asyncio.wait_for(s.socket.close(closing.code, closing.reason[:120]), 5)
         finally:
             for t in (sender, finisher, *s.partials):
                 t.cancel()
@@ -220,7 +247,7 @@ class LiveManager:
             sizes = {
                 s.job_id: (s.audio.seconds, s.audio.data_bytes)
                 for s in list(self.sessions.values())
-                if s.job_id is not None and s.audio is not None
+                if s.job_id is not None and s.audio is not None and not s.job_closed
             }
             try:
                 ours = await store.heartbeat(self.pool, self.owner, sizes)
@@ -240,5 +267,5 @@ class LiveManager:
         deadline = time.monotonic() + timeout + 5
         while self.sessions and time.monotonic() < deadline:  # noqa: ASYNC110  # a poll bounded by the deadline
             await asyncio.sleep(0.05)
-        if self._beat is not None:
+        if self._beat is not None and not self.sessions:
             self._beat.cancel()

@@ -102,6 +102,7 @@ class LiveSession:
         self.partials: set[asyncio.Task[None]] = set()
         self.reader: asyncio.Task[Closing | None] | None = None
         self.stop_reason: tuple[int, str] | None = None
+        self.job_closed = False
 
     # --- output ------------------------------------------------------------------------------------
     def emit(self, ev: dict[str, Any]) -> None:
@@ -361,6 +362,7 @@ class LiveSession:
         await self._store_audio(self.decoder.flush(), sync=True)
         async with self.disk:
             await asyncio.to_thread(self.audio.close)
+        self.job_closed = True
         timings = {"live_s": round(time.monotonic() - self.opened, 3), "decode_s": round(self.stats["decode_s"], 3),
                    "utterances": int(self.stats["utterances"])}  # fmt: skip
         done = await store.finish(
