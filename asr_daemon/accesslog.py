@@ -116,6 +116,24 @@ class AccessLog:
                 self.touch()
 
 
+def _count_sent(state: dict[str, Any], message: Message) -> None:
+    """Note a sent ASGI message's status, job id and body bytes in the request's `state`."""
+    kind = message["type"]
+    if kind == "http.response.start":
+        state["status"] = int(message["status"])
+        for name, value in message.get("headers", ()):
+            if name.lower() == b"x-job-id":
+                state["job_id"] = value.decode("latin-1")
+    elif kind == "http.response.body":
+        state["bytes"] += len(message.get("body", b""))
+    elif kind == "websocket.accept":
+        state["status"] = 101
+    elif kind == "websocket.close" and not state["status"]:
+        state["status"] = 403  # refused before the upgrade
+    elif kind == "websocket.send":
+        state["bytes"] += len(message.get("bytes") or b"") + len(message.get("text") or "")
+
+
 class AccessLogMiddleware:
     """Pure ASGI middleware writing one access-log line per HTTP request (or WebSocket session).
 
@@ -146,19 +164,7 @@ class AccessLogMiddleware:
             return message
 
         async def send_counted(message: Message) -> None:
-            if message["type"] == "http.response.start":
-                state["status"] = int(message["status"])
-                for name, value in message.get("headers", ()):
-                    if name.lower() == b"x-job-id":
-                        state["job_id"] = value.decode("latin-1")
-            elif message["type"] == "http.response.body":
-                state["bytes"] += len(message.get("body", b""))
-            elif message["type"] == "websocket.accept":
-                state["status"] = 101
-            elif message["type"] == "websocket.close" and not state["status"]:
-                state["status"] = 403  # refused before the upgrade
-            elif message["type"] == "websocket.send":
-                state["bytes"] += len(message.get("bytes") or b"") + len(message.get("text") or "")
+            _count_sent(state, message)
             await send(message)
 
         if not probe:
