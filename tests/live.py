@@ -51,7 +51,9 @@ def ws(url: str, token: str | None = None, subprotocols: list[str] | None = None
     """A raw WebSocket to the daemon's `/v1/realtime`."""
     headers = {"Authorization": f"Bearer {token}"} if token else None
     target = url.replace("http://", "ws://") + "/v1/realtime" + (f"?{query}" if query else "")
-    return connect(target, additional_headers=headers, subprotocols=subprotocols, open_timeout=30, **kw)  # type: ignore[arg-type]
+    return connect(  # legacy: connected at once, usable with or without `with`
+        target, additional_headers=headers, subprotocols=subprotocols, open_timeout=30, legacy=True, **kw
+    )  # type: ignore[arg-type]
 
 
 def send(conn: ClientConnection, event: dict[str, Any]) -> None:

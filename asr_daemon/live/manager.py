@@ -35,6 +35,22 @@ NORMAL, GOING_AWAY, POLICY, TOO_BIG, INTERNAL, TRY_LATER = 1000, 1001, 1008, 100
 FINISH_TIMEOUT = 60.0
 
 
+async def _discard_input(socket: Any, quiet: float = 0.2, limit: float = 2.0) -> None:
+    """Read and drop what the client still sends until it pauses (`quiet` s; `limit` s at most).
+
+    Closing a TCP socket with unread data makes the kernel answer with a reset, which can destroy
+    the close frame before the client reads it: a flooding client would never learn why.
+    """
+    deadline = time.monotonic() + limit
+    while time.monotonic() < deadline:
+        try:
+            msg = await asyncio.wait_for(socket.receive(), quiet)
+        except TimeoutError:
+            return
+        if msg["type"] == "websocket.disconnect":
+            return
+
+
 def model_alias(wanted: str | None) -> str | None:
     """OpenAI's transcription model names (`gpt-4o-transcribe`, `whisper-1`, …) mean the default model."""
     if wanted is None or wanted in models.DEFAULT_ALIASES or wanted.startswith("gpt-"):
@@ -171,6 +187,7 @@ class LiveManager:
                 closing = Closing(POLICY, "the client is not reading its events")
             if closing is not None:
                 with contextlib.suppress(Exception):
+                    await _discard_input(s.socket)
                     await asyncio.wait_for(s.socket.close(closing.code, closing.reason[:120]), 5)
         finally:
             for t in (sender, finisher, *s.partials):
