@@ -61,19 +61,19 @@ def close_of(conn: Any, timeout: float = 30) -> Any:
         (
             '{"type": "session.update", "session": {"audio": {"input": {"format": {"type": "audio/ogg"}}}}}',
             "invalid_value",
-        ),  # fmt: skip
+        ),
         (
             '{"type": "session.update", "session": {"audio": {"input": {"transcription": {"language": "xx"}}}}}',
             "invalid_value",
-        ),  # fmt: skip
+        ),
         (
             '{"type": "session.update", "session": {"audio": {"input": {"transcription": {"model": "nope"}}}}}',
             "model_not_found",
-        ),  # fmt: skip
+        ),
         (
             '{"type": "session.update", "session": {"audio": {"input": {"turn_detection": {"threshold": 7}}}}}',
             "invalid_value",
-        ),  # fmt: skip
+        ),
         ('{"type": "session.update", "session": "x"}', "invalid_type"),
     ],
 )
