@@ -238,6 +238,30 @@ def _idle_stop(w: Any) -> str:
     )
 
 
+def live(s: dict[str, Any]) -> list[str]:
+    """Section 7 (issue 21)."""
+    out = [
+        (
+            f"{s['utterances_per_session']} utterances per session ({s['audio_s']:.1f} s of audio sent in real "
+            "time, 100 ms appends, server VAD at its defaults: 500 ms of silence ends an utterance); times at "
+            "the client."
+        ),
+        "",
+        (
+            "| model | sessions | utterances | speech stopped → completed | last speech sent → completed | "
+            "first delta after speech start | holds real time (final ≤ 1 s) |"
+        ),
+        "|---|---|---|---|---|---|---|",
+    ]
+    for r in s["runs"]:
+        out.append(
+            f"| {r['model']} | {r['sessions']} | {r['utterances']}/{r['expected']} | "
+            f"{fmt(r['stopped_to_completed'])} | {fmt(r['speech_end_to_completed'])} | {fmt(r['first_delta'])} | "
+            f"{'yes' if r['realtime'] else 'no'} |"
+        )
+    return out
+
+
 def render(res: dict[str, Any], previous: str = "") -> str:
     """The whole document: `previous` with its generated block replaced (or a fresh skeleton)."""
     sec = res["sections"]
@@ -249,6 +273,7 @@ def render(res: dict[str, Any], previous: str = "") -> str:
         "long": "4. Long audio",
         "idle": "5. Idle memory",
         "gpu": "6. GPU",
+        "live": "7. Live transcription (WebSocket)",
     }
     render_fn = {
         "overhead": overhead,
@@ -257,6 +282,7 @@ def render(res: dict[str, Any], previous: str = "") -> str:
         "long": long_audio,
         "idle": idle,
         "gpu": lambda s: [f"Not measured: {s.get('skipped', '—')}."],
+        "live": live,
     }
     for key, title in titles.items():
         if key in sec:

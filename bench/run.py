@@ -16,10 +16,10 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-from bench import clips, coldstart, direct, report, sections, stack
+from bench import clips, coldstart, direct, live, report, sections, stack
 
 ROOT = Path(__file__).resolve().parent.parent
-ALL = ("overhead", "coldstart", "throughput", "long", "idle", "gpu")
+ALL = ("overhead", "coldstart", "throughput", "long", "idle", "gpu", "live")
 
 
 def machine() -> dict[str, Any]:
@@ -92,6 +92,7 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     )
     p.add_argument("--levels", default="1,2,4,16", help="concurrent clients in the throughput sweep")
     p.add_argument("--jobs", type=int, default=8, help="jobs per throughput level (at least one per client)")
+    p.add_argument("--live-levels", default="1,2,4", help="concurrent live sessions in the live section")
     return p.parse_args(argv)
 
 
@@ -181,6 +182,10 @@ def _section(
             **sections.idle_memory(svc, work, short, model_dir, env),
             "idle_stop": sections.idle_stop(svc, work / "watch", short, env, window=1.0 if a.smoke else 5.0),
         }
+    if name == "live":  # issue 21
+        if a.smoke:
+            return live.live_latency(svc, work, env, [a.model], [1])
+        return live.live_latency(svc, work, env, [a.model, "base"], [int(n) for n in a.live_levels.split(",")])
     if name == "gpu":
         if res_gpu := _gpu_absent():
             return {"skipped": res_gpu}
