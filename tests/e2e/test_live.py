@@ -23,6 +23,12 @@ SENTENCE = "The quick brown fox jumps over the lazy dog. A journey of a thousand
 SECOND = "Fresh bread and warm soup wait on the kitchen table."
 
 
+@pytest.fixture(scope="module")
+def shared(make_module_daemon: Callable[..., Daemon]) -> Daemon:
+    """One daemon for this module's short checks."""
+    return make_module_daemon()
+
+
 def words(text: str) -> str:
     """Lower-case, punctuation stripped, spaces collapsed."""
     return " ".join(re.sub(r"[^\w\s]", " ", text.lower()).split())
@@ -234,3 +240,39 @@ def test_events_are_json_objects_with_ids(daemon: Daemon) -> None:
     assert err["error"]["code"] == "session_not_configured" and err["error"]["event_id"] == "ev1"
     assert set(err["error"]) >= {"type", "code", "message", "param", "event_id"}
     assert json.dumps(err)
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        b"{not json",
+        b"[1]",
+        b'{"expires_after": {"seconds": 5}}',
+        b'{"expires_after": {"anchor": "now", "seconds": 60}}',
+        b'{"expires_after": {"seconds": "60"}}',
+        b'{"expires_after": 60}',
+        b'{"session": {"type": "realtime"}}',
+        b'{"session": {"type": "transcription", "audio": {"input": {"format": {"rate": 1}}}}}',
+    ],
+)
+def test_client_secret_requests_with_bad_bodies_are_400(shared: Daemon, body: bytes) -> None:
+    """A malformed client-secret request is a 400 in the API's error shape, never a 500."""
+    with shared.client() as c:
+        r = c.post("/v1/realtime/client_secrets", content=body, headers={"Content-Type": "application/json"})
+    assert r.status_code == 400, r.text
+    assert r.json()["error"]["message"]
+
+
+def test_openai_sdk_creates_a_client_secret_that_opens_a_session(daemon: Daemon) -> None:
+    """`client.realtime.client_secrets.create` (the SDK) returns an ek_ secret a browser-style client opens a session with."""
+    from openai import OpenAI
+
+    client = OpenAI(base_url=daemon.url + "/v1", api_key="none")
+    secret = client.realtime.client_secrets.create(
+        expires_after={"anchor": "created_at", "seconds": 120},
+        session={"type": "transcription", "audio": {"input": {"format": {"type": "audio/pcm", "rate": 24000}}}},
+    )
+    assert secret.value.startswith("ek_") and secret.expires_at > time.time() + 100
+    assert secret.session.type == "transcription"
+    with live.ws(daemon.url, subprotocols=["realtime", f"openai-insecure-api-key.{secret.value}"]) as conn:
+        live.until(conn, "session.updated")
