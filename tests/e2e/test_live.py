@@ -263,16 +263,16 @@ def test_client_secret_requests_with_bad_bodies_are_400(shared: Daemon, body: by
     assert r.json()["error"]["message"]
 
 
-def test_openai_sdk_creates_a_client_secret_that_opens_a_session(daemon: Daemon) -> None:
-    """`client.realtime.client_secrets.create` (the SDK) returns an ek_ secret a browser-style client opens a session with."""
+def test_openai_sdk_creates_a_client_secret_that_opens_a_session(shared: Daemon) -> None:
+    """The SDK's `client_secrets.create` returns an ek_ secret that opens a session browser-style."""
     from openai import OpenAI
 
-    client = OpenAI(base_url=daemon.url + "/v1", api_key="none")
+    client = OpenAI(base_url=shared.url + "/v1", api_key="none")
     secret = client.realtime.client_secrets.create(
         expires_after={"anchor": "created_at", "seconds": 120},
         session={"type": "transcription", "audio": {"input": {"format": {"type": "audio/pcm", "rate": 24000}}}},
     )
     assert secret.value.startswith("ek_") and secret.expires_at > time.time() + 100
     assert secret.session.type == "transcription"
-    with live.ws(daemon.url, subprotocols=["realtime", f"openai-insecure-api-key.{secret.value}"]) as conn:
+    with live.ws(shared.url, subprotocols=["realtime", f"openai-insecure-api-key.{secret.value}"]) as conn:
         live.until(conn, "session.updated")
