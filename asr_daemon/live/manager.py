@@ -271,8 +271,12 @@ class LiveManager:
             except Exception as exc:  # noqa: BLE001  # the database may be away a moment; the next beat tries again
                 log.warning("live_heartbeat_failed", extra={"error": type(exc).__name__})
                 continue
-            for job_id in set(sizes) - ours:
+            for job_id in set(sizes) - set(ours):
                 log.warning("live_job_lost", extra={"job_id": str(job_id)})
+            for s in list(self.sessions.values()):
+                if s.job_id is not None and ours.get(s.job_id) and s.reader is not None and s.stop_reason is None:
+                    s.stop_reason = (NORMAL, "the session's job was cancelled")  # DELETE /v1/jobs/{id}
+                    s.reader.cancel()
 
     async def drain(self, timeout: float) -> None:
         """SIGTERM: stop reading, finish every session's current utterance, close with a reason."""

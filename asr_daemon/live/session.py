@@ -136,6 +136,8 @@ class LiveSession:
         self.vad = StreamingVad(cfg.vad, await self.m.vad_model()) if cfg.vad else None
         if self.job_id is None:
             await self._start_job()
+        elif self.entry is not None:
+            await store.set_model(self.m.pool, self.job_id, self.m.owner, self.entry.name)
         updated = "transcription_session.updated" if etype.startswith("transcription_session") else "session.updated"
         self.emit(protocol.event(updated, session=self.view()))
 

@@ -100,10 +100,10 @@ async def create_job(
     return row
 
 
-async def heartbeat(conn: Conn, owner: str, sizes: dict[uuid.UUID, tuple[float, int]]) -> set[uuid.UUID]:
-    """Heartbeat the live jobs of `owner` with their stored duration and bytes; the ids still ours."""
+async def heartbeat(conn: Conn, owner: str, sizes: dict[uuid.UUID, tuple[float, int]]) -> dict[uuid.UUID, bool]:
+    """Heartbeat the live jobs of `owner` with their stored duration and bytes; {id still ours: cancel requested}."""
     if not sizes:
-        return set()
+        return {}
     ids = list(sizes)
     rows = await conn.fetch(
         """
@@ -111,26 +111,33 @@ async def heartbeat(conn: Conn, owner: str, sizes: dict[uuid.UUID, tuple[float, 
                           progress_s = least(j.progress_s, p.duration), updated_at = now()
         FROM unnest($2::uuid[], $3::float8[], $4::int8[]) AS p(id, duration, bytes)
         WHERE j.id = p.id AND j.status = 'running' AND j.worker = $1
-        RETURNING j.id
+        RETURNING j.id, j.cancel_requested
         """,
         owner,
         ids,
         [sizes[i][0] for i in ids],
         [sizes[i][1] for i in ids],
     )
-    return {r["id"] for r in rows}
+    return {r["id"]: r["cancel_requested"] for r in rows}
+
+
+async def set_model(conn: Conn, job_id: uuid.UUID, owner: str, model: str) -> None:
+    """The session chose another model before sending audio."""
+    await conn.execute("UPDATE jobs SET model = $3 WHERE id = $1 AND worker = $2", job_id, owner, model)
 
 
 async def finish(
     conn: Conn, job_id: uuid.UUID, owner: str, *, duration: float, audio_bytes: int, language: str | None,
     timings: dict[str, Any], device: str,
 ) -> bool:  # fmt: skip
-    """running → completed once the session closed and its last utterance is stored."""
+    """running → completed once the session closed and its last utterance is stored (→ cancelled when a
+    client cancelled the job through the API: the session was closed for it; its segments stay)."""
     row = await conn.fetchrow(
         """
-        UPDATE jobs SET status = 'completed', finished_at = now(), updated_at = now(), duration_s = $3,
+        UPDATE jobs SET finished_at = now(), updated_at = now(), duration_s = $3,
                         audio_bytes = $4, progress_s = $3, language = coalesce($5, language),
-                        timings = timings || $6, device = $7, worker = NULL, heartbeat_at = NULL
+                        timings = timings || $6, device = $7, worker = NULL, heartbeat_at = NULL,
+        status = CASE WHEN cancel_requested THEN 'cancelled' ELSE 'completed' END
         WHERE id = $1 AND status = 'running' AND worker = $2
         RETURNING id
         """,

@@ -109,3 +109,25 @@ def test_an_open_session_is_activity_for_the_idle_watcher(daemon: Daemon) -> Non
             break
         time.sleep(0.1)
     assert ws and ws[0]["status"] == 101 and ws[0]["probe"] is False and ws[0]["duration_ms"] > 6000
+
+
+def test_cancelling_the_job_closes_the_session_and_keeps_its_text(daemon: Daemon, speech: Callable[..., Path]) -> None:
+    """DELETE /v1/jobs/{id} of a live session closes it with a reason; the job ends cancelled, segments kept."""
+    with live.ws(daemon.url) as conn:
+        live.send(conn, live.session_update(vad=None))
+        updated, _ = live.until(conn, "session.updated")
+        job_id = updated["session"]["job_id"]
+        stream(conn, live.pcm(speech(SENTENCE)))
+        live.send(conn, {"type": "input_audio_buffer.commit"})
+        live.until(conn, "conversation.item.input_audio_transcription.completed")
+        with daemon.client() as c:
+            assert c.delete(f"/v1/jobs/{job_id}").status_code == 200
+        with pytest.raises(ConnectionClosed):
+            while True:
+                conn.recv(timeout=30)
+        assert conn.close_code == 1000 and "cancelled" in (conn.close_reason or "")
+    job = job_of(daemon, job_id, status="cancelled")
+    assert job["status"] == "cancelled"
+    with daemon.client() as c:
+        segs = c.get(f"/v1/jobs/{job_id}/events", headers={"Accept": "text/event-stream"}, timeout=10)
+    assert "thousand" in segs.text
