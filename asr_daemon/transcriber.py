@@ -273,6 +273,12 @@ def transcribe(
     return result
 
 
+#: Live decoding: new tokens allowed per second of audio, and the final decode's fallback temperatures
+#: (fewer than faster-whisper's six: each is a whole beam search, and a live client waits for it).
+LIVE_TOKENS_PER_S = 12
+LIVE_TEMPERATURES = (0.0, 0.3, 0.6)
+
+
 def decode_utterance(
     model: Any,
     samples: np.ndarray,
@@ -299,6 +305,10 @@ def decode_utterance(
         "beam_size": beam_size,
         "condition_on_previous_text": False,
         "vad_filter": False,
+        # speech is at most ~5 tokens a second: a cap far above it ends a hallucinated loop (seen on a
+        # 2 s cut of base: 448 tokens at every fallback temperature, 23 s) without touching real text
+        "max_new_tokens": min(440, int(LIVE_TOKENS_PER_S * len(samples) / 16000) + 24),
+        "temperature": LIVE_TEMPERATURES,
     }
     if not final:
         kw.update(beam_size=1, without_timestamps=True, temperature=0.0)

@@ -109,6 +109,27 @@ def _latencies(t0: float, events: Events, spans: list[tuple[float, float]]) -> l
     return out
 
 
+def library_decode(model_dir: Path, audio: bytes, spans: list[tuple[float, float]]) -> dict[str, Any]:
+    """The final decode of each utterance by faster-whisper in this process (as the daemon does it, one
+    thread, beam 5): the machine's speed at this moment, to read the live latencies against."""
+    import numpy as np
+    from faster_whisper import WhisperModel
+
+    from asr_daemon import transcriber
+    from asr_daemon.live import codec
+
+    model = WhisperModel(str(model_dir), device="cpu", compute_type="int8", cpu_threads=1)
+    dec = codec.Decoder(codec.AudioFormat("audio/pcm", RATE))
+    samples = codec.to_float(np.concatenate([dec.feed(audio), dec.flush()]))
+    times = []
+    for start, end in spans:
+        piece = samples[int(start * codec.RATE) : int((end + 0.5) * codec.RATE)]
+        t0 = time.perf_counter()
+        transcriber.decode_utterance(model, piece, beam_size=5, language="en")
+        times.append(time.perf_counter() - t0)
+    return stats.summary(times)
+
+
 def live_latency(
     svc: stack.Services, work: Path, env: dict[str, str], models: list[str], levels: list[int]
 ) -> dict[str, Any]:
@@ -123,8 +144,9 @@ def live_latency(
         try:
             asyncio.run(session(d.url, audio[: 2 * RATE * 2], spans[:0]))  # warm-up: model, VAD, first decode
             for n in levels:
+                library = library_decode(stack.models_dir() / model, audio, spans)
                 rows = asyncio.run(_many(d.url, audio, spans, n))
-                result["runs"].append(_summary(model, n, rows, n * len(spans)))
+                result["runs"].append({**_summary(model, n, rows, n * len(spans)), "library_final": library})
         finally:
             d.stop()
     return result

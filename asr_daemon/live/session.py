@@ -97,12 +97,13 @@ class LiveSession:
         self.last_audio = self.opened
         self.window: tuple[float, int] = (self.opened, 0)
         self.slow_client = False
-        self.stats: dict[str, float] = {"utterances": 0, "decode_s": 0.0}
+        self.stats: dict[str, float] = {"utterances": 0, "decode_s": 0.0, "partials": 0, "final_max_s": 0.0}
         self.disk = asyncio.Lock()
         self.partials: set[asyncio.Task[None]] = set()
         self.reader: asyncio.Task[Closing | None] | None = None
         self.stop_reason: tuple[int, str] | None = None
         self.job_closed = False
+        self.partial_cost = 0.0  # seconds a partial decode takes here lately (moving average)
 
     # --- output ------------------------------------------------------------------------------------
     def emit(self, ev: dict[str, Any]) -> None:
@@ -275,7 +276,10 @@ class LiveSession:
         item = self.item
         if item is None or self.entry is None or (item.partial is not None and not item.partial.done()):
             return
-        if self.timeline.end - item.decoded_at < self.settings.live_partial_interval * RATE:
+        # at most half the wall time re-decoding: on a slow or busy machine partials come less often
+        # rather than delaying the final text they would compete with
+        gap = max(self.settings.live_partial_interval, 2 * self.partial_cost)
+        if self.timeline.end - item.decoded_at < gap * RATE:
             return
         if self.m.decode_slots.locked():  # partials are best effort: never queue behind a final decode
             return
@@ -286,7 +290,9 @@ class LiveSession:
 
     async def _partial(self, item: Item, samples: np.ndarray) -> None:
         try:
-            text, _, _ = await self._decode(samples, 0.0, final=False, prefix=item.agreement.text)
+            text, _, language = await self._decode(samples, 0.0, final=False, prefix=item.agreement.text)
+            if len(samples) >= 2 * RATE:  # detected once per session (from 2 s on), not at every decode
+                self.language = self.language or language
         except Exception as exc:  # noqa: BLE001  # a partial is best effort; the final decode reports failures
             log.warning("live_partial_failed", extra={"session": self.id, "error": type(exc).__name__})
             return
@@ -308,7 +314,13 @@ class LiveSession:
                 language=self.cfg.language or self.language, prompt=self.cfg.prompt,
                 beam_size=self.settings.live_beam_size, final=final, first_seq=self.seq, prefix=prefix,
             )  # fmt: skip
-        self.stats["decode_s"] += time.perf_counter() - t0
+        took = time.perf_counter() - t0
+        self.stats["decode_s"] += took
+        if final:
+            self.stats["final_max_s"] = max(self.stats["final_max_s"], took)
+        else:
+            self.stats["partials"] += 1
+            self.partial_cost = took if not self.partial_cost else 0.5 * (self.partial_cost + took)
         return out
 
     async def finisher(self) -> None:
@@ -366,7 +378,8 @@ class LiveSession:
             await asyncio.to_thread(self.audio.close)
         self.job_closed = True
         timings = {"live_s": round(time.monotonic() - self.opened, 3), "decode_s": round(self.stats["decode_s"], 3),
-                   "utterances": int(self.stats["utterances"])}  # fmt: skip
+                   "utterances": int(self.stats["utterances"]), "partials": int(self.stats["partials"]),
+                   "final_max_s": round(self.stats["final_max_s"], 3)}  # fmt: skip
         done = await store.finish(
             self.m.pool, self.job_id, self.m.owner, duration=self.audio.seconds, audio_bytes=self.audio.data_bytes,
             language=self.language, timings=timings, device=self.entry.device if self.entry else "cpu",
