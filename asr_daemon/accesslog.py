@@ -4,6 +4,9 @@ Each line: `start`/`end` (UTC, ISO 8601), `method`, `path` (no query string: it 
 `status`, `duration_ms`, `bytes` (response body), `bytes_in` (request body), `job_id` (from the
 `X-Job-Id` response header) and `probe`.
 
+A WebSocket (live transcription, issue 21) is one request from its upgrade (status 101) to its
+close: it is in flight, so the busy marker stays fresh, for as long as the session is open.
+
 Activity rule: every request counts as activity except the probes (`/healthz`, `/readyz`,
 `/metrics`), which are logged with `"probe": true` and ignored by the watcher, so monitoring never
 keeps the daemon alive. A line is written when its request ends; while non-probe requests are in
@@ -113,11 +116,29 @@ class AccessLog:
                 self.touch()
 
 
-class AccessLogMiddleware:
-    """Pure ASGI middleware writing one access-log line per HTTP request.
+def _count_sent(state: dict[str, Any], message: Message) -> None:
+    """Note a sent ASGI message's status, job id and body bytes in the request's `state`."""
+    kind = message["type"]
+    if kind == "http.response.start":
+        state["status"] = int(message["status"])
+        for name, value in message.get("headers", ()):
+            if name.lower() == b"x-job-id":
+                state["job_id"] = value.decode("latin-1")
+    elif kind == "http.response.body":
+        state["bytes"] += len(message.get("body", b""))
+    elif kind == "websocket.accept":
+        state["status"] = 101
+    elif kind == "websocket.close" and not state["status"]:
+        state["status"] = 403  # refused before the upgrade
+    elif kind == "websocket.send":
+        state["bytes"] += len(message.get("bytes") or b"") + len(message.get("text") or "")
 
-    Wrap the whole application with it (outermost), so 404s and errors are logged too; lifespan and
-    websocket scopes pass through untouched.
+
+class AccessLogMiddleware:
+    """Pure ASGI middleware writing one access-log line per HTTP request (or WebSocket session).
+
+    Wrap the whole application with it (outermost), so 404s and errors are logged too; the lifespan
+    scope passes through untouched.
     """
 
     def __init__(self, app: ASGIApp, access_log: AccessLog) -> None:
@@ -126,7 +147,7 @@ class AccessLogMiddleware:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         """Serve the request through the wrapped app and log it when it ends."""
-        if scope["type"] != "http":
+        if scope["type"] not in ("http", "websocket"):
             await self.app(scope, receive, send)
             return
         path = str(scope.get("path", ""))
@@ -138,16 +159,12 @@ class AccessLogMiddleware:
             message = await receive()
             if message["type"] == "http.request":
                 state["bytes_in"] += len(message.get("body", b""))
+            elif message["type"] == "websocket.receive":
+                state["bytes_in"] += len(message.get("bytes") or b"") + len(message.get("text") or "")
             return message
 
         async def send_counted(message: Message) -> None:
-            if message["type"] == "http.response.start":
-                state["status"] = int(message["status"])
-                for name, value in message.get("headers", ()):
-                    if name.lower() == b"x-job-id":
-                        state["job_id"] = value.decode("latin-1")
-            elif message["type"] == "http.response.body":
-                state["bytes"] += len(message.get("body", b""))
+            _count_sent(state, message)
             await send(message)
 
         if not probe:
@@ -165,7 +182,7 @@ class AccessLogMiddleware:
             record = {
                 "start": _iso(start),
                 "end": _iso(end),
-                "method": scope.get("method", ""),
+                "method": scope.get("method", "GET"),  # a WebSocket scope has none: it began as a GET
                 "path": path,
                 "status": state["status"],
                 "duration_ms": round((time.monotonic() - t0) * 1000, 3),

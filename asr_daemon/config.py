@@ -335,6 +335,36 @@ class Settings(BaseSettings):
 
     wyoming_max_seconds: float = Field(300.0, gt=0)
     """Longest Wyoming voice command accepted, in seconds of audio; longer gets an `error` event."""
+    # --- live transcription over WebSocket (issue 21) --------------------------------------
+    live_max_sessions: int = Field(8, ge=0)
+    """Live sessions (`/v1/realtime`) open at once in the daemon; 0 turns live transcription off."""
+
+    live_max_sessions_per_key: int = Field(4, ge=1)
+    """Live sessions one key (or all anonymous clients together) may hold open at once."""
+
+    live_max_session_s: float = Field(4 * 3600, gt=0)
+    """Longest a live session may stay open, in seconds; then it is closed with a reason."""
+
+    live_idle_timeout: float = Field(120.0, gt=0)
+    """Seconds a live session may go without receiving audio before it is closed."""
+
+    live_max_append_bytes: int = Field(15 << 20, ge=1024)
+    """Largest audio in one `input_audio_buffer.append`, decoded (OpenAI's limit is 15 MiB)."""
+
+    live_max_events_per_s: int = Field(400, ge=1)
+    """Client events one live session may send per second (a flood is closed with a reason)."""
+
+    live_max_buffer_s: float = Field(300.0, gt=0)
+    """Longest uncommitted audio a manual-commit session may buffer, in seconds."""
+
+    live_partial_interval: float = Field(0.4, gt=0)
+    """Seconds of new speech between two re-decodes of the growing utterance (partial text)."""
+
+    live_beam_size: int = Field(5, ge=1, le=20)
+    """Beam size of an utterance's final decode (partial re-decodes are greedy: they only need to be fast)."""
+
+    live_secret_ttl: float = Field(600.0, ge=10, le=7200)
+    """Default lifetime in seconds of a client secret from `POST /v1/realtime/client_secrets`."""
 
     @property
     def keys_required(self) -> bool:

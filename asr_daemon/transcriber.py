@@ -344,3 +344,62 @@ def transcribe(
         window, last = gen.send(consumed)
     result.timings["transcribe_s"] = time.perf_counter() - t0
     return result
+
+
+#: Live decoding: new tokens allowed per second of audio, and the final decode's fallback temperatures
+#: (fewer than faster-whisper's six: each is a whole beam search, and a live client waits for it).
+LIVE_TOKENS_PER_S = 12
+LIVE_TEMPERATURES = (0.0, 0.3, 0.6)
+
+
+def decode_utterance(
+    model: Any,
+    samples: np.ndarray,
+    *,
+    offset: float = 0.0,
+    language: str | None = None,
+    prompt: str | None = None,
+    beam_size: int = 1,
+    final: bool = True,
+    first_seq: int = 0,
+    prefix: str | None = None,
+) -> tuple[str, list[Segment], str | None]:
+    """One live utterance (16 kHz float32, at most a few tens of seconds): (text, segments, language).
+
+    `prefix` (the text already sent as stable) is forced as the start of the decode, so what the
+    client was told never changes. A partial decode (`final=False`) is greedy, without timestamps
+    or temperature fallback: it only feeds the stable-prefix policy. The final one keeps segments
+    with times `offset` seconds on.
+    """
+    kw: dict[str, Any] = {
+        "language": language,
+        "initial_prompt": prompt,
+        "prefix": prefix or None,
+        "beam_size": beam_size,
+        "condition_on_previous_text": False,
+        "vad_filter": False,
+        # speech is at most ~5 tokens a second: a cap far above it ends a hallucinated loop (seen on a
+        # 2 s cut of base: 448 tokens at every fallback temperature, 23 s) without touching real text
+        "max_new_tokens": min(440, int(LIVE_TOKENS_PER_S * len(samples) / 16000) + 24),
+        "temperature": LIVE_TEMPERATURES,
+    }
+    if not final:
+        kw.update(beam_size=1, without_timestamps=True, temperature=0.0)
+    pieces, info = model.transcribe(samples, **kw)
+    segments = [
+        Segment(
+            seq=first_seq + i,
+            start=round(seg.start + offset, 3),
+            end=round(seg.end + offset, 3),
+            text=seg.text,
+            avg_logprob=seg.avg_logprob,
+            no_speech_prob=seg.no_speech_prob,
+            compression_ratio=seg.compression_ratio,
+            temperature=seg.temperature or 0.0,
+            tokens=list(seg.tokens),
+            words=None,
+        )
+        for i, seg in enumerate(pieces)
+    ]
+    text = "".join(s.text for s in segments).strip()
+    return text, segments, info.language

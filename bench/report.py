@@ -341,6 +341,31 @@ def diarization(s: dict[str, Any]) -> list[str]:
     return out
 
 
+def live(s: dict[str, Any]) -> list[str]:
+    """Section 10 (issue 21)."""
+    out = [
+        (
+            f"{s['utterances_per_session']} utterances per session ({s['audio_s']:.1f} s of audio sent in real "
+            "time, 100 ms appends, server VAD at its defaults: 500 ms of silence ends an utterance); times at "
+            "the client. The last column is the machine's speed at that moment: faster-whisper's own decode "
+            "of the same utterances in the benchmark process (one thread, beam 5), measured right before."
+        ),
+        "",
+        (
+            "| model | sessions | utterances | speech stopped → completed | last speech sent → completed | "
+            "first delta after speech start | holds real time (final ≤ 1 s) | library's final decode, just before |"
+        ),
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for r in s["runs"]:
+        out.append(
+            f"| {r['model']} | {r['sessions']} | {r['utterances']}/{r['expected']} | "
+            f"{fmt(r['stopped_to_completed'])} | {fmt(r['speech_end_to_completed'])} | {fmt(r['first_delta'])} | "
+            f"{'yes' if r['realtime'] else 'no'} | {fmt(r.get('library_final'))} |"
+        )
+    return out
+
+
 def render(res: dict[str, Any], previous: str = "") -> str:
     """The whole document: `previous` with its generated blocks replaced (or a fresh skeleton).
 
@@ -349,7 +374,10 @@ def render(res: dict[str, Any], previous: str = "") -> str:
     """
     doc = previous if BEGIN in previous and END in previous else "# Benchmarks\n\n" + BEGIN + "\n" + END + "\n"
     sec = res["sections"]
-    if any(k in sec for k in ("overhead", "coldstart", "throughput", "long", "idle", "gpu", "search", "diarization")):
+    if any(
+        k in sec
+        for k in ("overhead", "coldstart", "throughput", "long", "idle", "gpu", "search", "diarization", "live")
+    ):
         doc = _main(res, doc)
     if "load" in sec:
         doc = _block(doc, LOAD_BEGIN, LOAD_END, load(res), "")
@@ -382,6 +410,7 @@ def _main(res: dict[str, Any], previous: str) -> str:
         "gpu": "6. GPU",
         "search": "8. Search (issue 20)",
         "diarization": "9. Speaker diarization (issue 19)",
+        "live": "10. Live transcription (WebSocket, issue 21)",
     }
     render_fn = {
         "overhead": overhead,
@@ -392,6 +421,7 @@ def _main(res: dict[str, Any], previous: str) -> str:
         "search": search,
         "gpu": lambda s: [f"Not measured: {s.get('skipped', '—')}."],
         "diarization": diarization,
+        "live": live,
     }
     for key, title in titles.items():
         if key in sec:

@@ -18,10 +18,10 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-from bench import clips, coldstart, diarization, direct, loadlevels, report, search, sections, stack, wyoming
+from bench import clips, coldstart, diarization, direct, live, loadlevels, report, search, sections, stack, wyoming
 
 ROOT = Path(__file__).resolve().parent.parent
-ALL = ("overhead", "coldstart", "throughput", "long", "idle", "gpu", "load", "wyoming", "search", "diarization")
+ALL = ("overhead", "coldstart", "throughput", "long", "idle", "gpu", "load", "wyoming", "search", "diarization", "live")
 
 
 def machine() -> dict[str, Any]:
@@ -96,6 +96,7 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--jobs", type=int, default=8, help="jobs per throughput level (at least one per client)")
     p.add_argument("--load-levels", default="1,10,50,200", help="clients at once in the load section's levels")
     p.add_argument("--load-deadline", type=float, default=60.0, help="seconds each load level may take at most")
+    p.add_argument("--live-levels", default="1,2,4", help="concurrent live sessions in the live section")
     return p.parse_args(argv)
 
 
@@ -220,7 +221,14 @@ def _diarization(a: argparse.Namespace, svc: stack.Services, work: Path, short: 
     return diarization.section(runs=1 if a.smoke else 3, smoke=a.smoke)
 
 
-FRONT_DOORS = {"load": _load, "wyoming": _wyoming, "search": _search, "diarization": _diarization}
+def _live(a: argparse.Namespace, svc: stack.Services, work: Path, short: clips.Clip, env: dict[str, str]) -> Any:
+    """Section 10 (issue 21): live transcription latency and concurrent sessions."""
+    if a.smoke:
+        return live.live_latency(svc, work, env, [a.model], [1])
+    return live.live_latency(svc, work, env, [a.model, "base"], [int(n) for n in a.live_levels.split(",")])
+
+
+FRONT_DOORS = {"load": _load, "wyoming": _wyoming, "search": _search, "diarization": _diarization, "live": _live}
 
 
 def _gpu_absent() -> str | None:

@@ -30,6 +30,8 @@ from asr_daemon.api import models as api_models
 from asr_daemon.config import Settings
 from asr_daemon.diarization import holder_from_settings
 from asr_daemon.intake import Intake
+from asr_daemon.live import routes as live_routes
+from asr_daemon.live.manager import LiveManager
 from asr_daemon.web import routes as web
 from asr_daemon.worker import Worker
 from asr_daemon.wyoming import server as wyoming_server
@@ -175,7 +177,9 @@ async def lifespan(app: Litestar) -> AsyncIterator[None]:
         intake=Intake(settings, pool, hub, locks, diarizer),
         started_at=time.time(),
         limiter=limits.RateLimiter(client, hub.guard),
+        live=LiveManager(settings, pool, cache, hub, worker.name),  # issue 21
     )
+    app.state.live.start()
     listeners = [asyncio.create_task(hub.listen_bell()), asyncio.create_task(hub.listen_events())]
     listeners.append(asyncio.create_task(_announce_ready(settings, cache)))
     worker.start()
@@ -207,6 +211,7 @@ async def lifespan(app: Litestar) -> AsyncIterator[None]:
         yield
     finally:
         log.info("daemon_draining", extra={"running": worker.running})
+        await app.state.live.drain(settings.drain_timeout)  # issue 21: each session's utterance, then a close
         if voice is not None:  # like Granian's in-flight requests: voice commands under way answer first
             await voice.stop(grace=settings.drain_timeout)
         await life.stop(lambda: worker.drain(settings.drain_timeout))  # issue 5: STOPPING=1 first
@@ -246,6 +251,8 @@ def create_app(settings: Settings, early: Future[models.Loaded | None] | None = 
             search.search_segments,  # issue 20: search, audio, deletion, the page
             archive.ArchiveController,
             web.router(),
+            live_routes.realtime,
+            live_routes.client_secrets,
         ],
         cors_config=cors.config(settings),
         lifespan=[lifespan],

@@ -19,10 +19,12 @@ from dataclasses import dataclass
 from typing import Any
 
 from litestar.connection import ASGIConnection
+from litestar.enums import ScopeType
 from litestar.handlers.base import BaseRouteHandler
 
 from asr_daemon import errors, keys
 from asr_daemon.config import Settings
+from asr_daemon.live import secrets as live_secrets
 from asr_daemon.queries import Conn
 
 log = logging.getLogger(__name__)
@@ -30,6 +32,7 @@ log = logging.getLogger(__name__)
 PUBLIC_PATHS = frozenset({"/healthz", "/readyz", "/metrics", "/"})
 PUBLIC_PREFIXES = ("/docs", "/static/")  # the web page's files: it asks for a key itself
 _SCOPE_KEY = "asr_principal"
+_SECRET_KEY = "asr_client_secret"
 
 
 @dataclass(frozen=True)
@@ -81,6 +84,11 @@ async def guard(connection: ASGIConnection[Any, Any, Any, Any], _: BaseRouteHand
     settings = state.settings
     header = connection.headers.get("authorization")
     token = _bearer(header)
+    if token is None and connection.scope["type"] == ScopeType.WEBSOCKET:  # browsers: the subprotocol (issue 21)
+        token = live_secrets.subprotocol_token(connection.scope)  # type: ignore[arg-type]  # ASGI scope
+    if token is not None and token.startswith(live_secrets.PREFIX):
+        _use_client_secret(connection, token)
+        return
     if token is None or (not settings.keys_required and not token.startswith(keys.TOKEN_PREFIX)):
         if settings.keys_required:
             raise errors.Unauthorized(
@@ -99,6 +107,23 @@ async def guard(connection: ASGIConnection[Any, Any, Any, Any], _: BaseRouteHand
         who = Principal(key_id=key.id, name=key.name, admin=key.admin)
         await state.limiter.check(key.prefix, settings.default_rate if key.rate is None else key.rate)
     connection.scope.setdefault("state", {})[_SCOPE_KEY] = who
+
+
+def _use_client_secret(connection: ASGIConnection[Any, Any, Any, Any], token: str) -> None:
+    """A client secret (`ek_…`) stands for the key that made it, to open live sessions only."""
+    if connection.scope["type"] != ScopeType.WEBSOCKET:
+        raise errors.Unauthorized("a client secret opens live sessions (/v1/realtime) only; use an API key here")
+    secret = connection.app.state.live.secrets.lookup(token)
+    if secret is None:
+        raise errors.Unauthorized("the client secret is unknown or expired")
+    state = connection.scope.setdefault("state", {})
+    state[_SCOPE_KEY] = Principal(key_id=secret.key_id, name=secret.key_name, admin=secret.admin)
+    state[_SECRET_KEY] = secret
+
+
+def client_secret(connection: ASGIConnection[Any, Any, Any, Any]) -> Any:
+    """The client secret the caller came with (None for an API key or none)."""
+    return connection.scope.get("state", {}).get(_SECRET_KEY)
 
 
 def _bearer(header: str | None) -> str | None:

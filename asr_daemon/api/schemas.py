@@ -69,6 +69,8 @@ class Job(msgspec.Struct, omit_defaults=True):
     id: str
     object: str
     status: jobs.Status
+    #: the front door it came through: `file` (an upload), `live` (a WebSocket session), `wyoming`
+    kind: str
     model: str
     task: jobs.Task
     options: dict[str, Any]
@@ -110,6 +112,7 @@ def job_view(row: Any, *, base: str = "") -> Job:
         id=jid,
         object="transcription.job",
         status=jobs.Status(row["status"]),
+        kind=row.get("kind", "file"),
         model=row["model"],
         task=jobs.Task((row["options"] or {}).get("task", "transcribe")),
         options=row["options"] or {},

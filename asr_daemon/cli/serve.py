@@ -69,7 +69,7 @@ def serve(s: Settings) -> int:
         interface=Interfaces.ASGI,
         factory=True,
         workers=1,
-        websockets=False,
+        websockets=True,  # live transcription (issue 21)
         log_level=LogLevels.warning,
         # how long a client may take to send its request headers
         http1_settings=HTTP1Settings(header_read_timeout=max(1, round(s.header_timeout * 1000))),

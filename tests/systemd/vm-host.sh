@@ -140,6 +140,13 @@ check "the daemon was stopped and started again for it" bash -c "(( $(starts) > 
 check "the stop was clean (no failure, no restart)" bash -c "[[ '$(prop asr-server.service NRestarts)' == 0 ]]"
 check "the watcher is back with it" becomes asr-idle-watcher.service active 120
 
+echo "== live transcription: a WebSocket through the socket-activated port, from a cold start (issue 21)"
+check "daemon stopped when idle" becomes asr-server.service inactive 150
+check "upgraded to a WebSocket and session.created from a cold start" \
+  python3 "$(dirname "${BASH_SOURCE[0]}")/ws-probe.py" "$VMRIG_PORT_8765"
+check "the session is one access-log request (101)" \
+  guest "timeout 30 sh -c 'until grep -q v1/realtime.,.status.:101 /var/log/asr-server/access.log; do sleep 0.5; done'"
+
 echo "== systemctl stop, then systemctl start by hand"
 guest systemctl stop asr-server.service
 check "stopped, proxy with it" bash -c "[[ $(guest systemctl is-active asr-server-proxy.service) != active ]]"

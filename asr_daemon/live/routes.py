@@ -1,0 +1,98 @@
+"""The HTTP side of live transcription: `GET /v1/realtime` (WebSocket) and `POST /v1/realtime/client_secrets`.
+
+The caller is identified by the app's guard (`asr_daemon.api.auth`): `Authorization: Bearer <key>`
+for programs, or a key or client secret in the `openai-insecure-api-key.<token>` subprotocol for
+browsers. Never in the URL: a query string lands in logs and browser history.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from typing import Any
+
+from litestar import Request, WebSocket, post, websocket
+
+from asr_daemon import errors
+from asr_daemon.api import auth
+from asr_daemon.live import protocol
+from asr_daemon.live.manager import POLICY, LiveManager
+from asr_daemon.live.secrets import chosen_subprotocol
+from asr_daemon.live.session import Closing, LiveSession
+
+
+@websocket("/v1/realtime")
+async def realtime(socket: WebSocket[Any, Any, Any]) -> None:
+    """A live transcription session, OpenAI Realtime protocol (`?intent=transcription`)."""
+    manager: LiveManager = socket.app.state.live
+    who = auth.principal(socket)
+    await socket.accept(subprotocols=chosen_subprotocol(socket.scope))  # type: ignore[arg-type]  # ASGI scope
+    session = LiveSession(socket, manager, who.key_id, _preset(socket))
+    try:
+        if socket.query_params.get("intent", "transcription") != "transcription":
+            raise Closing(POLICY, "only intent=transcription is served", protocol.error(
+                "unsupported_intent", "this server serves transcription sessions only: connect with "
+                "?intent=transcription"))  # fmt: skip
+        manager.admit(session)
+    except Closing as c:
+        if c.error is not None:
+            await socket.send_text(_dump(c.error))
+        await socket.close(c.code, c.reason)
+        return
+    await manager.serve(session)
+
+
+def _preset(socket: WebSocket[Any, Any, Any]) -> protocol.SessionConfig | None:
+    """The configuration a client secret carries (it counts as the first `session.update`)."""
+    secret = auth.client_secret(socket)
+    if secret is None or not secret.session:
+        return None
+    try:
+        return protocol.parse_session("session.update", secret.session, protocol.SessionConfig())
+    except protocol.ProtocolError:
+        return None  # checked when the secret was made
+
+
+def _dump(ev: dict[str, Any]) -> str:
+    return json.dumps(ev)
+
+
+@post("/v1/realtime/client_secrets", status_code=200)
+async def client_secrets(request: Request[Any, Any, Any]) -> dict[str, Any]:
+    """Create a short-lived client secret for a browser to open a live session (OpenAI's shape)."""
+    who = auth.principal(request)
+    if auth.client_secret(request) is not None:
+        raise errors.Forbidden("a client secret cannot create client secrets")
+    raw = await request.body()
+    try:
+        body = json.loads(raw) if raw.strip() else {}
+    except ValueError:
+        raise errors.BadRequest("the body must be JSON") from None
+    if not isinstance(body, dict):
+        raise errors.BadRequest("the body must be a JSON object")
+    manager: LiveManager = request.app.state.live
+    ttl = _ttl(body.get("expires_after"), manager.settings.live_secret_ttl)
+    session = body.get("session")
+    cfg = protocol.SessionConfig()
+    if session is not None:
+        try:
+            cfg = protocol.parse_session("session.update", session, cfg)
+        except protocol.ProtocolError as e:
+            raise errors.BadRequest(e.message, param=e.param) from None
+    value, secret = manager.secrets.create(who.key_id, who.name, who.admin, ttl, session)
+    view = cfg.view(protocol.new_id("sess"), None, manager.settings.model)
+    view["expires_at"] = math.floor(secret.expires_at)
+    return {"value": value, "expires_at": math.floor(secret.expires_at), "session": view}
+
+
+def _ttl(expires_after: Any, default: float) -> float:
+    if expires_after is None:
+        return default
+    if not isinstance(expires_after, dict):
+        raise errors.BadRequest("expires_after must be an object", param="expires_after")
+    if expires_after.get("anchor", "created_at") != "created_at":
+        raise errors.BadRequest("expires_after.anchor must be 'created_at'", param="expires_after.anchor")
+    seconds = expires_after.get("seconds", default)
+    if isinstance(seconds, bool) or not isinstance(seconds, int | float) or not 10 <= seconds <= 7200:
+        raise errors.BadRequest("expires_after.seconds must be from 10 to 7200", param="expires_after.seconds")
+    return float(seconds)
