@@ -186,7 +186,8 @@ def _section(
         }
     if name == "load":
         if a.smoke:
-            return loadlevels.load_levels(svc, work, short, [3], env, 60.0, held=4, fast=2)
+            light = {"held": 4, "fast": 2, "fast_bytes": 1 << 20, "settle": 0.5}
+            return loadlevels.load_levels(svc, work, short, [3], env, 60.0, **light)
         levels = [int(n) for n in a.load_levels.split(",")]
         return loadlevels.load_levels(svc, work, clips.espeak(4), levels, env, a.load_deadline)
     if name == "gpu":
