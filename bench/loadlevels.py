@@ -44,6 +44,8 @@ def load_levels(
     deadline_s: float,
     held: int = 64,
     fast: int = 16,
+    fast_bytes: int = 16 << 20,
+    settle: float = 2.0,
 ) -> dict[str, Any]:
     """Each level of clients in turn against one daemon, then the upload cost; a JSON-able dict."""
     admission = _defaults()
@@ -59,7 +61,7 @@ def load_levels(
         with httpx.Client(base_url=d.url, timeout=600) as c:  # the model loaded: the idle level
             stack.post_transcription(c, clip.name, data)
         out["idle_rss"], out["idle_fds"] = load.rss(pid), load.open_fds(pid)
-        out["uploads"] = upload_cost(d.port, pid, held, fast)  # first, while nothing else moves the RSS
+        out["uploads"] = upload_cost(d.port, pid, held, fast, fast_bytes, settle)  # first: nothing else moves the RSS
         out["levels"] = {}
         for n in levels:
             plan = load.Plan.mixed(d.url, data, clip.path.name, n, deadline_s=deadline_s)
@@ -67,7 +69,7 @@ def load_levels(
             out["levels"][str(n)] = {**report.summary(), "kinds": {k: plan.kinds.count(k) for k in load.KINDS}}
             print(f"bench: load {n} clients: {out['levels'][str(n)]}", flush=True)
             out["levels"][str(n)]["cancelled_after"] = _cancel_unfinished(d.url)
-            time.sleep(2)  # connections closed, the last SSE streams ended
+            time.sleep(settle)  # connections closed, the last SSE streams ended
         out["after_rss"], out["after_fds"] = load.rss(pid), load.open_fds(pid)
     finally:
         d.stop()
@@ -95,7 +97,9 @@ def _head(length: int) -> bytes:
     ) + part
 
 
-def upload_cost(port: int, pid: int, held: int, fast: int, fast_bytes: int = 16 << 20) -> dict[str, Any]:
+def upload_cost(
+    port: int, pid: int, held: int, fast: int, fast_bytes: int = 16 << 20, settle: float = 2.0
+) -> dict[str, Any]:
     """RSS and fds per upload held open mid-body; peak RSS per upload and MB/s for uploads at full speed.
 
     The uploads never finish (the client closes mid-body), so no job is made: only the streaming costs.
@@ -107,12 +111,12 @@ def upload_cost(port: int, pid: int, held: int, fast: int, fast_bytes: int = 16 
             s = socket.create_connection(("127.0.0.1", port))
             s.sendall(_head(100 << 20) + b"\0" * (256 << 10))  # a quarter of a flush buffer each
             socks.append(s)
-        time.sleep(3)
+        time.sleep(settle * 1.5)  # every upload has reached its part file
         held_rss, held_fds = load.rss(pid) - base_rss, load.open_fds(pid) - base_fds
     finally:
         for s in socks:
             s.close()
-    time.sleep(2)
+    time.sleep(settle)
     before = load.rss(pid)
     peak = [before]
     stop = threading.Event()

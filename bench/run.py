@@ -201,7 +201,8 @@ def _section(
 def _load(a: argparse.Namespace, svc: stack.Services, work: Path, short: clips.Clip, env: dict[str, str]) -> Any:
     """Section 7 (issue 18): many clients at once."""
     if a.smoke:
-        return loadlevels.load_levels(svc, work, short, [3], env, 60.0, held=4, fast=2)
+        light = {"held": 4, "fast": 2, "fast_bytes": 1 << 20, "settle": 0.5}
+        return loadlevels.load_levels(svc, work, short, [3], env, 60.0, **light)
     levels = [int(n) for n in a.load_levels.split(",")]
     return loadlevels.load_levels(svc, work, clips.espeak(4), levels, env, a.load_deadline)
 

@@ -14,9 +14,9 @@ slow socket, see it straight away), then reads and discards the rest of the body
 (`ASR_UNREAD_BODY_DRAIN_BYTES`), by time (`ASR_UNREAD_BODY_DRAIN_TIMEOUT`) and by an idle gap
 (`IDLE_GAP`, for a client that stopped sending when it saw the answer). With the body read to its
 end the connection closes cleanly and the client reads its status. A client that sent
-`Expect: 100-continue` and got the answer first never sends the body: Granian reports the end of
-the request at once (hyper sends no `100 Continue` after a final answer), so there is nothing to wait
-for. Granian lets the app go on receiving after its answer is complete: that is what this relies on.
+`Expect: 100-continue` and got the answer first never sends the body: Granian's receive() answers
+`http.disconnect` at once (hyper sends no `100 Continue` after a final answer), so there is nothing
+to wait for. Granian lets the app go on receiving after its answer is complete: that is what this relies on.
 
 Beyond the bounds the connection is closed as before: a body larger than the bound costs the
 client its answer only when it does not read while it sends (the price of not spending the

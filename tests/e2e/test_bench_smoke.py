@@ -14,7 +14,7 @@ from bench import coldstart
 ROOT = Path(__file__).resolve().parent.parent.parent
 
 
-@pytest.mark.timeout(150)  # the search section (issue 20) adds about 10 s
+@pytest.mark.timeout(300)
 def test_bench_smoke_writes_report_and_raw_json(tmp_path: Path, models_dir: Path) -> None:
     """`python -m bench --smoke` measures every section for real (long audio and idle on short clips and
     windows) and renders each of them."""
@@ -24,7 +24,7 @@ def test_bench_smoke_writes_report_and_raw_json(tmp_path: Path, models_dir: Path
         cwd=ROOT,
         check=True,
         capture_output=True,
-        timeout=240,  # the Wyoming section adds a warm daemon and two cold starts; search fills 2,000 segments
+        timeout=290,  # 60-180 s on 2 busy cores (load average 15), the load section ~20 s of it
     )
     raw = json.loads(next(tmp_path.glob("bench-*.json")).read_text())
     over = raw["sections"]["overhead"]["clips"][0]
