@@ -9,13 +9,17 @@ it (`unload`). Two engines: "resemblyzer" (offline, numpy, weights from PyPI; `o
 
 from __future__ import annotations
 
+import logging
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
 import numpy as np
+
+log = logging.getLogger(__name__)
 
 #: engines by configuration name
 ENGINES = ("resemblyzer", "pyannote")
@@ -97,7 +101,16 @@ class Holder:
         """The loaded engine, loading it now if needed (blocking: call from a thread)."""
         with self._lock:
             if self._engine is None:
+                t0 = time.perf_counter()
                 self._engine = self._loader()
+                log.info(
+                    "diarization_engine_loaded",
+                    extra={
+                        "engine": self._engine.name,
+                        "memory_mb": round(self._engine.memory_bytes() / (1 << 20), 1),
+                        "load_s": round(time.perf_counter() - t0, 3),
+                    },
+                )
             return self._engine
 
     def loaded(self) -> Engine | None:

@@ -132,9 +132,12 @@ def embed_known(req: jobs.Request, holder: Holder, tmp_dir: Path) -> jobs.Reques
                 f"give {REF_MIN_S:g} to {REF_MAX_S:g} s"
             )
         try:
-            vector = holder.get().embed(wav)
+            eng = holder.get()
         except Unavailable as exc:
             raise jobs.Invalid(f"known speakers are unavailable here: {exc}") from None
+        if eng.name != "resemblyzer":
+            raise jobs.Invalid(f"known speakers need voice embeddings, which the {eng.name} engine does not give")
+        vector = eng.embed(wav)
         if vector is None:
             raise jobs.Invalid(f"no speech found in the reference for {entry['name']!r}")
         blob = base64.b64encode(vector.astype(np.float16).tobytes()).decode()

@@ -53,6 +53,13 @@ def test_openai_client_gets_diarized_json(ddaemon: Daemon, dialogue: tuple[Path,
     agree = [s for s in out.segments if _speaker_at(reference, (s.start + s.end) / 2) == s.speaker]
     assert len(agree) >= 0.8 * len(out.segments), [(s.start, s.end, s.speaker) for s in out.segments]
     assert all(s.type == "transcript.text.segment" for s in out.segments)
+    verbose = client.audio.transcriptions.create(
+        model="tiny.en",
+        file=path.open("rb"),
+        response_format="verbose_json",
+        extra_body={"diarize": True, "num_speakers": 2},
+    )
+    assert verbose.segments and {getattr(s, "speaker", None) for s in verbose.segments} == {"A", "B"}
 
 
 def test_every_format_names_speakers(ddaemon: Daemon, dialogue: tuple[Path, list]) -> None:
@@ -279,3 +286,45 @@ async def test_cancel_while_diarizing_leaves_no_turns(
     await asyncio.sleep(3)
     assert await _fetch(database, "SELECT 1 FROM diarization_turns WHERE job_id = $1::uuid", job_id) == []
     assert await _fetch(database, "SELECT 1 FROM segments WHERE job_id = $1::uuid", job_id) == []
+
+
+def test_webhook_names_the_speakers(
+    make_daemon: Callable[..., Daemon], diarization_models: Path, dialogue: tuple[Path, list]
+) -> None:
+    """A diarized job's webhook carries its speakers (label, name, seconds of speech), signed as always."""
+    import http.server
+    import threading
+
+    from asr_daemon import webhooks
+
+    bodies: list[bytes] = []
+    headers: list[str] = []
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            bodies.append(self.rfile.read(int(self.headers["Content-Length"])))
+            headers.append(self.headers["X-Asr-Signature"])
+            self.send_response(200)
+            self.end_headers()
+
+        def log_message(self, *args: object) -> None:
+            """Quiet."""
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        daemon = make_daemon(ASR_WEBHOOK_SECRET="s3cret")
+        url = f"http://127.0.0.1:{server.server_address[1]}/hook"
+        with daemon.client(timeout=300) as c:
+            r = c.post("/v1/audio/diarization", files={"file": dialogue[0].open("rb")}, data={"webhook_url": url})
+            assert r.status_code == 200, r.text
+        deadline = time.monotonic() + 60
+        while not bodies and time.monotonic() < deadline:
+            time.sleep(0.05)
+    finally:
+        server.shutdown()
+    assert bodies and webhooks.verify("s3cret", headers[0], bodies[0])
+    payload = json.loads(bodies[0])
+    assert payload["type"] == "job.completed"
+    assert [s["label"] for s in payload["speakers"]] == ["A", "B"]
+    assert all(s["seconds"] > 5 for s in payload["speakers"])
