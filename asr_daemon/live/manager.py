@@ -168,6 +168,8 @@ class LiveManager:
                 await asyncio.wait_for(asyncio.shield(finisher), timeout)
             except TimeoutError:
                 finisher.cancel()
+            except Exception:  # a bug in the finisher must not keep the job open nor the slot taken
+                log.exception("live_finisher_crashed", extra={"session": s.id})
             for t in list(s.partials):
                 with contextlib.suppress(BaseException):
                     await asyncio.wait_for(t, 30)
