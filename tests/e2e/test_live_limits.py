@@ -213,3 +213,18 @@ def test_live_and_file_jobs_do_not_starve_each_other(d: Daemon, speech: Callable
         with d.client() as c:
             assert c.get(f"/v1/jobs/{file_job}").json()["progress"]["processed_s"] > 0  # it ran meanwhile
     assert job_of(d, file_job, timeout=300)["status"] == "completed"
+
+
+def test_a_frame_over_granians_limit_drops_only_that_session(daemon: Daemon) -> None:
+    """A 17 MiB frame (past Granian's 16 MiB transport limit) cuts that connection; its job is completed
+    and the daemon serves the next session."""
+    conn = live.ws(daemon.url, max_size=None)
+    live.send(conn, live.session_update(vad=None))
+    updated, _ = live.until(conn, "session.updated")
+    with contextlib.suppress(ConnectionClosed):
+        conn.send(json.dumps({"type": "input_audio_buffer.append", "audio": "A" * (17 << 20)}))
+    close_of(conn)
+    assert job_of(daemon, updated["session"]["job_id"])["status"] == "completed"
+    with configured(daemon) as again:
+        live.send(again, {"type": "input_audio_buffer.clear"})
+        live.until(again, "input_audio_buffer.cleared")
