@@ -143,6 +143,7 @@ class Metrics:
             "asr_queue_oldest_age_seconds", "Age of the oldest queued job, 0 when none", registry=r
         )
         self.running = Gauge("asr_jobs_running", "Jobs running in this process", registry=r)
+        self.live_sessions = Gauge("asr_live_sessions", "Live WebSocket sessions open in this process", registry=r)
         self.idle = Gauge(
             "asr_idle_seconds",
             "Seconds since the last request or job activity (0 while a job is queued "

@@ -36,4 +36,5 @@ async def metrics(state: State) -> Response[bytes]:
     except DB_ERRORS:
         pass
     m.refresh(stats, totals, state.worker.running, state.models)
+    m.live_sessions.set(len(state.live.sessions))  # issue 21
     return Response(m.render(), media_type=MEDIA_TYPE)

@@ -96,7 +96,8 @@ class LiveManager:
         Granian's worker stops its server on these signals and only then runs the lifespan's
         shutdown; by then every WebSocket is cut without a close frame. So its handlers (installed
         on this loop before the app started) are wrapped: the first signal drains the sessions
-        (bounded by ASR_DRAIN_TIMEOUT), then hands over to Granian's own handler.
+        (bounded by ASR_DRAIN_TIMEOUT), then hands over to Granian's own handler; a second signal
+        hands over at once.
         """
         handlers = getattr(loop, "_signal_handlers", None)  # asyncio's private map: no public getter exists
         if not isinstance(handlers, dict):
@@ -107,10 +108,12 @@ class LiveManager:
                 continue
 
             def on_signal(original: Any = original) -> None:
-                if not self.draining:
+                if self._stop_task is None:
                     task = loop.create_task(self.drain(self.settings.drain_timeout))
                     task.add_done_callback(lambda _: original._run())
                     self._stop_task = task
+                else:  # a second signal while draining: stop now, as Granian would
+                    original._run()
 
             loop.add_signal_handler(sig, on_signal)
 
@@ -168,6 +171,8 @@ class LiveManager:
                 await asyncio.wait_for(asyncio.shield(finisher), timeout)
             except TimeoutError:
                 finisher.cancel()
+            except Exception:  # a bug in the finisher must not keep the job open nor the slot taken
+                log.exception("live_finisher_crashed", extra={"session": s.id})
             for t in list(s.partials):
                 with contextlib.suppress(BaseException):
                     await asyncio.wait_for(t, 30)

@@ -15,6 +15,7 @@ from litestar import Request, WebSocket, post, websocket
 
 from asr_daemon import errors
 from asr_daemon.api import auth
+from asr_daemon.api.schemas import error_responses
 from asr_daemon.live import protocol
 from asr_daemon.live.manager import POLICY, LiveManager
 from asr_daemon.live.secrets import chosen_subprotocol
@@ -57,7 +58,12 @@ def _dump(ev: dict[str, Any]) -> str:
     return json.dumps(ev)
 
 
-@post("/v1/realtime/client_secrets", status_code=200)
+@post(
+    "/v1/realtime/client_secrets",
+    status_code=200,
+    summary="Create a short-lived client secret for a browser's live session",
+    responses=error_responses(400, 403),
+)
 async def client_secrets(request: Request[Any, Any, Any]) -> dict[str, Any]:
     """Create a short-lived client secret for a browser to open a live session (OpenAI's shape)."""
     who = auth.principal(request)

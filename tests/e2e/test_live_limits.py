@@ -11,6 +11,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 from websockets.exceptions import ConnectionClosed
 
@@ -145,6 +146,7 @@ def test_a_client_that_stops_reading_is_closed_and_others_are_unaffected(d: Daem
 def test_sessions_per_key_are_capped_and_slots_come_back(d: Daemon) -> None:
     """A third session of one key is refused with `session_limit_reached` and 1013; closing one frees a slot."""
     one, two = configured(d), configured(d)
+    assert "asr_live_sessions 2.0" in httpx.get(d.url + "/metrics").text
     with live.ws(d.url) as third:
         err, _ = live.until(third, "error")
         assert err["error"]["code"] == "session_limit_reached"
@@ -161,6 +163,10 @@ def test_sessions_per_key_are_capped_and_slots_come_back(d: Daemon) -> None:
                 live.until(again, "session.updated")
                 break
         assert time.monotonic() < deadline
+    deadline = time.monotonic() + 30
+    while "asr_live_sessions 0.0" not in httpx.get(d.url + "/metrics").text:  # nothing left open
+        assert time.monotonic() < deadline
+        time.sleep(0.2)
 
 
 def test_intent_other_than_transcription_is_refused(d: Daemon) -> None:
@@ -213,3 +219,18 @@ def test_live_and_file_jobs_do_not_starve_each_other(d: Daemon, speech: Callable
         with d.client() as c:
             assert c.get(f"/v1/jobs/{file_job}").json()["progress"]["processed_s"] > 0  # it ran meanwhile
     assert job_of(d, file_job, timeout=300)["status"] == "completed"
+
+
+def test_a_frame_over_granians_limit_drops_only_that_session(daemon: Daemon) -> None:
+    """A 17 MiB frame (past Granian's 16 MiB transport limit) cuts that connection; its job is completed
+    and the daemon serves the next session."""
+    conn = live.ws(daemon.url, max_size=None)
+    live.send(conn, live.session_update(vad=None))
+    updated, _ = live.until(conn, "session.updated")
+    with contextlib.suppress(ConnectionClosed):
+        conn.send(json.dumps({"type": "input_audio_buffer.append", "audio": "A" * (17 << 20)}))
+    close_of(conn)
+    assert job_of(daemon, updated["session"]["job_id"])["status"] == "completed"
+    with configured(daemon) as again:
+        live.send(again, {"type": "input_audio_buffer.clear"})
+        live.until(again, "input_audio_buffer.cleared")
