@@ -52,6 +52,33 @@ class Segment:
     tokens: list[int]
     words: list[dict[str, Any]] | None
 
+    @classmethod
+    def of(cls, seg: Any, seq: int, offset: float, ndigits: int | None = None) -> Segment:
+        """A faster-whisper segment as number `seq`, its times (and its words') `offset` seconds on."""
+        words = None
+        if seg.words is not None:
+            words = [
+                {
+                    "start": round(w.start + offset, 3),
+                    "end": round(w.end + offset, 3),
+                    "word": w.word,
+                    "probability": w.probability,
+                }
+                for w in seg.words
+            ]
+        return cls(
+            seq=seq,
+            start=round(seg.start + offset, ndigits) if ndigits is not None else seg.start + offset,
+            end=round(seg.end + offset, ndigits) if ndigits is not None else seg.end + offset,
+            text=seg.text,
+            avg_logprob=seg.avg_logprob,
+            no_speech_prob=seg.no_speech_prob,
+            compression_ratio=seg.compression_ratio,
+            temperature=seg.temperature or 0.0,
+            tokens=list(seg.tokens),
+            words=words,
+        )
+
 
 @dataclass
 class Result:
@@ -303,32 +330,8 @@ def transcribe(
                 if not last and seg.end > cut - TAIL_MARGIN and seg.start > 1.0:
                     cut = seg.start
                     break
-                words = None
-                if seg.words is not None:
-                    words = [
-                        {
-                            "start": round(w.start + offset, 3),
-                            "end": round(w.end + offset, 3),
-                            "word": w.word,
-                            "probability": w.probability,
-                        }
-                        for w in seg.words
-                    ]
                 result.timings.setdefault("first_segment_s", time.perf_counter() - t0)
-                on_segment(
-                    Segment(
-                        seq=seq,
-                        start=seg.start + offset,
-                        end=seg.end + offset,
-                        text=seg.text,
-                        avg_logprob=seg.avg_logprob,
-                        no_speech_prob=seg.no_speech_prob,
-                        compression_ratio=seg.compression_ratio,
-                        temperature=seg.temperature or 0.0,
-                        tokens=list(seg.tokens),
-                        words=words,
-                    )
-                )
+                on_segment(Segment.of(seg, seq, offset))
                 history = _carry(history, seg.tokens, seg.temperature or 0.0)
                 seq += 1
         result.segments = seq - first_seq
@@ -386,20 +389,6 @@ def decode_utterance(
     if not final:
         kw.update(beam_size=1, without_timestamps=True, temperature=0.0)
     pieces, info = model.transcribe(samples, **kw)
-    segments = [
-        Segment(
-            seq=first_seq + i,
-            start=round(seg.start + offset, 3),
-            end=round(seg.end + offset, 3),
-            text=seg.text,
-            avg_logprob=seg.avg_logprob,
-            no_speech_prob=seg.no_speech_prob,
-            compression_ratio=seg.compression_ratio,
-            temperature=seg.temperature or 0.0,
-            tokens=list(seg.tokens),
-            words=None,
-        )
-        for i, seg in enumerate(pieces)
-    ]
+    segments = [Segment.of(seg, first_seq + i, offset, ndigits=3) for i, seg in enumerate(pieces)]
     text = "".join(s.text for s in segments).strip()
     return text, segments, info.language
