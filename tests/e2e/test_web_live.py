@@ -12,7 +12,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
-from playwright.sync_api import Browser, Page, WebSocket, expect, sync_playwright
+from playwright.sync_api import Browser, BrowserContext, Page, WebSocket, expect, sync_playwright
 
 from tests.conftest import CACHE, STORY, Daemon
 from tests.e2e.test_keys import bearer, create_key
@@ -47,7 +47,9 @@ def microphone_wav() -> Path:
         raw = out.with_suffix(".raw.wav")
         subprocess.run(["espeak-ng", "-v", "en-us", "-s", "150", "-w", str(raw), SENTENCE], check=True)
         tmp = out.with_suffix(".tmp.wav")
-        subprocess.run(["sox", "-R", str(raw), "-r", "48000", "-c", "1", "-b", "16", str(tmp), "pad", "1", "3"], check=True)
+        subprocess.run(
+            ["sox", "-R", str(raw), "-r", "48000", "-c", "1", "-b", "16", str(tmp), "pad", "1", "3"], check=True
+        )
         raw.unlink()
         tmp.replace(out)
     return out
@@ -71,19 +73,24 @@ def mic_browser(microphone_wav: Path) -> Iterator[Browser]:
         b.close()
 
 
+class MicTab(Tab):
+    """A tab that also records its WebSocket addresses (with the requests') and the server events' types."""
+
+    def __init__(self, context: BrowserContext, name: str) -> None:
+        super().__init__(context, name)
+        self.events: list[str] = []
+        self.page.on("websocket", self._socket)
+
+    def _socket(self, ws: WebSocket) -> None:
+        self.urls.append(ws.url)
+        ws.on("framereceived", lambda frame: self.events.append(str(json.loads(frame).get("type"))))
+
+
 @pytest.fixture
-def tab(mic_browser: Browser, request: pytest.FixtureRequest) -> Iterator[Tab]:
-    """A fresh context in the microphone browser, its WebSocket addresses recorded with the requests'."""
+def tab(mic_browser: Browser, request: pytest.FixtureRequest) -> Iterator[MicTab]:
+    """A fresh context in the microphone browser, with one page."""
     context = mic_browser.new_context(viewport={"width": 1280, "height": 860})
-    t = Tab(context, request.node.name.removeprefix("test_")[:60])
-    t.events: list[str] = []  # type: ignore[attr-defined]  # the server events' types, in order
-
-    def socket(ws: WebSocket) -> None:
-        t.urls.append(ws.url)
-        ws.on("framereceived", lambda frame: t.events.append(str(json.loads(frame).get("type"))))  # type: ignore[attr-defined]
-
-    t.page.on("websocket", socket)
-    yield t
+    yield MicTab(context, request.node.name.removeprefix("test_")[:60])
     context.close()
 
 
@@ -92,7 +99,7 @@ def words(text: str) -> str:
     return " ".join(re.sub(r"[^\w\s]", " ", text.lower()).split())
 
 
-def live_session(tab: Tab, page: Page) -> str:
+def live_session(tab: MicTab, page: Page) -> str:
     """Click Live, wait for the speech's end to be final on the page, Stop; the job's id."""
     page.evaluate(WATCH)
     page.get_by_role("button", name="Live").click()
@@ -119,7 +126,9 @@ def live_session(tab: Tab, page: Page) -> str:
     return job_id
 
 
-def test_live_mode_shows_the_words_as_they_are_spoken_and_keeps_the_job(tab: Tab, make_module_daemon: Callable[..., Daemon]) -> None:
+def test_live_mode_shows_the_words_as_they_are_spoken_and_keeps_the_job(
+    tab: MicTab, make_module_daemon: Callable[..., Daemon]
+) -> None:
     """Live: chromium's microphone goes out as 24 kHz PCM in real time; each `delta` shows in the live
     region before its utterance is final, the final text replaces it, all while the session is open;
     after Stop the session is a completed job of kind live in Jobs whose transcript opens, with no CSP
@@ -130,8 +139,8 @@ def test_live_mode_shows_the_words_as_they_are_spoken_and_keeps_the_job(tab: Tab
     ready(page)
     job_id = live_session(tab, page)
     partials = page.evaluate("() => window.__partials")
-    deltas = [e for e in tab.events if e.endswith(".delta")]  # type: ignore[attr-defined]
-    assert deltas and any("fox" in p.lower() for p in partials), (partials, tab.events)  # type: ignore[attr-defined]
+    deltas = [e for e in tab.events if e.endswith(".delta")]
+    assert deltas and any("fox" in p.lower() for p in partials), (partials, tab.events)
     with d.client() as c:
         job = c.get(f"/v1/jobs/{job_id}").json()
         text = c.get(f"/v1/jobs/{job_id}/transcript", params={"format": "text"}).text
@@ -141,7 +150,9 @@ def test_live_mode_shows_the_words_as_they_are_spoken_and_keeps_the_job(tab: Tab
     assert tab.csp_violations() == [] and tab.dialogs == []
 
 
-def test_live_mode_with_keys_uses_a_client_secret(tab: Tab, make_daemon: Callable[..., Daemon], database: str) -> None:
+def test_live_mode_with_keys_uses_a_client_secret(
+    tab: MicTab, make_daemon: Callable[..., Daemon], database: str
+) -> None:
     """With ASR_AUTH=on the page makes a client secret with its key and opens the socket with it: the
     text comes, the job is the key's, and neither the key nor the secret is in any URL."""
     token = create_key(database, "live-page")

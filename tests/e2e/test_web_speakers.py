@@ -12,8 +12,11 @@ from playwright.sync_api import expect
 
 from bench import dialogue as dialogue_clip
 from tests.conftest import CACHE, Daemon
+from tests.e2e import test_web_browser as web_page
 from tests.e2e.test_web_browser import TIMEOUT_MS, Tab, ready, upload
-from tests.e2e.test_web_browser import browser, tab  # noqa: F401  # pytest fixtures, used by name
+
+browser = web_page.browser  # the page tests' chromium and tab fixtures, shared by name
+tab = web_page.tab
 
 pytestmark = pytest.mark.slow
 
@@ -25,7 +28,7 @@ def dialogue() -> Path:
 
 
 def test_speakers_are_shown_and_renamed_everywhere_in_the_view(
-    tab: Tab,  # noqa: F811  # the imported fixture
+    tab: Tab,
     make_module_daemon: Callable[..., Daemon],
     diarization_models: Path,
     dialogue: Path,
