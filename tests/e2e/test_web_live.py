@@ -175,3 +175,23 @@ def test_live_mode_with_keys_uses_a_client_secret(
     with d.client() as c:
         assert c.get(f"/v1/jobs/{job_id}", headers=bearer(token)).json()["kind"] == "live"
         assert c.get(f"/v1/jobs/{job_id}").status_code == 401
+
+
+def test_a_refused_live_session_says_why_and_leaves_no_job(tab: MicTab, make_daemon: Callable[..., Daemon]) -> None:
+    """When the server refuses live sessions (ASR_LIVE_MAX_SESSIONS=0) the page shows its reason, the
+    button is Live again (usable), the microphone is released, and no job was made."""
+    d = make_daemon(ASR_LIVE_MAX_SESSIONS="0")
+    page = tab.open(d)
+    ready(page)
+    page.get_by_role("button", name="Live").click()
+    expect(page.locator("#notice")).to_contain_text("turned off", timeout=30_000)
+    live = page.get_by_role("button", name="Live", exact=True)
+    expect(live).to_be_enabled()
+    expect(live).to_have_attribute("aria-pressed", "false")
+    expect(page.get_by_role("button", name="Record")).to_be_enabled()
+    expect(page.locator("#live-panel")).to_be_hidden()
+    assert "error" in tab.events
+    tab.shot("live-refused")
+    with d.client() as c:
+        assert c.get("/v1/jobs").json()["data"] == []
+    assert tab.csp_violations() == []

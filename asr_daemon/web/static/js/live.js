@@ -103,7 +103,9 @@ export function setupLive(api, { notice, onJob, busy }) {
         break;
       }
       case "error":
-        if (!state.stopping) notice(`Live: ${ev.error?.message || "error"}`, true);
+        state.lastError = ev.error?.message || "error";
+        if (state.stopping) state.speaking = null; // a refused last commit: nothing more to wait for
+        else notice(`Live: ${state.lastError}`, true);
         break;
       default:
         break;
@@ -160,12 +162,20 @@ export function setupLive(api, { notice, onJob, busy }) {
       state.node.port.onmessage = (m) => (m.data instanceof ArrayBuffer ? onAudio(m.data) : state.flushed?.());
       source.connect(state.node);
       await state.ctx.resume();
-      if (s !== state) return;
+      if (s !== state) {
+        release(state); // the session ended while it was starting: the microphone goes off too
+        return;
+      }
       setButton("Stop live", true);
     } catch (err) {
+      if (state.ended) {
+        release(state); // the server closed the session meanwhile: closed() told why
+        return;
+      }
       state.ended = true;
       notice(`Live: ${err.message || err}`, true);
       show("");
+      panel.hidden = true;
       release(state);
       state.ws?.close(1000, "start failed");
       s = null;
@@ -221,7 +231,10 @@ export function setupLive(api, { notice, onJob, busy }) {
   async function closed(state, event) {
     if (state.ended) return;
     state.ended = true;
-    if (!state.stopping) notice(`Live session ended: ${event.reason || `code ${event.code}`}`, event.code !== 1000);
+    if (!state.stopping) {
+      const why = state.lastError || event.reason || `code ${event.code}`;
+      notice(`Live session ended: ${why}`, event.code !== 1000 || !!state.lastError);
+    }
     state.stopping = true;
     await silence(state);
     if (s === state) s = null;
@@ -229,6 +242,7 @@ export function setupLive(api, { notice, onJob, busy }) {
     busy(false);
     if (!state.jobId) {
       show("");
+      panel.hidden = !lines.children.length;
       return;
     }
     show("Saved as a job.");
