@@ -73,6 +73,12 @@ def mic_browser(microphone_wav: Path) -> Iterator[Browser]:
         b.close()
 
 
+@pytest.fixture(scope="module")
+def live_daemon(make_module_daemon: Callable[..., Daemon]) -> Daemon:
+    """A daemon without keys, its model loaded before it is ready (no load while the microphone plays)."""
+    return make_module_daemon(ASR_PRELOAD="true")
+
+
 class MicTab(Tab):
     """A tab that also records its WebSocket addresses (with the requests') and the server events' types."""
 
@@ -113,28 +119,26 @@ def live_session(tab: MicTab, page: Page) -> str:
     expect(log.locator("li.done").last).to_contain_text("breakfast", ignore_case=True, timeout=TIMEOUT_MS)
     tab.shot("live-final")
     stop.click()
-    expect(page.locator("#live-status")).to_have_text("Saved as a job.", timeout=30_000)
+    expect(page.locator("#live-status")).to_have_text("Saved as a job.", timeout=60_000)
     row = page.locator("li.job").filter(has_text="live session")
     expect(row).to_have_count(1)
-    expect(row.locator(".status")).to_have_text("completed", timeout=60_000)
+    expect(row.locator(".status")).to_have_text("completed", timeout=TIMEOUT_MS)
     job_id = row.get_attribute("data-id")
     assert job_id
     transcript = page.get_by_role("region", name="Transcript", exact=True)
-    expect(transcript).to_contain_text("thousand miles", ignore_case=True, timeout=30_000)
+    expect(transcript).to_contain_text("thousand miles", ignore_case=True, timeout=60_000)
     expect(transcript.locator(".export")).to_be_visible()
     tab.shot("live-job")
     return job_id
 
 
-def test_live_mode_shows_the_words_as_they_are_spoken_and_keeps_the_job(
-    tab: MicTab, make_module_daemon: Callable[..., Daemon]
-) -> None:
+def test_live_mode_shows_the_words_as_they_are_spoken_and_keeps_the_job(tab: MicTab, live_daemon: Daemon) -> None:
     """Live: chromium's microphone goes out as 24 kHz PCM in real time; each `delta` shows in the live
     region before its utterance is final, the final text replaces it, all while the session is open;
     after Stop the session is a completed job of kind live in Jobs whose transcript opens, with no CSP
     refusal. (On a quiet machine deltas come while the person speaks; on a busy one the server may send
     an utterance's text as one delta just before `completed` — the page's path is the same.)"""
-    d = make_module_daemon(ASR_PRELOAD="true")  # no model load while the microphone plays
+    d = live_daemon
     page = tab.open(d)
     ready(page)
     job_id = live_session(tab, page)
@@ -195,3 +199,40 @@ def test_a_refused_live_session_says_why_and_leaves_no_job(tab: MicTab, make_dae
     with d.client() as c:
         assert c.get("/v1/jobs").json()["data"] == []
     assert tab.csp_violations() == []
+
+
+RESAMPLE = """async ([rate, hz]) => {
+  const ctx = new OfflineAudioContext(1, rate, rate);  // one second
+  await ctx.audioWorklet.addModule('/static/js/pcm-worklet.js');
+  const node = new AudioWorkletNode(ctx, 'pcm24k', {numberOfInputs: 1, numberOfOutputs: 0});
+  const chunks = [];
+  let stopped;
+  const done = new Promise((resolve) => (stopped = resolve));
+  node.port.onmessage = (m) => (m.data instanceof ArrayBuffer ? chunks.push(m.data.byteLength / 2) : stopped());
+  const samples = [];
+  const keep = (m) => m.data instanceof ArrayBuffer && samples.push(...new Int16Array(m.data));
+  node.port.addEventListener('message', keep);
+  const osc = new OscillatorNode(ctx, {frequency: hz});
+  osc.connect(node);
+  osc.start();
+  await ctx.startRendering();
+  node.port.postMessage('stop');
+  await done;
+  let crossings = 0;
+  for (let i = 1; i < samples.length; i++) if ((samples[i - 1] < 0) !== (samples[i] < 0)) crossings++;
+  return {chunks, total: samples.length, crossings, peak: Math.max(...samples.map(Math.abs))};
+}"""
+
+
+@pytest.mark.parametrize("rate", [48000, 44100, 16000])
+def test_the_worklet_makes_24_khz_pcm16_from_any_rate(tab: MicTab, live_daemon: Daemon, rate: int) -> None:
+    """pcm-worklet.js turns one second of a 440 Hz tone at 48, 44.1 or 16 kHz into one second at 24 kHz
+    of PCM16 in 100 ms chunks (2,400 samples; the rest on stop), still 440 Hz and near full scale."""
+    page = tab.open(live_daemon)
+    ready(page)
+    out = page.evaluate(RESAMPLE, [rate, 440])
+    rendered = -(-rate // 128) * 128  # whole render quanta of 128 frames (44,100 → 44,160)
+    assert abs(out["total"] - rendered * 24000 / rate) <= 1, out["total"]
+    assert all(n == 2400 for n in out["chunks"][:-1]) and 0 < out["chunks"][-1] <= 2400, out["chunks"]
+    assert abs(out["crossings"] - 880) <= 4, out["crossings"]
+    assert 0.95 * 32767 <= out["peak"] <= 32767, out["peak"]
