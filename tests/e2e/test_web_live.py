@@ -85,11 +85,18 @@ class MicTab(Tab):
     def __init__(self, context: BrowserContext, name: str) -> None:
         super().__init__(context, name)
         self.events: list[str] = []
+        self.finals: list[str] = []  # the `completed` transcripts, in order
         self.page.on("websocket", self._socket)
 
     def _socket(self, ws: WebSocket) -> None:
         self.urls.append(ws.url)
-        ws.on("framereceived", lambda frame: self.events.append(str(json.loads(frame).get("type"))))
+        ws.on("framereceived", self._received)
+
+    def _received(self, frame: str | bytes) -> None:
+        ev = json.loads(frame)
+        self.events.append(str(ev.get("type")))
+        if ev.get("type") == "conversation.item.input_audio_transcription.completed":
+            self.finals.append(str(ev.get("transcript")))
 
 
 @pytest.fixture
@@ -150,6 +157,7 @@ def test_live_mode_shows_the_words_as_they_are_spoken_and_keeps_the_job(tab: Mic
         text = c.get(f"/v1/jobs/{job_id}/transcript", params={"format": "text"}).text
     assert job["kind"] == "live" and job["status"] == "completed", job
     assert "quick brown fox" in words(text) and "before breakfast" in words(text), text
+    assert words(text) == words(" ".join(tab.finals)), (text, tab.finals)  # stored as the page was told
     assert 15 < job["audio"]["duration_s"] < 40, job["audio"]
     assert tab.csp_violations() == [] and tab.dialogs == []
 
