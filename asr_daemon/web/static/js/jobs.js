@@ -17,7 +17,7 @@ export function setupJobs(api, { onOpen, onSegment, onFinished, notice }) {
   let loaded = false; // the first page came: refreshing will not prompt for a key the user declined
 
   function nameOf(job) {
-    return job.filename || `job ${job.id.slice(0, 8)}`;
+    return job.filename || `${job.kind === "live" ? "live session" : "job"} ${job.id.slice(0, 8)}`;
   }
 
   function render(entry) {
@@ -35,7 +35,7 @@ export function setupJobs(api, { onOpen, onSegment, onFinished, notice }) {
       h("button", { type: "button", class: "job-open", onclick: () => select(job.id, {}) }, nameOf(job)),
       h("span", { class: `status status-${job.status}` }, job.status),
       h("span", { class: "job-meta muted" }, meta),
-      job.status === "running" || job.status === "queued"
+      (job.status === "running" || job.status === "queued") && job.kind !== "live"
         ? h("progress", { max: "1", value: String(frac || 0), "aria-label": `progress of ${nameOf(job)}` })
         : null,
       job.error ? h("p", { class: "error job-error" }, job.error.message) : null,

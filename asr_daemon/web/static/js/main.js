@@ -35,7 +35,14 @@ const upload = setupUpload(api, {
 });
 setupRecorder({ send: upload.send, notice, onSubmitted: (job) => { jobs.add(job); jobs.select(job.id, {}); } });
 setupSearch(api, { openAt: (jobId, at) => jobs.select(jobId, { at, play: true }) });
-setupLive(api);
+setupLive(api, {
+  notice,
+  busy: (on) => (document.getElementById("record").disabled = on),
+  onJob: (job, open = false) => {
+    jobs.add(job);
+    if (open) jobs.select(job.id, {});
+  },
+});
 
 /** `#job=<id>&t=<seconds>`: a link to a job, at a second (what a search hit opens). */
 function fromHash() {

@@ -3,7 +3,7 @@
 
 import { ApiError } from "./api.js";
 import { clock, download, fill, h } from "./dom.js";
-import { speakerLabel } from "./speakers.js";
+import { setupSpeakers, speakerLabel } from "./speakers.js";
 
 const EXT = { text: "txt", srt: "srt", vtt: "vtt", verbose_json: "json" };
 const FINAL = ["completed", "failed", "cancelled"];
@@ -17,9 +17,10 @@ export function setupTranscript(api, { notice }) {
   let current = null; // {job, segments: [{seg, li, words: [{w, el}]}], live: AbortController}
   let playing = -1;
   let objectUrl = null;
+  const speakers = setupSpeakers(api, { notice });
 
   function title(job) {
-    return job.filename || `job ${job.id.slice(0, 8)}`;
+    return job.filename || `${job.kind === "live" ? "live session" : "job"} ${job.id.slice(0, 8)}`;
   }
 
   function showMeta(job) {
@@ -35,6 +36,7 @@ export function setupTranscript(api, { notice }) {
     current = null;
     playing = -1;
     list.replaceChildren();
+    speakers.reset();
     player.pause();
     player.removeAttribute("src");
     player.hidden = true;
@@ -90,6 +92,8 @@ export function setupTranscript(api, { notice }) {
     try {
       const body = await api.json(`/v1/jobs/${job.id}/transcript?format=verbose_json`);
       if (current?.job.id !== job.id) return;
+      await speakers.load(job, body.segments);
+      if (current?.job.id !== job.id) return;
       const words = body.words || [];
       list.replaceChildren();
       current.segments = [];
@@ -135,7 +139,7 @@ export function setupTranscript(api, { notice }) {
       "li",
       { class: "seg", dataset: { seq: String(seg.seq) }, onclick: () => seek(seg.start, true) },
       h("button", { type: "button", class: "time", "aria-label": `Play from ${clock(seg.start)}` }, clock(seg.start)),
-      speaker ? h("span", { class: "speaker" }, speaker) : null,
+      speaker ? speakers.chip(speaker) : null,
       text,
     );
     list.append(li);

@@ -23,7 +23,7 @@ export function setupUpload(api, { onSubmitted, notice }) {
   for (const [code, name] of Object.entries(LANGUAGES).sort((a, b) => a[1].localeCompare(b[1]))) {
     language.append(h("option", { value: code }, name));
   }
-  speakerFields(document.getElementById("speaker-options"));
+  const speakers = speakerFields(document.getElementById("speaker-options"));
 
   async function loadModels() {
     try {
@@ -45,6 +45,7 @@ export function setupUpload(api, { onSubmitted, notice }) {
     if (language.value) body.append("language", language.value);
     body.append("task", task.value);
     if (words.checked) body.append("timestamp_granularities[]", "word");
+    for (const [key, value] of speakers.entries()) body.append(key, value);
     const response = await api.fetch("/v1/jobs", { method: "POST", body });
     return response.json();
   }
