@@ -225,25 +225,8 @@ class Invalid(ValueError):
     """A form field has a value we cannot accept; the message names the field."""
 
 
-_KNOWN_FIELDS = frozenset(
-    {
-        "model",
-        "language",
-        "prompt",
-        "response_format",
-        "temperature",
-        "timestamp_granularities[]",
-        "timestamp_granularities",
-        "task",
-        "priority",
-        "webhook_url",
-        "stream",
-        "vad_filter",
-        "beam_size",
-        "include[]",
-        "chunking_strategy",
-    }
-) | frozenset(  # issue 19, parsed by asr_daemon.diarization.request
+#: Speaker fields (issue 19), parsed by asr_daemon.diarization.request.
+DIARIZATION_FIELDS = frozenset(
     {
         "diarize",
         "num_speakers",
@@ -254,6 +237,29 @@ _KNOWN_FIELDS = frozenset(
         "known_speaker_references[]",
         "known_speaker_references",
     }
+)
+
+_KNOWN_FIELDS = (
+    frozenset(
+        {
+            "model",
+            "language",
+            "prompt",
+            "response_format",
+            "temperature",
+            "timestamp_granularities[]",
+            "timestamp_granularities",
+            "task",
+            "priority",
+            "webhook_url",
+            "stream",
+            "vad_filter",
+            "beam_size",
+            "include[]",
+            "chunking_strategy",
+        }
+    )
+    | DIARIZATION_FIELDS
 )
 
 

@@ -25,18 +25,7 @@ import numpy as np
 from asr_daemon import audio, errors, jobs
 from asr_daemon.diarization.engine import MAX_SPEAKERS, Holder, Unavailable
 
-FIELDS = frozenset(
-    {
-        "diarize",
-        "num_speakers",
-        "min_speakers",
-        "max_speakers",
-        "known_speaker_names[]",
-        "known_speaker_names",
-        "known_speaker_references[]",
-        "known_speaker_references",
-    }
-)
+FIELDS = jobs.DIARIZATION_FIELDS
 MAX_KNOWN = 4
 #: a reference sample's bounds (OpenAI asks for 2-10 s); bytes after base64 decoding
 REF_MIN_S, REF_MAX_S, REF_MAX_BYTES = 1.0, 10.0, 2 << 20
