@@ -39,7 +39,7 @@ Send = Callable[[Message], Awaitable[None]]
 ASGIApp = Callable[..., Awaitable[None]]
 
 PROBE_PATHS = frozenset({"/healthz", "/readyz", "/metrics"})
-"""Requests to these paths are logged but are not activity."""
+"""Requests to these paths (probes, scrapes) are logged but are not activity; they need no API key either."""
 BUSY_TOUCH_EVERY = 5.0
 """Seconds between two touches of the busy marker while requests are in flight."""
 

@@ -12,6 +12,23 @@ import asyncpg
 
 from asr_daemon.config import Settings
 
+#: PostgreSQL cannot be reached, or dropped the connection: the API answers 503 with Retry-After.
+UNAVAILABLE: tuple[type[Exception], ...] = (
+    OSError,
+    asyncpg.InterfaceError,
+    asyncpg.PostgresConnectionError,
+    asyncpg.CannotConnectNowError,
+    asyncpg.TooManyConnectionsError,
+    asyncpg.AdminShutdownError,
+    TimeoutError,
+    # what asyncpg raises on a pooled connection PostgreSQL closed while it sat idle (server stop):
+    # "cannot switch to state ...; another operation is in progress"
+    asyncpg.InternalClientError,
+)
+#: Every database failure a background loop (claim, heartbeat, reaper, metrics) outlives: the above, or any
+#: error PostgreSQL answered with.
+ERRORS: tuple[type[Exception], ...] = (*UNAVAILABLE, asyncpg.PostgresError)
+
 
 async def _init(conn: asyncpg.Connection[Any]) -> None:
     for typ in ("json", "jsonb"):

@@ -20,9 +20,8 @@ from prometheus_client.core import CounterMetricFamily, Metric
 from prometheus_client.registry import Collector
 
 from asr_daemon import __version__, device
+from asr_daemon.accesslog import PROBE_PATHS
 
-#: Requests to these paths are not activity: probes and scrapes must not keep an idle daemon alive.
-NOT_ACTIVITY = frozenset({"/healthz", "/readyz", "/metrics"})
 #: Final job states, reported from the job table.
 FINAL_STATES = ("completed", "failed", "cancelled")
 
@@ -171,7 +170,7 @@ class Metrics:
     def response(self, route: str, method: str, status: int, path: str) -> None:
         """Count one HTTP response; anything but a probe or a scrape is activity."""
         self.requests.labels(route, method, str(status)).inc()
-        if path not in NOT_ACTIVITY:
+        if path not in PROBE_PATHS:  # probes and scrapes must not keep an idle daemon alive
             self.last_activity = time.time()
 
     def job_started(self, row: Any) -> None:

@@ -24,16 +24,13 @@ from redis.exceptions import RedisError
 
 from asr_daemon import device, errors, formats, jobs, models, orphans, queries, queue, transcriber, uploads, webhooks
 from asr_daemon.config import Settings
+from asr_daemon.db import ERRORS as DB_ERRORS
 from asr_daemon.diarization import engine as diarization_engine
 from asr_daemon.diarization import holder_from_settings
 from asr_daemon.diarization import step as diarization_step
 from asr_daemon.metrics import Metrics
 
 log = logging.getLogger(__name__)
-
-# InternalClientError: a pooled connection PostgreSQL closed while idle (server stop); without it here a
-# database restart could kill the claim or heartbeat loop for good
-DB_ERRORS = (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, asyncpg.InternalClientError)
 
 
 @dataclass

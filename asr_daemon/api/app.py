@@ -38,18 +38,7 @@ from asr_daemon.wyoming import server as wyoming_server
 
 log = logging.getLogger(__name__)
 
-DB_UNAVAILABLE = (
-    OSError,
-    asyncpg.InterfaceError,
-    asyncpg.PostgresConnectionError,
-    asyncpg.CannotConnectNowError,
-    asyncpg.TooManyConnectionsError,
-    asyncpg.AdminShutdownError,
-    asyncio.TimeoutError,
-    # what asyncpg raises on a pooled connection PostgreSQL closed while it sat idle (server stop):
-    # "cannot switch to state ...; another operation is in progress"
-    asyncpg.InternalClientError,
-)
+DB_UNAVAILABLE = db.UNAVAILABLE
 
 
 def _error(

@@ -23,13 +23,14 @@ from litestar.enums import ScopeType
 from litestar.handlers.base import BaseRouteHandler
 
 from asr_daemon import errors, keys
+from asr_daemon.accesslog import PROBE_PATHS
 from asr_daemon.config import Settings
 from asr_daemon.live import secrets as live_secrets
 from asr_daemon.queries import Conn
 
 log = logging.getLogger(__name__)
 
-PUBLIC_PATHS = frozenset({"/healthz", "/readyz", "/metrics", "/"})
+PUBLIC_PATHS = PROBE_PATHS | {"/"}
 PUBLIC_PREFIXES = ("/docs", "/static/")  # the web page's files: it asks for a key itself
 _SCOPE_KEY = "asr_principal"
 _SECRET_KEY = "asr_client_secret"

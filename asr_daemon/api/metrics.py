@@ -9,15 +9,11 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
-import asyncpg
 from litestar import Response, get
 from litestar.datastructures import State
 
-from asr_daemon import queries
+from asr_daemon import db, queries
 from asr_daemon.metrics import Metrics
-
-DB_ERRORS = (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, asyncio.TimeoutError)
-
 
 #: The Prometheus text exposition format (Litestar appends `; charset=utf-8`).
 MEDIA_TYPE = "text/plain; version=0.0.4"
@@ -33,7 +29,7 @@ async def metrics(state: State) -> Response[bytes]:
         async with asyncio.timeout(2):
             stats = await queries.queue_stats(state.pool)
             totals = await queries.jobs_finished_totals(state.pool)
-    except DB_ERRORS:
+    except db.ERRORS:
         pass
     m.refresh(stats, totals, state.worker.running, state.models)
     m.live_sessions.set(len(state.live.sessions))  # issue 21

@@ -22,6 +22,7 @@ from asr_daemon import db as dbmod
 from asr_daemon import host
 from asr_daemon import restore as rs
 from asr_daemon.cli import common
+from asr_daemon.cli.common import human_age, human_size
 
 T = TypeVar("T")
 
@@ -35,25 +36,6 @@ DirOpt = Annotated[
 ]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Machine-readable output.")]
 AUDIO_NOTE = "uploaded audio is not in the dump: use --with-audio or back up {} (docs/operations.md)"
-
-
-def human_size(n: float) -> str:
-    """1536 -> '1.5 KiB'."""
-    for unit in ("B", "KiB", "MiB", "GiB"):
-        if n < 1024 or unit == "GiB":
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
-        n /= 1024
-    return f"{n:.1f} GiB"  # unreachable, keeps mypy's return check simple
-
-
-def human_age(seconds: float) -> str:
-    """90061 -> '1d 1h'."""
-    s = max(0, int(seconds))
-    if s < 3600:
-        return f"{s // 60}m"
-    if s < 86400:
-        return f"{s // 3600}h {s % 3600 // 60}m"
-    return f"{s // 86400}d {s % 86400 // 3600}h"
 
 
 def _db(coro: Coroutine[Any, Any, T]) -> T:

@@ -69,3 +69,22 @@ def with_db(work: Callable[[asyncpg.Connection[Any]], Awaitable[T]]) -> T:
         return run(go())
     except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
         fail(dbmod.connect_error(settings().database_url.get_secret_value(), exc))
+
+
+def human_size(n: float) -> str:
+    """1536 -> '1.5 KiB'."""
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if n < 1024 or unit == "GiB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    return f"{n:.1f} GiB"  # unreachable, keeps mypy's return check simple
+
+
+def human_age(seconds: float) -> str:
+    """90061 -> '1d 1h'."""
+    s = max(0, int(seconds))
+    if s < 3600:
+        return f"{s // 60}m"
+    if s < 86400:
+        return f"{s // 3600}h {s % 3600 // 60}m"
+    return f"{s // 86400}d {s % 86400 // 3600}h"

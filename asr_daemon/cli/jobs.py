@@ -18,7 +18,6 @@ from rich.table import Table
 from asr_daemon import jobs as jobsmod
 from asr_daemon import maintenance as mt
 from asr_daemon.cli import common
-from asr_daemon.cli.backup import human_age, human_size
 from asr_daemon.diarization.events import summary as diarization_summary
 from asr_daemon.formats import round_times
 
@@ -84,7 +83,7 @@ def ls_cmd(
             f"{r['duration_s']:.0f}s",
             f"{min(done, 1.0):.0%}",
             f"{r['attempts']}/{r['max_attempts']}",
-            human_age((now - r["created_at"]).total_seconds()),
+            common.human_age((now - r["created_at"]).total_seconds()),
             r["error_code"] or "",
         )
     Console().print(table if rows else "no jobs")
@@ -244,7 +243,7 @@ def purge_cmd(
         return
     what = "jobs whose audio was forgotten" if audio_only else "jobs deleted"
     prefix = "would be: " if dry_run else ""
-    typer.echo(f"{prefix}{count} {what}, {removed} audio file(s) removed ({human_size(freed)})")
+    typer.echo(f"{prefix}{count} {what}, {removed} audio file(s) removed ({common.human_size(freed)})")
 
 
 class _Rollback(Exception):

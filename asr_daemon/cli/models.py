@@ -15,7 +15,6 @@ import typer
 
 from asr_daemon import hub, store
 from asr_daemon.cli import common
-from asr_daemon.cli.backup import human_size
 from asr_daemon.config import Settings
 from asr_daemon.diarization import cli as diarization_cli
 
@@ -31,7 +30,7 @@ def _quiet_logs() -> None:
 
 def _on_disk(n: int) -> str:
     """Bytes on disk in the binary units every command uses (`asrctl status`: MiB in memory)."""
-    return human_size(n) if n else "-"
+    return common.human_size(n) if n else "-"
 
 
 class _Bar:

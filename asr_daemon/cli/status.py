@@ -51,7 +51,6 @@ from asr_daemon import db as dbmod
 from asr_daemon import host, migrate
 from asr_daemon import maintenance as mt
 from asr_daemon.cli import common
-from asr_daemon.cli.backup import human_age, human_size
 from asr_daemon.config import Settings
 
 SCHEMA = 1
@@ -221,7 +220,7 @@ def status(
 
 
 def _age(seconds: float | None) -> str:
-    return "-" if seconds is None else human_age(seconds) + " ago"
+    return "-" if seconds is None else common.human_age(seconds) + " ago"
 
 
 def _mib(n: Any) -> str:
@@ -232,7 +231,7 @@ def _model(m: dict[str, Any]) -> str:
     """`tiny.en (cpu int8, 78.0 MiB in memory)`: a loaded model, its device and the memory it took at
     load (`models ls` says what it takes on disk, in the same binary units)."""
     mem = m.get("memory_bytes")
-    size = f"{human_size(mem)} in memory" if isinstance(mem, int) else "memory unknown"
+    size = f"{common.human_size(mem)} in memory" if isinstance(mem, int) else "memory unknown"
     return f"{m.get('id')} ({m.get('device')} {m.get('compute_type')}, {size})"
 
 
@@ -286,11 +285,11 @@ def render(r: dict[str, Any]) -> Table:
         )
     t.add_row("last request", _age(r["last_request"]["age_s"]))
     idle = r["idle_stop"]["in_s"]
-    t.add_row("idle stop", "-" if idle is None else f"in {human_age(idle)}")
+    t.add_row("idle stop", "-" if idle is None else f"in {common.human_age(idle)}")
     db = r["database"]
     t.add_row(
         "database",
-        f"{human_size(db['size_bytes'])}, migration {db['latest_migration']}, {db['pending_migrations']} pending"
+        f"{common.human_size(db['size_bytes'])}, migration {db['latest_migration']}, {db['pending_migrations']} pending"
         if db["reachable"]
         else "[bold red]unreachable[/]",
     )

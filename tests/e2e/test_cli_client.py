@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from asr_daemon import host
-from asr_daemon.cli.backup import human_size
+from asr_daemon.cli.common import human_size
 from tests import services
 from tests.conftest import Daemon
 from tests.integration.ops_support import MODEL, READYZ, asrctl, assert_one_error_line
