@@ -1,7 +1,7 @@
-"""What a job is: its states, the transitions between them, and the options a request may set.
+"""What a request may ask of a job: task, response format, the options that change a transcript, and
+the parsing of the form fields into them.
 
-Pure domain: imports nothing of the project, does no I/O. The database enforces the same
-transitions with guarded UPDATE statements (see `queries.py`).
+Pure domain: imports nothing of the project, does no I/O.
 """
 
 from __future__ import annotations
@@ -13,38 +13,6 @@ import math
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from typing import Any
-
-
-class Status(enum.StrEnum):
-    """Lifecycle of a job (column `jobs.status`)."""
-
-    #: accepted, waiting for a worker
-    QUEUED = "queued"
-    #: claimed by a worker that heartbeats
-    RUNNING = "running"
-    #: every segment stored
-    COMPLETED = "completed"
-    #: gave up: bad audio, or attempts exhausted
-    FAILED = "failed"
-    #: cancelled by a client before it completed
-    CANCELLED = "cancelled"
-
-
-TERMINAL = frozenset({Status.COMPLETED, Status.FAILED, Status.CANCELLED})
-
-#: Allowed transitions; anything else is refused by the guarded SQL statements.
-TRANSITIONS: dict[Status, frozenset[Status]] = {
-    Status.QUEUED: frozenset({Status.RUNNING, Status.CANCELLED}),
-    Status.RUNNING: frozenset({Status.COMPLETED, Status.FAILED, Status.CANCELLED, Status.QUEUED}),
-    Status.COMPLETED: frozenset(),
-    Status.FAILED: frozenset({Status.QUEUED}),  # `asrctl jobs retry`
-    Status.CANCELLED: frozenset({Status.QUEUED}),
-}
-
-
-def can_move(src: Status, dst: Status) -> bool:
-    """True when a job may go from `src` to `dst`."""
-    return dst in TRANSITIONS[src]
 
 
 class Task(enum.StrEnum):

@@ -1,0 +1,52 @@
+"""What a job is, in one place: its state machine (`states`), the typed rows (`model`), and what a
+request may ask of it (`request`). Pure: imports nothing of the project outside this package, does no
+I/O; the SQL that moves jobs lives in `asr_daemon.queries`.
+
+`from asr_daemon import jobs` then `jobs.Status`, `jobs.Job`, `jobs.Options`, ... : the names below.
+"""
+
+from asr_daemon.jobs.request import (
+    DIARIZATION_FIELDS,
+    LANGUAGES,
+    MAX_PROMPT_CHARS,
+    Invalid,
+    Options,
+    Request,
+    ResponseFormat,
+    Task,
+    parse_request,
+)
+from asr_daemon.jobs.states import (
+    ACTIVE,
+    MOVES,
+    RETRYABLE,
+    TERMINAL,
+    TRANSITIONS,
+    ErrorCode,
+    Kind,
+    Move,
+    Status,
+    can_move,
+)
+
+__all__ = [
+    "ACTIVE",
+    "DIARIZATION_FIELDS",
+    "LANGUAGES",
+    "MAX_PROMPT_CHARS",
+    "MOVES",
+    "RETRYABLE",
+    "TERMINAL",
+    "TRANSITIONS",
+    "ErrorCode",
+    "Invalid",
+    "Kind",
+    "Move",
+    "Options",
+    "Request",
+    "ResponseFormat",
+    "Status",
+    "Task",
+    "can_move",
+    "parse_request",
+]
