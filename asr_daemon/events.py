@@ -33,33 +33,33 @@ class Event:
     data: dict[str, Any]
 
 
-def segment_event(job: Any, seg: Any, speaker: str | None = None) -> Event:
+def segment_event(job: jobs.Job, seg: jobs.Segment, speaker: str | None = None) -> Event:
     """The `segment` event of one stored segment, with progress (and its speaker on a diarized job)."""
-    duration = formats.seconds(job["duration_s"] or 0.0)
+    duration = formats.seconds(job.duration_s or 0.0)
     extra = {} if speaker is None else {"speaker": speaker}
     return Event(
-        FIRST_SEGMENT_ID + seg["seq"],
+        FIRST_SEGMENT_ID + seg.seq,
         "segment",
         {
-            "id": str(job["id"]),
-            "seq": seg["seq"],
-            "start": round(seg["start_s"], 3),
-            "end": round(seg["end_s"], 3),
-            "text": seg["text"],
-            "progress_s": round(seg["end_s"], 3),
+            "id": str(job.id),
+            "seq": seg.seq,
+            "start": round(seg.start_s, 3),
+            "end": round(seg.end_s, 3),
+            "text": seg.text,
+            "progress_s": round(seg.end_s, 3),
             "duration_s": duration,
-            "progress": round(min(1.0, seg["end_s"] / duration), 4) if duration else None,
+            "progress": round(min(1.0, seg.end_s / duration), 4) if duration else None,
             **extra,
         },
     )
 
 
-def final_event(job: Any, n_segments: int) -> Event:
+def final_event(job: jobs.Job, n_segments: int) -> Event:
     """The last event of a finished job."""
-    data: dict[str, Any] = {"id": str(job["id"]), "status": job["status"], "segments": n_segments}
-    if job["status"] == jobs.Status.FAILED:
-        data["error"] = {"message": job["error"], "code": job["error_code"]}
-    return Event(FIRST_SEGMENT_ID + n_segments, job["status"], data)
+    data: dict[str, object] = {"id": str(job.id), "status": job.status, "segments": n_segments}
+    if job.status == jobs.Status.FAILED:
+        data["error"] = {"message": job.error, "code": job.error_code}
+    return Event(FIRST_SEGMENT_ID + n_segments, job.status, data)
 
 
 async def follow(
@@ -80,20 +80,20 @@ async def follow(
             job = await queries.get_job(pool, job_id)
             if job is None:
                 return
-            terminal = job["status"] in jobs.TERMINAL
+            terminal = job.status in jobs.TERMINAL
             sent = False
             if cursor < 0:
                 yield Event(
                     0,
                     "queued",
-                    {"id": str(job_id), "status": "queued", "created_at": formats.timestamp(job["created_at"])},
+                    {"id": str(job_id), "status": "queued", "created_at": formats.timestamp(job.created_at)},
                 )
                 cursor, sent = 0, True
-            if cursor < 1 and job["started_at"] is not None:
+            if cursor < 1 and job.started_at is not None:
                 yield Event(
                     1,
                     "started",
-                    {"id": str(job_id), "status": "running", "started_at": formats.timestamp(job["started_at"])},
+                    {"id": str(job_id), "status": "running", "started_at": formats.timestamp(job.started_at)},
                 )
                 cursor, sent = 1, True
             if cursor == 1 and (progress := await diarized.progress(job)) is not None:
@@ -107,7 +107,7 @@ async def follow(
                     yield ev
                     cursor, sent = ev.id, True
             if terminal:
-                n = segs[-1]["seq"] + 1 if segs else (await queries.resume_point(pool, job_id))["next_seq"]
+                n = segs[-1].seq + 1 if segs else (await queries.resume_point(pool, job_id)).next_seq
                 final = final_event(job, n)
                 if final.id > cursor:
                     yield final
@@ -127,14 +127,14 @@ async def wait_finished(
     hub: Hub,
     job_id: uuid.UUID,
     timeout: float,
-) -> Any:
-    """Wait until the job is finished (or `timeout` passes) and return its row."""
+) -> jobs.Job | None:
+    """Wait until the job is finished (or `timeout` passes) and return it (None when it is gone)."""
     wake = hub.subscribe(job_id)
     deadline = time.monotonic() + timeout
     try:
         while True:
             job = await queries.get_job(pool, job_id)
-            if job is None or job["status"] in jobs.TERMINAL or time.monotonic() >= deadline:
+            if job is None or job.status in jobs.TERMINAL or time.monotonic() >= deadline:
                 return job
             await hub.wait(wake, min(hub.poll_interval, max(0.01, deadline - time.monotonic())))
     finally:

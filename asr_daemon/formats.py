@@ -11,7 +11,8 @@ from typing import Any
 
 import msgspec
 
-from asr_daemon.jobs import ResponseFormat, Task
+from asr_daemon.jobs import Job, ResponseFormat, Task
+from asr_daemon.jobs import Segment as Stored  # a stored segment; `Segment` below is its verbose_json shape
 
 MEDIA_TYPES = {
     ResponseFormat.JSON: "application/json",
@@ -22,8 +23,6 @@ MEDIA_TYPES = {
     ResponseFormat.DIARIZED_JSON: "application/json",
     ResponseFormat.RTTM: "text/plain; charset=utf-8",
 }
-
-Seg = Any  # an asyncpg Record or a dict: anything indexable by column name
 
 
 def timestamp(moment: datetime) -> str:
@@ -53,9 +52,9 @@ def round_times(data: Mapping[str, Any]) -> dict[str, Any]:
     return {k: fix(k, v, False) for k, v in data.items()}
 
 
-def text_of(segments: Sequence[Seg]) -> str:
+def text_of(segments: Sequence[Stored]) -> str:
     """The whole transcript as one string, as faster-whisper's segments join."""
-    return "".join(s["text"] for s in segments).strip()
+    return "".join(s.text for s in segments).strip()
 
 
 def _clock(seconds: float, sep: str) -> str:
@@ -66,18 +65,18 @@ def _clock(seconds: float, sep: str) -> str:
     return f"{h:02d}:{m:02d}:{s:02d}{sep}{ms:03d}"
 
 
-def srt(segments: Sequence[Seg]) -> str:
+def srt(segments: Sequence[Stored]) -> str:
     """SubRip subtitles."""
     blocks = [
-        f"{i}\n{_clock(s['start_s'], ',')} --> {_clock(s['end_s'], ',')}\n{s['text'].strip()}\n"
+        f"{i}\n{_clock(s.start_s, ',')} --> {_clock(s.end_s, ',')}\n{s.text.strip()}\n"
         for i, s in enumerate(segments, 1)
     ]
     return "\n".join(blocks)
 
 
-def vtt(segments: Sequence[Seg]) -> str:
+def vtt(segments: Sequence[Stored]) -> str:
     """WebVTT subtitles."""
-    blocks = [f"{_clock(s['start_s'], '.')} --> {_clock(s['end_s'], '.')}\n{s['text'].strip()}\n" for s in segments]
+    blocks = [f"{_clock(s.start_s, '.')} --> {_clock(s.end_s, '.')}\n{s.text.strip()}\n" for s in segments]
     return "WEBVTT\n\n" + "\n".join(blocks)
 
 
@@ -124,40 +123,39 @@ class VerboseTranscription(msgspec.Struct, omit_defaults=True):
     words: list[Word] | None = None
 
 
-def segment_json(s: Seg) -> Segment:
+def segment_json(s: Stored) -> Segment:
     """One stored segment in OpenAI's verbose_json shape."""
     return Segment(
-        id=s["seq"],
+        id=s.seq,
         seek=0,
-        start=round(s["start_s"], 3),
-        end=round(s["end_s"], 3),
-        text=s["text"],
-        tokens=list(s["tokens"] or []),
-        temperature=s["temperature"],
-        avg_logprob=s["avg_logprob"],
-        compression_ratio=s["compression_ratio"],
-        no_speech_prob=s["no_speech_prob"],
+        start=round(s.start_s, 3),
+        end=round(s.end_s, 3),
+        text=s.text,
+        tokens=list(s.tokens),
+        temperature=s.temperature,
+        avg_logprob=s.avg_logprob,
+        compression_ratio=s.compression_ratio,
+        no_speech_prob=s.no_speech_prob,
     )
 
 
-def verbose(job: Mapping[str, Any], segments: Sequence[Seg]) -> VerboseTranscription:
+def verbose(job: Job, segments: Sequence[Stored]) -> VerboseTranscription:
     """OpenAI's verbose_json: language, duration, segments, and words when they were asked for."""
-    options = job["options"] or {}
     words = None
-    if options.get("word_timestamps"):
-        words = [msgspec.convert(w, Word) for s in segments for w in (s["words"] or [])]
+    if job.options.word_timestamps:
+        words = [Word(w["start"], w["end"], w["word"], w["probability"]) for s in segments for w in s.words]
     return VerboseTranscription(
-        task=Task(options.get("task", "transcribe")),
-        language=job["language"],
-        language_probability=job["language_probability"],
-        duration=seconds(job["duration_s"] or 0.0),
+        task=job.options.task,
+        language=job.language,
+        language_probability=job.language_probability,
+        duration=seconds(job.duration_s or 0.0),
         text=text_of(segments),
         segments=[segment_json(s) for s in segments],
         words=words,
     )
 
 
-def render(fmt: ResponseFormat, job: Mapping[str, Any], segments: Sequence[Seg]) -> tuple[str, str]:
+def render(fmt: ResponseFormat, job: Job, segments: Sequence[Stored]) -> tuple[str, str]:
     """(body, media type) of a transcript in format `fmt`."""
     if fmt is ResponseFormat.JSON:
         body = msgspec.json.encode(Transcription(text_of(segments))).decode()

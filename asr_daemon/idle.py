@@ -33,9 +33,9 @@ from typing import Any
 
 import asyncpg
 
-from asr_daemon import accesslog, db
+from asr_daemon import accesslog, db, queries
 from asr_daemon.config import Settings
-from asr_daemon.systemd import PROXY_UNIT, WYOMING_PROXY_UNIT, job_counts_sql
+from asr_daemon.systemd import PROXY_UNIT, WYOMING_PROXY_UNIT
 
 log = logging.getLogger(__name__)
 
@@ -74,9 +74,7 @@ class IdleWatcher:
         """Jobs queued or running now (raises when the database cannot tell)."""
         if self._conn is None or self._conn.is_closed():
             self._conn = await db.connect(self.settings)
-        row = await self._conn.fetchrow(job_counts_sql())
-        assert row is not None  # an aggregate always returns one row
-        return int(row["queued"]) + int(row["running"])
+        return (await queries.queue_stats(self._conn)).active
 
     async def _systemctl(self, *args: str) -> tuple[int, str]:
         proc = await asyncio.create_subprocess_exec(

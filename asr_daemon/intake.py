@@ -12,7 +12,6 @@ import logging
 import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
-from typing import Any
 
 import asyncpg
 
@@ -32,7 +31,7 @@ MAX_IDEMPOTENCY_KEY = 255
 class Accepted:
     """The outcome of a submission."""
 
-    job: Any
+    job: jobs.Job
     request: jobs.Request | None
     deduplicated: bool = False
     replayed: bool = False
@@ -97,7 +96,7 @@ class Intake:
         finally:
             upload.discard()
 
-    async def submit_recorded(self, upload: uploads.Upload, *, kind: str) -> Accepted:
+    async def submit_recorded(self, upload: uploads.Upload, *, kind: jobs.Kind) -> Accepted:
         """Accept audio already on disk (a Wyoming voice command): the same checks, probe and job row as
         an upload, never deduplicated (each is its own job); the file is moved or removed either way."""
         try:
@@ -112,7 +111,7 @@ class Intake:
         allow_task_field: bool,
         idempotency_key: str | None,
         api_key_id: int | None,
-        kind: str = "file",
+        kind: jobs.Kind = jobs.Kind.FILE,
         diarize_only: bool = False,
     ) -> Accepted:
         s = self.settings
@@ -135,10 +134,10 @@ class Intake:
         limits = audio.Limits(s.max_audio_seconds, s.max_channels, s.max_sample_rate, s.max_tag_bytes)
         info = await asyncio.to_thread(audio.probe, upload.path, limits)
         fingerprint = req.options.fingerprint(model_name, upload.sha256)
-        if s.dedup and not req.webhook_url and kind == "file":
+        if s.dedup and not req.webhook_url and kind == jobs.Kind.FILE:
             done = await queries.find_completed(self.pool, fingerprint, api_key_id)
             if done is not None:
-                log.info("job_deduplicated", extra={"job_id": str(done["id"])})
+                log.info("job_deduplicated", extra={"job_id": str(done.id)})
                 return Accepted(job=done, request=req, deduplicated=True)
         async with self.locks.get(upload.sha256):
             _, created = await asyncio.to_thread(uploads.commit, upload, s.uploads_dir)
@@ -147,7 +146,7 @@ class Intake:
                     await queries.lock_queue(conn)
                     if await queries.count_queued(conn) >= s.max_queued_jobs:  # others filled it meanwhile
                         raise errors.QueueFull(_queue_full(s.max_queued_jobs))
-                    row = await queries.insert_job(
+                    job = await queries.insert_job(
                         conn,
                         job_id=uuid.uuid4(),
                         model=model_name,
@@ -176,23 +175,23 @@ class Intake:
         log.info(
             "job_queued",
             extra={
-                "job_id": str(row["id"]),
+                "job_id": str(job.id),
                 "model": model_name,
                 "duration_s": round(info.duration, 2),
                 "bytes": upload.size,
             },
         )
         await self.hub.ring()
-        await self.hub.notify(row["id"])
-        return Accepted(job=row, request=req)
+        await self.hub.notify(job.id)
+        return Accepted(job=job, request=req)
 
 
 def _queue_full(limit: int) -> str:
     return f"the queue holds {limit} jobs, its limit (ASR_MAX_QUEUED_JOBS)"
 
 
-def _replay(existing: Any, api_key_id: int | None) -> Accepted:
+def _replay(existing: jobs.Job, api_key_id: int | None) -> Accepted:
     """The job an Idempotency-Key already created, if it belongs to the same key (409 otherwise)."""
-    if existing["api_key_id"] != api_key_id:
+    if existing.api_key_id != api_key_id:
         raise errors.Conflict("this Idempotency-Key was already used by another client: pick a fresh one")
     return Accepted(job=existing, request=None, replayed=True)

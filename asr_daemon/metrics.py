@@ -12,18 +12,19 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import Iterable, Iterator
-from typing import Any
+from collections.abc import Iterable, Iterator, Mapping
+from typing import TYPE_CHECKING, Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, ProcessCollector, generate_latest
 from prometheus_client.core import CounterMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from asr_daemon import __version__, device
+from asr_daemon import __version__, device, jobs
 from asr_daemon.accesslog import PROBE_PATHS
 
-#: Final job states, reported from the job table.
-FINAL_STATES = ("completed", "failed", "cancelled")
+if TYPE_CHECKING:
+    from asr_daemon.queries import QueueStats
+
 
 _WAIT_BUCKETS = (0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600, 1800, 3600)
 _PROCESSING_BUCKETS = (0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600, 1800, 3600, 7200)
@@ -75,9 +76,8 @@ class _Totals(Collector):
             "Jobs that reached a final state (all processes; PostgreSQL's job_totals, which purges leave alone)",
             labels=["status"],
         )
-        for status in FINAL_STATES:
-            if status in self.jobs:
-                fam.add_metric([status], self.jobs[status])
+        for status in sorted(self.jobs):
+            fam.add_metric([status], self.jobs[status])
         yield fam
         for key, text in _MODEL_COUNTS.items():
             if key in self.models:
@@ -173,10 +173,10 @@ class Metrics:
         if path not in PROBE_PATHS:  # probes and scrapes must not keep an idle daemon alive
             self.last_activity = time.time()
 
-    def job_started(self, row: Any) -> None:
+    def job_started(self, job: jobs.Job) -> None:
         """A job was claimed: its queue wait is observed on its first attempt only."""
-        if row["attempts"] == 1 and row["started_at"] is not None:
-            self.queue_wait.observe(max(0.0, (row["started_at"] - row["created_at"]).total_seconds()))
+        if job.attempts == 1 and job.started_at is not None:
+            self.queue_wait.observe(max(0.0, (job.started_at - job.created_at).total_seconds()))
 
     def job_completed(self, model: str, device: str, audio_s: float, transcribe_s: float, elapsed_s: float) -> None:
         """A job completed here: processing time, audio seconds and realtime factor."""
@@ -187,16 +187,18 @@ class Metrics:
             self.rtf.labels(model, device).observe(transcribe_s / audio_s)
 
     # --- scrape time -----------------------------------------------------------------------
-    def refresh(self, stats: Any, totals: dict[str, int] | None, running: int, cache: Any) -> None:
+    def refresh(
+        self, stats: QueueStats | None, totals: Mapping[jobs.Status, int] | None, running: int, cache: Any
+    ) -> None:
         """Set the gauges that describe now; `stats`/`totals` are None when PostgreSQL did not answer."""
         self.db_up.set(0 if stats is None else 1)
         queued = 0
         if stats is not None:
-            queued = int(stats["queued"])
+            queued = stats.queued
             self.queue_depth.set(queued)
-            self.oldest_queued.set(float(stats["oldest_queued_s"] or 0))
+            self.oldest_queued.set(stats.oldest_queued_s or 0.0)
         if totals is not None:
-            self._totals.jobs = {status: totals.get(status, 0) for status in FINAL_STATES}
+            self._totals.jobs = {str(status): totals.get(status, 0) for status in jobs.TERMINAL}
         self._totals.models = cache.stats()
         self.running.set(running)
         busy = running > 0 or queued > 0

@@ -17,7 +17,6 @@ import logging
 import os
 import re
 import time
-from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -91,7 +90,7 @@ async def sweep(settings: Settings, pool: asyncpg.Pool, locks: uploads.AudioLock
             log.info("orphan_part_removed", extra={"file": part.name})
     for i in range(0, len(shas), BATCH):
         batch = shas[i : i + BATCH]
-        referenced = await audio_referenced(pool, batch)
+        referenced = await queries.audio_referenced(pool, batch)
         for sha in batch:
             if sha in referenced:
                 continue
@@ -99,7 +98,7 @@ async def sweep(settings: Settings, pool: asyncpg.Pool, locks: uploads.AudioLock
             # intake holds this lock from renaming the file into place to inserting its row, and
             # touches a file it reuses: check again under it so a submission in flight keeps its audio
             async with locks.get(sha):
-                if await audio_referenced(pool, [sha]) or _mtime(path) >= audio_cutoff:
+                if await queries.audio_referenced(pool, [sha]) or _mtime(path) >= audio_cutoff:
                     continue
                 with contextlib.suppress(FileNotFoundError):
                     path.unlink()
@@ -107,12 +106,3 @@ async def sweep(settings: Settings, pool: asyncpg.Pool, locks: uploads.AudioLock
                     log.info("orphan_audio_removed", extra={"sha256": sha[:12]})
     log.info("orphans_swept", extra={"parts": out.parts, "audio": out.audio})
     return out
-
-
-async def audio_referenced(conn: queries.Conn, shas: list[str]) -> set[str]:
-    """Those of `shas` that some job row points at, its audio not deleted (the orphan sweep keeps them)."""
-    rows: Sequence[queries.Row] = await conn.fetch(
-        "SELECT DISTINCT audio_sha256 FROM jobs WHERE audio_sha256 = ANY($1::text[]) AND audio_deleted_at IS NULL",
-        shas,
-    )
-    return {r["audio_sha256"] for r in rows}

@@ -27,7 +27,7 @@ from typing import Any, Protocol
 import asyncpg
 import sdnotify
 
-from asr_daemon import migrate
+from asr_daemon import migrate, queries
 from asr_daemon.config import Settings
 
 log = logging.getLogger(__name__)
@@ -302,15 +302,6 @@ def status_line(model: str, running: int, queued: int | None) -> str:
     return f"model {model}; {running} job{'s' if running != 1 else ''} running; {queue} queued"
 
 
-def job_counts_sql() -> str:
-    """One statement counting queued and running jobs (used for STATUS= and by the idle watcher)."""
-    return (
-        "SELECT count(*) FILTER (WHERE status = 'queued') AS queued,"
-        " count(*) FILTER (WHERE status = 'running') AS running"
-        " FROM jobs WHERE status IN ('queued', 'running')"
-    )
-
-
 def database_ready(pool: asyncpg.Pool[Any]) -> Callable[[], Awaitable[None]]:
     """READY's check: PostgreSQL answers and no migration is pending (raises otherwise)."""
 
@@ -339,8 +330,7 @@ def job_status(settings: Settings, pool: asyncpg.Pool[Any], progress: Progress) 
 
     async def status() -> str:
         try:
-            row = await pool.fetchrow(job_counts_sql())
-            queued = int(row["queued"]) if row is not None else None
+            queued: int | None = (await queries.queue_stats(pool)).queued
         except (OSError, asyncpg.PostgresError, TimeoutError):
             queued = None
         return status_line(settings.model, progress.running, queued)

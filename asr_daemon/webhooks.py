@@ -15,11 +15,12 @@ import logging
 import time
 import uuid
 from collections.abc import Sequence
-from typing import Any
+from datetime import datetime
+from typing import NamedTuple
 
 import asyncpg
 
-from asr_daemon import formats, queries
+from asr_daemon import formats, jobs, queries
 from asr_daemon.config import Settings
 from asr_daemon.diarization import events as diarization_events
 
@@ -44,33 +45,33 @@ def verify(secret: str, header: str, body: bytes, tolerance: float = 300) -> boo
     return hmac.compare_digest(sign(secret, ts, body), header)
 
 
-def summary(row: Any) -> dict[str, Any]:
+def summary(job: jobs.Job) -> dict[str, object]:
     """The webhook payload: the job's outcome without its transcript (fetch it from the links)."""
-    jid = str(row["id"])
+    jid = str(job.id)
     return {
-        "type": f"job.{row['status']}",
+        "type": f"job.{job.status}",
         "id": jid,
-        "status": row["status"],
-        "model": row["model"],
-        "duration_s": formats.seconds(row["duration_s"]) if row["duration_s"] is not None else None,
-        "language": row["language"],
-        "error": row["error"],
-        "finished_at": formats.timestamp(row["finished_at"]) if row["finished_at"] else None,
+        "status": job.status,
+        "model": job.model,
+        "duration_s": formats.seconds(job.duration_s) if job.duration_s is not None else None,
+        "language": job.language,
+        "error": job.error,
+        "finished_at": formats.timestamp(job.finished_at) if job.finished_at else None,
         "links": {"self": f"/v1/jobs/{jid}", "transcript": f"/v1/jobs/{jid}/transcript"},
     }
 
 
 async def deliver(settings: Settings, pool: asyncpg.Pool, job_id: uuid.UUID) -> bool:
     """Deliver the webhook of `job_id` with exponential backoff; True once a 2xx came back."""
-    row = await queries.get_job(pool, job_id)
-    if row is None or not row["webhook_url"]:
+    job = await queries.get_job(pool, job_id)
+    if job is None or not job.webhook_url:
         return False
     earlier = await deliveries(pool, job_id)
-    if any(d["status_code"] is not None and 200 <= d["status_code"] < 300 for d in earlier):
+    if any(d.status_code is not None and 200 <= d.status_code < 300 for d in earlier):
         return True
     import httpx  # here, not at the top: it costs ~0.1 s of every cold start (docs/benchmarks.md)
 
-    body = json.dumps({**summary(row), **await diarization_events.webhook_fields(pool, row)}).encode()
+    body = json.dumps({**summary(job), **await diarization_events.webhook_fields(pool, job)}).encode()
     secret = settings.webhook_secret.get_secret_value() if settings.webhook_secret else None
     async with httpx.AsyncClient(timeout=settings.webhook_timeout, follow_redirects=False) as client:
         for attempt in range(len(earlier) + 1, settings.webhook_attempts + 1):
@@ -80,7 +81,7 @@ async def deliver(settings: Settings, pool: asyncpg.Pool, job_id: uuid.UUID) -> 
             code: int | None = None
             error: str | None = None
             try:
-                resp = await client.post(row["webhook_url"], content=body, headers=headers)
+                resp = await client.post(job.webhook_url, content=body, headers=headers)
                 code = resp.status_code
             except httpx.HTTPError as exc:
                 error = type(exc).__name__
@@ -115,13 +116,22 @@ async def record_delivery(
     )
 
 
-async def deliveries(conn: queries.Conn, job_id: uuid.UUID) -> list[queries.Row]:
+class Delivery(NamedTuple):
+    """One attempt to deliver a job's webhook, and what the receiver answered."""
+
+    attempt: int
+    status_code: int | None
+    error: str | None
+    delivered_at: datetime
+
+
+async def deliveries(conn: queries.Conn, job_id: uuid.UUID) -> list[Delivery]:
     """Webhook delivery attempts of a job, oldest first."""
     rows: list[queries.Row] = await conn.fetch(
         "SELECT attempt, status_code, error, delivered_at FROM webhook_deliveries WHERE job_id = $1 ORDER BY id",
         job_id,
     )
-    return rows
+    return [Delivery(r["attempt"], r["status_code"], r["error"], r["delivered_at"]) for r in rows]
 
 
 async def undelivered(conn: queries.Conn, max_attempts: int) -> list[uuid.UUID]:

@@ -37,7 +37,7 @@ log = logging.getLogger(__name__)
 class Running:
     """A job this process is running."""
 
-    row: Any
+    job: jobs.Job
     task: asyncio.Task[None] | None = None
     progress: float = 0.0
     stop: threading.Event = field(default_factory=threading.Event)
@@ -112,24 +112,24 @@ class Worker:
                 self._slots.release()
                 break
             try:
-                row = await queries.claim(self.pool, self.name)
+                job = await queries.claim(self.pool, self.name)
             except DB_ERRORS as exc:
                 self._slots.release()
                 log.warning("claim_failed", extra={"error": type(exc).__name__})
                 await asyncio.sleep(self.settings.poll_interval)
                 continue
-            if row is None:
+            if job is None:
                 self._slots.release()
                 await self.hub.wait_bell(self.settings.poll_interval)
                 continue
-            run = Running(row=row, progress=row["progress_s"])
-            self.metrics.job_started(row)
-            self.jobs[row["id"]] = run
+            run = Running(job=job, progress=job.progress_s)
+            self.metrics.job_started(job)
+            self.jobs[job.id] = run
             self.last_progress = time.monotonic()
             run.task = asyncio.create_task(self._run(run))
 
     async def _run(self, run: Running) -> None:
-        job_id = run.row["id"]
+        job_id = run.job.id
         try:
             await self.hub.notify(job_id)
             await self._execute(run)
@@ -139,7 +139,7 @@ class Worker:
                 status = await queries.retry_or_fail(
                     self.pool, job_id, self.name, "internal error", self.settings.retry_backoff
                 )
-                if status == jobs.Status.FAILED and run.row["webhook_url"]:
+                if status == jobs.Status.FAILED and run.job.webhook_url:
                     self._spawn_webhook(job_id)
         finally:
             self.jobs.pop(job_id, None)
@@ -149,17 +149,16 @@ class Worker:
                 await self.hub.notify(job_id)
 
     async def _execute(self, run: Running) -> None:
-        row = run.row
-        job_id, s = row["id"], self.settings
-        options = jobs.Options.from_json(row["options"])
-        path = s.uploads_dir / row["audio_sha256"]
+        job = run.job
+        job_id, s, options = job.id, self.settings, job.options
+        path = s.uploads_dir / job.audio_sha256
         if not path.is_file():
-            await self._fail(run, "the uploaded audio is no longer on disk", "audio_missing")
+            await self._fail(run, "the uploaded audio is no longer on disk", jobs.ErrorCode.AUDIO_MISSING)
             return
         try:
-            name, model_dir = models.resolve(s.models_dir, row["model"], s.model)
+            name, model_dir = models.resolve(s.models_dir, job.model, s.model)
         except errors.ModelNotFound as exc:
-            await self._fail(run, exc.message, exc.code)
+            await self._fail(run, exc.message, jobs.ErrorCode.MODEL_NOT_FOUND)
             return
         diarize_s = await self._diarize(run, path, options) if options.diarization is not None else 0.0
         if diarize_s is None or (options.diarization or {}).get("only"):
@@ -173,8 +172,8 @@ class Worker:
             extra={
                 "job_id": str(job_id),
                 "model": name,
-                "attempt": row["attempts"],
-                "resume_from": resume["resume_from"],
+                "attempt": job.attempts,
+                "resume_from": resume.resume_from,
             },
         )
         try:
@@ -183,7 +182,7 @@ class Worker:
             await self._stopped(run)
             return
         except errors.JobFailed as exc:
-            await self._fail(run, str(exc), "transcription_failed")
+            await self._fail(run, str(exc), jobs.ErrorCode.TRANSCRIPTION_FAILED)
             return
         except Exception as exc:
             if entry.device != "cpu" and device.is_cuda_failure(exc) and self.cache.fallback_to_cpu(name, exc):
@@ -206,41 +205,41 @@ class Worker:
             self.metrics.job_completed(
                 name,
                 entry.device,
-                row["duration_s"] - resume["resume_from"],
+                job.duration_s - resume.resume_from,
                 timings["transcribe_s"],
                 time.perf_counter() - t0,
             )
             log.info("job_completed", extra={"job_id": str(job_id), "segments": result.segments, **timings})
             if s.log_transcripts:
                 await self._log_transcript(job_id)
-            if row["webhook_url"]:
+            if job.webhook_url:
                 self._spawn_webhook(job_id)
 
     async def _diarize(self, run: Running, path: Any, options: jobs.Options) -> float | None:
         """The stored diarization step (issue 19); its seconds, or None when the job ended or stopped here.
 
         A diarization-only job (`/v1/audio/diarization`) completes here."""
-        job_id = run.row["id"]
+        job_id = run.job.id
 
         def tick() -> None:
             self.last_progress = time.monotonic()
 
         try:
             took = await diarization_step.run(
-                self.pool, self.hub, self.diarizer, self.name, run.row, path, options.diarization or {}, run.stop, tick
+                self.pool, self.hub, self.diarizer, self.name, run.job, path, options.diarization or {}, run.stop, tick
             )
         except diarization_engine.Stopped:
             run.stop_reason = run.stop_reason or "lost"
             await self._stopped(run)
             return None
         except diarization_engine.Unavailable as exc:
-            await self._fail(run, str(exc), "diarization_unavailable")
+            await self._fail(run, str(exc), jobs.ErrorCode.DIARIZATION_UNAVAILABLE)
             return None
         only = (options.diarization or {}).get("only")
         if only and await queries.complete(self.pool, job_id, self.name, {"diarize_s": round(took, 4)}, "cpu"):
             self.completed += 1
             log.info("job_completed", extra={"job_id": str(job_id), "diarize_s": round(took, 4)})
-            if run.row["webhook_url"]:
+            if run.job.webhook_url:
                 self._spawn_webhook(job_id)
         return took
 
@@ -253,19 +252,19 @@ class Worker:
             return
         log.info("job_transcript", extra={"job_id": str(job_id), "text": text})
 
-    async def _fail(self, run: Running, message: str, code: str) -> None:
+    async def _fail(self, run: Running, message: str, code: jobs.ErrorCode) -> None:
         """running → failed for a reason retrying cannot fix; the webhook (if any) is told."""
-        job_id = run.row["id"]
+        job_id = run.job.id
         if await queries.fail(self.pool, job_id, self.name, message, code):
             log.warning("job_failed", extra={"job_id": str(job_id), "code": code})
-            if run.row["webhook_url"]:
+            if run.job.webhook_url:
                 self._spawn_webhook(job_id)
 
     async def _transcribe(
-        self, run: Running, entry: models.Loaded, options: jobs.Options, resume: Any
+        self, run: Running, entry: models.Loaded, options: jobs.Options, resume: queries.ResumePoint
     ) -> transcriber.Result:
         loop = asyncio.get_running_loop()
-        job_id, s = run.row["id"], self.settings
+        job_id, s = run.job.id, self.settings
 
         def on_segment(seg: transcriber.Segment) -> None:
             fut = asyncio.run_coroutine_threadsafe(self._store(run, seg), loop)
@@ -281,31 +280,31 @@ class Worker:
         return await asyncio.to_thread(
             transcriber.transcribe,
             entry.model,
-            s.uploads_dir / run.row["audio_sha256"],
+            s.uploads_dir / run.job.audio_sha256,
             options,
             beam_size=s.beam_size,
             window_s=s.window_seconds,
             batch_size=s.batch_size,
-            resume_from=resume["resume_from"],
-            first_seq=resume["next_seq"],
+            resume_from=resume.resume_from,
+            first_seq=resume.next_seq,
             # the probe measured the file's own claim; what decodes may exceed it only by rounding
-            max_audio_s=run.row["duration_s"] * 1.05 + 30,
-            language=run.row["language"] if resume["next_seq"] else None,
-            prompt_tokens=resume["prompt_tokens"],
+            max_audio_s=run.job.duration_s * 1.05 + 30,
+            language=run.job.language if resume.next_seq else None,
+            prompt_tokens=resume.prompt_tokens,
             on_info=on_info,
             on_segment=on_segment,
             should_stop=run.stop.is_set,
         )
 
     async def _store(self, run: Running, seg: transcriber.Segment) -> bool:
-        ok = await queries.insert_segment(self.pool, run.row["id"], self.name, asdict(seg))
+        ok = await queries.insert_segment(self.pool, run.job.id, self.name, asdict(seg))
         run.progress = seg.end
         self.last_progress = time.monotonic()
-        await self.hub.notify(run.row["id"])
+        await self.hub.notify(run.job.id)
         return ok
 
     async def _stopped(self, run: Running) -> None:
-        job_id = run.row["id"]
+        job_id = run.job.id
         if run.stop_reason == "cancel":
             if run.cancelling is not None:
                 await run.cancelling  # it has usually marked the job already: the update below is then a no-op
@@ -377,11 +376,9 @@ class Worker:
             try:
                 rows = await queries.reap(self.pool, s.stale_after, s.retry_backoff)
                 for r in rows:
-                    if r["status"] == jobs.Status.FAILED:
-                        self._spawn_webhook(r["id"])
-                    log.warning(
-                        "job_reaped", extra={"job_id": str(r["id"]), "status": r["status"], "attempts": r["attempts"]}
-                    )
+                    if r.status == jobs.Status.FAILED:
+                        self._spawn_webhook(r.id)
+                    log.warning("job_reaped", extra={"job_id": str(r.id), "status": r.status, "attempts": r.attempts})
                 if rows:
                     await self.hub.ring()
             except DB_ERRORS as exc:

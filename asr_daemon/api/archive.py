@@ -19,10 +19,9 @@ from litestar.openapi.datastructures import ResponseSpec
 from litestar.openapi.spec import OpenAPIFormat, OpenAPIMediaType, OpenAPIResponse, OpenAPIType, Operation, Schema
 from litestar.response import Stream
 
-from asr_daemon import errors, jobs, media
+from asr_daemon import errors, jobs, media, queries
 from asr_daemon.api.jobs import JobId, _job
 from asr_daemon.api.schemas import ErrorBody, error_responses
-from asr_daemon.queries import Conn
 
 log = logging.getLogger(__name__)
 
@@ -108,16 +107,16 @@ class ArchiveController(Controller):
         """The uploaded audio as it was sent, with its media type; a `Range: bytes=…` header is
         answered 206 with those bytes (players seek this way); 410 once the retention deleted it."""
         job = await _job(request, state, job_id)
-        if job["audio_deleted_at"] is not None:
+        if job.audio_deleted_at is not None:
             raise Gone()
-        path = state.settings.uploads_dir / job["audio_sha256"]
+        path = state.settings.uploads_dir / job.audio_sha256
         try:
             size, kind = await asyncio.to_thread(_stat, path)
         except FileNotFoundError:
             raise Gone("the job's audio is no longer stored") from None
         headers = {
             "Accept-Ranges": "bytes",
-            "ETag": f'"{job["audio_sha256"]}"',
+            "ETag": f'"{job.audio_sha256}"',
             "Cache-Control": "private, max-age=3600",
             "X-Content-Type-Options": "nosniff",
         }
@@ -147,42 +146,22 @@ class ArchiveController(Controller):
         and its audio file unless another job uses the same audio. A queued or running job is 409:
         cancel it first (`DELETE /v1/jobs/{id}`)."""
         job = await _job(request, state, job_id)
-        if job["status"] not in jobs.TERMINAL:
+        if job.status not in jobs.TERMINAL:
             raise errors.Conflict(
-                f"the job is {job['status']}: cancel it first (DELETE /v1/jobs/{job_id}), then delete it",
-                status=job["status"],
+                f"the job is {job.status}: cancel it first (DELETE /v1/jobs/{job_id}), then delete it",
+                status=job.status,
             )
-        sha = job["audio_sha256"]
+        sha = job.audio_sha256
         async with state.intake.locks.get(sha):  # no upload of the same audio commits meanwhile
             async with state.pool.acquire() as conn, conn.transaction():
-                gone = await _delete(conn, job["id"])
-                if not gone:
+                gone = await queries.delete_finished(conn, job.id)
+                if gone is None:
                     raise errors.Conflict("the job changed while it was being deleted; try again")
-                orphan = not await _audio_in_use(conn, sha)
+                orphan = not await queries.audio_in_use(conn, sha)
             audio_deleted = False
             if orphan:
                 with contextlib.suppress(FileNotFoundError):
                     await asyncio.to_thread((state.settings.uploads_dir / sha).unlink)
                     audio_deleted = True
-        log.info("job_deleted", extra={"job_id": str(job["id"]), "audio_deleted": audio_deleted})
-        return JobDeleted(
-            id=str(job["id"]), object="transcription.job.deleted", deleted=True, audio_deleted=audio_deleted
-        )
-
-
-async def _delete(conn: Conn, job_id: Any) -> bool:
-    """Delete a finished job (segments and webhook deliveries cascade); False when it is not finished."""
-    row = await conn.fetchrow(
-        "DELETE FROM jobs WHERE id = $1 AND status = ANY($2::text[]) RETURNING id",
-        job_id,
-        sorted(s.value for s in jobs.TERMINAL),
-    )
-    return row is not None
-
-
-async def _audio_in_use(conn: Conn, sha256: str) -> bool:
-    """True when another job still refers to this audio file."""
-    used: bool = await conn.fetchval(
-        "SELECT EXISTS (SELECT 1 FROM jobs WHERE audio_sha256 = $1 AND audio_deleted_at IS NULL)", sha256
-    )
-    return used
+        log.info("job_deleted", extra={"job_id": str(job.id), "audio_deleted": audio_deleted})
+        return JobDeleted(id=str(job.id), object="transcription.job.deleted", deleted=True, audio_deleted=audio_deleted)

@@ -22,7 +22,7 @@ from litestar.connection import ASGIConnection
 from litestar.enums import ScopeType
 from litestar.handlers.base import BaseRouteHandler
 
-from asr_daemon import errors, keys
+from asr_daemon import errors, jobs, keys
 from asr_daemon.accesslog import PROBE_PATHS
 from asr_daemon.config import Settings
 from asr_daemon.live import secrets as live_secrets
@@ -49,12 +49,12 @@ class Principal:
         """Admin keys, and anonymous callers (possible only while keys are optional), manage models."""
         return self.admin or self.key_id is None
 
-    def may_see(self, job: Any) -> bool:
+    def may_see(self, job: jobs.Job) -> bool:
         """True when this caller may see (and cancel) `job`: its own, or any for an admin key.
 
         Anonymous callers own the jobs made without a key (`api_key_id` NULL) and nothing else.
         """
-        return self.admin or job["api_key_id"] == self.key_id
+        return self.admin or job.api_key_id == self.key_id
 
 
 ANONYMOUS = Principal(key_id=None, name="anonymous")

@@ -42,15 +42,15 @@ async def diarization(request: Request[Any, Any, Any], state: State) -> Response
         diarize_only=True,
     )
     assert accepted.request is not None
-    job_id = accepted.job["id"]
+    job_id = accepted.job.id
     headers = {"X-Job-Id": str(job_id)}
     job = await events.wait_finished(state.pool, state.hub, job_id, state.settings.sync_timeout)
-    if job is None or job["status"] == jobs.Status.CANCELLED:
+    if job is None or job.status == jobs.Status.CANCELLED:
         raise errors.Conflict("the job was cancelled before it finished", job_id=str(job_id))
-    if job["status"] == jobs.Status.FAILED:
-        err = errors.Unavailable if job["error_code"] == "diarization_unavailable" else errors.AsrError
-        raise err(f"diarization failed: {job['error']}", job_id=str(job_id))
-    if job["status"] != jobs.Status.COMPLETED:
+    if job.status == jobs.Status.FAILED:
+        err = errors.Unavailable if job.error_code == jobs.ErrorCode.DIARIZATION_UNAVAILABLE else errors.AsrError
+        raise err(f"diarization failed: {job.error}", job_id=str(job_id))
+    if job.status != jobs.Status.COMPLETED:
         running = errors.StillRunning("the diarization is still running; follow the job", job_id=str(job_id))
         return Response(
             running.body(), status_code=running.status, headers={**headers, "Location": f"/v1/jobs/{job_id}"}
@@ -80,17 +80,17 @@ async def rename_speakers(request: Request[Any, Any, Any], state: State, job_id:
         raise errors.BadRequest('the body must be a JSON object such as {"A": "Alice"}') from None
     if not isinstance(body, dict) or not body:
         raise errors.BadRequest('the body must be a non-empty JSON object such as {"A": "Alice"}')
-    row = await store.state(state.pool, job["id"])
+    row = await store.state(state.pool, job.id)
     if row is None or row["status"] != "done":
         raise errors.Conflict("the job has no speakers (not diarized, or its diarization is not done yet)")
-    sp = await render.speakers_of(state.pool, job["id"])
+    sp = await render.speakers_of(state.pool, job.id)
     labels = {render.speaker_label(t.speaker) for t in sp.turns}
     for label, name in body.items():
         if label not in labels:
             raise errors.BadRequest(f"no speaker {str(label)[:20]!r} in this job (it has {', '.join(sorted(labels))})")
         if name is not None and (not isinstance(name, str) or not name.strip() or len(name) > MAX_NAME):
             raise errors.BadRequest(f"the name for {label} must be 1 to {MAX_NAME} characters, or null")
-    updated = await store.rename(state.pool, job["id"], {k: (v.strip() if v else None) for k, v in body.items()})
-    await state.hub.notify(job["id"])
+    updated = await store.rename(state.pool, job.id, {k: (v.strip() if v else None) for k, v in body.items()})
+    await state.hub.notify(job.id)
     names = store.names_of(updated)
-    return {"id": str(job["id"]), "speakers": {label: names.get(label, label) for label in sorted(labels)}}
+    return {"id": str(job.id), "speakers": {label: names.get(label, label) for label in sorted(labels)}}

@@ -44,7 +44,7 @@ def parse_id(raw: str) -> uuid.UUID:
         raise errors.BadRequest(f"{raw[:60]!r} is not a job id (a UUID)") from None
 
 
-async def _job(request: Request[Any, Any, Any], state: State, raw: str) -> Any:
+async def _job(request: Request[Any, Any, Any], state: State, raw: str) -> jobs.Job:
     """The job, or 404 when it does not exist or belongs to another key (the same answer for both)."""
     job = await queries.get_job(state.pool, parse_id(raw))
     if job is None or not principal(request).may_see(job):
@@ -62,8 +62,8 @@ def _cursor(raw: str | None) -> tuple[datetime, uuid.UUID] | None:
         raise errors.BadRequest("cursor is not one this server returned") from None
 
 
-def _make_cursor(row: Any) -> str:
-    return base64.urlsafe_b64encode(f"{row['created_at'].isoformat()}|{row['id']}".encode()).decode().rstrip("=")
+def _make_cursor(job: jobs.Job) -> str:
+    return base64.urlsafe_b64encode(f"{job.created_at.isoformat()}|{job.id}".encode()).decode().rstrip("=")
 
 
 class JobsController(Controller):
@@ -100,7 +100,7 @@ class JobsController(Controller):
             api_key_id=principal(request).key_id,
         )
         job = accepted.job
-        headers = {"Location": f"/v1/jobs/{job['id']}", "X-Job-Id": str(job["id"])}
+        headers = {"Location": f"/v1/jobs/{job.id}", "X-Job-Id": str(job.id)}
         if accepted.deduplicated:
             headers["X-Deduplicated"] = "true"
         if accepted.replayed:
@@ -140,15 +140,13 @@ class JobsController(Controller):
         """One job: status, progress, timings, attempts, error, webhook deliveries."""
         job = await _job(request, state, job_id)
         view = job_view(job)
-        if job["webhook_url"]:
+        if job.webhook_url:
             view.webhook_deliveries = [
-                WebhookDelivery(
-                    attempt=d["attempt"], status_code=d["status_code"], error=d["error"], at=d["delivered_at"]
-                )
-                for d in await webhooks.deliveries(state.pool, job["id"])
+                WebhookDelivery(attempt=d.attempt, status_code=d.status_code, error=d.error, at=d.delivered_at)
+                for d in await webhooks.deliveries(state.pool, job.id)
             ]
-        if (job["options"] or {}).get("diarization"):
-            view.speakers = await diarization_events.summary(state.pool, job["id"])
+        if job.options.diarization:
+            view.speakers = await diarization_events.summary(state.pool, job.id)
         return view
 
     @get(
@@ -166,21 +164,20 @@ class JobsController(Controller):
     ) -> Response[str]:
         """The transcript in json, text, srt, vtt or verbose_json; 409 while the job is not completed."""
         job = await _job(request, state, job_id)
-        if job["status"] != jobs.Status.COMPLETED:
-            raise errors.Conflict(
-                f"the job is {job['status']}, not completed: there is no transcript", status=job["status"]
-            )
-        segs = await queries.segments(state.pool, job["id"])
+        if job.status != jobs.Status.COMPLETED:
+            raise errors.Conflict(f"the job is {job.status}, not completed: there is no transcript", status=job.status)
+        segs = await queries.segments(state.pool, job.id)
         body, media_type = await render.render(state.pool, jobs.ResponseFormat(format), job, segs)
-        return Response(body, media_type=media_type, headers={"X-Job-Id": str(job["id"])})
+        return Response(body, media_type=media_type, headers={"X-Job-Id": str(job.id)})
 
     @delete("/{job_id:str}", status_code=200, summary="Cancel a job", responses=error_responses(400, 404, 409))
     async def cancel(self, request: Request[Any, Any, Any], state: State, job_id: JobId) -> Job:
         """Cancel: a queued job at once, a running one within a few seconds; finished jobs are left alone."""
-        jid = (await _job(request, state, job_id))["id"]
-        status = await queries.request_cancel(state.pool, jid)
-        if status is None:
+        jid = (await _job(request, state, job_id)).id
+        outcome = await queries.request_cancel(state.pool, jid)
+        if outcome is None:
             raise errors.NotFound(f"no job {job_id}")
+        status = outcome.status
         if status == jobs.Status.RUNNING:
             await state.worker.cancel(jid)  # running here: cancelled before we answer
         elif status in (jobs.Status.COMPLETED, jobs.Status.FAILED):
@@ -198,7 +195,7 @@ class JobsController(Controller):
             last = int(raw_last) if raw_last else -1
         except ValueError:
             raise errors.BadRequest("Last-Event-ID must be an event id this server sent") from None
-        return ServerSentEvent(_sse(state, job["id"], last))
+        return ServerSentEvent(_sse(state, job.id, last))
 
 
 async def _sse(state: State, job_id: uuid.UUID, last: int) -> AsyncIterator[ServerSentEventMessage]:

@@ -7,12 +7,11 @@ it does not answer the endpoint still serves the process metrics, with `asr_data
 from __future__ import annotations
 
 import asyncio
-from typing import Any
 
 from litestar import Response, get
 from litestar.datastructures import State
 
-from asr_daemon import db, queries
+from asr_daemon import db, jobs, queries
 from asr_daemon.metrics import Metrics
 
 #: The Prometheus text exposition format (Litestar appends `; charset=utf-8`).
@@ -23,8 +22,8 @@ MEDIA_TYPE = "text/plain; version=0.0.4"
 async def metrics(state: State) -> Response[bytes]:
     """Prometheus text format; not counted as activity by the idle watcher."""
     m: Metrics = state.metrics
-    stats: Any = None
-    totals: dict[str, int] | None = None
+    stats: queries.QueueStats | None = None
+    totals: dict[jobs.Status, int] | None = None
     try:
         async with asyncio.timeout(2):
             stats = await queries.queue_stats(state.pool)

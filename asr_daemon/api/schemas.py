@@ -70,7 +70,7 @@ class Job(msgspec.Struct, omit_defaults=True):
     object: str
     status: jobs.Status
     #: the front door it came through: `file` (an upload), `live` (a WebSocket session), `wyoming`
-    kind: str
+    kind: jobs.Kind
     model: str
     task: jobs.Task
     options: dict[str, Any]
@@ -104,42 +104,42 @@ class JobList(msgspec.Struct):
     next_cursor: str | None
 
 
-def job_view(row: Any, *, base: str = "") -> Job:
-    """A job row as the API shows it."""
-    jid = str(row["id"])
-    duration = formats.seconds(row["duration_s"] or 0.0)
+def job_view(job: jobs.Job, *, base: str = "") -> Job:
+    """A job as the API shows it."""
+    jid = str(job.id)
+    duration = formats.seconds(job.duration_s or 0.0)
     return Job(
         id=jid,
         object="transcription.job",
-        status=jobs.Status(row["status"]),
-        kind=row.get("kind", "file"),
-        model=row["model"],
-        task=jobs.Task((row["options"] or {}).get("task", "transcribe")),
-        options=row["options"] or {},
-        priority=row["priority"],
-        filename=row["filename"],
+        status=job.status,
+        kind=job.kind,
+        model=job.model,
+        task=job.options.task,
+        options=dict(job.options_json),
+        priority=job.priority,
+        filename=job.filename,
         audio=JobAudio(
-            sha256=row["audio_sha256"],
-            bytes=row["audio_bytes"],
+            sha256=job.audio_sha256,
+            bytes=job.audio_bytes,
             duration_s=duration,
-            deleted=row["audio_deleted_at"] is not None,
+            deleted=job.audio_deleted_at is not None,
         ),
-        language=row["language"],
-        language_probability=row["language_probability"],
+        language=job.language,
+        language_probability=job.language_probability,
         progress=JobProgress(
-            processed_s=round(row["progress_s"], 3),
+            processed_s=round(job.progress_s, 3),
             duration_s=duration,
-            fraction=round(min(1.0, row["progress_s"] / duration), 4) if duration else None,
+            fraction=round(min(1.0, job.progress_s / duration), 4) if duration else None,
         ),
-        attempts=row["attempts"],
-        max_attempts=row["max_attempts"],
-        error=JobError(message=row["error"], code=row["error_code"]) if row["error"] else None,
-        device=row["device"],
-        timings=formats.round_times(row["timings"] or {}),
-        webhook_url=row["webhook_url"],
-        created_at=row["created_at"],
-        started_at=row["started_at"],
-        finished_at=row["finished_at"],
+        attempts=job.attempts,
+        max_attempts=job.max_attempts,
+        error=JobError(message=job.error, code=job.error_code) if job.error else None,
+        device=job.device,
+        timings=formats.round_times(job.timings),
+        webhook_url=job.webhook_url,
+        created_at=job.created_at,
+        started_at=job.started_at,
+        finished_at=job.finished_at,
         links=JobLinks(
             self_=f"{base}/v1/jobs/{jid}",
             transcript=f"{base}/v1/jobs/{jid}/transcript",

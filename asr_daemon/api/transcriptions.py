@@ -30,19 +30,19 @@ async def _submit(request: Request[Any, Any, Any], state: State, task: jobs.Task
         api_key_id=principal(request).key_id,
     )
     assert accepted.request is not None
-    job_id = accepted.job["id"]
+    job_id = accepted.job.id
     headers = {"X-Job-Id": str(job_id)}
     if accepted.deduplicated:
         headers["X-Deduplicated"] = "true"
     if accepted.request.stream:
         return ServerSentEvent(_stream(state, job_id), headers=headers)
     job = await events.wait_finished(state.pool, state.hub, job_id, state.settings.sync_timeout)
-    if job is None or job["status"] == jobs.Status.CANCELLED:
+    if job is None or job.status == jobs.Status.CANCELLED:
         raise errors.Conflict("the job was cancelled before it finished", job_id=str(job_id))
-    if job["status"] == jobs.Status.FAILED:
-        err = errors.BadAudio if job["error_code"] == "transcription_failed" else errors.AsrError
-        raise err(f"transcription failed: {job['error']}", job_id=str(job_id))
-    if job["status"] != jobs.Status.COMPLETED:
+    if job.status == jobs.Status.FAILED:
+        err = errors.BadAudio if job.error_code == jobs.ErrorCode.TRANSCRIPTION_FAILED else errors.AsrError
+        raise err(f"transcription failed: {job.error}", job_id=str(job_id))
+    if job.status != jobs.Status.COMPLETED:
         running = errors.StillRunning("the transcription is still running; follow the job", job_id=str(job_id))
         return Response(
             running.body(),

@@ -6,17 +6,20 @@ prefix of at least 4 hex digits, as printed by `jobs ls`.
 
 from __future__ import annotations
 
+import re
 import uuid
-from datetime import UTC, datetime
+from collections.abc import Mapping
+from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any, TypeAlias, TypeVar
 
 import asyncpg
 import typer
+from redis.exceptions import RedisError
 from rich.console import Console, RenderableType
 from rich.table import Table
 
 from asr_daemon import jobs as jobsmod
-from asr_daemon import maintenance as mt
+from asr_daemon import queries, queue
 from asr_daemon.cli import common
 from asr_daemon.diarization.events import summary as diarization_summary
 from asr_daemon.formats import round_times
@@ -27,17 +30,54 @@ Conn: TypeAlias = "asyncpg.Connection[Any]"
 app = typer.Typer(help="Jobs in the database: ls, show, retry, cancel, purge.", no_args_is_help=True)
 JsonOpt = Annotated[bool, typer.Option("--json", help="Machine-readable output.")]
 IdArg = Annotated[str, typer.Argument(help="Job id, or a unique prefix of it (4+ hex digits).")]
-RETRYABLE = {"failed", "cancelled"}
-COLORS = {"queued": "cyan", "running": "yellow", "completed": "green", "failed": "bold red", "cancelled": "dim"}
+COLORS = {
+    jobsmod.Status.QUEUED: "cyan",
+    jobsmod.Status.RUNNING: "yellow",
+    jobsmod.Status.COMPLETED: "green",
+    jobsmod.Status.FAILED: "bold red",
+    jobsmod.Status.CANCELLED: "dim",
+}
+#: the columns `asrctl jobs ls --json` shows of each job
+LS_COLUMNS = (
+    "id", "status", "model", "filename", "duration_s", "progress_s", "attempts", "max_attempts", "error_code",
+    "created_at", "started_at", "finished_at",
+)  # fmt: skip
+SHA256 = re.compile(r"^[0-9a-f]{64}$")
+AGE = re.compile(r"^(\d+)\s*([smhdw])$")
+AGE_UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days", "w": "weeks"}
 
 
 with_db = common.with_db
 
 
-def plain(record: asyncpg.Record | dict[str, Any]) -> dict[str, Any]:
-    """A row as JSON-able values (ids and times as strings)."""
-    out: dict[str, Any] = {}
-    for key, value in dict(record).items():
+def parse_age(text: str) -> timedelta:
+    """'30d' -> 30 days; units s, m, h, d, w. Raises ValueError on anything else."""
+    m = AGE.match(text.strip().lower())
+    if not m or int(m.group(1)) == 0:
+        raise ValueError(f"{text!r} is not an age like 30d, 12h, 2w")
+    return timedelta(**{AGE_UNITS[m.group(2)]: int(m.group(1))})
+
+
+async def wake(redis_url: str, job_id: uuid.UUID) -> bool:
+    """Ring the worker's doorbell and tell the job's event followers it changed (the daemon's own
+    `queue` keys). False when Redis is unreachable: the worker and the event streams then notice
+    at their next database poll."""
+    client = queue.connect(redis_url)
+    try:
+        if not await queue.ring(client):
+            return False
+        await client.publish(queue.CHANNEL_PREFIX + str(job_id), "1")
+        return True
+    except (RedisError, OSError):
+        return False
+    finally:
+        await client.aclose()
+
+
+def plain(record: Mapping[str, object]) -> dict[str, object]:
+    """A job's columns as JSON-able values (ids and times as strings)."""
+    out: dict[str, object] = {}
+    for key, value in record.items():
         if isinstance(value, uuid.UUID):
             value = str(value)
         elif isinstance(value, datetime):
@@ -48,7 +88,7 @@ def plain(record: asyncpg.Record | dict[str, Any]) -> dict[str, Any]:
 
 async def _resolve(conn: Conn, text: str) -> uuid.UUID:
     try:
-        job_id = await mt.resolve_id(conn, text)
+        job_id = await queries.resolve_id(conn, text)
     except ValueError as exc:
         common.fail(str(exc))
     if job_id is None:
@@ -65,26 +105,26 @@ def ls_cmd(
     """List jobs, newest first."""
     if status is not None and status not in {s.value for s in jobsmod.Status}:
         common.fail(f"--status must be one of {', '.join(s.value for s in jobsmod.Status)}", code=2)
-    rows = with_db(lambda conn: mt.list_jobs(conn, status, limit))
+    rows = with_db(lambda conn: queries.list_jobs(conn, status=jobsmod.Status(status) if status else None, limit=limit))
     if as_json:
-        common.print_json([plain(r) for r in rows])
+        common.print_json([plain({k: v for k, v in r.columns().items() if k in LS_COLUMNS}) for r in rows])
         return
     now = datetime.now(UTC)
     table = Table(box=None)
     for col in ("id", "status", "model", "file", "audio", "progress", "tries", "age", "error"):
         table.add_column(col)
     for r in rows:
-        done = r["progress_s"] / r["duration_s"] if r["duration_s"] else 0.0
+        done = r.progress_s / r.duration_s if r.duration_s else 0.0
         table.add_row(
-            str(r["id"])[:8],
-            f"[{COLORS.get(r['status'], '')}]{r['status']}[/]",
-            r["model"],
-            (r["filename"] or "-")[:30],
-            f"{r['duration_s']:.0f}s",
+            str(r.id)[:8],
+            f"[{COLORS.get(r.status, '')}]{r.status}[/]",
+            r.model,
+            (r.filename or "-")[:30],
+            f"{r.duration_s:.0f}s",
             f"{min(done, 1.0):.0%}",
-            f"{r['attempts']}/{r['max_attempts']}",
-            common.human_age((now - r["created_at"]).total_seconds()),
-            r["error_code"] or "",
+            f"{r.attempts}/{r.max_attempts}",
+            common.human_age((now - r.created_at).total_seconds()),
+            r.error_code or "",
         )
     Console().print(table if rows else "no jobs")
 
@@ -93,14 +133,16 @@ def ls_cmd(
 def show_cmd(job: IdArg, as_json: JsonOpt = False) -> None:
     """Every field of one job and how many segments it has stored."""
 
-    async def go(conn: Conn) -> tuple[asyncpg.Record | None, dict[str, Any] | None]:
-        row = await mt.get_job(conn, await _resolve(conn, job))
-        return row, (await diarization_summary(conn, row["id"]) if row is not None else None)
+    async def go(conn: Conn) -> tuple[jobsmod.Job | None, int, dict[str, Any] | None]:
+        found = await queries.get_job(conn, await _resolve(conn, job))
+        if found is None:
+            return None, 0, None
+        return found, await queries.segment_count(conn, found.id), await diarization_summary(conn, found.id)
 
-    row, speakers = with_db(go)
+    row, n_segments, speakers = with_db(go)
     if row is None:  # deleted between resolve and read
         common.fail(f"no job {job!r}")
-    data = plain(row)
+    data = plain({**row.columns(), "segments": n_segments})
     if speakers is not None:  # issue 19: who spoke, and for how long
         data["speakers"] = speakers if as_json else _speakers_line(speakers)
     if as_json:
@@ -152,21 +194,21 @@ def retry_cmd(job: IdArg) -> None:
     """Put a failed or cancelled job back in the queue with a fresh set of attempts."""
     s = common.settings()
 
-    async def go(conn: Conn) -> tuple[uuid.UUID, bool, asyncpg.Record | None]:
+    async def go(conn: Conn) -> tuple[uuid.UUID, bool, jobsmod.Job | None]:
         job_id = await _resolve(conn, job)
-        row = await mt.get_job(conn, job_id)
-        audio_gone = row is not None and not (s.uploads_dir / row["audio_sha256"]).is_file()
-        if audio_gone and row is not None and row["audio_deleted_at"] is None and row["status"] in RETRYABLE:
+        row = await queries.get_job(conn, job_id)
+        audio_gone = row is not None and not (s.uploads_dir / row.audio_sha256).is_file()
+        if audio_gone and row is not None and row.audio_deleted_at is None and row.status in jobsmod.RETRYABLE:
             common.fail(f"job {job_id}: its audio file is missing from {s.uploads_dir}; cannot retry")
-        return job_id, await mt.retry(conn, job_id), row
+        return job_id, await queries.retry(conn, job_id), row
 
     job_id, done, row = with_db(go)
     if not done:
-        if row is not None and row["audio_deleted_at"] is not None:
+        if row is not None and row.audio_deleted_at is not None:
             common.fail(f"job {job_id}: its audio was deleted by retention; cannot retry")
-        state = row["status"] if row is not None else "gone"
+        state = row.status if row is not None else "gone"
         common.fail(f"job {job_id} is {state}: only failed or cancelled jobs can be retried")
-    rang = common.run(mt.wake(s.redis_url.get_secret_value(), job_id))
+    rang = common.run(wake(s.redis_url.get_secret_value(), job_id))
     note = "" if rang else " (Redis unreachable: the worker finds it at its next poll)"
     typer.echo(f"job {job_id} queued again{note}")
 
@@ -175,21 +217,18 @@ def retry_cmd(job: IdArg) -> None:
 def cancel_cmd(job: IdArg) -> None:
     """Cancel a queued job at once, or ask a running one to stop between segments."""
 
-    async def go(conn: Conn) -> tuple[uuid.UUID, str | None, asyncpg.Record | None]:
+    async def go(conn: Conn) -> tuple[uuid.UUID, queries.Cancelled | None]:
         job_id = await _resolve(conn, job)
-        status = await mt.cancel(conn, job_id)
-        return job_id, status, None if status else await mt.get_job(conn, job_id)
+        return job_id, await queries.request_cancel(conn, job_id)
 
-    job_id, status, row = with_db(go)
-    if status is not None:
-        common.run(mt.wake(common.settings().redis_url.get_secret_value(), job_id))
-    if status == "cancelled":
+    job_id, outcome = with_db(go)
+    if outcome is None or not outcome.changed:
+        common.fail(f"job {job_id} is {outcome.status if outcome else 'gone'}: nothing to cancel")
+    common.run(wake(common.settings().redis_url.get_secret_value(), job_id))
+    if outcome.status == jobsmod.Status.CANCELLED:
         typer.echo(f"job {job_id} cancelled")
-    elif status == "running":
-        typer.echo(f"job {job_id} is running: cancellation requested (it stops between segments)")
     else:
-        state = row["status"] if row is not None else "gone"
-        common.fail(f"job {job_id} is {state}: nothing to cancel")
+        typer.echo(f"job {job_id} is running: cancellation requested (it stops between segments)")
 
 
 @app.command("purge")
@@ -203,7 +242,7 @@ def purge_cmd(
 ) -> None:
     """Delete finished jobs (or only their audio) older than an age; queued and running jobs stay."""
     try:
-        age = mt.parse_age(older_than)
+        age = parse_age(older_than)
     except ValueError as exc:
         common.fail(f"--older-than: {exc}", code=2)
     s = common.settings()
@@ -211,9 +250,10 @@ def purge_cmd(
 
     async def go(conn: Conn) -> tuple[int, list[str]]:
         async with conn.transaction():
-            rows = await (mt.forget_audio_before if audio_only else mt.delete_finished_before)(conn, cutoff)
-            hashes = sorted({r["audio_sha256"] for r in rows})
-            orphans = await mt.unreferenced(conn, hashes)
+            rows = await (queries.forget_audio_before if audio_only else queries.delete_finished_before)(conn, cutoff)
+            hashes = sorted({r.audio_sha256 for r in rows})
+            kept = await queries.audio_referenced(conn, hashes)
+            orphans = [h for h in hashes if h not in kept and SHA256.match(h)]
             if dry_run:
                 raise _Rollback(len(rows), orphans)
         return len(rows), orphans

@@ -48,8 +48,7 @@ from rich.table import Table
 
 from asr_daemon import backup as bk
 from asr_daemon import db as dbmod
-from asr_daemon import host, migrate
-from asr_daemon import maintenance as mt
+from asr_daemon import host, migrate, queries
 from asr_daemon.cli import common
 from asr_daemon.config import Settings
 
@@ -129,11 +128,14 @@ async def database_report(s: Settings) -> tuple[dict[str, Any], dict[str, Any] |
         applied = await migrate.applied(conn)
         out.update(
             reachable=True,
-            size_bytes=await mt.database_size(conn),
+            size_bytes=await conn.fetchval("SELECT pg_database_size(current_database())"),
             latest_migration=applied[max(applied)] if applied else None,
             pending_migrations=len(await migrate.pending(conn)),
         )
-        queue = await mt.queue_counts(conn) if applied else None
+        stats = await queries.queue_stats(conn) if applied else None
+        queue = None
+        if stats is not None:
+            queue = {"running": stats.running, "queued": stats.queued, "oldest_queued_age_s": stats.oldest_queued_s}
         return out, queue
     except (OSError, asyncpg.PostgresError) as exc:
         out["error"] = f"PostgreSQL (ASR_DATABASE_URL): {exc}"

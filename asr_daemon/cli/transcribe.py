@@ -22,11 +22,11 @@ import typer
 from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
 
+from asr_daemon import jobs
 from asr_daemon.cli import common
 from asr_daemon.config import Settings
 
 FORMATS = {"text": "txt", "srt": "srt", "vtt": "vtt", "json": "json", "verbose_json": "json", "diarized_json": "json"}
-FINAL = {"completed", "failed", "cancelled"}
 RECONNECTS = 5
 
 
@@ -84,7 +84,7 @@ def events(client: httpx.Client, job_id: str) -> Iterator[tuple[str, dict[str, A
                     elif line == "" and data:
                         yield kind, json.loads(data)
                         last = ev_id or last
-                        if kind in FINAL:
+                        if kind in jobs.TERMINAL:
                             return
                         kind, data, ev_id = "message", "", None
         except httpx.TransportError:
@@ -103,10 +103,13 @@ def follow(client: httpx.Client, job_id: str, progress: Progress, name: str) -> 
         elif kind == "diarization":  # issue 19: the speaker step runs before the transcription
             done = data["status"] == "done"
             progress.update(task, description=f"{name} ({'transcribing' if done else 'finding speakers'})")
-        elif kind in FINAL:
+        elif kind in jobs.TERMINAL:
             total = progress.tasks[task].total or 1
             progress.update(
-                task, total=total, completed=total if kind == "completed" else 0, description=f"{name} ({kind})"
+                task,
+                total=total,
+                completed=total if kind == jobs.Status.COMPLETED else 0,
+                description=f"{name} ({kind})",
             )
             data["status"] = kind
             return data
@@ -136,7 +139,7 @@ def follow_all(
         for path, job_id in submitted:
             try:
                 final = follow(client, job_id, progress, path.name)
-                if final["status"] != "completed":
+                if final["status"] != jobs.Status.COMPLETED:
                     reason = (final.get("error") or {}).get("message") or final["status"]
                     raise ApiError(f"job {job_id} {final['status']}: {reason}")
                 text = transcript(client, job_id, fmt)

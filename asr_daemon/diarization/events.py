@@ -4,11 +4,15 @@ they come between it and the first segment) and the speaker of each `segment` ev
 from __future__ import annotations
 
 import uuid
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import asyncpg
 
+from asr_daemon import jobs
 from asr_daemon.diarization import render, store
+
+if TYPE_CHECKING:
+    from asr_daemon.events import Event
 
 
 class Follower:
@@ -21,11 +25,11 @@ class Follower:
         self._speakers: render.Speakers | None = None
 
     @staticmethod
-    def wanted(job: Any) -> bool:
+    def wanted(job: jobs.Job) -> bool:
         """True when the job was submitted with diarization."""
-        return bool((job["options"] or {}).get("diarization"))
+        return bool(job.options.diarization)
 
-    async def progress(self, job: Any) -> Any:
+    async def progress(self, job: jobs.Job) -> Event | None:
         """A `diarization` event when the step's state moved since the last one; None otherwise."""
         from asr_daemon.events import Event
 
@@ -38,7 +42,7 @@ class Follower:
         if now == self._last:
             return None
         self._last = now
-        duration = job["duration_s"] or 0.0
+        duration = job.duration_s or 0.0
         data: dict[str, Any] = {
             "id": str(self.job_id),
             "status": row["status"],
@@ -49,7 +53,7 @@ class Follower:
             data["num_speakers"] = row["num_speakers"]
         return Event(1, "diarization", data)
 
-    async def speakers(self, job: Any) -> render.Speakers | None:
+    async def speakers(self, job: jobs.Job) -> render.Speakers | None:
         """The job's speakers once its turns are stored (names re-read each time: they may be renamed)."""
         if not self.wanted(job):
             return None
@@ -84,11 +88,11 @@ def _talk(sp: render.Speakers) -> list[dict[str, Any]]:
     ]
 
 
-async def webhook_fields(pool: asyncpg.Pool, job: Any) -> dict[str, Any]:
+async def webhook_fields(pool: asyncpg.Pool, job: jobs.Job) -> dict[str, Any]:
     """`speakers` for a diarized job's webhook: each label with its name and seconds of speech."""
     if not Follower.wanted(job):
         return {}
-    sp = await render.speakers_of(pool, job["id"])
+    sp = await render.speakers_of(pool, job.id)
     talk: dict[int, float] = {}
     for t in sp.turns:
         talk[t.speaker] = talk.get(t.speaker, 0.0) + t.end - t.start

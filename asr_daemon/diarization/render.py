@@ -11,6 +11,8 @@ turns alone as JSON or RTTM (`/v1/audio/diarization`).
 from __future__ import annotations
 
 import bisect
+import dataclasses
+import uuid
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -20,10 +22,18 @@ from asr_daemon import errors, formats, jobs
 from asr_daemon.diarization import store
 from asr_daemon.diarization.engine import Turn, speaker_label
 
-__all__ = ["Speakers", "render", "speaker_label", "speakers_of"]
+__all__ = ["Speakers", "Spoken", "render", "speaker_label", "speakers_of"]
 from asr_daemon.queries import Conn
 
-Seg = dict[str, Any]
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Spoken:
+    """A stored segment (or the part of one a single speaker said) with its speaker's index."""
+
+    seg: jobs.Segment
+    speaker: int | None
+    #: the speaker of each of `seg.words`
+    word_speakers: tuple[int | None, ...] = ()
 
 
 class Speakers:
@@ -62,118 +72,121 @@ class Speakers:
             return max(share, key=lambda s: share[s])
         return self.at((start + end) / 2)
 
-    def segments(self, rows: Sequence[Any]) -> list[Seg]:
-        """Stored segments as dicts with `speaker` (index or None), split where their words change speaker."""
-        out: list[Seg] = []
-        for row in rows:
-            seg = dict(row)
-            words = seg.get("words") or []
-            if not words:
-                out.append({**seg, "speaker": self.over(seg["start_s"], seg["end_s"])})
+    def segments(self, segs: Sequence[jobs.Segment]) -> list[Spoken]:
+        """Stored segments with their speaker (index or None), split where their words change speaker."""
+        out: list[Spoken] = []
+        for seg in segs:
+            if not seg.words:
+                out.append(Spoken(seg, self.over(seg.start_s, seg.end_s)))
                 continue
-            groups: list[tuple[int | None, list[dict[str, Any]]]] = []
-            for w in words:
+            groups: list[tuple[int | None, list[jobs.Word]]] = []
+            for w in seg.words:
                 spk = self.at((w["start"] + w["end"]) / 2)
                 if groups and groups[-1][0] == spk:
-                    groups[-1][1].append({**w, "speaker": spk})
+                    groups[-1][1].append(w)
                 else:
-                    groups.append((spk, [{**w, "speaker": spk}]))
+                    groups.append((spk, [w]))
             if len(groups) == 1:
-                out.append({**seg, "speaker": groups[0][0], "words": groups[0][1]})
+                out.append(Spoken(seg, groups[0][0], (groups[0][0],) * len(seg.words)))
                 continue
             for spk, ws in groups:
-                piece = {**seg, "start_s": ws[0]["start"], "end_s": ws[-1]["end"], "words": ws, "speaker": spk}
-                piece["text"] = "".join(w["word"] for w in ws)
-                piece["tokens"] = []
-                out.append(piece)
-        for i, seg in enumerate(out):
-            seg["seq"] = i
-        return out
+                piece = dataclasses.replace(
+                    seg,
+                    start_s=ws[0]["start"],
+                    end_s=ws[-1]["end"],
+                    words=tuple(ws),
+                    text="".join(w["word"] for w in ws),
+                    tokens=(),
+                )
+                out.append(Spoken(piece, spk, (spk,) * len(ws)))
+        return [dataclasses.replace(p, seg=dataclasses.replace(p.seg, seq=i)) for i, p in enumerate(out)]
 
-    def label_of(self, row: Any) -> str | None:
+    def label_of(self, seg: jobs.Segment) -> str | None:
         """The display name of the speaker of one stored (unsplit) segment."""
-        spk = self.over(row["start_s"], row["end_s"])
+        spk = self.over(seg.start_s, seg.end_s)
         return None if spk is None else self.name(spk)
 
-    def label(self, seg: Seg) -> str | None:
+    def label(self, part: Spoken) -> str | None:
         """The display name of a segment's speaker."""
-        return None if seg.get("speaker") is None else self.name(seg["speaker"])
+        return None if part.speaker is None else self.name(part.speaker)
 
 
-def diarized_json(job: Mapping[str, Any], segs: Sequence[Seg], sp: Speakers) -> dict[str, Any]:
+def diarized_json(job: jobs.Job, segs: Sequence[Spoken], sp: Speakers) -> dict[str, Any]:
     """OpenAI's `diarized_json`: task, duration, text, segments with type/id/start/end/text/speaker."""
-    options = job["options"] or {}
     return {
-        "task": options.get("task", "transcribe"),
-        "duration": job["duration_s"],
-        "text": formats.text_of(segs),
+        "task": job.options.task,
+        "duration": job.duration_s,
+        "text": formats.text_of([p.seg for p in segs]),
         "segments": [
             {
                 "type": "transcript.text.segment",
-                "id": f"seg_{s['seq']}",
-                "start": round(s["start_s"], 3),
-                "end": round(s["end_s"], 3),
-                "text": s["text"].strip(),
-                "speaker": sp.label(s) or "",
+                "id": f"seg_{p.seg.seq}",
+                "start": round(p.seg.start_s, 3),
+                "end": round(p.seg.end_s, 3),
+                "text": p.seg.text.strip(),
+                "speaker": sp.label(p) or "",
             }
-            for s in segs
+            for p in segs
         ],
     }
 
 
-def verbose(job: Mapping[str, Any], segs: Sequence[Seg], sp: Speakers) -> dict[str, Any]:
+def verbose(job: jobs.Job, segs: Sequence[Spoken], sp: Speakers) -> dict[str, Any]:
     """verbose_json with `speaker` on every segment (and every word when words were asked for)."""
-    body: dict[str, Any] = msgspec.to_builtins(formats.verbose(job, segs))
-    for out, seg in zip(body["segments"], segs, strict=True):
-        out["speaker"] = sp.label(seg)
+    body: dict[str, Any] = msgspec.to_builtins(formats.verbose(job, [p.seg for p in segs]))
+    for out, part in zip(body["segments"], segs, strict=True):
+        out["speaker"] = sp.label(part)
     if body.get("words") is not None:
-        words = [w for s in segs for w in (s.get("words") or [])]
-        for out, w in zip(body["words"], words, strict=True):
-            out["speaker"] = None if w.get("speaker") is None else sp.name(w["speaker"])
+        speakers = [spk for p in segs for spk in (p.word_speakers or (None,) * len(p.seg.words))]
+        for out, spk in zip(body["words"], speakers, strict=True):
+            out["speaker"] = None if spk is None else sp.name(spk)
     return body
 
 
-def _prefixed(sp: Speakers, seg: Seg) -> str:
-    who = sp.label(seg)
-    return f"{who}: {seg['text'].strip()}" if who else seg["text"].strip()
+def _prefixed(sp: Speakers, part: Spoken) -> str:
+    who = sp.label(part)
+    return f"{who}: {part.seg.text.strip()}" if who else part.seg.text.strip()
 
 
-def text(segs: Sequence[Seg], sp: Speakers) -> str:
+def text(segs: Sequence[Spoken], sp: Speakers) -> str:
     """One paragraph per change of speaker, each starting `Name: `."""
     lines: list[tuple[str | None, list[str]]] = []
-    for s in segs:
-        who = sp.label(s)
+    for p in segs:
+        who = sp.label(p)
         if lines and lines[-1][0] == who:
-            lines[-1][1].append(s["text"].strip())
+            lines[-1][1].append(p.seg.text.strip())
         else:
-            lines.append((who, [s["text"].strip()]))
+            lines.append((who, [p.seg.text.strip()]))
     return "\n".join(f"{who}: {' '.join(t)}" if who else " ".join(t) for who, t in lines) + "\n"
 
 
-def srt(segs: Sequence[Seg], sp: Speakers) -> str:
+def srt(segs: Sequence[Spoken], sp: Speakers) -> str:
     """SubRip with a `Name: ` prefix."""
-    return formats.srt([{**s, "text": _prefixed(sp, s)} for s in segs])
+    return formats.srt([dataclasses.replace(p.seg, text=_prefixed(sp, p)) for p in segs])
 
 
-def vtt(segs: Sequence[Seg], sp: Speakers) -> str:
+def vtt(segs: Sequence[Spoken], sp: Speakers) -> str:
     """WebVTT with voice tags (`<v Name>text`)."""
-    tagged = [{**s, "text": f"<v {sp.label(s)}>{s['text'].strip()}" if sp.label(s) else s["text"]} for s in segs]
+    tagged = [
+        dataclasses.replace(p.seg, text=f"<v {sp.label(p)}>{p.seg.text.strip()}") if sp.label(p) else p.seg
+        for p in segs
+    ]
     return formats.vtt(tagged)
 
 
-def turns_json(job: Mapping[str, Any], sp: Speakers) -> dict[str, Any]:
+def turns_json(job: jobs.Job, sp: Speakers) -> dict[str, Any]:
     """`/v1/audio/diarization`'s json: duration, number of speakers, turns."""
     return {
-        "duration": job["duration_s"],
+        "duration": job.duration_s,
         "num_speakers": len({t.speaker for t in sp.turns}),
         "segments": [{"start": t.start, "end": t.end, "speaker": sp.name(t.speaker)} for t in sp.turns],
     }
 
 
-def rttm(job: Mapping[str, Any], sp: Speakers) -> str:
+def rttm(job: jobs.Job, sp: Speakers) -> str:
     """The turns as standard RTTM lines (file id: the upload's name without extension, else the job id)."""
-    name = (job["filename"] or str(job["id"])).rsplit(".", 1)[0]
-    name = "".join(ch if ch.isalnum() or ch in "-_." else "_" for ch in name) or str(job["id"])
+    name = (job.filename or str(job.id)).rsplit(".", 1)[0]
+    name = "".join(ch if ch.isalnum() or ch in "-_." else "_" for ch in name) or str(job.id)
     return "".join(
         f"SPEAKER {name} 1 {t.start:.3f} {t.end - t.start:.3f} <NA> <NA> {sp.name(t.speaker).replace(' ', '_')}"
         " <NA> <NA>\n"
@@ -184,19 +197,19 @@ def rttm(job: Mapping[str, Any], sp: Speakers) -> str:
 DIARIZED_ONLY = {jobs.ResponseFormat.DIARIZED_JSON, jobs.ResponseFormat.RTTM}
 
 
-async def speakers_of(conn: Conn, job_id: Any) -> Speakers:
+async def speakers_of(conn: Conn, job_id: uuid.UUID) -> Speakers:
     """The stored turns and names of a job."""
     return Speakers(await store.turns(conn, job_id), store.names_of(await store.state(conn, job_id)))
 
 
-async def render(conn: Conn, fmt: jobs.ResponseFormat, job: Mapping[str, Any], rows: Sequence[Any]) -> tuple[str, str]:
+async def render(conn: Conn, fmt: jobs.ResponseFormat, job: jobs.Job, rows: Sequence[jobs.Segment]) -> tuple[str, str]:
     """(body, media type) of a finished job in `fmt`: with speakers when the job was diarized."""
-    spec = (job["options"] or {}).get("diarization")
+    spec = job.options.diarization
     if not spec:
         if fmt in DIARIZED_ONLY:
             raise errors.Conflict(f"the job was not diarized: submit it with diarize=true for {fmt.value}")
         return formats.render(fmt, job, rows)
-    sp = await speakers_of(conn, job["id"])
+    sp = await speakers_of(conn, job.id)
     if spec.get("only") or fmt is jobs.ResponseFormat.RTTM:
         if fmt is jobs.ResponseFormat.RTTM:
             return rttm(job, sp), "text/plain; charset=utf-8"

@@ -21,6 +21,7 @@ from typing import Any
 import asyncpg
 import numpy as np
 
+from asr_daemon import jobs
 from asr_daemon.diarization import request, store
 from asr_daemon.diarization.engine import Holder, Params, Stopped, speaker_label
 from asr_daemon.queue import Hub
@@ -57,14 +58,14 @@ async def run(
     hub: Hub,
     holder: Holder,
     worker: str,
-    row: Any,
+    job: jobs.Job,
     path: Path,
     spec: Mapping[str, Any],
     stop: threading.Event,
     tick: Callable[[], None],
 ) -> float:
-    """Run (or skip, when stored) the step for job `row`; seconds it took. Raises `Stopped` or `Unavailable`."""
-    job_id: uuid.UUID = row["id"]
+    """Run (or skip, when stored) the step for `job`; seconds it took. Raises `Stopped` or `Unavailable`."""
+    job_id = job.id
     done = await store.state(pool, job_id)
     if done is not None and done["status"] == "done":
         log.info("diarization_reused", extra={"job_id": str(job_id), "speakers": done["num_speakers"]})
@@ -85,7 +86,7 @@ async def run(
     result = await asyncio.to_thread(eng.run, path, params(spec), on_progress, stop.is_set)
     names = match_known(result.centroids, request.known_vectors(spec))
     took = time.perf_counter() - t0
-    if not await store.finish(pool, job_id, worker, result.turns, names, round(took, 4), row["duration_s"]):
+    if not await store.finish(pool, job_id, worker, result.turns, names, round(took, 4), job.duration_s):
         raise Stopped
     await hub.notify(job_id)
     log.info(

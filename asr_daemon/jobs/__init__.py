@@ -5,6 +5,7 @@ I/O; the SQL that moves jobs lives in `asr_daemon.queries`.
 `from asr_daemon import jobs` then `jobs.Status`, `jobs.Job`, `jobs.Options`, ... : the names below.
 """
 
+from asr_daemon.jobs.model import Job, Segment, Word
 from asr_daemon.jobs.request import (
     DIARIZATION_FIELDS,
     LANGUAGES,
@@ -40,13 +41,16 @@ __all__ = [
     "TRANSITIONS",
     "ErrorCode",
     "Invalid",
+    "Job",
     "Kind",
     "Move",
     "Options",
     "Request",
     "ResponseFormat",
+    "Segment",
     "Status",
     "Task",
+    "Word",
     "can_move",
     "parse_request",
 ]

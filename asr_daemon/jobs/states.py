@@ -78,7 +78,7 @@ MOVES: dict[str, frozenset[Move]] = {
     # the worker stopped a job whose cancel was requested
     "mark_cancelled": frozenset({(Status.RUNNING, Status.CANCELLED)}),
     # DELETE /v1/jobs/{id}, `asrctl jobs cancel`: a queued job at once (a running one is only flagged)
-    "cancel": frozenset({(Status.QUEUED, Status.CANCELLED)}),
+    "request_cancel": frozenset({(Status.QUEUED, Status.CANCELLED)}),
     # stale heartbeat: back to the queue, failed once attempts are spent
     "reap": frozenset({(Status.RUNNING, Status.QUEUED), (Status.RUNNING, Status.FAILED)}),
     # `asrctl jobs retry`

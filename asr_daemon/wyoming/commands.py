@@ -28,7 +28,7 @@ from asr_daemon.wyoming.recording import Recording
 
 log = logging.getLogger(__name__)
 
-KIND = "wyoming"
+KIND = jobs.Kind.WYOMING
 FILENAME = "voice-command.wav"
 PRIORITY = 100
 """The API's highest: someone is waiting for the light to come on, so a voice command is claimed before
@@ -75,22 +75,22 @@ async def transcribe(
         fields["language"] = [language]
     upload = uploads.Upload(fields=fields, path=rec.path, filename=FILENAME, size=size, sha256=sha)
     accepted = await svc.intake.submit_recorded(upload, kind=KIND)
-    job_id: uuid.UUID = accepted.job["id"]
+    job_id = accepted.job.id
     try:
         await on_job(job_id)
         job = await _follow(svc, job_id, on_segment)
-        if job is None or job["status"] == jobs.Status.CANCELLED:
+        if job is None or job.status == jobs.Status.CANCELLED:
             raise errors.Conflict("the voice command's job was cancelled before it finished")
-        if job["status"] == jobs.Status.FAILED:
-            raise errors.BadAudio(f"transcription failed: {job['error']}")
+        if job.status == jobs.Status.FAILED:
+            raise errors.BadAudio(f"transcription failed: {job.error}")
         text = formats.text_of(await queries.segments(svc.pool, job_id))
-        return Answer(job_id, text, job["language"])
+        return Answer(job_id, text, job.language)
     finally:
         if not svc.settings.wyoming_keep:
             await forget(svc, job_id)
 
 
-async def _follow(svc: Services, job_id: uuid.UUID, on_segment: Callable[[str], Awaitable[None]]) -> queries.Row | None:
+async def _follow(svc: Services, job_id: uuid.UUID, on_segment: Callable[[str], Awaitable[None]]) -> jobs.Job | None:
     """Pass each stored segment on until the job is final (or ASR_SYNC_TIMEOUT); the job row then."""
     try:
         async with asyncio.timeout(svc.settings.sync_timeout):
@@ -109,20 +109,13 @@ async def forget(svc: Services, job_id: uuid.UUID) -> None:
     between segments, and such a job stays in the archive until purged.
     """
     try:
-        sha = await svc.pool.fetchval(
-            "DELETE FROM jobs WHERE id = $1 AND status = ANY($2::text[]) RETURNING audio_sha256",
-            job_id,
-            sorted(jobs.TERMINAL),
-        )
+        sha = await queries.delete_finished(svc.pool, job_id)
         if sha is None:
             await queries.request_cancel(svc.pool, job_id)
             return
         async with svc.locks.get(sha):
             # another job (an upload of the same bytes, a command still queued) may hold the same file
-            held = await svc.pool.fetchval(
-                "SELECT EXISTS (SELECT 1 FROM jobs WHERE audio_sha256 = $1 AND audio_deleted_at IS NULL)", sha
-            )
-            if not held:
+            if not await queries.audio_in_use(svc.pool, sha):
                 with contextlib.suppress(FileNotFoundError):
                     await asyncio.to_thread((svc.settings.uploads_dir / sha).unlink)
         log.info("wyoming_command_forgotten", extra={"job_id": str(job_id)})

@@ -52,7 +52,7 @@ async def test_claim_takes_priority_then_shortest_audio(conn: asyncpg.Connection
     long_job = await add(conn, duration=3600)
     short = await add(conn, duration=5)
     urgent = await add(conn, duration=7200, priority=5)
-    order = [(await queries.claim(conn, "w"))["id"] for _ in range(3)]  # type: ignore[index]
+    order = [(await queries.claim(conn, "w")).id for _ in range(3)]  # type: ignore[union-attr]
     assert order == [urgent, short, long_job]
     assert await queries.claim(conn, "w") is None
 
@@ -62,7 +62,7 @@ async def test_a_long_wait_ages_a_long_job_ahead_of_new_short_ones(conn: asyncpg
     long_job = await add(conn, duration=600)
     await conn.execute("UPDATE jobs SET created_at = now() - interval '2 minutes' WHERE id = $1", long_job)
     await add(conn, duration=5)
-    assert (await queries.claim(conn, "w"))["id"] == long_job  # type: ignore[index]
+    assert (await queries.claim(conn, "w")).id == long_job  # type: ignore[union-attr]
 
 
 async def test_concurrent_claims_never_hand_out_a_job_twice(database: str, conn: asyncpg.Connection) -> None:
@@ -73,7 +73,7 @@ async def test_concurrent_claims_never_hand_out_a_job_twice(database: str, conn:
         got = await asyncio.gather(*(queries.claim(pool, f"w{i}") for i in range(20)))
     finally:
         await pool.close()
-    claimed = [r["id"] for r in got if r is not None]
+    claimed = [r.id for r in got if r is not None]
     assert sorted(claimed) == sorted(ids)
 
 
@@ -84,9 +84,9 @@ async def test_state_changes_are_guarded_by_worker_and_state(conn: asyncpg.Conne
     assert not await queries.complete(conn, job_id, "someone-else", {}, "cpu")
     assert await queries.complete(conn, job_id, "me", {"transcribe_s": 1}, "cpu")
     assert not await queries.complete(conn, job_id, "me", {}, "cpu")
-    assert not await queries.fail(conn, job_id, "me", "late", "x")
+    assert not await queries.fail(conn, job_id, "me", "late", jobs.ErrorCode.INTERNAL_ERROR)
     row = await queries.get_job(conn, job_id)
-    assert row is not None and row["status"] == "completed"
+    assert row is not None and row.status == jobs.Status.COMPLETED
 
 
 async def test_segments_are_idempotent_and_only_for_the_owner(conn: asyncpg.Connection) -> None:
@@ -109,7 +109,7 @@ async def test_segments_are_idempotent_and_only_for_the_owner(conn: asyncpg.Conn
     assert not await queries.insert_segment(conn, job_id, "me", seg)
     assert not await queries.insert_segment(conn, job_id, "other", {**seg, "seq": 1})
     point = await queries.resume_point(conn, job_id)
-    assert (point["next_seq"], point["resume_from"], point["prompt_tokens"]) == (1, 2.0, [])
+    assert (point.next_seq, point.resume_from, point.prompt_tokens) == (1, 2.0, [])
 
 
 async def test_resume_point_carries_the_last_tokens_in_order(conn: asyncpg.Connection) -> None:
@@ -132,9 +132,9 @@ async def test_resume_point_carries_the_last_tokens_in_order(conn: asyncpg.Conne
         }
         assert await queries.insert_segment(conn, job_id, "me", seg)
     point = await queries.resume_point(conn, job_id, 6)
-    assert (point["next_seq"], point["resume_from"], point["prompt_tokens"]) == (3, 3.0, [3, 4, 5, 6, 7, 8])
+    assert (point.next_seq, point.resume_from, point.prompt_tokens) == (3, 3.0, [3, 4, 5, 6, 7, 8])
     await conn.execute("UPDATE segments SET temperature = 0.8 WHERE job_id = $1 AND seq = 1", job_id)
-    assert (await queries.resume_point(conn, job_id, 6))["prompt_tokens"] == [6, 7, 8]
+    assert (await queries.resume_point(conn, job_id, 6)).prompt_tokens == [6, 7, 8]
 
 
 async def test_reaper_requeues_stale_jobs_and_fails_them_after_max_attempts(conn: asyncpg.Connection) -> None:
@@ -143,12 +143,12 @@ async def test_reaper_requeues_stale_jobs_and_fails_them_after_max_attempts(conn
     for attempt, expected in ((1, "queued"), (2, "failed")):
         await conn.execute("UPDATE jobs SET run_after = now() WHERE id = $1", job_id)
         row = await queries.claim(conn, "dead")
-        assert row is not None and row["attempts"] == attempt
+        assert row is not None and row.attempts == attempt
         await conn.execute("UPDATE jobs SET heartbeat_at = now() - interval '1 minute' WHERE id = $1", job_id)
         reaped = await queries.reap(conn, stale_after=30, backoff=10)
-        assert [(r["id"], r["status"]) for r in reaped] == [(job_id, expected)]
+        assert [(r.id, r.status) for r in reaped] == [(job_id, expected)]
     row = await queries.get_job(conn, job_id)
-    assert row is not None and row["error_code"] == "worker_lost"
+    assert row is not None and row.error_code == jobs.ErrorCode.WORKER_LOST
 
 
 async def test_reaped_job_waits_for_its_backoff(conn: asyncpg.Connection) -> None:
@@ -161,16 +161,26 @@ async def test_reaped_job_waits_for_its_backoff(conn: asyncpg.Connection) -> Non
 
 
 async def test_cancel_queued_at_once_running_by_request(conn: asyncpg.Connection) -> None:
-    """Cancelling a queued job finishes it; a running one is flagged for its worker; a finished one is kept."""
+    """Cancelling a queued job finishes it; a running one is flagged for its worker; a finished one is
+    left exactly as it was (updated_at included), and said to be unchanged."""
     queued, running = await add(conn, duration=1), await add(conn, duration=2)
     await queries.claim(conn, "w")
     await queries.claim(conn, "w")
     await conn.execute("UPDATE jobs SET status = 'queued', worker = NULL WHERE id = $1", queued)
-    assert await queries.request_cancel(conn, queued) == "cancelled"
-    assert await queries.request_cancel(conn, running) == "running"
+    assert await queries.request_cancel(conn, queued) == (jobs.Status.CANCELLED, True)
+    assert await queries.request_cancel(conn, running) == (jobs.Status.RUNNING, True)
     assert await queries.heartbeat(conn, "w", {running: 1.0}) == {running: True}
     assert await queries.mark_cancelled(conn, running, "w")
     assert await queries.request_cancel(conn, uuid.uuid4()) is None
+    done = await add(conn)
+    await queries.claim(conn, "w")
+    assert await queries.complete(conn, done, "w", {}, "cpu")
+    before = await queries.get_job(conn, done)
+    assert await queries.request_cancel(conn, done) == (jobs.Status.COMPLETED, False)
+    assert await queries.request_cancel(conn, running) == (jobs.Status.CANCELLED, False)
+    after = await queries.get_job(conn, done)
+    assert before is not None and after is not None
+    assert (after.updated_at, after.cancel_requested, after.status) == (before.updated_at, False, before.status)
 
 
 async def test_checkpoint_requeues_without_spending_an_attempt(conn: asyncpg.Connection) -> None:
@@ -179,7 +189,7 @@ async def test_checkpoint_requeues_without_spending_an_attempt(conn: asyncpg.Con
     await queries.claim(conn, "w")
     assert await queries.checkpoint(conn, job_id, "w")
     row = await queries.get_job(conn, job_id)
-    assert row is not None and (row["status"], row["attempts"]) == ("queued", 0)
+    assert row is not None and (row.status, row.attempts) == (jobs.Status.QUEUED, 0)
 
 
 async def test_migrations_apply_to_empty_db_and_rerun_is_a_noop(pg: services.Postgres) -> None:

@@ -8,39 +8,41 @@ import pytest
 from asr_daemon import jobs
 from asr_daemon.diarization import render, request, step
 from asr_daemon.diarization.engine import Turn
+from tests import rows
 
 TURNS = [Turn(0.0, 4.0, 0), Turn(4.2, 8.0, 1), Turn(8.3, 10.0, 0)]
-JOB = {
-    "id": "00000000-0000-0000-0000-000000000001",
-    "options": {"task": "transcribe", "word_timestamps": True, "diarization": {}},
-    "duration_s": 10.0,
-    "language": "en",
-    "language_probability": 0.99,
-    "filename": "meeting notes.wav",
-}
+JOB = rows.job(
+    options={"task": "transcribe", "word_timestamps": True, "diarization": {}},
+    duration_s=10.0,
+    language="en",
+    language_probability=0.99,
+    filename="meeting notes.wav",
+)
 
 
-def _seg(seq: int, start: float, end: float, text: str, words: list[tuple[float, float, str]] | None = None) -> dict:
-    return {
-        "seq": seq,
-        "start_s": start,
-        "end_s": end,
-        "text": text,
-        "tokens": [1, 2],
-        "temperature": 0.0,
-        "avg_logprob": -0.2,
-        "compression_ratio": 1.1,
-        "no_speech_prob": 0.01,
-        "words": [{"start": s, "end": e, "word": w, "probability": 0.9} for s, e, w in words] if words else None,
-    }
+def _seg(
+    seq: int, start: float, end: float, text: str, words: list[tuple[float, float, str]] | None = None
+) -> jobs.Segment:
+    return rows.segment(
+        seq=seq,
+        start_s=start,
+        end_s=end,
+        text=text,
+        tokens=[1, 2],
+        temperature=0.0,
+        avg_logprob=-0.2,
+        compression_ratio=1.1,
+        no_speech_prob=0.01,
+        words=[{"start": s, "end": e, "word": w, "probability": 0.9} for s, e, w in words] if words else None,
+    )
 
 
 def test_segment_takes_the_speaker_it_overlaps_most() -> None:
     """Without words a segment gets the speaker of its largest overlap; between turns, the nearest one."""
     sp = render.Speakers(TURNS)
     segs = sp.segments([_seg(0, 0.5, 4.6, " Hello there."), _seg(1, 4.1, 7.9, " Hi."), _seg(2, 8.2, 8.26, " Ok")])
-    assert [s["speaker"] for s in segs] == [0, 1, 0]
-    assert render.Speakers([]).segments([_seg(0, 0, 1, "x")])[0]["speaker"] is None
+    assert [s.speaker for s in segs] == [0, 1, 0]
+    assert render.Speakers([]).segments([_seg(0, 0, 1, "x")])[0].speaker is None
 
 
 def test_words_split_a_segment_where_the_speaker_changes() -> None:
@@ -48,8 +50,8 @@ def test_words_split_a_segment_where_the_speaker_changes() -> None:
     words = [(3.0, 3.5, " yes"), (3.5, 3.9, " indeed."), (4.3, 4.8, " Well"), (4.8, 5.2, " no.")]
     sp = render.Speakers(TURNS, {"B": "Bob"})
     segs = sp.segments([_seg(0, 3.0, 5.2, " yes indeed. Well no.", words)])
-    assert [(s["seq"], s["speaker"], s["text"]) for s in segs] == [(0, 0, " yes indeed."), (1, 1, " Well no.")]
-    assert (segs[1]["start_s"], segs[1]["end_s"]) == (4.3, 5.2)
+    assert [(s.seg.seq, s.speaker, s.seg.text) for s in segs] == [(0, 0, " yes indeed."), (1, 1, " Well no.")]
+    assert (segs[1].seg.start_s, segs[1].seg.end_s) == (4.3, 5.2)
     body = render.verbose(JOB, segs, sp)
     assert [s["speaker"] for s in body["segments"]] == ["A", "Bob"]
     assert [w["speaker"] for w in body["words"]] == ["A", "A", "Bob", "Bob"]

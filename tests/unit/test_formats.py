@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from datetime import UTC, datetime
 
@@ -9,39 +10,40 @@ import msgspec
 
 from asr_daemon import formats
 from asr_daemon.jobs import ResponseFormat
+from tests import rows
 
 SEGS = [
-    {
-        "seq": 0,
-        "start_s": 0.0,
-        "end_s": 2.5,
-        "text": " Hello there.",
-        "tokens": [1],
-        "temperature": 0.0,
-        "avg_logprob": -0.2,
-        "compression_ratio": 1.1,
-        "no_speech_prob": 0.01,
-        "words": [{"start": 0.0, "end": 0.5, "word": " Hello", "probability": 0.9}],
-    },
-    {
-        "seq": 1,
-        "start_s": 3661.25,
-        "end_s": 3662.0,
-        "text": " Bye.",
-        "tokens": [2],
-        "temperature": 0.0,
-        "avg_logprob": -0.3,
-        "compression_ratio": 1.0,
-        "no_speech_prob": 0.02,
-        "words": [{"start": 2.0, "end": 2.4, "word": " Bye.", "probability": 0.8}],
-    },
+    rows.segment(
+        seq=0,
+        start_s=0.0,
+        end_s=2.5,
+        text=" Hello there.",
+        tokens=[1],
+        temperature=0.0,
+        avg_logprob=-0.2,
+        compression_ratio=1.1,
+        no_speech_prob=0.01,
+        words=[{"start": 0.0, "end": 0.5, "word": " Hello", "probability": 0.9}],
+    ),
+    rows.segment(
+        seq=1,
+        start_s=3661.25,
+        end_s=3662.0,
+        text=" Bye.",
+        tokens=[2],
+        temperature=0.0,
+        avg_logprob=-0.3,
+        compression_ratio=1.0,
+        no_speech_prob=0.02,
+        words=[{"start": 2.0, "end": 2.4, "word": " Bye.", "probability": 0.8}],
+    ),
 ]
-JOB = {
-    "options": {"task": "transcribe", "word_timestamps": True},
-    "language": "en",
-    "language_probability": 0.9,
-    "duration_s": 3662.0,
-}
+JOB = rows.job(
+    options={"task": "transcribe", "word_timestamps": True},
+    language="en",
+    language_probability=0.9,
+    duration_s=3662.0,
+)
 
 
 def test_text_and_json_join_segments() -> None:
@@ -76,37 +78,25 @@ def test_timestamps_built_by_hand_match_the_api_s_datetimes() -> None:
 
 def test_times_are_rounded_to_the_millisecond_in_every_answer() -> None:
     """Float noise (59.952000000001384) never reaches verbose_json, the job view, SSE or webhooks."""
-    import uuid
-
     from asr_daemon import events, webhooks
     from asr_daemon.api.schemas import job_view
 
     noisy = 10.999999999999996
-    job = {**JOB, "duration_s": noisy}
+    job = dataclasses.replace(JOB, duration_s=noisy)
     body = json.loads(formats.render(ResponseFormat.VERBOSE_JSON, job, SEGS)[0])
     assert body["duration"] == 11.0
-    row = {
-        **job,
-        "id": uuid.uuid4(),
-        "status": "completed",
-        "model": "base",
-        "priority": 0,
-        "filename": "x.wav",
-        "audio_sha256": "0" * 64,
-        "audio_bytes": 1,
-        "audio_deleted_at": None,
-        "progress_s": noisy,
-        "attempts": 1,
-        "max_attempts": 3,
-        "error": None,
-        "error_code": None,
-        "device": "cpu",
-        "timings": {"transcribe_s": 0.123456, "windows": 1, "nested": {"x_s": 1.00049}},
-        "webhook_url": None,
-        "created_at": datetime.now(UTC),
-        "started_at": None,
-        "finished_at": datetime.now(UTC),
-    }
+    row = rows.job(
+        options=JOB.options_json,
+        language="en",
+        duration_s=noisy,
+        model="base",
+        filename="x.wav",
+        progress_s=noisy,
+        device="cpu",
+        timings={"transcribe_s": 0.123456, "windows": 1, "nested": {"x_s": 1.00049}},
+        created_at=datetime.now(UTC),
+        finished_at=datetime.now(UTC),
+    )
     view = json.loads(msgspec.json.encode(job_view(row)))
     assert view["audio"]["duration_s"] == 11.0 and view["progress"]["duration_s"] == 11.0
     assert view["timings"] == {"transcribe_s": 0.123, "windows": 1, "nested": {"x_s": 1.0}}

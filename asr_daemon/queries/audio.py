@@ -1,0 +1,52 @@
+"""Which audio files the job table still needs: for the retention, the orphan sweep, a purge and the
+deletion of one job. A file is needed while some row names it with its audio not marked deleted."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from asr_daemon.queries.conn import Conn, Row
+
+
+async def audio_expired(conn: Conn, days: float) -> list[str]:
+    """Audio hashes whose every job is finished and older than `days`, with the file not yet deleted."""
+    rows: Sequence[Row] = await conn.fetch(
+        """
+        SELECT audio_sha256 FROM jobs
+        WHERE audio_deleted_at IS NULL
+        GROUP BY audio_sha256
+        HAVING bool_and(status IN ('completed', 'failed', 'cancelled'))
+           AND max(coalesce(finished_at, created_at)) < now() - make_interval(days => 0, secs => $1 * 86400)
+        """,
+        days,
+    )
+    return [r["audio_sha256"] for r in rows]
+
+
+async def mark_audio_deleted(conn: Conn, sha256: str) -> None:
+    """Record that the audio with this hash is gone (transcripts stay)."""
+    await conn.execute(
+        "UPDATE jobs SET audio_deleted_at = now() WHERE audio_sha256 = $1 AND audio_deleted_at IS NULL", sha256
+    )
+
+
+async def audio_needed(conn: Conn, sha256: str) -> bool:
+    """True when some job that may still run refers to this audio."""
+    needed: bool = await conn.fetchval(
+        "SELECT EXISTS (SELECT 1 FROM jobs WHERE audio_sha256 = $1 AND status IN ('queued', 'running'))", sha256
+    )
+    return needed
+
+
+async def audio_referenced(conn: Conn, shas: Sequence[str]) -> set[str]:
+    """Those of `shas` that some job row points at, its audio not deleted (they must stay on disk)."""
+    rows: Sequence[Row] = await conn.fetch(
+        "SELECT DISTINCT audio_sha256 FROM jobs WHERE audio_sha256 = ANY($1::text[]) AND audio_deleted_at IS NULL",
+        list(shas),
+    )
+    return {r["audio_sha256"] for r in rows}
+
+
+async def audio_in_use(conn: Conn, sha256: str) -> bool:
+    """True when some job still refers to this audio file."""
+    return bool(await audio_referenced(conn, [sha256]))

@@ -1,0 +1,186 @@
+"""The worker's moves: claim the next job, heartbeat it, and end it (completed, failed, retried,
+checkpointed, cancelled); the reaper's hand-back of jobs whose worker died.
+
+Each state change is one statement guarded by the state it expects (`WHERE status = ... AND worker =
+...`); when no row comes back, someone else moved the job first and the caller backs off. The moves
+each may make are `jobs.MOVES`, checked against PostgreSQL by tests/integration/test_transitions.py.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Mapping
+from typing import NamedTuple
+
+from asr_daemon.jobs import ErrorCode, Job, Status
+from asr_daemon.queries.conn import Conn, Row
+
+#: Within a priority, shortest audio first, aged: each second waited counts as this many seconds
+#: less audio, so a long file waits at most (its duration / AGING) behind a stream of short ones.
+AGING = 10.0
+
+
+class Reaped(NamedTuple):
+    """A job the reaper handed back to the queue (or failed: its attempts were spent)."""
+
+    id: uuid.UUID
+    status: Status
+    attempts: int
+
+
+async def claim(conn: Conn, worker: str) -> Job | None:
+    """Take the next runnable job (FOR UPDATE SKIP LOCKED) and mark it running for `worker`."""
+    row: Row | None = await conn.fetchrow(
+        f"""
+        UPDATE jobs SET status = 'running', worker = $1, attempts = attempts + 1, heartbeat_at = now(),
+                        started_at = coalesce(started_at, now()), updated_at = now()
+        WHERE id = (
+            SELECT id FROM jobs
+            WHERE status = 'queued' AND run_after <= now()
+            ORDER BY priority DESC,
+                     duration_s - {AGING} * extract(epoch FROM now() - created_at),
+                     created_at
+            LIMIT 1
+            FOR UPDATE SKIP LOCKED
+        )
+        RETURNING *
+        """,
+        worker,
+    )
+    return None if row is None else Job.from_row(row)
+
+
+async def heartbeat(conn: Conn, worker: str, progress: dict[uuid.UUID, float]) -> dict[uuid.UUID, bool]:
+    """Heartbeat the running jobs of `worker`; returns {job id: cancel requested} for those still ours."""
+    if not progress:
+        return {}
+    ids = list(progress)
+    rows = await conn.fetch(
+        """
+        UPDATE jobs j SET heartbeat_at = now(), progress_s = greatest(j.progress_s, p.progress)
+        FROM unnest($2::uuid[], $3::float8[]) AS p(id, progress)
+        WHERE j.id = p.id AND j.status = 'running' AND j.worker = $1
+        RETURNING j.id, j.cancel_requested
+        """,
+        worker,
+        ids,
+        [progress[i] for i in ids],
+    )
+    return {r["id"]: r["cancel_requested"] for r in rows}
+
+
+async def set_language(conn: Conn, job_id: uuid.UUID, worker: str, language: str, probability: float) -> None:
+    """Record the detected language of a running job."""
+    await conn.execute(
+        "UPDATE jobs SET language = $3, language_probability = $4 WHERE id = $1 AND worker = $2",
+        job_id,
+        worker,
+        language,
+        probability,
+    )
+
+
+async def complete(conn: Conn, job_id: uuid.UUID, worker: str, timings: Mapping[str, float], device: str) -> bool:
+    """running → completed, for the worker that holds the job."""
+    row = await conn.fetchrow(
+        """
+        UPDATE jobs SET status = 'completed', finished_at = now(), updated_at = now(), progress_s = duration_s,
+                        timings = timings || $3, device = $4, worker = NULL, heartbeat_at = NULL
+        WHERE id = $1 AND status = 'running' AND worker = $2
+        RETURNING id
+        """,
+        job_id,
+        worker,
+        timings,
+        device,
+    )
+    return row is not None
+
+
+async def fail(conn: Conn, job_id: uuid.UUID, worker: str, error: str, code: ErrorCode) -> bool:
+    """running → failed (no retry)."""
+    row = await conn.fetchrow(
+        """
+        UPDATE jobs SET status = 'failed', finished_at = now(), updated_at = now(), error = $3, error_code = $4,
+                        worker = NULL, heartbeat_at = NULL
+        WHERE id = $1 AND status = 'running' AND worker = $2
+        RETURNING id
+        """,
+        job_id,
+        worker,
+        error,
+        str(code),
+    )
+    return row is not None
+
+
+async def retry_or_fail(conn: Conn, job_id: uuid.UUID, worker: str, error: str, backoff: float) -> Status | None:
+    """running → queued after a backoff (doubling per attempt), or → failed when attempts are spent."""
+    status: str | None = await conn.fetchval(
+        """
+        UPDATE jobs SET status = CASE WHEN attempts >= max_attempts THEN 'failed' ELSE 'queued' END,
+                        finished_at = CASE WHEN attempts >= max_attempts THEN now() END,
+                        error = $3, error_code = $5, updated_at = now(),
+                        run_after = now() + make_interval(secs => $4 * power(2, greatest(attempts - 1, 0))),
+                        worker = NULL, heartbeat_at = NULL
+        WHERE id = $1 AND status = 'running' AND worker = $2
+        RETURNING status
+        """,
+        job_id,
+        worker,
+        error,
+        backoff,
+        str(ErrorCode.INTERNAL_ERROR),
+    )
+    return None if status is None else Status(status)
+
+
+async def checkpoint(conn: Conn, job_id: uuid.UUID, worker: str) -> bool:
+    """running → queued without spending an attempt (drain on shutdown; segments so far are kept)."""
+    row = await conn.fetchrow(
+        """
+        UPDATE jobs SET status = 'queued', attempts = greatest(attempts - 1, 0), worker = NULL,
+                        heartbeat_at = NULL, updated_at = now()
+        WHERE id = $1 AND status = 'running' AND worker = $2
+        RETURNING id
+        """,
+        job_id,
+        worker,
+    )
+    return row is not None
+
+
+async def mark_cancelled(conn: Conn, job_id: uuid.UUID, worker: str) -> bool:
+    """running → cancelled, by the worker that stopped it."""
+    row = await conn.fetchrow(
+        """
+        UPDATE jobs SET status = 'cancelled', finished_at = now(), updated_at = now(), worker = NULL,
+                        heartbeat_at = NULL
+        WHERE id = $1 AND status = 'running' AND worker = $2
+        RETURNING id
+        """,
+        job_id,
+        worker,
+    )
+    return row is not None
+
+
+async def reap(conn: Conn, stale_after: float, backoff: float) -> list[Reaped]:
+    """Hand running jobs with a stale heartbeat back to the queue, or fail them when attempts are spent."""
+    rows: list[Row] = await conn.fetch(
+        """
+        UPDATE jobs SET status = CASE WHEN attempts >= max_attempts THEN 'failed' ELSE 'queued' END,
+                        finished_at = CASE WHEN attempts >= max_attempts THEN now() END,
+                        error = CASE WHEN attempts >= max_attempts
+                                     THEN 'the worker stopped answering on every attempt' ELSE error END,
+                        error_code = CASE WHEN attempts >= max_attempts THEN $3 ELSE error_code END,
+                        run_after = now() + make_interval(secs => $2 * power(2, greatest(attempts - 1, 0))),
+                        worker = NULL, heartbeat_at = NULL, updated_at = now()
+        WHERE status = 'running' AND heartbeat_at < now() - make_interval(secs => $1)
+        RETURNING id, status, attempts
+        """,
+        stale_after,
+        backoff,
+        str(ErrorCode.WORKER_LOST),
+    )
+    return [Reaped(r["id"], Status(r["status"]), r["attempts"]) for r in rows]

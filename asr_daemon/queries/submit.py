@@ -1,0 +1,80 @@
+"""Accepting a job: the row of a new job, idempotency, deduplication and the queue bound."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Mapping
+
+from asr_daemon.jobs import Job, Kind
+from asr_daemon.queries.conn import Conn, Row, Tx
+
+#: pg_advisory_xact_lock key of `lock_queue` ("asrq")
+QUEUE_LOCK = 0x61737271
+
+
+async def insert_job(
+    conn: Conn,
+    *,
+    job_id: uuid.UUID,
+    model: str,
+    options: Mapping[str, object],
+    fingerprint: str,
+    priority: int,
+    audio_sha256: str,
+    audio_bytes: int,
+    filename: str | None,
+    duration_s: float,
+    max_attempts: int,
+    idempotency_key: str | None,
+    webhook_url: str | None,
+    api_key_id: int | None = None,
+    kind: Kind = Kind.FILE,
+) -> Job:
+    """Insert a queued job; raises `UniqueViolationError` on a reused idempotency key."""
+    row: Row | None = await conn.fetchrow(
+        """
+        INSERT INTO jobs (id, model, options, fingerprint, priority, audio_sha256, audio_bytes, filename,
+                          duration_s, max_attempts, idempotency_key, webhook_url, api_key_id, kind)
+        VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)
+        RETURNING *
+        """,
+        job_id,
+        model,
+        options,
+        fingerprint,
+        priority,
+        audio_sha256,
+        audio_bytes,
+        filename,
+        duration_s,
+        max_attempts,
+        idempotency_key,
+        webhook_url,
+        api_key_id,
+        str(kind),
+    )
+    assert row is not None  # the statement always returns one row
+    return Job.from_row(row)
+
+
+async def get_by_idempotency_key(conn: Conn, key: str) -> Job | None:
+    """The job created with this Idempotency-Key, if any."""
+    row: Row | None = await conn.fetchrow("SELECT * FROM jobs WHERE idempotency_key = $1", key)
+    return None if row is None else Job.from_row(row)
+
+
+async def find_completed(conn: Conn, fingerprint: str, api_key_id: int | None = None) -> Job | None:
+    """A completed job of the same key with the same audio, model and options (deduplication)."""
+    row: Row | None = await conn.fetchrow(
+        "SELECT * FROM jobs WHERE fingerprint = $1 AND status = 'completed' AND api_key_id IS NOT DISTINCT FROM $2 "
+        "ORDER BY finished_at DESC LIMIT 1",
+        fingerprint,
+        api_key_id,
+    )
+    return None if row is None else Job.from_row(row)
+
+
+async def lock_queue(conn: Tx) -> None:
+    """Hold the queue lock until the transaction on `conn` ends: a count and an insert under it are one step,
+    so submissions that finish their uploads together cannot overshoot ASR_MAX_QUEUED_JOBS."""
+    await conn.execute("SELECT pg_advisory_xact_lock($1)", QUEUE_LOCK)
