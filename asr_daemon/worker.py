@@ -17,6 +17,7 @@ import threading
 import time
 import uuid
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 from typing import Any
 
 import asyncpg
@@ -215,7 +216,7 @@ class Worker:
             if job.webhook_url:
                 self._spawn_webhook(job_id)
 
-    async def _diarize(self, run: Running, path: Any, options: jobs.Options) -> float | None:
+    async def _diarize(self, run: Running, path: Path, options: jobs.Options) -> float | None:
         """The stored diarization step (issue 19); its seconds, or None when the job ended or stopped here.
 
         A diarization-only job (`/v1/audio/diarization`) completes here."""

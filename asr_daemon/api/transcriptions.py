@@ -7,6 +7,7 @@ transcript from the database (or streams its segments as server-sent events with
 from __future__ import annotations
 
 import json
+import uuid
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -54,7 +55,7 @@ async def _submit(request: Request[Any, Any, Any], state: State, task: jobs.Task
     return Response(body, media_type=media_type, headers=headers)
 
 
-async def _stream(state: State, job_id: Any) -> AsyncIterator[str]:
+async def _stream(state: State, job_id: uuid.UUID) -> AsyncIterator[str]:
     """OpenAI's streaming transcription events: one `transcript.text.delta` per segment, then `done`."""
     texts: list[str] = []
     async for ev in events.follow(state.pool, state.hub, job_id):
