@@ -10,9 +10,10 @@ from litestar import Request, get
 from litestar.datastructures import State
 from litestar.params import Parameter
 
-from asr_daemon import errors, search
+from asr_daemon import errors
 from asr_daemon.api.auth import principal
 from asr_daemon.api.schemas import error_responses
+from asr_daemon.queries import search
 
 #: control characters mean nothing in a search (and PostgreSQL refuses NUL in text): read as spaces
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")

@@ -9,10 +9,11 @@
 | `audio` | which audio files the job table still needs (retention, orphan sweep, purge) |
 | `counts` | queued/running counts (metrics, status, systemd, idle watcher); final-state totals |
 | `live` | a live session's job (`queries.live.create_job`, ...; not re-exported here) |
+| `search` | full-text search over segments, its cursor and match offsets (`queries.search.search`) |
 
 Functions return typed rows (`jobs.Job`, `jobs.Segment`, small NamedTuples), never asyncpg records.
 Tables of their own live with their owners: `webhook_deliveries` in webhooks.py, `diarizations` and
-`diarization_turns` in diarization/store.py, `api_keys` in keys.py, the full-text search in search.py.
+`diarization_turns` in diarization/store.py (their writes check the job's owner), `api_keys` in keys.py.
 `from asr_daemon import queries` then `queries.claim(...)`: the names below.
 """
 

@@ -1,5 +1,5 @@
 """Full-text search in SQL against real PostgreSQL: stemming per language, websearch syntax, ranking,
-visibility per key, keyset pages and match offsets (asr_daemon/search.py, migration 0006)."""
+visibility per key, keyset pages and match offsets (asr_daemon/queries/search.py, migration 0006)."""
 
 from __future__ import annotations
 
@@ -10,7 +10,8 @@ from collections.abc import AsyncIterator
 import asyncpg
 import pytest
 
-from asr_daemon import jobs, queries, search
+from asr_daemon import jobs, queries
+from asr_daemon.queries import search
 
 
 @pytest.fixture

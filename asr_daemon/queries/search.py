@@ -16,7 +16,7 @@ import base64
 import uuid
 from dataclasses import dataclass
 
-from asr_daemon.queries import Conn
+from asr_daemon.queries.conn import Conn
 
 #: markers ts_headline puts around each match (control characters: never in a transcript's text)
 _START, _STOP = "\x02", "\x03"
