@@ -86,14 +86,14 @@ async def follow(
                 yield Event(
                     0,
                     "queued",
-                    {"id": str(job_id), "status": "queued", "created_at": formats.timestamp(job.created_at)},
+                    {"id": str(job_id), "status": jobs.Status.QUEUED, "created_at": formats.timestamp(job.created_at)},
                 )
                 cursor, sent = 0, True
             if cursor < 1 and job.started_at is not None:
                 yield Event(
                     1,
                     "started",
-                    {"id": str(job_id), "status": "running", "started_at": formats.timestamp(job.started_at)},
+                    {"id": str(job_id), "status": jobs.Status.RUNNING, "started_at": formats.timestamp(job.started_at)},
                 )
                 cursor, sent = 1, True
             if cursor == 1 and (progress := await diarized.progress(job)) is not None:
