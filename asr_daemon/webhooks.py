@@ -8,6 +8,7 @@ HMAC-SHA256 over `<timestamp>.<body>` using `ASR_WEBHOOK_SECRET`; receivers chec
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import hmac
 import json
@@ -97,6 +98,58 @@ async def deliver(settings: Settings, pool: asyncpg.Pool, job_id: uuid.UUID) -> 
             )
             await asyncio.sleep(min(300.0, 0.5 * 2 ** (attempt - 1)))
     return False
+
+
+class Outbox:
+    """What leaves this process when a job ends: its webhook, delivered by a task of its own (a slow or
+    dead receiver never holds up the worker), and, debug only (ASR_LOG_TRANSCRIPTS), its text in the log."""
+
+    def __init__(self, settings: Settings, pool: asyncpg.Pool) -> None:
+        self.settings = settings
+        self.pool = pool
+        self._tasks: set[asyncio.Task[Any]] = set()
+
+    def ended(self, job_id: uuid.UUID, webhook_url: str | None, *, completed: bool = False) -> None:
+        """A job finished (completed, or failed): tell its webhook, if any; log its text if asked to."""
+        if webhook_url:
+            self.send(job_id)
+        if completed and self.settings.log_transcripts:
+            self._spawn(self._log_transcript(job_id))
+
+    def send(self, job_id: uuid.UUID) -> None:
+        """Deliver the webhook of `job_id` in the background (it checks that the job has one)."""
+        self._spawn(deliver(self.settings, self.pool, job_id))
+
+    def _spawn(self, coro: Any) -> None:
+        task = asyncio.create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _log_transcript(self, job_id: uuid.UUID) -> None:
+        """ASR_LOG_TRANSCRIPTS (debug only): a finished job's text at its own event, `job_transcript`."""
+        try:
+            text = formats.text_of(await queries.segments(self.pool, job_id))
+        except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+            log.warning("job_transcript_unavailable", extra={"job_id": str(job_id), "error": type(exc).__name__})
+            return
+        log.info("job_transcript", extra={"job_id": str(job_id), "text": text})
+
+    async def redeliver(self) -> None:
+        """Webhooks interrupted by a stop or crash are delivered after the next start."""
+        try:
+            pending = await undelivered(self.pool, self.settings.webhook_attempts)
+        except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+            log.warning("webhook_scan_failed", extra={"error": type(exc).__name__})
+            return
+        for job_id in pending:
+            self.send(job_id)
+
+    async def close(self, grace: float = 5.0) -> None:
+        """Let deliveries under way finish for up to `grace` seconds each, then cancel them (the next
+        start redelivers them)."""
+        for task in list(self._tasks):
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await asyncio.wait_for(task, grace)
 
 
 # --- the webhook_deliveries table ---------------------------------------------------------------

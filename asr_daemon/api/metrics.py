@@ -11,10 +11,9 @@ from typing import Any
 
 import asyncpg
 from litestar import Response, get
-from litestar.datastructures import State
 
 from asr_daemon import queries
-from asr_daemon.metrics import Metrics
+from asr_daemon.api.deps import CacheDep, LiveDep, MetricsDep, PoolDep, RunningDep
 
 DB_ERRORS = (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, asyncio.TimeoutError)
 
@@ -24,17 +23,19 @@ MEDIA_TYPE = "text/plain; version=0.0.4"
 
 
 @get("/metrics", include_in_schema=True, summary="Prometheus metrics", media_type=MEDIA_TYPE)
-async def metrics(state: State) -> Response[bytes]:
+async def metrics(
+    meter: MetricsDep, pool: PoolDep, cache: CacheDep, live: LiveDep, running: RunningDep
+) -> Response[bytes]:
     """Prometheus text format; not counted as activity by the idle watcher."""
-    m: Metrics = state.metrics
+    m = meter
     stats: Any = None
     totals: dict[str, int] | None = None
     try:
         async with asyncio.timeout(2):
-            stats = await queries.queue_stats(state.pool)
-            totals = await queries.jobs_finished_totals(state.pool)
+            stats = await queries.queue_stats(pool)
+            totals = await queries.jobs_finished_totals(pool)
     except DB_ERRORS:
         pass
-    m.refresh(stats, totals, state.worker.running, state.models)
-    m.live_sessions.set(len(state.live.sessions))  # issue 21
+    m.refresh(stats, totals, running, cache)
+    m.live_sessions.set(len(live.sessions))  # issue 21
     return Response(m.render(), media_type=MEDIA_TYPE)
