@@ -19,6 +19,7 @@ from collections.abc import Sequence
 from typing import Any
 
 import asyncpg
+import stamina
 
 from asr_daemon import formats, queries
 from asr_daemon.config import Settings
@@ -73,31 +74,52 @@ async def deliver(settings: Settings, pool: asyncpg.Pool, job_id: uuid.UUID) -> 
 
     body = json.dumps({**summary(row), **await diarization_events.webhook_fields(pool, row)}).encode()
     secret = settings.webhook_secret.get_secret_value() if settings.webhook_secret else None
+    left = settings.webhook_attempts - len(earlier)
+    if left <= 0:
+        return False
     async with httpx.AsyncClient(timeout=settings.webhook_timeout, follow_redirects=False) as client:
-        for attempt in range(len(earlier) + 1, settings.webhook_attempts + 1):
-            headers = {"Content-Type": "application/json", "User-Agent": "asr-server"}
-            if secret:  # always, for jobs accepted since intake refuses a webhook_url without one
-                headers["X-Asr-Signature"] = sign(secret, int(time.time()), body)
-            code: int | None = None
-            error: str | None = None
-            try:
-                resp = await client.post(row["webhook_url"], content=body, headers=headers)
-                code = resp.status_code
-            except httpx.HTTPError as exc:
-                error = type(exc).__name__
-            try:
-                await record_delivery(pool, job_id, attempt, code, error)
-            except asyncpg.ForeignKeyViolationError:  # the job was deleted meanwhile (POST .../delete)
-                log.info("webhook_job_deleted", extra={"job_id": str(job_id)})
-                return False
-            if code is not None and 200 <= code < 300:
-                log.info("webhook_delivered", extra={"job_id": str(job_id), "attempt": attempt})
-                return True
-            log.warning(
-                "webhook_failed", extra={"job_id": str(job_id), "attempt": attempt, "status": code, "error": error}
-            )
-            await asyncio.sleep(min(300.0, 0.5 * 2 ** (attempt - 1)))
+        try:
+            # 0.5 s before the second attempt of all (earlier runs' included), doubling, at most 300 s
+            async for retry in stamina.retry_context(
+                on=_NotDelivered,
+                attempts=left,
+                timeout=None,
+                wait_initial=0.5 * 2 ** len(earlier),
+                wait_max=300.0,
+                wait_jitter=0,
+            ):
+                with retry:
+                    attempt = len(earlier) + retry.num
+                    headers = {"Content-Type": "application/json", "User-Agent": "asr-server"}
+                    if secret:  # always, for jobs accepted since intake refuses a webhook_url without one
+                        headers["X-Asr-Signature"] = sign(secret, int(time.time()), body)
+                    code: int | None = None
+                    error: str | None = None
+                    try:
+                        resp = await client.post(row["webhook_url"], content=body, headers=headers)
+                        code = resp.status_code
+                    except httpx.HTTPError as exc:
+                        error = type(exc).__name__
+                    try:
+                        await record_delivery(pool, job_id, attempt, code, error)
+                    except asyncpg.ForeignKeyViolationError:  # the job was deleted meanwhile (POST .../delete)
+                        log.info("webhook_job_deleted", extra={"job_id": str(job_id)})
+                        return False
+                    if code is not None and 200 <= code < 300:
+                        log.info("webhook_delivered", extra={"job_id": str(job_id), "attempt": attempt})
+                        return True
+                    log.warning(
+                        "webhook_failed",
+                        extra={"job_id": str(job_id), "attempt": attempt, "status": code, "error": error},
+                    )
+                    raise _NotDelivered
+        except _NotDelivered:
+            pass
     return False
+
+
+class _NotDelivered(Exception):
+    """An attempt got no 2xx: retried while attempts are left."""
 
 
 class Outbox:
