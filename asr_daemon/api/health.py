@@ -32,7 +32,8 @@ def device_report(settings: SettingsDep, cache: CacheDep) -> dict[str, Any]:
 
 @get("/readyz", responses={503: ResponseSpec(data_container=dict[str, Any], description="Not ready: see checks.")})
 async def readyz(pool: PoolDep, redis: RedisDep, settings: SettingsDep, cache: CacheDep) -> Response[dict[str, Any]]:
-    """200 when PostgreSQL answers, Redis answers and the default model is present (and not loading)."""
+    """200 when PostgreSQL answers, Redis answers and the default model is present (and not loading;
+    not asked of an API-only process, `ASR_RUN_WORKER=false`)."""
     checks: dict[str, Any] = {}
     try:
         await pool.fetchval("SELECT 1")
@@ -40,7 +41,9 @@ async def readyz(pool: PoolDep, redis: RedisDep, settings: SettingsDep, cache: C
     except Exception as exc:  # noqa: BLE001  # any failure means "not ready"; the type is reported
         checks["database"] = f"unavailable: {type(exc).__name__}"
     checks["redis"] = "ok" if await queue.ping(redis) else "unavailable"
-    if settings.model in cache.loading:
+    if not settings.run_worker:
+        pass  # an API-only process runs no model: the workers' hosts need it, not this one
+    elif settings.model in cache.loading:
         checks["model"] = f"loading {settings.model}"
     elif models.local_path(settings.models_dir, settings.model) is None:
         checks["model"] = f"missing {settings.model}: run `asrctl models pull {settings.model}`"

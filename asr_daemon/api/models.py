@@ -102,6 +102,8 @@ class ModelsController(Controller):
     ) -> Model:
         """Load a local model now (it then unloads after the idle TTL like any other); admin keys only."""
         require_admin(request)
+        if not settings.run_worker:
+            raise errors.Conflict("this process runs no worker (ASR_RUN_WORKER=false): models load where jobs run")
         name, path = _local(settings, name)
         cache.release(await cache.acquire(name, path))
         return _view(settings, cache, name)

@@ -112,9 +112,15 @@ def test_without_redis_the_worker_process_still_runs_and_cancels(
         assert wait_status(c, long, {"cancelled", "completed"}, timeout=10)["status"] == "cancelled"
 
 
-def test_the_api_process_refuses_live_sessions_clearly(make_daemon: Callable[..., Daemon]) -> None:
-    """/v1/realtime on an API-only process: an error event that says why, then a policy close (1008)."""
+def test_the_api_process_refuses_live_sessions_and_model_loads_clearly(make_daemon: Callable[..., Daemon]) -> None:
+    """/v1/realtime on an API-only process: an error event that says why, then a policy close (1008); a
+    model load is 409 (models load where jobs run); /readyz does not ask for a model."""
     api = make_daemon(ASR_RUN_WORKER="false")
+    with api.client() as c:
+        r = c.post("/v1/models/tiny.en/load")
+        assert r.status_code == 409 and "ASR_RUN_WORKER" in r.json()["error"]["message"]
+        ready = c.get("/readyz").json()
+        assert ready["status"] == "ready" and "model" not in ready["checks"]
     with live.ws(api.url) as conn:
         err, _ = live.until(conn, "error")
         assert err["error"]["code"] == "live_unavailable" and "ASR_RUN_WORKER" in err["error"]["message"]
