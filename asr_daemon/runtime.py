@@ -80,8 +80,8 @@ class Core:
     name: str
     redis_up: bool
     timings: dict[str, float] = field(default_factory=dict)
-    _tasks: list[asyncio.Task[None]] = field(default_factory=list)
-    _preload: asyncio.Task[None] | None = None
+    tasks: list[asyncio.Task[None]] = field(default_factory=list)  # Redis listeners
+    preload: asyncio.Task[None] | None = None  # the default model's load at start
 
     def running(self) -> int:
         """Jobs this process runs now."""
@@ -95,7 +95,7 @@ class Core:
         s = self.settings
         preload_path = models.local_path(s.models_dir, s.model) if s.preload and self.worker is not None else None
         # /readyz answers 503 "loading <model>" until the preload is done
-        self._preload = self.cache.start_preload(s.model, preload_path) if preload_path else None
+        self.preload = self.cache.start_preload(s.model, preload_path) if preload_path else None
         if self.worker is not None:
             self.worker.start()
         self.housekeeping.start()
@@ -104,7 +104,7 @@ class Core:
         # keeps TimeoutStartSec from firing meanwhile) and the DB is migrated; watchdog; STATUS=
         self.life.start(
             progress=progress,
-            ready_check=systemd.after(self._preload, systemd.database_ready(self.pool)),
+            ready_check=systemd.after(self.preload, systemd.database_ready(self.pool)),
             status=systemd.job_status(s, self.pool, progress),
             listening=listening,
         )
@@ -151,7 +151,7 @@ async def open_core(
             redis_up=redis_up,
             timings={"db_s": round(t1 - t0, 4), "redis_s": round(t2 - t1, 4)},
         )
-        core._tasks += [asyncio.create_task(hub.listen_bell()), asyncio.create_task(hub.listen_events())]
+        core.tasks += [asyncio.create_task(hub.listen_bell()), asyncio.create_task(hub.listen_events())]
     except BaseException:
         await _close(client, pool)
         raise
@@ -162,7 +162,7 @@ async def open_core(
         await life.stop(drain)  # issue 5: STOPPING=1 first
         await chores.stop()
         await outbox.close()
-        for t in [*core._tasks, *([core._preload] if core._preload else [])]:
+        for t in [*core.tasks, *([core.preload] if core.preload else [])]:
             t.cancel()
         await _close(client, pool)
 
