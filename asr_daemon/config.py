@@ -89,6 +89,11 @@ class Settings(BaseSettings):
     workers: int = Field(2, ge=1, le=64)
     """Transcriptions run at once in the process, sharing one loaded model (CTranslate2 num_workers)."""
 
+    run_worker: bool = True
+    """Run the job worker in this process. False (`asrctl serve --no-worker`) serves the HTTP API only:
+    jobs are queued for `asrctl worker` processes on the same PostgreSQL, no model is loaded here and
+    live sessions (`/v1/realtime`) are refused; Wyoming commands are jobs and still served."""
+
     model_idle_ttl: float = Field(300.0, ge=-1)
     """Seconds an unused model stays loaded: -1 keeps it, 0 unloads it right after each job."""
 

@@ -130,20 +130,10 @@ def load_default(settings: Settings) -> Loaded | None:
     return entry
 
 
-def make_loader(settings: Settings, early: Future[Loaded | None] | None = None) -> Loader:
-    """The real loader: faster-whisper on the given device with the configured compute type.
-
-    `early` (the worker's preload, begun before the app was imported) is taken over by the first
-    load of the default model: that load waits for it instead of starting another.
-    """
+def make_loader(settings: Settings) -> Loader:
+    """The real loader: faster-whisper on the given device with the configured compute type."""
 
     def load(name: str, path: Path, dev: str) -> Loaded:
-        nonlocal early
-        if early is not None and name == settings.model:
-            begun, early = early, None
-            entry = begun.result()  # raises what the early load raised (a CUDA failure: the cache falls back)
-            if entry is not None and entry.device == dev:
-                return entry
         if dev == "cuda" and device.cuda_device_count() == 0:
             raise device.CudaFailure("no CUDA device visible to ctranslate2 (driver? libcublas.so.12?)")
         ctype = device.resolve_compute_type(settings.compute_type, dev)
@@ -159,12 +149,10 @@ def make_loader(settings: Settings, early: Future[Loaded | None] | None = None) 
 def cache_from_settings(
     settings: Settings,
     load_guard: Callable[[str], contextlib.AbstractAsyncContextManager[Any]] = contextlib.nullcontext,
-    early: Future[Loaded | None] | None = None,
 ) -> ModelCache:
-    """The process's model cache, configured from the settings; see `ModelCache` for `load_guard`
-    and `make_loader` for `early`."""
+    """The process's model cache, configured from the settings; see `ModelCache` for `load_guard`."""
     return ModelCache(
-        make_loader(settings, early),
+        make_loader(settings),
         device=settings.device,
         idle_ttl=settings.model_idle_ttl,
         budget_bytes=settings.model_memory_budget_mb * MB,
@@ -217,6 +205,14 @@ class ModelCache:
         self.loading: set[str] = set()
         self.cpu_only = False
         self._resolved: str | None = None
+        self._adopted: dict[str, Future[Loaded | None]] = {}
+
+    def adopt(self, name: str, future: Future[Loaded | None]) -> None:
+        """Take over a load of `name` begun before the cache existed (`asr_daemon.startup`'s early
+        preload): the first load of `name` waits for it instead of loading again, once. A failure it
+        raises is the load's (a CUDA failure: the cache falls back to the CPU); a model it loaded on
+        another device than the cache picks, or none (not on disk), is loaded again as usual."""
+        self._adopted[name] = future
 
     def loaded(self) -> list[Loaded]:
         """Models currently in memory."""
@@ -324,7 +320,7 @@ class ModelCache:
         """Run the loader (in a thread), falling back to the CPU on a CUDA failure."""
         before = _used(dev)
         try:
-            entry = self._loader(name, path, dev)
+            entry = self._take_adopted(name, dev) or self._loader(name, path, dev)
         except Exception as exc:
             if dev == "cpu" or not self._cpu_fallback or not is_cuda_failure(exc):
                 raise
@@ -342,6 +338,14 @@ class ModelCache:
             },
         )
         return entry
+
+    def _take_adopted(self, name: str, dev: str) -> Loaded | None:
+        """The adopted load of `name` (waited for, in the loading thread) if it fits `dev`; used once."""
+        begun = self._adopted.pop(name, None)
+        if begun is None:
+            return None
+        entry = begun.result()  # raises what the early load raised
+        return entry if entry is not None and entry.device == dev else None
 
     def _note_fallback(self, name: str, phase: str, exc: BaseException | None) -> None:
         self.cpu_only = True

@@ -22,14 +22,21 @@ log = logging.getLogger(__name__)
 
 
 def app_from_env() -> Any:
-    """Granian's factory: settings from `ASR_*` variables, logging, the early load, then the app."""
-    settings = Settings()
+    """Granian's factory by import path: settings from `ASR_*` variables, then `app_for`."""
+    return app_for(Settings())
+
+
+def app_for(settings: Settings) -> Any:
+    """The app for `settings` (built by `asrctl serve` before the fork): logging, the early load, the app.
+
+    No early load in an API-only process (`ASR_RUN_WORKER=false`): it runs no model.
+    """
     logs.configure(settings.log_level)
     if settings.device == "cuda" or (settings.device == "auto" and device.nvidia_present()):
         from asr_daemon import models  # heavy imports: only on a host that may have a GPU
 
         settings = models.for_device(settings)
-    early = start_load(settings) if settings.preload else None
+    early = start_load(settings) if settings.preload and settings.run_worker else None
     from asr_daemon.api import app  # the heavy imports, while the model loads
 
     return app.build(settings, early)

@@ -26,6 +26,7 @@ from typing import Any, Protocol
 
 import asyncpg
 import sdnotify
+import stamina
 
 from asr_daemon import migrate, queries
 from asr_daemon.config import Settings
@@ -200,31 +201,39 @@ class Lifecycle:
         progress: Progress,
         ready_check: Callable[[], Awaitable[Any]] | None = None,
         status: Callable[[], Awaitable[str]] | None = None,
+        listening: bool = True,
     ) -> None:
         """Start the background tasks: READY once listening, the watchdog, STATUS updates.
 
         Call it at the end of the lifespan startup (before `yield`): Granian listens only after that.
         `ready_check` (the database is reachable and migrated) must pass before READY=1; it is retried.
+        `listening=False`: a process without an HTTP socket (`asrctl worker`) is ready without one.
         """
-        self._tasks.append(asyncio.create_task(self._ready(ready_check, status)))
+        self._tasks.append(asyncio.create_task(self._ready(ready_check, status, listening)))
         if self.interval:
             self._tasks.append(asyncio.create_task(self._watchdog(progress, self.interval)))
         if status is not None:
             self._tasks.append(asyncio.create_task(self._status_loop(status)))
 
     async def _ready(
-        self, check: Callable[[], Awaitable[Any]] | None, status: Callable[[], Awaitable[str]] | None
+        self,
+        check: Callable[[], Awaitable[Any]] | None,
+        status: Callable[[], Awaitable[str]] | None,
+        listening: bool = True,
     ) -> None:
-        await wait_listening(self.settings)
-        delay = 0.1
-        while check is not None:
-            try:
-                await check()
-                break
-            except Exception as exc:  # noqa: BLE001  # any failure means "not ready yet"; retried
-                log.warning("notify.not_ready", extra={"event": "notify.not_ready", "error": str(exc)})
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, 5.0)
+        if listening:
+            await wait_listening(self.settings)
+        if check is not None:
+            # any failure means "not ready yet": retried for as long as it takes, 0.1 s doubling to 5 s
+            async for attempt in stamina.retry_context(
+                on=Exception, attempts=None, timeout=None, wait_initial=0.1, wait_max=5.0, wait_jitter=0
+            ):
+                with attempt:
+                    try:
+                        await check()
+                    except Exception as exc:
+                        log.warning("notify.not_ready", extra={"event": "notify.not_ready", "error": str(exc)})
+                        raise
         line = await self._status_text(status) or "ready"
         self._status = line
         self.send("READY=1", f"STATUS={line}")

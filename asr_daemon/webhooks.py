@@ -8,19 +8,21 @@ HMAC-SHA256 over `<timestamp>.<body>` using `ASR_WEBHOOK_SECRET`; receivers chec
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import hmac
 import json
 import logging
 import time
 import uuid
-from collections.abc import Sequence
+from collections.abc import Coroutine, Sequence
 from datetime import datetime
 from typing import NamedTuple
 
 import asyncpg
+import stamina
 
-from asr_daemon import formats, jobs, queries
+from asr_daemon import db, formats, jobs, queries
 from asr_daemon.config import Settings
 from asr_daemon.diarization import events as diarization_events
 
@@ -73,31 +75,104 @@ async def deliver(settings: Settings, pool: asyncpg.Pool, job_id: uuid.UUID) -> 
 
     body = json.dumps({**summary(job), **await diarization_events.webhook_fields(pool, job)}).encode()
     secret = settings.webhook_secret.get_secret_value() if settings.webhook_secret else None
+    left = settings.webhook_attempts - len(earlier)
+    if left <= 0:
+        return False
     async with httpx.AsyncClient(timeout=settings.webhook_timeout, follow_redirects=False) as client:
-        for attempt in range(len(earlier) + 1, settings.webhook_attempts + 1):
-            headers = {"Content-Type": "application/json", "User-Agent": "asr-server"}
-            if secret:  # always, for jobs accepted since intake refuses a webhook_url without one
-                headers["X-Asr-Signature"] = sign(secret, int(time.time()), body)
-            code: int | None = None
-            error: str | None = None
-            try:
-                resp = await client.post(job.webhook_url, content=body, headers=headers)
-                code = resp.status_code
-            except httpx.HTTPError as exc:
-                error = type(exc).__name__
-            try:
-                await record_delivery(pool, job_id, attempt, code, error)
-            except asyncpg.ForeignKeyViolationError:  # the job was deleted meanwhile (POST .../delete)
-                log.info("webhook_job_deleted", extra={"job_id": str(job_id)})
-                return False
-            if code is not None and 200 <= code < 300:
-                log.info("webhook_delivered", extra={"job_id": str(job_id), "attempt": attempt})
-                return True
-            log.warning(
-                "webhook_failed", extra={"job_id": str(job_id), "attempt": attempt, "status": code, "error": error}
-            )
-            await asyncio.sleep(min(300.0, 0.5 * 2 ** (attempt - 1)))
+        try:
+            # 0.5 s before the second attempt of all (earlier runs' included), doubling, at most 300 s
+            async for retry in stamina.retry_context(
+                on=_NotDelivered,
+                attempts=left,
+                timeout=None,
+                wait_initial=0.5 * 2 ** len(earlier),
+                wait_max=300.0,
+                wait_jitter=0,
+            ):
+                with retry:
+                    attempt = len(earlier) + retry.num
+                    headers = {"Content-Type": "application/json", "User-Agent": "asr-server"}
+                    if secret:  # always, for jobs accepted since intake refuses a webhook_url without one
+                        headers["X-Asr-Signature"] = sign(secret, int(time.time()), body)
+                    code: int | None = None
+                    error: str | None = None
+                    try:
+                        resp = await client.post(job.webhook_url, content=body, headers=headers)
+                        code = resp.status_code
+                    except httpx.HTTPError as exc:
+                        error = type(exc).__name__
+                    try:
+                        await record_delivery(pool, job_id, attempt, code, error)
+                    except asyncpg.ForeignKeyViolationError:  # the job was deleted meanwhile (POST .../delete)
+                        log.info("webhook_job_deleted", extra={"job_id": str(job_id)})
+                        return False
+                    if code is not None and 200 <= code < 300:
+                        log.info("webhook_delivered", extra={"job_id": str(job_id), "attempt": attempt})
+                        return True
+                    log.warning(
+                        "webhook_failed",
+                        extra={"job_id": str(job_id), "attempt": attempt, "status": code, "error": error},
+                    )
+                    raise _NotDelivered
+        except _NotDelivered:
+            pass
     return False
+
+
+class _NotDelivered(Exception):
+    """An attempt got no 2xx: retried while attempts are left."""
+
+
+class Outbox:
+    """What leaves this process when a job ends: its webhook, delivered by a task of its own (a slow or
+    dead receiver never holds up the worker), and, debug only (ASR_LOG_TRANSCRIPTS), its text in the log."""
+
+    def __init__(self, settings: Settings, pool: asyncpg.Pool) -> None:
+        self.settings = settings
+        self.pool = pool
+        self._tasks: set[asyncio.Task[object]] = set()
+
+    def ended(self, job_id: uuid.UUID, webhook_url: str | None, *, completed: bool = False) -> None:
+        """A job finished (completed, or failed): tell its webhook, if any; log its text if asked to."""
+        if webhook_url:
+            self.send(job_id)
+        if completed and self.settings.log_transcripts:
+            self._spawn(self._log_transcript(job_id))
+
+    def send(self, job_id: uuid.UUID) -> None:
+        """Deliver the webhook of `job_id` in the background (it checks that the job has one)."""
+        self._spawn(deliver(self.settings, self.pool, job_id))
+
+    def _spawn(self, coro: Coroutine[object, object, object]) -> None:
+        task = asyncio.create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _log_transcript(self, job_id: uuid.UUID) -> None:
+        """ASR_LOG_TRANSCRIPTS (debug only): a finished job's text at its own event, `job_transcript`."""
+        try:
+            text = formats.text_of(await queries.segments(self.pool, job_id))
+        except db.ERRORS as exc:
+            log.warning("job_transcript_unavailable", extra={"job_id": str(job_id), "error": type(exc).__name__})
+            return
+        log.info("job_transcript", extra={"job_id": str(job_id), "text": text})
+
+    async def redeliver(self) -> None:
+        """Webhooks interrupted by a stop or crash are delivered after the next start."""
+        try:
+            pending = await undelivered(self.pool, self.settings.webhook_attempts)
+        except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+            log.warning("webhook_scan_failed", extra={"error": type(exc).__name__})
+            return
+        for job_id in pending:
+            self.send(job_id)
+
+    async def close(self, grace: float = 5.0) -> None:
+        """Let deliveries under way finish for up to `grace` seconds each, then cancel them (the next
+        start redelivers them)."""
+        for task in list(self._tasks):
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await asyncio.wait_for(task, grace)
 
 
 # --- the webhook_deliveries table ---------------------------------------------------------------

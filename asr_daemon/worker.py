@@ -1,8 +1,10 @@
 """The job worker: claim → transcribe in a thread → store each segment → finish, retry or fail.
 
-Runs inside the daemon process, `Settings.workers` jobs at once sharing one loaded model. Side
-loops heartbeat the running jobs (and notice cancellations), reap jobs whose worker died, delete
-expired audio, and sweep what a crash left in uploads/. PostgreSQL holds all state; a crash at any
+Runs `Settings.workers` jobs at once sharing one loaded model, in the daemon's process or alone
+(`asrctl worker`). Beside the claim loop, a heartbeat keeps its running jobs' rows fresh and reads
+back cancel requests, and a `cancels.Listener` hears them at once (PostgreSQL NOTIFY). The reaper,
+retention and the uploads sweep are housekeeping (`asr_daemon.housekeeping`); what follows a job's
+end (its webhook) is the outbox's (`webhooks.Outbox`). PostgreSQL holds all state; a crash at any
 point loses at most the segment being computed, and the job resumes from its last stored segment.
 """
 
@@ -18,12 +20,11 @@ import time
 import uuid
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
 
 import asyncpg
 from redis.exceptions import RedisError
 
-from asr_daemon import device, errors, formats, jobs, models, orphans, queries, queue, transcriber, uploads, webhooks
+from asr_daemon import cancels, device, errors, jobs, models, queries, queue, transcriber, webhooks
 from asr_daemon.config import Settings
 from asr_daemon.db import ERRORS as DB_ERRORS
 from asr_daemon.diarization import engine as diarization_engine
@@ -46,6 +47,11 @@ class Running:
     cancelling: asyncio.Task[None] | None = None
 
 
+def process_name() -> str:
+    """This process's name in the job table's `worker` column: host, pid and a random tail."""
+    return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
+
+
 class Worker:
     """Runs queued jobs until drained."""
 
@@ -55,25 +61,24 @@ class Worker:
         pool: asyncpg.Pool,
         hub: queue.Hub,
         cache: models.ModelCache,
-        locks: uploads.AudioLocks,
+        outbox: webhooks.Outbox,
         metrics: Metrics | None = None,
         diarizer: diarization_engine.Holder | None = None,
     ) -> None:
         self.settings = settings
         self.diarizer = diarizer or holder_from_settings(settings)
         self.metrics = metrics or Metrics()
-        self.locks = locks
+        self.outbox = outbox
         self.pool = pool
         self.hub = hub
         self.cache = cache
-        self.name = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
+        self.name = process_name()
         self.jobs: dict[uuid.UUID, Running] = {}
         self.accepting = True
         self.last_progress = time.monotonic()
-        self.completed = 0
         self._loops: list[asyncio.Task[None]] = []
         self._slots = asyncio.Semaphore(settings.workers)
-        self._webhooks: set[asyncio.Task[bool]] = set()
+        self.cancels = cancels.Listener(settings, lambda job_id: self.stop_local(job_id, "cancel"))
 
     def draining(self) -> bool:
         """True once `drain` was called: no new job is claimed."""
@@ -85,25 +90,9 @@ class Worker:
         return len(self.jobs)
 
     def start(self) -> None:
-        """Start the claim loop and the side loops."""
-        for coro in (
-            self._claim_loop(),
-            self._heartbeat_loop(),
-            self._reaper_loop(),
-            self._uploads_loop(),
-            self._redeliver_webhooks(),
-        ):
+        """Start the claim loop, the heartbeat and the cancel listener."""
+        for coro in (self._claim_loop(), self._heartbeat_loop(), self.cancels.run()):
             self._loops.append(asyncio.create_task(coro))
-
-    async def _redeliver_webhooks(self) -> None:
-        """Webhooks interrupted by a stop or crash are delivered after the next start."""
-        try:
-            pending = await webhooks.undelivered(self.pool, self.settings.webhook_attempts)
-        except DB_ERRORS as exc:
-            log.warning("webhook_scan_failed", extra={"error": type(exc).__name__})
-            return
-        for job_id in pending:
-            self._spawn_webhook(job_id)
 
     # --- claiming ----------------------------------------------------------------------------
     async def _claim_loop(self) -> None:
@@ -140,8 +129,8 @@ class Worker:
                 status = await queries.retry_or_fail(
                     self.pool, job_id, self.name, "internal error", self.settings.retry_backoff
                 )
-                if status == jobs.Status.FAILED and run.job.webhook_url:
-                    self._spawn_webhook(job_id)
+                if status == jobs.Status.FAILED:
+                    self.outbox.ended(job_id, run.job.webhook_url)
         finally:
             self.jobs.pop(job_id, None)
             self._slots.release()
@@ -202,7 +191,6 @@ class Worker:
             **({"diarize_s": round(diarize_s, 4)} if options.diarization is not None else {}),
         }
         if await queries.complete(self.pool, job_id, self.name, timings, entry.device):
-            self.completed += 1
             self.metrics.job_completed(
                 name,
                 entry.device,
@@ -211,10 +199,7 @@ class Worker:
                 time.perf_counter() - t0,
             )
             log.info("job_completed", extra={"job_id": str(job_id), "segments": result.segments, **timings})
-            if s.log_transcripts:
-                await self._log_transcript(job_id)
-            if job.webhook_url:
-                self._spawn_webhook(job_id)
+            self.outbox.ended(job_id, job.webhook_url, completed=True)
 
     async def _diarize(self, run: Running, path: Path, options: jobs.Options) -> float | None:
         """The stored diarization step (issue 19); its seconds, or None when the job ended or stopped here.
@@ -238,28 +223,16 @@ class Worker:
             return None
         only = (options.diarization or {}).get("only")
         if only and await queries.complete(self.pool, job_id, self.name, {"diarize_s": round(took, 4)}, "cpu"):
-            self.completed += 1
             log.info("job_completed", extra={"job_id": str(job_id), "diarize_s": round(took, 4)})
-            if run.job.webhook_url:
-                self._spawn_webhook(job_id)
+            self.outbox.ended(job_id, run.job.webhook_url)
         return took
-
-    async def _log_transcript(self, job_id: uuid.UUID) -> None:
-        """ASR_LOG_TRANSCRIPTS (debug only): a finished job's text at its own event, `job_transcript`."""
-        try:
-            text = formats.text_of(await queries.segments(self.pool, job_id))
-        except DB_ERRORS as exc:
-            log.warning("job_transcript_unavailable", extra={"job_id": str(job_id), "error": type(exc).__name__})
-            return
-        log.info("job_transcript", extra={"job_id": str(job_id), "text": text})
 
     async def _fail(self, run: Running, message: str, code: jobs.ErrorCode) -> None:
         """running → failed for a reason retrying cannot fix; the webhook (if any) is told."""
         job_id = run.job.id
         if await queries.fail(self.pool, job_id, self.name, message, code):
             log.warning("job_failed", extra={"job_id": str(job_id), "code": code})
-            if run.job.webhook_url:
-                self._spawn_webhook(job_id)
+            self.outbox.ended(job_id, run.job.webhook_url)
 
     async def _transcribe(
         self, run: Running, entry: models.Loaded, options: jobs.Options, resume: queries.ResumePoint
@@ -328,15 +301,6 @@ class Worker:
             run.cancelling = asyncio.create_task(self._cancel_now(job_id))
         return True
 
-    async def cancel(self, job_id: uuid.UUID) -> bool:
-        """Stop a job running here and mark it cancelled before returning; False if it does not run here."""
-        run = self.jobs.get(job_id)
-        if run is None or not self.stop_local(job_id, "cancel"):
-            return False
-        if run.cancelling is not None:
-            await asyncio.shield(run.cancelling)  # the caller going away must not undo the mark
-        return True
-
     async def _cancel_now(self, job_id: uuid.UUID) -> None:
         """Mark a running job cancelled now, not when its thread reaches the next segment (up to one
         30-s chunk of decoding away); the guarded update turns away any segment it still produces."""
@@ -344,15 +308,6 @@ class Worker:
             if await queries.mark_cancelled(self.pool, job_id, self.name):
                 log.info("job_cancelled", extra={"job_id": str(job_id)})
                 await self.hub.notify(job_id)
-
-    def _spawn_webhook(self, job_id: uuid.UUID) -> None:
-        task = asyncio.create_task(webhooks.deliver(self.settings, self.pool, job_id))
-        self._webhooks.add(task)
-        task.add_done_callback(self._webhooks.discard)
-
-    def wedged(self, after: float) -> bool:
-        """True when a job runs but nothing progressed for `after` seconds (for the watchdog)."""
-        return bool(self.jobs) and time.monotonic() - self.last_progress > after
 
     # --- side loops --------------------------------------------------------------------------
     async def _heartbeat_loop(self) -> None:
@@ -371,47 +326,6 @@ class Worker:
                 elif alive[job_id]:
                     self.stop_local(job_id, "cancel")
 
-    async def _reaper_loop(self) -> None:
-        s = self.settings
-        while True:
-            try:
-                rows = await queries.reap(self.pool, s.stale_after, s.retry_backoff)
-                for r in rows:
-                    if r.status == jobs.Status.FAILED:
-                        self._spawn_webhook(r.id)
-                    log.warning("job_reaped", extra={"job_id": str(r.id), "status": r.status, "attempts": r.attempts})
-                if rows:
-                    await self.hub.ring()
-            except DB_ERRORS as exc:
-                log.warning("reap_failed", extra={"error": type(exc).__name__})
-            await asyncio.sleep(max(0.5, s.stale_after / 3))
-
-    async def _uploads_loop(self) -> None:
-        """At start and every hour: expire old audio, then delete what a crash left in uploads/."""
-        while True:
-            if self.settings.audio_retention_days > 0:
-                await self._expire_audio()
-            try:
-                await orphans.sweep(self.settings, self.pool, self.locks)
-            except DB_ERRORS as exc:
-                log.warning("orphan_sweep_failed", extra={"error": type(exc).__name__})
-            await asyncio.sleep(orphans.INTERVAL_S)
-
-    async def _expire_audio(self) -> None:
-        """Delete audio older than ASR_AUDIO_RETENTION_DAYS that no unfinished job needs (transcripts stay)."""
-        s = self.settings
-        try:
-            for sha in await queries.audio_expired(self.pool, s.audio_retention_days):
-                async with self.locks.get(sha):
-                    if await queries.audio_needed(self.pool, sha):
-                        continue
-                    await queries.mark_audio_deleted(self.pool, sha)
-                    with contextlib.suppress(FileNotFoundError):
-                        (s.uploads_dir / sha).unlink()
-                log.info("audio_expired", extra={"sha256": sha[:12]})
-        except DB_ERRORS as exc:
-            log.warning("retention_failed", extra={"error": type(exc).__name__})
-
     # --- shutdown ----------------------------------------------------------------------------
     async def drain(self, timeout: float) -> None:
         """Stop claiming; let running jobs finish within `timeout`, then checkpoint them back to the queue."""
@@ -426,7 +340,6 @@ class Worker:
                 await asyncio.wait(pending)
         for t in self._loops:
             t.cancel()
-        rest: list[asyncio.Task[Any]] = [*self._loops, *self._webhooks]
-        for t in rest:
+        for t in self._loops:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await asyncio.wait_for(t, 5)

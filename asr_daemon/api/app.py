@@ -1,42 +1,41 @@
 """The Litestar application: `create_app(settings)`, and `build` for Granian's entry point (`asr_daemon.startup`).
 
-The lifespan opens PostgreSQL (applying pending migrations) and Redis, starts the in-process job
-worker and the Redis listeners, and on shutdown drains the worker so nothing accepted is lost.
+The lifespan opens the process's core (`asr_daemon.runtime`: PostgreSQL with pending migrations
+applied, Redis, housekeeping and, unless `ASR_RUN_WORKER=false`, the job worker) and the HTTP side's
+services, handed to handlers by dependency injection (`asr_daemon.api.deps`); on shutdown it drains
+live sessions, voice commands and the worker, so nothing accepted is lost.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import errno
 import logging
-import time
 from collections.abc import AsyncIterator
 from concurrent.futures import Future
 from contextlib import asynccontextmanager
 from typing import Any
 
-import asyncpg
 from litestar import Litestar, Request, Response
 from litestar.datastructures import State
 from litestar.exceptions import HTTPException
 from litestar.openapi import OpenAPIConfig
-from redis.exceptions import RedisError
 
-from asr_daemon import accesslog, db, device, errors, limits, logs, metrics, migrate, models, queue, systemd, uploads
-from asr_daemon.api import archive, auth, cors, diarization, health, jobs, search, transcriptions, unread
+from asr_daemon import accesslog, db, device, errors, limits, logs, metrics, models, runtime, systemd, uploads
+from asr_daemon.api import archive, auth, cors, deps, diarization, health, jobs, search, transcriptions, unread
 from asr_daemon.api import metrics as metrics_api
 from asr_daemon.api import models as api_models
 from asr_daemon.config import Settings
-from asr_daemon.diarization import holder_from_settings
 from asr_daemon.intake import Intake
 from asr_daemon.live import routes as live_routes
 from asr_daemon.live.manager import LiveManager
 from asr_daemon.web import routes as web
-from asr_daemon.worker import Worker
 from asr_daemon.wyoming import server as wyoming_server
 
 log = logging.getLogger(__name__)
+
+#: state keys of what exists before the lifespan runs (beside `deps.SETTINGS` and `deps.METRICS`)
+CACHE, LIFE = "model_cache", "lifecycle"
 
 DB_UNAVAILABLE = db.UNAVAILABLE
 
@@ -111,122 +110,82 @@ def on_db_down(request: Request[Any, Any, Any], exc: Exception) -> Response[Any]
     return _error(request, 503, body, 5)
 
 
-async def _open_db(settings: Settings) -> asyncpg.Pool:
-    """Connect (waiting up to 30 s for PostgreSQL to come up) and apply pending migrations."""
-    deadline = time.monotonic() + 30
-    while True:
-        try:
-            pool = await db.create_pool(settings)
-            break
-        except (OSError, asyncpg.PostgresError) as exc:
-            if time.monotonic() > deadline:
-                log.error(
-                    "database_unreachable",
-                    extra={"error": db.connect_error(settings.database_url.get_secret_value(), exc)},
-                )
-                raise
-            log.warning("database_wait", extra={"error": type(exc).__name__})
-            await asyncio.sleep(1)
-    async with pool.acquire() as conn:
-        applied = await migrate.migrate(conn)  # type: ignore[arg-type]  # a pool proxy is a Connection
-    if applied:
-        log.info("migrations_applied", extra={"names": applied})
-    return pool
-
-
 @asynccontextmanager
 async def lifespan(app: Litestar) -> AsyncIterator[None]:
-    """Open connections and start the worker; on shutdown drain it, then close everything."""
-    settings: Settings = app.state.settings
+    """Open the process's core (`asr_daemon.runtime`) and the HTTP side's services; on shutdown drain
+    live sessions and voice commands, then the worker, then close everything."""
+    settings = deps.settings_of(app)
     settings.uploads_dir.mkdir(parents=True, exist_ok=True)
-    t0 = time.perf_counter()
-    pool = await _open_db(settings)
-    t1 = time.perf_counter()
-    try:
-        await auth.require_keys_exist(settings, pool)
-    except BaseException:
-        await pool.close()
-        raise
-    client = queue.connect(settings.redis_url.get_secret_value())
-    redis_up = await queue.ping(client)
-    t2 = time.perf_counter()
-    hub = queue.Hub(client, settings.poll_interval)
-    life = systemd.Lifecycle(settings)  # issue 5
-    # EXTEND_TIMEOUT_USEC while loading; the first load of the default model takes over the early one
-    cache = models.cache_from_settings(settings, load_guard=life.loading, early=app.state.early_load)
+    cache: models.ModelCache = app.state[CACHE]
+    life: systemd.Lifecycle = app.state[LIFE]
     locks = uploads.AudioLocks()
-    diarizer = holder_from_settings(settings)  # issue 19: one engine for the intake and the worker
-    worker = Worker(settings, pool, hub, cache, locks, app.state.metrics, diarizer)
-    app.state.update(
-        pool=pool,
-        redis=client,
-        hub=hub,
-        models=cache,
-        worker=worker,
-        intake=Intake(settings, pool, hub, locks, diarizer),
-        started_at=time.time(),
-        limiter=limits.RateLimiter(client, hub.guard),
-        live=LiveManager(settings, pool, cache, hub, worker.name),  # issue 21
-    )
-    app.state.live.start()
-    listeners = [asyncio.create_task(hub.listen_bell()), asyncio.create_task(hub.listen_events())]
-    listeners.append(asyncio.create_task(_announce_ready(settings, cache)))
-    worker.start()
-    # issue 22: Home Assistant's Wyoming port, same process and model; listening before READY=1
-    voice = await wyoming_server.start(settings, app.state, locks)
-    preload_path = models.local_path(settings.models_dir, settings.model) if settings.preload else None
-    # /readyz answers 503 "loading <model>" until the preload is done
-    preload = cache.start_preload(settings.model, preload_path) if preload_path else None
-    log.info(
-        "daemon_started",
-        extra={
-            "worker": worker.name,
-            "model": settings.model,
-            "keys_required": settings.keys_required,
-            "redis": redis_up,
-            "db_s": round(t1 - t0, 4),
-            "redis_s": round(t2 - t1, 4),
-            "since_process_start_s": round(metrics.process_age(), 4),
-        },
-    )
-    # issue 5: READY=1 once Granian's socket accepts, the preload is over (its EXTEND_TIMEOUT_USEC keeps
-    # TimeoutStartSec from firing meanwhile) and the DB is migrated; watchdog; STATUS=
-    life.start(
-        progress=worker,
-        ready_check=systemd.after(preload, systemd.database_ready(pool)),
-        status=systemd.job_status(settings, pool, worker),
-    )
-    try:
-        yield
-    finally:
-        log.info("daemon_draining", extra={"running": worker.running})
-        await app.state.live.drain(settings.drain_timeout)  # issue 21: each session's utterance, then a close
-        if voice is not None:  # like Granian's in-flight requests: voice commands under way answer first
-            await voice.stop(grace=settings.drain_timeout)
-        await life.stop(lambda: worker.drain(settings.drain_timeout))  # issue 5: STOPPING=1 first
-        for t in [*listeners, *([preload] if preload else [])]:
-            t.cancel()
-        with contextlib.suppress(RedisError, OSError):
-            await client.aclose()
-        await pool.close()
-        log.info("daemon_stopped")
+    async with runtime.open_core(settings, cache, life, app.state[deps.METRICS], locks=locks) as core:
+        await auth.require_keys_exist(settings, core.pool)
+        hub, pool = core.hub, core.pool
+        intake = Intake(settings, pool, hub, locks, core.diarizer)
+        live = LiveManager(settings, pool, cache, hub, core.name)  # issue 21
+        app.state[deps.SERVICES] = deps.Services(
+            pool=pool,
+            redis=core.redis,
+            hub=hub,
+            cache=cache,
+            intake=intake,
+            limiter=limits.RateLimiter(core.redis, hub.guard),
+            live=live,
+            running=core.running,
+        )
+        live.start()
+        announce = asyncio.create_task(_announce_ready(settings, cache))
+        # issue 22: Home Assistant's Wyoming port (its commands are jobs), listening before READY=1
+        voice = await wyoming_server.start(settings, pool, hub, intake, locks, app.state.get("access_log"))
+        core.go()
+        log.info(
+            "daemon_started",
+            extra={
+                "worker": core.name,
+                "run_worker": settings.run_worker,
+                "model": settings.model,
+                "keys_required": settings.keys_required,
+                "redis": core.redis_up,
+                **core.timings,
+                "since_process_start_s": round(metrics.process_age(), 4),
+            },
+        )
+        try:
+            yield
+        finally:
+            log.info("daemon_draining", extra={"running": core.running()})
+            await live.drain(settings.drain_timeout)  # issue 21: each session's utterance, then a close
+            if voice is not None:  # like Granian's in-flight requests: voice commands under way answer first
+                await voice.stop(grace=settings.drain_timeout)
+            announce.cancel()
+    log.info("daemon_stopped")
 
 
 async def _announce_ready(settings: Settings, cache: models.ModelCache) -> None:
     """The one human line of a foreground daemon once it serves (not behind systemd's socket: ASR_UDS)."""
     if settings.uds is not None:
         return
+    if not settings.run_worker:
+        logs.announce(
+            f"asr-server ready (HTTP API only, jobs run in `asrctl worker`): http://{settings.host}:{settings.port}"
+        )
+        return
     kind = await asyncio.to_thread(cache.target_device)  # may import ctranslate2 to probe CUDA
     compute = device.resolve_compute_type(settings.compute_type, kind)
     logs.announce(logs.ready_line(settings.host, settings.port, settings.model, kind, compute))
 
 
-def create_app(settings: Settings, early: Future[models.Loaded | None] | None = None) -> Litestar:
+def create_app(settings: Settings) -> Litestar:
     """Build the application for `settings` (nothing is opened until the lifespan runs).
 
-    `early` is the default model's load begun at the worker's start (`asr_daemon.startup`).
+    Handlers get the process's services as typed parameters (`asr_daemon.api.deps`). The model cache
+    exists from here on, so that the early preload can be handed to it (`ModelCache.adopt`).
     """
     meter = metrics.Metrics(workers=settings.workers, start_reason=settings.start_reason)
+    life = systemd.Lifecycle(settings)  # issue 5
+    # EXTEND_TIMEOUT_USEC while a model loads
+    cache = models.cache_from_settings(settings, load_guard=life.loading)
     return Litestar(
         route_handlers=[
             health.healthz,
@@ -247,7 +206,8 @@ def create_app(settings: Settings, early: Future[models.Loaded | None] | None = 
         lifespan=[lifespan],
         guards=[auth.guard],
         before_send=[metrics.on_send],
-        state=State({"settings": settings, "metrics": meter, "early_load": early}),
+        state=State({deps.SETTINGS: settings, deps.METRICS: meter, CACHE: cache, LIFE: life}),
+        dependencies=deps.DEPENDENCIES,
         exception_handlers={
             errors.AsrError: on_asr_error,
             HTTPException: on_http_error,
@@ -261,13 +221,16 @@ def create_app(settings: Settings, early: Future[models.Loaded | None] | None = 
 
 
 def build(settings: Settings, early: Future[models.Loaded | None] | None = None) -> accesslog.ASGIApp:
-    """The app as Granian serves it (`asr_daemon.startup.app_from_env`, logging already configured).
+    """The app as Granian serves it (`asr_daemon.startup.app_for`, logging already configured).
 
-    The app is wrapped in the JSON access log (issue 5), so every request is logged, and outermost
-    in the drain of unread bodies (issue 18), so an early refusal reaches a client still sending.
+    `early`, the default model's load begun before the app was imported, is adopted by the model
+    cache. The app is wrapped in the JSON access log (issue 5), so every request is logged, and
+    outermost in the drain of unread bodies (issue 18), so an early refusal reaches a client still sending.
     """
     log.info("app_created", extra={"since_process_start_s": round(metrics.process_age(), 4)})
-    app = create_app(settings, early)
+    app = create_app(settings)
+    if early is not None:
+        app.state[CACHE].adopt(settings.model, early)
     logged = accesslog.with_access_log(app, settings)
     app.state.access_log = logged.access_log  # Wyoming traffic goes to the same log (issue 22)
     return unread.with_drain(logged, settings)

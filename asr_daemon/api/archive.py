@@ -14,12 +14,12 @@ from typing import Any
 import anyio
 import msgspec
 from litestar import Controller, Request, Response, get, post
-from litestar.datastructures import State
 from litestar.openapi.datastructures import ResponseSpec
 from litestar.openapi.spec import OpenAPIFormat, OpenAPIMediaType, OpenAPIResponse, OpenAPIType, Operation, Schema
 from litestar.response import Stream
 
 from asr_daemon import errors, jobs, media, queries
+from asr_daemon.api.deps import IntakeDep, PoolDep, SettingsDep
 from asr_daemon.api.jobs import JobId, _job
 from asr_daemon.api.schemas import ErrorBody, error_responses
 
@@ -103,13 +103,15 @@ class ArchiveController(Controller):
             **error_responses(400, 404),
         },
     )
-    async def audio(self, request: Request[Any, Any, Any], state: State, job_id: JobId) -> Response[Any]:
+    async def audio(
+        self, request: Request[Any, Any, Any], pool: PoolDep, settings: SettingsDep, job_id: JobId
+    ) -> Response[Any]:
         """The uploaded audio as it was sent, with its media type; a `Range: bytes=…` header is
         answered 206 with those bytes (players seek this way); 410 once the retention deleted it."""
-        job = await _job(request, state, job_id)
+        job = await _job(request, pool, job_id)
         if job.audio_deleted_at is not None:
             raise Gone()
-        path = state.settings.uploads_dir / job.audio_sha256
+        path = settings.uploads_dir / job.audio_sha256
         try:
             size, kind = await asyncio.to_thread(_stat, path)
         except FileNotFoundError:
@@ -141,19 +143,26 @@ class ArchiveController(Controller):
         summary="Delete a job with its transcript and audio",
         responses=error_responses(400, 404, 409),
     )
-    async def delete_job(self, request: Request[Any, Any, Any], state: State, job_id: JobId) -> JobDeleted:
+    async def delete_job(
+        self,
+        request: Request[Any, Any, Any],
+        pool: PoolDep,
+        intake: IntakeDep,
+        settings: SettingsDep,
+        job_id: JobId,
+    ) -> JobDeleted:
         """Delete a finished job (completed, failed or cancelled) for good: the job, its segments,
         and its audio file unless another job uses the same audio. A queued or running job is 409:
         cancel it first (`DELETE /v1/jobs/{id}`)."""
-        job = await _job(request, state, job_id)
+        job = await _job(request, pool, job_id)
         if job.status not in jobs.TERMINAL:
             raise errors.Conflict(
                 f"the job is {job.status}: cancel it first (DELETE /v1/jobs/{job_id}), then delete it",
                 status=job.status,
             )
         sha = job.audio_sha256
-        async with state.intake.locks.get(sha):  # no upload of the same audio commits meanwhile
-            async with state.pool.acquire() as conn, conn.transaction():
+        async with intake.locks.get(sha):  # no upload of the same audio commits meanwhile
+            async with pool.acquire() as conn, conn.transaction():
                 gone = await queries.delete_finished(conn, job.id)
                 if gone is None:
                     raise errors.Conflict("the job changed while it was being deleted; try again")
@@ -161,7 +170,7 @@ class ArchiveController(Controller):
             audio_deleted = False
             if orphan:
                 with contextlib.suppress(FileNotFoundError):
-                    await asyncio.to_thread((state.settings.uploads_dir / sha).unlink)
+                    await asyncio.to_thread((settings.uploads_dir / sha).unlink)
                     audio_deleted = True
         log.info("job_deleted", extra={"job_id": str(job.id), "audio_deleted": audio_deleted})
         return JobDeleted(id=str(job.id), object="transcription.job.deleted", deleted=True, audio_deleted=audio_deleted)

@@ -24,6 +24,7 @@ from litestar.handlers.base import BaseRouteHandler
 
 from asr_daemon import errors, jobs, keys
 from asr_daemon.accesslog import PROBE_PATHS
+from asr_daemon.api import deps
 from asr_daemon.config import Settings
 from asr_daemon.live import secrets as live_secrets
 from asr_daemon.queries import Conn
@@ -81,8 +82,7 @@ async def guard(connection: ASGIConnection[Any, Any, Any, Any], _: BaseRouteHand
     """Identify the caller from its bearer token, enforce keys when required, count its rate."""
     if is_public(connection.scope["path"]):
         return
-    state = connection.app.state
-    settings = state.settings
+    settings = deps.settings_of(connection.app)
     header = connection.headers.get("authorization")
     token = _bearer(header)
     if token is None and connection.scope["type"] == ScopeType.WEBSOCKET:  # browsers: the subprotocol (issue 21)
@@ -100,13 +100,15 @@ async def guard(connection: ASGIConnection[Any, Any, Any, Any], _: BaseRouteHand
             )
         who = ANONYMOUS
     else:
-        key = await keys.lookup(state.pool, token)
+        key = await keys.lookup(deps.services(connection.app).pool, token)
         if key is None:
             client = connection.client.host if connection.client else None
             log.warning("auth_rejected", extra={"path": connection.scope["path"][:200], "client": client})
             raise errors.Unauthorized("the API key is not valid: it is unknown or was revoked")
         who = Principal(key_id=key.id, name=key.name, admin=key.admin)
-        await state.limiter.check(key.prefix, settings.default_rate if key.rate is None else key.rate)
+        await deps.services(connection.app).limiter.check(
+            key.prefix, settings.default_rate if key.rate is None else key.rate
+        )
     connection.scope.setdefault("state", {})[_SCOPE_KEY] = who
 
 
@@ -114,7 +116,7 @@ def _use_client_secret(connection: ASGIConnection[Any, Any, Any, Any], token: st
     """A client secret (`ek_…`) stands for the key that made it, to open live sessions only."""
     if connection.scope["type"] != ScopeType.WEBSOCKET:
         raise errors.Unauthorized("a client secret opens live sessions (/v1/realtime) only; use an API key here")
-    secret = connection.app.state.live.secrets.lookup(token)
+    secret = deps.services(connection.app).live.secrets.lookup(token)
     if secret is None:
         raise errors.Unauthorized("the client secret is unknown or expired")
     state = connection.scope.setdefault("state", {})

@@ -7,10 +7,10 @@ from __future__ import annotations
 from typing import Any
 
 from litestar import Request, Response, patch, post
-from litestar.datastructures import State
 
 from asr_daemon import errors, events, jobs, queries
 from asr_daemon.api.auth import principal
+from asr_daemon.api.deps import HubDep, IntakeDep, PoolDep, SettingsDep
 from asr_daemon.api.jobs import JobId, parse_id
 from asr_daemon.api.schemas import UPLOAD_ERRORS, error_responses, operation_class
 from asr_daemon.diarization import render, store
@@ -28,12 +28,14 @@ MAX_NAME = 100
     tags=["audio"],
     responses=error_responses(*UPLOAD_ERRORS, 504),
 )
-async def diarization(request: Request[Any, Any, Any], state: State) -> Response[Any]:
+async def diarization(
+    request: Request[Any, Any, Any], intake: IntakeDep, pool: PoolDep, hub: HubDep, settings: SettingsDep
+) -> Response[Any]:
     """Speaker turns of an uploaded file: `response_format=json` (duration, num_speakers, segments) or `rttm`.
 
     Accepts `num_speakers`, `min_speakers`, `max_speakers` and known speakers as the transcription does.
     """
-    accepted: Accepted = await state.intake.submit(
+    accepted: Accepted = await intake.submit(
         request.stream(),
         request.headers.get("content-type", ""),
         jobs.Task.TRANSCRIBE,
@@ -44,7 +46,7 @@ async def diarization(request: Request[Any, Any, Any], state: State) -> Response
     assert accepted.request is not None
     job_id = accepted.job.id
     headers = {"X-Job-Id": str(job_id)}
-    job = await events.wait_finished(state.pool, state.hub, job_id, state.settings.sync_timeout)
+    job = await events.wait_finished(pool, hub, job_id, settings.sync_timeout)
     if job is None or job.status == jobs.Status.CANCELLED:
         raise errors.Conflict("the job was cancelled before it finished", job_id=str(job_id))
     if job.status == jobs.Status.FAILED:
@@ -58,7 +60,7 @@ async def diarization(request: Request[Any, Any, Any], state: State) -> Response
     fmt = accepted.request.response_format
     if fmt not in (jobs.ResponseFormat.JSON, jobs.ResponseFormat.RTTM):
         fmt = jobs.ResponseFormat.JSON
-    body, media_type = await render.render(state.pool, fmt, job, [])
+    body, media_type = await render.render(pool, fmt, job, [])
     return Response(body, media_type=media_type, headers=headers)
 
 
@@ -69,9 +71,9 @@ async def diarization(request: Request[Any, Any, Any], state: State) -> Response
     status_code=200,
     responses=error_responses(400, 404, 409),
 )
-async def rename_speakers(request: Request[Any, Any, Any], state: State, job_id: JobId) -> dict[str, Any]:
+async def rename_speakers(request: Request[Any, Any, Any], pool: PoolDep, hub: HubDep, job_id: JobId) -> dict[str, Any]:
     """`{"A": "Alice", "B": null}`: give (or, with null, take back) names; answers every speaker's name."""
-    job = await queries.get_job(state.pool, parse_id(job_id))
+    job = await queries.get_job(pool, parse_id(job_id))
     if job is None or not principal(request).may_see(job):
         raise errors.NotFound(f"no job {job_id}")
     try:
@@ -80,17 +82,17 @@ async def rename_speakers(request: Request[Any, Any, Any], state: State, job_id:
         raise errors.BadRequest('the body must be a JSON object such as {"A": "Alice"}') from None
     if not isinstance(body, dict) or not body:
         raise errors.BadRequest('the body must be a non-empty JSON object such as {"A": "Alice"}')
-    row = await store.state(state.pool, job.id)
+    row = await store.state(pool, job.id)
     if row is None or row["status"] != "done":
         raise errors.Conflict("the job has no speakers (not diarized, or its diarization is not done yet)")
-    sp = await render.speakers_of(state.pool, job.id)
+    sp = await render.speakers_of(pool, job.id)
     labels = {render.speaker_label(t.speaker) for t in sp.turns}
     for label, name in body.items():
         if label not in labels:
             raise errors.BadRequest(f"no speaker {str(label)[:20]!r} in this job (it has {', '.join(sorted(labels))})")
         if name is not None and (not isinstance(name, str) or not name.strip() or len(name) > MAX_NAME):
             raise errors.BadRequest(f"the name for {label} must be 1 to {MAX_NAME} characters, or null")
-    updated = await store.rename(state.pool, job.id, {k: (v.strip() if v else None) for k, v in body.items()})
-    await state.hub.notify(job.id)
+    updated = await store.rename(pool, job.id, {k: (v.strip() if v else None) for k, v in body.items()})
+    await hub.notify(job.id)
     names = store.names_of(updated)
     return {"id": str(job.id), "speakers": {label: names.get(label, label) for label in sorted(labels)}}

@@ -11,11 +11,10 @@ import asyncio
 from typing import Any
 
 from litestar import Response, get
-from litestar.datastructures import State
 from litestar.openapi.datastructures import ResponseSpec
 
 from asr_daemon import device, models, queue
-from asr_daemon.config import Settings
+from asr_daemon.api.deps import CacheDep, PoolDep, RedisDep, SettingsDep
 
 
 @get("/healthz", sync_to_thread=False, include_in_schema=True)
@@ -24,7 +23,7 @@ def healthz() -> dict[str, str]:
     return {"status": "ok"}
 
 
-def device_report(settings: Settings, cache: models.ModelCache) -> dict[str, Any]:
+def device_report(settings: SettingsDep, cache: CacheDep) -> dict[str, Any]:
     """The device the next load goes to, its compute type and, on CUDA, the GPU's VRAM (blocking)."""
     kind = cache.target_device()
     report = device.describe(kind, device.resolve_compute_type(settings.compute_type, kind))
@@ -32,18 +31,19 @@ def device_report(settings: Settings, cache: models.ModelCache) -> dict[str, Any
 
 
 @get("/readyz", responses={503: ResponseSpec(data_container=dict[str, Any], description="Not ready: see checks.")})
-async def readyz(state: State) -> Response[dict[str, Any]]:
-    """200 when PostgreSQL answers, Redis answers and the default model is present (and not loading)."""
+async def readyz(pool: PoolDep, redis: RedisDep, settings: SettingsDep, cache: CacheDep) -> Response[dict[str, Any]]:
+    """200 when PostgreSQL answers, Redis answers and the default model is present (and not loading;
+    not asked of an API-only process, `ASR_RUN_WORKER=false`)."""
     checks: dict[str, Any] = {}
     try:
-        await state.pool.fetchval("SELECT 1")
+        await pool.fetchval("SELECT 1")
         checks["database"] = "ok"
     except Exception as exc:  # noqa: BLE001  # any failure means "not ready"; the type is reported
         checks["database"] = f"unavailable: {type(exc).__name__}"
-    checks["redis"] = "ok" if await queue.ping(state.redis) else "unavailable"
-    settings = state.settings
-    cache: models.ModelCache = state.models
-    if settings.model in cache.loading:
+    checks["redis"] = "ok" if await queue.ping(redis) else "unavailable"
+    if not settings.run_worker:
+        pass  # an API-only process runs no model: the workers' hosts need it, not this one
+    elif settings.model in cache.loading:
         checks["model"] = f"loading {settings.model}"
     elif models.local_path(settings.models_dir, settings.model) is None:
         checks["model"] = f"missing {settings.model}: run `asrctl models pull {settings.model}`"

@@ -10,13 +10,14 @@ from datetime import datetime
 from typing import Annotated, Any
 
 from litestar import Controller, Request, Response, delete, get, post
-from litestar.datastructures import ResponseHeader, State
+from litestar.datastructures import ResponseHeader
 from litestar.openapi.datastructures import ResponseSpec
 from litestar.params import Parameter
 from litestar.response import ServerSentEvent, ServerSentEventMessage
 
-from asr_daemon import errors, events, jobs, queries, webhooks
+from asr_daemon import cancels, errors, events, jobs, queries, webhooks
 from asr_daemon.api.auth import principal
+from asr_daemon.api.deps import HubDep, IntakeDep, PoolDep, SettingsDep
 from asr_daemon.api.schemas import (
     DEDUP_200,
     SUBMIT_HEADERS,
@@ -44,9 +45,9 @@ def parse_id(raw: str) -> uuid.UUID:
         raise errors.BadRequest(f"{raw[:60]!r} is not a job id (a UUID)") from None
 
 
-async def _job(request: Request[Any, Any, Any], state: State, raw: str) -> jobs.Job:
+async def _job(request: Request[Any, Any, Any], pool: PoolDep, raw: str) -> jobs.Job:
     """The job, or 404 when it does not exist or belongs to another key (the same answer for both)."""
-    job = await queries.get_job(state.pool, parse_id(raw))
+    job = await queries.get_job(pool, parse_id(raw))
     if job is None or not principal(request).may_see(job):
         raise errors.NotFound(f"no job {raw}")
     return job
@@ -87,11 +88,11 @@ class JobsController(Controller):
             **error_responses(*UPLOAD_ERRORS),
         },
     )
-    async def submit(self, request: Request[Any, Any, Any], state: State) -> Response[Job]:
+    async def submit(self, request: Request[Any, Any, Any], intake: IntakeDep) -> Response[Job]:
         """Accept audio for transcription: 202 with a new queued job as soon as the upload is on disk and
         the job committed; 200 with an existing completed job (`X-Deduplicated: true`) when the same
         caller already had this audio transcribed with the same model and options (ASR_DEDUP)."""
-        accepted = await state.intake.submit(
+        accepted = await intake.submit(
             request.stream(),
             request.headers.get("content-type", ""),
             jobs.Task.TRANSCRIBE,
@@ -112,7 +113,7 @@ class JobsController(Controller):
     async def list_jobs(
         self,
         request: Request[Any, Any, Any],
-        state: State,
+        pool: PoolDep,
         status: jobs.Status | None = None,
         limit: int = Parameter(default=20, ge=1, le=200),
         cursor: str | None = None,
@@ -122,7 +123,7 @@ class JobsController(Controller):
             allowed = ", ".join(s.value for s in jobs.Status)
             raise errors.BadRequest(f"status must be one of {allowed}")
         rows = await queries.list_jobs(
-            state.pool,
+            pool,
             status=status,
             limit=limit + 1,
             before=_cursor(cursor),
@@ -136,17 +137,17 @@ class JobsController(Controller):
         )
 
     @get("/{job_id:str}", summary="Get a job", responses=error_responses(400, 404))
-    async def get_job(self, request: Request[Any, Any, Any], state: State, job_id: JobId) -> Job:
+    async def get_job(self, request: Request[Any, Any, Any], pool: PoolDep, job_id: JobId) -> Job:
         """One job: status, progress, timings, attempts, error, webhook deliveries."""
-        job = await _job(request, state, job_id)
+        job = await _job(request, pool, job_id)
         view = job_view(job)
         if job.webhook_url:
             view.webhook_deliveries = [
                 WebhookDelivery(attempt=d.attempt, status_code=d.status_code, error=d.error, at=d.delivered_at)
-                for d in await webhooks.deliveries(state.pool, job.id)
+                for d in await webhooks.deliveries(pool, job.id)
             ]
         if job.options.diarization:
-            view.speakers = await diarization_events.summary(state.pool, job.id)
+            view.speakers = await diarization_events.summary(pool, job.id)
         return view
 
     @get(
@@ -158,48 +159,52 @@ class JobsController(Controller):
     async def transcript(
         self,
         request: Request[Any, Any, Any],
-        state: State,
+        pool: PoolDep,
         job_id: JobId,
         format: jobs.ResponseFormat = jobs.ResponseFormat.JSON,  # the API's parameter name
     ) -> Response[str]:
         """The transcript in json, text, srt, vtt or verbose_json; 409 while the job is not completed."""
-        job = await _job(request, state, job_id)
+        job = await _job(request, pool, job_id)
         if job.status != jobs.Status.COMPLETED:
             raise errors.Conflict(f"the job is {job.status}, not completed: there is no transcript", status=job.status)
-        segs = await queries.segments(state.pool, job.id)
-        body, media_type = await render.render(state.pool, jobs.ResponseFormat(format), job, segs)
+        segs = await queries.segments(pool, job.id)
+        body, media_type = await render.render(pool, jobs.ResponseFormat(format), job, segs)
         return Response(body, media_type=media_type, headers={"X-Job-Id": str(job.id)})
 
     @delete("/{job_id:str}", status_code=200, summary="Cancel a job", responses=error_responses(400, 404, 409))
-    async def cancel(self, request: Request[Any, Any, Any], state: State, job_id: JobId) -> Job:
+    async def cancel(
+        self, request: Request[Any, Any, Any], pool: PoolDep, hub: HubDep, settings: SettingsDep, job_id: JobId
+    ) -> Job:
         """Cancel: a queued job at once, a running one within a few seconds; finished jobs are left alone."""
-        jid = (await _job(request, state, job_id)).id
-        outcome = await queries.request_cancel(state.pool, jid)
+        found = await _job(request, pool, job_id)
+        jid = found.id
+        outcome = await cancels.request(pool, hub, jid)  # the worker running it hears it (any process)
         if outcome is None:
             raise errors.NotFound(f"no job {job_id}")
         status = outcome.status
-        if status == jobs.Status.RUNNING:
-            await state.worker.cancel(jid)  # running here: cancelled before we answer
+        if status == jobs.Status.RUNNING and found.kind != jobs.Kind.LIVE:  # a live session closes on its heartbeat
+            await cancels.settle(pool, hub, jid, settings.heartbeat_interval + 1)  # cancelled before we answer
         elif status in (jobs.Status.COMPLETED, jobs.Status.FAILED):
             raise errors.Conflict(f"the job already {status}; nothing to cancel", status=status)
-        await state.hub.notify(jid)
-        job = await _job(request, state, job_id)
+        job = await _job(request, pool, job_id)
         return job_view(job)
 
     @get("/{job_id:str}/events", summary="Follow a job as server-sent events", responses=error_responses(400, 404))
-    async def job_events(self, request: Request[Any, Any, Any], state: State, job_id: JobId) -> ServerSentEvent:
+    async def job_events(
+        self, request: Request[Any, Any, Any], pool: PoolDep, hub: HubDep, job_id: JobId
+    ) -> ServerSentEvent:
         """queued, started, one `segment` per segment, then completed | failed | cancelled; resumable."""
-        job = await _job(request, state, job_id)
+        job = await _job(request, pool, job_id)
         raw_last = request.headers.get("last-event-id")
         try:
             last = int(raw_last) if raw_last else -1
         except ValueError:
             raise errors.BadRequest("Last-Event-ID must be an event id this server sent") from None
-        return ServerSentEvent(_sse(state, job.id, last))
+        return ServerSentEvent(_sse(pool, hub, job.id, last))
 
 
-async def _sse(state: State, job_id: uuid.UUID, last: int) -> AsyncIterator[ServerSentEventMessage]:
-    async for ev in events.follow(state.pool, state.hub, job_id, last):
+async def _sse(pool: PoolDep, hub: HubDep, job_id: uuid.UUID, last: int) -> AsyncIterator[ServerSentEventMessage]:
+    async for ev in events.follow(pool, hub, job_id, last):
         if ev is None:
             yield ServerSentEventMessage(data=None, comment="keep-alive")
         else:

@@ -13,16 +13,15 @@ from __future__ import annotations
 from typing import Annotated, Any
 
 from litestar import Controller, Request, delete, get, post
-from litestar.datastructures import State
 from litestar.params import FromPath, QueryParameter
 
 from asr_daemon import errors, models, store
 from asr_daemon.api.auth import require_admin
+from asr_daemon.api.deps import CacheDep, SettingsDep
 from asr_daemon.api.schemas import Model, ModelList, error_responses
-from asr_daemon.config import Settings
 
 
-def _view(settings: Settings, cache: models.ModelCache, name: str) -> Model:
+def _view(settings: SettingsDep, cache: CacheDep, name: str) -> Model:
     """One model in OpenAI's shape, with this server's state beside it."""
     path = store.local_path(settings.models_dir, name)
     manifest = store.read_manifest(path) if path else None
@@ -49,7 +48,7 @@ def _view(settings: Settings, cache: models.ModelCache, name: str) -> Model:
     )
 
 
-def _local(settings: Settings, name: str) -> tuple[str, Any]:
+def _local(settings: SettingsDep, name: str) -> tuple[str, Any]:
     """(name, path) of a local model, or the 404 that says how to pull it."""
     if name in models.DEFAULT_ALIASES:
         name = settings.model
@@ -65,7 +64,8 @@ class ModelsController(Controller):
     @get("/", summary="List models", responses=error_responses(400))
     async def list_models(
         self,
-        state: State,
+        settings: SettingsDep,
+        cache: CacheDep,
         all_: Annotated[
             bool,
             QueryParameter(
@@ -75,21 +75,21 @@ class ModelsController(Controller):
         ] = False,
     ) -> ModelList:
         """The models this host can serve (on disk); `?all=true` adds the catalogue's absent ones."""
-        s: Settings = state.settings
+        s = settings
         names = store.names(s.models_dir)
         if not all_:
             names = [n for n in names if store.local_path(s.models_dir, n) is not None]
-        return ModelList(object="list", data=[_view(s, state.models, n) for n in names])
+        return ModelList(object="list", data=[_view(s, cache, n) for n in names])
 
     @get("/{name:str}", summary="Retrieve a model", responses=error_responses(404))
-    async def get_model(self, state: State, name: FromPath[str]) -> Model:
+    async def get_model(self, settings: SettingsDep, cache: CacheDep, name: FromPath[str]) -> Model:
         """One model; 404 when it is neither known nor present."""
-        s: Settings = state.settings
+        s = settings
         if name in models.DEFAULT_ALIASES:
             name = s.model
         if name not in store.KNOWN and store.local_path(s.models_dir, name) is None:
             raise errors.ModelNotFound(name, known=False)
-        return _view(s, state.models, name)
+        return _view(s, cache, name)
 
     @post(
         "/{name:str}/load",
@@ -97,13 +97,16 @@ class ModelsController(Controller):
         summary="Load a model into memory",
         responses=error_responses(403, 404),
     )
-    async def load(self, request: Request[Any, Any, Any], state: State, name: FromPath[str]) -> Model:
+    async def load(
+        self, request: Request[Any, Any, Any], settings: SettingsDep, cache: CacheDep, name: FromPath[str]
+    ) -> Model:
         """Load a local model now (it then unloads after the idle TTL like any other); admin keys only."""
         require_admin(request)
-        name, path = _local(state.settings, name)
-        cache: models.ModelCache = state.models
+        if not settings.run_worker:
+            raise errors.Conflict("this process runs no worker (ASR_RUN_WORKER=false): models load where jobs run")
+        name, path = _local(settings, name)
         cache.release(await cache.acquire(name, path))
-        return _view(state.settings, cache, name)
+        return _view(settings, cache, name)
 
     @delete(
         "/{name:str}",
@@ -111,11 +114,12 @@ class ModelsController(Controller):
         summary="Unload a model from memory",
         responses=error_responses(403, 404, 409),
     )
-    async def unload(self, request: Request[Any, Any, Any], state: State, name: FromPath[str]) -> Model:
+    async def unload(
+        self, request: Request[Any, Any, Any], settings: SettingsDep, cache: CacheDep, name: FromPath[str]
+    ) -> Model:
         """Free a loaded model's memory; 409 while a job uses it; admin keys only. Files stay (`asrctl models rm`)."""
         require_admin(request)
-        s: Settings = state.settings
-        cache: models.ModelCache = state.models
+        s = settings
         if name in models.DEFAULT_ALIASES:
             name = s.model
         if not cache.unload(name):

@@ -7,11 +7,11 @@ from typing import Any
 
 import msgspec
 from litestar import Request, get
-from litestar.datastructures import State
 from litestar.params import Parameter
 
 from asr_daemon import errors
 from asr_daemon.api.auth import principal
+from asr_daemon.api.deps import PoolDep
 from asr_daemon.api.schemas import error_responses
 from asr_daemon.queries import search
 
@@ -54,7 +54,7 @@ class SearchResults(msgspec.Struct):
 )
 async def search_segments(
     request: Request[Any, Any, Any],
-    state: State,
+    pool: PoolDep,
     q: str = Parameter(
         description='What to find, as a web search box takes it: words, "a quoted phrase", `or`, `-word`. '
         "Words are matched by their stem in the language of each transcript.",
@@ -73,9 +73,7 @@ async def search_segments(
     except ValueError:
         raise errors.BadRequest("cursor is not one this server returned") from None
     who = principal(request)
-    hits = await search.search(
-        state.pool, words, limit=limit + 1, after=after, everyone=who.admin, api_key_id=who.key_id
-    )
+    hits = await search.search(pool, words, limit=limit + 1, after=after, everyone=who.admin, api_key_id=who.key_id)
     more = len(hits) > limit
     hits = hits[:limit]
     return SearchResults(

@@ -12,18 +12,25 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 from litestar import Controller, Request, Response, post
-from litestar.datastructures import State
 from litestar.response import ServerSentEvent
 
 from asr_daemon import errors, events, jobs, queries
 from asr_daemon.api.auth import principal
+from asr_daemon.api.deps import HubDep, IntakeDep, PoolDep, SettingsDep
 from asr_daemon.api.schemas import UPLOAD_ERRORS, error_responses, operation_class, transcript_response
 from asr_daemon.diarization import render
 from asr_daemon.intake import Accepted
 
 
-async def _submit(request: Request[Any, Any, Any], state: State, task: jobs.Task) -> Response[Any] | ServerSentEvent:
-    accepted: Accepted = await state.intake.submit(
+async def _submit(
+    request: Request[Any, Any, Any],
+    intake: IntakeDep,
+    pool: PoolDep,
+    hub: HubDep,
+    settings: SettingsDep,
+    task: jobs.Task,
+) -> Response[Any] | ServerSentEvent:
+    accepted: Accepted = await intake.submit(
         request.stream(),
         request.headers.get("content-type", ""),
         task,
@@ -36,8 +43,8 @@ async def _submit(request: Request[Any, Any, Any], state: State, task: jobs.Task
     if accepted.deduplicated:
         headers["X-Deduplicated"] = "true"
     if accepted.request.stream:
-        return ServerSentEvent(_stream(state, job_id), headers=headers)
-    job = await events.wait_finished(state.pool, state.hub, job_id, state.settings.sync_timeout)
+        return ServerSentEvent(_stream(pool, hub, job_id), headers=headers)
+    job = await events.wait_finished(pool, hub, job_id, settings.sync_timeout)
     if job is None or job.status == jobs.Status.CANCELLED:
         raise errors.Conflict("the job was cancelled before it finished", job_id=str(job_id))
     if job.status == jobs.Status.FAILED:
@@ -50,15 +57,15 @@ async def _submit(request: Request[Any, Any, Any], state: State, task: jobs.Task
             status_code=running.status,
             headers={**headers, "Location": f"/v1/jobs/{job_id}"},
         )
-    segs = await queries.segments(state.pool, job_id)
-    body, media_type = await render.render(state.pool, accepted.request.response_format, job, segs)
+    segs = await queries.segments(pool, job_id)
+    body, media_type = await render.render(pool, accepted.request.response_format, job, segs)
     return Response(body, media_type=media_type, headers=headers)
 
 
-async def _stream(state: State, job_id: uuid.UUID) -> AsyncIterator[str]:
+async def _stream(pool: PoolDep, hub: HubDep, job_id: uuid.UUID) -> AsyncIterator[str]:
     """OpenAI's streaming transcription events: one `transcript.text.delta` per segment, then `done`."""
     texts: list[str] = []
-    async for ev in events.follow(state.pool, state.hub, job_id):
+    async for ev in events.follow(pool, hub, job_id):
         if ev is None:
             continue
         if ev.type == "segment":
@@ -85,9 +92,16 @@ class TranscriptionsController(Controller):
         status_code=200,
         responses={**transcript_response(), **error_responses(*UPLOAD_ERRORS, 504)},
     )
-    async def transcriptions(self, request: Request[Any, Any, Any], state: State) -> Response[Any] | ServerSentEvent:
+    async def transcriptions(
+        self,
+        request: Request[Any, Any, Any],
+        intake: IntakeDep,
+        pool: PoolDep,
+        hub: HubDep,
+        settings: SettingsDep,
+    ) -> Response[Any] | ServerSentEvent:
         """Transcribe an uploaded file in its own language (multipart, like OpenAI's endpoint)."""
-        return await _submit(request, state, jobs.Task.TRANSCRIBE)
+        return await _submit(request, intake, pool, hub, settings, jobs.Task.TRANSCRIBE)
 
     @post(
         "/translations",
@@ -97,6 +111,13 @@ class TranscriptionsController(Controller):
         status_code=200,
         responses={**transcript_response(), **error_responses(*UPLOAD_ERRORS, 504)},
     )
-    async def translations(self, request: Request[Any, Any, Any], state: State) -> Response[Any] | ServerSentEvent:
+    async def translations(
+        self,
+        request: Request[Any, Any, Any],
+        intake: IntakeDep,
+        pool: PoolDep,
+        hub: HubDep,
+        settings: SettingsDep,
+    ) -> Response[Any] | ServerSentEvent:
         """Transcribe an uploaded file and translate it to English."""
-        return await _submit(request, state, jobs.Task.TRANSLATE)
+        return await _submit(request, intake, pool, hub, settings, jobs.Task.TRANSLATE)

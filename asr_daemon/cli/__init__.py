@@ -1,8 +1,8 @@
 """`asrctl`: the one entry point — serve the daemon, migrate, manage models, jobs and backups.
 
 Each command group lives in its own module of this package and is registered in `build_app`.
-`asrctl serve` takes a fast path that imports only its own module, without typer: it is on the
-daemon's cold-start path, and the other commands' modules cost 0.2–0.5 s to import
+`asrctl serve` and `asrctl worker` take a fast path that import only their own module, without
+typer: they are on the daemon's cold-start path, and the other commands' modules cost 0.2–0.5 s to import
 (docs/benchmarks.md).
 """
 
@@ -17,10 +17,27 @@ def build_app() -> "typer.Typer":  # a string: typer is imported only here (`ser
     """The whole command tree (imports every command module)."""
     import typer
 
-    from asr_daemon.cli import backup, config, db, doctor, idle, jobs, keys, models, search, serve, status, transcribe
+    from asr_daemon.cli import (
+        backup,
+        config,
+        db,
+        doctor,
+        idle,
+        jobs,
+        keys,
+        models,
+        search,
+        serve,
+        status,
+        transcribe,
+        worker,
+    )
 
     def serve_command(ctx: typer.Context) -> None:
         raise typer.Exit(serve.main(ctx.args))  # argparse reads the options: one definition of them
+
+    def worker_command(ctx: typer.Context) -> None:
+        raise typer.Exit(worker.main(ctx.args))
 
     _flags_without_type()
     app = typer.Typer(
@@ -35,6 +52,12 @@ def build_app() -> "typer.Typer":  # a string: typer is imported only here (`ser
         add_help_option=False,
         context_settings={"allow_extra_args": True, "ignore_unknown_options": True},
     )(serve_command)
+    app.command(
+        "worker",
+        help=worker.HELP,
+        add_help_option=False,
+        context_settings={"allow_extra_args": True, "ignore_unknown_options": True},
+    )(worker_command)
     app.add_typer(db.app, name="db")
     app.add_typer(models.app, name="models")
     app.command("doctor")(doctor.doctor)
@@ -80,4 +103,8 @@ def main() -> None:
         from asr_daemon.cli import serve
 
         sys.exit(serve.main(sys.argv[2:]))
+    if sys.argv[1:2] == ["worker"]:
+        from asr_daemon.cli import worker
+
+        sys.exit(worker.main(sys.argv[2:]))
     build_app()()

@@ -4,17 +4,20 @@ Granian runs in this process instead of through its command line: the process th
 settings is Granian's main process (`granian.server.Server`, what its command line runs), and the
 worker is forked from it. That saves the start-up of a second Python and its imports on every cold
 start (docs/benchmarks.md), and the worker inherits the settings and pydantic already imported.
-The worker imports and builds the app itself (`asr_daemon.startup`): nothing that starts threads
-is imported before the fork.
+The worker imports and builds the app itself, from the settings this process parsed (handed over
+explicitly: `asr_daemon.startup.app_for`): nothing that starts threads is imported before the fork.
 
-This command is on every cold start's path, so it parses its three options with argparse and
-imports neither typer nor the other commands (`asr_daemon.cli.main` sends `asrctl serve` here).
+`--no-worker` serves the HTTP side only (`ASR_RUN_WORKER=false`): jobs are run by `asrctl worker`
+processes against the same PostgreSQL (`asr_daemon.cli.worker`).
+
+This command is on every cold start's path, so it parses its options with argparse and imports
+neither typer nor the other commands (`asr_daemon.cli.main` sends `asrctl serve` here).
 """
 
 from __future__ import annotations
 
 import argparse
-import os
+import functools
 import signal
 import sys
 from pathlib import Path
@@ -23,7 +26,7 @@ from pydantic import ValidationError
 
 from asr_daemon.config import Settings, invalid
 
-#: Granian's import path of the app factory (it runs in the worker)
+#: Granian's import path of the app factory (named in its process title; `serve` hands it the settings)
 TARGET = "asr_daemon.startup:app_from_env"
 
 HELP = "Serve the API in the foreground (Ctrl-C or SIGTERM stops it cleanly)."
@@ -35,18 +38,23 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--host", help="Listen address (default ASR_HOST).")
     p.add_argument("--port", type=int, help="Listen port (default ASR_PORT).")
     p.add_argument("--uds", type=Path, help="Listen on this Unix socket instead (default ASR_UDS).")
+    p.add_argument(
+        "--no-worker",
+        dest="run_worker",
+        action="store_false",
+        default=None,
+        help="Serve the HTTP API only; `asrctl worker` processes on the same database run the jobs "
+        "(ASR_RUN_WORKER=false).",
+    )
     return p
 
 
 def main(argv: list[str]) -> int:
     """Parse the options, build the settings and serve until stopped; the exit status."""
     args = parser().parse_args(argv)  # exits 2 with argparse's message on a bad option
-    # the worker builds its own settings from the environment: the options go there too
-    for name in ("host", "port", "uds"):
-        if getattr(args, name) is not None:
-            os.environ[f"ASR_{name.upper()}"] = str(getattr(args, name))
+    given = {name: getattr(args, name) for name in ("host", "port", "uds", "run_worker")}
     try:
-        s = Settings()
+        s = Settings(**{k: v for k, v in given.items() if v is not None})  # over the ASR_* variables
     except ValidationError as exc:
         print(f"asrctl: error: {invalid(exc)}", file=sys.stderr)
         return 2
@@ -75,8 +83,11 @@ def serve(s: Settings) -> int:
         http1_settings=HTTP1Settings(header_read_timeout=max(1, round(s.header_timeout * 1000))),
         **listen,  # type: ignore[arg-type]  # address/port or uds/uds_permissions, each typed by Server
     )
+    from asr_daemon import startup  # light: the settings and logging only
+
     try:
-        server.serve()
+        # Granian's worker calls this (forked: it inherits `s`) instead of importing TARGET
+        server.serve(target_loader=functools.partial(startup.app_for, s), wrap_loader=False)
     except FatalError:
         return 1
     finally:

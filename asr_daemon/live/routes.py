@@ -15,17 +15,18 @@ from litestar import Request, WebSocket, post, websocket
 
 from asr_daemon import errors
 from asr_daemon.api import auth
+from asr_daemon.api.deps import LiveDep
 from asr_daemon.api.schemas import error_responses
 from asr_daemon.live import protocol
-from asr_daemon.live.manager import POLICY, LiveManager
+from asr_daemon.live.manager import POLICY
 from asr_daemon.live.secrets import chosen_subprotocol
 from asr_daemon.live.session import Closing, LiveSession
 
 
 @websocket("/v1/realtime")
-async def realtime(socket: WebSocket[Any, Any, Any]) -> None:
+async def realtime(socket: WebSocket[Any, Any, Any], live: LiveDep) -> None:
     """A live transcription session, OpenAI Realtime protocol (`?intent=transcription`)."""
-    manager: LiveManager = socket.app.state.live
+    manager = live
     who = auth.principal(socket)
     await socket.accept(subprotocols=chosen_subprotocol(socket.scope))  # type: ignore[arg-type]  # ASGI scope
     session = LiveSession(socket, manager, who.key_id, _preset(socket))
@@ -34,6 +35,10 @@ async def realtime(socket: WebSocket[Any, Any, Any]) -> None:
             raise Closing(POLICY, "only intent=transcription is served", protocol.error(
                 "unsupported_intent", "this server serves transcription sessions only: connect with "
                 "?intent=transcription"))  # fmt: skip
+        if not manager.settings.run_worker:  # an API-only process loads no model (`asrctl serve --no-worker`)
+            raise Closing(POLICY, "live transcription is not served by this process", protocol.error(
+                "live_unavailable", "this server's HTTP side runs no model (ASR_RUN_WORKER=false); live "
+                "transcription needs a process that runs the worker"))  # fmt: skip
         manager.admit(session)
     except Closing as c:
         if c.error is not None:
@@ -64,7 +69,7 @@ def _dump(ev: dict[str, Any]) -> str:
     summary="Create a short-lived client secret for a browser's live session",
     responses=error_responses(400, 403),
 )
-async def client_secrets(request: Request[Any, Any, Any]) -> dict[str, Any]:
+async def client_secrets(request: Request[Any, Any, Any], live: LiveDep) -> dict[str, Any]:
     """Create a short-lived client secret for a browser to open a live session (OpenAI's shape)."""
     who = auth.principal(request)
     if auth.client_secret(request) is not None:
@@ -76,7 +81,7 @@ async def client_secrets(request: Request[Any, Any, Any]) -> dict[str, Any]:
         raise errors.BadRequest("the body must be JSON") from None
     if not isinstance(body, dict):
         raise errors.BadRequest("the body must be a JSON object")
-    manager: LiveManager = request.app.state.live
+    manager = live
     ttl = _ttl(body.get("expires_after"), manager.settings.live_secret_ttl)
     session = body.get("session")
     cfg = protocol.SessionConfig()

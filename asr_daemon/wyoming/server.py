@@ -14,9 +14,12 @@ import contextlib
 import logging
 import os
 
-from litestar.datastructures import State
+import asyncpg
 
+from asr_daemon.accesslog import AccessLog
 from asr_daemon.config import Settings
+from asr_daemon.intake import Intake
+from asr_daemon.queue import Hub
 from asr_daemon.uploads import AudioLocks
 from asr_daemon.wyoming.activity import Activity
 from asr_daemon.wyoming.commands import Services
@@ -103,7 +106,9 @@ class WyomingServer:
         log.info("wyoming_stopped")
 
 
-async def start(settings: Settings, state: State, locks: AudioLocks) -> WyomingServer | None:
+async def start(
+    settings: Settings, pool: asyncpg.Pool, hub: Hub, intake: Intake, locks: AudioLocks, access_log: AccessLog | None
+) -> WyomingServer | None:
     """The app's Wyoming server, listening; its services are the app's.
 
     None when ASR_WYOMING_PORT=0, or when the address cannot be bound (logged as an error): the HTTP
@@ -111,7 +116,7 @@ async def start(settings: Settings, state: State, locks: AudioLocks) -> WyomingS
     """
     if settings.wyoming_port == 0:
         return None
-    svc = Services(settings, state.pool, state.hub, state.intake, locks, state.get("access_log"))
+    svc = Services(settings, pool, hub, intake, locks, access_log)
     server = WyomingServer(svc)
     try:
         await server.start()

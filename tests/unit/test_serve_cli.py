@@ -63,3 +63,34 @@ def test_the_command_tree_lists_and_runs_serve() -> None:
     assert "serve" in CliRunner().invoke(app, ["--help"]).output
     r = CliRunner().invoke(app, ["serve", "--port", "eighty"])
     assert r.exit_code == 2 and "usage: asrctl serve" in r.output
+
+
+def test_options_reach_the_settings_without_touching_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    """`--port`, `--uds`, `--no-worker` become the Settings handed to Granian's worker; os.environ stays as it was."""
+    from asr_daemon.cli import serve
+    from asr_daemon.config import Settings
+
+    for name in ("ASR_PORT", "ASR_UDS", "ASR_RUN_WORKER"):
+        monkeypatch.delenv(name, raising=False)
+    seen: list[Settings] = []
+    monkeypatch.setattr(serve, "serve", lambda s: seen.append(s) or 0)
+    before = dict(os.environ)
+    assert serve.main(["--port", "9123", "--uds", "/run/x.sock", "--no-worker"]) == 0
+    assert os.environ == before
+    assert seen[0].port == 9123 and str(seen[0].uds) == "/run/x.sock" and seen[0].run_worker is False
+    assert serve.main([]) == 0 and seen[1].run_worker is True  # the default: HTTP and worker in one process
+
+
+def test_worker_help_and_its_cold_path() -> None:
+    """`asrctl worker --help` exits 0 without importing typer or the other commands; serve documents --no-worker."""
+    r = subprocess.run(
+        [sys.executable, "-X", "importtime", "-m", "asr_daemon.cli", "worker", "--help"],
+        check=False,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert r.returncode == 0 and "usage: asrctl worker" in r.stdout
+    imported = {m.group(1) for m in re.finditer(r"^import time:.*\|\s*(\S+)$", r.stderr, re.MULTILINE)}
+    assert not {"typer", "click", "rich", "asr_daemon.cli.serve"} & imported
+    assert "--no-worker" in _serve("--help").stdout
