@@ -61,8 +61,8 @@ class Rig:
         return job_id
 
     async def until(
-        self, job_id: uuid.UUID, ok: Callable[[asyncpg.Record], bool], timeout: float = 120
-    ) -> asyncpg.Record:
+        self, job_id: uuid.UUID, ok: Callable[[jobs.Job], bool], timeout: float = 120
+    ) -> jobs.Job:
         """Poll the job row until `ok(row)`."""
         deadline = time.monotonic() + timeout
         while True:
@@ -70,7 +70,7 @@ class Rig:
             assert row is not None
             if ok(row):
                 return row
-            assert time.monotonic() < deadline, f"job {job_id} stuck at {row['status']}"
+            assert time.monotonic() < deadline, f"job {job_id} stuck at {row.status}"
             await asyncio.sleep(0.05)
 
 
@@ -124,12 +124,12 @@ async def test_claims_executes_stores_and_finishes_without_logging_the_text(
     the speaker said reaches the log (ASR_LOG_TRANSCRIPTS is off)."""
     caplog.set_level(logging.DEBUG)
     job_id = await rig.add(jfk)
-    row = await rig.until(job_id, lambda r: r["status"] in jobs.TERMINAL)
-    assert row["status"] == "completed" and row["attempts"] == 1 and row["worker"] is None
+    row = await rig.until(job_id, lambda r: r.status in jobs.TERMINAL)
+    assert row.status == "completed" and row.attempts == 1 and row.worker is None
     segs = await queries.segments(rig.pool, job_id)
-    assert [s["seq"] for s in segs] == list(range(len(segs))) and segs
-    assert "fellow americans" in " ".join(s["text"] for s in segs).lower()
-    assert row["timings"]["transcribe_s"] > 0 and rig.worker.running == 0
+    assert [s.seq for s in segs] == list(range(len(segs))) and segs
+    assert "fellow americans" in " ".join(s.text for s in segs).lower()
+    assert row.timings["transcribe_s"] > 0 and rig.worker.running == 0
     logged = " ".join(r.getMessage() + " " + str(vars(r)) for r in caplog.records).lower()
     assert "job_completed" in logged and "fellow" not in logged and "country" not in logged
 
@@ -140,25 +140,25 @@ async def test_a_job_whose_worker_died_resumes_after_its_last_stored_segment(rig
     await rig.worker.drain(5)  # our worker stops claiming: the "dead" one claims
     job_id = await rig.add(jfk)
     row = await queries.claim(rig.pool, "dead-host:1:abcdef")
-    assert row is not None and row["id"] == job_id
+    assert row is not None and row.id == job_id
     first = transcriber.Segment(0, 0.0, 2.0, " And so my fellow", -0.2, 0.01, 1.0, 0.0, [], None)
     assert await queries.insert_segment(rig.pool, job_id, "dead-host:1:abcdef", asdict(first))
     await rig.pool.execute("UPDATE jobs SET heartbeat_at = now() - interval '1 hour' WHERE id = $1", job_id)
     chores = housekeeping.Housekeeping(rig.settings, rig.pool, rig.hub, rig.outbox, redeliver=False)
     assert await chores.reap_once() == 1
-    assert (await queries.get_job(rig.pool, job_id))["status"] == "queued"  # type: ignore[index]
+    assert (await rig.until(job_id, lambda r: True)).status == "queued"
 
     fresh = Worker(rig.settings, rig.pool, rig.hub, rig.worker.cache, rig.outbox)
     fresh.start()
     try:
-        row = await rig.until(job_id, lambda r: r["status"] in jobs.TERMINAL)
+        row = await rig.until(job_id, lambda r: r.status in jobs.TERMINAL)
     finally:
         await fresh.drain(5)
-    assert row["status"] == "completed" and row["attempts"] == 2
+    assert row.status == "completed" and row.attempts == 2
     segs = await queries.segments(rig.pool, job_id)
-    assert segs[0]["text"] == first.text and len(segs) > 1
-    assert [s["seq"] for s in segs] == list(range(len(segs)))
-    assert all(s["start_s"] >= first.end - 0.01 for s in segs[1:])
+    assert segs[0].text == first.text and len(segs) > 1
+    assert [s.seq for s in segs] == list(range(len(segs)))
+    assert all(s.start_s >= first.end - 0.01 for s in segs[1:])
 
 
 @pytest.mark.parametrize("rig", [{"heartbeat_interval": 30.0, "stale_after": 90.0}], indirect=True)
@@ -166,19 +166,19 @@ async def test_a_cancel_notification_stops_the_running_job_at_once(rig: Rig, two
     """cancels.request (what DELETE /v1/jobs/{id} does): the worker hears NOTIFY and marks the job cancelled
     within a second (its heartbeat, 30 s apart here, cannot have), and the slot is free for the next job."""
     job_id = await rig.add(two_minutes, language=True)
-    await rig.until(job_id, lambda r: r["status"] == "running")
+    await rig.until(job_id, lambda r: r.status == "running")
     t0 = time.monotonic()
-    assert await cancels.request(rig.pool, rig.hub, job_id) == "running"
-    row = await rig.until(job_id, lambda r: r["status"] in jobs.TERMINAL, timeout=10)
-    assert row["status"] == "cancelled" and time.monotonic() - t0 < 1.0
+    assert await cancels.request(rig.pool, rig.hub, job_id) == (jobs.Status.RUNNING, True)
+    row = await rig.until(job_id, lambda r: r.status in jobs.TERMINAL, timeout=10)
+    assert row.status == "cancelled" and time.monotonic() - t0 < 1.0
     after = await rig.add(jfk)
-    assert (await rig.until(after, lambda r: r["status"] in jobs.TERMINAL))["status"] == "completed"
+    assert (await rig.until(after, lambda r: r.status in jobs.TERMINAL)).status == "completed"
 
 
 async def test_without_the_notification_the_heartbeat_finds_the_cancel(rig: Rig, two_minutes: Path) -> None:
     """A cancel whose notification is lost (only the row says so) is still found by the next heartbeat."""
     job_id = await rig.add(two_minutes, language=True)
-    await rig.until(job_id, lambda r: r["status"] == "running")
-    assert await queries.request_cancel(rig.pool, job_id) == "running"  # no NOTIFY
-    row = await rig.until(job_id, lambda r: r["status"] in jobs.TERMINAL, timeout=10)
-    assert row["status"] == "cancelled"
+    await rig.until(job_id, lambda r: r.status == "running")
+    assert (await queries.request_cancel(rig.pool, job_id)) == (jobs.Status.RUNNING, True)  # no NOTIFY
+    row = await rig.until(job_id, lambda r: r.status in jobs.TERMINAL, timeout=10)
+    assert row.status == "cancelled"
