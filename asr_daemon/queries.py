@@ -78,6 +78,12 @@ async def get_job(conn: Conn, job_id: uuid.UUID) -> Row | None:
     return row
 
 
+async def job_status(conn: Conn, job_id: uuid.UUID) -> str | None:
+    """Only the state of one job (None: no such job), for waiters that poll it."""
+    status: str | None = await conn.fetchval("SELECT status FROM jobs WHERE id = $1", job_id)
+    return status
+
+
 async def get_by_idempotency_key(conn: Conn, key: str) -> Row | None:
     """The job created with this Idempotency-Key, if any."""
     row: Row | None = await conn.fetchrow("SELECT * FROM jobs WHERE idempotency_key = $1", key)
