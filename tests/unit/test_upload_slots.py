@@ -11,9 +11,8 @@ def test_a_key_gets_its_slots_and_a_429_beyond() -> None:
     """With 2 slots a key may stream two uploads at once; the third is RateLimited (retry in 2 s)."""
     slots = limits.UploadSlots(2)
     with slots.hold(7), slots.hold(7):
-        with pytest.raises(errors.RateLimited, match="2 uploads of this key") as exc:
-            with slots.hold(7):
-                pass
+        with pytest.raises(errors.RateLimited, match="2 uploads of this key") as exc, slots.hold(7):
+            pass
         assert exc.value.retry_after == 2
         with slots.hold(8), slots.hold(None):  # other keys and anonymous clients count apart
             pass
