@@ -211,9 +211,7 @@ async def test_wait_finished_reads_only_the_status_until_the_end(
     assert reads == [job_id]
 
 
-async def test_wait_finished_gives_up_at_its_timeout_and_knows_unknown_jobs(
-    pool: asyncpg.Pool, hub: queue.Hub
-) -> None:
+async def test_wait_finished_gives_up_at_its_timeout_and_knows_unknown_jobs(pool: asyncpg.Pool, hub: queue.Hub) -> None:
     """Past the timeout the job's current row comes back (still queued); an unknown job gives None."""
     job_id = await queued(pool)
     row = await events.wait_finished(pool, hub, job_id, 0.1)
