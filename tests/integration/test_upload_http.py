@@ -1,4 +1,4 @@
-"""The upload path over HTTP in process: the whole app (its lifespan, real PostgreSQL and Redis) under
+"""The upload path and its answers (the wait, SSE) over HTTP in process: the whole app (its lifespan, real PostgreSQL and Redis) under
 httpx's ASGI transport, request bodies streamed chunk by chunk as a real client sends them (Litestar's
 test client reads a request body whole before the app sees it, and runs the lifespan in another loop)."""
 
@@ -75,3 +75,39 @@ async def test_a_good_upload_with_fields_after_the_file_is_accepted(settings: Se
         assert r.status_code == 202, r.text
         assert r.json()["options"]["language"] == "en"
     assert len(stored(settings)) == 1
+
+
+def sse_events(text: str) -> list[tuple[int, str]]:
+    """(id, event) of each server-sent event in a response body."""
+    out, ev_id = [], None
+    for line in text.splitlines():
+        if line.startswith("id:"):
+            ev_id = int(line[3:].strip())
+        elif line.startswith("event:") and ev_id is not None:
+            out.append((ev_id, line[6:].strip()))
+    return out
+
+
+async def test_a_transcription_waits_for_its_job_and_its_events_replay_over_sse(settings: Settings, jfk: Path) -> None:
+    """The synchronous endpoint answers with the transcript once the in-process worker finishes (woken by
+    the hub, not a poll); the job's events replay in order over SSE and resume after Last-Event-ID."""
+    audio = jfk.read_bytes()
+    async with serving(settings) as c:
+        r = await c.post(
+            "/v1/audio/transcriptions",
+            content=stream([field("response_format", "json"), file_head("jfk.flac"), audio, END]),
+            headers={"content-type": CTYPE},
+        )
+        assert r.status_code == 200, r.text
+        assert "country" in r.json()["text"].lower()
+        job_id = r.headers["x-job-id"]
+        got = sse_events((await c.get(f"/v1/jobs/{job_id}/events")).text)
+        n = len(got) - 3  # queued, started, the segments, completed
+        assert n >= 1 and got == [
+            (0, "queued"),
+            (1, "started"),
+            *((2 + i, "segment") for i in range(n)),
+            (2 + n, "completed"),
+        ]
+        again = sse_events((await c.get(f"/v1/jobs/{job_id}/events", headers={"Last-Event-ID": "1"})).text)
+        assert again == got[2:]
