@@ -1,6 +1,7 @@
-"""The upload path and its answers (the wait, SSE) over HTTP in process: the whole app (its lifespan, real PostgreSQL and Redis) under
-httpx's ASGI transport, request bodies streamed chunk by chunk as a real client sends them (Litestar's
-test client reads a request body whole before the app sees it, and runs the lifespan in another loop)."""
+"""The upload path and its answers (the wait, SSE) over HTTP in process: the whole app (its lifespan, real
+PostgreSQL and Redis) under httpx's ASGI transport, request bodies streamed chunk by chunk as a real
+client sends them (Litestar's test client reads a request body whole before the app sees it, and runs
+the lifespan in another loop)."""
 
 from __future__ import annotations
 
