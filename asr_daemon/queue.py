@@ -164,6 +164,8 @@ class Hub:
                 await subscribe(pubsub)
                 self.redis_up = True
                 async for msg in pubsub.listen():
+                    if msg.get("type") not in ("message", "pmessage"):  # e.g. a health check's pong
+                        continue
                     if _text(msg.get("data")) != self.origin:  # our own: its waiters were woken directly
                         handle(_text(msg.get("channel")))
             except (RedisError, OSError):
