@@ -128,14 +128,17 @@ async def wait_finished(
     job_id: uuid.UUID,
     timeout: float,
 ) -> jobs.Job | None:
-    """Wait until the job is finished (or `timeout` passes) and return it (None when it is gone)."""
+    """Wait until the job is finished (or `timeout` passes) and return it (None when it is gone).
+
+    Each wake (a segment, a state change, a poll) reads only the job's status; the row is read once, at the end.
+    """
     wake = hub.subscribe(job_id)
     deadline = time.monotonic() + timeout
     try:
         while True:
-            job = await queries.get_job(pool, job_id)
-            if job is None or job.status in jobs.TERMINAL or time.monotonic() >= deadline:
-                return job
+            status = await queries.job_status(pool, job_id)
+            if status is None or status in jobs.TERMINAL or time.monotonic() >= deadline:
+                return await queries.get_job(pool, job_id) if status is not None else None
             await hub.wait(wake, min(hub.poll_interval, max(0.01, deadline - time.monotonic())))
     finally:
         hub.unsubscribe(job_id, wake)

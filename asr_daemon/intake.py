@@ -1,4 +1,5 @@
-"""Accepting a transcription: upload → validate → probe → store → job row → doorbell.
+"""Accepting a transcription: upload (each field validated as it arrives) → validate → probe → store → job
+row → doorbell.
 
 Shared by `/v1/audio/*` (which then waits for the job) and `/v1/jobs` (which returns at once).
 Either the job row is committed with its audio on disk, or nothing is left behind.
@@ -15,7 +16,7 @@ from dataclasses import dataclass
 
 import asyncpg
 
-from asr_daemon import audio, errors, jobs, limits, models, queries, uploads
+from asr_daemon import audio, errors, formcheck, jobs, limits, models, queries, uploads
 from asr_daemon.config import Settings
 from asr_daemon.diarization import engine as diarization_engine
 from asr_daemon.diarization import holder_from_settings
@@ -88,6 +89,7 @@ class Intake:
                 s.max_upload_bytes,
                 idle_timeout=s.upload_idle_timeout,
                 total_timeout=s.upload_timeout,
+                on_field=formcheck.FieldCheck(s, task, allow_task_field=allow_task_field),  # refuse before storing
             )
         try:
             return await self._accept(
@@ -123,10 +125,7 @@ class Intake:
         if upload.path is None:
             raise errors.BadRequest("no 'file' field: send the audio as a multipart field named 'file'")
         if req.webhook_url and s.webhook_secret is None:
-            raise errors.BadRequest(
-                "webhook_url needs a signing secret on the server (webhooks are always signed): "
-                "the operator sets ASR_WEBHOOK_SECRET"
-            )
+            raise errors.BadRequest(formcheck.WEBHOOK_NEEDS_SECRET)
         if upload.size == 0:
             raise errors.BadAudio("the uploaded file is empty")
         req = await diarization_request.prepare(req, self.diarizer, s.uploads_dir / "tmp")  # known speakers

@@ -1,5 +1,10 @@
 """Redis, used only for speed: a doorbell that wakes the worker, and a channel per job for live events.
 
+Both are pub/sub channels, and every message carries the sending process's tag (`Hub.origin`): a
+process wakes its own waiters directly and skips its own messages when Redis echoes them back, so a
+submission costs one claim query and a stored segment wakes each follower once. Messages from other
+processes (or an untagged "1" from `asrctl`, a script) wake the local waiters.
+
 Nothing here is needed to recover: every call fails soft (a Redis outage only means the worker and
 event streams fall back to polling PostgreSQL), and redis-py reconnects by itself when Redis returns.
 Within the process, wake-ups and job notifications also go directly to local waiters.
@@ -23,13 +28,14 @@ from collections.abc import Awaitable, Callable
 from typing import TypeVar
 
 import redis.asyncio as aioredis
+from redis.asyncio.client import PubSub
 from redis.exceptions import RedisError
 
 log = logging.getLogger(__name__)
 
 DOORBELL = "asr:doorbell"
 CHANNEL_PREFIX = "asr:job:"
-DOORBELL_CAP = 100
+EXTERNAL = "1"  # the tag of a message from outside a daemon (asrctl, scripts): never a Hub's own
 RECONNECT_S = 1.0  # how soon a lost Redis is tried again
 REDIS_TIMEOUT = 0.5  # seconds a guarded call may wait for Redis
 HUNG_BACKOFF_S = 5.0  # after a timed-out call, Redis is skipped this long
@@ -63,18 +69,11 @@ class Guard:
             raise
 
 
-async def _ring(client: aioredis.Redis) -> None:
-    async with client.pipeline(transaction=False) as pipe:
-        pipe.lpush(DOORBELL, "1")
-        pipe.ltrim(DOORBELL, 0, DOORBELL_CAP - 1)
-        await pipe.execute()
-
-
-async def ring(client: aioredis.Redis) -> bool:
-    """Ring the doorbell for workers in any process; False when Redis is unreachable or hung."""
+async def ring(client: aioredis.Redis, origin: str = EXTERNAL, guard: Guard | None = None) -> bool:
+    """Ring the doorbell for the workers of every process (a broadcast: SKIP LOCKED decides who gets the
+    job); False when Redis is unreachable or hung. `origin` tags the ring so its sender can skip it."""
     try:
-        async with asyncio.timeout(REDIS_TIMEOUT):
-            await _ring(client)
+        await (guard or Guard())(lambda: client.publish(DOORBELL, origin))
         return True
     except (RedisError, OSError, TimeoutError):
         return False
@@ -98,6 +97,7 @@ class Hub:
         self._waiters: dict[uuid.UUID, set[asyncio.Event]] = defaultdict(set)
         self.redis_up = False
         self.guard = Guard()
+        self.origin = uuid.uuid4().hex  # tags this process's messages (see the module docstring)
 
     async def _quick(self, call: Callable[[], Awaitable[object]]) -> None:
         """One guarded Redis call that may fail: local waiters were woken already."""
@@ -108,7 +108,7 @@ class Hub:
     async def ring(self) -> None:
         """Wake the local worker now and workers elsewhere through Redis."""
         self.bell.set()
-        await self._quick(lambda: _ring(self.client))
+        await ring(self.client, self.origin, self.guard)
 
     async def wait_bell(self, timeout: float) -> None:
         """Wait for the doorbell or `timeout` seconds, whichever comes first."""
@@ -117,17 +117,8 @@ class Hub:
         self.bell.clear()
 
     async def listen_bell(self) -> None:
-        """Forever: pop the Redis doorbell and wake the local worker (other processes ring it)."""
-        client = self.client
-        while True:
-            try:
-                got = await client.blpop([DOORBELL], timeout=5)
-                self.redis_up = True
-                if got:
-                    self.bell.set()
-            except (RedisError, OSError):
-                self.redis_up = False
-                await asyncio.sleep(RECONNECT_S)
+        """Forever: wake the local worker when another process rings the doorbell."""
+        await self._relay(lambda p: p.subscribe(DOORBELL), lambda _channel: self.bell.set())
 
     # --- job events ------------------------------------------------------------------------
     def subscribe(self, job_id: uuid.UUID) -> asyncio.Event:
@@ -151,20 +142,34 @@ class Hub:
     async def notify(self, job_id: uuid.UUID) -> None:
         """Job `job_id` changed (state or a new segment): wake local and remote followers."""
         self._wake(job_id)
-        await self._quick(lambda: self.client.publish(CHANNEL_PREFIX + str(job_id), "1"))
+        await self._quick(lambda: self.client.publish(CHANNEL_PREFIX + str(job_id), self.origin))
 
     async def listen_events(self) -> None:
         """Forever: relay job notifications published by other processes to local followers."""
+        await self._relay(lambda p: p.psubscribe(CHANNEL_PREFIX + "*"), self._wake_channel)
+
+    def _wake_channel(self, channel: str) -> None:
+        with contextlib.suppress(ValueError):
+            self._wake(uuid.UUID(channel.removeprefix(CHANNEL_PREFIX)))
+
+    async def _relay(
+        self,
+        subscribe: Callable[[PubSub], Awaitable[object]],
+        handle: Callable[[str], None],
+    ) -> None:
+        """Forever: pass the channel of each message another process sent to `handle`; reconnect when lost."""
         while True:
             pubsub = self.client.pubsub(ignore_subscribe_messages=True)
             try:
-                await pubsub.psubscribe(CHANNEL_PREFIX + "*")
+                await subscribe(pubsub)
+                self.redis_up = True
                 async for msg in pubsub.listen():
-                    channel = msg.get("channel", b"")
-                    raw = channel.decode() if isinstance(channel, bytes) else str(channel)
-                    with contextlib.suppress(ValueError):
-                        self._wake(uuid.UUID(raw.removeprefix(CHANNEL_PREFIX)))
+                    if msg.get("type") not in ("message", "pmessage"):  # e.g. a health check's pong
+                        continue
+                    if _text(msg.get("data")) != self.origin:  # our own: its waiters were woken directly
+                        handle(_text(msg.get("channel")))
             except (RedisError, OSError):
+                self.redis_up = False
                 await asyncio.sleep(RECONNECT_S)
             finally:
                 with contextlib.suppress(RedisError, OSError):
@@ -175,3 +180,7 @@ class Hub:
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(ev.wait(), timeout or self.poll_interval)
         ev.clear()
+
+
+def _text(raw: object) -> str:
+    return raw.decode(errors="replace") if isinstance(raw, bytes) else str(raw)

@@ -13,7 +13,7 @@ import errno
 import hashlib
 import os
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -29,6 +29,10 @@ LARGE_FIELDS = {"known_speaker_references[]": 3 << 20, "known_speaker_references
 MAX_FIELDS = 64
 FLUSH_BYTES = 1 << 20
 FILE_FIELD = "file"
+
+#: `on_field(name, values)`: checks a form field as soon as it has arrived (`values`: all of that name so
+#: far) and raises a domain error to refuse the request before the rest of the body is stored
+FieldCheck = Callable[[str, list[str]], Awaitable[None]]
 
 
 class AudioLocks:
@@ -78,6 +82,7 @@ class _Sink:
         self._is_file = False
         self._value = bytearray()
         self._field_count = 0
+        self.arrived: list[str] = []  # names of fields complete since the last check
 
     # parser callbacks (synchronous, called from feed())
     def on_part_begin(self) -> None:
@@ -136,6 +141,14 @@ class _Sink:
     def on_part_end(self) -> None:
         if not self._is_file and self._name is not None:
             self.upload.fields.setdefault(self._name, []).append(self._value.decode("utf-8", "replace"))
+            self.arrived.append(self._name)
+
+    async def check_arrived(self, on_field: FieldCheck | None) -> None:
+        """Run `on_field` on the fields completed since the last call (before any more is written)."""
+        while self.arrived:
+            name = self.arrived.pop(0)
+            if on_field is not None:
+                await on_field(name, self.upload.fields[name])
 
     # disk side (runs in a thread)
     def flush(self) -> None:
@@ -196,9 +209,13 @@ async def receive(
     *,
     idle_timeout: float | None = None,
     total_timeout: float | None = None,
+    on_field: FieldCheck | None = None,
 ) -> Upload:
     """Parse a multipart body from `body`, streaming the 'file' part to `tmp_dir`.
 
+    Each form field goes to `on_field` as soon as it is complete, before the chunk that ended it is
+    written: a field sent before the file (as httpx, the OpenAI SDK and browsers do) is refused before
+    the body is stored, one sent after it as soon as it arrives. Whatever it raises ends the upload.
     Raises a domain error (and leaves no file) on a malformed body or an oversized file, and
     `RequestTimeout` when no byte arrives for `idle_timeout` seconds or the whole body takes longer
     than `total_timeout` (so a stalled or trickling client cannot hold the upload forever).
@@ -215,12 +232,14 @@ async def receive(
                 parser.write(chunk)
             except MultipartParseError as exc:
                 raise errors.BadRequest(f"the multipart body is malformed: {exc}") from None
+            await sink.check_arrived(on_field)
             if sink.pending_bytes >= FLUSH_BYTES:
                 await asyncio.to_thread(sink.flush)
         try:
             parser.finalize()
         except MultipartParseError as exc:
             raise errors.BadRequest(f"the multipart body is malformed: {exc}") from None
+        await sink.check_arrived(on_field)
         await asyncio.to_thread(sink.flush)
         await asyncio.to_thread(sink.close)
     except BaseException:

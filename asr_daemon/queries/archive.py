@@ -24,6 +24,12 @@ async def get_job(conn: Conn, job_id: uuid.UUID) -> Job | None:
     return None if row is None else Job.from_row(row)
 
 
+async def job_status(conn: Conn, job_id: uuid.UUID) -> Status | None:
+    """Only the state of one job (None: no such job), for waiters that poll it."""
+    status: str | None = await conn.fetchval("SELECT status FROM jobs WHERE id = $1", job_id)
+    return None if status is None else Status(status)
+
+
 async def resolve_id(conn: Conn, text: str) -> uuid.UUID | None:
     """A full job id, or a unique prefix of one (at least 4 hex digits). None when nothing matches;
     raises ValueError when the text is not an id or the prefix is ambiguous."""

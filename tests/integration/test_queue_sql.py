@@ -233,32 +233,3 @@ def test_migration_files_are_named_and_numbered(tmp_path: Path) -> None:
     (tmp_path / "2-bad.sql").write_text("SELECT 1")
     with pytest.raises(ValueError, match="not named"):
         migrate.load(tmp_path)
-
-
-async def test_queue_bound_holds_for_submissions_that_finish_together(database: str) -> None:
-    """Eight submissions racing for a queue bounded at 3 (each past the early count, like uploads that
-    end together), each doing what intake does (lock_queue, count_queued, insert_job in one
-    transaction): exactly 3 rows go in."""
-
-    async def codecs(c: asyncpg.Connection) -> None:
-        for typ in ("json", "jsonb"):
-            await c.set_type_codec(typ, encoder=json.dumps, decoder=json.loads, schema="pg_catalog")
-
-    pool = await asyncpg.create_pool(database, min_size=8, max_size=8, init=codecs)
-    assert pool is not None
-    try:
-
-        async def submit(n: int) -> bool:
-            async with pool.acquire() as conn, conn.transaction():
-                await queries.lock_queue(conn)
-                if await queries.count_queued(conn) >= 3:
-                    return False
-                await asyncio.sleep(0.05)  # widen the race: without the lock all eight get here
-                await add(conn, duration=n + 1)
-                return True
-
-        results = await asyncio.gather(*(submit(n) for n in range(8)))
-        assert sum(results) == 3
-        assert await pool.fetchval("SELECT count(*) FROM jobs WHERE status = 'queued'") == 3
-    finally:
-        await pool.close()

@@ -60,9 +60,7 @@ class Rig:
         await self.hub.ring()
         return job_id
 
-    async def until(
-        self, job_id: uuid.UUID, ok: Callable[[jobs.Job], bool], timeout: float = 120
-    ) -> jobs.Job:
+    async def until(self, job_id: uuid.UUID, ok: Callable[[jobs.Job], bool], timeout: float = 120) -> jobs.Job:
         """Poll the job row until `ok(row)`."""
         deadline = time.monotonic() + timeout
         while True:
