@@ -75,7 +75,8 @@ async def segment(pool: asyncpg.Pool, job_id: uuid.UUID, seq: int) -> None:
 
 async def run_to_completion(pool: asyncpg.Pool, job_id: uuid.UUID, n: int) -> None:
     """Claim the job, store `n` segments, complete it."""
-    assert (await queries.claim(pool, WORKER))["id"] == job_id  # type: ignore[index]
+    claimed = await queries.claim(pool, WORKER)
+    assert claimed is not None and claimed.id == job_id
     for seq in range(n):
         await segment(pool, job_id, seq)
     assert await queries.complete(pool, job_id, WORKER, {}, "cpu")
@@ -182,7 +183,7 @@ async def test_wait_finished_returns_the_finished_row_when_notified(pool: asyncp
     await hub.notify(job_id)
     async with asyncio.timeout(5):
         row = await waiter
-    assert row["status"] == "completed" and row["id"] == job_id
+    assert row is not None and row.status == "completed" and row.id == job_id
 
 
 async def test_wait_finished_reads_only_the_status_until_the_end(
@@ -207,7 +208,7 @@ async def test_wait_finished_reads_only_the_status_until_the_end(
     assert await queries.complete(pool, job_id, WORKER, {}, "cpu")
     await hub.notify(job_id)
     async with asyncio.timeout(5):
-        assert (await waiter)["status"] == "completed"
+        assert (await waiter).status == "completed"  # type: ignore[union-attr]  # None fails the test too
     assert reads == [job_id]
 
 
@@ -215,5 +216,5 @@ async def test_wait_finished_gives_up_at_its_timeout_and_knows_unknown_jobs(pool
     """Past the timeout the job's current row comes back (still queued); an unknown job gives None."""
     job_id = await queued(pool)
     row = await events.wait_finished(pool, hub, job_id, 0.1)
-    assert row["status"] == "queued"
+    assert row is not None and row.status == "queued"
     assert await events.wait_finished(pool, hub, uuid.uuid4(), 1) is None

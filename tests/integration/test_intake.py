@@ -162,8 +162,8 @@ async def test_a_good_submission_queues_a_job_stores_its_audio_and_rings(
         intake, stream([field("model", "tiny.en"), file_head(), audio, b"\r\n", field("language", "en"), END[2:]])
     )
     row = accepted.job  # type: ignore[attr-defined]  # Accepted
-    assert (row["status"], row["model"], row["options"]["language"]) == ("queued", "tiny.en", "en")
-    assert stored(settings) == [settings.uploads_dir / row["audio_sha256"]]
+    assert (row.status, row.model, row.options.language) == ("queued", "tiny.en", "en")
+    assert stored(settings) == [settings.uploads_dir / row.audio_sha256]
     assert intake.hub.bell.is_set()
     assert await pool.fetchval("SELECT count(*) FROM jobs") == 1
 
