@@ -28,6 +28,7 @@ from asr_daemon.api import archive, auth, cors, diarization, health, jobs, searc
 from asr_daemon.api import metrics as metrics_api
 from asr_daemon.api import models as api_models
 from asr_daemon.config import Settings
+from asr_daemon.diarization import announce as announce_diarization
 from asr_daemon.diarization import holder_from_settings
 from asr_daemon.intake import Intake
 from asr_daemon.live import routes as live_routes
@@ -167,6 +168,7 @@ async def lifespan(app: Litestar) -> AsyncIterator[None]:
     cache = models.cache_from_settings(settings, load_guard=life.loading, early=app.state.early_load)
     locks = uploads.AudioLocks()
     diarizer = holder_from_settings(settings)  # issue 19: one engine for the intake and the worker
+    announce_diarization(settings)  # issue 19: an engine that cannot load is named at the start
     worker = Worker(settings, pool, hub, cache, locks, app.state.metrics, diarizer)
     app.state.update(
         pool=pool,

@@ -9,6 +9,7 @@ within half a step.
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -108,8 +109,11 @@ class OfflineEngine:
         return (self.net.nbytes if self.net else 0) + block + lstm
 
     def unload(self) -> None:
-        """Drop the weights."""
+        """Drop the weights, and faster-whisper's cached Silero VAD session (a user still holding it keeps it;
+        the next caller loads it again)."""
         self.net = None
+        if "faster_whisper.vad" in sys.modules:
+            sys.modules["faster_whisper.vad"].get_vad_model.cache_clear()
 
     def embed(self, wav: np.ndarray) -> np.ndarray | None:
         """resemblyzer's utterance embedding of the speech in `wav` (all of it when VAD finds none)."""
@@ -120,8 +124,9 @@ class OfflineEngine:
         with threadpool_limits(limits=1, user_api="blas"):
             return self._net().embed_utterance(_loud(speech))
 
-    def _embed_block(self, offset: float, block: np.ndarray, regions: list[tuple[int, int]], out: _Windows) -> None:
-        net = self._net()
+    def _embed_block(
+        self, net: encoder.VoiceEncoder, offset: float, block: np.ndarray, regions: list[tuple[int, int]], out: _Windows
+    ) -> None:
         mel = encoder.mel_frames(_loud(block, regions))
         mel = np.pad(mel, ((0, max(0, encoder.PARTIAL_FRAMES - len(mel))), (0, 0)))
         pending: list[np.ndarray] = []
@@ -146,6 +151,7 @@ class OfflineEngine:
             return self._run(path, params, on_progress, should_stop)
 
     def _run(self, path: Path, params: Params, on_progress: Progress, should_stop: Callable[[], bool]) -> Result:
+        net = self._net()  # held for the run: an unload meanwhile does not pull it from under it
         out = _Windows()
         carry = np.zeros(0, dtype=np.float32)
         carry_at = 0.0
@@ -161,7 +167,7 @@ class OfflineEngine:
                 cut = max(regions[-1][0], len(wav) - 30 * SR)
                 carry, regions = wav[cut:].copy(), regions[:-1]
                 carry_at = start + cut / SR
-            self._embed_block(start, wav, regions, out)
+            self._embed_block(net, start, wav, regions, out)
             on_progress(carry_at if len(carry) else start + len(wav) / SR)
         if should_stop():
             raise Stopped
