@@ -90,7 +90,8 @@ class Settings(BaseSettings):
     """Transcriptions run at once in the process, sharing one loaded model (CTranslate2 num_workers)."""
 
     model_idle_ttl: float = Field(300.0, ge=-1)
-    """Seconds an unused model stays loaded: -1 keeps it, 0 unloads it right after each job."""
+    """Seconds an unused model (Whisper's, and the diarization engine's) stays loaded: -1 keeps it, 0 unloads it
+    right after each job."""
 
     preload: bool = False
     """Load the default model at start-up instead of on the first request (the systemd unit sets it:
