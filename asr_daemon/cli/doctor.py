@@ -2,8 +2,9 @@
 
 GPU and driver (nvidia-smi), ctranslate2 and its compute types, cuBLAS/cuDNN loadability, torch's
 view when installed, PostgreSQL and Redis reachability, free disk in the state directory, the
-default model, and a one-second smoke transcription on each usable device. Known fixes are named
-beside the failures they fix. Exit code 0 only when the configured device (`ASR_DEVICE`) works.
+default model, the diarization engine (loadable or not, without loading it), and a one-second smoke
+transcription on each usable device. Known fixes are named beside the failures they fix. Exit code 0
+only when the configured device (`ASR_DEVICE`) works.
 """
 
 from __future__ import annotations

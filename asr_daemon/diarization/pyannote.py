@@ -143,7 +143,12 @@ class PyannoteEngine:
             raise Unavailable(
                 "ASR_DIARIZATION_ENGINE=pyannote needs the pyannote.audio package: pip install pyannote.audio"
             ) from None
-        pipeline = Pipeline.from_pretrained(directory)
+        try:
+            pipeline = Pipeline.from_pretrained(directory)
+        except Exception as exc:  # noqa: BLE001 - missing weights, torch or version errors: all "cannot load here"
+            raise Unavailable(
+                f"pyannote could not load the pipeline in {directory}: {type(exc).__name__}: {exc}"
+            ) from None
         if pipeline is None:
             raise Unavailable(f"pyannote could not load the pipeline in {directory}")
         self.pipeline: Any = pipeline
