@@ -95,7 +95,8 @@ class Settings(BaseSettings):
     live sessions (`/v1/realtime`) are refused; Wyoming commands are jobs and still served."""
 
     model_idle_ttl: float = Field(300.0, ge=-1)
-    """Seconds an unused model stays loaded: -1 keeps it, 0 unloads it right after each job."""
+    """Seconds an unused model (Whisper's, and the diarization engine's) stays loaded: -1 keeps it, 0 unloads it
+    right after each job."""
 
     preload: bool = False
     """Load the default model at start-up instead of on the first request (the systemd unit sets it:

@@ -82,10 +82,31 @@ def transcribe_s(path: Path, model_dir: Path) -> float:
     return time.perf_counter() - t0
 
 
+def real_clips(cache: Path) -> list[tuple[str, Path, list[tuple[float, float, str]]]]:
+    """The other real material: mixes of different real speakers (`realmix`), stereo_diarization.wav as mono
+    (its channels give the reference), and two single-speaker recordings (for the count: 1 is right)."""
+    from bench import realmix
+
+    folder = clips.SHARED
+    out = realmix.write(folder, cache)
+    stereo = folder / "stereo_diarization.wav"
+    if stereo.is_file():
+        wav, ref = realmix.stereo_reference(stereo)
+        out.append(
+            ("stereo_diarization.wav as mono (overlapping)", realmix.write_wav(cache / "stereo-mono.wav", wav), ref)
+        )
+    for name in ("jfk.flac", "multilingual.mp3"):
+        if (folder / name).is_file():
+            out.append((f"{name} (one speaker)", folder / name, realmix.single_reference(folder / name)))
+    return out
+
+
 def section(models_dir: Path | None = None, runs: int = 3, base: bool = True, smoke: bool = False) -> dict[str, Any]:
     """DER, speaker count and speed on every clip with a reference; base's transcription time for cost.
 
-    `smoke`: the espeak dialogue only, one run, no second run with the count given, no transcription."""
+    The timed clips (pyannote's sample, the espeak dialogue) run `runs` times and beside `base`'s
+    transcription; the other real clips once, for DER and the count. `smoke`: the espeak dialogue only,
+    one run, no second run with the count given, no transcription."""
     from asr_daemon.diarization import fetch
 
     models_dir = models_dir or stack.models_dir()
@@ -98,11 +119,15 @@ def section(models_dir: Path | None = None, runs: int = 3, base: bool = True, sm
     cache.mkdir(parents=True, exist_ok=True)
     dialogue, ref = two_voices(cache)
     cases.append(("espeak two voices", dialogue, ref))
+    timed = len(cases)
+    if not smoke:
+        cases += real_clips(cache)
     out: dict[str, Any] = {"clips": [], "load_before": [round(x, 2) for x in os.getloadavg()]}
-    for name, path, reference in cases:
+    for i, (name, path, reference) in enumerate(cases):
         seconds = clips.duration(path)
         hyp, took = diarize(path, models_dir)
-        times = [took] + [diarize(path, models_dir)[1] for _ in range(runs - 1)]
+        n = runs if i < timed else 1
+        times = [took] + [diarize(path, models_dir)[1] for _ in range(n - 1)]
         fixed = hyp if smoke else diarize(path, models_dir, num_speakers=len({r[2] for r in reference}))[0]
         row: dict[str, Any] = {
             "clip": name,
@@ -115,20 +140,36 @@ def section(models_dir: Path | None = None, runs: int = 3, base: bool = True, sm
         }
         row["x_realtime"] = round(seconds / row["diarize_s"], 1)
         base_dir = models_dir / "base"
-        if base and not smoke and base_dir.is_dir():
+        if base and not smoke and base_dir.is_dir() and i < timed:
             tr = sorted(transcribe_s(path, base_dir) for _ in range(runs))[runs // 2]
             row["base_transcribe_s"] = round(tr, 3)
             row["cost_vs_base"] = round(row["diarize_s"] / tr, 3)
         out["clips"].append(row)
+    rows = out["clips"]
+    out["count_right"] = sum(r["speakers_found"] == r["speakers_ref"] for r in rows)
+    multi = [r["der"] for r in rows if r["speakers_ref"] > 1]
+    out["mean_der_multi"] = round(sum(multi) / len(multi), 4) if multi else None
     out["load_after"] = [round(x, 2) for x in os.getloadavg()]
     return out
 
 
 def main() -> int:
-    """Print the section's result."""
+    """Print the section's result. `--min-silence-ms 300` runs the engine as it was before pauses of 100 ms
+    split its regions (for the before/after figures of docs/benchmarks.md); `--no-base` skips the
+    transcription timing."""
+    import argparse
     import json
 
-    print(json.dumps(section(), indent=1))
+    from asr_daemon.diarization import offline
+
+    p = argparse.ArgumentParser(prog="python -m bench.diarization")
+    p.add_argument("--min-silence-ms", type=int, default=None)
+    p.add_argument("--runs", type=int, default=3)
+    p.add_argument("--no-base", action="store_true")
+    a = p.parse_args()
+    if a.min_silence_ms is not None:
+        offline._VAD["min_silence_duration_ms"] = a.min_silence_ms
+    print(json.dumps(section(runs=a.runs, base=not a.no_base), indent=1))
     return 0
 
 

@@ -337,6 +337,10 @@ def diarization(s: dict[str, Any]) -> list[str]:
             + (f"{c['cost_vs_base']:.0%}" if "cost_vs_base" in c else "—")
             + " |"
         )
+    if "count_right" in s:
+        mean = s.get("mean_der_multi")
+        line = f"Speaker count right on {s['count_right']} of {len(s['clips'])} clips"
+        out.append(line + (f"; mean DER over the multi-speaker clips {mean:.1%}." if mean is not None else "."))
     out.append(f"Load average before/after: {s.get('load_before')} / {s.get('load_after')}.")
     return out
 

@@ -26,6 +26,7 @@ from asr_daemon.api import archive, auth, cors, deps, diarization, health, jobs,
 from asr_daemon.api import metrics as metrics_api
 from asr_daemon.api import models as api_models
 from asr_daemon.config import Settings
+from asr_daemon.diarization import announce as announce_diarization
 from asr_daemon.intake import Intake
 from asr_daemon.live import routes as live_routes
 from asr_daemon.live.manager import LiveManager
@@ -119,6 +120,7 @@ async def lifespan(app: Litestar) -> AsyncIterator[None]:
     cache: models.ModelCache = app.state[CACHE]
     life: systemd.Lifecycle = app.state[LIFE]
     locks = uploads.AudioLocks()
+    announce_diarization(settings)  # issue 19: an engine that cannot load is named at the start
     async with runtime.open_core(settings, cache, life, app.state[deps.METRICS], locks=locks) as core:
         await auth.require_keys_exist(settings, core.pool)
         hub, pool = core.hub, core.pool

@@ -2,8 +2,9 @@
 
 GPU and driver (nvidia-smi), ctranslate2 and its compute types, cuBLAS/cuDNN loadability, torch's
 view when installed, PostgreSQL and Redis reachability, free disk in the state directory, the
-default model, and a one-second smoke transcription on each usable device. Known fixes are named
-beside the failures they fix. Exit code 0 only when the configured device (`ASR_DEVICE`) works.
+default model, the diarization engine (loadable or not, without loading it), and a one-second smoke
+transcription on each usable device. Known fixes are named beside the failures they fix. Exit code 0
+only when the configured device (`ASR_DEVICE`) works.
 """
 
 from __future__ import annotations
@@ -205,6 +206,19 @@ def check_disk(r: Report, s: Settings) -> None:
     r.add(OK if free > 2 << 30 else BAD, "disk", f"{free / 2**30:.1f} GiB free in {s.state_dir}")
 
 
+def check_diarization(r: Report, s: Settings) -> None:
+    """Whether the configured diarization engine can load (issue 19), checked without loading it."""
+    from asr_daemon import diarization
+    from asr_daemon.diarization.engine import Unavailable
+
+    try:
+        r.add(OK, "diarization", diarization.status(s))
+    except Unavailable as exc:
+        fallback = " (the offline engine serves instead)" if s.diarization_engine == "pyannote" else ""
+        r.add(BAD, "diarization", f"{s.diarization_engine}: {exc}{fallback}")
+        r.fixes.append(f"diarization: {exc}")
+
+
 def smoke(path: Path, dev: str, compute_type: str) -> str:
     """Load the model on `dev` and transcribe one second of a tone; a short summary (raises on failure)."""
     import numpy as np
@@ -265,6 +279,7 @@ def doctor(as_json: bool = typer.Option(False, "--json", help="Machine-readable 
         check(r)
     check_services(r, s)
     check_disk(r, s)
+    check_diarization(r, s)
     works = check_smoke(r, s)
     wanted = device.resolve_device(s.device)
     ok = works.get(wanted, False)

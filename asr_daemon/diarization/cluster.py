@@ -34,9 +34,25 @@ def _relabel(labels: np.ndarray) -> np.ndarray:
     return np.array([order[v] for v in labels.tolist()], dtype=np.int64)
 
 
+def _big(labels: np.ndarray) -> int:
+    """How many clusters hold enough embeddings to be a speaker (see MIN_SHARE, MIN_COUNT)."""
+    counts = np.bincount(np.unique(labels, return_inverse=True)[1])
+    return int((counts >= max(MIN_SHARE * len(labels), MIN_COUNT)).sum())
+
+
+def _cut_to(z: np.ndarray, n: int, num: int) -> np.ndarray:
+    """`num` clusters: the dendrogram cut at the fewest clusters of which `num` are big enough to be speakers
+    (an outlier window, one short region's, is no speaker: it is folded back after), else at `num`."""
+    for k in range(min(num, n), min(n, num + 8) + 1):
+        labels = np.asarray(fcluster(z, t=k, criterion="maxclust"), dtype=np.int64)
+        if _big(labels) >= num:
+            return labels
+    return np.asarray(fcluster(z, t=min(num, n), criterion="maxclust"), dtype=np.int64)
+
+
 def _cut(z: np.ndarray, n: int, threshold: float, num: int | None, lo: int, hi: int) -> np.ndarray:
     if num is not None:
-        return np.asarray(fcluster(z, t=min(num, n), criterion="maxclust"), dtype=np.int64)
+        return _cut_to(z, n, num)
     labels = np.asarray(fcluster(z, t=threshold, criterion="distance"), dtype=np.int64)
     k = len(set(labels.tolist()))
     if k > hi or k < lo:
@@ -79,8 +95,7 @@ def cluster(
     z = linkage(sample.astype(np.float64), method="average", metric="cosine")
     labels = np.unique(_cut(z, len(sample), threshold, num_speakers, lo, hi), return_inverse=True)[1]
     labels = labels.astype(np.int64)
-    if num_speakers is None:
-        labels = _fold_small(sample, labels, lo)
+    labels = _fold_small(sample, labels, num_speakers or lo)
     if n > MAX_DIRECT:
         cents = _centroids(sample, labels, int(labels.max()) + 1)
         labels = np.concatenate([np.argmax(x[i : i + 4096] @ cents.T, axis=1) for i in range(0, n, 4096)]).astype(

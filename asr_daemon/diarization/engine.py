@@ -9,10 +9,12 @@ it (`unload`). Two engines: "resemblyzer" (offline, numpy, weights from PyPI; `o
 
 from __future__ import annotations
 
+import contextlib
+import gc
 import logging
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
@@ -90,41 +92,108 @@ Loader = Callable[[], Engine]
 
 
 class Holder:
-    """The process's one engine, loaded on first use (thread-safe) and unloaded on request."""
+    """The process's one engine, loaded on first use (thread-safe) and unloaded when idle.
 
-    def __init__(self, loader: Loader) -> None:
+    Like the Whisper models (`models.ModelCache`, ASR_MODEL_IDLE_TTL): a use runs between `acquire` and
+    `release` (or inside `use()`); when the last use ends, the engine is unloaded after `idle_ttl`
+    seconds without another (0: at once, -1: kept). The timer is a daemon thread, since uses run in
+    worker threads as well as on the event loop.
+    """
+
+    def __init__(self, loader: Loader, idle_ttl: float = -1) -> None:
         self._loader = loader
         self._engine: Engine | None = None
         self._lock = threading.Lock()
+        self._ttl = idle_ttl
+        self._in_use = 0
+        self._last_used = 0.0
+        self._timer: threading.Timer | None = None
 
     def get(self) -> Engine:
-        """The loaded engine, loading it now if needed (blocking: call from a thread)."""
+        """The loaded engine, loading it now if needed (blocking: call from a thread); no use is counted."""
         with self._lock:
-            if self._engine is None:
-                t0 = time.perf_counter()
-                self._engine = self._loader()
-                log.info(
-                    "diarization_engine_loaded",
-                    extra={
-                        "engine": self._engine.name,
-                        "memory_mb": round(self._engine.memory_bytes() / (1 << 20), 1),
-                        "load_s": round(time.perf_counter() - t0, 3),
-                    },
-                )
-            return self._engine
+            return self._load()
+
+    def _load(self) -> Engine:
+        if self._engine is None:
+            t0 = time.perf_counter()
+            self._engine = self._loader()
+            log.info(
+                "diarization_engine_loaded",
+                extra={
+                    "engine": self._engine.name,
+                    "memory_mb": round(self._engine.memory_bytes() / (1 << 20), 1),
+                    "load_s": round(time.perf_counter() - t0, 3),
+                },
+            )
+        return self._engine
+
+    def acquire(self) -> Engine:
+        """The engine for one use, loaded if needed (blocking); pair with `release`."""
+        with self._lock:
+            engine = self._load()
+            self._in_use += 1
+            if self._timer is not None:
+                self._timer.cancel()
+                self._timer = None
+            return engine
+
+    def release(self) -> None:
+        """End one use; the last one unloads the engine now or arms the idle timer."""
+        with self._lock:
+            self._in_use = max(0, self._in_use - 1)
+            self._last_used = time.monotonic()
+            if self._in_use or self._engine is None or self._ttl < 0:
+                return
+            if self._ttl == 0:
+                self._drop("idle")
+                return
+            if self._timer is not None:
+                self._timer.cancel()
+            self._timer = threading.Timer(self._ttl, self._expire)
+            self._timer.daemon = True
+            self._timer.start()
+
+    @contextlib.contextmanager
+    def use(self) -> Iterator[Engine]:
+        """`acquire` … `release` around a block."""
+        engine = self.acquire()
+        try:
+            yield engine
+        finally:
+            self.release()
+
+    def _expire(self) -> None:
+        with self._lock:
+            self._timer = None
+            if self._engine is not None and not self._in_use and time.monotonic() - self._last_used >= self._ttl - 0.05:
+                self._drop("idle")
 
     def loaded(self) -> Engine | None:
         """The engine if loaded, without loading it."""
         return self._engine
 
     def unload(self) -> bool:
-        """Unload the engine; False when none was loaded."""
+        """Unload the engine now (even mid-use: a run in progress keeps its reference); False when none was loaded."""
         with self._lock:
             if self._engine is None:
                 return False
-            self._engine.unload()
-            self._engine = None
+            self._drop("request")
             return True
+
+    def _drop(self, reason: str) -> None:
+        """Unload the engine (the lock is held)."""
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        engine, self._engine = self._engine, None
+        if engine is None:
+            return
+        engine.unload()
+        name = engine.name
+        del engine
+        gc.collect()
+        log.info("diarization_engine_unloaded", extra={"engine": name, "reason": reason})
 
 
 def speaker_label(index: int) -> str:

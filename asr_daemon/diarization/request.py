@@ -121,12 +121,14 @@ def embed_known(req: jobs.Request, holder: Holder, tmp_dir: Path) -> jobs.Reques
                 f"give {REF_MIN_S:g} to {REF_MAX_S:g} s"
             )
         try:
-            eng = holder.get()
+            with holder.use() as eng:
+                if eng.name != "resemblyzer":
+                    raise jobs.Invalid(
+                        f"known speakers need voice embeddings, which the {eng.name} engine does not give"
+                    )
+                vector = eng.embed(wav)
         except Unavailable as exc:
             raise jobs.Invalid(f"known speakers are unavailable here: {exc}") from None
-        if eng.name != "resemblyzer":
-            raise jobs.Invalid(f"known speakers need voice embeddings, which the {eng.name} engine does not give")
-        vector = eng.embed(wav)
         if vector is None:
             raise jobs.Invalid(f"no speech found in the reference for {entry['name']!r}")
         blob = base64.b64encode(vector.astype(np.float16).tobytes()).decode()
@@ -135,12 +137,18 @@ def embed_known(req: jobs.Request, holder: Holder, tmp_dir: Path) -> jobs.Reques
     return dataclasses.replace(req, options=dataclasses.replace(req.options, diarization=spec))
 
 
+def _check_loads(holder: Holder) -> None:
+    """Load the engine (one use, so its idle timer is armed after): raises `Unavailable` when it cannot."""
+    with holder.use():
+        pass
+
+
 async def prepare(req: jobs.Request, holder: Holder, tmp_dir: Path) -> jobs.Request:
     """Load the engine (a 503 when it cannot load here) and run `embed_known` off the event loop (400s)."""
     if not req.options.diarization:
         return req
     try:
-        await asyncio.to_thread(holder.get)
+        await asyncio.to_thread(_check_loads, holder)
     except Unavailable as exc:
         raise errors.Unavailable(f"diarization is not available on this server: {exc}") from None
     if not req.options.diarization.get("known"):

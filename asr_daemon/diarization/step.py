@@ -23,7 +23,7 @@ import numpy as np
 
 from asr_daemon import jobs
 from asr_daemon.diarization import request, store
-from asr_daemon.diarization.engine import Holder, Params, Stopped, speaker_label
+from asr_daemon.diarization.engine import Engine, Holder, Params, Stopped, speaker_label
 from asr_daemon.queue import Hub
 
 log = logging.getLogger(__name__)
@@ -70,9 +70,28 @@ async def run(
     if done is not None and done["status"] == "done":
         log.info("diarization_reused", extra={"job_id": str(job_id), "speakers": done["num_speakers"]})
         return 0.0
-    loop = asyncio.get_running_loop()
     t0 = time.perf_counter()
-    eng = await asyncio.to_thread(holder.get)
+    eng = await asyncio.to_thread(holder.acquire)
+    try:
+        return await _run(pool, hub, eng, worker, job, path, spec, stop, tick, t0)
+    finally:
+        holder.release()  # the last use arms the idle unload (ASR_MODEL_IDLE_TTL)
+
+
+async def _run(
+    pool: asyncpg.Pool,
+    hub: Hub,
+    eng: Engine,
+    worker: str,
+    job: jobs.Job,
+    path: Path,
+    spec: Mapping[str, Any],
+    stop: threading.Event,
+    tick: Callable[[], None],
+    t0: float,
+) -> float:
+    job_id = job.id
+    loop = asyncio.get_running_loop()
     if not await store.begin(pool, job_id, worker, eng.name):
         raise Stopped
     await hub.notify(job_id)

@@ -116,6 +116,19 @@ def test_cluster_finds_separate_voices_and_honours_counts() -> None:
     assert len(set(cluster.cluster(x, num_speakers=1000).tolist())) <= len(x)
 
 
+def test_given_count_is_of_speakers_not_outliers() -> None:
+    """num_speakers=2 on two voices plus one stray window gives the two voices (the stray joins the nearer),
+    not one voice and the stray (what a plain cut of the dendrogram at 2 gives)."""
+    a, other, stray = (c / np.linalg.norm(c) for c in _centres(3, seed=7))
+    b = a + 0.8 * other  # two similar voices (cosine about 0.8), as real ones are to this encoder
+    x = _blobs([a, b], 15, 0.02)
+    stray_row = 0.9 * stray + 0.2 * a
+    x = np.vstack([x, (stray_row / np.linalg.norm(stray_row))[None]]).astype(np.float32)
+    labels = cluster.cluster(x, num_speakers=2)
+    assert labels[:15].tolist() == [0] * 15 and labels[15:30].tolist() == [1] * 15
+    assert labels[30] == 0  # nearer to voice a
+
+
 def test_cluster_edge_sizes_and_bounded_memory() -> None:
     """No embeddings → no speakers, one → one; beyond MAX_DIRECT the subset-and-assign path labels all."""
     assert cluster.cluster(np.zeros((0, 256), dtype=np.float32)).tolist() == []
