@@ -82,6 +82,8 @@ class _Sink:
         self._is_file = False
         self._value = bytearray()
         self._field_count = 0
+        #: the closing boundary was read: a body cut short (a client that stopped mid-file) never sets it
+        self.ended = False
         self.arrived: list[str] = []  # names of fields complete since the last check
 
     # parser callbacks (synchronous, called from feed())
@@ -142,6 +144,9 @@ class _Sink:
         if not self._is_file and self._name is not None:
             self.upload.fields.setdefault(self._name, []).append(self._value.decode("utf-8", "replace"))
             self.arrived.append(self._name)
+
+    def on_end(self) -> None:
+        self.ended = True
 
     async def check_arrived(self, on_field: FieldCheck | None) -> None:
         """Run `on_field` on the fields completed since the last call (before any more is written)."""
@@ -239,6 +244,10 @@ async def receive(
             parser.finalize()
         except MultipartParseError as exc:
             raise errors.BadRequest(f"the multipart body is malformed: {exc}") from None
+        if not sink.ended:  # the request ended mid-part: what arrived is not the whole file
+            raise errors.BadRequest(
+                "the multipart body ended before its closing boundary: the upload is incomplete, send it again"
+            )
         await sink.check_arrived(on_field)
         await asyncio.to_thread(sink.flush)
         await asyncio.to_thread(sink.close)
@@ -292,6 +301,7 @@ def _callbacks(sink: _Sink) -> dict[str, Any]:
             "on_header_value",
             "on_header_end",
             "on_headers_finished",
+            "on_end",
         )
     }
 

@@ -248,3 +248,12 @@ def test_a_stalled_body_times_out_and_leaves_nothing(tmp_path: Path) -> None:
     with pytest.raises(errors.RequestTimeout, match="stalled"):
         asyncio.run(uploads.receive(stall(), CTYPE, tmp_path, 1 << 20, idle_timeout=0.2))
     assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("cut", [len(STANDARD) - len(f"--{BOUNDARY}--\r\n"), len(STANDARD) // 2, 10])
+def test_a_body_cut_short_is_a_400_and_leaves_nothing(tmp_path: Path, cut: int) -> None:
+    """A body that ends before its closing boundary (a client that stopped mid-file) is refused, not
+    stored as if the truncated file were the whole audio."""
+    with pytest.raises(errors.BadRequest, match=r"closing boundary|malformed"):
+        receive([STANDARD[:cut]], tmp_path)
+    assert list(tmp_path.iterdir()) == []
