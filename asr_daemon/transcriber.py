@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from asr_daemon import audio, device, errors, jobs
+from asr_daemon import audio, batched, device, errors, jobs
 
 #: A window's last segments that end within this many seconds of the window's end are dropped
 #: and transcribed again at the start of the next window (they may be cut mid-word).
@@ -307,12 +307,8 @@ def transcribe(
         result.windows += 1
         with lease(model) as chosen:  # a copy of `Replicas` held while this window's segments come
             kw = _kwargs(options, beam_size, lang, prompt)
-            if batch_size and len(window) > 60 * audio.SAMPLE_RATE and not options.prompt:
-                from faster_whisper import BatchedInferencePipeline  # heavy, rarely used
-
-                kw.pop("initial_prompt")
-                kw["vad_filter"] = True  # faster-whisper's batched mode needs VAD (or clip times) on long audio
-                segments, info = BatchedInferencePipeline(chosen).transcribe(window, batch_size=batch_size, **kw)
+            if batch_size:
+                segments, info = batched.transcribe(chosen, window, batch_size, **kw)
             else:
                 segments, info = chosen.transcribe(window, **kw)
             if result.language is None:
