@@ -19,6 +19,8 @@ times in seconds from the window's start.
 
 from __future__ import annotations
 
+import dataclasses
+import itertools
 from collections.abc import Iterator
 from typing import Any
 
@@ -31,7 +33,7 @@ CHUNK_S = 30.0
 TAIL_GAP_S = 2.0
 #: Shortest rest worth a decode (a breath at the end of a chunk is not).
 MIN_REST_S = 1.0
-#: Rounds of re-decoding a chunk's rest.
+#: Times a chunk's rest may be decoded again.
 REST_ROUNDS = 2
 
 
@@ -53,39 +55,64 @@ def chunks(samples: np.ndarray, max_s: float = CHUNK_S) -> list[tuple[float, flo
 def transcribe(model: Any, samples: np.ndarray, batch_size: int, **kw: Any) -> tuple[Iterator[Any], Any]:
     """(segments, info) for one window, like `WhisperModel.transcribe`; `kw` are its options
     (task, language, beam_size, word_timestamps, temperature...). Language detection, when no
-    language is given, runs on the first batch's chunks."""
+    language is given, runs on the first batch's chunks.
+
+    The chunks wait in a queue in time order; each decode takes the first `batch_size` of them, and
+    a chunk's undecoded rest goes back to the queue's front, so it fills the next batch beside the
+    following chunks instead of costing a decode of its own. A segment is handed out once nothing
+    before it is still queued."""
     from faster_whisper import BatchedInferencePipeline
 
     pipeline = BatchedInferencePipeline(model)
-    spans = chunks(samples)
+    spans = chunks(samples) or [(0.0, min(len(samples) / SAMPLE_RATE, CHUNK_S))]
     kw = {k: v for k, v in kw.items() if k not in ("initial_prompt", "vad_filter")}
     kw["without_timestamps"] = False
-    first = spans[:batch_size] or [(0.0, min(len(samples) / SAMPLE_RATE, CHUNK_S))]
-    segs, info = pipeline.transcribe(samples, clip_timestamps=_clips(first), batch_size=batch_size, **kw)
+    queue = [(s, e, 0) for s, e in spans]  # (start, end, rounds of re-decoding so far)
+    group, queue = queue[:batch_size], queue[batch_size:]
+    segs, info = pipeline.transcribe(
+        samples, clip_timestamps=_clips([(s, e) for s, e, _ in group]), batch_size=batch_size, **kw
+    )
     kw["language"] = info.language
 
     def run() -> Iterator[Any]:
-        pending: Iterator[Any] | None = segs
-        for i in range(0, max(len(spans), 1), batch_size):
-            group = spans[i : i + batch_size] or first
-            got = list(pending) if pending is not None else _decode(pipeline, samples, group, batch_size, kw)
-            pending = None
-            for _ in range(REST_ROUNDS):
-                rests = _rests(group, got)
-                if not rests:
-                    break
-                got += _decode(pipeline, samples, rests, batch_size, kw)
-                group = rests
-            yield from sorted(got, key=lambda s: s.start)
+        nonlocal group, queue
+        got: list[Any] = list(segs)
+        held: list[Any] = []
+        while True:
+            held += got
+            rests = [(s, e, r + 1) for (s, e, r) in group for s, e in _rests([(s, e)], got) if r < REST_ROUNDS]
+            queue = sorted(rests + queue)
+            frontier = queue[0][0] if queue else float("inf")
+            ready = _ordered(held)
+            done = [x for x in ready if x.start < frontier]
+            held = ready[len(done) :]
+            yield from done
+            if not queue:
+                yield from held
+                return
+            group, queue = queue[:batch_size], queue[batch_size:]
+            got = _decode(pipeline, samples, [(s, e) for s, e, _ in group], batch_size, kw)
 
     return run(), info
+
+
+def _ordered(segs: list[Any]) -> list[Any]:
+    """Segments by start time, each ending no later than the next starts (a timestamp may run a
+    few milliseconds past its chunk into the next one)."""
+    segs = sorted(segs, key=lambda s: s.start)
+    for i, (a, b) in enumerate(itertools.pairwise(segs)):
+        if a.end > b.start:
+            segs[i] = dataclasses.replace(a, end=max(a.start, b.start))
+    return segs
 
 
 def _clips(spans: list[tuple[float, float]]) -> list[dict[str, float]]:
     return [{"start": s, "end": e} for s, e in spans]
 
 
-def _decode(pipeline: Any, samples: np.ndarray, spans: list[tuple[float, float]], batch_size: int, kw: Any) -> list[Any]:
+def _decode(
+    pipeline: Any, samples: np.ndarray, spans: list[tuple[float, float]], batch_size: int, kw: dict[str, Any]
+) -> list[Any]:
     segs, _ = pipeline.transcribe(samples, clip_timestamps=_clips(spans), batch_size=batch_size, **kw)
     return list(segs)
 

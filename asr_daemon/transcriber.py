@@ -268,6 +268,16 @@ def _kwargs(
     return kw
 
 
+def batch_for(options: jobs.Options, default: int, min_s: float, duration_s: float | None) -> int:
+    """The batch size for one job: the request's own (0: sequential), else `default` for audio of at
+    least `min_s` seconds. A prompt needs the sequential path (it conditions each 30 s on the last)."""
+    if options.prompt:
+        return 0
+    if options.batch_size is not None:
+        return options.batch_size
+    return default if duration_s is not None and duration_s >= min_s else 0
+
+
 def transcribe(
     model: Any,
     path: Path,
@@ -287,7 +297,9 @@ def transcribe(
 ) -> Result:
     """Transcribe `path` from `resume_from` seconds on, calling `on_segment` for each segment.
 
-    For audio shorter than one window this is exactly `model.transcribe(decode_audio(path), ...)`.
+    For audio shorter than one window and `batch_size` 0 this is exactly
+    `model.transcribe(decode_audio(path), ...)`; with a `batch_size` each window is transcribed by
+    `batched.transcribe` (VAD chunks decoded that many at a time).
     `language` (when known from an earlier run) and `prompt_tokens` (the tokens of the segments
     before `resume_from`) keep a resumed or windowed run consistent with an uninterrupted one.
     """

