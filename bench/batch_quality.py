@@ -8,7 +8,8 @@ process, the modes alternating within each round: `seq` is the sequential path (
 before batching was its default), `bN` the batched path with batch size N (`ASR_BATCH_SIZE=N`), `libN`
 faster-whisper's `BatchedInferencePipeline` called directly on the whole file. Options are the
 daemon's defaults (beam 5, language detected, no word timestamps). Prints a Markdown table (WER,
-median time, × realtime) and writes the transcripts to bench/results/batch-quality-<stamp>.json.
+median time, × realtime, sequential time ÷ this
+mode's within each round, first segment) and writes the transcripts to bench/results/batch-quality-<stamp>.json.
 """
 
 from __future__ import annotations
@@ -65,6 +66,9 @@ def main() -> None:
     ap.add_argument("--models", default="base,tiny.en")
     ap.add_argument("--modes", default="seq,b8")
     ap.add_argument("--rounds", type=int, default=1)
+    ap.add_argument(
+        "--lengths", default="", help="instead of whole passes: the first L seconds of the 3-pass clip, e.g. 30,60,120"
+    )
     ap.add_argument("--threads", type=int, default=os.cpu_count() or 1)
     ap.add_argument("--window", type=float, default=300.0)
     ap.add_argument("--models-dir", default=str(ROOT / "var" / "test-cache" / "models"))
@@ -77,9 +81,16 @@ def main() -> None:
     out: dict[str, Any] = {"started": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "load": os.getloadavg()}
     rows: list[dict[str, Any]] = []
     with tempfile.TemporaryDirectory() as tmp:
-        for passes in (int(p) for p in args.passes.split(",")):
+        cases: list[tuple[int, float]] = [(int(p), 0.0) for p in args.passes.split(",")]
+        if args.lengths:
+            cases = [(3, float(x)) for x in args.lengths.split(",")]
+        for passes, length in cases:
             clip = Path(tmp) / f"real-{passes}.wav"
             ref = realspeech.long_clip(passes, clip)
+            if length:  # timing only: the reference no longer matches the cut
+                cut = Path(tmp) / f"real-{passes}-{length:.0f}.wav"
+                subprocess.run(["sox", str(clip), str(cut), "trim", "0", str(length)], check=True)
+                clip = cut
             seconds = duration(clip)
             for name in args.models.split(","):
                 runs: dict[str, list[dict[str, Any]]] = {m: [] for m in args.modes.split(",")}
@@ -91,6 +102,7 @@ def main() -> None:
                         cmd += [str(clip), mode]
                         res = subprocess.run(cmd, capture_output=True, text=True, check=True, cwd=ROOT)
                         runs[mode].append(json.loads(res.stdout.strip().splitlines()[-1]))
+                base = runs.get("seq")
                 for mode, got in runs.items():
                     took = statistics.median(g["took"] for g in got)
                     rows.append(
@@ -102,16 +114,21 @@ def main() -> None:
                             "took": took,
                             "xrt": seconds / took,
                             "first": statistics.median(g["first"] or 0 for g in got),
-                            "wer": realspeech.wer(ref, got[0]["text"]),
+                            "wer": None if length else realspeech.wer(ref, got[0]["text"]),
+                            "seq_over_this": statistics.median(b["took"] / g["took"] for b, g in zip(base, got, strict=True))
+                            if base
+                            else None,
                             "words": len(realspeech.normalize(ref)),
                             "texts": [g["text"] for g in got],
                             "ref": ref,
                         }
                     )
                     r0 = rows[-1]
+                    wer = "—" if r0["wer"] is None else f"{100 * r0['wer']:.1f} %"
+                    speedup = "—" if r0["seq_over_this"] is None else f"{r0['seq_over_this']:.2f}"
                     print(
-                        f"| {seconds:.0f} s | {name} | {mode} | {100 * r0['wer']:.1f} % | {took:.1f} s | "
-                        f"{r0['xrt']:.1f} | {r0['first']:.1f} s |",
+                        f"| {seconds:.0f} s | {name} | {mode} | {wer} | {took:.1f} s | {r0['xrt']:.1f} | "
+                        f"{speedup} | {r0['first']:.1f} s |",
                         flush=True,
                     )
     out["rows"] = rows
