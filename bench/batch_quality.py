@@ -59,6 +59,13 @@ def child(model_dir: str, clip: str, mode: str, threads: int, window: float) -> 
     return {"took": time.perf_counter() - t0, "first": first[0] if first else None, "text": "".join(texts)}
 
 
+def _speedup(base: list[dict[str, Any]] | None, got: list[dict[str, Any]]) -> float | None:
+    """Median over the rounds of the sequential run's time ÷ this mode's."""
+    if not base:
+        return None
+    return statistics.median(b["took"] / g["took"] for b, g in zip(base, got, strict=True))
+
+
 def main() -> None:
     """Build the clips, run every configuration, print the table."""
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -115,9 +122,7 @@ def main() -> None:
                             "xrt": seconds / took,
                             "first": statistics.median(g["first"] or 0 for g in got),
                             "wer": None if length else realspeech.wer(ref, got[0]["text"]),
-                            "seq_over_this": statistics.median(b["took"] / g["took"] for b, g in zip(base, got, strict=True))
-                            if base
-                            else None,
+                            "seq_over_this": _speedup(base, got),
                             "words": len(realspeech.normalize(ref)),
                             "texts": [g["text"] for g in got],
                             "ref": ref,
