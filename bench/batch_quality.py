@@ -63,7 +63,7 @@ def _speedup(base: list[dict[str, Any]] | None, got: list[dict[str, Any]]) -> fl
     """Median over the rounds of the sequential run's time ÷ this mode's."""
     if not base:
         return None
-    return statistics.median(b["took"] / g["took"] for b, g in zip(base, got, strict=True))
+    return float(statistics.median(b["took"] / g["took"] for b, g in zip(base, got, strict=True)))
 
 
 def main() -> None:

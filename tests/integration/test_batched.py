@@ -136,3 +136,30 @@ def test_batched_word_timestamps_are_absolute_and_inside_their_segments(model: o
         assert s.words, s.text
         assert s.start - 0.5 <= s.words[0]["start"] and s.words[-1]["end"] <= s.end + 0.5
     assert all(a["start"] <= b["start"] for a, b in itertools.pairwise(flat))
+
+
+@pytest.mark.slow
+def test_batched_detects_the_language_once_and_keeps_it(models_dir: Path, speech: Callable[..., Path]) -> None:
+    """A multilingual model (base) on batched German speech: the language is detected, reported once,
+    and every window is transcribed in it."""
+    model = transcriber.load_model(models_dir / "base", "cpu", "int8", 2, 1)
+    german = speech(
+        "Der Zug nach Berlin fährt heute eine Stunde später ab. Die Kinder spielen im Garten hinter dem Haus. "
+        "Am Abend regnet es in der ganzen Stadt.",
+        voice="de",
+        repeat=3,
+    )
+    infos: list[tuple[str, float]] = []
+    segs: list[transcriber.Segment] = []
+    result = transcriber.transcribe(
+        model,
+        german,
+        jobs.Options(temperature=0.0),
+        batch_size=4,
+        window_s=12,
+        on_info=lambda lang, p: infos.append((lang, p)),
+        on_segment=segs.append,
+    )
+    assert result.language == "de" and [lang for lang, _ in infos] == ["de"]
+    assert result.windows >= 2 and segs[-1].start > 12
+    assert "berlin" in " ".join(words(segs))
