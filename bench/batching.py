@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import statistics
+import subprocess
 import time
 from pathlib import Path
 from typing import Any
@@ -37,6 +38,11 @@ def section(
     work.mkdir(parents=True, exist_ok=True)
     clip = work / "real-speech.wav"
     ref = realspeech.long_clip(1 if a.smoke else 3, clip)
+    if a.smoke:  # the same code paths on the first 35 s (the daemon told to batch it), WER not meaningful
+        whole = clip.with_name("whole.wav")
+        clip.rename(whole)
+        subprocess.run(["sox", str(whole), str(clip), "trim", "0", "35"], check=True)
+        env = {**env, "ASR_BATCH_MIN_SECONDS": "0"}
     seconds = clips.duration(clip)
     lib = direct.load(stack.models_dir() / a.model)
     data = clip.read_bytes()
@@ -48,7 +54,12 @@ def section(
         elif name == "direct":
             texts: list[str] = []
             transcriber.transcribe(
-                lib.model, clip, jobs.Options(), batch_size=BATCH, on_segment=lambda s: texts.append(s.text)
+                lib.model,
+                clip,
+                jobs.Options(),
+                batch_size=BATCH,
+                window_s=300.0,
+                on_segment=lambda s: texts.append(s.text),
             )
             text = "".join(texts)
         elif name == "library":
