@@ -102,7 +102,8 @@ class Settings(BaseSettings):
     batch_size: int = Field(8, ge=0, le=64)
     """Chunks decoded at once on audio of at least `ASR_BATCH_MIN_SECONDS` (VAD chunks of ≤ 30 s, decoded
     with timestamps, a chunk's undecoded rest decoded again); 0 transcribes every file sequentially.
-    A request's `batch_size` form field overrides it (0 forces the sequential path)."""
+    A request's `batch_size` form field overrides it (0 forces the sequential path). Peak memory grows
+    with it (tiny.en at 8: about 960 MB against 460 MB sequential), not with the audio's length."""
 
     batch_min_seconds: float = Field(120.0, ge=0)
     """Shortest audio (in seconds) transcribed batched by default; shorter files run sequentially,
