@@ -105,8 +105,15 @@ class Settings(BaseSettings):
     beam_size: int = Field(5, ge=1, le=20)
     """Beam size used when a request does not ask otherwise (faster-whisper's default is 5)."""
 
-    batch_size: int = Field(0, ge=0, le=64)
-    """Use faster-whisper's batched pipeline with this batch size for long audio; 0 disables it."""
+    batch_size: int = Field(8, ge=0, le=64)
+    """Chunks decoded at once on audio of at least `ASR_BATCH_MIN_SECONDS` (VAD chunks of ≤ 30 s, decoded
+    with timestamps, a chunk's undecoded rest decoded again); 0 transcribes every file sequentially.
+    A request's `batch_size` form field overrides it (0 forces the sequential path). Peak memory grows
+    with it (tiny.en at 8: about 960 MB against 460 MB sequential), not with the audio's length."""
+
+    batch_min_seconds: float = Field(120.0, ge=0)
+    """Shortest audio (in seconds) transcribed batched by default; shorter files run sequentially,
+    where batching gains little (docs/benchmarks.md, section 11)."""
 
     window_seconds: float = Field(300.0, ge=30)
     """Audio longer than this is decoded and transcribed in windows of this length, keeping memory bounded."""

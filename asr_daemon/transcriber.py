@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from asr_daemon import audio, device, errors, jobs
+from asr_daemon import audio, batched, device, errors, jobs
 
 #: A window's last segments that end within this many seconds of the window's end are dropped
 #: and transcribed again at the start of the next window (they may be cut mid-word).
@@ -268,6 +268,16 @@ def _kwargs(
     return kw
 
 
+def batch_for(options: jobs.Options, default: int, min_s: float, duration_s: float | None) -> int:
+    """The batch size for one job: the request's own (0: sequential), else `default` for audio of at
+    least `min_s` seconds. A prompt needs the sequential path (it conditions each 30 s on the last)."""
+    if options.prompt:
+        return 0
+    if options.batch_size is not None:
+        return options.batch_size
+    return default if duration_s is not None and duration_s >= min_s else 0
+
+
 def transcribe(
     model: Any,
     path: Path,
@@ -287,7 +297,9 @@ def transcribe(
 ) -> Result:
     """Transcribe `path` from `resume_from` seconds on, calling `on_segment` for each segment.
 
-    For audio shorter than one window this is exactly `model.transcribe(decode_audio(path), ...)`.
+    For audio shorter than one window and `batch_size` 0 this is exactly
+    `model.transcribe(decode_audio(path), ...)`; with a `batch_size` each window is transcribed by
+    `batched.transcribe` (VAD chunks decoded that many at a time).
     `language` (when known from an earlier run) and `prompt_tokens` (the tokens of the segments
     before `resume_from`) keep a resumed or windowed run consistent with an uninterrupted one.
     """
@@ -307,12 +319,8 @@ def transcribe(
         result.windows += 1
         with lease(model) as chosen:  # a copy of `Replicas` held while this window's segments come
             kw = _kwargs(options, beam_size, lang, prompt)
-            if batch_size and len(window) > 60 * audio.SAMPLE_RATE and not options.prompt:
-                from faster_whisper import BatchedInferencePipeline  # heavy, rarely used
-
-                kw.pop("initial_prompt")
-                kw["vad_filter"] = True  # faster-whisper's batched mode needs VAD (or clip times) on long audio
-                segments, info = BatchedInferencePipeline(chosen).transcribe(window, batch_size=batch_size, **kw)
+            if batch_size:
+                segments, info = batched.transcribe(chosen, window, batch_size, **kw)
             else:
                 segments, info = chosen.transcribe(window, **kw)
             if result.language is None:

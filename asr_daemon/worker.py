@@ -258,7 +258,7 @@ class Worker:
             options,
             beam_size=s.beam_size,
             window_s=s.window_seconds,
-            batch_size=s.batch_size,
+            batch_size=transcriber.batch_for(options, s.batch_size, s.batch_min_seconds, run.job.duration_s),
             resume_from=resume.resume_from,
             first_seq=resume.next_seq,
             # the probe measured the file's own claim; what decodes may exceed it only by rounding

@@ -18,10 +18,36 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-from bench import clips, coldstart, diarization, direct, live, loadlevels, report, search, sections, stack, wyoming
+from bench import (
+    batching,
+    clips,
+    coldstart,
+    diarization,
+    direct,
+    live,
+    loadlevels,
+    report,
+    search,
+    sections,
+    stack,
+    wyoming,
+)
 
 ROOT = Path(__file__).resolve().parent.parent
-ALL = ("overhead", "coldstart", "throughput", "long", "idle", "gpu", "load", "wyoming", "search", "diarization", "live")
+ALL = (
+    "overhead",
+    "coldstart",
+    "throughput",
+    "long",
+    "idle",
+    "gpu",
+    "load",
+    "wyoming",
+    "search",
+    "diarization",
+    "live",
+    "batched",
+)
 
 
 def machine() -> dict[str, Any]:
@@ -229,7 +255,19 @@ def _live(a: argparse.Namespace, svc: stack.Services, work: Path, short: clips.C
     return live.live_latency(svc, work, env, [a.model, "base"], [int(n) for n in a.live_levels.split(",")])
 
 
-FRONT_DOORS = {"load": _load, "wyoming": _wyoming, "search": _search, "diarization": _diarization, "live": _live}
+def _batched(a: argparse.Namespace, svc: stack.Services, work: Path, short: clips.Clip, env: dict[str, str]) -> Any:
+    """Issue 17: a long real-speech file, the daemon (batched) against faster-whisper called directly."""
+    return batching.section(a, svc, work, short, env)
+
+
+FRONT_DOORS = {
+    "load": _load,
+    "wyoming": _wyoming,
+    "search": _search,
+    "diarization": _diarization,
+    "live": _live,
+    "batched": _batched,
+}
 
 
 def _gpu_absent() -> str | None:

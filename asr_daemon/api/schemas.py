@@ -190,6 +190,13 @@ def _form_schema(with_job_fields: bool) -> Schema:
         "timestamp_granularities[]": Schema(type=OpenAPIType.ARRAY, items=Schema(type=s, enum=["segment", "word"])),
         "vad_filter": Schema(type=b, description="Skip silence with Silero VAD."),
         "beam_size": Schema(type=OpenAPIType.INTEGER, minimum=1, maximum=20),
+        "batch_size": Schema(
+            type=OpenAPIType.INTEGER,
+            minimum=0,
+            maximum=64,
+            description="Chunks decoded at once (batched path); 0 forces sequential. Default: ASR_BATCH_SIZE "
+            "for audio of at least ASR_BATCH_MIN_SECONDS.",
+        ),
         "stream": Schema(type=b, description="Stream segments as server-sent events."),
     }
     if with_job_fields:

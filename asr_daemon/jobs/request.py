@@ -155,12 +155,17 @@ class Options:
     word_timestamps: bool = False
     vad_filter: bool = False
     beam_size: int | None = None
+    #: batch size asked for (0: sequential); None: the server's choice by the audio's length
+    batch_size: int | None = None
     #: speaker diarization asked for: num/min/max_speakers, known speakers (asr_daemon.diarization.request)
     diarization: dict[str, Any] | None = None
 
     def to_json(self) -> dict[str, Any]:
         """Plain JSON-able form, stored in `jobs.options`."""
-        return {k: (str(v) if isinstance(v, enum.Enum) else v) for k, v in asdict(self).items()}
+        out = {k: (str(v) if isinstance(v, enum.Enum) else v) for k, v in asdict(self).items()}
+        if out["batch_size"] is None:  # unset: absent, so earlier jobs' fingerprints still match
+            del out["batch_size"]
+        return out
 
     @classmethod
     def from_json(cls, data: Mapping[str, Any]) -> Options:
@@ -223,6 +228,7 @@ _KNOWN_FIELDS = (
             "stream",
             "vad_filter",
             "beam_size",
+            "batch_size",
             "include[]",
             "chunking_strategy",
         }
@@ -296,6 +302,8 @@ def parse_request(form: Mapping[str, list[str]], task: Task, *, allow_task_field
         raise Invalid(f"timestamp_granularities may hold 'segment' and 'word', not {min(bad)[:40]!r}")
     raw_beam = _one(form, "beam_size")
     beam = int(_number("beam_size", raw_beam, 1, 20)) if raw_beam not in (None, "") else None
+    raw_batch = _one(form, "batch_size")
+    batch = int(_number("batch_size", raw_batch, 0, 64)) if raw_batch not in (None, "") else None
     raw_priority = _one(form, "priority")
     priority = int(_number("priority", raw_priority, -100, 100)) if raw_priority not in (None, "") else 0
     webhook = _one(form, "webhook_url") or None
@@ -314,6 +322,7 @@ def parse_request(form: Mapping[str, list[str]], task: Task, *, allow_task_field
         word_timestamps="word" in grans,
         vad_filter=_bool("vad_filter", _one(form, "vad_filter")),
         beam_size=beam,
+        batch_size=batch,
     )
     return Request(
         options=options,

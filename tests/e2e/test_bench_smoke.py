@@ -56,6 +56,9 @@ def test_bench_smoke_writes_report_and_raw_json(tmp_path: Path, models_dir: Path
     assert found["segments"] == 2000 and 0 < found["p50_ms"] <= found["p95_ms"] <= found["max_ms"], found
     idle = raw["sections"]["idle"]["idle_stop"]
     assert 1.0 <= idle["idle_to_gone_s"] < 30, idle  # the watcher's window, then the drain
+    batched = raw["sections"]["batched"]
+    assert batched["times"]["daemon"]["median"] > 0 and set(batched["wer"]) == {"daemon", "direct", "library", "plain"}
+    assert "11. Long files batched" in text
     if coldstart.available() is None:
         phases = raw["sections"]["coldstart"]["phases"]
         assert phases["model_load"]["median"] > 0 and phases["total"]["median"] > phases["model_load"]["median"]

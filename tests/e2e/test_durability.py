@@ -44,11 +44,13 @@ def check_segments(rows: list[asyncpg.Record]) -> None:
 
 
 @pytest.mark.slow
+@pytest.mark.parametrize("batch", ["8", "0"], ids=["batched", "sequential"])
 async def test_kill_9_mid_job_resumes_from_the_last_segment(
-    make_daemon: Callable[..., Daemon], two_minutes: Path, database: str
+    make_daemon: Callable[..., Daemon], two_minutes: Path, database: str, batch: str
 ) -> None:
-    """After kill -9 and a restart the job completes once, resuming after its stored segments."""
-    daemon = make_daemon(ASR_WINDOW_SECONDS="30")
+    """After kill -9 and a restart the job completes once, resuming after its stored segments
+    (batched: the two minutes are over ASR_BATCH_MIN_SECONDS; and sequential)."""
+    daemon = make_daemon(ASR_WINDOW_SECONDS="30", ASR_BATCH_SIZE=batch)
     with daemon.client() as c:
         job_id = submit(c, two_minutes).json()["id"]
     deadline = time.monotonic() + 120
