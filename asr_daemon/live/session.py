@@ -164,6 +164,7 @@ class LiveSession:
             api_key_id=self.key_id, max_attempts=self.settings.max_attempts,
         )  # fmt: skip
         self.job_id = job_id
+        await self.m.liveness.hold(job_id)  # released by the manager when the session ends
         try:
             self.audio = await asyncio.to_thread(store.AudioFile, self.settings.uploads_dir / store.audio_name(job_id))
         except OSError:
