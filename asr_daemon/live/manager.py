@@ -174,7 +174,7 @@ class LiveManager:
                 finisher.cancel()
             except Exception:  # a bug in the finisher must not keep the job open nor the slot taken
                 log.exception("live_finisher_crashed", extra={"session": s.id})
-            for t in list(s.partials):
+            for t in [*s.partials, *s.speculations]:
                 with contextlib.suppress(BaseException):
                     await asyncio.wait_for(t, 30)
             try:
@@ -196,7 +196,7 @@ class LiveManager:
                     await _discard_input(s.socket)
                     await asyncio.wait_for(s.socket.close(closing.code, closing.reason[:120]), 5)
         finally:
-            for t in (sender, finisher, *s.partials):
+            for t in (sender, finisher, *s.partials, *s.speculations):
                 t.cancel()
             s.release()
             self.sessions.pop(s.id, None)
