@@ -25,6 +25,7 @@ import json
 import logging
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -59,6 +60,10 @@ SPECULATE_S = 0.15
 
 
 Decoded = tuple[str, list[transcriber.Segment], str | None]
+
+
+class Voided(Exception):
+    """A speculative decode no longer wanted when its turn came."""
 
 
 class Closing(Exception):
@@ -305,15 +310,22 @@ class LiveSession:
         wait = min(SPECULATE_S, vad.options.silence_duration_ms / 2000)
         if quiet is None or item.speculation is not None or self.timeline.end - quiet < wait * RATE:
             return
-        if quiet <= item.start or any(not t.done() for t in self.speculations):
-            return  # one speculative decode per session at a time
+        if quiet <= item.start or sum(not t.done() for t in self.speculations) >= 2:
+            return  # a voided one may still run (a decode cannot be stopped midway); bound them
         item.quiet_from = quiet
         samples = self.timeline.slice(item.start, self.timeline.end)
-        task = asyncio.create_task(self._decode(samples, item.start / RATE, final=True, prefix=item.agreement.text))
+
+        def wanted() -> bool:  # voided while it waited for a decode slot: skip it, free
+            return item.speculation is not None and item.quiet_from == quiet
+
+        task = asyncio.create_task(
+            self._decode(samples, item.start / RATE, final=True, prefix=item.agreement.text, wanted=wanted)
+        )
         item.speculation = task
         self.stats["speculative"] += 1
         self.speculations.add(task)
         task.add_done_callback(self.speculations.discard)
+        task.add_done_callback(lambda t: t.cancelled() or t.exception())  # a voided one's error is nobody's
 
     def _maybe_partial(self) -> None:
         item = self.item
@@ -348,10 +360,14 @@ class LiveSession:
             self.emit(protocol.event("conversation.item.input_audio_transcription.delta", item_id=item.id,
                                      content_index=0, delta=delta))  # fmt: skip
 
-    async def _decode(self, samples: np.ndarray, offset: float, final: bool, prefix: str) -> Decoded:
+    async def _decode(
+        self, samples: np.ndarray, offset: float, final: bool, prefix: str, wanted: Callable[[], bool] | None = None
+    ) -> Decoded:
         assert self.entry is not None
         t0 = time.perf_counter()
         async with self.m.decode_slots:
+            if wanted is not None and not wanted():
+                raise Voided
             out = await asyncio.to_thread(
                 transcriber.decode_utterance, self.entry.model, samples, offset=offset,
                 language=self.cfg.language or self.language, prompt=self.cfg.prompt,
@@ -409,7 +425,7 @@ class LiveSession:
 
     async def _speculated(self, item: Item) -> Decoded | None:
         """The speculative final decode of `item`, if it holds (None: decode it now)."""
-        task, item.speculation = item.speculation, None
+        task = item.speculation  # kept on the item until done: it checks that it is still wanted
         if task is None:
             return None
         try:
@@ -417,6 +433,8 @@ class LiveSession:
         except Exception as exc:  # noqa: BLE001  # decoded again by the caller, which reports a failure
             log.warning("live_speculation_failed", extra={"session": self.id, "error": type(exc).__name__})
             return None
+        finally:
+            item.speculation = None
         self.stats["speculative_hits"] += 1
         return decoded
 
