@@ -131,24 +131,34 @@ def library_decode(model_dir: Path, audio: bytes, spans: list[tuple[float, float
 
 
 def live_latency(
-    svc: stack.Services, work: Path, env: dict[str, str], models: list[str], levels: list[int]
-) -> dict[str, Any]:
-    """Every model × concurrency level; one daemon per model."""
+    svc: stack.Services, work: Path, env: dict[str, str], models: list[str], levels: list[int],
+    variants: dict[str, dict[str, str]] | None = None,
+) -> dict[str, Any]:  # fmt: skip
+    """Every model × concurrency level; one daemon per model (and per variant: name → extra env, e.g.
+    `PYTHONPATH` of an older tree or `ASR_LIVE_BEAM_SIZE=1`, measured one after another at each level)."""
     audio, spans = script()
     result: dict[str, Any] = {"utterances_per_session": len(spans), "audio_s": len(audio) / (2 * RATE), "runs": []}
+    named = {"": env, **{k: {**env, **v} for k, v in (variants or {}).items()}}
     for model in models:
-        d = stack.make_daemon(svc, work / model, **{**env, "ASR_MODEL": model, "ASR_PRELOAD": "true",
-                                                     "ASR_LIVE_MAX_SESSIONS": "32",
-                                                     "ASR_LIVE_MAX_SESSIONS_PER_KEY": "32"})  # fmt: skip
-        d.start()
+        fixed = {"ASR_MODEL": model, "ASR_PRELOAD": "true", "ASR_LIVE_MAX_SESSIONS": "32",
+                 "ASR_LIVE_MAX_SESSIONS_PER_KEY": "32"}  # fmt: skip
+        daemons = {
+            name: stack.make_daemon(svc, work / (model + (f"-{name}" if name else "")), **{**e, **fixed})
+            for name, e in named.items()
+        }
         try:
-            asyncio.run(session(d.url, audio[: 2 * RATE * 2], spans[:0]))  # warm-up: model, VAD, first decode
+            for d in daemons.values():
+                d.start()
+                asyncio.run(session(d.url, audio[: 2 * RATE * 2], spans[:0]))  # warm-up: model, VAD, first decode
             for n in levels:
                 library = library_decode(stack.models_dir() / model, audio, spans)
-                rows = asyncio.run(_many(d.url, audio, spans, n))
-                result["runs"].append({**_summary(model, n, rows, n * len(spans)), "library_final": library})
+                for name, d in daemons.items():
+                    rows = asyncio.run(_many(d.url, audio, spans, n))
+                    summary = _summary(model, n, rows, n * len(spans))
+                    result["runs"].append({**summary, "variant": name, "library_final": library})
         finally:
-            d.stop()
+            for d in daemons.values():
+                d.stop()
     return result
 
 

@@ -363,9 +363,12 @@ def live(s: dict[str, Any]) -> list[str]:
         ),
         "|---|---|---|---|---|---|---|---|",
     ]
+    if any(r.get("variant") for r in s["runs"]):  # a variant's rows name it after the model
+        out[0] += " Rows with a variant name ran on a daemon with that variant's settings, right after the plain one."
     for r in s["runs"]:
+        name = f"{r['model']} ({r['variant']})" if r.get("variant") else r["model"]
         out.append(
-            f"| {r['model']} | {r['sessions']} | {r['utterances']}/{r['expected']} | "
+            f"| {name} | {r['sessions']} | {r['utterances']}/{r['expected']} | "
             f"{fmt(r['stopped_to_completed'])} | {fmt(r['speech_end_to_completed'])} | {fmt(r['first_delta'])} | "
             f"{'yes' if r['realtime'] else 'no'} | {fmt(r.get('library_final'))} |"
         )

@@ -252,7 +252,8 @@ def _live(a: argparse.Namespace, svc: stack.Services, work: Path, short: clips.C
     """Section 10 (issue 21): live transcription latency and concurrent sessions."""
     if a.smoke:
         return live.live_latency(svc, work, env, [a.model], [1])
-    return live.live_latency(svc, work, env, [a.model, "base"], [int(n) for n in a.live_levels.split(",")])
+    levels = [int(n) for n in a.live_levels.split(",")]
+    return live.live_latency(svc, work, env, [a.model, "base"], levels, a.variants)
 
 
 def _batched(a: argparse.Namespace, svc: stack.Services, work: Path, short: clips.Clip, env: dict[str, str]) -> Any:

@@ -65,6 +65,7 @@ class LiveManager:
                  owner: str) -> None:  # fmt: skip
         self.settings, self.pool, self.cache, self.hub = settings, pool, cache, hub
         self.owner = owner  # the worker's name: a crash leaves the job to the reaper like any other
+        self.liveness = store.Liveness(pool)  # an open session's job is never reaped, however late its beat
         self.sessions: dict[str, LiveSession] = {}
         self.secrets = ClientSecrets()
         self.decode_slots = asyncio.Semaphore(settings.workers)
@@ -173,7 +174,7 @@ class LiveManager:
                 finisher.cancel()
             except Exception:  # a bug in the finisher must not keep the job open nor the slot taken
                 log.exception("live_finisher_crashed", extra={"session": s.id})
-            for t in list(s.partials):
+            for t in [*s.partials, *s.speculations]:
                 with contextlib.suppress(BaseException):
                     await asyncio.wait_for(t, 30)
             try:
@@ -195,10 +196,15 @@ class LiveManager:
                     await _discard_input(s.socket)
                     await asyncio.wait_for(s.socket.close(closing.code, closing.reason[:120]), 5)
         finally:
-            for t in (sender, finisher, *s.partials):
+            for t in (sender, finisher, *s.partials, *s.speculations):
                 t.cancel()
             s.release()
             self.sessions.pop(s.id, None)
+            if s.job_id is not None:  # a job left running (its close failed) is the reaper's from now on
+                try:
+                    await self.liveness.release(s.job_id)
+                except Exception as exc:  # noqa: BLE001  # a lost connection released the lock already
+                    log.warning("live_unlock_failed", extra={"session": s.id, "error": type(exc).__name__})
 
     async def _read(self, s: LiveSession) -> Closing | None:
         """Handle client events in order until the client leaves (None) or a limit ends the session."""
@@ -272,6 +278,7 @@ class LiveManager:
                 if s.job_id is not None and s.audio is not None and not s.job_closed
             }
             try:
+                await self.liveness.refresh()
                 ours = await store.heartbeat(self.pool, self.owner, sizes)
             except Exception as exc:  # noqa: BLE001  # the database may be away a moment; the next beat tries again
                 log.warning("live_heartbeat_failed", extra={"error": type(exc).__name__})
@@ -295,3 +302,4 @@ class LiveManager:
             await asyncio.sleep(0.05)
         if self._beat is not None and not self.sessions:
             self._beat.cancel()
+        await self.liveness.close()  # its connection back before the pool closes (a session still open is reapable)

@@ -5,6 +5,14 @@ the sender (drains a bounded outbox; a client that stops reading is closed, neve
 without end) and the finisher (decodes committed utterances one after another, stores their
 segments and only then sends `completed`). Partial decodes run beside them, one at a time.
 All decoding goes through the daemon's loaded model, in threads.
+
+With server VAD the final decode starts before the utterance is committed: once the speaker has
+been quiet for SPECULATE_S the utterance so far is decoded as the final text would be, while the
+silence grows to `silence_duration_ms`. If no speech came back meanwhile the commit takes that
+result (what followed was silence), so `completed` follows `speech_stopped` by what the decode has
+left to do, not by a whole decode; if speech came back the guess is dropped and decoded again.
+No partial starts (nor moves the stable text) once the speculative decode took the stable text as
+its prefix, so the deltas sent are still a prefix of the completed text.
 """
 
 from __future__ import annotations
@@ -17,6 +25,7 @@ import json
 import logging
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -45,6 +54,16 @@ OUTBOX = 512
 SEND_TIMEOUT = 10.0
 #: Audio held back before it is written to the file (a flush per append would be a syscall storm).
 FLUSH_S = 0.5
+#: Seconds of quiet after speech before the utterance's final decode starts speculatively (at most
+#: half of `silence_duration_ms`): a pause between words shorter than this costs no decode.
+SPECULATE_S = 0.15
+
+
+Decoded = tuple[str, list[transcriber.Segment], str | None]
+
+
+class Voided(Exception):
+    """A speculative decode no longer wanted when its turn came."""
 
 
 class Closing(Exception):
@@ -67,6 +86,8 @@ class Item:
     end: int = 0
     done: bool = False
     samples: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.float32))
+    speculation: asyncio.Task[Decoded] | None = None  # the final decode started in the silence
+    quiet_from: int = -1  # the quiet run it started in (a commit at the end of the same run takes it)
 
 
 class LiveSession:
@@ -97,9 +118,11 @@ class LiveSession:
         self.last_audio = self.opened
         self.window: tuple[float, int] = (self.opened, 0)
         self.slow_client = False
-        self.stats: dict[str, float] = {"utterances": 0, "decode_s": 0.0, "partials": 0, "final_max_s": 0.0}
+        self.stats: dict[str, float] = {"utterances": 0, "decode_s": 0.0, "partials": 0, "final_max_s": 0.0,
+                                        "speculative": 0, "speculative_hits": 0}  # fmt: skip
         self.disk = asyncio.Lock()
         self.partials: set[asyncio.Task[None]] = set()
+        self.speculations: set[asyncio.Task[Decoded]] = set()
         self.reader: asyncio.Task[Closing | None] | None = None
         self.stop_reason: tuple[int, str] | None = None
         self.job_closed = False
@@ -164,6 +187,7 @@ class LiveSession:
             api_key_id=self.key_id, max_attempts=self.settings.max_attempts,
         )  # fmt: skip
         self.job_id = job_id
+        await self.m.liveness.hold(job_id)  # released by the manager when the session ends
         try:
             self.audio = await asyncio.to_thread(store.AudioFile, self.settings.uploads_dir / store.audio_name(job_id))
         except OSError:
@@ -201,7 +225,7 @@ class LiveSession:
         self.timeline.append(samples)
         if self.vad is not None:
             for edge in await asyncio.to_thread(self.vad.feed, samples):
-                self._edge(edge.start, edge.sample)
+                self._edge(edge.start, edge.sample, edge.quiet_from)
             if self.item is None:
                 self.timeline.drop_before(self.timeline.end - self._pad())
             elif self.timeline.end - self.item.start > MAX_UTTERANCE_S * RATE:
@@ -209,12 +233,13 @@ class LiveSession:
                 self.item = Item(protocol.new_id("item"), self.timeline.end, decoded_at=self.timeline.end)
         elif self.item is None and self.timeline.held:
             self.item = Item(protocol.new_id("item"), self.timeline.start, decoded_at=self.timeline.start)
+        self._maybe_speculate()
         self._maybe_partial()
 
     def _pad(self) -> int:
         return int(self.cfg.vad.prefix_padding_ms * RATE / 1000) if self.cfg.vad else 0
 
-    def _edge(self, start: bool, at: int) -> None:
+    def _edge(self, start: bool, at: int, quiet_from: int = -1) -> None:
         if start and self.item is None:
             begin = max(self.timeline.start, at - self._pad())
             self.item = Item(protocol.new_id("item"), begin, decoded_at=begin)
@@ -223,7 +248,7 @@ class LiveSession:
         elif not start and self.item is not None:
             self.emit(protocol.event("input_audio_buffer.speech_stopped", audio_end_ms=at * 1000 // RATE,
                                      item_id=self.item.id))  # fmt: skip
-            self._commit(at)
+            self._commit(at, quiet_from)
 
     async def _store_audio(self, pcm: np.ndarray, sync: bool = False) -> None:
         if len(pcm):
@@ -261,10 +286,12 @@ class LiveSession:
             self.vad.reset()
         self.emit(protocol.event("input_audio_buffer.cleared"))
 
-    def _commit(self, end: int) -> None:
+    def _commit(self, end: int, quiet_from: int = -1) -> None:
         item, self.item = self.item, None
         assert item is not None
         item.end, item.done = end, True  # a partial still running is ignored from now on
+        if item.quiet_from != quiet_from:  # speech after the speculative decode began, or another commit
+            item.speculation = None
         item.samples = self.timeline.slice(item.start, end)  # the finisher decodes it later, the timeline moves on
         self.timeline.drop_before(end - self._pad())
         self.emit(protocol.event("input_audio_buffer.committed", item_id=item.id, previous_item_id=self.previous_item))
@@ -272,10 +299,40 @@ class LiveSession:
         self.commits.put_nowait(item)
 
     # --- decoding ----------------------------------------------------------------------------------
+    def _maybe_speculate(self) -> None:
+        """Start the final decode of the current utterance once the speaker has been quiet SPECULATE_S."""
+        item, vad = self.item, self.vad
+        if item is None or vad is None or self.entry is None:
+            return
+        quiet = vad.quiet_from if vad.speaking else None
+        if item.speculation is not None and item.quiet_from != quiet:
+            item.speculation = None  # speech came back: that guess is void (its thread finishes unread)
+        wait = min(SPECULATE_S, vad.options.silence_duration_ms / 2000)
+        if quiet is None or item.speculation is not None or self.timeline.end - quiet < wait * RATE:
+            return
+        if quiet <= item.start or sum(not t.done() for t in self.speculations) >= 2:
+            return  # a voided one may still run (a decode cannot be stopped midway); bound them
+        item.quiet_from = quiet
+        samples = self.timeline.slice(item.start, self.timeline.end)
+
+        def wanted() -> bool:  # voided while it waited for a decode slot: skip it, free
+            return item.speculation is not None and item.quiet_from == quiet
+
+        task = asyncio.create_task(
+            self._decode(samples, item.start / RATE, final=True, prefix=item.agreement.text, wanted=wanted)
+        )
+        item.speculation = task
+        self.stats["speculative"] += 1
+        self.speculations.add(task)
+        task.add_done_callback(self.speculations.discard)
+        task.add_done_callback(lambda t: t.cancelled() or t.exception())  # a voided one's error is nobody's
+
     def _maybe_partial(self) -> None:
         item = self.item
         if item is None or self.entry is None or (item.partial is not None and not item.partial.done()):
             return
+        if item.speculation is not None or (self.vad is not None and self.vad.quiet_from is not None):
+            return  # the speaker paused: the final decode may start any moment, partials would slow it
         # at most half the wall time re-decoding: on a slow or busy machine partials come less often
         # rather than delaying the final text they would compete with
         gap = max(self.settings.live_partial_interval, 2 * self.partial_cost)
@@ -296,7 +353,7 @@ class LiveSession:
         except Exception as exc:  # noqa: BLE001  # a partial is best effort; the final decode reports failures
             log.warning("live_partial_failed", extra={"session": self.id, "error": type(exc).__name__})
             return
-        if item.done:  # committed meanwhile: the final decode took the stable text as it was
+        if item.done or item.speculation is not None:  # the final decode took the stable text as it was
             return
         delta = item.agreement.update(text)
         if delta:
@@ -304,11 +361,13 @@ class LiveSession:
                                      content_index=0, delta=delta))  # fmt: skip
 
     async def _decode(
-        self, samples: np.ndarray, offset: float, final: bool, prefix: str
-    ) -> tuple[str, list[Any], str | None]:
+        self, samples: np.ndarray, offset: float, final: bool, prefix: str, wanted: Callable[[], bool] | None = None
+    ) -> Decoded:
         assert self.entry is not None
         t0 = time.perf_counter()
         async with self.m.decode_slots:
+            if wanted is not None and not wanted():
+                raise Voided
             out = await asyncio.to_thread(
                 transcriber.decode_utterance, self.entry.model, samples, offset=offset,
                 language=self.cfg.language or self.language, prompt=self.cfg.prompt,
@@ -333,12 +392,14 @@ class LiveSession:
         job_id = self.job_id
         assert job_id is not None  # audio is refused before session.update made the job
         try:
-            text, segments, language = await self._decode(
-                samples, item.start / RATE, final=True, prefix=item.agreement.text
-            )
+            decoded = await self._speculated(item)
+            if decoded is None:
+                decoded = await self._decode(samples, item.start / RATE, final=True, prefix=item.agreement.text)
+            text, segments, language = decoded
             await self._store_audio(np.zeros(0, dtype=np.int16), sync=True)  # the utterance's audio is durable
             self.language = self.language or language
             for seg in segments:
+                seg.seq = self.seq  # numbered here: a speculative decode ran before the previous one was stored
                 if seg.text.strip() and not await queries.insert_segment(
                     self.m.pool, job_id, self.m.owner, asdict(seg)
                 ):
@@ -362,6 +423,21 @@ class LiveSession:
             with contextlib.suppress(Exception):
                 await self.m.hub.notify(self.job_id)
 
+    async def _speculated(self, item: Item) -> Decoded | None:
+        """The speculative final decode of `item`, if it holds (None: decode it now)."""
+        task = item.speculation  # kept on the item until done: it checks that it is still wanted
+        if task is None:
+            return None
+        try:
+            decoded = await task
+        except Exception as exc:  # noqa: BLE001  # decoded again by the caller, which reports a failure
+            log.warning("live_speculation_failed", extra={"session": self.id, "error": type(exc).__name__})
+            return None
+        finally:
+            item.speculation = None
+        self.stats["speculative_hits"] += 1
+        return decoded
+
     # --- the end -----------------------------------------------------------------------------------
     def wrap_up(self) -> None:
         """Commit pending speech and tell the finisher that nothing more comes."""
@@ -379,7 +455,8 @@ class LiveSession:
         self.job_closed = True
         timings = {"live_s": round(time.monotonic() - self.opened, 3), "decode_s": round(self.stats["decode_s"], 3),
                    "utterances": int(self.stats["utterances"]), "partials": int(self.stats["partials"]),
-                   "final_max_s": round(self.stats["final_max_s"], 3)}  # fmt: skip
+                   "final_max_s": round(self.stats["final_max_s"], 3), "speculative": int(self.stats["speculative"]),
+                   "speculative_hits": int(self.stats["speculative_hits"])}  # fmt: skip
         done = await store.finish(
             self.m.pool, self.job_id, self.m.owner, duration=self.audio.seconds, audio_bytes=self.audio.data_bytes,
             language=self.language, timings=timings, device=self.entry.device if self.entry else "cpu",

@@ -2,6 +2,8 @@
 
 Speech starts at the first chunk whose probability reaches `threshold`; it stops once the
 probability has stayed under `threshold - 0.15` (Silero's own hysteresis) for `silence_duration_ms`.
+While speech goes on, `quiet_from` tells where the current run of quiet chunks began (the session
+decodes the utterance speculatively from there, so its text is ready when the silence is long enough).
 Each chunk is scored with the 64 samples before it as context and a fresh state, exactly as
 `faster_whisper.vad.SileroVADModel` scores a whole file (its rows are independent), so a stream
 is scored as the same audio would be offline. Scoring blocks (ONNX Runtime): call `feed` off the loop.
@@ -39,10 +41,12 @@ class VadOptions:
 
 @dataclass(frozen=True)
 class Edge:
-    """Speech started (`start=True`) or stopped at `sample` (counted from the stream's start)."""
+    """Speech started (`start=True`) or stopped at `sample` (counted from the stream's start); a stop
+    carries where its silence began (`quiet_from`)."""
 
     start: bool
     sample: int
+    quiet_from: int = 0
 
 
 def load_model() -> Any:
@@ -64,6 +68,7 @@ class StreamingVad:
         self._silence_needed = max(1, round(options.silence_duration_ms * 16 / CHUNK))
         self._quiet = 0
         self.speaking = False
+        self.quiet_from: int | None = None  # while speaking: the first sample of the current quiet run
 
     def feed(self, samples: np.ndarray) -> list[Edge]:
         """Score the whole chunks now available; the edges they show, in order."""
@@ -82,18 +87,21 @@ class StreamingVad:
                     self.speaking, self._quiet = True, 0
                     edges.append(Edge(True, at))
             elif p < low:
+                if self._quiet == 0:
+                    self.quiet_from = at
                 self._quiet += 1
                 if self._quiet >= self._silence_needed:
                     self.speaking = False
-                    edges.append(Edge(False, at + CHUNK))
+                    edges.append(Edge(False, at + CHUNK, self.quiet_from or 0))
+                    self.quiet_from = None
             else:
-                self._quiet = 0
+                self._quiet, self.quiet_from = 0, None
         self._position += n * CHUNK
         return edges
 
     def reset(self) -> None:
         """Forget that speech is going on (after a manual commit or clear)."""
-        self.speaking, self._quiet = False, 0
+        self.speaking, self._quiet, self.quiet_from = False, 0, None
 
     def _score(self, audio: np.ndarray) -> np.ndarray:
         rows = audio.reshape(-1, CHUNK)

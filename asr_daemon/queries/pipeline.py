@@ -177,6 +177,12 @@ async def reap(conn: Conn, stale_after: float, backoff: float) -> list[Reaped]:
                         run_after = now() + make_interval(secs => $2 * power(2, greatest(attempts - 1, 0))),
                         worker = NULL, heartbeat_at = NULL, updated_at = now()
         WHERE status = 'running' AND heartbeat_at < now() - make_interval(secs => $1)
+          -- a live job whose session is open (its process holds live.store.LOCK_SPACE's lock) is not stale
+          AND NOT (kind = 'live' AND EXISTS (
+              SELECT 1 FROM pg_locks l
+              WHERE l.locktype = 'advisory' AND l.granted AND l.objsubid = 2 AND l.classid = 1279874629
+                AND l.objid = hashtext(jobs.id::text)::oid
+                AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database())))
         RETURNING id, status, attempts
         """,
         stale_after,

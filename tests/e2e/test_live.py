@@ -155,6 +155,33 @@ def test_partial_text_arrives_while_audio_still_comes(daemon: Daemon, speech: Ca
     assert "".join(deltas) == done["transcript"]
 
 
+def trimmed(pcm: bytes) -> bytes:
+    """16-bit PCM without the near-silence espeak puts before and after the speech."""
+    loud = [i for i in range(0, len(pcm) - 1, 2) if abs(int.from_bytes(pcm[i : i + 2], "little", signed=True)) > 300]
+    return pcm[loud[0] : loud[-1] + 2] if loud else pcm
+
+
+def test_a_pause_shorter_than_the_silence_keeps_one_utterance(daemon: Daemon, speech: Callable[..., Path]) -> None:
+    """The final decode starts speculatively in a pause; speech after a 0.3 s pause voids it (the
+    completed text has both halves), the silence that ends the utterance uses it; deltas stay a prefix."""
+    first, second = trimmed(live.pcm(speech(SENTENCE))), trimmed(live.pcm(speech(SECOND)))
+    audio = first + live.silence(0.3) + second + live.silence(live.SILENCE_S)
+    with live.ws(daemon.url) as conn:
+        live.send(conn, live.session_update(language="en"))
+        updated, _ = live.until(conn, "session.updated")
+        for piece in live.chunks(audio):
+            live.send(conn, {"type": "input_audio_buffer.append", "audio": piece})
+            time.sleep(0.1)
+        done, seen = live.until(conn, "conversation.item.input_audio_transcription.completed")
+    assert [e["type"] for e in seen].count("input_audio_buffer.committed") == 1
+    text = words(done["transcript"])
+    assert "thousand miles" in text and ("bread" in text or "kitchen" in text), text
+    deltas = [e["delta"] for e in seen if e["type"] == "conversation.item.input_audio_transcription.delta"]
+    assert "".join(deltas) == done["transcript"]
+    job = job_of(daemon, updated["session"]["job_id"])
+    assert job["timings"]["speculative"] >= 1 and job["timings"]["speculative_hits"] == 1, job["timings"]
+
+
 @pytest.mark.parametrize(("fmt", "encoding", "rate", "bits"), [
     ({"type": "audio/pcmu"}, "mu-law", 8000, 8),
     ({"type": "audio/pcma"}, "a-law", 8000, 8),

@@ -57,6 +57,37 @@ def test_crash_keeps_committed_utterances_and_resumes_the_rest(
     assert "bread" in words(text) or "kitchen" in words(text), text  # resumed from the stored audio
 
 
+@pytest.mark.slow
+def test_a_late_heartbeat_does_not_hand_an_open_session_to_a_worker(
+    make_daemon: Callable[..., Daemon], speech: Callable[..., Path]
+) -> None:
+    """Live heartbeats held back far past ASR_STALE_AFTER (as a loaded machine does): the reaper leaves
+    the open session's job alone, so no worker finishes it from the stored audio meanwhile; every
+    utterance is stored once and the session completes its own job."""
+    d = make_daemon(ASR_HEARTBEAT_INTERVAL="120", ASR_STALE_AFTER="1")  # the reaper looks every 0.5 s
+    with live.ws(d.url) as conn:
+        live.send(conn, live.session_update(vad=None))
+        updated, _ = live.until(conn, "session.updated")
+        job_id = updated["session"]["job_id"]
+        stream(conn, live.pcm(speech(SENTENCE)))
+        live.send(conn, {"type": "input_audio_buffer.commit"})
+        first, _ = live.until(conn, "conversation.item.input_audio_transcription.completed")
+        time.sleep(4)  # the heartbeat (last moved by the stored segment) is now stale, several reaps passed
+        with d.client() as c:
+            job = c.get(f"/v1/jobs/{job_id}").json()
+        assert job["status"] == "running", job
+        stream(conn, live.pcm(speech(SECOND)))
+        live.send(conn, {"type": "input_audio_buffer.commit"})
+        second, seen = live.until(conn, "conversation.item.input_audio_transcription.completed")
+        assert not [e for e in seen if e["type"].endswith(".failed")], seen
+    job = job_of(d, job_id, timeout=60)
+    assert job["status"] == "completed" and job["kind"] == "live" and job["attempts"] == 1, job
+    with d.client() as c:
+        segs = c.get(f"/v1/jobs/{job_id}/transcript", params={"format": "verbose_json"}).json()["segments"]
+    assert words(" ".join(s["text"] for s in segs)) == words(first["transcript"] + " " + second["transcript"])
+    assert "job_reaped" not in d.logs()
+
+
 def test_sigterm_finishes_the_utterance_and_closes_with_a_reason(
     make_daemon: Callable[..., Daemon], speech: Callable[..., Path], database: str
 ) -> None:

@@ -70,6 +70,12 @@ printf '[Service]\nExecStart=\nExecStart=/usr/lib/systemd/systemd-socket-proxyd 
 install -d /etc/systemd/system/asr-wyoming-proxy.service.d
 printf '[Service]\nExecStart=\nExecStart=/usr/lib/systemd/systemd-socket-proxyd --exit-idle-time=3s /run/asr-server/wyoming.sock\n' \
   >/etc/systemd/system/asr-wyoming-proxy.service.d/test.conf
+# test timing: this run starts the daemon far more often than use does (idle stops after 20 s, races,
+# manual starts, watchdog and RuntimeMaxSec restarts: the WebSocket step was the 6th start in 10 min),
+# past the shipped StartLimitBurst=5 per 10 min, which is for crash loops (in use idle stops come
+# ASR_IDLE_STOP_AFTER=900 s apart); once hit, every connection is refused until a reset
+install -d /etc/systemd/system/asr-server.service.d
+printf '[Unit]\nStartLimitBurst=100\n' >/etc/systemd/system/asr-server.service.d/test-start-limit.conf
 systemctl daemon-reload
 
 # exposure as the real manager computes it

@@ -143,3 +143,21 @@ def test_vad_finds_speech_between_silences(speech: Callable[..., Path]) -> None:
     assert [e.start for e in edges] == [True, False], edges
     assert 0.8 < edges[0].sample / 16000 < 1.4
     assert 1.0 + len(clip) / 16000 < edges[1].sample / 16000 < 1.0 + len(clip) / 16000 + 1.2
+
+
+def test_vad_reports_where_the_silence_began(speech: Callable[..., Path]) -> None:
+    """While the speaker is quiet `quiet_from` marks the quiet run's start (the speculative final decode
+    starts from it); the stop edge carries the same point; once speech has stopped it is cleared."""
+    clip = np.frombuffer(live.pcm(speech("Fresh bread and warm soup wait on the kitchen table."), 16000), "<i2")
+    audio = codec.to_float(np.concatenate([np.zeros(8000, np.int16), clip, np.zeros(24000, np.int16)]))
+    vad = StreamingVad(VadOptions(silence_duration_ms=500), load_model())
+    marks: list[int | None] = []
+    edges = []
+    for i in range(0, len(audio), 1600):
+        edges += vad.feed(audio[i : i + 1600])
+        marks.append(vad.quiet_from)
+    stop = edges[-1]
+    assert not stop.start and stop.quiet_from > 0 and stop.sample - stop.quiet_from >= 0.5 * 16000
+    assert stop.quiet_from in marks  # it was known while the silence grew, before the edge
+    assert 8000 + len(clip) - 16000 < stop.quiet_from < 8000 + len(clip) + 4000
+    assert marks[-1] is None and not vad.speaking
