@@ -3,7 +3,9 @@
 Each command group lives in its own module of this package and is registered in `build_app`.
 `asrctl serve` and `asrctl worker` take a fast path that import only their own module, without
 typer: they are on the daemon's cold-start path, and the other commands' modules cost 0.2–0.5 s to import
-(docs/benchmarks.md).
+(docs/benchmarks.md). `asrctl idle-watch`, a unit started beside every daemon, takes one too: the
+command tree imports numpy and av (through `doctor` and the diarization commands), which would slow
+the watcher's start and call syscalls its unit filters.
 """
 
 import sys
@@ -107,4 +109,13 @@ def main() -> None:
         from asr_daemon.cli import worker
 
         sys.exit(worker.main(sys.argv[2:]))
+    if sys.argv[1:2] == ["idle-watch"]:  # a systemd unit of its own, started with every daemon: no numpy, no av
+        import typer
+
+        from asr_daemon.cli import idle
+
+        _flags_without_type()
+        sys.argv[1:2] = []
+        typer.run(idle.idle_watch)
+        return
     build_app()()
