@@ -81,11 +81,12 @@ async def test_a_file_job_with_a_late_heartbeat_is_still_reaped(pool: asyncpg.Po
                                  fingerprint=file_job.hex, priority=0, audio_sha256="0" * 64, audio_bytes=1,
                                  filename=None, duration_s=5, max_attempts=3, idempotency_key=None,
                                  webhook_url=None)  # fmt: skip
-        assert (await queries.claim(pool, "host:2:worker"))["id"] == file_job  # type: ignore[index]
+        claimed = await queries.claim(pool, "host:2:worker")
+        assert claimed is not None and claimed.id == file_job
         await make_late(pool, file_job)
         await make_late(pool, job_id)
         reaped = await queries.reap(pool, 30, 0)
-        assert [r["id"] for r in reaped] == [file_job]
+        assert [r.id for r in reaped] == [file_job]
     finally:
         await liveness.close()
 
@@ -106,9 +107,9 @@ async def test_the_job_of_a_dead_process_is_reaped_and_resumable(database: str, 
         if reaped:
             break
         await pool.execute("SELECT pg_sleep(0.05)")
-    assert [(r["id"], r["status"]) for r in reaped] == [(job_id, "queued")]
+    assert [(r.id, r.status) for r in reaped] == [(job_id, "queued")]
     claimed = await queries.claim(pool, "host:3:worker")
-    assert claimed is not None and claimed["id"] == job_id and claimed["kind"] == "live"
+    assert claimed is not None and claimed.id == job_id and claimed.kind == "live"
 
 
 async def test_a_closed_session_releases_its_job_and_the_connection(pool: asyncpg.Pool) -> None:
@@ -121,7 +122,7 @@ async def test_a_closed_session_releases_its_job_and_the_connection(pool: asyncp
     await liveness.release(closed)
     await make_late(pool, kept)
     await make_late(pool, closed)
-    assert [r["id"] for r in await queries.reap(pool, 30, 0)] == [closed]
+    assert [r.id for r in await queries.reap(pool, 30, 0)] == [closed]
     # the database cut the lock connection (a restart): the next heartbeat's refresh takes the locks again
     await pool.execute("SELECT pg_terminate_backend(pid) FROM pg_locks WHERE locktype = 'advisory' AND classid = $1",
                        store.LOCK_SPACE)  # fmt: skip
