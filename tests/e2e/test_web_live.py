@@ -158,7 +158,9 @@ def test_live_mode_shows_the_words_as_they_are_spoken_and_keeps_the_job(tab: Mic
     assert job["kind"] == "live" and job["status"] == "completed", job
     assert "lazy dog" in words(text) and "before breakfast" in words(text), text
     assert words(text) == words(" ".join(tab.finals)), (text, tab.finals)  # stored as the page was told
-    assert 15 < job["audio"]["duration_s"] < 40, job["audio"]
+    # the speech ends 14.4 s into the 17.4 s microphone file; the last final comes ~0.2 s later and the
+    # test stops then, so the stored audio holds all the speech but not necessarily the trailing silence
+    assert 14 < job["audio"]["duration_s"] < 40, job["audio"]
     assert tab.csp_violations() == [] and tab.dialogs == []
 
 
