@@ -4,6 +4,7 @@ job of a session whose process died is still handed back and resumed (issue 21).
 
 from __future__ import annotations
 
+import asyncio
 import json
 import uuid
 from collections.abc import AsyncIterator
@@ -25,7 +26,10 @@ async def pool(database: str) -> AsyncIterator[asyncpg.Pool]:
 
     p = await asyncpg.create_pool(database, min_size=1, max_size=4, init=init)
     yield p
-    await p.close()
+    try:  # a failed test may leave a connection acquired (a Liveness lock): close waits for it forever
+        await asyncio.wait_for(p.close(), 10)
+    except TimeoutError:
+        p.terminate()
 
 
 async def live_job(pool: asyncpg.Pool, owner: str = "host:1:live") -> uuid.UUID:
