@@ -116,11 +116,15 @@ async def rig(
 
 
 async def test_claims_executes_stores_and_finishes_without_logging_the_text(
-    rig: Rig, jfk: Path, caplog: pytest.LogCaptureFixture
+    rig: Rig, jfk: Path, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """A queued job is claimed, transcribed, its segments stored in order and the job completed; nothing
     the speaker said reaches the log (ASR_LOG_TRANSCRIPTS is off)."""
+    # an earlier test in this process may have run logs.configure, which sets the package's level and
+    # stops its records at its own handler: let every record reach caplog's again for this test
+    monkeypatch.setattr(logging.getLogger("asr_daemon"), "propagate", True)
     caplog.set_level(logging.DEBUG)
+    caplog.set_level(logging.DEBUG, logger="asr_daemon")
     job_id = await rig.add(jfk)
     row = await rig.until(job_id, lambda r: r.status in jobs.TERMINAL)
     assert row.status == "completed" and row.attempts == 1 and row.worker is None
