@@ -31,7 +31,8 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from asr_daemon import errors, jobs, models, queries, transcriber
+from asr_daemon import errors, jobs, queries
+from asr_daemon.engine import models, transcriber
 from asr_daemon.live import codec, protocol, store
 from asr_daemon.live.agreement import Agreement
 from asr_daemon.live.protocol import ProtocolError, SessionConfig
