@@ -19,10 +19,10 @@ from litestar.openapi.spec import OpenAPIFormat, OpenAPIMediaType, OpenAPIRespon
 from litestar.response import Stream
 
 from asr_daemon import errors, jobs, queries
+from asr_daemon.api import media
 from asr_daemon.api.deps import IntakeDep, PoolDep, SettingsDep
 from asr_daemon.api.jobs import JobId, _job
 from asr_daemon.api.schemas import ErrorBody, error_responses
-from asr_daemon.engine import media
 
 log = logging.getLogger(__name__)
 

@@ -16,8 +16,7 @@ import typer
 from asr_daemon.cli import common
 from asr_daemon.config import Settings
 from asr_daemon.diarization import cli as diarization_cli
-from asr_daemon.engine import store
-from asr_daemon.pipeline import hub
+from asr_daemon.engine import hub, store
 
 app = typer.Typer(help="Whisper models: ls, pull, import, verify, rm, ensure.", no_args_is_help=True)
 

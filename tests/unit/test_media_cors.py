@@ -7,9 +7,8 @@ from pathlib import Path
 import pytest
 from pydantic import ValidationError
 
-from asr_daemon.api import cors
+from asr_daemon.api import cors, media
 from asr_daemon.config import Settings
-from asr_daemon.engine import media
 
 
 @pytest.mark.parametrize(
