@@ -27,7 +27,7 @@ class Follower:
     @staticmethod
     def wanted(job: jobs.Job) -> bool:
         """True when the job was submitted with diarization."""
-        return bool(job.options.diarization)
+        return job.diarized
 
     async def progress(self, job: jobs.Job) -> Event | None:
         """A `diarization` event when the step's state moved since the last one; None otherwise."""

@@ -205,12 +205,12 @@ async def speakers_of(conn: Conn, job_id: uuid.UUID) -> Speakers:
 async def render(conn: Conn, fmt: jobs.ResponseFormat, job: jobs.Job, rows: Sequence[jobs.Segment]) -> tuple[str, str]:
     """(body, media type) of a finished job in `fmt`: with speakers when the job was diarized."""
     spec = job.options.diarization
-    if not spec:
+    if spec is None:
         if fmt in DIARIZED_ONLY:
             raise errors.Conflict(f"the job was not diarized: submit it with diarize=true for {fmt.value}")
         return formats.render(fmt, job, rows)
     sp = await speakers_of(conn, job.id)
-    if spec.get("only") or fmt is jobs.ResponseFormat.RTTM:
+    if spec.only or fmt is jobs.ResponseFormat.RTTM:
         if fmt is jobs.ResponseFormat.RTTM:
             return rttm(job, sp), "text/plain; charset=utf-8"
         return msgspec.json.encode(turns_json(job, sp)).decode(), "application/json"
