@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from asr_daemon.config import Settings, field_docs, markdown_table
+from asr_daemon.config import Settings
+from asr_daemon.configdocs import field_docs, markdown_table
 
 README = (Path(__file__).resolve().parents[2] / "README.md").read_text()
 
@@ -12,7 +13,7 @@ README = (Path(__file__).resolve().parents[2] / "README.md").read_text()
 def test_readme_documents_every_setting() -> None:
     """Every ASR_* setting appears in the README's settings table."""
     missing = [f"ASR_{name.upper()}" for name in Settings.model_fields if f"`ASR_{name.upper()}`" not in README]
-    assert not missing, f"README lacks {missing}: regenerate with asr_daemon.config.markdown_table()"
+    assert not missing, f"README lacks {missing}: regenerate with asr_daemon.configdocs.markdown_table() (make readme)"
 
 
 def test_readme_settings_table_is_current_and_one_row_per_setting() -> None:
