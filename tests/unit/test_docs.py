@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 from asr_daemon.config import Settings
@@ -34,3 +35,16 @@ def test_readme_leads_with_the_two_commands() -> None:
     """`make run` and `make test` are on the README's first screen."""
     head = "\n".join(README.splitlines()[:20])
     assert "make run" in head and "make test" in head
+
+
+def test_readme_layout_names_every_module_and_package() -> None:
+    """The README's layout table names every module and sub-package of asr_daemon, and none that is gone."""
+    layout = README.split("## Layout\n", 1)[1].split("\n## ", 1)[0]
+    package = Path(__file__).resolve().parents[2] / "asr_daemon"
+    modules = {p.name for p in package.glob("*.py") if p.name != "__init__.py"}
+    packages = {p.name + "/" for p in package.iterdir() if (p / "__init__.py").is_file()}
+    missing = sorted(n for n in modules | packages if f"{n}`" not in layout)
+    assert not missing, f"README's layout table lacks {missing}"
+    named = set(re.findall(r"`(?:asr_daemon/)?(?:[\w/]+/)?(\w+\.py)`", layout))
+    gone = sorted(named - {p.name for p in package.rglob("*.py")})
+    assert not gone, f"README's layout table names modules that are gone: {gone}"
