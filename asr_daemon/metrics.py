@@ -23,6 +23,7 @@ from asr_daemon import __version__, device, jobs
 from asr_daemon.accesslog import PROBE_PATHS
 
 if TYPE_CHECKING:
+    from asr_daemon.models import ModelCache
     from asr_daemon.queries import QueueStats
 
 
@@ -188,7 +189,7 @@ class Metrics:
 
     # --- scrape time -----------------------------------------------------------------------
     def refresh(
-        self, stats: QueueStats | None, totals: Mapping[jobs.Status, int] | None, running: int, cache: Any
+        self, stats: QueueStats | None, totals: Mapping[jobs.Status, int] | None, running: int, cache: ModelCache
     ) -> None:
         """Set the gauges that describe now; `stats`/`totals` are None when PostgreSQL did not answer."""
         self.db_up.set(0 if stats is None else 1)
