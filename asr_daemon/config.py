@@ -6,8 +6,6 @@ the package reads the environment on its own.
 
 from __future__ import annotations
 
-import ast
-import inspect
 import ipaddress
 import os
 from pathlib import Path
@@ -270,18 +268,6 @@ class Settings(BaseSettings):
             return 0
         return cores
 
-    def masked(self) -> dict[str, object]:
-        """The settings as plain values with every secret replaced by `***` (for `config show`)."""
-        out: dict[str, object] = {}
-        for name in type(self).model_fields:
-            value = getattr(self, name)
-            if isinstance(value, SecretStr):
-                value = _mask_url(value.get_secret_value())
-            elif isinstance(value, Path):
-                value = str(value)
-            out[name] = value
-        return out
-
     # --- backups (issue 6) -----------------------------------------------------------------
     backup_dir: Path | None = None
     """Where `asrctl backup` writes dumps; None means `<state_dir>/backups`."""
@@ -395,57 +381,6 @@ def invalid(exc: ValidationError) -> str:
     err = exc.errors()[0]
     name = "ASR_" + str(err["loc"][0]).upper() if err.get("loc") else "settings"
     return f"invalid {name}: {str(err['msg']).removeprefix('Value error, ')}"
-
-
-def field_docs() -> dict[str, str]:
-    """Each field's docstring (the string literal under it), read from the source when asked.
-
-    Pydantic's `use_attribute_docstrings` reads the same at class creation: 15 ms of every cold
-    start, for text that only `asrctl config show` and the README's table use. Empty when the
-    source is not installed (bytecode only), as pydantic's was.
-    """
-    try:
-        source = inspect.getsource(Settings)
-    except (OSError, TypeError):
-        return {}
-    cls = ast.parse(source).body[0]
-    assert isinstance(cls, ast.ClassDef)  # getsource of a class: one class definition
-    docs: dict[str, str] = {}
-    for stmt, after in zip(cls.body, cls.body[1:], strict=False):
-        if (
-            isinstance(stmt, ast.AnnAssign)
-            and isinstance(stmt.target, ast.Name)
-            and isinstance(after, ast.Expr)
-            and isinstance(after.value, ast.Constant)
-            and isinstance(after.value.value, str)
-        ):
-            docs[stmt.target.id] = inspect.cleandoc(after.value.value)
-    return docs
-
-
-def markdown_table() -> str:
-    """The settings as a Markdown table (variable, default, meaning), as the README shows them."""
-    rows = ["| variable | default | meaning |", "|---|---|---|"]
-    docs = field_docs()
-    for name, info in Settings.model_fields.items():
-        default = info.default
-        if isinstance(default, SecretStr):
-            default = default.get_secret_value()
-        meaning = " ".join(docs.get(name, "").split())  # a docstring over several lines: one row
-        rows.append(f"| `ASR_{name.upper()}` | `{default}` | {meaning} |")
-    return "\n".join(rows)
-
-
-def _mask_url(secret: str) -> str:
-    """Hide the password of a URL (`scheme://user:***@host`), or the whole value if it is not one."""
-    if "://" not in secret:
-        return "***"
-    scheme, rest = secret.split("://", 1)
-    if "@" in rest:
-        creds, host = rest.rsplit("@", 1)
-        user = creds.split(":", 1)[0]
-        return f"{scheme}://{user}:***@{host}" if ":" in creds else f"{scheme}://{user}@{host}"
-    return secret
 
 
 def _is_loopback(host: str) -> bool:

@@ -13,21 +13,25 @@ from __future__ import annotations
 import logging
 import threading
 from concurrent.futures import Future
-from typing import Any
+from typing import TYPE_CHECKING
 
 from asr_daemon import logs
 from asr_daemon.config import Settings
 from asr_daemon.engine import device
 
+if TYPE_CHECKING:  # the app and the models import what this module must not, before the load starts
+    from asr_daemon.accesslog import ASGIApp
+    from asr_daemon.engine.models import Loaded
+
 log = logging.getLogger(__name__)
 
 
-def app_from_env() -> Any:
+def app_from_env() -> ASGIApp:
     """Granian's factory by import path: settings from `ASR_*` variables, then `app_for`."""
     return app_for(Settings())
 
 
-def app_for(settings: Settings) -> Any:
+def app_for(settings: Settings) -> ASGIApp:
     """The app for `settings` (built by `asrctl serve` before the fork): logging, the early load, the app.
 
     No early load in an API-only process (`ASR_RUN_WORKER=false`): it runs no model.
@@ -43,9 +47,9 @@ def app_for(settings: Settings) -> Any:
     return app.build(settings, early)
 
 
-def start_load(settings: Settings) -> Future[Any]:
+def start_load(settings: Settings) -> Future[Loaded | None]:
     """Load the default model in a thread now; the future holds its `models.Loaded` (None when absent)."""
-    done: Future[Any] = Future()
+    done: Future[Loaded | None] = Future()
 
     def run() -> None:
         try:

@@ -12,7 +12,7 @@ from asr_daemon import errors, jobs, queries
 from asr_daemon.api.auth import principal
 from asr_daemon.api.deps import HubDep, IntakeDep, PoolDep, SettingsDep
 from asr_daemon.api.jobs import JobId, parse_id
-from asr_daemon.api.schemas import UPLOAD_ERRORS, error_responses, operation_class
+from asr_daemon.api.schemas import UPLOAD_ERRORS, SpeakerNames, error_responses, operation_class
 from asr_daemon.diarization import render, store
 from asr_daemon.pipeline import events
 from asr_daemon.pipeline.intake import Accepted
@@ -72,7 +72,7 @@ async def diarization(
     status_code=200,
     responses=error_responses(400, 404, 409),
 )
-async def rename_speakers(request: Request[Any, Any, Any], pool: PoolDep, hub: HubDep, job_id: JobId) -> dict[str, Any]:
+async def rename_speakers(request: Request[Any, Any, Any], pool: PoolDep, hub: HubDep, job_id: JobId) -> SpeakerNames:
     """`{"A": "Alice", "B": null}`: give (or, with null, take back) names; answers every speaker's name."""
     job = await queries.get_job(pool, parse_id(job_id))
     if job is None or not principal(request).may_see(job):
@@ -96,4 +96,4 @@ async def rename_speakers(request: Request[Any, Any, Any], pool: PoolDep, hub: H
     updated = await store.rename(pool, job.id, {k: (v.strip() if v else None) for k, v in body.items()})
     await hub.notify(job.id)
     names = store.names_of(updated)
-    return {"id": str(job.id), "speakers": {label: names.get(label, label) for label in sorted(labels)}}
+    return SpeakerNames(id=str(job.id), speakers={label: names.get(label, label) for label in sorted(labels)})

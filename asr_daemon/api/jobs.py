@@ -147,7 +147,7 @@ class JobsController(Controller):
                 WebhookDelivery(attempt=d.attempt, status_code=d.status_code, error=d.error, at=d.delivered_at)
                 for d in await webhooks.deliveries(pool, job.id)
             ]
-        if job.options.diarization:
+        if job.diarized:
             view.speakers = await diarization_events.summary(pool, job.id)
         return view
 

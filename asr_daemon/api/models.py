@@ -10,6 +10,7 @@ growth measured at load);
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Annotated, Any
 
 from litestar import Controller, Request, delete, get, post
@@ -49,7 +50,7 @@ def _view(settings: SettingsDep, cache: CacheDep, name: str) -> Model:
     )
 
 
-def _local(settings: SettingsDep, name: str) -> tuple[str, Any]:
+def _local(settings: SettingsDep, name: str) -> tuple[str, Path]:
     """(name, path) of a local model, or the 404 that says how to pull it."""
     if name in models.DEFAULT_ALIASES:
         name = settings.model

@@ -20,6 +20,7 @@ from litestar.openapi.spec import (
 )
 
 from asr_daemon import formats, jobs
+from asr_daemon.diarization.events import SpeakerSummary
 
 
 class JobAudio(msgspec.Struct):
@@ -73,6 +74,7 @@ class Job(msgspec.Struct, omit_defaults=True):
     kind: jobs.Kind
     model: str
     task: jobs.Task
+    #: as stored (free-form JSON: keys of other versions shown as they are)
     options: dict[str, Any]
     priority: int
     filename: str | None
@@ -84,7 +86,7 @@ class Job(msgspec.Struct, omit_defaults=True):
     max_attempts: int
     error: JobError | None
     device: str | None
-    timings: dict[str, Any]
+    timings: dict[str, float]
     webhook_url: str | None
     created_at: datetime
     started_at: datetime | None
@@ -93,7 +95,14 @@ class Job(msgspec.Struct, omit_defaults=True):
     #: only on GET /v1/jobs/{id} of a job with a webhook_url
     webhook_deliveries: list[WebhookDelivery] | None = None
     #: only on GET /v1/jobs/{id} of a diarized job: status, engine, num_speakers, speakers (label, name, seconds)
-    speakers: dict[str, Any] | None = None
+    speakers: SpeakerSummary | None = None
+
+
+class SpeakerNames(msgspec.Struct):
+    """A diarized job's speakers after a rename: each label with its display name (the label when unnamed)."""
+
+    id: str
+    speakers: dict[str, str]
 
 
 class JobList(msgspec.Struct):

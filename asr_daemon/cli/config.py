@@ -9,7 +9,7 @@ from rich.console import Console
 from rich.table import Table
 
 from asr_daemon.cli import common
-from asr_daemon.config import field_docs
+from asr_daemon.configdocs import field_docs, masked
 
 app = typer.Typer(help="Effective configuration (ASR_* environment variables).", no_args_is_help=True)
 
@@ -18,7 +18,7 @@ app = typer.Typer(help="Effective configuration (ASR_* environment variables).",
 def show(as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False) -> None:
     """Every setting with its value (passwords masked) and the paths derived from them."""
     s = common.settings()
-    values = s.masked()
+    values = masked(s)
     derived = {
         "uploads_dir": s.uploads_dir,
         "models_dir": s.models_dir,

@@ -6,6 +6,7 @@ prefix of at least 4 hex digits, as printed by `jobs ls`.
 
 from __future__ import annotations
 
+import dataclasses
 import re
 import uuid
 from collections.abc import Mapping
@@ -21,6 +22,7 @@ from rich.table import Table
 from asr_daemon import jobs as jobsmod
 from asr_daemon import queries
 from asr_daemon.cli import common
+from asr_daemon.diarization.events import SpeakerSummary
 from asr_daemon.diarization.events import summary as diarization_summary
 from asr_daemon.formats import round_times
 from asr_daemon.pipeline import queue
@@ -134,7 +136,7 @@ def ls_cmd(
 def show_cmd(job: IdArg, as_json: JsonOpt = False) -> None:
     """Every field of one job and how many segments it has stored."""
 
-    async def go(conn: Conn) -> tuple[jobsmod.Job | None, int, dict[str, Any] | None]:
+    async def go(conn: Conn) -> tuple[jobsmod.Job | None, int, SpeakerSummary | None]:
         found = await queries.get_job(conn, await _resolve(conn, job))
         if found is None:
             return None, 0, None
@@ -145,14 +147,14 @@ def show_cmd(job: IdArg, as_json: JsonOpt = False) -> None:
         common.fail(f"no job {job!r}")
     data = plain({**row.columns(), "segments": n_segments})
     if speakers is not None:  # issue 19: who spoke, and for how long
-        data["speakers"] = speakers if as_json else _speakers_line(speakers)
+        data["speakers"] = dataclasses.asdict(speakers) if as_json else _speakers_line(speakers)
     if as_json:
         common.print_json(data)
         return
     Console().print(details(round_times(data)))
 
 
-def details(data: dict[str, Any]) -> Table:
+def details(data: Mapping[str, object]) -> Table:
     """One job as a two-column table; `options` and `timings` as tables of their own (never a repr)."""
     table = Table(box=None, show_header=False)
     table.add_column(style="bold")
@@ -162,7 +164,7 @@ def details(data: dict[str, Any]) -> Table:
     return table
 
 
-def _cell(value: Any) -> RenderableType:
+def _cell(value: object) -> RenderableType:
     """A value as a person reads it: `-` for nothing, nested dicts as tables, lists comma-separated."""
     if value is None or value == {} or value == []:
         return "-"
@@ -180,14 +182,11 @@ def _cell(value: Any) -> RenderableType:
     return str(value)
 
 
-def _speakers_line(s: dict[str, Any]) -> str:
-    if s["status"] != "done":
-        return f"diarizing ({s['progress_s']:.0f} s done)"
-    people = [
-        f"{p['label']}" + (f" ({p['name']})" if p["name"] != p["label"] else "") + f" {p['seconds']:.1f} s"
-        for p in s["speakers"]
-    ]
-    return f"{s['num_speakers']}: " + ", ".join(people) if people else "none found"
+def _speakers_line(s: SpeakerSummary) -> str:
+    if s.status != "done":
+        return f"diarizing ({s.progress_s:.0f} s done)"
+    people = [p.label + (f" ({p.name})" if p.name != p.label else "") + f" {p.seconds:.1f} s" for p in s.speakers]
+    return f"{s.num_speakers}: " + ", ".join(people) if people else "none found"
 
 
 @app.command("retry")

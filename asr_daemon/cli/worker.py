@@ -23,11 +23,14 @@ import logging
 import signal
 import sys
 from concurrent.futures import Future
-from typing import Any
+from typing import TYPE_CHECKING
 
 from pydantic import ValidationError
 
 from asr_daemon.config import Settings, invalid
+
+if TYPE_CHECKING:
+    from asr_daemon.engine.models import Loaded
 
 HELP = "Run jobs without the HTTP side, against the same PostgreSQL as `asrctl serve --no-worker`."
 
@@ -54,7 +57,7 @@ def main(argv: list[str]) -> int:
     return asyncio.run(run(s, early))
 
 
-async def run(settings: Settings, early: Future[Any] | None = None, stop: asyncio.Event | None = None) -> int:
+async def run(settings: Settings, early: Future[Loaded | None] | None = None, stop: asyncio.Event | None = None) -> int:
     """Run the worker until `stop` is set (by SIGTERM or SIGINT when not given), then drain."""
     import asyncpg
 

@@ -3,16 +3,39 @@ they come between it and the first segment) and the speaker of each `segment` ev
 
 from __future__ import annotations
 
+import dataclasses
 import uuid
-from typing import TYPE_CHECKING, Any
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import asyncpg
 
 from asr_daemon import jobs
 from asr_daemon.diarization import render, store
+from asr_daemon.queries import Conn
 
 if TYPE_CHECKING:
     from asr_daemon.pipeline.events import Event
+
+
+@dataclass(frozen=True, slots=True)
+class SpeakerTime:
+    """One speaker of a diarized job: its label (`A`, `B`, ...), display name and seconds of speech."""
+
+    label: str
+    name: str
+    seconds: float
+
+
+@dataclass(frozen=True, slots=True)
+class SpeakerSummary:
+    """A job's diarization for people (API job view, `asrctl jobs show`)."""
+
+    status: str
+    engine: str
+    progress_s: float
+    num_speakers: int | None
+    speakers: tuple[SpeakerTime, ...]
 
 
 class Follower:
@@ -27,7 +50,7 @@ class Follower:
     @staticmethod
     def wanted(job: jobs.Job) -> bool:
         """True when the job was submitted with diarization."""
-        return bool(job.options.diarization)
+        return job.diarized
 
     async def progress(self, job: jobs.Job) -> Event | None:
         """A `diarization` event when the step's state moved since the last one; None otherwise."""
@@ -43,7 +66,7 @@ class Follower:
             return None
         self._last = now
         duration = job.duration_s or 0.0
-        data: dict[str, Any] = {
+        data: dict[str, object] = {
             "id": str(self.job_id),
             "status": row["status"],
             "progress_s": round(row["progress_s"], 3),
@@ -61,44 +84,32 @@ class Follower:
         return self._speakers if self._speakers.turns else None
 
 
-async def summary(conn: Any, job_id: uuid.UUID) -> dict[str, Any] | None:
-    """A job's diarization for people (API job view, `asrctl jobs show`); None when it has none.
-
-    `{"status", "engine", "progress_s", "num_speakers", "speakers": [{"label", "name", "seconds"}]}`.
-    """
+async def summary(conn: Conn, job_id: uuid.UUID) -> SpeakerSummary | None:
+    """A job's diarization for people (API job view, `asrctl jobs show`); None when it has none."""
     row = await store.state(conn, job_id)
     if row is None:
         return None
     sp = await render.speakers_of(conn, job_id)
-    return {
-        "status": row["status"],
-        "engine": row["engine"],
-        "progress_s": round(row["progress_s"], 3),
-        "num_speakers": row["num_speakers"],
-        "speakers": _talk(sp),
-    }
+    return SpeakerSummary(
+        status=row["status"],
+        engine=row["engine"],
+        progress_s=round(row["progress_s"], 3),
+        num_speakers=row["num_speakers"],
+        speakers=_talk(sp),
+    )
 
 
-def _talk(sp: render.Speakers) -> list[dict[str, Any]]:
+def _talk(sp: render.Speakers) -> tuple[SpeakerTime, ...]:
+    """Each speaker's label, name and seconds of speech, by label."""
     talk: dict[int, float] = {}
     for t in sp.turns:
         talk[t.speaker] = talk.get(t.speaker, 0.0) + t.end - t.start
-    return [
-        {"label": render.speaker_label(k), "name": sp.name(k), "seconds": round(v, 3)} for k, v in sorted(talk.items())
-    ]
+    return tuple(SpeakerTime(render.speaker_label(k), sp.name(k), round(v, 3)) for k, v in sorted(talk.items()))
 
 
-async def webhook_fields(pool: asyncpg.Pool, job: jobs.Job) -> dict[str, Any]:
+async def webhook_fields(pool: asyncpg.Pool, job: jobs.Job) -> dict[str, object]:
     """`speakers` for a diarized job's webhook: each label with its name and seconds of speech."""
     if not Follower.wanted(job):
         return {}
     sp = await render.speakers_of(pool, job.id)
-    talk: dict[int, float] = {}
-    for t in sp.turns:
-        talk[t.speaker] = talk.get(t.speaker, 0.0) + t.end - t.start
-    return {
-        "speakers": [
-            {"label": render.speaker_label(k), "name": sp.name(k), "seconds": round(v, 3)}
-            for k, v in sorted(talk.items())
-        ]
-    }
+    return {"speakers": [dataclasses.asdict(t) for t in _talk(sp)]}

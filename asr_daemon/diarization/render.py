@@ -111,7 +111,7 @@ class Speakers:
         return None if part.speaker is None else self.name(part.speaker)
 
 
-def diarized_json(job: jobs.Job, segs: Sequence[Spoken], sp: Speakers) -> dict[str, Any]:
+def diarized_json(job: jobs.Job, segs: Sequence[Spoken], sp: Speakers) -> dict[str, object]:
     """OpenAI's `diarized_json`: task, duration, text, segments with type/id/start/end/text/speaker."""
     return {
         "task": job.options.task,
@@ -133,7 +133,7 @@ def diarized_json(job: jobs.Job, segs: Sequence[Spoken], sp: Speakers) -> dict[s
 
 def verbose(job: jobs.Job, segs: Sequence[Spoken], sp: Speakers) -> dict[str, Any]:
     """verbose_json with `speaker` on every segment (and every word when words were asked for)."""
-    body: dict[str, Any] = msgspec.to_builtins(formats.verbose(job, [p.seg for p in segs]))
+    body: dict[str, Any] = msgspec.to_builtins(formats.verbose(job, [p.seg for p in segs]))  # JSON, amended
     for out, part in zip(body["segments"], segs, strict=True):
         out["speaker"] = sp.label(part)
     if body.get("words") is not None:
@@ -174,7 +174,7 @@ def vtt(segs: Sequence[Spoken], sp: Speakers) -> str:
     return formats.vtt(tagged)
 
 
-def turns_json(job: jobs.Job, sp: Speakers) -> dict[str, Any]:
+def turns_json(job: jobs.Job, sp: Speakers) -> dict[str, object]:
     """`/v1/audio/diarization`'s json: duration, number of speakers, turns."""
     return {
         "duration": job.duration_s,
@@ -205,12 +205,12 @@ async def speakers_of(conn: Conn, job_id: uuid.UUID) -> Speakers:
 async def render(conn: Conn, fmt: jobs.ResponseFormat, job: jobs.Job, rows: Sequence[jobs.Segment]) -> tuple[str, str]:
     """(body, media type) of a finished job in `fmt`: with speakers when the job was diarized."""
     spec = job.options.diarization
-    if not spec:
+    if spec is None:
         if fmt in DIARIZED_ONLY:
             raise errors.Conflict(f"the job was not diarized: submit it with diarize=true for {fmt.value}")
         return formats.render(fmt, job, rows)
     sp = await speakers_of(conn, job.id)
-    if spec.get("only") or fmt is jobs.ResponseFormat.RTTM:
+    if spec.only or fmt is jobs.ResponseFormat.RTTM:
         if fmt is jobs.ResponseFormat.RTTM:
             return rttm(job, sp), "text/plain; charset=utf-8"
         return msgspec.json.encode(turns_json(job, sp)).decode(), "application/json"

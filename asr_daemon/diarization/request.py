@@ -1,11 +1,9 @@
 """The diarization fields of a request: diarize, num/min/max_speakers, known speakers (OpenAI's names).
 
 `parse` validates the form fields (raising `jobs.Invalid`, a 400) and returns the request with
-`options.diarization` set; known-speaker references (data URLs of short audio samples) are decoded,
-checked and embedded by `embed_known` in a thread, so a bad one is refused before the job exists.
-What is stored (in the job's options, part of its fingerprint):
-`{"num_speakers", "min_speakers", "max_speakers", "only", "known": [{"name", "embedding"}]}`,
-each embedding as base64 of 256 float16.
+`options.diarization` set (a `jobs.DiarizationOptions`); known-speaker references (data URLs of short
+audio samples) are decoded, checked and embedded by `embed_known` in a thread, so a bad one is refused
+before the job exists. Only the embeddings are stored (base64 of 256 float16; see `jobs.speakers`).
 """
 
 from __future__ import annotations
@@ -18,7 +16,6 @@ import re
 import tempfile
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 
@@ -79,9 +76,8 @@ def parse(form: Mapping[str, list[str]], req: jobs.Request, *, only: bool = Fals
         raise jobs.Invalid("known_speaker_names[] must be distinct")
     if req.stream and only:
         raise jobs.Invalid("stream is not available for /v1/audio/diarization")
-    spec: dict[str, Any] = {"num_speakers": num, "min_speakers": lo, "max_speakers": hi, "only": only}
-    if names:
-        spec["known"] = [{"name": n.strip(), "reference": r} for n, r in zip(names, refs, strict=True)]
+    known = tuple(jobs.KnownSpeaker(n.strip(), reference=r) for n, r in zip(names, refs, strict=True))
+    spec = jobs.DiarizationOptions(num_speakers=num, min_speakers=lo, max_speakers=hi, only=only, known=known)
     return dataclasses.replace(req, options=dataclasses.replace(req.options, diarization=spec))
 
 
@@ -102,11 +98,14 @@ def _decode_reference(name: str, url: str) -> bytes:
 def embed_known(req: jobs.Request, holder: Holder, tmp_dir: Path) -> jobs.Request:
     """Decode, check and embed the known speakers' references (blocking: run in a thread)."""
     spec = req.options.diarization
-    if not spec or not spec.get("known"):
+    if spec is None or not spec.known:
         return req
     known = []
-    for entry in spec["known"]:
-        data = _decode_reference(entry["name"], entry["reference"])
+    for entry in spec.known:
+        if entry.embedding is not None:  # embedded already
+            known.append(entry)
+            continue
+        data = _decode_reference(entry.name, entry.reference or "")
         tmp_dir.mkdir(parents=True, exist_ok=True)
         with tempfile.NamedTemporaryFile(dir=tmp_dir, prefix="ref-") as f:
             f.write(data)
@@ -115,11 +114,10 @@ def embed_known(req: jobs.Request, holder: Holder, tmp_dir: Path) -> jobs.Reques
                 info = audio.probe(Path(f.name), audio.Limits(REF_MAX_S * 3))
                 wav = audio.decode(Path(f.name))
             except Exception as exc:  # any failure to decode means "not audio we can read"
-                raise jobs.Invalid(f"the reference for {entry['name']!r} is not audio we can read") from exc
+                raise jobs.Invalid(f"the reference for {entry.name!r} is not audio we can read") from exc
         if not REF_MIN_S <= info.duration <= REF_MAX_S:
             raise jobs.Invalid(
-                f"the reference for {entry['name']!r} lasts {info.duration:.1f} s: "
-                f"give {REF_MIN_S:g} to {REF_MAX_S:g} s"
+                f"the reference for {entry.name!r} lasts {info.duration:.1f} s: give {REF_MIN_S:g} to {REF_MAX_S:g} s"
             )
         try:
             with holder.use() as eng:
@@ -131,10 +129,10 @@ def embed_known(req: jobs.Request, holder: Holder, tmp_dir: Path) -> jobs.Reques
         except Unavailable as exc:
             raise jobs.Invalid(f"known speakers are unavailable here: {exc}") from None
         if vector is None:
-            raise jobs.Invalid(f"no speech found in the reference for {entry['name']!r}")
+            raise jobs.Invalid(f"no speech found in the reference for {entry.name!r}")
         blob = base64.b64encode(vector.astype(np.float16).tobytes()).decode()
-        known.append({"name": entry["name"], "embedding": blob})
-    spec = {**spec, "known": known}
+        known.append(jobs.KnownSpeaker(entry.name, embedding=blob))
+    spec = dataclasses.replace(spec, known=tuple(known))
     return dataclasses.replace(req, options=dataclasses.replace(req.options, diarization=spec))
 
 
@@ -146,13 +144,13 @@ def _check_loads(holder: Holder) -> None:
 
 async def prepare(req: jobs.Request, holder: Holder, tmp_dir: Path) -> jobs.Request:
     """Load the engine (a 503 when it cannot load here) and run `embed_known` off the event loop (400s)."""
-    if not req.options.diarization:
+    if req.options.diarization is None:
         return req
     try:
         await asyncio.to_thread(_check_loads, holder)
     except Unavailable as exc:
         raise errors.Unavailable(f"diarization is not available on this server: {exc}") from None
-    if not req.options.diarization.get("known"):
+    if not req.options.diarization.known:
         return req
     try:
         return await asyncio.to_thread(embed_known, req, holder, tmp_dir)
@@ -160,10 +158,12 @@ async def prepare(req: jobs.Request, holder: Holder, tmp_dir: Path) -> jobs.Requ
         raise errors.BadRequest(str(exc)) from None
 
 
-def known_vectors(spec: Mapping[str, Any]) -> list[tuple[str, np.ndarray]]:
-    """(name, unit embedding) of each known speaker of stored options."""
+def known_vectors(spec: jobs.DiarizationOptions) -> list[tuple[str, np.ndarray]]:
+    """(name, unit embedding) of each known speaker of stored options (one never embedded is left out)."""
     out = []
-    for k in spec.get("known") or []:
-        v = np.frombuffer(base64.b64decode(k["embedding"]), dtype=np.float16).astype(np.float32)
-        out.append((str(k["name"]), v / max(float(np.linalg.norm(v)), 1e-9)))
+    for k in spec.known:
+        if k.embedding is None:
+            continue
+        v = np.frombuffer(base64.b64decode(k.embedding), dtype=np.float16).astype(np.float32)
+        out.append((k.name, v / max(float(np.linalg.norm(v)), 1e-9)))
     return out

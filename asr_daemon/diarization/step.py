@@ -16,7 +16,6 @@ import time
 import uuid
 from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Any
 
 import asyncpg
 import numpy as np
@@ -32,9 +31,9 @@ log = logging.getLogger(__name__)
 KNOWN_MATCH = 0.75
 
 
-def params(spec: Mapping[str, Any]) -> Params:
-    """The engine's parameters from a job's stored diarization options."""
-    return Params(spec.get("num_speakers"), spec.get("min_speakers"), spec.get("max_speakers"))
+def params(spec: jobs.DiarizationOptions) -> Params:
+    """The engine's parameters from a job's diarization options."""
+    return Params(spec.num_speakers, spec.min_speakers, spec.max_speakers)
 
 
 def match_known(centroids: Mapping[int, np.ndarray], known: list[tuple[str, np.ndarray]]) -> dict[str, str]:
@@ -60,7 +59,7 @@ async def run(
     worker: str,
     job: jobs.Job,
     path: Path,
-    spec: Mapping[str, Any],
+    spec: jobs.DiarizationOptions,
     stop: threading.Event,
     tick: Callable[[], None],
 ) -> float:
@@ -85,7 +84,7 @@ async def _run(
     worker: str,
     job: jobs.Job,
     path: Path,
-    spec: Mapping[str, Any],
+    spec: jobs.DiarizationOptions,
     stop: threading.Event,
     tick: Callable[[], None],
     t0: float,

@@ -9,7 +9,8 @@ from __future__ import annotations
 import json
 import uuid
 from collections.abc import Mapping, Sequence
-from typing import Any
+
+import asyncpg
 
 from asr_daemon.diarization.engine import Turn
 from asr_daemon.queries import Conn, Row
@@ -55,7 +56,7 @@ async def progress(conn: Conn, job_id: uuid.UUID, worker: str, seconds: float) -
 
 
 async def finish(
-    pool: Any,
+    pool: asyncpg.Pool,
     job_id: uuid.UUID,
     worker: str,
     turns: Sequence[Turn],

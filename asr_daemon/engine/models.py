@@ -1,7 +1,8 @@
-"""Whisper models in memory: resolve a requested name, load it once, unload it when idle or short of room.
+"""Whisper models in memory: load each once, unload it when idle or short of room.
 
-The store on disk (registry, pull, import, checksums) is `asr_daemon.engine.store`; this module decides
-which model to load and keeps the loaded ones. The API the worker and the app use:
+Which model a request gets (`resolve`, `for_device`, the aliases) is `asr_daemon.engine.modelchoice`, the
+store on disk (registry, pull, import, checksums) `asr_daemon.engine.store`; both names are re-exported here,
+where the rest of the daemon knows them. The API the worker and the app use:
 
 - `resolve(models_dir, name, default) -> (name, path)`, raising `errors.ModelNotFound` (404).
 - `cache_from_settings(settings) -> ModelCache`: the one cache of the process.
@@ -37,57 +38,23 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from asr_daemon import errors
 from asr_daemon.config import Settings
-from asr_daemon.engine import device, store, transcriber
+from asr_daemon.engine import device, modelchoice, store, transcriber
 
 log = logging.getLogger(__name__)
 
-# The store's names the rest of the daemon knows from here (the registry lives in `store`).
+# The names the rest of the daemon knows from here (the registry lives in `store`, the choice of a
+# model in `modelchoice`).
 KNOWN = store.KNOWN
 local_path = store.local_path
 import_pypi_packages = store.import_pypi_packages
 is_cuda_failure = device.is_cuda_failure
-
-#: OpenAI model ids that mean "the configured default model".
-DEFAULT_ALIASES = frozenset({"whisper-1", "default", ""})
+DEFAULT_ALIASES = modelchoice.DEFAULT_ALIASES
+GPU_DEFAULT = modelchoice.GPU_DEFAULT
+for_device = modelchoice.for_device
+resolve = modelchoice.resolve
 
 MB = 1 << 20
-
-#: The default model on a CUDA host when `ASR_MODEL` is not set and it is on disk: the common choice
-#: for a 16 GB card (float16 ~1.6 GB of VRAM; `ASR_COMPUTE_TYPE=int8_float16` halves that).
-GPU_DEFAULT = "large-v3-turbo"
-
-
-def for_device(settings: Settings) -> Settings:
-    """The settings with the default model the device is worth: `GPU_DEFAULT` on CUDA, when the
-    operator did not choose `ASR_MODEL` and it is on disk; otherwise unchanged (logged on CUDA).
-
-    A host without an NVIDIA device node is not probed (importing ctranslate2 to ask would slow
-    every cold start of a CPU host)."""
-    if "model" in settings.model_fields_set or settings.device == "cpu":
-        return settings
-    if settings.device == "auto" and not device.nvidia_present():
-        return settings
-    if device.resolve_device(settings.device) != "cuda":
-        return settings
-    if local_path(settings.models_dir, GPU_DEFAULT) is None:
-        log.info(
-            "model_gpu_default_absent",
-            extra={"model": GPU_DEFAULT, "using": settings.model, "fix": f"asrctl models pull {GPU_DEFAULT}"},
-        )
-        return settings
-    log.info("model_gpu_default", extra={"model": GPU_DEFAULT})
-    return settings.model_copy(update={"model": GPU_DEFAULT})
-
-
-def resolve(models_dir: Path, name: str | None, default: str) -> tuple[str, Path]:
-    """Map a requested model name to (canonical name, directory), or raise `ModelNotFound`."""
-    wanted = default if name is None or name in DEFAULT_ALIASES else name
-    path = local_path(models_dir, wanted)
-    if path is None:
-        raise errors.ModelNotFound(wanted, known=wanted in KNOWN)
-    return wanted, path
 
 
 def estimate_bytes(path: Path) -> int:

@@ -1,6 +1,6 @@
 """What a job is, in one place: its state machine (`states`), the typed rows (`model`), and what a
-request may ask of it (`request`). Pure: imports nothing of the project outside this package, does no
-I/O; the SQL that moves jobs lives in `asr_daemon.queries`.
+request may ask of it (`request`, its speaker options in `speakers`). Pure: imports nothing of the
+project outside this package, does no I/O; the SQL that moves jobs lives in `asr_daemon.queries`.
 
 `from asr_daemon import jobs` then `jobs.Status`, `jobs.Job`, `jobs.Options`, ... : the names below.
 """
@@ -17,6 +17,7 @@ from asr_daemon.jobs.request import (
     Task,
     parse_request,
 )
+from asr_daemon.jobs.speakers import DiarizationOptions, KnownSpeaker
 from asr_daemon.jobs.states import (
     ACTIVE,
     MOVES,
@@ -39,10 +40,12 @@ __all__ = [
     "RETRYABLE",
     "TERMINAL",
     "TRANSITIONS",
+    "DiarizationOptions",
     "ErrorCode",
     "Invalid",
     "Job",
     "Kind",
+    "KnownSpeaker",
     "Move",
     "Options",
     "Request",

@@ -1,7 +1,7 @@
 """What a request may ask of a job: task, response format, the options that change a transcript, and
 the parsing of the form fields into them.
 
-Pure domain: imports nothing of the project, does no I/O.
+Pure domain: imports nothing of the project outside `jobs`, does no I/O.
 """
 
 from __future__ import annotations
@@ -11,8 +11,9 @@ import hashlib
 import json
 import math
 from collections.abc import Mapping
-from dataclasses import asdict, dataclass, field
-from typing import Any
+from dataclasses import dataclass, field
+
+from asr_daemon.jobs.speakers import DiarizationOptions
 
 
 class Task(enum.StrEnum):
@@ -144,6 +145,18 @@ LANGUAGES = frozenset(
 MAX_PROMPT_CHARS = 2000
 
 
+def _text(value: object) -> str | None:
+    return value if isinstance(value, str) else None
+
+
+def _real(value: object) -> float | None:
+    return float(value) if isinstance(value, int | float) and not isinstance(value, bool) else None
+
+
+def _whole(value: object) -> int | None:
+    return int(value) if isinstance(value, int | float) and not isinstance(value, bool) else None
+
+
 @dataclass(frozen=True)
 class Options:
     """Everything that changes a transcript. Two jobs with equal options and audio agree."""
@@ -157,23 +170,40 @@ class Options:
     beam_size: int | None = None
     #: batch size asked for (0: sequential); None: the server's choice by the audio's length
     batch_size: int | None = None
-    #: speaker diarization asked for: num/min/max_speakers, known speakers (asr_daemon.diarization.request)
-    diarization: dict[str, Any] | None = None
+    #: speaker diarization asked for (None: not asked); set by asr_daemon.diarization.request
+    diarization: DiarizationOptions | None = None
 
-    def to_json(self) -> dict[str, Any]:
+    def to_json(self) -> dict[str, object]:
         """Plain JSON-able form, stored in `jobs.options`."""
-        out = {k: (str(v) if isinstance(v, enum.Enum) else v) for k, v in asdict(self).items()}
-        if out["batch_size"] is None:  # unset: absent, so earlier jobs' fingerprints still match
-            del out["batch_size"]
+        out: dict[str, object] = {
+            "task": str(self.task),
+            "language": self.language,
+            "prompt": self.prompt,
+            "temperature": self.temperature,
+            "word_timestamps": self.word_timestamps,
+            "vad_filter": self.vad_filter,
+            "beam_size": self.beam_size,
+            "diarization": self.diarization.to_json() if self.diarization is not None else None,
+        }
+        if self.batch_size is not None:  # unset: absent, so earlier jobs' fingerprints still match
+            out["batch_size"] = self.batch_size
         return out
 
     @classmethod
-    def from_json(cls, data: Mapping[str, Any]) -> Options:
-        """Inverse of `to_json`; unknown keys are ignored (older rows, newer code)."""
-        known = {k: data[k] for k in cls.__dataclass_fields__ if k in data}
-        if "task" in known:
-            known["task"] = Task(known["task"])
-        return cls(**known)
+    def from_json(cls, data: Mapping[str, object]) -> Options:
+        """Inverse of `to_json`; missing keys take their defaults, unknown keys are ignored (older rows, newer code)."""
+        task, spk = data.get("task"), data.get("diarization")
+        return cls(
+            task=Task(task) if isinstance(task, str) else Task.TRANSCRIBE,
+            language=_text(data.get("language")),
+            prompt=_text(data.get("prompt")),
+            temperature=_real(data.get("temperature")),
+            word_timestamps=data.get("word_timestamps") is True,
+            vad_filter=data.get("vad_filter") is True,
+            beam_size=_whole(data.get("beam_size")),
+            batch_size=_whole(data.get("batch_size")),
+            diarization=DiarizationOptions.from_json(spk) if isinstance(spk, Mapping) else None,
+        )
 
     def fingerprint(self, model: str, audio_sha256: str) -> str:
         """Deduplication key: the same audio, model and options give the same key."""

@@ -24,6 +24,7 @@ from asr_daemon.accesslog import PROBE_PATHS
 from asr_daemon.engine import device
 
 if TYPE_CHECKING:
+    from asr_daemon.engine.models import ModelCache
     from asr_daemon.queries import QueueStats
 
 
@@ -189,7 +190,7 @@ class Metrics:
 
     # --- scrape time -----------------------------------------------------------------------
     def refresh(
-        self, stats: QueueStats | None, totals: Mapping[jobs.Status, int] | None, running: int, cache: Any
+        self, stats: QueueStats | None, totals: Mapping[jobs.Status, int] | None, running: int, cache: ModelCache
     ) -> None:
         """Set the gauges that describe now; `stats`/`totals` are None when PostgreSQL did not answer."""
         self.db_up.set(0 if stats is None else 1)

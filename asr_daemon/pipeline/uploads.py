@@ -16,7 +16,7 @@ import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 from python_multipart.exceptions import MultipartParseError
 from python_multipart.multipart import MultipartParser, parse_options_header
@@ -72,7 +72,7 @@ class _Sink:
         self.max_bytes = max_bytes
         self.upload = Upload()
         self.hasher = hashlib.sha256()
-        self.fh: Any = None
+        self.fh: BinaryIO | None = None
         self.pending: list[bytes] = []
         self.pending_bytes = 0
         self._headers: dict[str, str] = {}

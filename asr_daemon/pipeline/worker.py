@@ -152,8 +152,9 @@ class Worker:
         except errors.ModelNotFound as exc:
             await self._fail(run, exc.message, jobs.ErrorCode.MODEL_NOT_FOUND)
             return
-        diarize_s = await self._diarize(run, path, options) if options.diarization is not None else 0.0
-        if diarize_s is None or (options.diarization or {}).get("only"):
+        spk = options.diarization
+        diarize_s = await self._diarize(run, path, spk) if spk is not None else 0.0
+        if diarize_s is None or (spk is not None and spk.only):
             return
         resume = await queries.resume_point(self.pool, job_id, transcriber.PROMPT_TOKENS)
         t0 = time.perf_counter()
@@ -190,7 +191,7 @@ class Worker:
             "transcribe_s": round(result.timings.get("transcribe_s", 0), 4),
             "windows": result.windows,
             "first_segment_s": round(result.timings.get("first_segment_s", 0), 4),
-            **({"diarize_s": round(diarize_s, 4)} if options.diarization is not None else {}),
+            **({"diarize_s": round(diarize_s, 4)} if spk is not None else {}),
         }
         if await queries.complete(self.pool, job_id, self.name, timings, entry.device):
             self.metrics.job_completed(
@@ -203,7 +204,7 @@ class Worker:
             log.info("job_completed", extra={"job_id": str(job_id), "segments": result.segments, **timings})
             self.outbox.ended(job_id, job.webhook_url, completed=True)
 
-    async def _diarize(self, run: Running, path: Path, options: jobs.Options) -> float | None:
+    async def _diarize(self, run: Running, path: Path, spec: jobs.DiarizationOptions) -> float | None:
         """The stored diarization step (issue 19); its seconds, or None when the job ended or stopped here.
 
         A diarization-only job (`/v1/audio/diarization`) completes here."""
@@ -214,7 +215,7 @@ class Worker:
 
         try:
             took = await diarization_step.run(
-                self.pool, self.hub, self.diarizer, self.name, run.job, path, options.diarization or {}, run.stop, tick
+                self.pool, self.hub, self.diarizer, self.name, run.job, path, spec, run.stop, tick
             )
         except diarization_engine.Stopped:
             run.stop_reason = run.stop_reason or "lost"
@@ -223,8 +224,7 @@ class Worker:
         except diarization_engine.Unavailable as exc:
             await self._fail(run, str(exc), jobs.ErrorCode.DIARIZATION_UNAVAILABLE)
             return None
-        only = (options.diarization or {}).get("only")
-        if only and await queries.complete(self.pool, job_id, self.name, {"diarize_s": round(took, 4)}, "cpu"):
+        if spec.only and await queries.complete(self.pool, job_id, self.name, {"diarize_s": round(took, 4)}, "cpu"):
             log.info("job_completed", extra={"job_id": str(job_id), "diarize_s": round(took, 4)})
             self.outbox.ended(job_id, run.job.webhook_url)
         return took

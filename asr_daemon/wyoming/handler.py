@@ -16,7 +16,7 @@ import logging
 import time
 import uuid
 from dataclasses import dataclass
-from typing import Any, cast
+from typing import cast
 
 import asyncpg
 from wyoming.asr import Transcribe, Transcript, TranscriptChunk, TranscriptStart, TranscriptStop
@@ -265,7 +265,7 @@ class CommandHandler:
         return await self._run_command(rec, req)
 
     async def _run_command(self, rec: Recording, req: _Request) -> bool:
-        job: dict[str, Any] = {"id": None}
+        job: dict[str, uuid.UUID | None] = {"id": None}
         seconds = rec.seconds
         first = True
 

@@ -3,6 +3,7 @@ the pyannote engine's selection, checks and run path as far as they go without i
 
 from __future__ import annotations
 
+import base64
 import dataclasses
 import gc
 import importlib.util
@@ -171,3 +172,29 @@ def test_pipeline_hook_reports_progress_and_stops() -> None:
     stop = True
     with pytest.raises(engine.Stopped):
         hook("embeddings", None, None, 4, 2)
+
+
+def test_known_speaker_references_become_stored_embeddings(
+    state: Path, speech: Callable[..., Path], tmp_path: Path
+) -> None:
+    """A known speaker's reference (a data URL) is embedded with the real engine into a `KnownSpeaker` with
+    an embedding and no reference: the stored JSON holds `{"name", "embedding"}` only, and it reads back
+    as the unit vector the step matches clusters with."""
+    from asr_daemon import jobs
+    from asr_daemon.diarization import request
+
+    ref = speech("My name is Beatrice and this is how I sound.")
+    url = "data:audio/flac;base64," + base64.b64encode(ref.read_bytes()).decode()
+    form = {"diarize": ["true"], "known_speaker_names[]": ["Beatrice"], "known_speaker_references[]": [url]}
+    req = request.parse(form, jobs.parse_request({}, jobs.Task.TRANSCRIBE))
+    holder = diarization.holder_from_settings(Settings(state_dir=state))
+    done = request.embed_known(req, holder, tmp_path / "tmp")
+    assert done.options.diarization is not None
+    (known,) = done.options.diarization.known
+    assert known.name == "Beatrice" and known.reference is None and known.embedding
+    stored = done.options.to_json()["diarization"]
+    assert isinstance(stored, dict) and stored["known"] == [{"name": "Beatrice", "embedding": known.embedding}]
+    reread = jobs.Options.from_json(done.options.to_json()).diarization
+    assert reread == done.options.diarization and reread is not None
+    ((name, unit),) = request.known_vectors(reread)
+    assert name == "Beatrice" and unit.shape == (256,) and abs(float(np.linalg.norm(unit)) - 1.0) < 1e-3

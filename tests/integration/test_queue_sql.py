@@ -193,6 +193,24 @@ async def test_checkpoint_requeues_without_spending_an_attempt(conn: asyncpg.Con
     assert row is not None and (row.status, row.attempts) == (jobs.Status.QUEUED, 0)
 
 
+async def test_a_diarized_row_stored_by_the_dict_based_code_reads_back_typed(conn: asyncpg.Connection) -> None:
+    """A jsonb `options` as the old code wrote it loads as `DiarizationOptions`; writing it back stores the same."""
+    old = {
+        "task": "transcribe",
+        "diarization": {"num_speakers": 2, "min_speakers": None, "max_speakers": None, "only": True,
+                        "known": [{"name": "Ann", "embedding": "AAA="}]},
+    }  # fmt: skip
+    job_id = await add(conn)
+    await conn.execute("UPDATE jobs SET options = $2 WHERE id = $1", job_id, old)
+    job = await queries.get_job(conn, job_id)
+    assert job is not None and job.options.diarization is not None
+    assert job.options.diarization.num_speakers == 2 and job.options.diarization.only
+    assert job.options.diarization.known == (jobs.KnownSpeaker("Ann", embedding="AAA="),)
+    await conn.execute("UPDATE jobs SET options = $2 WHERE id = $1", job_id, job.options.to_json())
+    stored = await conn.fetchval("SELECT options -> 'diarization' FROM jobs WHERE id = $1", job_id)
+    assert stored == old["diarization"]
+
+
 async def test_migrations_apply_to_empty_db_and_rerun_is_a_noop(pg: services.Postgres) -> None:
     """All migrations apply in order to an empty database; running again applies nothing."""
     name = "m_" + uuid.uuid4().hex[:8]

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import base64
+
 import numpy as np
 import pytest
 
 from asr_daemon import jobs
 from asr_daemon.diarization import render, request, step
-from asr_daemon.diarization.engine import Turn
+from asr_daemon.diarization.engine import Params, Turn
 from tests import rows
 
 TURNS = [Turn(0.0, 4.0, 0), Turn(4.2, 8.0, 1), Turn(8.3, 10.0, 0)]
@@ -87,13 +89,10 @@ def _req(form: dict[str, list[str]], fmt: str = "json") -> jobs.Request:
 def test_request_fields_are_validated() -> None:
     """Counts 1..32, min ≤ max, num within them, paired known speakers; diarized_json implies diarize."""
     assert _req({}).options.diarization is None
-    assert _req({}, "diarized_json").options.diarization == {
-        "num_speakers": None,
-        "min_speakers": None,
-        "max_speakers": None,
-        "only": False,
-    }
-    assert _req({"diarize": ["true"], "num_speakers": ["3"]}).options.diarization["num_speakers"] == 3  # type: ignore[index]
+    assert _req({}, "diarized_json").options.diarization == jobs.DiarizationOptions()
+    assert _req({"diarize": ["true"], "num_speakers": ["3"]}).options.diarization == jobs.DiarizationOptions(3)
+    named = _req({"diarize": ["true"], "known_speaker_names[]": [" Ann "], "known_speaker_references[]": ["data:x"]})
+    assert named.options.diarization == jobs.DiarizationOptions(known=(jobs.KnownSpeaker("Ann", reference="data:x"),))
     for bad in (
         {"diarize": ["true"], "num_speakers": ["0"]},
         {"diarize": ["true"], "num_speakers": ["1000"]},
@@ -122,3 +121,16 @@ def test_known_speakers_match_the_closest_cluster_once() -> None:
     names = step.match_known({0: a, 1: b}, [("Ann", near_a), ("Cid", c)])
     assert names == {"A": "Ann"}
     assert step.match_known({0: a, 1: a}, [("Ann", near_a)]) in ({"A": "Ann"}, {"B": "Ann"})
+
+
+def test_the_step_reads_counts_and_known_voices_from_typed_options() -> None:
+    """The engine's parameters and the known voices (unit vectors) come from `DiarizationOptions`; a speaker
+    never embedded is left out rather than failing the job."""
+    v = np.array([3.0, 4.0], dtype=np.float16)
+    blob = base64.b64encode(v.tobytes()).decode()
+    spec = jobs.DiarizationOptions(
+        min_speakers=2, max_speakers=4, known=(jobs.KnownSpeaker("Ann", embedding=blob), jobs.KnownSpeaker("Bo"))
+    )
+    assert step.params(spec) == Params(None, 2, 4)
+    [(name, unit)] = request.known_vectors(spec)
+    assert name == "Ann" and np.allclose(unit, [0.6, 0.8], atol=1e-3)

@@ -8,20 +8,21 @@ import os
 import pytest
 
 from asr_daemon.config import Settings
+from asr_daemon.configdocs import masked
 
 
 def test_masked_settings_hide_every_secret() -> None:
-    """`Settings.masked()` (what `asrctl config show` prints) contains no password, token or webhook key."""
+    """`configdocs.masked()` (what `asrctl config show` prints) contains no password, token or webhook key."""
     s = Settings(
         database_url="postgresql://asr:pg-Pa55word@db.example:5432/asr",  # type: ignore[arg-type]
         redis_url="redis://:redis-Pa55word@cache.example:6379/0",  # type: ignore[arg-type]
         webhook_secret="whsec-Topsecret",  # type: ignore[arg-type]
     )
-    shown = json.dumps(s.masked(), default=str)
+    shown = json.dumps(masked(s), default=str)
     for secret in ("pg-Pa55word", "redis-Pa55word", "whsec-Topsecret"):
         assert secret not in shown
-    assert s.masked()["database_url"] == "postgresql://asr:***@db.example:5432/asr"
-    assert s.masked()["webhook_secret"] == "***"
+    assert masked(s)["database_url"] == "postgresql://asr:***@db.example:5432/asr"
+    assert masked(s)["webhook_secret"] == "***"
     assert "pg-Pa55word" not in repr(s) and "pg-Pa55word" not in str(s.model_dump())
 
 
