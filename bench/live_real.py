@@ -19,11 +19,11 @@ import base64
 import json
 import os
 import statistics
-import subprocess
 import time
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 from websockets.asyncio.client import connect
 
 from bench import stack
@@ -50,8 +50,10 @@ CLIPS: list[tuple[str, float, float, str | None]] = [
 
 def pcm(name: str, start: float, end: float) -> bytes:
     """The clip's span as 24 kHz mono s16 PCM, TAIL_S of silence after it."""
-    cmd = ["sox", str(SHARED / name), "-t", "raw", "-r", str(RATE), "-c", "1", "-e", "signed", "-b", "16", "-"]
-    out = subprocess.run([*cmd, "trim", str(start), str(end - start)], check=True, capture_output=True).stdout
+    from faster_whisper.audio import decode_audio  # PyAV: reads the mp3s too (sox here cannot)
+
+    samples = decode_audio(str(SHARED / name), sampling_rate=RATE)[int(start * RATE) : int(end * RATE)]
+    out: bytes = (np.clip(samples, -1, 1) * 32767).astype("<i2").tobytes()
     return out + b"\0\0" * int(TAIL_S * RATE)
 
 
