@@ -42,10 +42,11 @@ test-fast: sync ## the suite without the slow tests
 	@scripts/bootstrap --test
 	$(UV) run --frozen --no-sync pytest -m "not slow" $(PYTEST_ARGS)
 
-lint: sync ## ruff and mypy
+lint: sync ## ruff, mypy and the import contracts (pyproject: tool.importlinter)
 	$(UV) run --frozen --no-sync ruff check asr_daemon tests bench
 	$(UV) run --frozen --no-sync ruff format --check asr_daemon tests bench
 	$(UV) run --frozen --no-sync mypy
+	$(UV) run --frozen --no-sync lint-imports
 
 fmt: sync ## format the code
 	$(UV) run --frozen --no-sync ruff format asr_daemon tests bench

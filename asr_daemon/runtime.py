@@ -22,11 +22,14 @@ import stamina
 from redis import asyncio as aioredis
 from redis.exceptions import RedisError
 
-from asr_daemon import db, housekeeping, metrics, migrate, models, queue, systemd, uploads, webhooks
+from asr_daemon import db
 from asr_daemon.config import Settings
 from asr_daemon.diarization import engine as diarization_engine
 from asr_daemon.diarization import holder_from_settings
-from asr_daemon.worker import Worker, process_name
+from asr_daemon.engine import models
+from asr_daemon.ops import metrics, migrate, systemd
+from asr_daemon.pipeline import housekeeping, queue, uploads, webhooks
+from asr_daemon.pipeline.worker import Worker, process_name
 
 log = logging.getLogger(__name__)
 

@@ -5,7 +5,7 @@ Importing the app (Litestar, numpy, PyAV, asyncpg, redis) keeps one core busy fo
 CTranslate2 reads and converts a model's weights without holding the GIL, so the two overlap on a
 second core; the preload in the lifespan used to start only after the imports (docs/benchmarks.md).
 Only this module, the settings and logging are imported before the load starts. The app takes the
-load over from there: `asr_daemon.models.make_loader` hands it to the model cache.
+load over from there: `asr_daemon.engine.models.make_loader` hands it to the model cache.
 """
 
 from __future__ import annotations
@@ -15,8 +15,9 @@ import threading
 from concurrent.futures import Future
 from typing import Any
 
-from asr_daemon import device, logs
+from asr_daemon import logs
 from asr_daemon.config import Settings
+from asr_daemon.engine import device
 
 log = logging.getLogger(__name__)
 
@@ -33,7 +34,7 @@ def app_for(settings: Settings) -> Any:
     """
     logs.configure(settings.log_level)
     if settings.device == "cuda" or (settings.device == "auto" and device.nvidia_present()):
-        from asr_daemon import models  # heavy imports: only on a host that may have a GPU
+        from asr_daemon.engine import models  # heavy imports: only on a host that may have a GPU
 
         settings = models.for_device(settings)
     early = start_load(settings) if settings.preload and settings.run_worker else None
@@ -48,7 +49,7 @@ def start_load(settings: Settings) -> Future[Any]:
 
     def run() -> None:
         try:
-            from asr_daemon import models
+            from asr_daemon.engine import models
 
             done.set_result(models.load_default(settings))
         except BaseException as exc:  # noqa: BLE001  # handed to whoever takes the load over

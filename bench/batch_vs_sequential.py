@@ -122,8 +122,9 @@ def wer(ref: str, hyp: str) -> float:
 
 def one_run(model_dir: str, audio: str, mode: str, threads: int) -> None:
     """Child process: load, transcribe, print a JSON line of figures."""
-    from asr_daemon import audio as audiomod
-    from asr_daemon import jobs, transcriber
+    from asr_daemon import jobs
+    from asr_daemon.engine import audio as audiomod
+    from asr_daemon.engine import transcriber
 
     model = transcriber.load_model(Path(model_dir), "cpu", "int8", threads, 1)
     texts: list[str] = []

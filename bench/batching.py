@@ -33,7 +33,8 @@ def section(
     a: argparse.Namespace, svc: stack.Services, work: Path, short: clips.Clip, env: dict[str, str]
 ) -> dict[str, Any]:
     """Run the rounds; the raw figures for `render`."""
-    from asr_daemon import jobs, transcriber
+    from asr_daemon import jobs
+    from asr_daemon.engine import transcriber
 
     work.mkdir(parents=True, exist_ok=True)
     clip = work / "real-speech.wav"

@@ -47,7 +47,7 @@ def duration(path: Path) -> float:
     out = subprocess.run(["soxi", "-D", str(path)], capture_output=True, text=True, check=False)
     if out.returncode == 0 and out.stdout.strip():
         return float(out.stdout)
-    from asr_daemon import audio
+    from asr_daemon.engine import audio
 
     return len(audio.decode(path)) / audio.SAMPLE_RATE
 

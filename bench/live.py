@@ -115,7 +115,7 @@ def library_decode(model_dir: Path, audio: bytes, spans: list[tuple[float, float
     import numpy as np
     from faster_whisper import WhisperModel
 
-    from asr_daemon import transcriber
+    from asr_daemon.engine import transcriber
     from asr_daemon.live import codec
 
     model = WhisperModel(str(model_dir), device="cpu", compute_type="int8", cpu_threads=1)

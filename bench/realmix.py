@@ -65,7 +65,7 @@ def _regions(wav: np.ndarray) -> list[tuple[int, int]]:
 
 def pieces(folder: Path, speaker: str, rng: random.Random) -> list[_Piece]:
     """The speaker's recording cut into utterances (speech regions, long ones cut again), 0.1 s margin."""
-    from asr_daemon import audio
+    from asr_daemon.engine import audio
 
     wav = audio.decode(folder / SOURCES[speaker])
     regions = _regions(wav)
@@ -127,7 +127,7 @@ def write_wav(path: Path, wav: np.ndarray) -> Path:
 
 def single_reference(path: Path) -> Turns:
     """A one-speaker recording's reference: its speech regions, all speaker S."""
-    from asr_daemon import audio
+    from asr_daemon.engine import audio
 
     return [(round(s / SR, 3), round(e / SR, 3), "S") for s, e in _regions(audio.decode(path))]
 

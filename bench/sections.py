@@ -336,7 +336,7 @@ def idle_stop(svc: stack.Services, work: Path, clip: Clip, env: dict[str, str], 
     import subprocess
     import sys
 
-    if importlib.util.find_spec("asr_daemon.idle") is None:
+    if importlib.util.find_spec("asr_daemon.ops.idle") is None:
         return {"skipped": "`asrctl idle-watch` is not on this branch"}
     work.mkdir(parents=True, exist_ok=True)
     ctl = work / "systemctl"

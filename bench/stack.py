@@ -31,7 +31,7 @@ PROXYD = "/lib/systemd/systemd-socket-proxyd"
 
 def models_dir() -> Path:
     """tiny.en and base, imported from the PyPI weight packages once."""
-    from asr_daemon import models
+    from asr_daemon.engine import models
 
     MODELS.mkdir(parents=True, exist_ok=True)
     models.import_pypi_packages(MODELS)

@@ -10,7 +10,7 @@
   to the other's doorbell (Redis), beside PostgreSQL's
   LISTEN/NOTIFY between two connections (the alternative the issue names).
 
-`--old REV` runs the same against `asr_daemon/queue.py` as of git revision REV (e.g. the one before
+`--old REV` runs the same against `asr_daemon/pipeline/queue.py` as of git revision REV (e.g. the one before
 the change), loaded from `git show`, for a before/after row.
 """
 
@@ -51,12 +51,14 @@ class Counting(asyncio.Event):
 
 
 def load_queue(rev: str | None) -> types.ModuleType:
-    """asr_daemon.queue now, or as of git revision `rev`."""
+    """asr_daemon.pipeline.queue now, or as of git revision `rev`."""
     if rev is None:
-        from asr_daemon import queue
+        from asr_daemon.pipeline import queue
 
         return queue
-    source = subprocess.run(["git", "show", f"{rev}:asr_daemon/queue.py"], check=True, capture_output=True).stdout
+    source = subprocess.run(
+        ["git", "show", f"{rev}:asr_daemon/pipeline/queue.py"], check=True, capture_output=True
+    ).stdout
     path = Path(tempfile.mkdtemp()) / "queue_old.py"
     path.write_bytes(source)
     spec = importlib.util.spec_from_file_location("queue_old", path)
@@ -136,7 +138,7 @@ async def run(rev: str | None, redis_url: str, dsn: str) -> dict[str, float]:
 def main(argv: list[str] | None = None) -> int:
     """Print the figures, one `name value` per line (before and after with --old)."""
     ap = argparse.ArgumentParser(prog="python -m bench.wakeups", description=__doc__.split("\n")[0])
-    ap.add_argument("--old", metavar="REV", help="also measure asr_daemon/queue.py as of this git revision")
+    ap.add_argument("--old", metavar="REV", help="also measure asr_daemon/pipeline/queue.py as of this git revision")
     args = ap.parse_args(argv)
     with services.postgres() as pg, services.redis() as rd:
         pg.psql("CREATE DATABASE bench")

@@ -89,7 +89,7 @@ def database(pg: services.Postgres, template_db: str) -> str:
 @pytest.fixture(scope="session")
 def models_dir() -> Path:
     """tiny.en and base imported from the PyPI weight packages (cached across runs in var/)."""
-    from asr_daemon import models
+    from asr_daemon.engine import models
 
     path = CACHE / "models"
     path.mkdir(parents=True, exist_ok=True)

@@ -21,15 +21,18 @@ from litestar.datastructures import State
 from litestar.exceptions import HTTPException
 from litestar.openapi import OpenAPIConfig
 
-from asr_daemon import accesslog, db, device, errors, limits, logs, metrics, models, runtime, systemd, uploads
+from asr_daemon import accesslog, db, errors, logs, runtime
 from asr_daemon.api import archive, auth, cors, deps, diarization, health, jobs, search, transcriptions, unread
 from asr_daemon.api import metrics as metrics_api
 from asr_daemon.api import models as api_models
 from asr_daemon.config import Settings
 from asr_daemon.diarization import announce as announce_diarization
-from asr_daemon.intake import Intake
+from asr_daemon.engine import device, models
 from asr_daemon.live import routes as live_routes
 from asr_daemon.live.manager import LiveManager
+from asr_daemon.ops import metrics, systemd
+from asr_daemon.pipeline import limits, uploads
+from asr_daemon.pipeline.intake import Intake
 from asr_daemon.web import routes as web
 from asr_daemon.wyoming import server as wyoming_server
 

@@ -18,7 +18,8 @@ from litestar.openapi.datastructures import ResponseSpec
 from litestar.openapi.spec import OpenAPIFormat, OpenAPIMediaType, OpenAPIResponse, OpenAPIType, Operation, Schema
 from litestar.response import Stream
 
-from asr_daemon import errors, jobs, media, queries
+from asr_daemon import errors, jobs, queries
+from asr_daemon.api import media
 from asr_daemon.api.deps import IntakeDep, PoolDep, SettingsDep
 from asr_daemon.api.jobs import JobId, _job
 from asr_daemon.api.schemas import ErrorBody, error_responses

@@ -4,7 +4,7 @@ The lifespan (`asr_daemon.api.app`) opens them and stores one `Services` in the 
 providers below are the only readers of that state. A handler names what it needs — `pool:
 asyncpg.Pool`, `hub: queue.Hub`, `intake: Intake`, `settings: Settings`, … — and gets exactly that,
 typed. The HTTP side holds no worker: it talks to the workers (in this process or another) only
-through the job table and notifications (`asr_daemon.cancels`).
+through the job table and notifications (`asr_daemon.pipeline.cancels`).
 """
 
 from __future__ import annotations
@@ -18,11 +18,12 @@ from litestar.datastructures import State
 from litestar.di import NamedDependency, Provide
 from redis import asyncio as aioredis
 
-from asr_daemon import limits, models, queue
 from asr_daemon.config import Settings
-from asr_daemon.intake import Intake
+from asr_daemon.engine import models
 from asr_daemon.live.manager import LiveManager
-from asr_daemon.metrics import Metrics
+from asr_daemon.ops.metrics import Metrics
+from asr_daemon.pipeline import limits, queue
+from asr_daemon.pipeline.intake import Intake
 
 #: the state key of the `Services` (and of the settings and metrics, there before the lifespan runs)
 SERVICES, SETTINGS, METRICS = "services", "settings", "metrics"

@@ -8,13 +8,14 @@ from typing import Any
 
 from litestar import Request, Response, patch, post
 
-from asr_daemon import errors, events, jobs, queries
+from asr_daemon import errors, jobs, queries
 from asr_daemon.api.auth import principal
 from asr_daemon.api.deps import HubDep, IntakeDep, PoolDep, SettingsDep
 from asr_daemon.api.jobs import JobId, parse_id
 from asr_daemon.api.schemas import UPLOAD_ERRORS, error_responses, operation_class
 from asr_daemon.diarization import render, store
-from asr_daemon.intake import Accepted
+from asr_daemon.pipeline import events
+from asr_daemon.pipeline.intake import Accepted
 
 MAX_NAME = 100
 

@@ -13,8 +13,9 @@ from typing import Any
 from litestar import Response, get
 from litestar.openapi.datastructures import ResponseSpec
 
-from asr_daemon import device, models, queue
 from asr_daemon.api.deps import CacheDep, PoolDep, RedisDep, SettingsDep
+from asr_daemon.engine import device, models
+from asr_daemon.pipeline import queue
 
 
 @get("/healthz", sync_to_thread=False, include_in_schema=True)

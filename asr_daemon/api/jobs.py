@@ -15,7 +15,7 @@ from litestar.openapi.datastructures import ResponseSpec
 from litestar.params import Parameter
 from litestar.response import ServerSentEvent, ServerSentEventMessage
 
-from asr_daemon import cancels, errors, events, jobs, queries, webhooks
+from asr_daemon import errors, jobs, queries
 from asr_daemon.api.auth import principal
 from asr_daemon.api.deps import HubDep, IntakeDep, PoolDep, SettingsDep
 from asr_daemon.api.schemas import (
@@ -32,6 +32,7 @@ from asr_daemon.api.schemas import (
 )
 from asr_daemon.diarization import events as diarization_events
 from asr_daemon.diarization import render
+from asr_daemon.pipeline import cancels, events, webhooks
 
 #: a job id in the path: documented as a UUID, checked by `parse_id` (400 with a clear message otherwise)
 JobId = Annotated[str, Parameter(description="The job's id (a UUID).", schema_extra={"format": "uuid"})]

@@ -15,10 +15,11 @@ from typing import Annotated, Any
 from litestar import Controller, Request, delete, get, post
 from litestar.params import FromPath, QueryParameter
 
-from asr_daemon import errors, models, store
+from asr_daemon import errors
 from asr_daemon.api.auth import require_admin
 from asr_daemon.api.deps import CacheDep, SettingsDep
 from asr_daemon.api.schemas import Model, ModelList, error_responses
+from asr_daemon.engine import models, store
 
 
 def _view(settings: SettingsDep, cache: CacheDep, name: str) -> Model:

@@ -14,12 +14,13 @@ from typing import Any
 from litestar import Controller, Request, Response, post
 from litestar.response import ServerSentEvent
 
-from asr_daemon import errors, events, jobs, queries
+from asr_daemon import errors, jobs, queries
 from asr_daemon.api.auth import principal
 from asr_daemon.api.deps import HubDep, IntakeDep, PoolDep, SettingsDep
 from asr_daemon.api.schemas import UPLOAD_ERRORS, error_responses, operation_class, transcript_response
 from asr_daemon.diarization import render
-from asr_daemon.intake import Accepted
+from asr_daemon.pipeline import events
+from asr_daemon.pipeline.intake import Accepted
 
 
 async def _submit(

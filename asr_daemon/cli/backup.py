@@ -17,12 +17,12 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from asr_daemon import backup as bk
 from asr_daemon import db as dbmod
-from asr_daemon import host
-from asr_daemon import restore as rs
 from asr_daemon.cli import common
 from asr_daemon.cli.common import human_age, human_size
+from asr_daemon.ops import backup as bk
+from asr_daemon.ops import host
+from asr_daemon.ops import restore as rs
 
 T = TypeVar("T")
 

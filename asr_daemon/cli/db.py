@@ -5,8 +5,8 @@ from __future__ import annotations
 import asyncpg
 import typer
 
-from asr_daemon import migrate
 from asr_daemon.cli import common
+from asr_daemon.ops import migrate
 
 app = typer.Typer(help="Database schema: migrate, status.", no_args_is_help=True)
 

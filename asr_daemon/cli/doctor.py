@@ -20,9 +20,9 @@ from pathlib import Path
 
 import typer
 
-from asr_daemon import device, models, store
 from asr_daemon.cli import common
 from asr_daemon.config import Settings
+from asr_daemon.engine import device, models, store
 
 OK, BAD, INFO = "ok", "fail", "info"
 SMOKE_MODELS = ("tiny.en", "tiny", "base.en", "base")
@@ -223,7 +223,7 @@ def smoke(path: Path, dev: str, compute_type: str) -> str:
     """Load the model on `dev` and transcribe one second of a tone; a short summary (raises on failure)."""
     import numpy as np
 
-    from asr_daemon import transcriber
+    from asr_daemon.engine import transcriber
 
     t0 = time.perf_counter()
     model = transcriber.load_model(path, dev, device.resolve_compute_type(compute_type, dev), 1, 1)

@@ -9,7 +9,7 @@ import typer
 
 from asr_daemon import logs
 from asr_daemon.cli import common
-from asr_daemon.idle import IdleWatcher
+from asr_daemon.ops.idle import IdleWatcher
 
 log = logging.getLogger(__name__)
 

@@ -19,10 +19,11 @@ from rich.console import Console, RenderableType
 from rich.table import Table
 
 from asr_daemon import jobs as jobsmod
-from asr_daemon import queries, queue
+from asr_daemon import queries
 from asr_daemon.cli import common
 from asr_daemon.diarization.events import summary as diarization_summary
 from asr_daemon.formats import round_times
+from asr_daemon.pipeline import queue
 
 T = TypeVar("T")
 Conn: TypeAlias = "asyncpg.Connection[Any]"

@@ -13,10 +13,10 @@ from typing import Annotated
 
 import typer
 
-from asr_daemon import hub, store
 from asr_daemon.cli import common
 from asr_daemon.config import Settings
 from asr_daemon.diarization import cli as diarization_cli
+from asr_daemon.engine import hub, store
 
 app = typer.Typer(help="Whisper models: ls, pull, import, verify, rm, ensure.", no_args_is_help=True)
 
@@ -145,7 +145,7 @@ def _load_once(s: Settings, name: str, path: Path) -> str:
     """Load the model on the configured device and transcribe one second of silence; a one-line summary."""
     import numpy as np
 
-    from asr_daemon import device, transcriber  # loads ctranslate2
+    from asr_daemon.engine import device, transcriber  # loads ctranslate2
 
     dev = device.resolve_device(s.device)
     ctype = device.resolve_compute_type(s.compute_type, dev)

@@ -46,11 +46,12 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from asr_daemon import backup as bk
 from asr_daemon import db as dbmod
-from asr_daemon import host, migrate, queries
+from asr_daemon import queries
 from asr_daemon.cli import common
 from asr_daemon.config import Settings
+from asr_daemon.ops import backup as bk
+from asr_daemon.ops import host, migrate
 
 SCHEMA = 1
 SERVICE = "asr-server.service"

@@ -58,7 +58,9 @@ async def run(settings: Settings, early: Future[Any] | None = None, stop: asynci
     """Run the worker until `stop` is set (by SIGTERM or SIGINT when not given), then drain."""
     import asyncpg
 
-    from asr_daemon import metrics, models, runtime, systemd
+    from asr_daemon import runtime
+    from asr_daemon.engine import models
+    from asr_daemon.ops import metrics, systemd
 
     if stop is None:
         stop = asyncio.Event()

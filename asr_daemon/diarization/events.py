@@ -12,7 +12,7 @@ from asr_daemon import jobs
 from asr_daemon.diarization import render, store
 
 if TYPE_CHECKING:
-    from asr_daemon.events import Event
+    from asr_daemon.pipeline.events import Event
 
 
 class Follower:
@@ -31,7 +31,7 @@ class Follower:
 
     async def progress(self, job: jobs.Job) -> Event | None:
         """A `diarization` event when the step's state moved since the last one; None otherwise."""
-        from asr_daemon.events import Event
+        from asr_daemon.pipeline.events import Event
 
         if not self.wanted(job):
             return None

@@ -17,9 +17,9 @@ from pathlib import Path
 import numpy as np
 from threadpoolctl import threadpool_limits
 
-from asr_daemon import audio
 from asr_daemon.diarization import cluster, encoder, fetch, weights
 from asr_daemon.diarization.engine import Params, Progress, Result, Stopped, Turn, Unavailable
+from asr_daemon.engine import audio
 
 SR = encoder.SAMPLE_RATE
 BLOCK_S = 60.0

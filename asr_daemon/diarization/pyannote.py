@@ -18,8 +18,8 @@ from typing import Any
 
 import numpy as np
 
-from asr_daemon import audio
 from asr_daemon.diarization.engine import Params, Progress, Result, Stopped, Turn, Unavailable
+from asr_daemon.engine import audio
 
 REPO_ID = "pyannote/speaker-diarization-community-1"
 SUBDIR = Path("diarization") / "pyannote"

@@ -22,8 +22,9 @@ from typing import Any
 
 import numpy as np
 
-from asr_daemon import audio, errors, jobs
+from asr_daemon import errors, jobs
 from asr_daemon.diarization.engine import MAX_SPEAKERS, Holder, Unavailable
+from asr_daemon.engine import audio
 
 FIELDS = jobs.DIARIZATION_FIELDS
 MAX_KNOWN = 4

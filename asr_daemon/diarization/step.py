@@ -24,7 +24,7 @@ import numpy as np
 from asr_daemon import jobs
 from asr_daemon.diarization import request, store
 from asr_daemon.diarization.engine import Engine, Holder, Params, Stopped, speaker_label
-from asr_daemon.queue import Hub
+from asr_daemon.pipeline.queue import Hub
 
 log = logging.getLogger(__name__)
 

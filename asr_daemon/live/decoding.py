@@ -22,7 +22,8 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from asr_daemon import errors, models, queries, transcriber
+from asr_daemon import errors, queries
+from asr_daemon.engine import models, transcriber
 from asr_daemon.live import codec, protocol, window
 from asr_daemon.live.agreement import Agreement
 from asr_daemon.live.protocol import SessionConfig

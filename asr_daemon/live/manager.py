@@ -20,12 +20,14 @@ from typing import Any
 
 import asyncpg
 
-from asr_daemon import errors, models, queue
+from asr_daemon import errors
 from asr_daemon.config import Settings
+from asr_daemon.engine import models
 from asr_daemon.live import protocol, store
 from asr_daemon.live.protocol import ProtocolError
 from asr_daemon.live.secrets import ClientSecrets
 from asr_daemon.live.session import Closing, LiveSession
+from asr_daemon.pipeline import queue
 
 log = logging.getLogger(__name__)
 

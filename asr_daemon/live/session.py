@@ -30,7 +30,8 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from asr_daemon import jobs, models
+from asr_daemon import jobs
+from asr_daemon.engine import models
 from asr_daemon.live import codec, protocol, store
 from asr_daemon.live.decoding import Decoded, Decoding, Item
 from asr_daemon.live.protocol import ProtocolError, SessionConfig

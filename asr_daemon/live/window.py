@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 from faster_whisper.tokenizer import Tokenizer
 
-from asr_daemon import transcriber
+from asr_daemon.engine import transcriber
 from asr_daemon.live.agreement import norm, words
 
 RATE = 16000

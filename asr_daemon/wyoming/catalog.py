@@ -13,8 +13,9 @@ from pathlib import Path
 
 from wyoming.info import AsrModel, AsrProgram, Attribution, Info
 
-from asr_daemon import __version__, errors, jobs, models, store
+from asr_daemon import __version__, errors, jobs
 from asr_daemon.config import Settings
+from asr_daemon.engine import models, store
 
 PROGRAM = "asr-server"
 """The program's name in `info`; a `transcribe` naming it means the default model."""

@@ -19,11 +19,12 @@ from dataclasses import dataclass
 
 import asyncpg
 
-from asr_daemon import errors, events, formats, jobs, queries, uploads
+from asr_daemon import errors, formats, jobs, queries
 from asr_daemon.accesslog import AccessLog
 from asr_daemon.config import Settings
-from asr_daemon.intake import Intake
-from asr_daemon.queue import Hub
+from asr_daemon.pipeline import events, uploads
+from asr_daemon.pipeline.intake import Intake
+from asr_daemon.pipeline.queue import Hub
 from asr_daemon.wyoming.recording import Recording
 
 log = logging.getLogger(__name__)

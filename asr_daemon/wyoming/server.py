@@ -18,9 +18,9 @@ import asyncpg
 
 from asr_daemon.accesslog import AccessLog
 from asr_daemon.config import Settings
-from asr_daemon.intake import Intake
-from asr_daemon.queue import Hub
-from asr_daemon.uploads import AudioLocks
+from asr_daemon.pipeline.intake import Intake
+from asr_daemon.pipeline.queue import Hub
+from asr_daemon.pipeline.uploads import AudioLocks
 from asr_daemon.wyoming.activity import Activity
 from asr_daemon.wyoming.commands import Services
 from asr_daemon.wyoming.handler import CommandHandler

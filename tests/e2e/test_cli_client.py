@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from asr_daemon import host
 from asr_daemon.cli.common import human_size
+from asr_daemon.ops import host
 from tests import services
 from tests.conftest import Daemon
 from tests.integration.ops_support import MODEL, READYZ, asrctl, assert_one_error_line

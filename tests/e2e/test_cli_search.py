@@ -8,8 +8,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from asr_daemon import host
 from asr_daemon.cli.search import clock, line
+from asr_daemon.ops import host
 from tests.conftest import Daemon
 from tests.e2e.test_jobs import submit, wait_status
 from tests.integration.ops_support import asrctl, assert_one_error_line

@@ -199,7 +199,7 @@ def test_cli_transcribe_diarize_and_jobs_show(
     ddaemon: Daemon, dialogue: tuple[Path, list], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """`asrctl transcribe --diarize` prints `A:`/`B:` lines; `asrctl jobs show` lists the speakers and their time."""
-    from asr_daemon import host
+    from asr_daemon.ops import host
     from tests.integration.ops_support import asrctl
 
     for key, value in ddaemon.env.items():
@@ -295,7 +295,7 @@ def test_webhook_names_the_speakers(
     import http.server
     import threading
 
-    from asr_daemon import webhooks
+    from asr_daemon.pipeline import webhooks
 
     bodies: list[bytes] = []
     headers: list[str] = []

@@ -20,7 +20,8 @@ import httpx
 import pytest
 import redis
 
-from asr_daemon import audio, webhooks
+from asr_daemon.engine import audio
+from asr_daemon.pipeline import webhooks
 from tests import services
 from tests.conftest import Daemon, leftover_files
 from tests.e2e.test_jobs import sse, submit, wait_status

@@ -15,7 +15,7 @@ import asyncpg
 import httpx
 import pytest
 
-from asr_daemon import webhooks
+from asr_daemon.pipeline import webhooks
 from tests.conftest import Daemon
 from tests.e2e.test_jobs import submit, wait_status
 

@@ -11,7 +11,8 @@ import numpy as np
 import pytest
 from faster_whisper.audio import decode_audio
 
-from asr_daemon import audio, errors
+from asr_daemon import errors
+from asr_daemon.engine import audio
 from tests import media
 
 

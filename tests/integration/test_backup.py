@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from asr_daemon import backup as bk
-from asr_daemon import host, migrate
+from asr_daemon.ops import backup as bk
+from asr_daemon.ops import host, migrate
 from tests import services
 from tests.integration.ops_support import (
     asrctl,

@@ -1,4 +1,4 @@
-"""The batched path (`asr_daemon/batched.py` through `transcriber.transcribe`) with the real tiny.en
+"""The batched path (`asr_daemon/engine/batched.py` through `transcriber.transcribe`) with the real tiny.en
 model: it keeps what the sequential path guarantees (order, resume, stop, word times, windows)."""
 
 from __future__ import annotations
@@ -12,7 +12,8 @@ from types import SimpleNamespace
 
 import pytest
 
-from asr_daemon import audio, batched, jobs, transcriber
+from asr_daemon import jobs
+from asr_daemon.engine import audio, batched, transcriber
 from tests.conftest import STORY
 
 

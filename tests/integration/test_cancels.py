@@ -1,4 +1,4 @@
-"""Cancel requests over PostgreSQL NOTIFY (`asr_daemon.cancels`), against a real server."""
+"""Cancel requests over PostgreSQL NOTIFY (`asr_daemon.pipeline.cancels`), against a real server."""
 
 from __future__ import annotations
 
@@ -8,8 +8,8 @@ from pathlib import Path
 
 import asyncpg
 
-from asr_daemon import cancels
 from asr_daemon.config import Settings
+from asr_daemon.pipeline import cancels
 
 
 async def test_the_listener_hears_requests_and_listens_again_after_its_connection_dies(

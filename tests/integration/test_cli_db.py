@@ -7,7 +7,7 @@ import uuid
 
 import pytest
 
-from asr_daemon import migrate
+from asr_daemon.ops import migrate
 from tests import services
 from tests.integration.ops_support import asrctl, assert_one_error_line, db
 

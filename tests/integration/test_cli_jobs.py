@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import redis
 
-from asr_daemon import queue
+from asr_daemon.pipeline import queue
 from tests import services
 from tests.integration.ops_support import asrctl, assert_one_error_line, db
 

@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 
-from asr_daemon import host, migrate
+from asr_daemon.ops import host, migrate
 from tests import services
 from tests.integration.ops_support import MODEL, READYZ, asrctl, assert_one_error_line, db
 

@@ -15,10 +15,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from asr_daemon import audio, diarization
+from asr_daemon import diarization
 from asr_daemon.cli import doctor
 from asr_daemon.config import Settings
 from asr_daemon.diarization import engine, offline, pyannote
+from asr_daemon.engine import audio
 
 HAS_PYANNOTE = importlib.util.find_spec("pyannote.audio") is not None
 

@@ -11,8 +11,9 @@ from typing import Any
 import asyncpg
 import pytest
 
-from asr_daemon import db, events, jobs, queries, queue
+from asr_daemon import db, jobs, queries
 from asr_daemon.config import Settings
+from asr_daemon.pipeline import events, queue
 from tests import services
 
 WORKER = "w-test"

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from faster_whisper.feature_extractor import FeatureExtractor
 
-from asr_daemon import audio, features, transcriber
+from asr_daemon.engine import audio, features, transcriber
 
 #: Lengths around the slice boundaries, a 30 s chunk, a lone frame's remainder, and two minutes.
 LENGTHS = [1_000, 16_000, 480_000, 480_000 * 2 + 77, 4096 * 160, 4097 * 160, 8193 * 160 + 3, 16_000 * 125]
@@ -40,7 +40,7 @@ def test_features_equal_faster_whisper_bit_for_bit(n_mels: int, speech: Callable
 PEAK = """
 import sys, tracemalloc, numpy as np
 from faster_whisper.feature_extractor import FeatureExtractor
-from asr_daemon.features import SlicedFeatureExtractor
+from asr_daemon.engine.features import SlicedFeatureExtractor
 x = (np.random.default_rng(1).standard_normal(16000 * 600) * 0.1).astype(np.float32)
 tracemalloc.start()
 (SlicedFeatureExtractor if sys.argv[1] == "sliced" else FeatureExtractor)()(x)

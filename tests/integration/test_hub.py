@@ -9,7 +9,7 @@ from collections.abc import AsyncIterator
 import pytest
 import redis.asyncio as aioredis
 
-from asr_daemon import queue
+from asr_daemon.pipeline import queue
 from tests import services
 
 SETTLE_S = 0.3  # longer than any Redis echo takes on localhost

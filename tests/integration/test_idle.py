@@ -20,9 +20,10 @@ import asyncpg
 import pytest
 from pydantic import SecretStr
 
-from asr_daemon import accesslog, migrate
+from asr_daemon import accesslog
 from asr_daemon.config import Settings
-from asr_daemon.idle import IdleWatcher
+from asr_daemon.ops import migrate
+from asr_daemon.ops.idle import IdleWatcher
 from asr_daemon.wyoming.activity import Activity
 from tests import services
 

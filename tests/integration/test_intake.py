@@ -14,9 +14,10 @@ from pathlib import Path
 import asyncpg
 import pytest
 
-from asr_daemon import db, errors, jobs, queries, queue, uploads
+from asr_daemon import db, errors, jobs, queries
 from asr_daemon.config import Settings
-from asr_daemon.intake import Intake
+from asr_daemon.pipeline import queue, uploads
+from asr_daemon.pipeline.intake import Intake
 from tests import services
 
 BOUNDARY = "asrIntakeBoundary"

@@ -10,10 +10,11 @@ from litestar import Litestar
 from litestar.di import Provide
 from litestar.testing import TestClient
 
-from asr_daemon import errors, models, store
+from asr_daemon import errors
 from asr_daemon.api.app import on_asr_error
 from asr_daemon.api.models import ModelsController
 from asr_daemon.config import Settings
+from asr_daemon.engine import models, store
 from tests.models import MISSING_TINY
 
 

@@ -12,8 +12,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from asr_daemon import device, models, startup, store
+from asr_daemon import startup
 from asr_daemon.config import Settings
+from asr_daemon.engine import device, models, store
 from tests.models import MISSING_WEIGHTS
 
 MB = 1 << 20

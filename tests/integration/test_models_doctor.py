@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from asr_daemon import device, store
+from asr_daemon.engine import device, store
 from tests.models import MISSING_TINY
 
 

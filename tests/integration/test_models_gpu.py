@@ -15,8 +15,8 @@ from pathlib import Path
 
 import pytest
 
-from asr_daemon import device, models, store
 from asr_daemon.config import Settings
+from asr_daemon.engine import device, models, store
 
 pytestmark = [
     pytest.mark.gpu,

@@ -13,8 +13,9 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from asr_daemon import checksums, errors, hub, models, store
+from asr_daemon import checksums, errors
 from asr_daemon.cli import app
+from asr_daemon.engine import hub, models, store
 from tests.models import MISSING_TINY, MISSING_WEIGHTS
 
 TINY_REPO = store.KNOWN["tiny.en"]

@@ -12,7 +12,8 @@ from typing import Any
 import asyncpg
 import pytest
 
-from asr_daemon import jobs, migrate, queries
+from asr_daemon import jobs, queries
+from asr_daemon.ops import migrate
 from tests import services
 
 

@@ -7,7 +7,8 @@ import uuid
 
 import pytest
 
-from asr_daemon import errors, limits, queue
+from asr_daemon import errors
+from asr_daemon.pipeline import limits, queue
 from tests import services
 
 
@@ -37,7 +38,7 @@ async def test_a_key_gets_its_requests_per_minute_then_a_429(redis_server: servi
 async def test_redis_down_fails_open_and_says_so_once(caplog: pytest.LogCaptureFixture) -> None:
     """With Redis unreachable every request passes, and one warning says the limit is off."""
     rl = limiter(f"redis://127.0.0.1:{services.free_port()}/0")
-    with caplog.at_level(logging.INFO, logger="asr_daemon.limits"):
+    with caplog.at_level(logging.INFO, logger="asr_daemon.pipeline.limits"):
         for _ in range(5):
             await rl.check("k", 1)
     assert [r.message for r in caplog.records] == ["rate_limit_unavailable"]
@@ -51,7 +52,7 @@ async def test_counting_again_when_redis_returns_is_logged(
     """After an outage, the first counted request logs rate_limit_restored once."""
     rl = limiter(redis_server.url)
     rl.degraded = True  # as after test_redis_down_fails_open_and_says_so_once
-    with caplog.at_level(logging.INFO, logger="asr_daemon.limits"):
+    with caplog.at_level(logging.INFO, logger="asr_daemon.pipeline.limits"):
         await rl.check(uuid.uuid4().hex, 5)
         await rl.check(uuid.uuid4().hex, 5)
     assert [r.message for r in caplog.records] == ["rate_limit_restored"]

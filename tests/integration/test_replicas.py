@@ -10,8 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from asr_daemon import jobs, models, transcriber
+from asr_daemon import jobs
 from asr_daemon.config import Settings
+from asr_daemon.engine import models, transcriber
 from tests.conftest import JFK
 
 

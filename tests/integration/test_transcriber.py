@@ -8,7 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from asr_daemon import audio, errors, jobs, transcriber
+from asr_daemon import errors, jobs
+from asr_daemon.engine import audio, transcriber
 from tests.conftest import STORY
 
 TEXT = "Every window of a long recording is transcribed in turn, and no sentence is lost at the seams. "

@@ -16,9 +16,11 @@ from pathlib import Path
 import asyncpg
 import pytest
 
-from asr_daemon import audio, cancels, db, housekeeping, jobs, models, queries, queue, transcriber, webhooks
+from asr_daemon import db, jobs, queries
 from asr_daemon.config import Settings
-from asr_daemon.worker import Worker
+from asr_daemon.engine import audio, models, transcriber
+from asr_daemon.pipeline import cancels, housekeeping, queue, webhooks
+from asr_daemon.pipeline.worker import Worker
 from tests import services
 
 pytestmark = pytest.mark.slow

@@ -7,7 +7,7 @@ import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-from asr_daemon import backup as bk
+from asr_daemon.ops import backup as bk
 
 
 def ts(text: str) -> datetime:

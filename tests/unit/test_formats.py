@@ -78,8 +78,8 @@ def test_timestamps_built_by_hand_match_the_api_s_datetimes() -> None:
 
 def test_times_are_rounded_to_the_millisecond_in_every_answer() -> None:
     """Float noise (59.952000000001384) never reaches verbose_json, the job view, SSE or webhooks."""
-    from asr_daemon import events, webhooks
     from asr_daemon.api.schemas import job_view
+    from asr_daemon.pipeline import events, webhooks
 
     noisy = 10.999999999999996
     job = dataclasses.replace(JOB, duration_s=noisy)

@@ -9,7 +9,7 @@ import pytest
 
 from asr_daemon import errors, jobs
 from asr_daemon.config import Settings
-from asr_daemon.formcheck import FieldCheck
+from asr_daemon.pipeline.formcheck import FieldCheck
 
 
 @pytest.fixture

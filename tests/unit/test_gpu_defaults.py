@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from asr_daemon import models
 from asr_daemon.cli.doctor import blackwell_fixes
 from asr_daemon.config import Settings
+from asr_daemon.engine import models
 
 
 def _state_with(tmp_path: Path, models_dir: Path, *names: str) -> Path:
@@ -36,7 +36,7 @@ def test_an_operators_choice_and_the_cpu_are_left_alone(tmp_path: Path, models_d
 
 def test_absent_gpu_default_falls_back_with_a_log_line(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     """Without large-v3-turbo on disk the default stays, and one log line names the model and the fix."""
-    with caplog.at_level(logging.INFO, logger="asr_daemon.models"):
+    with caplog.at_level(logging.INFO, logger="asr_daemon.engine.models"):
         assert models.for_device(Settings(state_dir=tmp_path, device="cuda")).model == "base"
     (record,) = [r for r in caplog.records if r.message == "model_gpu_default_absent"]
     assert record.fix == "asrctl models pull large-v3-turbo"  # type: ignore[attr-defined]

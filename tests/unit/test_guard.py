@@ -7,7 +7,7 @@ import asyncio
 import pytest
 from redis.exceptions import ConnectionError as RedisConnectionError
 
-from asr_daemon import queue
+from asr_daemon.pipeline import queue
 
 
 async def test_a_quick_call_passes_its_result_through() -> None:

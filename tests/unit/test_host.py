@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from asr_daemon import host
+from asr_daemon.ops import host
 
 
 def stand_in(bindir: Path, name: str, output: str, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -35,7 +35,9 @@ def test_a_terminal_gets_lines_for_a_person(fresh_logger: logging.Logger) -> Non
     out = Tty()
     logs.configure("INFO", out)
     logs.configure("INFO", out)  # idempotent: one handler
-    logging.getLogger("asr_daemon.worker").info("job_completed", extra={"job_id": "abc", "transcribe_s": 1.23456})
+    logging.getLogger("asr_daemon.pipeline.worker").info(
+        "job_completed", extra={"job_id": "abc", "transcribe_s": 1.23456}
+    )
     line = out.getvalue().strip()
     assert len(out.getvalue().splitlines()) == 1
     assert not line.startswith("{")
@@ -47,7 +49,7 @@ def test_anything_else_gets_json_lines(fresh_logger: logging.Logger) -> None:
     """stderr to a file or journald: one JSON object per line, as before."""
     out = io.StringIO()
     logs.configure("INFO", out)
-    logging.getLogger("asr_daemon.worker").warning("model_over_budget", extra={"model": "base"})
+    logging.getLogger("asr_daemon.pipeline.worker").warning("model_over_budget", extra={"model": "base"})
     record = json.loads(out.getvalue())
     assert record["event"] == "model_over_budget" and record["level"] == "warning" and record["model"] == "base"
 

@@ -7,8 +7,7 @@ from pathlib import Path
 import pytest
 from pydantic import ValidationError
 
-from asr_daemon import media
-from asr_daemon.api import cors
+from asr_daemon.api import cors, media
 from asr_daemon.config import Settings
 
 

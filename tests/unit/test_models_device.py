@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from asr_daemon import device
+from asr_daemon.engine import device
 
 
 @pytest.mark.parametrize(

@@ -9,7 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from asr_daemon import errors, uploads
+from asr_daemon import errors
+from asr_daemon.pipeline import uploads
 
 BOUNDARY = "----asrBoundary7MA4YWxkTrZu0gW"
 CTYPE = f"multipart/form-data; boundary={BOUNDARY}"

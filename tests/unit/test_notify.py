@@ -16,8 +16,8 @@ from pathlib import Path
 
 import pytest
 
-from asr_daemon import systemd
 from asr_daemon.config import Settings
+from asr_daemon.ops import systemd
 
 
 @dataclass

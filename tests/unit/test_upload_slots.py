@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from asr_daemon import errors, limits
+from asr_daemon import errors
+from asr_daemon.pipeline import limits
 
 
 def test_a_key_gets_its_slots_and_a_429_beyond() -> None:

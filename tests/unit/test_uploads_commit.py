@@ -7,7 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from asr_daemon import checksums, uploads
+from asr_daemon import checksums
+from asr_daemon.pipeline import uploads
 
 
 def _upload(tmp: Path, data: bytes) -> uploads.Upload:

@@ -3,7 +3,7 @@
 Runs `Settings.workers` jobs at once sharing one loaded model, in the daemon's process or alone
 (`asrctl worker`). Beside the claim loop, a heartbeat keeps its running jobs' rows fresh and reads
 back cancel requests, and a `cancels.Listener` hears them at once (PostgreSQL NOTIFY). The reaper,
-retention and the uploads sweep are housekeeping (`asr_daemon.housekeeping`); what follows a job's
+retention and the uploads sweep are housekeeping (`asr_daemon.pipeline.housekeeping`); what follows a job's
 end (its webhook) is the outbox's (`webhooks.Outbox`). PostgreSQL holds all state; a crash at any
 point loses at most the segment being computed, and the job resumes from its last stored segment.
 """
@@ -24,13 +24,15 @@ from pathlib import Path
 import asyncpg
 from redis.exceptions import RedisError
 
-from asr_daemon import cancels, device, errors, jobs, models, queries, queue, transcriber, webhooks
+from asr_daemon import errors, jobs, queries
 from asr_daemon.config import Settings
 from asr_daemon.db import ERRORS as DB_ERRORS
 from asr_daemon.diarization import engine as diarization_engine
 from asr_daemon.diarization import holder_from_settings
 from asr_daemon.diarization import step as diarization_step
-from asr_daemon.metrics import Metrics
+from asr_daemon.engine import device, models, transcriber
+from asr_daemon.ops.metrics import Metrics
+from asr_daemon.pipeline import cancels, queue, webhooks
 
 log = logging.getLogger(__name__)
 

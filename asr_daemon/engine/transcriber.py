@@ -17,9 +17,11 @@ from typing import Any
 
 import numpy as np
 
-from asr_daemon import audio, batched, device, errors, jobs
+from asr_daemon import errors, jobs
 
 #: A window's last segments that end within this many seconds of the window's end are dropped
+from asr_daemon.engine import audio, batched, device
+
 #: and transcribed again at the start of the next window (they may be cut mid-word).
 TAIL_MARGIN = 5.0
 #: Tokens of earlier segments given as the prompt when a window or a resumed job starts: all that
@@ -102,7 +104,7 @@ def load_model(
     """
     from faster_whisper import WhisperModel  # heavy import, only where a model loads
 
-    from asr_daemon import features  # imports faster-whisper too
+    from asr_daemon.engine import features  # imports faster-whisper too
 
     def one(threads: int, workers: int) -> Any:
         model = WhisperModel(

@@ -19,8 +19,9 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Proc
 from prometheus_client.core import CounterMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from asr_daemon import __version__, device, jobs
+from asr_daemon import __version__, jobs
 from asr_daemon.accesslog import PROBE_PATHS
+from asr_daemon.engine import device
 
 if TYPE_CHECKING:
     from asr_daemon.queries import QueueStats

@@ -16,12 +16,14 @@ from dataclasses import dataclass
 
 import asyncpg
 
-from asr_daemon import audio, errors, formcheck, jobs, limits, models, queries, uploads
+from asr_daemon import errors, jobs, queries
 from asr_daemon.config import Settings
 from asr_daemon.diarization import engine as diarization_engine
 from asr_daemon.diarization import holder_from_settings
 from asr_daemon.diarization import request as diarization_request
-from asr_daemon.queue import Hub
+from asr_daemon.engine import audio, models
+from asr_daemon.pipeline import formcheck, limits, uploads
+from asr_daemon.pipeline.queue import Hub
 
 log = logging.getLogger(__name__)
 

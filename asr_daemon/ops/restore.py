@@ -27,7 +27,7 @@ from typing import IO, Any
 
 import asyncpg
 
-from asr_daemon import backup
+from asr_daemon.ops import backup
 
 DBNAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,62}$")
 LOCK_TIMEOUT = "30s"

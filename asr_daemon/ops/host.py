@@ -13,7 +13,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from asr_daemon import device
+from asr_daemon.engine import device
 
 UNITS = (
     "asr-server.socket",

@@ -32,7 +32,7 @@ def migrations_dir() -> Path:
     packaged = Path(str(resources.files("asr_daemon"))) / "migrations"
     if packaged.is_dir():
         return packaged
-    return Path(__file__).resolve().parent.parent / "migrations"
+    return Path(__file__).resolve().parents[2] / "migrations"
 
 
 def load(directory: Path | None = None) -> list[Migration]:

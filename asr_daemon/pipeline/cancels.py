@@ -20,8 +20,9 @@ from typing import Any
 
 import asyncpg
 
-from asr_daemon import db, events, jobs, queries, queue
+from asr_daemon import db, jobs, queries
 from asr_daemon.config import Settings
+from asr_daemon.pipeline import events, queue
 
 log = logging.getLogger(__name__)
 

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
-from asr_daemon import store
+from asr_daemon.engine import store
 
 log = logging.getLogger(__name__)
 

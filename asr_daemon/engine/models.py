@@ -1,6 +1,6 @@
 """Whisper models in memory: resolve a requested name, load it once, unload it when idle or short of room.
 
-The store on disk (registry, pull, import, checksums) is `asr_daemon.store`; this module decides
+The store on disk (registry, pull, import, checksums) is `asr_daemon.engine.store`; this module decides
 which model to load and keeps the loaded ones. The API the worker and the app use:
 
 - `resolve(models_dir, name, default) -> (name, path)`, raising `errors.ModelNotFound` (404).
@@ -37,8 +37,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from asr_daemon import device, errors, store, transcriber
+from asr_daemon import errors
 from asr_daemon.config import Settings
+from asr_daemon.engine import device, store, transcriber
 
 log = logging.getLogger(__name__)
 

@@ -28,8 +28,9 @@ import asyncpg
 import sdnotify
 import stamina
 
-from asr_daemon import migrate, queries
+from asr_daemon import queries
 from asr_daemon.config import Settings
+from asr_daemon.ops import migrate
 
 log = logging.getLogger(__name__)
 

@@ -15,7 +15,7 @@ import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
 from asr_daemon import errors
-from asr_daemon.queue import Guard
+from asr_daemon.pipeline.queue import Guard
 
 log = logging.getLogger(__name__)
 

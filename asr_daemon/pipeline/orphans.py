@@ -22,8 +22,9 @@ from pathlib import Path
 
 import asyncpg
 
-from asr_daemon import queries, uploads
+from asr_daemon import queries
 from asr_daemon.config import Settings
+from asr_daemon.pipeline import uploads
 
 log = logging.getLogger(__name__)
 

@@ -35,7 +35,7 @@ import asyncpg
 
 from asr_daemon import accesslog, db, queries
 from asr_daemon.config import Settings
-from asr_daemon.systemd import PROXY_UNIT, WYOMING_PROXY_UNIT
+from asr_daemon.ops.systemd import PROXY_UNIT, WYOMING_PROXY_UNIT
 
 log = logging.getLogger(__name__)
 

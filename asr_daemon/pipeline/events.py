@@ -19,7 +19,7 @@ import asyncpg
 
 from asr_daemon import formats, jobs, queries
 from asr_daemon.diarization import events as diarization_events
-from asr_daemon.queue import Hub
+from asr_daemon.pipeline.queue import Hub
 
 FIRST_SEGMENT_ID = 2
 

@@ -20,9 +20,10 @@ import logging
 
 import asyncpg
 
-from asr_daemon import jobs, orphans, queries, queue, uploads, webhooks
+from asr_daemon import jobs, queries
 from asr_daemon.config import Settings
 from asr_daemon.db import ERRORS as DB_ERRORS
+from asr_daemon.pipeline import orphans, queue, uploads, webhooks
 
 log = logging.getLogger(__name__)
 

@@ -12,9 +12,10 @@ from __future__ import annotations
 
 import asyncio
 
-from asr_daemon import errors, jobs, models
+from asr_daemon import errors, jobs
 from asr_daemon.config import Settings
 from asr_daemon.diarization import request as diarization_request
+from asr_daemon.engine import models
 
 #: diarization fields whose value can be judged alone (the others need their pair or decode audio)
 _SPEAKER_COUNTS = frozenset({"num_speakers", "min_speakers", "max_speakers"})

@@ -1,0 +1,2 @@
+"""The job pipeline: intake of uploads, the queue and its wake-ups, the worker, cancels, events,
+webhooks, housekeeping."""
