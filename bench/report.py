@@ -83,7 +83,10 @@ def overhead(s: dict[str, Any]) -> list[str]:
     n = s["clips"][0]["ratio"]["n"] if s["clips"] else 0
     out.append(
         f"\nMedian of {n} rounds per clip after one warm-up request per side, rotating which side "
-        "goes first; ratios are taken within each round."
+        "goes first; ratios are taken within each round. Same decoding on both sides: beam 5, no VAD, no word "
+        "timestamps, faster-whisper's default temperatures and language handling, the sequential path "
+        f"(daemon `ASR_BATCH_SIZE={s.get('env', {}).get('ASR_BATCH_SIZE', 'default')}`), the file decoded "
+        "inside the timed call."
     )
     return out
 
