@@ -59,9 +59,11 @@ def main(argv: list[str] | None = None) -> int:
         gen(feats)
         pair.append(time.perf_counter() - t0)
     s, p = statistics.median(seq), statistics.median(pair)
-    print(f"{a.model}, {cores} cores, {a.rounds} rounds: two windows one after the other {s:.3f} s "
-          f"({min(seq):.3f}–{max(seq):.3f}), in one batch {p:.3f} s ({min(pair):.3f}–{max(pair):.3f}); "
-          f"pair gain {s / p:.2f}× (split at the library level: 1.47×)")
+    print(
+        f"{a.model}, {cores} cores, {a.rounds} rounds: two windows one after the other {s:.3f} s "
+        f"({min(seq):.3f}–{max(seq):.3f}), in one batch {p:.3f} s ({min(pair):.3f}–{max(pair):.3f}); "
+        f"pair gain {s / p:.2f}× (split at the library level: 1.47×)"
+    )
     return 0
 
 

@@ -17,7 +17,6 @@ Ratios are taken within each round; the table gives their medians.
 from __future__ import annotations
 
 import statistics
-import time
 from pathlib import Path
 from typing import Any
 
@@ -118,13 +117,17 @@ def render(s: dict[str, Any]) -> list[str]:
     """The model × policy × clients table, and a line per model saying which policy meets what."""
     levels = s["levels"]
     out = [
-        f"Clip {s['clip']} ({s['seconds']:.0f} s), {s['rounds']} rounds; per round the library's {SEQ_JOBS} "
-        "sequential transcriptions, then every clients level against every policy's daemon (order rotating). "
-        f"Lone: 1 client, the request's median time ÷ the library's (goal ≤ {LONE_GOAL}, floor ≤ {LONE_FLOOR}); "
-        f"throughput: audio-s per wall-s ÷ the library's sequential (goal ≥ {PAIR_GOAL}× at 2–16 clients). "
-        "Same decoding on both sides: beam 5, no VAD, no word timestamps, faster-whisper's default "
-        "temperatures and language handling, the file decoded inside the timed call; the library with "
-        "`cpu_threads` = every core.",
+        (
+            f"Models {', '.join(s['models'])}: per model one daemon per policy (`ASR_MODEL` and `ASR_THREAD_POLICY` "
+            "set, the model line above notwithstanding), `ASR_WORKERS=2`. "
+            f"Clip {s['clip']} ({s['seconds']:.0f} s), {s['rounds']} rounds; per round the library's {SEQ_JOBS} "
+            "sequential transcriptions, then every clients level against every policy's daemon (order rotating). "
+            f"Lone: 1 client, the request's median time ÷ the library's (goal ≤ {LONE_GOAL}, floor ≤ {LONE_FLOOR}); "
+            f"throughput: audio-s per wall-s ÷ the library's sequential (goal ≥ {PAIR_GOAL}× at 2–16 clients). "
+            "Same decoding on both sides: beam 5, no VAD, no word timestamps, faster-whisper's default "
+            "temperatures and language handling, the file decoded inside the timed call; the library with "
+            "`cpu_threads` = every core."
+        ),
         "",
         "| model | policy | lone request | lone ÷ library | "
         + " | ".join(f"× library sequential, {n} client{'s' if n > 1 else ''}" for n in levels)

@@ -409,7 +409,8 @@ def render(res: dict[str, Any], previous: str = "") -> str:
         from bench import policies
 
         lines = [*machine(res), "", *policies.render(sec["policies"])]
-        doc = _block(doc, POLICIES_BEGIN, POLICIES_END, lines, "### 10. Thread policies through the daemon (issue 17)\n\n")
+        title = "### 10. Thread policies through the daemon (issue 17)\n\n"
+        doc = _block(doc, POLICIES_BEGIN, POLICIES_END, lines, title)
     return doc
 
 
