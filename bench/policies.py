@@ -3,9 +3,10 @@
 For each model (tiny.en and base) one daemon per `ASR_THREAD_POLICY` (replicas, split, every-core)
 runs at once, and the library (faster-whisper in this process, `cpu_threads` = every core) beside
 them. Each round runs, on the same clip:
-- the library's sequential baseline: `SEQ_JOBS` transcriptions one after the other (the per-request
-  median is the lone-request baseline; jobs ÷ wall is the sequential throughput);
-- every level of clients (ascending, then descending the next round) against every policy's daemon,
+- one client: `SEQ_JOBS` turns, each one library transcription and one request to every policy's
+  daemon, the first side rotating (the lone-request ratio is the median of the turns' ratios; the
+  library's total is its sequential throughput for the round);
+- every level of 2 or more clients (ascending, then descending the next round) against every policy's daemon,
   the policies' order rotating round by round; each level sends `max(jobs, clients)` clips
   through `POST /v1/audio/transcriptions` from that many client threads.
 Both sides decode with the same options: beam 5, no VAD, no word timestamps, timestamps on,
@@ -71,15 +72,32 @@ def _model(
                     stack.post_transcription(c, clip.name, data)
         lib.run(clip.path)
         for rnd in range(rounds):
-            singles = [lib.run(clip.path)[0] for _ in range(SEQ_JOBS)]
-            lone_lib = statistics.median(singles)
-            seq_tp = SEQ_JOBS * clip.seconds / sum(singles)
-            order = levels if rnd % 2 == 0 else list(reversed(levels))
             names = list(POLICIES[rnd % len(POLICIES) :] + POLICIES[: rnd % len(POLICIES)])
-            for n in order:
+            lone = _lone(lib, {p: daemons[p].url for p in names}, clip, data)
+            lib_t = lone.pop("library")
+            lone_lib = statistics.median(lib_t)
+            seq_tp = len(lib_t) * clip.seconds / sum(lib_t)
+            for p, got in lone.items():
+                tp = len(got) * clip.seconds / sum(got)
+                runs.append(
+                    {
+                        "round": rnd,
+                        "policy": p,
+                        "clients": 1,
+                        "lib_lone_s": lone_lib,
+                        "lib_seq_tp": seq_tp,
+                        "lone_s": statistics.median(got),
+                        "lone_ratio": statistics.median(d / a for d, a in zip(got, lib_t, strict=True)),
+                        "tp": tp,
+                        "tp_ratio": tp / seq_tp,
+                        "e2e_p95": None,
+                        "errors": [],
+                    }
+                )
+            many = [n for n in levels if n > 1]
+            for n in many if rnd % 2 == 0 else list(reversed(many)):
                 for p in names:
                     r = _load(daemons[p].url, clip, data, n, max(jobs, n))
-                    lone = r["e2e_p50"] if n == 1 else None
                     runs.append(
                         {
                             "round": rnd,
@@ -87,8 +105,8 @@ def _model(
                             "clients": n,
                             "lib_lone_s": lone_lib,
                             "lib_seq_tp": seq_tp,
-                            "lone_s": lone,
-                            "lone_ratio": None if lone is None else lone / lone_lib,
+                            "lone_s": None,
+                            "lone_ratio": None,
                             "tp": r["audio_per_wall"],
                             "tp_ratio": r["audio_per_wall"] / seq_tp,
                             "e2e_p95": r["e2e_p95"],
@@ -113,6 +131,26 @@ def _model(
     }
 
 
+def _lone(lib: direct.Direct, urls: dict[str, str], clip: Clip, data: bytes) -> dict[str, list[float]]:
+    """`SEQ_JOBS` turns of one request each: the library, then every daemon (first side rotating).
+
+    Interleaving request by request keeps a drift of the machine's speed out of the ratio."""
+    cs = {p: httpx.Client(base_url=u, timeout=3600) for p, u in urls.items()}
+    sides = ["library", *cs]
+    out: dict[str, list[float]] = {k: [] for k in sides}
+    try:
+        for j in range(SEQ_JOBS):
+            for side in sides[j % len(sides) :] + sides[: j % len(sides)]:
+                if side == "library":
+                    out[side].append(lib.run(clip.path)[0])
+                else:
+                    out[side].append(stack.post_transcription(cs[side], clip.name, data)[0])
+    finally:
+        for c in cs.values():
+            c.close()
+    return out
+
+
 def render(s: dict[str, Any]) -> list[str]:
     """The model × policy × clients table, and a line per model saying which policy meets what."""
     levels = s["levels"]
@@ -120,8 +158,9 @@ def render(s: dict[str, Any]) -> list[str]:
         (
             f"Models {', '.join(s['models'])}: per model one daemon per policy (`ASR_MODEL` and `ASR_THREAD_POLICY` "
             "set, the model line above notwithstanding), `ASR_WORKERS=2`. "
-            f"Clip {s['clip']} ({s['seconds']:.0f} s), {s['rounds']} rounds; per round the library's {SEQ_JOBS} "
-            "sequential transcriptions, then every clients level against every policy's daemon (order rotating). "
+            f"Clip {s['clip']} ({s['seconds']:.0f} s), {s['rounds']} rounds; per round {SEQ_JOBS} turns of one "
+            "library transcription and one request to each policy's daemon (first side rotating), then every "
+            "level of 2+ clients against every policy's daemon (order rotating). "
             f"Lone: 1 client, the request's median time ÷ the library's (goal ≤ {LONE_GOAL}, floor ≤ {LONE_FLOOR}); "
             f"throughput: audio-s per wall-s ÷ the library's sequential (goal ≥ {PAIR_GOAL}× at 2–16 clients). "
             "Same decoding on both sides: beam 5, no VAD, no word timestamps, faster-whisper's default "
