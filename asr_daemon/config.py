@@ -252,9 +252,9 @@ class Settings(BaseSettings):
         """CPU threads for one transcription on the shared copy: explicit, every core (`every-core`),
         or the cores split among the workers (`split`, and `replicas`' copy for overlapping jobs).
 
-        Split, two jobs at once gave about 2.0x the throughput of one job with every core on a 2-core
-        machine; a lone job on its share was 1.25x slower than with every core on `base` (tiny.en
-        barely cares), hence `replicas`. Measured in docs/benchmarks.md.
+        Split, two jobs at once gave 1.3-1.6x the throughput of one job with every core on a 2-core
+        machine; a lone job on its share was 1.39x slower than with every core on `base` (tiny.en
+        1.08x), hence `replicas`. Measured in docs/benchmarks.md, section 10.
         """
         if self.cpu_threads:
             return self.cpu_threads
