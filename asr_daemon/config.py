@@ -109,9 +109,10 @@ class Settings(BaseSettings):
     A request's `batch_size` form field overrides it (0 forces the sequential path). Peak memory grows
     with it (tiny.en at 8: about 960 MB against 460 MB sequential), not with the audio's length."""
 
-    batch_min_seconds: float = Field(120.0, ge=0)
-    """Shortest audio (in seconds) transcribed batched by default; shorter files run sequentially,
-    where batching gains little (docs/benchmarks.md, section 11)."""
+    batch_min_seconds: float = Field(45.0, ge=0)
+    """Shortest audio (in seconds) transcribed batched by default; shorter files run sequentially (under
+    30 s there is one chunk: nothing to batch). `base` on 2 quiet cores: batched 8 is 1.15-1.77x faster
+    than sequential from 45 s to 300 s (docs/benchmarks.md, section 11)."""
 
     window_seconds: float = Field(300.0, ge=30)
     """Audio longer than this is decoded and transcribed in windows of this length, keeping memory bounded."""
@@ -249,9 +250,9 @@ class Settings(BaseSettings):
         """CPU threads for one transcription on the shared copy: explicit, every core (`every-core`),
         or the cores split among the workers (`split`, and `replicas`' copy for overlapping jobs).
 
-        Split, two jobs at once gave about 2.0x the throughput of one job with every core on a 2-core
-        machine; a lone job on its share was 1.25x slower than with every core on `base` (tiny.en
-        barely cares), hence `replicas`. Measured in docs/benchmarks.md.
+        Split, two jobs at once gave 1.3-1.6x the throughput of one job with every core on a 2-core
+        machine; a lone job on its share was 1.39x slower than with every core on `base` (tiny.en
+        1.08x), hence `replicas`. Measured in docs/benchmarks.md, section 10.
         """
         if self.cpu_threads:
             return self.cpu_threads

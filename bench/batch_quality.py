@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import statistics
 import subprocess
@@ -75,7 +76,7 @@ def main() -> None:
     ap.add_argument("--modes", default="seq,b8")
     ap.add_argument("--rounds", type=int, default=1)
     ap.add_argument(
-        "--lengths", default="", help="instead of whole passes: the first L seconds of the 3-pass clip, e.g. 30,60,120"
+        "--lengths", default="", help="instead of whole passes: the first L seconds of the clip, e.g. 30,60,120"
     )
     ap.add_argument("--threads", type=int, default=os.cpu_count() or 1)
     ap.add_argument("--window", type=float, default=300.0)
@@ -91,7 +92,8 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         cases: list[tuple[int, float]] = [(int(p), 0.0) for p in args.passes.split(",")]
         if args.lengths:
-            cases = [(3, float(x)) for x in args.lengths.split(",")]
+            # a pass is about 127 s: lengths beyond 3 passes cut a clip of as many passes as they need
+            cases = [(max(3, math.ceil(float(x) / 120)), float(x)) for x in args.lengths.split(",")]
         for passes, length in cases:
             clip = Path(tmp) / f"real-{passes}.wav"
             ref = realspeech.long_clip(passes, clip)

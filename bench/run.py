@@ -26,6 +26,7 @@ from bench import (
     direct,
     live,
     loadlevels,
+    policies,
     report,
     search,
     sections,
@@ -47,6 +48,7 @@ ALL = (
     "diarization",
     "live",
     "batched",
+    "policies",
 )
 
 
@@ -122,6 +124,8 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--jobs", type=int, default=8, help="jobs per throughput level (at least one per client)")
     p.add_argument("--load-levels", default="1,10,50,200", help="clients at once in the load section's levels")
     p.add_argument("--load-deadline", type=float, default=60.0, help="seconds each load level may take at most")
+    p.add_argument("--policy-models", default="tiny.en,base", help="models of the policies section")
+    p.add_argument("--policy-rounds", type=int, default=3, help="rounds of the policies section (default 3)")
     p.add_argument("--live-levels", default="1,2,4", help="concurrent live sessions in the live section")
     return p.parse_args(argv)
 
@@ -261,6 +265,14 @@ def _batched(a: argparse.Namespace, svc: stack.Services, work: Path, short: clip
     return batching.section(a, svc, work, short, env)
 
 
+def _policies(a: argparse.Namespace, svc: stack.Services, work: Path, short: clips.Clip, env: dict[str, str]) -> Any:
+    """Issue 17: model × thread policy × clients through the daemon, tiny.en and base."""
+    if a.smoke:
+        return policies.section(svc, work, short, [a.model], [1, 2], 1, 2, env)
+    levels = [int(n) for n in a.levels.split(",")]
+    return policies.section(svc, work, short, a.policy_models.split(","), levels, a.policy_rounds, 4, env)
+
+
 FRONT_DOORS = {
     "load": _load,
     "wyoming": _wyoming,
@@ -268,6 +280,7 @@ FRONT_DOORS = {
     "diarization": _diarization,
     "live": _live,
     "batched": _batched,
+    "policies": _policies,
 }
 
 

@@ -37,6 +37,9 @@ def overhead(
     `variants` adds more daemons with other settings (name → extra env), measured in the same
     rounds, so a setting's before/after comes from one run.
     """
+    # the library's `transcribe` is the sequential path: the daemon too, unless told otherwise (its
+    # default batches audio of ASR_BATCH_MIN_SECONDS or more, another algorithm than the one compared)
+    env = {"ASR_BATCH_SIZE": "0", **env}
     named = {"daemon": env, **{k: {**env, **v} for k, v in (variants or {}).items()}}
     daemons = {k: stack.make_daemon(svc, work / k, **e) for k, e in named.items()}
     out: dict[str, Any] = {"env": env, "variants": variants or {}, "clips": []}

@@ -14,7 +14,7 @@ from bench import coldstart
 ROOT = Path(__file__).resolve().parent.parent.parent
 
 
-@pytest.mark.timeout(300)
+@pytest.mark.timeout(420)
 def test_bench_smoke_writes_report_and_raw_json(tmp_path: Path, models_dir: Path) -> None:
     """`python -m bench --smoke` measures every section for real (long audio and idle on short clips and
     windows) and renders each of them."""
@@ -24,7 +24,7 @@ def test_bench_smoke_writes_report_and_raw_json(tmp_path: Path, models_dir: Path
         cwd=ROOT,
         check=True,
         capture_output=True,
-        timeout=290,  # 60-180 s on 2 busy cores (load average 15), the load section ~20 s of it
+        timeout=410,  # 60-180 s on 2 busy cores (load average 15), the load section ~20 s, policies ~40 s
     )
     raw = json.loads(next(tmp_path.glob("bench-*.json")).read_text())
     over = raw["sections"]["overhead"]["clips"][0]
@@ -57,8 +57,18 @@ def test_bench_smoke_writes_report_and_raw_json(tmp_path: Path, models_dir: Path
     idle = raw["sections"]["idle"]["idle_stop"]
     assert 1.0 <= idle["idle_to_gone_s"] < 30, idle  # the watcher's window, then the drain
     batched = raw["sections"]["batched"]
-    assert batched["times"]["daemon"]["median"] > 0 and set(batched["wer"]) == {"daemon", "direct", "library", "plain"}
+    assert batched["times"]["daemon"]["median"] > 0 and set(batched["wer"]) == {
+        "daemon",
+        "direct",
+        "library",
+        "library_ts",
+        "plain",
+    }
     assert "11. Long files batched" in text
+    pol = raw["sections"]["policies"]["models"]["tiny.en"]["table"]
+    assert {k for k in pol} == {f"{p}:{n}" for p in ("replicas", "split", "every-core") for n in (1, 2)}, pol
+    assert all(v["tp_ratio"]["median"] > 0 for v in pol.values()) and pol["replicas:1"]["lone_ratio"]["median"] > 0
+    assert "bench:policies:begin" in text
     if coldstart.available() is None:
         phases = raw["sections"]["coldstart"]["phases"]
         assert phases["model_load"]["median"] > 0 and phases["total"]["median"] > phases["model_load"]["median"]
