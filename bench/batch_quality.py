@@ -33,9 +33,9 @@ from bench.clips import ROOT, duration
 def child(model_dir: str, clip: str, mode: str, threads: int, window: float) -> dict[str, Any]:
     """In a fresh process: load the model, transcribe `clip` one way, return figures and text."""
     from asr_daemon import jobs
-    from asr_daemon.engine import transcriber
+    from asr_daemon.engine import replicas, transcriber
 
-    model = transcriber.load_model(Path(model_dir), "cpu", "int8", threads, 1)
+    model = replicas.load_model(Path(model_dir), "cpu", "int8", threads, 1)
     texts: list[str] = []
     first: list[float] = []
     t0 = time.perf_counter()

@@ -124,9 +124,9 @@ def one_run(model_dir: str, audio: str, mode: str, threads: int) -> None:
     """Child process: load, transcribe, print a JSON line of figures."""
     from asr_daemon import jobs
     from asr_daemon.engine import audio as audiomod
-    from asr_daemon.engine import transcriber
+    from asr_daemon.engine import replicas, transcriber
 
-    model = transcriber.load_model(Path(model_dir), "cpu", "int8", threads, 1)
+    model = replicas.load_model(Path(model_dir), "cpu", "int8", threads, 1)
     texts: list[str] = []
     first: list[float] = []
     t0 = time.perf_counter()

@@ -2,7 +2,7 @@
 
 `python -m bench.copies [--model base] [--rounds 7]` loads, in this one process, the library's copy
 (`cpu_threads` = every core, one worker), the same with the daemon's sliced features, an `every-core`
-copy (2 workers × every core), and the daemon's `replicas` (`transcriber.load_model`), then times,
+copy (2 workers × every core), and the daemon's `replicas` (`load_model`), then times,
 rounds alternating (first side rotating), the same call on each: `transcribe(path, beam_size=5)`
 consumed to the end (the file decoded inside, language as faster-whisper's default), plus the
 daemon's own `transcriber.transcribe` on `replicas`. Prints medians and ratios to the library.
@@ -27,6 +27,7 @@ def main(argv: list[str] | None = None) -> int:
 
     from asr_daemon import jobs
     from asr_daemon.engine import features, transcriber
+    from asr_daemon.engine.replicas import load_model
 
     ap = argparse.ArgumentParser(prog="python -m bench.copies", description=__doc__)
     ap.add_argument("--model", default="base")
@@ -44,7 +45,7 @@ def main(argv: list[str] | None = None) -> int:
     sliced = load(cores, 1)
     features.install(sliced)
     every = load(cores, 2)
-    rep = transcriber.load_model(md, "cpu", "int8", max(1, cores // 2), 2, solo_threads=cores)
+    rep = load_model(md, "cpu", "int8", max(1, cores // 2), 2, solo_threads=cores)
 
     def plain(m: Any) -> Callable[[], None]:
         return lambda: list(m.transcribe(str(clip), beam_size=5)[0]) and None

@@ -2,7 +2,7 @@
 
 `python -m bench.threads [--model base] [--clip PATH] [--rounds 5]` loads the model as the library
 with every core (`w1t2`), as `split` (workers × 1 thread), `every-core` (workers × every core) and
-`replicas` (`asr_daemon.engine.transcriber.Replicas`), then times, per round and policy, one transcription
+`replicas` (`asr_daemon.engine.Replicas`), then times, per round and policy, one transcription
 alone and two started together. Prints medians and the ratios of docs/benchmarks.md, section 10.
 """
 
@@ -34,7 +34,7 @@ def main(argv: list[str] | None = None) -> int:
     """Measure and print the table."""
     from faster_whisper import WhisperModel, decode_audio
 
-    from asr_daemon.engine import transcriber
+    from asr_daemon.engine.replicas import load_model
 
     ap = argparse.ArgumentParser(prog="python -m bench.threads", description=__doc__)
     ap.add_argument("--model", default="base")
@@ -48,7 +48,7 @@ def main(argv: list[str] | None = None) -> int:
         "library": WhisperModel(str(path), device="cpu", compute_type="int8", cpu_threads=cores),
         "split": WhisperModel(str(path), device="cpu", compute_type="int8", cpu_threads=1, num_workers=2),
         "every-core": WhisperModel(str(path), device="cpu", compute_type="int8", cpu_threads=cores, num_workers=2),
-        "replicas": transcriber.load_model(path, "cpu", "int8", 1, 2, solo_threads=cores),
+        "replicas": load_model(path, "cpu", "int8", 1, 2, solo_threads=cores),
     }
     results: dict[str, list[tuple[float, float]]] = {name: [] for name in copies}
     for model in copies.values():  # warm-up

@@ -22,7 +22,7 @@ import typer
 
 from asr_daemon.cli import common
 from asr_daemon.config import Settings
-from asr_daemon.engine import device, models, store
+from asr_daemon.engine import device, models, replicas, store
 
 OK, BAD, INFO = "ok", "fail", "info"
 SMOKE_MODELS = ("tiny.en", "tiny", "base.en", "base")
@@ -223,10 +223,8 @@ def smoke(path: Path, dev: str, compute_type: str) -> str:
     """Load the model on `dev` and transcribe one second of a tone; a short summary (raises on failure)."""
     import numpy as np
 
-    from asr_daemon.engine import transcriber
-
     t0 = time.perf_counter()
-    model = transcriber.load_model(path, dev, device.resolve_compute_type(compute_type, dev), 1, 1)
+    model = replicas.load_model(path, dev, device.resolve_compute_type(compute_type, dev), 1, 1)
     t1 = time.perf_counter()
     tone = (0.1 * np.sin(2 * np.pi * 440 * np.arange(16000) / 16000)).astype(np.float32)
     segments, _ = model.transcribe(tone, language="en", beam_size=1)

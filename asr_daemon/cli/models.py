@@ -16,7 +16,7 @@ import typer
 from asr_daemon.cli import common
 from asr_daemon.config import Settings
 from asr_daemon.diarization import cli as diarization_cli
-from asr_daemon.engine import hub, store
+from asr_daemon.engine import hub, replicas, store
 
 app = typer.Typer(help="Whisper models: ls, pull, import, verify, rm, ensure.", no_args_is_help=True)
 
@@ -145,12 +145,12 @@ def _load_once(s: Settings, name: str, path: Path) -> str:
     """Load the model on the configured device and transcribe one second of silence; a one-line summary."""
     import numpy as np
 
-    from asr_daemon.engine import device, transcriber  # loads ctranslate2
+    from asr_daemon.engine import device  # loads ctranslate2
 
     dev = device.resolve_device(s.device)
     ctype = device.resolve_compute_type(s.compute_type, dev)
     t0 = time.perf_counter()
-    model = transcriber.load_model(path, dev, ctype, s.threads_per_worker(), 1)
+    model = replicas.load_model(path, dev, ctype, s.threads_per_worker(), 1)
     loaded = time.perf_counter() - t0
     segments, _ = model.transcribe(np.zeros(16000, dtype=np.float32), language="en", beam_size=1)
     list(segments)

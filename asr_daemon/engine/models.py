@@ -39,7 +39,7 @@ from pathlib import Path
 from typing import Any
 
 from asr_daemon.config import Settings
-from asr_daemon.engine import device, modelchoice, store, transcriber
+from asr_daemon.engine import device, modelchoice, replicas, store
 
 log = logging.getLogger(__name__)
 
@@ -106,7 +106,7 @@ def make_loader(settings: Settings) -> Loader:
             raise device.CudaFailure("no CUDA device visible to ctranslate2 (driver? libcublas.so.12?)")
         ctype = device.resolve_compute_type(settings.compute_type, dev)
         t0 = time.perf_counter()
-        model = transcriber.load_model(
+        model = replicas.load_model(
             path, dev, ctype, settings.threads_per_worker(), settings.workers, settings.solo_threads()
         )
         return Loaded(name, model, dev, ctype, time.perf_counter() - t0)
@@ -359,7 +359,7 @@ class ModelCache:
         if timer is not None:
             timer.cancel()
         model, entry.model = entry.model, None
-        if isinstance(model, transcriber.Replicas):
+        if isinstance(model, replicas.Replicas):
             model.unload_model()  # both copies
         else:
             inner = getattr(model, "model", None)

@@ -13,14 +13,14 @@ from types import SimpleNamespace
 import pytest
 
 from asr_daemon import jobs
-from asr_daemon.engine import audio, batched, transcriber
+from asr_daemon.engine import audio, batched, replicas, transcriber
 from tests.conftest import STORY
 
 
 @pytest.fixture(scope="module")
 def model(models_dir: Path) -> object:
     """tiny.en on the CPU."""
-    return transcriber.load_model(models_dir / "tiny.en", "cpu", "int8", 2, 1)
+    return replicas.load_model(models_dir / "tiny.en", "cpu", "int8", 2, 1)
 
 
 @pytest.fixture(scope="module")
@@ -143,7 +143,7 @@ def test_batched_word_timestamps_are_absolute_and_inside_their_segments(model: o
 def test_batched_detects_the_language_once_and_keeps_it(models_dir: Path, speech: Callable[..., Path]) -> None:
     """A multilingual model (base) on batched German speech: the language is detected, reported once,
     and every window is transcribed in it."""
-    model = transcriber.load_model(models_dir / "base", "cpu", "int8", 2, 1)
+    model = replicas.load_model(models_dir / "base", "cpu", "int8", 2, 1)
     german = speech(
         "Der Zug nach Berlin fährt heute eine Stunde später ab. Die Kinder spielen im Garten hinter dem Haus. "
         "Am Abend regnet es in der ganzen Stadt.",

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from faster_whisper.feature_extractor import FeatureExtractor
 
-from asr_daemon.engine import audio, features, transcriber
+from asr_daemon.engine import audio, features, replicas
 
 #: Lengths around the slice boundaries, a 30 s chunk, a lone frame's remainder, and two minutes.
 LENGTHS = [1_000, 16_000, 480_000, 480_000 * 2 + 77, 4096 * 160, 4097 * 160, 8193 * 160 + 3, 16_000 * 125]
@@ -59,6 +59,6 @@ def test_ten_minutes_of_features_need_a_fraction_of_the_librarys_peak_memory() -
 
 def test_loaded_models_use_the_sliced_extractor(models_dir: Path) -> None:
     """`load_model` installs the sliced extractor with the model's own feature settings."""
-    model = transcriber.load_model(models_dir / "tiny.en", "cpu", "int8", 1, 1)
+    model = replicas.load_model(models_dir / "tiny.en", "cpu", "int8", 1, 1)
     assert isinstance(model.feature_extractor, features.SlicedFeatureExtractor)
     assert model.feature_extractor.mel_filters.shape == (model.model.n_mels, 201)

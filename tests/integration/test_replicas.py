@@ -13,18 +13,19 @@ import pytest
 from asr_daemon import jobs
 from asr_daemon.config import Settings
 from asr_daemon.engine import models, transcriber
+from asr_daemon.engine.replicas import Replicas, load_model
 from tests.conftest import JFK
 
 
 @pytest.fixture(scope="module")
-def replicas(models_dir: Path) -> transcriber.Replicas:
+def replicas(models_dir: Path) -> Replicas:
     """tiny.en loaded as replicas: 2 threads alone, 2 workers of 1 thread for overlapping jobs."""
-    loaded = transcriber.load_model(models_dir / "tiny.en", "cpu", "int8", 1, 2, solo_threads=2)
-    assert isinstance(loaded, transcriber.Replicas)
+    loaded = load_model(models_dir / "tiny.en", "cpu", "int8", 1, 2, solo_threads=2)
+    assert isinstance(loaded, Replicas)
     return loaded
 
 
-def test_lone_lease_gets_solo_and_overlapping_ones_get_the_pool(replicas: transcriber.Replicas) -> None:
+def test_lone_lease_gets_solo_and_overlapping_ones_get_the_pool(replicas: Replicas) -> None:
     """The first lease takes the every-core copy; while it is held, others take the shared copy, even after it ends."""
     with replicas.lease() as first:
         assert first is replicas.solo
@@ -44,14 +45,14 @@ def test_lone_lease_gets_solo_and_overlapping_ones_get_the_pool(replicas: transc
     inner.__exit__(None, None, None)
 
 
-def test_the_copies_have_the_threads_the_policy_gives(replicas: transcriber.Replicas) -> None:
+def test_the_copies_have_the_threads_the_policy_gives(replicas: Replicas) -> None:
     """solo: one worker with every core; pool: one thread for each of the workers."""
     assert replicas.solo.model.num_workers == 1
     assert replicas.pool.model.num_workers == 2
 
 
 def test_windowed_transcription_gives_the_same_text_on_either_copy(
-    replicas: transcriber.Replicas, speech: Callable[..., Path]
+    replicas: Replicas, speech: Callable[..., Path]
 ) -> None:
     """Whichever copy a window runs on, the transcript is the one the model gives (threads change speed only)."""
     clip = speech(JFK)
@@ -72,7 +73,7 @@ def test_windowed_transcription_gives_the_same_text_on_either_copy(
     assert "country" in alone.lower()
 
 
-def test_forwarded_transcribe_lists_segments_and_releases(replicas: transcriber.Replicas) -> None:
+def test_forwarded_transcribe_lists_segments_and_releases(replicas: Replicas) -> None:
     """`Replicas.transcribe` (for callers that use the model directly) returns listed segments and frees its copy."""
     import numpy as np
 
@@ -107,7 +108,7 @@ def test_the_cache_counts_both_copies_against_the_budget(models_dir: Path, monke
 
     entry = asyncio.run(load())
     try:
-        assert isinstance(entry.model, transcriber.Replicas)
+        assert isinstance(entry.model, Replicas)
         assert entry.size_bytes == 2 * models.estimate_bytes(path)
     finally:
         assert cache.unload("tiny.en")

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from asr_daemon import errors, jobs
-from asr_daemon.engine import audio, transcriber
+from asr_daemon.engine import audio, replicas, transcriber
 from tests.conftest import STORY
 
 TEXT = "Every window of a long recording is transcribed in turn, and no sentence is lost at the seams. "
@@ -18,7 +18,7 @@ TEXT = "Every window of a long recording is transcribed in turn, and no sentence
 @pytest.fixture(scope="module")
 def model(models_dir: Path) -> object:
     """tiny.en on the CPU."""
-    return transcriber.load_model(models_dir / "tiny.en", "cpu", "int8", 2, 1)
+    return replicas.load_model(models_dir / "tiny.en", "cpu", "int8", 2, 1)
 
 
 @pytest.fixture(scope="module")
