@@ -88,6 +88,7 @@ def test_idle_ttl_unloads_and_rss_drops(store_dir: Path, loop: asyncio.AbstractE
     cache = models.ModelCache(models.make_loader(_settings()), device="cpu", idle_ttl=0.3)
 
     async def go() -> tuple[int, int, int, int]:
+        device.trim_heap()  # earlier tests' freed models would otherwise be reused, hiding the growth
         before = device.rss_bytes()
         entry = await cache.acquire("base", store_dir / "base")
         _transcribe(entry)
