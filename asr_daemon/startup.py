@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING
 
 from asr_daemon import logs
 from asr_daemon.config import Settings
-from asr_daemon.engine import device
+from asr_daemon.engine import device, modelchoice
 
 if TYPE_CHECKING:  # the app and the models import what this module must not, before the load starts
     from asr_daemon.accesslog import ASGIApp
@@ -38,9 +38,7 @@ def app_for(settings: Settings) -> ASGIApp:
     """
     logs.configure(settings.log_level)
     if settings.device == "cuda" or (settings.device == "auto" and device.nvidia_present()):
-        from asr_daemon.engine import models  # heavy imports: only on a host that may have a GPU
-
-        settings = models.for_device(settings)
+        settings = modelchoice.for_device(settings)
     early = start_load(settings) if settings.preload and settings.run_worker else None
     from asr_daemon.api import app  # the heavy imports, while the model loads
 

@@ -20,7 +20,7 @@ from asr_daemon import errors
 from asr_daemon.api.auth import require_admin
 from asr_daemon.api.deps import CacheDep, SettingsDep
 from asr_daemon.api.schemas import Model, ModelList, error_responses
-from asr_daemon.engine import models, store
+from asr_daemon.engine import modelchoice, store
 
 
 def _view(settings: SettingsDep, cache: CacheDep, name: str) -> Model:
@@ -52,9 +52,9 @@ def _view(settings: SettingsDep, cache: CacheDep, name: str) -> Model:
 
 def _local(settings: SettingsDep, name: str) -> tuple[str, Path]:
     """(name, path) of a local model, or the 404 that says how to pull it."""
-    if name in models.DEFAULT_ALIASES:
+    if name in modelchoice.DEFAULT_ALIASES:
         name = settings.model
-    return models.resolve(settings.models_dir, name, settings.model)
+    return modelchoice.resolve(settings.models_dir, name, settings.model)
 
 
 class ModelsController(Controller):
@@ -87,7 +87,7 @@ class ModelsController(Controller):
     async def get_model(self, settings: SettingsDep, cache: CacheDep, name: FromPath[str]) -> Model:
         """One model; 404 when it is neither known nor present."""
         s = settings
-        if name in models.DEFAULT_ALIASES:
+        if name in modelchoice.DEFAULT_ALIASES:
             name = s.model
         if name not in store.KNOWN and store.local_path(s.models_dir, name) is None:
             raise errors.ModelNotFound(name, known=False)
@@ -122,7 +122,7 @@ class ModelsController(Controller):
         """Free a loaded model's memory; 409 while a job uses it; admin keys only. Files stay (`asrctl models rm`)."""
         require_admin(request)
         s = settings
-        if name in models.DEFAULT_ALIASES:
+        if name in modelchoice.DEFAULT_ALIASES:
             name = s.model
         if not cache.unload(name):
             entry = {e.name: e for e in cache.loaded()}.get(name)

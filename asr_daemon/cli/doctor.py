@@ -22,7 +22,7 @@ import typer
 
 from asr_daemon.cli import common
 from asr_daemon.config import Settings
-from asr_daemon.engine import device, models, replicas, store
+from asr_daemon.engine import device, modelchoice, replicas, store
 
 OK, BAD, INFO = "ok", "fail", "info"
 SMOKE_MODELS = ("tiny.en", "tiny", "base.en", "base")
@@ -241,13 +241,13 @@ def check_smoke(r: Report, s: Settings) -> dict[str, bool]:
         default.checksum if default.present else f"absent: `asrctl models ensure` (or `asrctl models pull {s.model}`)",
     )
     if r.facts.get("cuda_devices") and "model" not in s.model_fields_set:
-        gpu = store.local_path(s.models_dir, models.GPU_DEFAULT)
+        gpu = store.local_path(s.models_dir, modelchoice.GPU_DEFAULT)
         r.add(
             OK if gpu else INFO,
             "GPU default model",
-            f"{models.GPU_DEFAULT} is used on CUDA (ASR_MODEL unset)"
+            f"{modelchoice.GPU_DEFAULT} is used on CUDA (ASR_MODEL unset)"
             if gpu
-            else f"{models.GPU_DEFAULT} absent, {s.model} is used: `asrctl models pull {models.GPU_DEFAULT}`",
+            else f"{modelchoice.GPU_DEFAULT} absent, {s.model} is used: `asrctl models pull {modelchoice.GPU_DEFAULT}`",
         )
     name = next((n for n in (*SMOKE_MODELS, s.model) if store.local_path(s.models_dir, n)), None)
     works: dict[str, bool] = {}

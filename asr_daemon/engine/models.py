@@ -1,10 +1,9 @@
 """Whisper models in memory: load each once, unload it when idle or short of room.
 
-Which model a request gets (`resolve`, `for_device`, the aliases) is `asr_daemon.engine.modelchoice`, the
-store on disk (registry, pull, import, checksums) `asr_daemon.engine.store`; both names are re-exported here,
-where the rest of the daemon knows them. The API the worker and the app use:
+Which model a request gets (`modelchoice.resolve`, `for_device`, the aliases: no faster-whisper import,
+so start-up and intake use it without this module) is `asr_daemon.engine.modelchoice`; the store on
+disk (registry, pull, import, checksums) is `asr_daemon.engine.store`. The API the worker and the app use:
 
-- `resolve(models_dir, name, default) -> (name, path)`, raising `errors.ModelNotFound` (404).
 - `cache_from_settings(settings) -> ModelCache`: the one cache of the process.
 - `entry = await cache.acquire(name, path)` … `cache.release(entry)` around each job; `entry.model`
   is a `faster_whisper.WhisperModel`, with `entry.device` and `entry.compute_type`.
@@ -39,20 +38,16 @@ from pathlib import Path
 from typing import Any
 
 from asr_daemon.config import Settings
-from asr_daemon.engine import device, modelchoice, replicas, store
+from asr_daemon.engine import device, replicas, store
 
 log = logging.getLogger(__name__)
 
-# The names the rest of the daemon knows from here (the registry lives in `store`, the choice of a
-# model in `modelchoice`).
+# The names the rest of the daemon knows from here (the registry lives in `store`; which model a
+# request gets is `modelchoice`'s, imported from there).
 KNOWN = store.KNOWN
 local_path = store.local_path
 import_pypi_packages = store.import_pypi_packages
 is_cuda_failure = device.is_cuda_failure
-DEFAULT_ALIASES = modelchoice.DEFAULT_ALIASES
-GPU_DEFAULT = modelchoice.GPU_DEFAULT
-for_device = modelchoice.for_device
-resolve = modelchoice.resolve
 
 MB = 1 << 20
 

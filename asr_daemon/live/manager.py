@@ -22,7 +22,7 @@ import asyncpg
 
 from asr_daemon import errors
 from asr_daemon.config import Settings
-from asr_daemon.engine import models
+from asr_daemon.engine import modelchoice, models
 from asr_daemon.live import protocol, store
 from asr_daemon.live.protocol import ProtocolError
 from asr_daemon.live.secrets import ClientSecrets
@@ -55,7 +55,7 @@ async def _discard_input(socket: Any, quiet: float = 0.2, limit: float = 2.0) ->
 
 def model_alias(wanted: str | None) -> str | None:
     """OpenAI's transcription model names (`gpt-4o-transcribe`, `whisper-1`, …) mean the default model."""
-    if wanted is None or wanted in models.DEFAULT_ALIASES or wanted.startswith("gpt-"):
+    if wanted is None or wanted in modelchoice.DEFAULT_ALIASES or wanted.startswith("gpt-"):
         return None
     return wanted
 

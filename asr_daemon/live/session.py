@@ -32,7 +32,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from asr_daemon import errors, jobs, queries
-from asr_daemon.engine import models, transcriber
+from asr_daemon.engine import modelchoice, models, transcriber
 from asr_daemon.live import codec, protocol, store
 from asr_daemon.live.agreement import Agreement
 from asr_daemon.live.protocol import ProtocolError, SessionConfig
@@ -171,7 +171,7 @@ class LiveSession:
         return self.cfg.view(self.id, str(self.job_id) if self.job_id else None, self.model_name or self.settings.model)
 
     async def _lease(self, wanted: str | None) -> None:
-        name, path = models.resolve(self.settings.models_dir, self.m.model_alias(wanted), self.settings.model)
+        name, path = modelchoice.resolve(self.settings.models_dir, self.m.model_alias(wanted), self.settings.model)
         if self.entry is not None and self.entry.name == name:
             return
         entry = await self.m.cache.acquire(name, path)

@@ -15,7 +15,7 @@ import asyncio
 from asr_daemon import errors, jobs
 from asr_daemon.config import Settings
 from asr_daemon.diarization import request as diarization_request
-from asr_daemon.engine import models
+from asr_daemon.engine import modelchoice
 
 #: diarization fields whose value can be judged alone (the others need their pair or decode audio)
 _SPEAKER_COUNTS = frozenset({"num_speakers", "min_speakers", "max_speakers"})
@@ -44,7 +44,7 @@ class FieldCheck:
         if name == "webhook_url" and req.webhook_url and s.webhook_secret is None:
             raise errors.BadRequest(WEBHOOK_NEEDS_SECRET)
         if name == "model":
-            await asyncio.to_thread(models.resolve, s.models_dir, req.model, s.model)
+            await asyncio.to_thread(modelchoice.resolve, s.models_dir, req.model, s.model)
 
 
 WEBHOOK_NEEDS_SECRET = (

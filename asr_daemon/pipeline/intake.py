@@ -21,7 +21,7 @@ from asr_daemon.config import Settings
 from asr_daemon.diarization import engine as diarization_engine
 from asr_daemon.diarization import holder_from_settings
 from asr_daemon.diarization import request as diarization_request
-from asr_daemon.engine import audio, models
+from asr_daemon.engine import audio, modelchoice
 from asr_daemon.pipeline import formcheck, limits, uploads
 from asr_daemon.pipeline.queue import Hub
 
@@ -131,7 +131,7 @@ class Intake:
         if upload.size == 0:
             raise errors.BadAudio("the uploaded file is empty")
         req = await diarization_request.prepare(req, self.diarizer, s.uploads_dir / "tmp")  # known speakers
-        model_name, _ = models.resolve(s.models_dir, req.model, s.model)
+        model_name, _ = modelchoice.resolve(s.models_dir, req.model, s.model)
         limits = audio.Limits(s.max_audio_seconds, s.max_channels, s.max_sample_rate, s.max_tag_bytes)
         info = await asyncio.to_thread(audio.probe, upload.path, limits)
         fingerprint = req.options.fingerprint(model_name, upload.sha256)

@@ -30,7 +30,7 @@ from asr_daemon.db import ERRORS as DB_ERRORS
 from asr_daemon.diarization import engine as diarization_engine
 from asr_daemon.diarization import holder_from_settings
 from asr_daemon.diarization import step as diarization_step
-from asr_daemon.engine import device, models, transcriber
+from asr_daemon.engine import device, modelchoice, models, transcriber
 from asr_daemon.ops.metrics import Metrics
 from asr_daemon.pipeline import cancels, queue, webhooks
 
@@ -148,7 +148,7 @@ class Worker:
             await self._fail(run, "the uploaded audio is no longer on disk", jobs.ErrorCode.AUDIO_MISSING)
             return
         try:
-            name, model_dir = models.resolve(s.models_dir, job.model, s.model)
+            name, model_dir = modelchoice.resolve(s.models_dir, job.model, s.model)
         except errors.ModelNotFound as exc:
             await self._fail(run, exc.message, jobs.ErrorCode.MODEL_NOT_FOUND)
             return

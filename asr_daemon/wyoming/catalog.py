@@ -15,7 +15,7 @@ from wyoming.info import AsrModel, AsrProgram, Attribution, Info
 
 from asr_daemon import __version__, errors, jobs
 from asr_daemon.config import Settings
-from asr_daemon.engine import models, store
+from asr_daemon.engine import modelchoice, store
 
 PROGRAM = "asr-server"
 """The program's name in `info`; a `transcribe` naming it means the default model."""
@@ -99,8 +99,8 @@ def choose(settings: Settings, name: object, language: str | None) -> str:
     default is tiny.en gets a multilingual model). Raises a domain error when none can."""
     if name is not None and not isinstance(name, str):
         raise errors.BadRequest("the model name must be a string")
-    if name and name != PROGRAM and name not in models.DEFAULT_ALIASES:
-        picked, path = models.resolve(settings.models_dir, name, settings.model)
+    if name and name != PROGRAM and name not in modelchoice.DEFAULT_ALIASES:
+        picked, path = modelchoice.resolve(settings.models_dir, name, settings.model)
         if language is not None and language not in languages(picked, path):
             raise errors.BadRequest(f"model {picked!r} does not transcribe language {language!r}")
         return picked

@@ -15,7 +15,7 @@ from typer.testing import CliRunner
 
 from asr_daemon import checksums, errors
 from asr_daemon.cli import app
-from asr_daemon.engine import hub, models, store
+from asr_daemon.engine import hub, modelchoice, store
 from tests.models import MISSING_TINY, MISSING_WEIGHTS
 
 TINY_REPO = store.KNOWN["tiny.en"]
@@ -83,7 +83,7 @@ def test_registry_names_the_issue_models() -> None:
 def test_resolve_absent_model_is_404_that_says_how_to_pull(tmp_path: Path) -> None:
     """A request for a known model that is not here gets a 404 naming `asrctl models pull`."""
     with pytest.raises(errors.ModelNotFound) as exc:
-        models.resolve(tmp_path, "small", "base")
+        modelchoice.resolve(tmp_path, "small", "base")
     assert exc.value.status == 404
     assert "asrctl models pull small" in exc.value.message
 

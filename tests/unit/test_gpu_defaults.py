@@ -10,7 +10,7 @@ import pytest
 
 from asr_daemon.cli.doctor import blackwell_fixes
 from asr_daemon.config import Settings
-from asr_daemon.engine import models
+from asr_daemon.engine import modelchoice
 
 
 def _state_with(tmp_path: Path, models_dir: Path, *names: str) -> Path:
@@ -24,20 +24,20 @@ def _state_with(tmp_path: Path, models_dir: Path, *names: str) -> Path:
 def test_cuda_host_gets_large_v3_turbo_when_present(tmp_path: Path, models_dir: Path) -> None:
     """On CUDA with ASR_MODEL unset, the default becomes large-v3-turbo if it is on disk."""
     state = _state_with(tmp_path, models_dir, "large-v3-turbo")
-    assert models.for_device(Settings(state_dir=state, device="cuda")).model == "large-v3-turbo"
+    assert modelchoice.for_device(Settings(state_dir=state, device="cuda")).model == "large-v3-turbo"
 
 
 def test_an_operators_choice_and_the_cpu_are_left_alone(tmp_path: Path, models_dir: Path) -> None:
     """ASR_MODEL set by the operator, or the CPU as the device, keep the configured model."""
     state = _state_with(tmp_path, models_dir, "large-v3-turbo")
-    assert models.for_device(Settings(state_dir=state, device="cuda", model="base")).model == "base"
-    assert models.for_device(Settings(state_dir=state, device="cpu")).model == "base"
+    assert modelchoice.for_device(Settings(state_dir=state, device="cuda", model="base")).model == "base"
+    assert modelchoice.for_device(Settings(state_dir=state, device="cpu")).model == "base"
 
 
 def test_absent_gpu_default_falls_back_with_a_log_line(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     """Without large-v3-turbo on disk the default stays, and one log line names the model and the fix."""
     with caplog.at_level(logging.INFO, logger="asr_daemon.engine.modelchoice"):
-        assert models.for_device(Settings(state_dir=tmp_path, device="cuda")).model == "base"
+        assert modelchoice.for_device(Settings(state_dir=tmp_path, device="cuda")).model == "base"
     (record,) = [r for r in caplog.records if r.message == "model_gpu_default_absent"]
     assert record.fix == "asrctl models pull large-v3-turbo"  # type: ignore[attr-defined]
 
