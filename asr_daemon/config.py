@@ -357,8 +357,8 @@ class Settings(BaseSettings):
     live_max_buffer_s: float = Field(300.0, gt=0)
     """Longest uncommitted audio a manual-commit session may buffer, in seconds."""
 
-    live_partial_interval: float = Field(0.4, gt=0)
-    """Seconds of new speech between two re-decodes of the growing utterance (partial text)."""
+    live_partial_interval: float = Field(0.2, gt=0)
+    """Least seconds of new speech between two re-decodes of the growing utterance (more when they take longer)."""
 
     live_beam_size: int = Field(5, ge=1, le=20)
     """Beam size of an utterance's final decode (partial re-decodes are greedy: they only need to be fast)."""

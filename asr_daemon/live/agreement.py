@@ -18,7 +18,8 @@ def words(text: str) -> list[str]:
     return _WORD.findall(text.strip())
 
 
-def _norm(word: str) -> str:
+def norm(word: str) -> str:
+    """A word as compared: lower case, no spaces or punctuation around it."""
     return word.strip().lower().strip(".,!?;:\"'")
 
 
@@ -39,13 +40,13 @@ class Agreement:
         current = words(hypothesis)
         agreed = 0
         for a, b in zip(self._previous, current, strict=False):
-            if _norm(a) != _norm(b) or not _norm(a):
+            if norm(a) != norm(b) or not norm(a):
                 break
             agreed += 1
         self._previous = current
         # stability never goes back: a later decode that disagrees earlier adds nothing
-        if agreed <= len(self.stable) or [_norm(w) for w in current[: len(self.stable)]] != [
-            _norm(w) for w in self.stable
+        if agreed <= len(self.stable) or [norm(w) for w in current[: len(self.stable)]] != [
+            norm(w) for w in self.stable
         ]:
             return ""
         new = current[len(self.stable) : agreed]

@@ -1,0 +1,88 @@
+"""Partial decodes over a short window (issue 21): the guards against loops and hallucinated text, the
+window's length, the partial cadence, and one real decode of a growing utterance with tiny.en."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from asr_daemon.live import window
+from asr_daemon.live.agreement import Agreement
+from asr_daemon.live.decoding import PARTIAL_SHARE, partial_due
+
+TB = 50363  # tiny.en's first timestamp token (<|0.00|>); any value works for the cut
+
+
+def ts(seconds: float) -> int:
+    """The timestamp token of `seconds` (20 ms steps)."""
+    return TB + round(seconds / 0.02)
+
+
+def test_repeated_sentence_is_cut_at_its_first_repetition() -> None:
+    """A sentence looped back to back (as a short window made Whisper do) keeps only its first copy."""
+    loop = "Turn on the light. " * 5
+    assert window.cut_repeats(loop) == "Turn on the light."
+    assert window.cut_repeats("And so, my fellow, and so my fellow Americans") == "And so, my fellow,"
+    assert window.cut_repeats("no no no no") == "no"
+
+
+def test_natural_text_is_not_cut() -> None:
+    """A word said twice, or a phrase that comes back later but not back to back, is speech: kept whole."""
+    jfk = "ask not what your country can do for you, ask what you can do for your country"
+    for text in ("It is very very cold", jfk, "that that is, is", ""):
+        assert window.cut_repeats(text) == text
+
+
+def test_text_whose_timestamps_fall_past_the_audio_is_dropped() -> None:
+    """Segments starting past the audio's end (+ slack) go, with all after them; timestamps never reach the text."""
+    tokens = [ts(0.0), 1, 2, ts(1.2), ts(1.2), 3, 4, ts(2.4), ts(2.4), 5, ts(6.0)]
+    assert window.cut_past_end(tokens, TB, audio_s=1.8) == [1, 2, 3, 4]  # the one from 2.4 s starts past 1.8 + 0.5
+    assert window.cut_past_end(tokens, TB, audio_s=1.0) == [1, 2, 3, 4]  # 1.2 is within the slack
+    assert window.cut_past_end(tokens, TB, audio_s=0.5) == [1, 2]
+    assert window.cut_past_end(tokens, TB, audio_s=10.0) == [1, 2, 3, 4, 5]
+    assert window.cut_past_end([ts(0.0), 1, 2, ts(7.0)], TB, audio_s=0.5) == [1, 2]  # a far end is not judged
+    assert window.cut_past_end([1, 2, ts(5.0), 3], TB, audio_s=2.0) == [1, 2]  # no timestamp first: from 0
+    assert window.cut_past_end([ts(4.0), 1, 2, ts(5.0)], TB, audio_s=2.0) == []  # starts past the end
+
+
+def test_window_covers_the_audio_in_steps_within_whispers_30_s() -> None:
+    """At least WINDOW_MIN_S, the audio plus a margin rounded up to WINDOW_STEP_S, never past 3000 frames."""
+    rate = window.RATE
+    assert window.window_frames(rate // 2) == int(window.WINDOW_MIN_S * 100)
+    assert window.window_frames(int(12.5 * rate)) == 1500
+    assert window.window_frames(int(14.5 * rate)) == 2000  # 15.5 s of audio + margin → 20 s
+    assert window.window_frames(40 * rate) == 3000
+
+
+def test_partial_cadence_follows_the_cost_of_a_decode() -> None:
+    """The next partial waits for `interval` of new audio, or a decode's cost (twice once text is stable) if more."""
+    assert not partial_due(0.1, interval=0.2, cost=0.0, stable=False)
+    assert partial_due(0.2, interval=0.2, cost=0.0, stable=True)
+    assert partial_due(0.3, interval=0.2, cost=0.3, stable=False)  # no stable text yet: back to back
+    assert not partial_due(0.5, interval=0.2, cost=0.3, stable=True)  # then at most half the wall time
+    assert partial_due(PARTIAL_SHARE * 0.3, interval=0.2, cost=0.3, stable=True)
+    assert not partial_due(0.5, interval=0.2, cost=1.0, stable=False)  # dear decodes come rarely
+
+
+@pytest.mark.slow
+def test_short_window_partials_agree_on_a_prefix_of_the_sentence(models_dir: Path, speech: Callable[..., Path]) -> None:
+    """Real tiny.en decodes of a growing espeak sentence: the stable words are the sentence's own start."""
+    from faster_whisper import WhisperModel
+    from faster_whisper.audio import decode_audio
+
+    model = WhisperModel(str(models_dir / "tiny.en"), device="cpu", compute_type="int8", cpu_threads=1)
+    sentence = "The committee met on Tuesday morning to review the budget for the coming year."
+    audio = decode_audio(str(speech(sentence)))
+    agreement = Agreement()
+    for end in np.arange(1.0, len(audio) / window.RATE + 0.5, 0.5):
+        text, language = window.decode_partial(
+            model, audio[: int(end * window.RATE)], language=None, prompt=None, prefix=agreement.text
+        )
+        assert language is None  # an English-only model detects nothing
+        agreement.update(text)
+    said = sentence.lower().rstrip(".").split()
+    stable = [w.strip(".,").lower() for w in agreement.text.split()]
+    assert len(stable) >= 5 and stable == said[: len(stable)]
