@@ -1,9 +1,12 @@
 """Stable partial text: LocalAgreement-2, the policy of whisper_streaming (Macháček et al., 2023).
 
 The growing utterance is decoded again and again; a word is stable once two decodes in a row agree
-on it and on every word before it. Only stable words are sent as deltas, so a delta is never taken
-back. When the utterance ends its final decode is authoritative: what it adds past the stable
-words is the last delta, and `completed` carries the whole final text.
+on it and on every word before it. An utterance's first words need three: the earliest decodes see
+under a second of audio over a short encoder window, and two of them can agree on a start that was
+never said (base on jfk.flac: "Why do you want your country" for "What your country"), which the
+final decode, prefixed with the stable words, would then keep. Only stable words are sent as deltas,
+so a delta is never taken back. When the utterance ends its final decode is authoritative: what it
+adds past the stable words is the last delta, and `completed` carries the whole final text.
 """
 
 from __future__ import annotations
@@ -23,12 +26,17 @@ def norm(word: str) -> str:
     return word.strip().lower().strip(".,!?;:\"'")
 
 
-class Agreement:
-    """LocalAgreement-2 over successive hypotheses of one utterance."""
+#: decodes in a row that must agree before an utterance's first words are stable (then two)
+FIRST_VOTES = 3
 
-    def __init__(self) -> None:
+
+class Agreement:
+    """LocalAgreement over successive hypotheses of one utterance: 3 decodes for the first words, then 2."""
+
+    def __init__(self, first_votes: int = FIRST_VOTES) -> None:
         self.stable: list[str] = []
-        self._previous: list[str] = []
+        self._first_votes = first_votes
+        self._history: list[list[str]] = []
 
     @property
     def text(self) -> str:
@@ -38,12 +46,15 @@ class Agreement:
     def update(self, hypothesis: str) -> str:
         """Take one more decode of the utterance; the newly stable text (a delta, maybe empty)."""
         current = words(hypothesis)
+        votes = 2 if self.stable else self._first_votes
+        self._history = [*self._history, current][-votes:]
+        if len(self._history) < votes:
+            return ""
         agreed = 0
-        for a, b in zip(self._previous, current, strict=False):
-            if norm(a) != norm(b) or not norm(a):
+        for column in zip(*self._history, strict=False):
+            if not norm(column[0]) or any(norm(w) != norm(column[0]) for w in column[1:]):
                 break
             agreed += 1
-        self._previous = current
         # stability never goes back: a later decode that disagrees earlier adds nothing
         if agreed <= len(self.stable) or [norm(w) for w in current[: len(self.stable)]] != [
             norm(w) for w in self.stable

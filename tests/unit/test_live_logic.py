@@ -20,7 +20,7 @@ from tests import live
 
 def test_agreement_emits_only_words_two_decodes_agree_on() -> None:
     """LocalAgreement-2: a word is sent once two hypotheses in a row agree on it and everything before it."""
-    a = Agreement()
+    a = Agreement(first_votes=2)
     assert a.update("The quick") == ""  # nothing to agree with yet
     assert a.update("The quick brown") == "The quick"
     assert a.update("The quick brown fox") == " brown"
@@ -30,9 +30,20 @@ def test_agreement_emits_only_words_two_decodes_agree_on() -> None:
     assert a.finish("Something else") == ""  # a final that diverged adds no delta
 
 
+def test_agreement_needs_three_decodes_for_an_utterances_first_words() -> None:
+    """Two early decodes agreeing on a wrong start send nothing; the first words need a third, later words two."""
+    a = Agreement()
+    assert a.update("Why do you") == ""
+    assert a.update("Why do you want your") == ""  # two agree on "Why do you": not yet
+    assert a.update("What your country") == ""  # the third disagrees: nothing was sent
+    assert a.update("What your country can") == ""
+    assert a.update("What your country can do") == "What your country"  # three in a row agree
+    assert a.update("What your country can do for") == " can do"  # then two are enough
+
+
 def test_agreement_ignores_case_and_punctuation_at_word_edges() -> None:
     """`dog,` and `dog.` agree; the first word is sent without a leading space."""
-    a = Agreement()
+    a = Agreement(first_votes=2)
     a.update(" Over the dog,")
     assert a.update(" over the dog. And") == "over the dog."
     assert words(" a  b") == ["a", "  b"]
