@@ -101,6 +101,13 @@ class Decoding:
     speculations: set[asyncio.Task[Decoded]]
     partial_cost: float
 
+    def _new_item(self, start: int) -> Item:
+        """A new utterance at stream position `start`. A multilingual model's first words need three
+        agreeing decodes (base agreed twice on "Why do you want your country" for jfk.flac's "What your
+        country" from its first second, and the final kept it); an English-only one's two, as before."""
+        multilingual = self.entry is not None and bool(self.entry.model.model.is_multilingual)
+        return Item(protocol.new_id("item"), start, Agreement(first_votes=3 if multilingual else 2), decoded_at=start)
+
     def emit(self, ev: dict[str, Any]) -> None:
         raise NotImplementedError
 

@@ -204,9 +204,9 @@ class LiveSession(Decoding):
                 self.timeline.drop_before(self.timeline.end - self._pad())
             elif self.timeline.end - self.item.start > MAX_UTTERANCE_S * RATE:
                 self._commit(self.timeline.end)
-                self.item = Item(protocol.new_id("item"), self.timeline.end, decoded_at=self.timeline.end)
+                self.item = self._new_item(self.timeline.end)
         elif self.item is None and self.timeline.held:
-            self.item = Item(protocol.new_id("item"), self.timeline.start, decoded_at=self.timeline.start)
+            self.item = self._new_item(self.timeline.start)
         self._maybe_speculate()
         self._maybe_partial()
 
@@ -216,7 +216,7 @@ class LiveSession(Decoding):
     def _edge(self, start: bool, at: int, quiet_from: int = -1) -> None:
         if start and self.item is None:
             begin = max(self.timeline.start, at - self._pad())
-            self.item = Item(protocol.new_id("item"), begin, decoded_at=begin)
+            self.item = self._new_item(begin)
             self.emit(protocol.event("input_audio_buffer.speech_started", audio_start_ms=begin * 1000 // RATE,
                                      item_id=self.item.id))  # fmt: skip
         elif not start and self.item is not None:

@@ -6,7 +6,7 @@ decode stays faster-whisper's whole one) encodes just the utterance plus a margi
 WINDOW_STEP_S so that most of a growing utterance's decodes share a window length, at least
 WINDOW_MIN_S: Whisper was trained on 30 s windows, and on a bare utterance-sized window it can loop
 (one real sentence came back ten times over). Two guards cut what a loop or a hallucination adds,
-before LocalAgreement (consecutive decodes must agree: three for the first words, then two) sees the text:
+before LocalAgreement (consecutive decodes must agree) sees the text:
 
 - `cut_past_end`: the decode runs with timestamps; a segment that starts past the audio's end (plus
   TIMESTAMP_SLACK_S) is not speech of this audio and is dropped, with all that follows (segment ends

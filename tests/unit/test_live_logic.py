@@ -31,8 +31,8 @@ def test_agreement_emits_only_words_two_decodes_agree_on() -> None:
 
 
 def test_agreement_needs_three_decodes_for_an_utterances_first_words() -> None:
-    """Two early decodes agreeing on a wrong start send nothing; the first words need a third, later words two."""
-    a = Agreement()
+    """With first_votes=3 two early decodes agreeing on a wrong start send nothing; later words need two."""
+    a = Agreement(first_votes=3)
     assert a.update("Why do you") == ""
     assert a.update("Why do you want your") == ""  # two agree on "Why do you": not yet
     assert a.update("What your country") == ""  # the third disagrees: nothing was sent
