@@ -273,6 +273,9 @@ def transcribe(
 #: (fewer than faster-whisper's six: each is a whole beam search, and a live client waits for it).
 LIVE_TOKENS_PER_S = 12
 LIVE_TEMPERATURES = (0.0, 0.3, 0.6)
+#: A final live decode forced to start with the stable text that leaves this much of the utterance after
+#: its last segment decodes that rest again, without the prefix (speech only, by Silero).
+LIVE_REST_S = 1.0
 
 
 def decode_utterance(
@@ -310,5 +313,13 @@ def decode_utterance(
         kw.update(beam_size=1, without_timestamps=True, temperature=0.0)
     pieces, info = model.transcribe(samples, **kw)
     segments = [Segment.of(seg, first_seq + i, offset, ndigits=3) for i, seg in enumerate(pieces)]
+    covered = segments[-1].end - offset if segments else 0.0
+    if final and prefix and len(samples) / 16000 - covered >= LIVE_REST_S:
+        # Forced to start with a whole sentence, Whisper may close the window after it ("single step."
+        # then a lone timestamp: faster-whisper takes the window as done) and drop what was said next.
+        kw.update(prefix=None, vad_filter=True, language=kw["language"] or info.language)
+        rest, _ = model.transcribe(samples[int(covered * 16000) :], **kw)
+        n = len(segments)
+        segments += [Segment.of(seg, first_seq + n + i, offset + covered, ndigits=3) for i, seg in enumerate(rest)]
     text = "".join(s.text for s in segments).strip()
     return text, segments, info.language

@@ -86,3 +86,24 @@ def test_short_window_partials_agree_on_a_prefix_of_the_sentence(models_dir: Pat
     said = sentence.lower().rstrip(".").split()
     stable = [w.strip(".,").lower() for w in agreement.text.split()]
     assert len(stable) >= 5 and stable == said[: len(stable)]
+
+
+@pytest.mark.slow
+def test_a_final_decode_forced_to_a_whole_sentence_keeps_what_was_said_next(
+    models_dir: Path, speech: Callable[..., Path]
+) -> None:
+    """A final decode prefixed with a finished sentence still transcribes the utterance's next sentence."""
+    from faster_whisper import WhisperModel
+    from faster_whisper.audio import decode_audio
+
+    from asr_daemon.engine import transcriber
+
+    model = WhisperModel(str(models_dir / "tiny.en"), device="cpu", compute_type="int8", cpu_threads=1)
+    first = "A journey of a thousand miles begins with a single step."
+    audio = decode_audio(str(speech(f"{first} The early bird catches the worm before breakfast.")))
+    text, segments, _ = transcriber.decode_utterance(model, audio, offset=5.0, prefix=first, first_seq=3)
+    assert text.startswith(first)
+    assert "breakfast" in text.lower()  # without the second decode Whisper stopped after "single step."
+    assert [s.seq for s in segments] == list(range(3, 3 + len(segments)))
+    assert all(5.0 <= s.start < s.end <= 5.0 + len(audio) / 16000 + 0.5 for s in segments)
+    assert segments[-1].start >= segments[0].end - 0.01  # the rest's times follow the prefixed part's
