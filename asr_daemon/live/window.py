@@ -14,6 +14,10 @@ before LocalAgreement (consecutive decodes must agree) sees the text:
   "The engineer." from 0.5 s of audio ended at 7.0 s);
 - `cut_repeats`: a run of words repeated back to back (two copies of two words or more, three of one
   word) is cut at its first repetition.
+
+A partial is forced to start with the stable text; when that text ends a sentence Whisper often ends the
+window there (a timestamp, then end of text) however much was said next, so the rest of the audio after
+that timestamp is decoded on its own and appended (`REST_S`).
 """
 
 from __future__ import annotations
@@ -37,6 +41,9 @@ TIMESTAMP_SLACK_S = 0.5
 #: A multilingual model with no language given detects it on a partial's window from this much audio
 #: on (a word or two is too little to tell a language by); shorter partials wait.
 DETECT_MIN_S = 1.0
+#: A partial forced to start with the stable text that stops this far before the audio's end decodes the
+#: rest again without it (see `decode_partial`).
+REST_S = 0.5
 _FRAMES_PER_S = 100
 _MAX_FRAMES = 3000
 
@@ -116,5 +123,13 @@ def decode_partial(
         suppress_blank=True, suppress_tokens=[-1], max_initial_timestamp_index=50,
     )[0]  # fmt: skip
     ids = [t for t in result.sequences_ids[0] if t < tok.eot or t >= tok.timestamp_begin]
-    text = tok.decode(cut_past_end(ids, tok.timestamp_begin, audio_s)).strip()
-    return cut_repeats(text), language
+    text = cut_repeats(tok.decode(cut_past_end(ids, tok.timestamp_begin, audio_s)).strip())
+    ended = (ids[-1] - tok.timestamp_begin) * 0.02 if ids and ids[-1] > tok.timestamp_begin else 0.0
+    if prefix and ended and audio_s - ended >= REST_S and len(words(text)) <= len(words(prefix)):
+        # Forced to start with a whole sentence, Whisper often closes the window after it ("…single
+        # step." <|7.00|> end of text) however much was said next: decode that rest on its own.
+        rest, _ = decode_partial(
+            model, samples[int(ended * RATE) :], language=language, prompt=prompt, prefix=""
+        )  # fmt: skip
+        text = f"{text} {rest}".strip()
+    return text, language

@@ -107,3 +107,19 @@ def test_a_final_decode_forced_to_a_whole_sentence_keeps_what_was_said_next(
     assert [s.seq for s in segments] == list(range(3, 3 + len(segments)))
     assert all(5.0 <= s.start < s.end <= 5.0 + len(audio) / 16000 + 0.5 for s in segments)
     assert segments[-1].start >= segments[0].end - 0.01  # the rest's times follow the prefixed part's
+
+
+@pytest.mark.slow
+def test_a_partial_forced_to_a_whole_sentence_goes_on_with_the_next(
+    models_dir: Path, speech: Callable[..., Path]
+) -> None:
+    """Partials prefixed with a finished sentence still bring the next sentence's words (deltas go on)."""
+    from faster_whisper import WhisperModel
+    from faster_whisper.audio import decode_audio
+
+    model = WhisperModel(str(models_dir / "tiny.en"), device="cpu", compute_type="int8", cpu_threads=1)
+    first = "A journey of a thousand miles begins with a single step."
+    audio = decode_audio(str(speech(f"{first} The early bird catches the worm before breakfast.")))
+    text, _ = window.decode_partial(model, audio, language=None, prompt=None, prefix=first)
+    assert text.startswith(first)
+    assert "worm" in text.lower()  # without the rest's own decode the partial stopped at "single step."
