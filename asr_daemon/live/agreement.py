@@ -7,8 +7,13 @@ short encoder window, and two of them can agree on a start that was never said (
 "Why do you want your country" for "What your country"), which the final decode, prefixed with the
 stable words, would then keep. Three votes cost tiny.en 0.24 s of first-delta latency on real
 speech and did not change its text, so English-only models keep two. Only stable words are sent as deltas,
-so a delta is never taken back. When the utterance ends its final decode is authoritative: what it
-adds past the stable words is the last delta, and `completed` carries the whole final text.
+so a delta is never taken back. The word an older hypothesis ends on is never stable from it: the
+audio cut that word off, and decodes a fraction of a second apart guess it alike (tiny.en agreed on
+"rainy dog" for "lazy dog" in every run of the page's test): it needs an older decode that heard what
+came after it. A decode forced to start with the stable text may glue its next word on ("round" →
+"round-fark"): that piece counts as a word of its own, so the stable text never stalls. When the
+utterance ends its final decode is authoritative: what it adds past the stable words is the last
+delta, and `completed` carries the whole final text.
 """
 
 from __future__ import annotations
@@ -30,7 +35,7 @@ def norm(word: str) -> str:
 
 class Agreement:
     """LocalAgreement over successive hypotheses of one utterance: `first_votes` decodes for the first
-    words, then 2."""
+    words, then 2; a word the older hypothesis ended on is not stable yet (see the module's docstring)."""
 
     def __init__(self, first_votes: int = 2) -> None:
         self.stable: list[str] = []
@@ -42,22 +47,31 @@ class Agreement:
         """The stable text so far."""
         return "".join(self.stable)
 
+    def _split(self, hypothesis: str) -> list[str] | None:
+        """The hypothesis as the stable words and its own words after them (None: it contradicts them)."""
+        sent = self.text
+        if sent and hypothesis.strip().lower().startswith(sent.lower()):
+            return self.stable + _WORD.findall(hypothesis.strip()[len(sent) :])  # a glued "-fark" stays a word
+        current = words(hypothesis)
+        if [norm(w) for w in current[: len(self.stable)]] != [norm(w) for w in self.stable]:
+            return None
+        return self.stable + current[len(self.stable) :]
+
     def update(self, hypothesis: str) -> str:
         """Take one more decode of the utterance; the newly stable text (a delta, maybe empty)."""
-        current = words(hypothesis)
+        current = self._split(hypothesis)
+        if current is None:  # stability never goes back: a decode that disagrees earlier adds nothing
+            return ""
         votes = 2 if self.stable else self._first_votes
         self._history = [*self._history, current][-votes:]
         if len(self._history) < votes:
             return ""
         agreed = 0
-        for column in zip(*self._history, strict=False):
+        for column in zip(*(h[:-1] for h in self._history[:-1]), self._history[-1], strict=False):
             if not norm(column[0]) or any(norm(w) != norm(column[0]) for w in column[1:]):
                 break
             agreed += 1
-        # stability never goes back: a later decode that disagrees earlier adds nothing
-        if agreed <= len(self.stable) or [norm(w) for w in current[: len(self.stable)]] != [
-            norm(w) for w in self.stable
-        ]:
+        if agreed <= len(self.stable):
             return ""
         new = current[len(self.stable) : agreed]
         self.stable.extend(new)

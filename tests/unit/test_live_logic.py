@@ -22,12 +22,39 @@ def test_agreement_emits_only_words_two_decodes_agree_on() -> None:
     """LocalAgreement-2: a word is sent once two hypotheses in a row agree on it and everything before it."""
     a = Agreement(first_votes=2)
     assert a.update("The quick") == ""  # nothing to agree with yet
-    assert a.update("The quick brown") == "The quick"
-    assert a.update("The quick brown fox") == " brown"
+    assert a.update("The quick brown") == "The"  # "quick" ended the older one: not yet
+    assert a.update("The quick brown fox") == " quick"
     assert a.update("The quack brown fox jumps") == ""  # disagrees earlier: nothing taken back, nothing added
-    assert a.text == "The quick brown"
-    assert a.finish("The quick brown fox jumps.") == " fox jumps."
+    assert a.text == "The quick"
+    assert a.update("The quick brown fox jumps") == " brown"  # agrees with the last one that agreed
+    assert a.update("The quick brown fox jumps over") == " fox"
+    assert a.finish("The quick brown fox jumps over it.") == " jumps over it."
     assert a.finish("Something else") == ""  # a final that diverged adds no delta
+
+
+def test_a_word_at_the_end_of_the_older_decode_is_not_stable_yet() -> None:
+    """Two decodes that both end on a guessed word ("rainy" for a cut-off "lazy") do not make it stable."""
+    a = Agreement(first_votes=2)
+    a.update("over the rainy")
+    assert a.update("over the rainy") == "over the"
+    assert a.update("over the lazy dog") == ""  # heard whole: the guess was never sent
+    assert a.update("over the lazy dog and") == " lazy"
+
+
+def test_a_word_glued_to_the_stable_text_does_not_stall_it() -> None:
+    """A decode that continues the last stable word ("round" → "round-fark") still moves the text on."""
+    a = Agreement(first_votes=2)
+    a.update("The quick round fox")
+    a.update("The quick round fox jumps")
+    assert a.text == "The quick round"
+    b = Agreement(first_votes=2)
+    b.update("The quick round")
+    assert b.update("The quick round fox") == "The quick"
+    b.update("The quick round fox")
+    assert b.text == "The quick round"
+    assert b.update("The quick round-fark jump over") == ""
+    assert b.update("The quick round-fark jump over the") == "-fark jump"
+    assert b.text == "The quick round-fark jump"
 
 
 def test_agreement_needs_three_decodes_for_an_utterances_first_words() -> None:
@@ -37,15 +64,15 @@ def test_agreement_needs_three_decodes_for_an_utterances_first_words() -> None:
     assert a.update("Why do you want your") == ""  # two agree on "Why do you": not yet
     assert a.update("What your country") == ""  # the third disagrees: nothing was sent
     assert a.update("What your country can") == ""
-    assert a.update("What your country can do") == "What your country"  # three in a row agree
-    assert a.update("What your country can do for") == " can do"  # then two are enough
+    assert a.update("What your country can do") == "What your"  # three in a row agree (but on "country")
+    assert a.update("What your country can do for") == " country can"  # then two are enough
 
 
 def test_agreement_ignores_case_and_punctuation_at_word_edges() -> None:
     """`dog,` and `dog.` agree; the first word is sent without a leading space."""
     a = Agreement(first_votes=2)
-    a.update(" Over the dog,")
-    assert a.update(" over the dog. And") == "over the dog."
+    a.update(" Over the dog, and")
+    assert a.update(" over the dog. And then") == "over the dog."
     assert words(" a  b") == ["a", "  b"]
 
 
