@@ -166,14 +166,14 @@ class Decoding:
         except Exception as exc:  # noqa: BLE001  # a partial is best effort; the final decode reports failures
             log.warning("live_partial_failed", extra={"session": self.id, "error": type(exc).__name__})
             return
-        if item.done or item.speculation is not None:  # the final decode took the stable text as it was
-            return
+        if item.done or item.speculation is not None or text is None:  # the final decode took the stable
+            return  # text as it was; or the decode was unsure of its words (no vote)
         delta = item.agreement.update(text)
         if delta:
             self.emit(protocol.event("conversation.item.input_audio_transcription.delta", item_id=item.id,
                                      content_index=0, delta=delta))  # fmt: skip
 
-    async def _decode_partial(self, samples: np.ndarray, prefix: str) -> tuple[str, str | None]:
+    async def _decode_partial(self, samples: np.ndarray, prefix: str) -> tuple[str | None, str | None]:
         """A greedy decode over a short window, guarded (live/window.py): its text feeds the agreement."""
         assert self.entry is not None
         t0 = time.perf_counter()

@@ -44,6 +44,10 @@ DETECT_MIN_S = 1.0
 #: A partial forced to start with the stable text that stops this far before the audio's end decodes the
 #: rest again without it (see `decode_partial`).
 REST_S = 0.5
+#: A partial whose mean token log-probability is below this does not vote (faster-whisper's
+#: `log_prob_threshold`, where its own decode would retry at a higher temperature): on the first half
+#: second of jfk.flac's "What your country" tiny.en said "Thank you." at -1.35, "like you." at -1.02.
+MIN_LOGPROB = -1.0
 _FRAMES_PER_S = 100
 _MAX_FRAMES = 3000
 
@@ -96,12 +100,13 @@ def _tokenizer(model: Any, language: str | None) -> Tokenizer:
 
 def decode_partial(
     model: Any, samples: np.ndarray, *, language: str | None, prompt: str | None, prefix: str
-) -> tuple[str, str | None]:
+) -> tuple[str | None, str | None]:
     """Greedy decode of `samples` (16 kHz float32) over a short window: (guarded text, language).
 
     `model` is a faster_whisper.WhisperModel. `prefix` (the stable text) is forced as the start;
     the text returned starts with it unless a guard cut into it. A multilingual model with no
-    `language` detects it on this window, from DETECT_MIN_S of audio on ("" before).
+    `language` detects it on this window, from DETECT_MIN_S of audio on ("" before). The text is
+    None when the decode is unsure of its own words (below MIN_LOGPROB): it should not vote.
     """
     if language is None and model.model.is_multilingual and len(samples) < DETECT_MIN_S * RATE:
         return "", None
@@ -120,16 +125,18 @@ def decode_partial(
     new_tokens = min(440, int(transcriber.LIVE_TOKENS_PER_S * audio_s) + 24)
     result = model.model.generate(
         encoded, [prompt_ids], beam_size=1, max_length=min(448, len(prompt_ids) + new_tokens),
-        suppress_blank=True, suppress_tokens=[-1], max_initial_timestamp_index=50,
+        suppress_blank=True, suppress_tokens=[-1], max_initial_timestamp_index=50, return_scores=True,
     )[0]  # fmt: skip
+    if result.scores[0] < MIN_LOGPROB:
+        return None, language
     ids = [t for t in result.sequences_ids[0] if t < tok.eot or t >= tok.timestamp_begin]
     text = cut_repeats(tok.decode(cut_past_end(ids, tok.timestamp_begin, audio_s)).strip())
     ended = (ids[-1] - tok.timestamp_begin) * 0.02 if ids and ids[-1] > tok.timestamp_begin else 0.0
     if prefix and ended and audio_s - ended >= REST_S and len(words(text)) <= len(words(prefix)):
         # Forced to start with a whole sentence, Whisper often closes the window after it ("…single
-        # step." <|7.00|> end of text) however much was said next: decode that rest on its own.
-        rest, _ = decode_partial(
-            model, samples[int(ended * RATE) :], language=language, prompt=prompt, prefix=""
-        )  # fmt: skip
-        text = f"{text} {rest}".strip()
+        # step." <|7.00|> end of text) however much was said next: decode that rest on its own, with
+        # the text before it as context (as faster-whisper conditions a window on the previous one).
+        context = f"{prompt or ''} {text}".strip()
+        rest, _ = decode_partial(model, samples[int(ended * RATE) :], language=language, prompt=context, prefix="")
+        text = f"{text} {rest or ''}".strip()
     return text, language
