@@ -24,7 +24,7 @@ from typing import Any
 
 from websockets.asyncio.client import connect
 
-from bench import clips, stack, stats
+from bench import clips, live_real, stack, stats
 
 RATE = 24000
 CHUNK_S = 0.1
@@ -132,12 +132,15 @@ def library_decode(model_dir: Path, audio: bytes, spans: list[tuple[float, float
 
 def live_latency(
     svc: stack.Services, work: Path, env: dict[str, str], models: list[str], levels: list[int],
-    variants: dict[str, dict[str, str]] | None = None,
+    variants: dict[str, dict[str, str]] | None = None, real: bool = False,
 ) -> dict[str, Any]:  # fmt: skip
     """Every model × concurrency level; one daemon per model (and per variant: name → extra env, e.g.
-    `PYTHONPATH` of an older tree or `ASR_LIVE_BEAM_SIZE=1`, measured one after another at each level)."""
+    `PYTHONPATH` of an older tree or `ASR_LIVE_BEAM_SIZE=1`, measured one after another at each level).
+    With `real` and the recordings of ../shared/audio present, each model's daemons then stream those
+    too (bench/live_real.py: first delta on real speech, stability, WER), one session at a time."""
     audio, spans = script()
-    result: dict[str, Any] = {"utterances_per_session": len(spans), "audio_s": len(audio) / (2 * RATE), "runs": []}
+    result: dict[str, Any] = {"utterances_per_session": len(spans), "audio_s": len(audio) / (2 * RATE), "runs": [],
+                              "real": {}}  # fmt: skip
     named = {"": env, **{k: {**env, **v} for k, v in (variants or {}).items()}}
     for model in models:
         fixed = {"ASR_MODEL": model, "ASR_PRELOAD": "true", "ASR_LIVE_MAX_SESSIONS": "32",
@@ -156,6 +159,8 @@ def live_latency(
                     rows = asyncio.run(_many(d.url, audio, spans, n))
                     summary = _summary(model, n, rows, n * len(spans))
                     result["runs"].append({**summary, "variant": name, "library_final": library})
+            if real and live_real.available():
+                result["real"][model] = asyncio.run(live_real.run(daemons, 1))
         finally:
             for d in daemons.values():
                 d.stop()

@@ -48,6 +48,11 @@ CLIPS: list[tuple[str, float, float, str | None]] = [
 ]
 
 
+def available() -> bool:
+    """Whether the recordings are here (they are never committed)."""
+    return all((SHARED / name).is_file() for name, *_ in CLIPS)
+
+
 def pcm(name: str, start: float, end: float) -> bytes:
     """The clip's span as 24 kHz mono s16 PCM, TAIL_S of silence after it."""
     from faster_whisper.audio import decode_audio  # PyAV: reads the mp3s too (sox here cannot)

@@ -257,7 +257,7 @@ def _live(a: argparse.Namespace, svc: stack.Services, work: Path, short: clips.C
     if a.smoke:
         return live.live_latency(svc, work, env, [a.model], [1])
     levels = [int(n) for n in a.live_levels.split(",")]
-    return live.live_latency(svc, work, env, [a.model, "base"], levels, a.variants)
+    return live.live_latency(svc, work, env, [a.model, "base"], levels, a.variants, real=True)
 
 
 def _batched(a: argparse.Namespace, svc: stack.Services, work: Path, short: clips.Clip, env: dict[str, str]) -> Any:
