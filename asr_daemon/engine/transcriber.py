@@ -7,8 +7,10 @@ the same mechanism resumes an interrupted job from the end of its last stored se
 
 from __future__ import annotations
 
+import dataclasses
+import logging
 import time
-from collections.abc import Callable, Generator, Sequence
+from collections.abc import Callable, Generator, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -18,6 +20,8 @@ import numpy as np
 from asr_daemon import errors, jobs
 from asr_daemon.engine import audio, batched, device
 from asr_daemon.engine.replicas import lease
+
+log = logging.getLogger(__name__)
 
 #: A window's last segments that end within this many seconds of the window's end are dropped
 #: and transcribed again at the start of the next window (they may be cut mid-word).
@@ -31,6 +35,9 @@ PROMPT_RESET_TEMPERATURE = 0.5
 #: Seconds of audio between two heap trims inside a window (about one 30 s chunk): CTranslate2's
 #: freed buffers otherwise pile up in each of its threads' malloc arenas and raise the peak.
 TRIM_EVERY_S = 30.0
+#: A segment whose text compresses better than this is a loop (faster-whisper's own
+#: `compression_ratio_threshold`). With a prompt, the window is decoded again from there without it.
+LOOP_RATIO = 2.4
 
 
 class Stopped(Exception):  # a signal, not an error
@@ -180,6 +187,31 @@ def _kwargs(
     return kw
 
 
+def _unlooped(model: Any, window: np.ndarray, segments: Iterable[Any], kw: dict[str, Any]) -> Iterator[Any]:
+    """`segments` of `window`, but from a loop decoded with a prompt on, the window decoded again from
+    the loop's start without the prompt (times shifted back into the window).
+
+    Whisper given the text before as its prompt may repeat that text over and over instead of
+    transcribing (a job resumed after a kill -9 at 3.1 s of a 6 s sentence: "The library opened my time
+    and opened my time and…", 179 words for 17). Temperature fallback would catch it, but not for a
+    job that asked for temperature 0 alone, nor once every temperature failed.
+    """
+    for seg in segments:
+        if kw["initial_prompt"] is None or seg.compression_ratio <= LOOP_RATIO:
+            yield seg
+            continue
+        at = seg.start
+        log.info("prompt_loop_decoded_again", extra={"at_s": round(at, 2), "ratio": round(seg.compression_ratio, 1)})
+        again, _ = model.transcribe(window[int(at * audio.SAMPLE_RATE) :], **{**kw, "initial_prompt": None})
+        for fresh in again:
+            yield dataclasses.replace(
+                fresh, start=fresh.start + at, end=fresh.end + at,
+                words=[dataclasses.replace(w, start=w.start + at, end=w.end + at) for w in fresh.words]
+                if fresh.words else fresh.words,
+            )  # fmt: skip
+        return
+
+
 def batch_for(options: jobs.Options, default: int, min_s: float, duration_s: float | None) -> int:
     """The batch size for one job: the request's own (0: sequential), else `default` for audio of at
     least `min_s` seconds. A prompt needs the sequential path (it conditions each 30 s on the last)."""
@@ -235,6 +267,7 @@ def transcribe(
                 segments, info = batched.transcribe(chosen, window, batch_size, **kw)
             else:
                 segments, info = chosen.transcribe(window, **kw)
+                segments = _unlooped(chosen, window, segments, kw)
             if result.language is None:
                 result.language, result.language_probability = info.language, info.language_probability
                 lang = lang or info.language

@@ -111,3 +111,20 @@ def test_the_prompt_history_drops_what_came_before_a_hot_segment() -> None:
     assert history == list(range(27, 250))
     assert transcriber._carry(history, [1, 2], 0.8) == []
     assert transcriber._carry([], [7, 8], 0.4) == [7, 8]
+
+
+def test_a_resume_that_loops_on_its_prompt_is_decoded_again_without_it(
+    model: object, speech: Callable[..., Path]
+) -> None:
+    """A job resumed mid-word whose prompt made Whisper loop gets that window's real words instead."""
+    sentence = STORY[5]  # two segments; resumed at 3.1 s tiny.en repeated "opened my time" 59 times
+    path = speech(sentence, voice="en")
+    whole = run(model, path)
+    assert len(whole) >= 2
+    prompt = list(whole[0].tokens)
+    resumed = run(model, path, resume_from=3.1, first_seq=1, prompt_tokens=prompt)
+    said = len(sentence.split())
+    got = len(whole[0].text.split()) + sum(len(s.text.split()) for s in resumed)
+    assert 0.6 * said <= got <= 1.3 * said, [s.text for s in resumed]
+    assert [s.seq for s in resumed] == list(range(1, 1 + len(resumed)))
+    assert all(3.1 <= s.start < s.end <= audio.probe(path).duration + 0.5 for s in resumed)
