@@ -22,8 +22,6 @@ import time
 from pathlib import Path
 from typing import Any
 
-from websockets.asyncio.client import connect
-
 from bench import clips, live_real, stack, stats
 
 RATE = 24000
@@ -58,12 +56,7 @@ def script(n: int = 3) -> tuple[bytes, list[tuple[float, float]]]:
 
 async def session(url: str, audio: bytes, spans: list[tuple[float, float]]) -> list[dict[str, float]]:
     """Stream `audio` in real time; the latencies of each utterance."""
-    ws_url = url.replace("http://", "ws://") + "/v1/realtime?intent=transcription"
-    async with connect(ws_url, max_size=None) as ws:
-        await ws.send(json.dumps({"type": "session.update", "session": {"type": "transcription", "audio": {
-            "input": {"format": {"type": "audio/pcm", "rate": RATE}}}}}))  # fmt: skip
-        while json.loads(await ws.recv())["type"] != "session.updated":
-            pass
+    async with live_real.configured(url) as ws:
         t0 = time.monotonic()
         step = int(CHUNK_S * RATE) * 2
         events: list[tuple[float, dict[str, Any]]] = []

@@ -16,15 +16,17 @@ from __future__ import annotations
 import argparse
 import asyncio
 import base64
+import contextlib
 import json
 import os
 import statistics
 import time
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-from websockets.asyncio.client import connect
+from websockets.asyncio.client import ClientConnection, connect
 
 from bench import stack
 from bench.clips import SHARED
@@ -62,14 +64,21 @@ def pcm(name: str, start: float, end: float) -> bytes:
     return out + b"\0\0" * int(TAIL_S * RATE)
 
 
-async def stream(url: str, audio: bytes) -> tuple[float, list[tuple[float, dict[str, Any]]]]:
-    """Stream `audio` in real time; (start time, every server event with its arrival time)."""
+@contextlib.asynccontextmanager
+async def configured(url: str) -> AsyncIterator[ClientConnection]:
+    """A `/v1/realtime` WebSocket to the daemon at `url`, its session set to 24 kHz PCM and updated."""
     ws_url = url.replace("http://", "ws://") + "/v1/realtime?intent=transcription"
     async with connect(ws_url, max_size=None) as ws:
         await ws.send(json.dumps({"type": "session.update", "session": {"type": "transcription", "audio": {
             "input": {"format": {"type": "audio/pcm", "rate": RATE}}}}}))  # fmt: skip
         while json.loads(await ws.recv())["type"] != "session.updated":
             pass
+        yield ws
+
+
+async def stream(url: str, audio: bytes) -> tuple[float, list[tuple[float, dict[str, Any]]]]:
+    """Stream `audio` in real time; (start time, every server event with its arrival time)."""
+    async with configured(url) as ws:
         events: list[tuple[float, dict[str, Any]]] = []
 
         async def read() -> None:

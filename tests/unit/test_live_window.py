@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -57,6 +58,26 @@ def test_window_covers_the_audio_in_steps_within_whispers_30_s() -> None:
     assert window.window_frames(40 * rate) == 3000
 
 
+@pytest.fixture(scope="module")
+def model(models_dir: Path) -> Any:
+    """tiny.en on one CPU thread, as faster-whisper loads it."""
+    from faster_whisper import WhisperModel
+
+    return WhisperModel(str(models_dir / "tiny.en"), device="cpu", compute_type="int8", cpu_threads=1)
+
+
+def spoken(speech: Callable[..., Path], text: str) -> np.ndarray:
+    """`text` spoken by espeak-ng, as 16 kHz float32 samples."""
+    from faster_whisper.audio import decode_audio
+
+    return decode_audio(str(speech(text)))
+
+
+#: Two sentences: a stable text that ends the first one must not end the decode.
+FIRST = "A journey of a thousand miles begins with a single step."
+TWO = f"{FIRST} The early bird catches the worm before breakfast."
+
+
 def test_partial_cadence_follows_the_cost_of_a_decode() -> None:
     """The next partial waits for `interval` of new audio, or a decode's cost (twice once text is stable) if more."""
     assert not partial_due(0.1, interval=0.2, cost=0.0, stable=False)
@@ -68,14 +89,10 @@ def test_partial_cadence_follows_the_cost_of_a_decode() -> None:
 
 
 @pytest.mark.slow
-def test_short_window_partials_agree_on_a_prefix_of_the_sentence(models_dir: Path, speech: Callable[..., Path]) -> None:
+def test_short_window_partials_agree_on_a_prefix_of_the_sentence(model: Any, speech: Callable[..., Path]) -> None:
     """Real tiny.en decodes of a growing espeak sentence: the stable words are the sentence's own start."""
-    from faster_whisper import WhisperModel
-    from faster_whisper.audio import decode_audio
-
-    model = WhisperModel(str(models_dir / "tiny.en"), device="cpu", compute_type="int8", cpu_threads=1)
     sentence = "The committee met on Tuesday morning to review the budget for the coming year."
-    audio = decode_audio(str(speech(sentence)))
+    audio = spoken(speech, sentence)
     agreement = Agreement()
     for end in np.arange(1.0, len(audio) / window.RATE + 0.5, 0.5):
         text, language = window.decode_partial(
@@ -91,19 +108,14 @@ def test_short_window_partials_agree_on_a_prefix_of_the_sentence(models_dir: Pat
 
 @pytest.mark.slow
 def test_a_final_decode_forced_to_a_whole_sentence_keeps_what_was_said_next(
-    models_dir: Path, speech: Callable[..., Path]
+    model: Any, speech: Callable[..., Path]
 ) -> None:
     """A final decode prefixed with a finished sentence still transcribes the utterance's next sentence."""
-    from faster_whisper import WhisperModel
-    from faster_whisper.audio import decode_audio
-
     from asr_daemon.engine import transcriber
 
-    model = WhisperModel(str(models_dir / "tiny.en"), device="cpu", compute_type="int8", cpu_threads=1)
-    first = "A journey of a thousand miles begins with a single step."
-    audio = decode_audio(str(speech(f"{first} The early bird catches the worm before breakfast.")))
-    text, segments, _ = transcriber.decode_utterance(model, audio, offset=5.0, prefix=first, first_seq=3)
-    assert text.startswith(first)
+    audio = spoken(speech, TWO)
+    text, segments, _ = transcriber.decode_utterance(model, audio, offset=5.0, prefix=FIRST, first_seq=3)
+    assert text.startswith(FIRST)
     assert "breakfast" in text.lower()  # without the second decode Whisper stopped after "single step."
     assert [s.seq for s in segments] == list(range(3, 3 + len(segments)))
     assert all(5.0 <= s.start < s.end <= 5.0 + len(audio) / 16000 + 0.5 for s in segments)
@@ -111,29 +123,18 @@ def test_a_final_decode_forced_to_a_whole_sentence_keeps_what_was_said_next(
 
 
 @pytest.mark.slow
-def test_a_partial_forced_to_a_whole_sentence_goes_on_with_the_next(
-    models_dir: Path, speech: Callable[..., Path]
-) -> None:
+def test_a_partial_forced_to_a_whole_sentence_goes_on_with_the_next(model: Any, speech: Callable[..., Path]) -> None:
     """Partials prefixed with a finished sentence still bring the next sentence's words (deltas go on)."""
-    from faster_whisper import WhisperModel
-    from faster_whisper.audio import decode_audio
-
-    model = WhisperModel(str(models_dir / "tiny.en"), device="cpu", compute_type="int8", cpu_threads=1)
-    first = "A journey of a thousand miles begins with a single step."
-    audio = decode_audio(str(speech(f"{first} The early bird catches the worm before breakfast.")))
-    text, _ = window.decode_partial(model, audio, language=None, prompt=None, prefix=first)
-    assert text is not None and text.startswith(first)
+    audio = spoken(speech, TWO)
+    text, _ = window.decode_partial(model, audio, language=None, prompt=None, prefix=FIRST)
+    assert text is not None and text.startswith(FIRST)
     assert "worm" in text.lower()  # without the rest's own decode the partial stopped at "single step."
 
 
 @pytest.mark.slow
-def test_an_unsure_partial_does_not_vote(models_dir: Path, speech: Callable[..., Path]) -> None:
+def test_an_unsure_partial_does_not_vote(model: Any, speech: Callable[..., Path]) -> None:
     """A partial of a third of a second of a word (Whisper guesses "Thank you." there) comes back None."""
-    from faster_whisper import WhisperModel
-    from faster_whisper.audio import decode_audio
-
-    model = WhisperModel(str(models_dir / "tiny.en"), device="cpu", compute_type="int8", cpu_threads=1)
-    audio = decode_audio(str(speech("The committee met on Tuesday morning to review the budget.")))
+    audio = spoken(speech, "The committee met on Tuesday morning to review the budget.")
     sure, _ = window.decode_partial(model, audio, language=None, prompt=None, prefix="")
     assert sure is not None and "budget" in sure.lower()
     noise = np.random.default_rng(7).normal(0, 0.05, window.RATE // 3).astype(np.float32)
