@@ -339,7 +339,7 @@ def decode_utterance(
         "vad_filter": False,
         # speech is at most ~5 tokens a second: a cap far above it ends a hallucinated loop (seen on a
         # 2 s cut of base: 448 tokens at every fallback temperature, 23 s) without touching real text
-        "max_new_tokens": min(440, int(LIVE_TOKENS_PER_S * len(samples) / 16000) + 24),
+        "max_new_tokens": min(440, int(LIVE_TOKENS_PER_S * len(samples) / audio.SAMPLE_RATE) + 24),
         "temperature": LIVE_TEMPERATURES,
     }
     if not final:
@@ -347,11 +347,11 @@ def decode_utterance(
     pieces, info = model.transcribe(samples, **kw)
     segments = [Segment.of(seg, first_seq + i, offset, ndigits=3) for i, seg in enumerate(pieces)]
     covered = segments[-1].end - offset if segments else 0.0
-    if final and prefix and len(samples) / 16000 - covered >= LIVE_REST_S:
+    if final and prefix and len(samples) / audio.SAMPLE_RATE - covered >= LIVE_REST_S:
         # Forced to start with a whole sentence, Whisper may close the window after it ("single step."
         # then a lone timestamp: faster-whisper takes the window as done) and drop what was said next.
         kw.update(prefix=None, vad_filter=True, language=kw["language"] or info.language)
-        rest, _ = model.transcribe(samples[int(covered * 16000) :], **kw)
+        rest, _ = model.transcribe(samples[int(covered * audio.SAMPLE_RATE) :], **kw)
         n = len(segments)
         segments += [Segment.of(seg, first_seq + n + i, offset + covered, ndigits=3) for i, seg in enumerate(rest)]
     text = "".join(s.text for s in segments).strip()

@@ -49,9 +49,9 @@ class Agreement:
 
     def _split(self, hypothesis: str) -> list[str] | None:
         """The hypothesis as the stable words and its own words after them (None: it contradicts them)."""
-        sent = self.text
-        if sent and hypothesis.strip().lower().startswith(sent.lower()):
-            return self.stable + _WORD.findall(hypothesis.strip()[len(sent) :])  # a glued "-fark" stays a word
+        sent, hyp = self.text, hypothesis.strip()
+        if sent and hyp[: len(sent)].lower() == sent.lower():
+            return self.stable + _WORD.findall(hyp[len(sent) :])  # a glued "-fark" stays a word
         current = words(hypothesis)
         if [norm(w) for w in current[: len(self.stable)]] != [norm(w) for w in self.stable]:
             return None
