@@ -39,6 +39,10 @@ class Settings(BaseSettings):
     `https://app.example.org,http://localhost:5173`, or `*`); empty: only the daemon's own page. Keys
     travel in the Authorization header, never in cookies, so credentialed requests are refused."""
 
+    allowed_hosts: str = Field("", pattern=r"^[\w.\-, ]*$")
+    """Host names (comma-separated) a daemon without API keys answers to besides IP addresses and
+    `localhost`, e.g. a reverse proxy's `asr.lan`; any other `Host` is refused (DNS rebinding)."""
+
     # --- storage -------------------------------------------------------------------------
     database_url: SecretStr = SecretStr("postgresql:///asr")
     """PostgreSQL DSN in any form libpq reads: a URI (`postgresql:///asr` is the local socket,

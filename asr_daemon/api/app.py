@@ -22,7 +22,19 @@ from litestar.exceptions import HTTPException
 from litestar.openapi import OpenAPIConfig
 
 from asr_daemon import accesslog, db, errors, logs, runtime
-from asr_daemon.api import archive, auth, cors, deps, diarization, health, jobs, search, transcriptions, unread
+from asr_daemon.api import (
+    archive,
+    auth,
+    cors,
+    deps,
+    diarization,
+    health,
+    jobs,
+    sameorigin,
+    search,
+    transcriptions,
+    unread,
+)
 from asr_daemon.api import metrics as metrics_api
 from asr_daemon.api import models as api_models
 from asr_daemon.config import Settings
@@ -236,6 +248,6 @@ def build(settings: Settings, early: Future[models.Loaded | None] | None = None)
     app = create_app(settings)
     if early is not None:
         app.state[CACHE].adopt(settings.model, early)
-    logged = accesslog.with_access_log(app, settings)
+    logged = accesslog.with_access_log(sameorigin.SameOrigin(app, settings), settings)
     app.state.access_log = logged.access_log  # Wyoming traffic goes to the same log (issue 22)
     return unread.with_drain(logged, settings)

@@ -11,7 +11,9 @@ from typing import Any
 import asyncpg
 import httpx
 import pytest
+from websockets.exceptions import InvalidStatus
 
+from tests import live
 from tests.conftest import Daemon
 from tests.e2e.test_jobs import submit, wait_status
 from tests.e2e.test_keys import bearer, create_key
@@ -186,6 +188,32 @@ def test_cors_is_off_by_default(web_daemon: Daemon) -> None:
         pre = c.options("/v1/jobs", headers={"Origin": "http://evil.example", "Access-Control-Request-Method": "GET"})
     assert "access-control-allow-origin" not in r.headers
     assert "access-control-allow-origin" not in pre.headers
+
+
+def test_a_keyless_daemon_refuses_other_sites_browsers(web_daemon: Daemon, done: dict[str, Any]) -> None:
+    """Keyless on loopback: a rebound name in Host gets 403 (the archive stays unread), a foreign page's
+    form-like POST and WebSocket are refused with nothing done; the own page, localhost and programs pass."""
+    with web_daemon.client() as c:
+        rebound = c.get("/v1/jobs", headers={"Host": "attacker.example:8765"})
+        assert rebound.status_code == 403, rebound.text
+        assert "ASR_ALLOWED_HOSTS" in rebound.json()["error"]["message"]
+        assert done["id"] not in rebound.text
+        form = c.post(
+            "/v1/models/tiny.en/unload",
+            content=b"x",
+            headers={"Origin": "http://evil.example", "Content-Type": "text/plain"},
+        )
+        assert form.status_code == 403 and "ASR_CORS_ORIGINS" in form.json()["error"]["message"], form.text
+        delete = c.delete(f"/v1/jobs/{done['id']}", headers={"Origin": "http://evil.example"})
+        assert delete.status_code == 403
+        assert c.get(f"/v1/jobs/{done['id']}").status_code == 200  # still there
+        own = c.get("/v1/jobs", headers={"Host": "localhost", "Origin": "http://localhost"})
+        assert own.status_code == 200
+    with pytest.raises(InvalidStatus) as refused:
+        live.ws(web_daemon.url, origin="http://evil.example")
+    assert refused.value.response.status_code == 403
+    with live.ws(web_daemon.url, origin=f"http://127.0.0.1:{web_daemon.port}") as conn:
+        assert live.until(conn, "session.created")[0]["type"] == "session.created"
 
 
 def test_cors_allows_the_configured_origin_without_credentials(
