@@ -6,7 +6,7 @@ import base64
 import json
 import uuid
 from collections.abc import AsyncIterator
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Annotated, Any
 
 from litestar import Controller, Request, Response, delete, get, post
@@ -59,8 +59,11 @@ def _cursor(raw: str | None) -> tuple[datetime, uuid.UUID] | None:
         return None
     try:
         ts, jid = base64.urlsafe_b64decode(raw.encode() + b"==").decode().split("|")
-        return datetime.fromisoformat(ts), uuid.UUID(jid)
-    except (ValueError, UnicodeDecodeError):
+        when = datetime.fromisoformat(ts)
+        if when.tzinfo is None or not 1970 <= when.astimezone(UTC).year <= 9999:  # as `_make_cursor` makes them
+            raise ValueError(ts)
+        return when, uuid.UUID(jid)
+    except (ValueError, UnicodeDecodeError, OverflowError):
         raise errors.BadRequest("cursor is not one this server returned") from None
 
 
@@ -198,9 +201,11 @@ class JobsController(Controller):
         job = await _job(request, pool, job_id)
         raw_last = request.headers.get("last-event-id")
         try:
-            last = int(raw_last) if raw_last else -1
+            last = int(raw_last[:20]) if raw_last else -1
         except ValueError:
-            raise errors.BadRequest("Last-Event-ID must be an event id this server sent") from None
+            last = -2
+        if not -1 <= last <= jobs.MAX_SEQ:
+            raise errors.BadRequest("Last-Event-ID must be an event id this server sent")
         return ServerSentEvent(_sse(pool, hub, job.id, last))
 
 

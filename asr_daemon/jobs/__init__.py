@@ -5,7 +5,7 @@ project outside this package, does no I/O; the SQL that moves jobs lives in `asr
 `from asr_daemon import jobs` then `jobs.Status`, `jobs.Job`, `jobs.Options`, ... : the names below.
 """
 
-from asr_daemon.jobs.model import Job, Segment, Word
+from asr_daemon.jobs.model import MAX_SEQ, Job, Segment, Word
 from asr_daemon.jobs.request import (
     DIARIZATION_FIELDS,
     LANGUAGES,
@@ -36,6 +36,7 @@ __all__ = [
     "DIARIZATION_FIELDS",
     "LANGUAGES",
     "MAX_PROMPT_CHARS",
+    "MAX_SEQ",
     "MOVES",
     "RETRYABLE",
     "TERMINAL",

@@ -150,6 +150,11 @@ class Job:
         return out
 
 
+#: The largest segment number (column `segments.seq` is a PostgreSQL `integer`): ids clients send back
+#: (cursors, Last-Event-ID) above it are not ones this server made.
+MAX_SEQ = 2**31 - 1
+
+
 @dataclass(frozen=True, slots=True)
 class Segment:
     """One stored segment of a transcript (table `segments`), times in seconds from the file's start."""

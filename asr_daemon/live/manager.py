@@ -148,8 +148,8 @@ class LiveManager:
         closing: Closing | None = None
         try:
             session.emit(protocol.event("session.created", session=session.view()))
-            if session.configured:  # a client secret's configuration: the first session.update
-                await session.configure("session.update", {"session": {}})
+            if session.configured:  # a client secret's configuration: the first session.update, its errors
+                await self._dispatch(session, '{"type": "session.update", "session": {}}')  # events as any
             session.reader = asyncio.create_task(self._read(session))
             closing = await session.reader
         except asyncio.CancelledError:

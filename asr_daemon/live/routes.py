@@ -17,8 +17,9 @@ from asr_daemon import errors
 from asr_daemon.api import auth
 from asr_daemon.api.deps import LiveDep
 from asr_daemon.api.schemas import error_responses
+from asr_daemon.engine import modelchoice
 from asr_daemon.live import protocol
-from asr_daemon.live.manager import POLICY
+from asr_daemon.live.manager import POLICY, model_alias
 from asr_daemon.live.secrets import chosen_subprotocol
 from asr_daemon.live.session import Closing, LiveSession
 
@@ -67,7 +68,7 @@ def _dump(ev: dict[str, Any]) -> str:
     "/v1/realtime/client_secrets",
     status_code=200,
     summary="Create a short-lived client secret for a browser's live session",
-    responses=error_responses(400, 403),
+    responses=error_responses(400, 403, 404),
 )
 async def client_secrets(request: Request[Any, Any, Any], live: LiveDep) -> dict[str, Any]:
     """Create a short-lived client secret for a browser to open a live session (OpenAI's shape)."""
@@ -90,6 +91,7 @@ async def client_secrets(request: Request[Any, Any, Any], live: LiveDep) -> dict
             cfg = protocol.parse_session("session.update", session, cfg)
         except protocol.ProtocolError as e:
             raise errors.BadRequest(e.message, param=e.param) from None
+        modelchoice.resolve(manager.settings.models_dir, model_alias(cfg.model), manager.settings.model)  # or 404
     value, secret = manager.secrets.create(who.key_id, who.name, who.admin, ttl, session)
     view = cfg.view(protocol.new_id("sess"), None, manager.settings.model)
     view["expires_at"] = math.floor(secret.expires_at)

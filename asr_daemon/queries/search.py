@@ -13,9 +13,11 @@ control characters as markers, turned into [start, end) character offsets into t
 from __future__ import annotations
 
 import base64
+import math
 import uuid
 from dataclasses import dataclass
 
+from asr_daemon.jobs import MAX_SEQ
 from asr_daemon.queries.conn import Conn
 
 #: markers ts_headline puts around each match (control characters: never in a transcript's text)
@@ -42,9 +44,12 @@ class Cursor:
         """The cursor `encode` made; ValueError for anything else."""
         try:
             rank, job, seq = base64.urlsafe_b64decode(text.encode() + b"==").decode().split("|")
-            return cls(float(rank), uuid.UUID(job), int(seq))
+            cursor = cls(float(rank), uuid.UUID(job), int(seq))
         except (ValueError, UnicodeDecodeError) as exc:
             raise ValueError("not a search cursor") from exc
+        if not math.isfinite(cursor.rank) or not 0 <= cursor.seq <= MAX_SEQ:
+            raise ValueError("not a search cursor")
+        return cursor
 
 
 @dataclass(frozen=True)

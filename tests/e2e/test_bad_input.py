@@ -7,6 +7,7 @@ is accepted and transcribed (see docs/security.md).
 
 from __future__ import annotations
 
+import base64
 import os
 import random
 import socket
@@ -143,6 +144,18 @@ def _cancelled_transcript(c: httpx.Client, m: dict[str, Any], _: Daemon) -> http
     pytest.fail("the job finished before it could be cancelled, five times")
 
 
+def _huge_last_event_id(c: httpx.Client, m: dict[str, Any], _: Daemon) -> httpx.Response:
+    """Follow a job's events from an id past any segment number (a PostgreSQL integer)."""
+    r = post(c, audio_file(m), ("temperature", "0.7"), path=J)
+    assert r.status_code == 202, r.text
+    return c.get(f"{J}/{r.json()['id']}/events", headers={"Last-Event-ID": "99999999999"})
+
+
+def _b64(text: str) -> str:
+    """A cursor as the server encodes them (forged here)."""
+    return base64.urlsafe_b64encode(text.encode()).decode().rstrip("=")
+
+
 def _f(*parts: Part, path: str = T, headers: dict[str, str] | None = None) -> Callable[..., httpx.Response]:
     return lambda c, m, d: post(c, *parts, path=path, headers=headers)
 
@@ -224,6 +237,25 @@ REJECTED = [
     Case("list-limit-zero", lambda c, m, d: c.get(J, params={"limit": "0"}), 400),
     Case("list-bad-cursor", lambda c, m, d: c.get(J, params={"cursor": "%%%not-ours"}), 400),
     Case(
+        "list-forged-cursor-before-year-1",
+        lambda c, m, d: c.get(J, params={"cursor": _b64(f"0001-01-01T00:00:00+14:00|{uuid.uuid4()}")}),
+        400,
+    ),
+    Case(
+        "search-forged-cursor-past-any-segment",
+        lambda c, m, d: c.get("/v1/search", params={"q": "x", "cursor": _b64(f"0.5|{uuid.uuid4()}|99999999999")}),
+        400,
+    ),
+    Case("events-last-event-id-past-any-segment", _huge_last_event_id, 400),
+    Case(
+        "client-secret-for-an-absent-model",
+        lambda c, m, d: c.post(
+            "/v1/realtime/client_secrets",
+            json={"session": {"type": "transcription", "audio": {"input": {"transcription": {"model": "no-such"}}}}},
+        ),
+        404,
+    ),
+    Case(
         "oversized-json-body",
         lambda c, m, d: c.post(
             J, content=b'{"a": "' + b"x" * (3 << 20) + b'"}', headers={"content-type": "application/json"}
@@ -235,7 +267,7 @@ REJECTED = [
     Case("slow-upload-that-stops", _slow_upload, 408),
 ]
 #: cases that leave a job row on purpose
-CREATES_JOB = {"cancelled-job-transcript"}
+CREATES_JOB = {"cancelled-job-transcript", "events-last-event-id-past-any-segment"}
 
 
 @pytest.fixture(scope="module")

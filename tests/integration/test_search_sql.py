@@ -3,6 +3,7 @@ visibility per key, keyset pages and match offsets (asr_daemon/queries/search.py
 
 from __future__ import annotations
 
+import base64
 import json
 import uuid
 from collections.abc import AsyncIterator
@@ -163,3 +164,12 @@ def test_a_cursor_from_elsewhere_is_refused() -> None:
     """A cursor this server did not make is a ValueError (the API answers 400)."""
     with pytest.raises(ValueError, match="cursor"):
         search.Cursor.decode("bm9wZQ")
+
+
+@pytest.mark.parametrize("forged", ["0.5|{id}|99999999999", "0.5|{id}|-1", "nan|{id}|3", "inf|{id}|3"])
+def test_a_forged_cursor_past_what_the_database_holds_is_refused(forged: str) -> None:
+    """A well-formed cursor with a segment number past PostgreSQL's integer, or a rank that is not a
+    number, is refused like any foreign cursor (it used to reach asyncpg: a 500)."""
+    raw = forged.format(id=uuid.uuid4()).encode()
+    with pytest.raises(ValueError, match="cursor"):
+        search.Cursor.decode(base64.urlsafe_b64encode(raw).decode())
