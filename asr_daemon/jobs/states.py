@@ -71,16 +71,21 @@ MOVES: dict[str, frozenset[Move]] = {
     "complete": frozenset({(Status.RUNNING, Status.COMPLETED)}),
     # a failure retrying cannot fix (bad audio, model or engine missing)
     "fail": frozenset({(Status.RUNNING, Status.FAILED)}),
-    # an unexpected error: back to the queue after a backoff, failed once attempts are spent
-    "retry_or_fail": frozenset({(Status.RUNNING, Status.QUEUED), (Status.RUNNING, Status.FAILED)}),
+    # an unexpected error: back to the queue after a backoff, failed once attempts are spent (and, as for
+    # checkpoint and reap, cancelled when a cancel was requested meanwhile: a cancelled job never runs again)
+    "retry_or_fail": frozenset(
+        {(Status.RUNNING, Status.QUEUED), (Status.RUNNING, Status.FAILED), (Status.RUNNING, Status.CANCELLED)}
+    ),
     # drain on shutdown, or a CUDA failure moving to the CPU: back to the queue, no attempt spent
-    "checkpoint": frozenset({(Status.RUNNING, Status.QUEUED)}),
+    "checkpoint": frozenset({(Status.RUNNING, Status.QUEUED), (Status.RUNNING, Status.CANCELLED)}),
     # the worker stopped a job whose cancel was requested
     "mark_cancelled": frozenset({(Status.RUNNING, Status.CANCELLED)}),
     # DELETE /v1/jobs/{id}, `asrctl jobs cancel`: a queued job at once (a running one is only flagged)
     "request_cancel": frozenset({(Status.QUEUED, Status.CANCELLED)}),
     # stale heartbeat: back to the queue, failed once attempts are spent
-    "reap": frozenset({(Status.RUNNING, Status.QUEUED), (Status.RUNNING, Status.FAILED)}),
+    "reap": frozenset(
+        {(Status.RUNNING, Status.QUEUED), (Status.RUNNING, Status.FAILED), (Status.RUNNING, Status.CANCELLED)}
+    ),
     # `asrctl jobs retry`
     "retry": frozenset({(Status.FAILED, Status.QUEUED), (Status.CANCELLED, Status.QUEUED)}),
     # a live session closed: completed, or cancelled when a client cancelled it meanwhile

@@ -317,12 +317,13 @@ class Worker:
             await asyncio.sleep(self.settings.heartbeat_interval)
             if not self.jobs:
                 continue
+            sent = {k: r.progress for k, r in self.jobs.items()}
             try:
-                alive = await queries.heartbeat(self.pool, self.name, {k: r.progress for k, r in self.jobs.items()})
+                alive = await queries.heartbeat(self.pool, self.name, sent)
             except DB_ERRORS as exc:
                 log.warning("heartbeat_failed", extra={"error": type(exc).__name__})
                 continue
-            for job_id in list(self.jobs):
+            for job_id in sent.keys() & self.jobs.keys():  # a job claimed while the heartbeat ran is not lost
                 if job_id not in alive:
                     self.stop_local(job_id, "lost")
                 elif alive[job_id]:

@@ -114,13 +114,22 @@ async def fail(conn: Conn, job_id: uuid.UUID, worker: str, error: str, code: Err
     return row is not None
 
 
+#: Where a running job goes when its run ends unfinished (a crash, a drain, a dead worker): a client
+#: asked to cancel it → cancelled (it must not run again); else `otherwise`.
+_UNFINISHED = "CASE WHEN cancel_requested THEN 'cancelled' {otherwise} END"
+_AGAIN = _UNFINISHED.format(otherwise="WHEN attempts >= max_attempts THEN 'failed' ELSE 'queued'")
+_SPENT = "cancel_requested OR attempts >= max_attempts"  # the run is over for good
+
+
 async def retry_or_fail(conn: Conn, job_id: uuid.UUID, worker: str, error: str, backoff: float) -> Status | None:
-    """running → queued after a backoff (doubling per attempt), or → failed when attempts are spent."""
+    """running → queued after a backoff (doubling per attempt), → failed when attempts are spent, or
+    → cancelled when a cancel was asked for meanwhile."""
     status: str | None = await conn.fetchval(
-        """
-        UPDATE jobs SET status = CASE WHEN attempts >= max_attempts THEN 'failed' ELSE 'queued' END,
-                        finished_at = CASE WHEN attempts >= max_attempts THEN now() END,
-                        error = $3, error_code = $5, updated_at = now(),
+        f"""
+        UPDATE jobs SET status = {_AGAIN},
+                        finished_at = CASE WHEN {_SPENT} THEN now() END,
+                        error = CASE WHEN cancel_requested THEN error ELSE $3 END,
+                        error_code = CASE WHEN cancel_requested THEN error_code ELSE $5 END, updated_at = now(),
                         run_after = now() + make_interval(secs => $4 * power(2, greatest(attempts - 1, 0))),
                         worker = NULL, heartbeat_at = NULL
         WHERE id = $1 AND status = 'running' AND worker = $2
@@ -136,11 +145,13 @@ async def retry_or_fail(conn: Conn, job_id: uuid.UUID, worker: str, error: str, 
 
 
 async def checkpoint(conn: Conn, job_id: uuid.UUID, worker: str) -> bool:
-    """running → queued without spending an attempt (drain on shutdown; segments so far are kept)."""
+    """running → queued without spending an attempt (drain on shutdown; segments so far are kept), or
+    → cancelled when a cancel was asked for meanwhile."""
     row = await conn.fetchrow(
-        """
-        UPDATE jobs SET status = 'queued', attempts = greatest(attempts - 1, 0), worker = NULL,
-                        heartbeat_at = NULL, updated_at = now()
+        f"""
+        UPDATE jobs SET status = {_UNFINISHED.format(otherwise="ELSE 'queued'")},
+                        finished_at = CASE WHEN cancel_requested THEN now() END,
+                        attempts = greatest(attempts - 1, 0), worker = NULL, heartbeat_at = NULL, updated_at = now()
         WHERE id = $1 AND status = 'running' AND worker = $2
         RETURNING id
         """,
@@ -166,14 +177,16 @@ async def mark_cancelled(conn: Conn, job_id: uuid.UUID, worker: str) -> bool:
 
 
 async def reap(conn: Conn, stale_after: float, backoff: float) -> list[Reaped]:
-    """Hand running jobs with a stale heartbeat back to the queue, or fail them when attempts are spent."""
+    """Hand running jobs with a stale heartbeat back to the queue, fail them when attempts are spent, or
+    cancel them when a client asked to (the dead worker never heard it)."""
     rows: list[Row] = await conn.fetch(
-        """
-        UPDATE jobs SET status = CASE WHEN attempts >= max_attempts THEN 'failed' ELSE 'queued' END,
-                        finished_at = CASE WHEN attempts >= max_attempts THEN now() END,
-                        error = CASE WHEN attempts >= max_attempts
+        f"""
+        UPDATE jobs SET status = {_AGAIN},
+                        finished_at = CASE WHEN {_SPENT} THEN now() END,
+                        error = CASE WHEN attempts >= max_attempts AND NOT cancel_requested
                                      THEN 'the worker stopped answering on every attempt' ELSE error END,
-                        error_code = CASE WHEN attempts >= max_attempts THEN $3 ELSE error_code END,
+                        error_code = CASE WHEN attempts >= max_attempts AND NOT cancel_requested
+                                          THEN $3 ELSE error_code END,
                         run_after = now() + make_interval(secs => $2 * power(2, greatest(attempts - 1, 0))),
                         worker = NULL, heartbeat_at = NULL, updated_at = now()
         WHERE status = 'running' AND heartbeat_at < now() - make_interval(secs => $1)

@@ -193,6 +193,27 @@ async def test_checkpoint_requeues_without_spending_an_attempt(conn: asyncpg.Con
     assert row is not None and (row.status, row.attempts) == (jobs.Status.QUEUED, 0)
 
 
+async def test_a_cancel_asked_of_a_running_job_is_kept_however_its_run_ends(conn: asyncpg.Connection) -> None:
+    """A running job flagged for cancel whose worker died (reaped, even on its last attempt), crashed
+    (retry_or_fail) or drained (checkpoint) ends cancelled — never queued to run again nor failed."""
+    ends = {
+        "reap": lambda j: queries.reap(conn, stale_after=30, backoff=0),
+        "retry_or_fail": lambda j: queries.retry_or_fail(conn, j, "w", "boom", 0),
+        "checkpoint": lambda j: queries.checkpoint(conn, j, "w"),
+    }
+    for name, end in ends.items():
+        for max_attempts in (1, 3):
+            job_id = await add(conn, max_attempts=max_attempts)
+            assert (await queries.claim(conn, "w")) is not None
+            assert await queries.request_cancel(conn, job_id) == (jobs.Status.RUNNING, True)
+            await conn.execute("UPDATE jobs SET heartbeat_at = now() - interval '1 minute' WHERE id = $1", job_id)
+            await end(job_id)
+            row = await queries.get_job(conn, job_id)
+            assert row is not None and row.status == jobs.Status.CANCELLED, (name, max_attempts, row)
+            assert row.finished_at is not None and row.error_code is None, (name, row)
+            assert await queries.claim(conn, "w") is None, name
+
+
 async def test_a_diarized_row_stored_by_the_dict_based_code_reads_back_typed(conn: asyncpg.Connection) -> None:
     """A jsonb `options` as the old code wrote it loads as `DiarizationOptions`; writing it back stores the same."""
     old = {

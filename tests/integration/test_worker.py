@@ -86,6 +86,7 @@ async def rig(
         "heartbeat_interval": 0.3,
         "stale_after": 1.0,
         "retry_backoff": 0.01,
+        "workers": 1,
         **getattr(request, "param", {}),
     }
     settings = Settings(
@@ -94,7 +95,6 @@ async def rig(
         state_dir=tmp_path,
         model="tiny.en",
         device="cpu",
-        workers=1,
         cpu_threads=1,
         **given,
     )
@@ -186,3 +186,33 @@ async def test_without_the_notification_the_heartbeat_finds_the_cancel(rig: Rig,
     assert (await queries.request_cancel(rig.pool, job_id)) == (jobs.Status.RUNNING, True)  # no NOTIFY
     row = await rig.until(job_id, lambda r: r.status in jobs.TERMINAL, timeout=10)
     assert row.status == "cancelled"
+
+
+@pytest.mark.parametrize("rig", [{"workers": 2}], indirect=True)
+async def test_a_job_claimed_while_a_heartbeat_runs_is_not_taken_for_lost(
+    rig: Rig, two_minutes: Path, jfk: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A job claimed while the heartbeat's statement is in flight (so missing from its answer) runs on to
+    completed on its first attempt: it is not stopped as lost, left running, reaped and run again."""
+    real = queries.heartbeat
+    claimed: list[uuid.UUID] = []
+
+    async def heartbeat_during_a_claim(conn: asyncpg.Pool, worker: str, progress: dict[uuid.UUID, float]) -> object:
+        alive = await real(conn, worker, progress)
+        if not claimed:  # the first heartbeat: a job arrives and is claimed before its answer is read
+            claimed.append(await rig.add(jfk))
+            deadline = time.monotonic() + 10
+            while claimed[0] not in rig.worker.jobs:
+                assert time.monotonic() < deadline, "the second slot did not claim the job"
+                await asyncio.sleep(0.01)
+        return alive
+
+    monkeypatch.setattr(queries, "heartbeat", heartbeat_during_a_claim)
+    first = await rig.add(two_minutes, language=True)
+    await rig.until(first, lambda r: r.status == "running")
+    deadline = time.monotonic() + 10
+    while not claimed:
+        assert time.monotonic() < deadline, "no heartbeat ran"
+        await asyncio.sleep(0.05)
+    row = await rig.until(claimed[0], lambda r: r.status in jobs.TERMINAL)
+    assert (row.status, row.attempts) == ("completed", 1)
