@@ -91,8 +91,10 @@ async def rename_speakers(request: Request[Any, Any, Any], pool: PoolDep, hub: H
     for label, name in body.items():
         if label not in labels:
             raise errors.BadRequest(f"no speaker {str(label)[:20]!r} in this job (it has {', '.join(sorted(labels))})")
-        if name is not None and (not isinstance(name, str) or not name.strip() or len(name) > MAX_NAME):
-            raise errors.BadRequest(f"the name for {label} must be 1 to {MAX_NAME} characters, or null")
+        if name is not None and (
+            not isinstance(name, str) or not name.strip() or len(name) > MAX_NAME or "\x00" in name
+        ):
+            raise errors.BadRequest(f"the name for {label} must be 1 to {MAX_NAME} characters of text, or null")
     updated = await store.rename(pool, job.id, {k: (v.strip() if v else None) for k, v in body.items()})
     await hub.notify(job.id)
     names = store.names_of(updated)

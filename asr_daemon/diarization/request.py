@@ -22,9 +22,9 @@ import numpy as np
 from asr_daemon import errors, jobs
 from asr_daemon.diarization.engine import MAX_SPEAKERS, Holder, Unavailable
 from asr_daemon.engine import audio
+from asr_daemon.jobs.speakers import MAX_KNOWN
 
 FIELDS = jobs.DIARIZATION_FIELDS
-MAX_KNOWN = 4
 #: a reference sample's bounds (OpenAI asks for 2-10 s); bytes after base64 decoding
 REF_MIN_S, REF_MAX_S, REF_MAX_BYTES = 1.0, 10.0, 2 << 20
 _DATA_URL = re.compile(r"^data:(?P<type>[\w.+-]+/[\w.+-]+)?(?:;[\w-]+=[\w.-]+)*;base64,(?P<data>.*)$", re.DOTALL)

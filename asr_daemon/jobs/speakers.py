@@ -14,6 +14,9 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 
+#: The most known speakers one request may name (each with a voice sample of up to 3 MiB).
+MAX_KNOWN = 4
+
 
 def _count(value: object) -> int | None:
     """A stored speaker count: a whole number, or None (absent, null, or not a count)."""

@@ -133,7 +133,7 @@ def _transcription(value: Any, cfg: SessionConfig, param: str) -> SessionConfig:
         language = None
     elif not isinstance(language, str) or language not in jobs.LANGUAGES:
         raise ProtocolError("invalid_value", f"{param}.language must be an ISO-639-1 code Whisper knows", param)
-    if prompt is not None and (not isinstance(prompt, str) or len(prompt) > jobs.MAX_PROMPT_CHARS):
+    if prompt is not None and (not isinstance(prompt, str) or len(prompt) > jobs.MAX_PROMPT_CHARS or "\x00" in prompt):
         raise ProtocolError("invalid_value", f"{param}.prompt must be text of at most 2000 characters", param)
     return replace(cfg, model=model or None, language=language, prompt=prompt or None)
 

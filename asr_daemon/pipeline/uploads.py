@@ -22,10 +22,13 @@ from python_multipart.exceptions import MultipartParseError
 from python_multipart.multipart import MultipartParser, parse_options_header
 
 from asr_daemon import checksums, errors
+from asr_daemon.jobs.speakers import MAX_KNOWN
 
 MAX_FIELD_BYTES = 64 * 1024
 #: fields that carry data may be larger (issue 19: known speakers' audio samples as base64 data URLs)
 LARGE_FIELDS = {"known_speaker_references[]": 3 << 20, "known_speaker_references": 3 << 20}
+#: how many values each of those may have (more is refused as it arrives, not after 64 × 3 MiB were held)
+LARGE_FIELD_VALUES = MAX_KNOWN
 MAX_FIELDS = 64
 FLUSH_BYTES = 1 << 20
 FILE_FIELD = "file"
@@ -142,6 +145,10 @@ class _Sink:
 
     def on_part_end(self) -> None:
         if not self._is_file and self._name is not None:
+            if self._name in LARGE_FIELDS and len(self.upload.fields.get(self._name, ())) >= LARGE_FIELD_VALUES:
+                raise errors.BadRequest(f"at most {LARGE_FIELD_VALUES} values of {self._name!r} (known speakers)")
+            if b"\x00" in self._value:  # PostgreSQL text cannot hold it: refused here, not a 500 at the insert
+                raise errors.BadRequest(f"form field {self._name!r:.60} contains a NUL character: send plain text")
             self.upload.fields.setdefault(self._name, []).append(self._value.decode("utf-8", "replace"))
             self.arrived.append(self._name)
 
@@ -182,6 +189,14 @@ class _Sink:
             finally:
                 self.fh.close()
                 self.fh = None
+
+    def abandon(self) -> None:
+        """Close a file about to be deleted: no flush to disk (an fsync of a refused gigabyte on the event
+        loop stalled every other client for up to a second)."""
+        if self.fh is not None:
+            with contextlib.suppress(OSError):
+                self.fh.close()
+            self.fh = None
 
 
 def _clean_filename(name: str | None) -> str | None:
@@ -252,8 +267,7 @@ async def receive(
         await asyncio.to_thread(sink.flush)
         await asyncio.to_thread(sink.close)
     except BaseException:
-        with contextlib.suppress(OSError, errors.AsrError):
-            sink.close()
+        sink.abandon()
         sink.upload.discard()
         raise
     sink.upload.sha256 = sink.hasher.hexdigest()

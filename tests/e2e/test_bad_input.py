@@ -219,6 +219,8 @@ REJECTED = [
     Case("non-utf8-field", lambda c, m, d: post(c, audio_file(m), ("language", b"\xff\xfe\xfd", None)), 400),
     Case("temperature-out-of-range", _clip(("temperature", "5")), 400),
     Case("temperature-nan", _clip(("temperature", "nan")), 400),
+    Case("nul-in-prompt", _clip(("prompt", "hello\x00world")), 400),
+    Case("nul-in-webhook-url", _clip(("webhook_url", "http://127.0.0.1/\x00"), path=J), 400),
     Case("unsupported-language", _clip(("language", "xx")), 400),
     Case("bad-response-format", _clip(("response_format", "docx")), 400),
     Case("beam-size-zero", _clip(("beam_size", "0")), 400),

@@ -115,6 +115,7 @@ def test_diarization_endpoint_json_rttm_and_rename(ddaemon: Daemon, dialogue: tu
         assert c.patch(f"/v1/jobs/{job}/speakers", json={"Z": "Zed"}).status_code == 400
         assert c.patch(f"/v1/jobs/{job}/speakers", json=["A"]).status_code == 400
         assert c.patch(f"/v1/jobs/{job}/speakers", content=b"{not json").status_code == 400
+        assert c.patch(f"/v1/jobs/{job}/speakers", json={"A": "Al\x00ice"}).status_code == 400  # not a 500
         plain = c.post("/v1/audio/transcriptions", files={"file": path.open("rb")}, data={"model": "tiny.en"})
         assert c.patch(f"/v1/jobs/{plain.headers['x-job-id']}/speakers", json={"A": "x"}).status_code == 409
 

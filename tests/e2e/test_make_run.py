@@ -93,7 +93,10 @@ def test_make_run_from_a_clean_clone_serves_and_stops(
         "ASR_SHIM_DIR": str(shim_dir),
     }
     log = (tmp_path / "make.log").open("wb")
-    proc = subprocess.Popen(["make", "run"], cwd=clone, env=env, stdout=log, stderr=log, start_new_session=True)
+    # SIGINT handled as in a terminal: a test run started in the background of a script inherits it ignored,
+    # and make would then wait for its recipe and exit 0 instead of dying by the signal
+    make = ["env", "--default-signal=INT", "make", "run"]
+    proc = subprocess.Popen(make, cwd=clone, env=env, stdout=log, stderr=log, start_new_session=True)
     try:
         deadline = time.monotonic() + 600
         ready = None

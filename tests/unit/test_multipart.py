@@ -258,3 +258,31 @@ def test_a_body_cut_short_is_a_400_and_leaves_nothing(tmp_path: Path, cut: int) 
     with pytest.raises(errors.BadRequest, match=r"closing boundary|malformed"):
         receive([STANDARD[:cut]], tmp_path)
     assert list(tmp_path.iterdir()) == []
+
+
+def test_a_nul_in_a_text_field_is_a_400_naming_it(tmp_path: Path) -> None:
+    """A NUL character in a field (PostgreSQL text cannot hold one) is refused naming the field, not a 500."""
+    with pytest.raises(errors.BadRequest, match="'prompt' contains a NUL"):
+        receive([body(part("file", b"RIFF", "a.wav"), part("prompt", b"hello\x00world"))], tmp_path)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_known_speaker_references_are_bounded_in_number_as_they_arrive(tmp_path: Path) -> None:
+    """A fifth 3 MiB reference is refused when it arrives (not after 64 of them were held in memory)."""
+    refs = [part("known_speaker_references[]", b"x" * 1000) for _ in range(uploads.LARGE_FIELD_VALUES + 1)]
+    with pytest.raises(errors.BadRequest, match="at most 4 values"):
+        receive([body(*refs)], tmp_path)
+    ok = receive([body(*refs[:-1])], tmp_path)
+    assert len(ok.fields["known_speaker_references[]"]) == uploads.LARGE_FIELD_VALUES
+
+
+def test_a_refused_upload_is_deleted_without_being_synced(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The partial file of a refused upload is removed without an fsync (which blocked the event loop for
+    up to a second on a refused gigabyte); an accepted one is synced."""
+    synced: list[int] = []
+    monkeypatch.setattr(uploads.os, "fsync", lambda fd: synced.append(fd))
+    with pytest.raises(errors.TooLarge):
+        receive([body(part("file", bytes(3 << 20), "a"))], tmp_path, max_bytes=2 << 20)
+    assert synced == [] and list(tmp_path.iterdir()) == []
+    receive([body(part("file", bytes(1000), "a"))], tmp_path).discard()
+    assert len(synced) == 1
