@@ -134,7 +134,8 @@ class Worker:
                 if status == jobs.Status.FAILED:
                     self.outbox.ended(job_id, run.job.webhook_url)
         finally:
-            self.jobs.pop(job_id, None)
+            if self.jobs.get(job_id) is run:  # not a later run of the same job (retried at once) claimed here
+                del self.jobs[job_id]
             self._slots.release()
             self.hub.bell.set()
             with contextlib.suppress(*DB_ERRORS, RedisError):
