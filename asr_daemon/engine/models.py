@@ -348,11 +348,11 @@ class ModelCache:
 
     def _drop(self, entry: Loaded, reason: str) -> None:
         """Remove `entry` from the cache and free its memory now (weights, then the C heap)."""
-        if self._loaded.get(entry.name) is entry:
+        if self._loaded.get(entry.name) is entry:  # a stale copy (CUDA → CPU) leaves its successor's timer be
             del self._loaded[entry.name]
-        timer = self._timers.pop(entry.name, None)
-        if timer is not None:
-            timer.cancel()
+            timer = self._timers.pop(entry.name, None)
+            if timer is not None:
+                timer.cancel()
         model, entry.model = entry.model, None
         if isinstance(model, replicas.Replicas):
             model.unload_model()  # both copies

@@ -245,6 +245,26 @@ def test_cuda_failure_while_transcribing_retries_on_cpu(store_dir: Path, loop: a
     assert cache.stats()["cpu_fallbacks"] == 1
 
 
+def test_the_broken_gpu_copy_released_last_leaves_the_cpu_copys_idle_timer(
+    store_dir: Path, loop: asyncio.AbstractEventLoop
+) -> None:
+    """A job still on the broken CUDA copy finishing after the CPU copy went idle does not cancel the CPU
+    copy's idle unload (it used to: the CPU model then stayed loaded)."""
+    cache = models.ModelCache(Counting(_settings()), device="cuda", idle_ttl=0.2)  # the "cuda" copy: a stand-in
+
+    async def go() -> None:
+        old = await cache.acquire("tiny.en", store_dir / "tiny.en")
+        old.device = "cuda"
+        assert cache.fallback_to_cpu("tiny.en")  # another job hit a CUDA failure; `old` is still in use
+        cpu = await cache.acquire("tiny.en", store_dir / "tiny.en")
+        cache.release(cpu)  # idle: its timer is armed
+        cache.release(old)  # the job on the broken copy ends
+        await asyncio.sleep(0.6)
+        assert cache.loaded() == [] and cpu.model is None
+
+    loop.run_until_complete(go())
+
+
 def test_preload_reports_loading_until_ready(store_dir: Path, loop: asyncio.AbstractEventLoop) -> None:
     """`start_preload` marks the model loading at once (for /readyz) and clears it when loaded."""
     cache = models.ModelCache(models.make_loader(_settings()), device="cpu")
