@@ -90,6 +90,8 @@ MOVES: dict[str, frozenset[Move]] = {
     "retry": frozenset({(Status.FAILED, Status.QUEUED), (Status.CANCELLED, Status.QUEUED)}),
     # a live session closed: completed, or cancelled when a client cancelled it meanwhile
     "finish_live": frozenset({(Status.RUNNING, Status.COMPLETED), (Status.RUNNING, Status.CANCELLED)}),
+    # a live session closed before every utterance was transcribed: a worker transcribes the rest
+    "requeue_live": frozenset({(Status.RUNNING, Status.QUEUED), (Status.RUNNING, Status.CANCELLED)}),
 }
 
 #: Allowed transitions, from the statements above; anything else is refused by their guards.

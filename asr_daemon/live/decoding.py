@@ -18,7 +18,7 @@ import logging
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import numpy as np
 
@@ -46,6 +46,20 @@ SPECULATE_S = 0.15
 
 
 Decoded = tuple[str, list[transcriber.Segment], str | None]
+T = TypeVar("T")
+
+
+async def to_thread_to_its_end(fn: Callable[..., T], /, *args: Any, **kw: Any) -> T:
+    """`asyncio.to_thread`, except that a cancelled caller still waits for the thread: a decode cannot be
+    stopped, and until it ends it holds its decode slot and the session's model (a session that ended
+    while one ran gave both back, and another session's decode ran beside it)."""
+    thread = asyncio.ensure_future(asyncio.to_thread(fn, *args, **kw))
+    try:
+        return await asyncio.shield(thread)
+    except asyncio.CancelledError:
+        with contextlib.suppress(BaseException):
+            await thread
+        raise
 
 
 class Voided(Exception):
@@ -178,7 +192,7 @@ class Decoding:
         assert self.entry is not None
         t0 = time.perf_counter()
         async with self.m.decode_slots:
-            text, language = await asyncio.to_thread(
+            text, language = await to_thread_to_its_end(
                 window.decode_partial, self.entry.model, samples, language=self.cfg.language or self.language,
                 prompt=self.cfg.prompt, prefix=prefix,
             )  # fmt: skip
@@ -197,7 +211,7 @@ class Decoding:
         async with self.m.decode_slots:
             if wanted is not None and not wanted():
                 raise Voided
-            out = await asyncio.to_thread(
+            out = await to_thread_to_its_end(
                 transcriber.decode_utterance, self.entry.model, samples, offset=offset,
                 language=self.cfg.language or self.language, prompt=self.cfg.prompt,
                 beam_size=self.settings.live_beam_size, final=final, first_seq=self.seq, prefix=prefix,

@@ -16,6 +16,7 @@ import json
 import logging
 import signal
 import time
+from collections.abc import Callable
 from typing import Any
 
 import asyncpg
@@ -64,8 +65,9 @@ class LiveManager:
     """Every live session of this process."""
 
     def __init__(self, settings: Settings, pool: asyncpg.Pool, cache: models.ModelCache, hub: queue.Hub,
-                 owner: str) -> None:  # fmt: skip
+                 owner: str, on_stop: Callable[[], None] = lambda: None) -> None:  # fmt: skip
         self.settings, self.pool, self.cache, self.hub = settings, pool, cache, hub
+        self.on_stop = on_stop  # shutdown began (the first signal): this process's worker claims no more
         self.owner = owner  # the worker's name: a crash leaves the job to the reaper like any other
         self.liveness = store.Liveness(pool)  # an open session's job is never reaped, however late its beat
         self.sessions: dict[str, LiveSession] = {}
@@ -170,8 +172,10 @@ class LiveManager:
         try:
             s.wrap_up()
             timeout = self.settings.drain_timeout if self.draining else FINISH_TIMEOUT
+            transcribed = False
             try:
                 await asyncio.wait_for(asyncio.shield(finisher), timeout)
+                transcribed = True
             except TimeoutError:
                 finisher.cancel()
             except Exception:  # a bug in the finisher must not keep the job open nor the slot taken
@@ -180,7 +184,7 @@ class LiveManager:
                 with contextlib.suppress(BaseException):
                     await asyncio.wait_for(t, 30)
             try:
-                await s.close_job()
+                await s.close_job(transcribed)  # not transcribed to the end: queued for a worker to finish
             except Exception as exc:  # noqa: BLE001  # the job stays running: the reaper resumes it from the audio
                 log.warning("live_job_not_closed", extra={"session": s.id, "error": type(exc).__name__})
             if closing is not None and closing.error is not None:
@@ -198,9 +202,13 @@ class LiveManager:
                     await _discard_input(s.socket)
                     await asyncio.wait_for(s.socket.close(closing.code, closing.reason[:120]), 5)
         finally:
-            for t in (sender, finisher, *s.partials, *s.speculations):
+            tasks = (sender, finisher, *s.partials, *s.speculations)
+            for t in tasks:
                 t.cancel()
-            s.release()
+            try:  # a decode under way ends before its model is given back (decoding.to_thread_to_its_end)
+                await asyncio.gather(*tasks, return_exceptions=True)
+            finally:
+                s.release()
             self.sessions.pop(s.id, None)
             if s.job_id is not None:  # a job left running (its close failed) is the reaper's from now on
                 try:
@@ -295,6 +303,7 @@ class LiveManager:
     async def drain(self, timeout: float) -> None:
         """SIGTERM: stop reading, finish every session's current utterance, close with a reason."""
         self.draining = True
+        self.on_stop()
         for s in list(self.sessions.values()):
             s.stop_reason = (GOING_AWAY, "server shutting down")
             if s.reader is not None:

@@ -279,14 +279,25 @@ class LiveSession(Decoding):
             self._commit(self.timeline.end)
         self.commits.put_nowait(None)
 
-    async def close_job(self) -> None:
-        """Flush the audio and mark the job completed (after the finisher ended)."""
+    async def close_job(self, transcribed: bool = True) -> None:
+        """Flush the audio and mark the job completed (after the finisher ended) — or, when utterances were
+        left undecoded (`transcribed` False), queue it: a worker transcribes the rest from the stored audio."""
         if self.audio is None or self.job_id is None:
             return
         await self._store_audio(self.decoder.flush(), sync=True)
         async with self.disk:
             await asyncio.to_thread(self.audio.close)
         self.job_closed = True
+        if not transcribed:
+            queued = await store.requeue(
+                self.m.pool, self.job_id, self.m.owner, duration=self.audio.seconds, audio_bytes=self.audio.data_bytes
+            )
+            log.warning("live_session_left_to_a_worker", extra={"session": self.id, "job_id": str(self.job_id),
+                        "queued": queued, "audio_s": round(self.audio.seconds, 3)})  # fmt: skip
+            with contextlib.suppress(Exception):
+                await self.m.hub.ring()  # a worker claims it now
+                await self.m.hub.notify(self.job_id)
+            return
         timings = {"live_s": round(time.monotonic() - self.opened, 3), "decode_s": round(self.stats["decode_s"], 3),
                    "utterances": int(self.stats["utterances"]), "partials": int(self.stats["partials"]),
                    "final_max_s": round(self.stats["final_max_s"], 3), "speculative": int(self.stats["speculative"]),

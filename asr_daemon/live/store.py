@@ -107,6 +107,7 @@ async def create_job(
 heartbeat = live_sql.heartbeat
 set_model = live_sql.set_model
 finish = live_sql.finish
+requeue = live_sql.requeue
 
 
 class Liveness:

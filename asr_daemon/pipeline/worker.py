@@ -331,10 +331,14 @@ class Worker:
                     self.stop_local(job_id, "cancel")
 
     # --- shutdown ----------------------------------------------------------------------------
-    async def drain(self, timeout: float) -> None:
-        """Stop claiming; let running jobs finish within `timeout`, then checkpoint them back to the queue."""
+    def stop_claiming(self) -> None:
+        """Claim no new job (shutdown began; running ones go on until `drain`)."""
         self.accepting = False
         self.hub.bell.set()
+
+    async def drain(self, timeout: float) -> None:
+        """Stop claiming; let running jobs finish within `timeout`, then checkpoint them back to the queue."""
+        self.stop_claiming()
         tasks = [r.task for r in self.jobs.values() if r.task]
         if tasks:
             _, pending = await asyncio.wait(tasks, timeout=timeout)

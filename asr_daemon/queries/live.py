@@ -1,5 +1,6 @@
 """A live session's job (kind `live`, issue 21): inserted running and owned by the session's manager,
-heartbeaten with the audio stored so far, finished when the session closes."""
+heartbeaten with the audio stored so far, finished when the session closes (or queued for a worker to
+transcribe the rest of its audio when the session could not)."""
 
 from __future__ import annotations
 
@@ -83,5 +84,26 @@ async def finish(
         language,
         timings,
         device,
+    )
+    return row is not None
+
+
+async def requeue(conn: Conn, job_id: uuid.UUID, owner: str, *, duration: float, audio_bytes: int) -> bool:
+    """running → queued when the session closed before its utterances were all transcribed (the client
+    outran the decoder, or a drain ran out of time): a worker transcribes the rest from the stored audio,
+    after the last stored segment, as it resumes a file job (→ cancelled when a client cancelled it)."""
+    row = await conn.fetchrow(
+        """
+        UPDATE jobs SET status = CASE WHEN cancel_requested THEN 'cancelled' ELSE 'queued' END,
+                        finished_at = CASE WHEN cancel_requested THEN now() END,
+                        duration_s = $3, audio_bytes = $4, attempts = greatest(attempts - 1, 0), run_after = now(),
+                        worker = NULL, heartbeat_at = NULL, updated_at = now()
+        WHERE id = $1 AND status = 'running' AND worker = $2
+        RETURNING id
+        """,
+        job_id,
+        owner,
+        duration,
+        audio_bytes,
     )
     return row is not None

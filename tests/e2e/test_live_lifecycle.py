@@ -123,6 +123,43 @@ def test_sigterm_finishes_the_utterance_and_closes_with_a_reason(
     assert (job["status"], job["kind"]) == ("completed", "live")
 
 
+@pytest.mark.slow
+def test_utterances_left_undecoded_at_shutdown_are_finished_by_a_worker(
+    make_daemon: Callable[..., Daemon], speech: Callable[..., Path]
+) -> None:
+    """A client that outran the decoder (many utterances committed at once) and a SIGTERM whose drain time
+    runs out: the job is not marked completed with utterances missing; it is queued, and the next start's
+    worker transcribes the utterances left, from the stored audio; the stopping daemon claims nothing."""
+    d = make_daemon(ASR_DRAIN_TIMEOUT="0.5")
+    with live.ws(d.url) as conn:
+        live.send(conn, live.session_update(vad=None))
+        updated, _ = live.until(conn, "session.updated")
+        job_id = updated["session"]["job_id"]
+        for _ in range(4):
+            stream(conn, live.pcm(speech(SENTENCE)))
+            live.send(conn, {"type": "input_audio_buffer.commit"})
+            stream(conn, live.pcm(speech(SECOND)))
+            live.send(conn, {"type": "input_audio_buffer.commit"})
+        for _ in range(8):  # every utterance accepted
+            live.until(conn, "input_audio_buffer.committed")
+        assert d.proc is not None
+        d.proc.send_signal(signal.SIGTERM)
+        with pytest.raises(ConnectionClosed):
+            while True:
+                conn.recv(timeout=30)
+    assert d.proc.wait(30) == 0
+    assert '"live_session_left_to_a_worker"' in d.logs() and '"job_started"' not in d.logs()
+    d.start()
+    job = job_of(d, job_id, timeout=120)
+    assert job["status"] == "completed" and job["kind"] == "live", job
+    with d.client() as c:
+        segs = c.get(f"/v1/jobs/{job_id}/transcript", params={"format": "verbose_json"}).json()["segments"]
+    # transcribed to the end of the stored audio (before: completed with the first utterances' text only);
+    # the words themselves are tiny.en's on espeak, which a dithered copy of the speech can send astray
+    assert segs[-1]["end"] >= job["audio"]["duration_s"] - 4, segs
+    assert "kitchen" in words(segs[-1]["text"]) or "kitchen" in words(segs[-2]["text"]), segs
+
+
 def test_an_open_session_is_activity_for_the_idle_watcher(daemon: Daemon) -> None:
     """While a session is open the access log's busy marker stays fresh; its line is written at the close."""
     log_dir = daemon.state_dir / "log"
