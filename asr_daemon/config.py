@@ -359,7 +359,8 @@ class Settings(BaseSettings):
     """Client events one live session may send per second (a flood is closed with a reason)."""
 
     live_max_buffer_s: float = Field(300.0, gt=0)
-    """Longest uncommitted audio a manual-commit session may buffer, in seconds."""
+    """Longest uncommitted audio a manual-commit session may buffer, and longest committed audio waiting
+    for its decode before the session reads no more (a client streaming faster than it is transcribed)."""
 
     live_partial_interval: float = Field(0.2, gt=0)
     """Least seconds of new speech between two re-decodes of the growing utterance (more when they take longer)."""

@@ -110,6 +110,8 @@ class Decoding:
     language: str | None
     job_id: uuid.UUID | None
     commits: asyncio.Queue[Item | None]
+    backlog: int
+    room: asyncio.Event
     stats: dict[str, float]
     partials: set[asyncio.Task[None]]
     speculations: set[asyncio.Task[Decoded]]
@@ -224,7 +226,12 @@ class Decoding:
     async def finisher(self) -> None:
         """Decode committed utterances in order: store their segments, then send `completed`."""
         while (item := await self.commits.get()) is not None:
-            await self._finish_item(item)
+            try:
+                await self._finish_item(item)
+            finally:
+                self.backlog -= item.end - item.start
+                if self.backlog <= self.settings.live_max_buffer_s * RATE:
+                    self.room.set()
 
     async def _finish_item(self, item: Item) -> None:
         samples, item.samples = item.samples, np.zeros(0, dtype=np.float32)

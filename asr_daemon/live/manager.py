@@ -27,7 +27,7 @@ from asr_daemon.engine import modelchoice, models
 from asr_daemon.live import protocol, store
 from asr_daemon.live.protocol import ProtocolError
 from asr_daemon.live.secrets import ClientSecrets
-from asr_daemon.live.session import Closing, LiveSession
+from asr_daemon.live.session import LARGE_APPEND, Closing, LiveSession
 from asr_daemon.pipeline import queue
 
 log = logging.getLogger(__name__)
@@ -252,8 +252,8 @@ class LiveManager:
     async def _dispatch(self, s: LiveSession, text: str) -> None:
         client_event: str | None = None
         try:
-            try:
-                ev = json.loads(text)
+            try:  # a large append's JSON is parsed in a thread, as its audio is decoded (session.LARGE_APPEND)
+                ev = await asyncio.to_thread(json.loads, text) if len(text) > LARGE_APPEND else json.loads(text)
             except ValueError:
                 raise ProtocolError("invalid_json", "the event is not valid JSON") from None
             if not isinstance(ev, dict):

@@ -54,6 +54,11 @@ OUTBOX = 512
 SEND_TIMEOUT = 10.0
 #: Audio held back before it is written to the file (a flush per append would be a syscall storm).
 FLUSH_S = 0.5
+#: An append larger than this (base64 characters) is decoded in a thread: up to 15 MiB of base64 and its
+#: resampling took 0.1-0.3 s, every other session and request waiting on the event loop meanwhile.
+LARGE_APPEND = 1 << 20
+#: The VAD sees a large append in pieces this long, so an utterance is cut at MAX_UTTERANCE_S as in a stream.
+PIECE_S = 5.0
 
 
 class Closing(Exception):
@@ -88,6 +93,11 @@ class LiveSession(Decoding):
         self.pending_samples = 0
         self.outbox: asyncio.Queue[dict[str, Any] | None] = asyncio.Queue(OUTBOX)
         self.commits: asyncio.Queue[Item | None] = asyncio.Queue()
+        # committed audio not yet decoded: past ASR_LIVE_MAX_BUFFER_S the reader waits for the finisher (the
+        # socket's own flow control then slows a client streaming faster than it is transcribed)
+        self.backlog = 0
+        self.room = asyncio.Event()
+        self.room.set()
         self.opened = time.monotonic()
         self.last_audio = self.opened
         self.window: tuple[float, int] = (self.opened, 0)
@@ -183,11 +193,14 @@ class LiveSession(Decoding):
             raise ProtocolError(
                 "audio_too_large", f"one append may carry at most {self.settings.live_max_append_bytes} bytes", "audio"
             )
+        await self.room.wait()
         try:
-            raw = base64.b64decode(data, validate=True)
+            if len(data) > LARGE_APPEND:
+                pcm = await asyncio.to_thread(self._decode_audio, data)
+            else:
+                pcm = self._decode_audio(data)
         except (binascii.Error, ValueError):
             raise ProtocolError("invalid_base64", "audio is not valid base64", "audio") from None
-        pcm = self.decoder.feed(raw)
         if self.vad is None and (self.timeline.held + len(pcm)) / RATE > self.settings.live_max_buffer_s:
             raise ProtocolError(
                 "input_audio_buffer_full",
@@ -196,6 +209,17 @@ class LiveSession(Decoding):
         self.last_audio = time.monotonic()
         await self._store_audio(pcm)
         samples = codec.to_float(pcm)
+        for at in range(0, len(samples), int(PIECE_S * RATE)):
+            await self._take(samples[at : at + int(PIECE_S * RATE)])
+        self._maybe_speculate()
+        self._maybe_partial()
+
+    def _decode_audio(self, data: str) -> np.ndarray:
+        """base64 → the session's format decoded to 16 kHz int16 (binascii.Error / ValueError when not base64)."""
+        return self.decoder.feed(base64.b64decode(data, validate=True))
+
+    async def _take(self, samples: np.ndarray) -> None:
+        """Add a piece of audio to the timeline and let the VAD find its speech edges."""
         self.timeline.append(samples)
         if self.vad is not None:
             for edge in await asyncio.to_thread(self.vad.feed, samples):
@@ -207,8 +231,6 @@ class LiveSession(Decoding):
                 self.item = self._new_item(self.timeline.end)
         elif self.item is None and self.timeline.held:
             self.item = self._new_item(self.timeline.start)
-        self._maybe_speculate()
-        self._maybe_partial()
 
     def _pad(self) -> int:
         return int(self.cfg.vad.prefix_padding_ms * RATE / 1000) if self.cfg.vad else 0
@@ -270,6 +292,9 @@ class LiveSession(Decoding):
         self.timeline.drop_before(end - self._pad())
         self.emit(protocol.event("input_audio_buffer.committed", item_id=item.id, previous_item_id=self.previous_item))
         self.previous_item = item.id
+        self.backlog += end - item.start
+        if self.backlog > self.settings.live_max_buffer_s * RATE:
+            self.room.clear()
         self.commits.put_nowait(item)
 
     # --- the end -----------------------------------------------------------------------------------
