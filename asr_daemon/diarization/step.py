@@ -74,7 +74,7 @@ async def run(
     try:
         return await _run(pool, hub, eng, worker, job, path, spec, stop, tick, t0)
     finally:
-        holder.release()  # the last use arms the idle unload (ASR_MODEL_IDLE_TTL)
+        await asyncio.to_thread(holder.release)  # its lock may be held by a load; the last use may unload
 
 
 async def _run(
