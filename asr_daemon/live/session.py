@@ -170,14 +170,19 @@ class LiveSession(Decoding):
             self.m.pool, job_id=job_id, owner=self.m.owner, model=self.model_name, options=options,
             api_key_id=self.key_id, max_attempts=self.settings.max_attempts,
         )  # fmt: skip
-        self.job_id = job_id
-        await self.m.liveness.hold(job_id)  # released by the manager when the session ends
         try:
+            await self.m.liveness.hold(job_id)  # released by the manager when the session ends
             self.audio = await asyncio.to_thread(store.AudioFile, self.settings.uploads_dir / store.audio_name(job_id))
-        except OSError:
+        except BaseException as exc:  # no audio file: the row would be a job no worker can run
+            with contextlib.suppress(Exception):
+                await store.discard(self.m.pool, job_id, self.m.owner)
+                await self.m.liveness.release(job_id)
+            if not isinstance(exc, OSError):
+                raise
             log.exception("live_audio_unwritable", extra={"session": self.id})
             raise Closing(1011, "the server cannot store audio", protocol.error("server_error", "audio not stored",
                           kind="server_error")) from None  # fmt: skip
+        self.job_id = job_id
         await self.m.hub.notify(job_id)
         log.info("live_session_started", extra={"session": self.id, "job_id": str(job_id), "model": self.model_name})
 
@@ -251,8 +256,8 @@ class LiveSession(Decoding):
             self.pending.append(pcm.tobytes())
             self.pending_samples += len(pcm)
         if self.audio is not None and (sync or self.pending_samples >= FLUSH_S * RATE):
-            chunk, self.pending, self.pending_samples = b"".join(self.pending), [], 0
-            async with self.disk:
+            async with self.disk:  # taken off `pending` only once it can be written (a cancel waiting here keeps it)
+                chunk, self.pending, self.pending_samples = b"".join(self.pending), [], 0
                 await asyncio.to_thread(self._write, chunk, sync)
 
     def _write(self, chunk: bytes, sync: bool) -> None:

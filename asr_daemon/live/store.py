@@ -108,6 +108,7 @@ heartbeat = live_sql.heartbeat
 set_model = live_sql.set_model
 finish = live_sql.finish
 requeue = live_sql.requeue
+discard = live_sql.discard
 
 
 class Liveness:

@@ -107,3 +107,10 @@ async def requeue(conn: Conn, job_id: uuid.UUID, owner: str, *, duration: float,
         audio_bytes,
     )
     return row is not None
+
+
+async def discard(conn: Conn, job_id: uuid.UUID, owner: str) -> None:
+    """Delete a session's job whose audio file could not be made (before any audio: nothing is lost)."""
+    await conn.execute(
+        "DELETE FROM jobs WHERE id = $1 AND status = 'running' AND worker = $2 AND audio_bytes = 0", job_id, owner
+    )
