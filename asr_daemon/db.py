@@ -10,6 +10,7 @@ from urllib.parse import parse_qs, unquote, urlsplit
 
 import asyncpg
 
+from asr_daemon import dsn
 from asr_daemon.config import Settings
 
 #: PostgreSQL cannot be reached, or dropped the connection: the API answers 503 with Retry-After.
@@ -37,21 +38,24 @@ async def _init(conn: asyncpg.Connection[Any]) -> None:
 
 async def create_pool(settings: Settings, *, min_size: int = 1, max_size: int = 10) -> asyncpg.Pool[Any]:
     """Open the pool; raises `OSError`/`asyncpg.PostgresError` when the database is unreachable."""
+    url, timeout = dsn.for_asyncpg(settings.database_url.get_secret_value(), 10)
     pool: asyncpg.Pool[Any] = await asyncpg.create_pool(
-        settings.database_url.get_secret_value(),
-        min_size=min_size,
-        max_size=max_size,
-        init=_init,
-        command_timeout=30,
-        timeout=10,
+        url, min_size=min_size, max_size=max_size, init=_init, command_timeout=30, timeout=timeout
     )
     return pool
 
 
 async def connect(settings: Settings) -> asyncpg.Connection[Any]:
     """One connection, for the CLI."""
-    conn: asyncpg.Connection[Any] = await asyncpg.connect(settings.database_url.get_secret_value(), timeout=10)
+    conn = await connect_url(settings.database_url.get_secret_value())
     await _init(conn)
+    return conn
+
+
+async def connect_url(url: str, timeout: float = 10) -> asyncpg.Connection[Any]:
+    """One plain connection to `url` (any form libpq reads; the libpq-only parameters left to the tools)."""
+    target, wait = dsn.for_asyncpg(url, timeout)
+    conn: asyncpg.Connection[Any] = await asyncpg.connect(target, timeout=wait)
     return conn
 
 

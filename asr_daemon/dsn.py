@@ -26,14 +26,33 @@ class DsnError(ValueError):
     """The connection string cannot be read; the message says why without quoting it."""
 
 
+#: libpq connection parameters asyncpg does not know (it would send them to the server as settings, and
+#: the server refuses them): left to the client tools; `connect_timeout` becomes asyncpg's `timeout`
+LIBPQ_ONLY = frozenset(
+    {"connect_timeout", "keepalives", "keepalives_idle", "keepalives_interval", "keepalives_count",
+     "tcp_user_timeout", "fallback_application_name", "gssencmode", "channel_binding", "requiressl",
+     "sslcompression", "load_balance_hosts"}
+)  # fmt: skip
+
+
 def parse(dsn: str) -> dict[str, str]:
     """libpq keywords (`host`, `port`, `user`, `password`, `dbname`, `sslmode`, …) of a URI or a
-    `key=value` string. Raises DsnError for anything else."""
+    `key=value` string. Raises DsnError for anything else (a port that is not one included)."""
     text = dsn.strip()
     if text.lower().startswith(SCHEMES):
-        return _parse_uri(text)
-    if "=" in text:
-        return _parse_pairs(text)
+        params = _parse_uri(text)
+    elif "=" in text:
+        params = _parse_pairs(text)
+    else:
+        params = None
+    if params is not None:
+        for port in params.get("port", "").split(","):
+            if port and not (port.isdigit() and 0 < int(port) < 65536):
+                raise DsnError("the port must be a number from 1 to 65535")
+        timeout = params.get("connect_timeout", "")
+        if timeout and not timeout.strip().lstrip("-").isdigit():
+            raise DsnError("connect_timeout must be a whole number of seconds")
+        return params
     if "://" in text:
         scheme = text.split("://", 1)[0]
         raise DsnError(f"scheme {scheme[:20]!r} is not PostgreSQL's: write postgresql://… or key=value pairs")
@@ -206,6 +225,15 @@ def dbname(dsn: str) -> str | None:
     """The database `dsn` connects to: its `dbname`, else PGDATABASE (None: libpq would fall back to
     the user name, which we do not guess)."""
     return parse(dsn).get("dbname") or os.environ.get("PGDATABASE") or None
+
+
+def for_asyncpg(dsn: str, timeout: float) -> tuple[str, float]:
+    """(URI, connect timeout) for asyncpg: the libpq-only parameters left out, `connect_timeout` (when
+    set and positive, as libpq reads it) instead of `timeout`."""
+    params = parse(dsn)
+    wait = params.get("connect_timeout", "")
+    seconds = float(max(2, int(wait))) if wait and int(wait) > 0 else timeout  # libpq's minimum: 2 s
+    return to_url({k: v for k, v in params.items() if k not in LIBPQ_ONLY}), seconds
 
 
 def for_tools(dsn: str) -> tuple[str, dict[str, str]]:

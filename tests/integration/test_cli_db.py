@@ -62,3 +62,13 @@ def test_database_commands_with_postgresql_down(args: tuple[str, ...], monkeypat
     assert_one_error_line(result, "PostgreSQL (ASR_DATABASE_URL)")
     assert result.stdout == ""
     assert "Traceback" not in result.stderr and "pw-s3cret" not in result.stderr
+
+
+def test_a_dsn_with_libpq_only_parameters_works_for_the_daemons_commands(
+    db: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`?connect_timeout=…&keepalives=1` (libpq reads them, asyncpg would send them to the server, which
+    refuses them): `db status` and `jobs ls` connect as pg_dump does."""
+    monkeypatch.setenv("ASR_DATABASE_URL", db + ("&" if "?" in db else "?") + "connect_timeout=5&keepalives=1")
+    assert asrctl("db", "status").exit_code == 0
+    assert asrctl("jobs", "ls").exit_code == 0

@@ -111,6 +111,9 @@ def test_dbname_falls_back_to_pgdatabase(monkeypatch: pytest.MonkeyPatch) -> Non
         ("postgresql://h/asr?sslmode", "not key=value"),
         ("postgresql://[::1/asr", "IPv6"),
         ("postgresql://u:s3cret@h/asr#frag", "'#'"),
+        ("postgresql://u:s3cret@h:abc/asr", "port must be a number"),
+        ("host=h port=99999 password=s3cret", "port must be a number"),
+        ("postgresql://u:s3cret@h/asr?connect_timeout=soon", "connect_timeout"),
     ],
 )
 def test_bad_strings_get_a_message_without_the_string(text: str, fragment: str) -> None:
@@ -118,3 +121,12 @@ def test_bad_strings_get_a_message_without_the_string(text: str, fragment: str) 
     with pytest.raises(dsn.DsnError, match=fragment) as info:
         dsn.parse(text)
     assert "s3cret" not in str(info.value)
+
+
+def test_asyncpg_gets_neither_libpq_only_parameters_nor_their_errors() -> None:
+    """Parameters only libpq knows (keepalives, connect_timeout…) are left out of asyncpg's URI (the server
+    would refuse them as settings); connect_timeout becomes its timeout, at least libpq's 2 s."""
+    url, timeout = dsn.for_asyncpg("host=/run/pg dbname=asr connect_timeout=5 keepalives=1 application_name=x", 10)
+    assert dsn.parse(url) == {"host": "/run/pg", "dbname": "asr", "application_name": "x"} and timeout == 5
+    assert dsn.for_asyncpg("postgresql:///asr?connect_timeout=1", 10)[1] == 2
+    assert dsn.for_asyncpg("postgresql:///asr?connect_timeout=0", 10)[1] == 10  # 0: wait as long as we would
