@@ -114,6 +114,11 @@ class Worker:
                 self._slots.release()
                 await self.hub.wait_bell(self.settings.poll_interval)
                 continue
+            if self.draining():  # shutdown began while the claim was in flight: hand it back untouched
+                with contextlib.suppress(*DB_ERRORS):
+                    await queries.checkpoint(self.pool, job.id, self.name)
+                self._slots.release()
+                break
             run = Running(job=job, progress=job.progress_s)
             self.metrics.job_started(job)
             self.jobs[job.id] = run

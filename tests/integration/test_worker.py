@@ -216,3 +216,22 @@ async def test_a_job_claimed_while_a_heartbeat_runs_is_not_taken_for_lost(
         await asyncio.sleep(0.05)
     row = await rig.until(claimed[0], lambda r: r.status in jobs.TERMINAL)
     assert (row.status, row.attempts) == ("completed", 1)
+
+
+async def test_a_job_claimed_as_shutdown_begins_goes_back_to_the_queue(
+    rig: Rig, jfk: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A claim in flight when the process starts stopping: the job is handed back queued, its attempt not
+    spent, instead of running unwatched after the drain (left to the reaper, an attempt lost)."""
+    real = queries.claim
+
+    async def claim_as_shutdown_begins(conn: asyncpg.Pool, worker: str) -> object:
+        job = await real(conn, worker)
+        if job is not None:
+            rig.worker.stop_claiming()
+        return job
+
+    monkeypatch.setattr(queries, "claim", claim_as_shutdown_begins)
+    job_id = await rig.add(jfk)
+    row = await rig.until(job_id, lambda r: r.status == "queued" and r.attempts == 0 and r.started_at is not None)
+    assert row.worker is None and rig.worker.running == 0 and job_id not in rig.worker.jobs
