@@ -109,7 +109,7 @@ def _slow_upload(_: httpx.Client, __: dict[str, Any], d: Daemon) -> httpx.Respon
     """Send the start of an upload and then nothing: the idle timeout answers 408."""
     with socket.create_connection(("127.0.0.1", d.port)) as s:
         s.sendall(
-            b"POST /v1/jobs HTTP/1.1\r\nHost: x\r\nContent-Type: multipart/form-data; boundary=b\r\n"
+            b"POST /v1/jobs HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: multipart/form-data; boundary=b\r\n"
             b'Content-Length: 100000\r\n\r\n--b\r\nContent-Disposition: form-data; name="file"; '
             b'filename="a.wav"\r\n\r\nRIFF....'
         )

@@ -194,7 +194,7 @@ def _start_upload(port: int, token: str | None, path: str = "/v1/jobs") -> socke
     body = b'--b\r\nContent-Disposition: form-data; name="file"; filename="a.wav"\r\n\r\nRIFF'
     auth = f"Authorization: Bearer {token}\r\n" if token else ""
     s.sendall(
-        f"POST {path} HTTP/1.1\r\nHost: x\r\n{auth}Content-Type: multipart/form-data; boundary=b\r\n"
+        f"POST {path} HTTP/1.1\r\nHost: 127.0.0.1\r\n{auth}Content-Type: multipart/form-data; boundary=b\r\n"
         f"Content-Length: 1000000\r\n\r\n".encode()
         + body
     )
@@ -239,7 +239,7 @@ def test_slow_headers_are_cut_off(make_daemon: Callable[..., Daemon]) -> None:
     d = make_daemon(ASR_HEADER_TIMEOUT="1")
     s = socket.create_connection(("127.0.0.1", d.port))
     try:
-        s.sendall(b"GET /v1/jobs HTTP/1.1\r\nHost: x\r\nX-Slow: ")
+        s.sendall(b"GET /v1/jobs HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Slow: ")
         t0 = time.monotonic()
         _read_response(s, timeout=10)
         assert time.monotonic() - t0 < 5, "the connection was held open"

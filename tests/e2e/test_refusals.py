@@ -95,7 +95,9 @@ def _curl(url: str, body: bytes, headers: dict[str, str], tmp: Path, expect: boo
 def _raw(url: str, body: bytes, headers: dict[str, str]) -> Answer:
     """A client that writes its whole request before it reads a byte (paced); a send error fails the test."""
     host, port = url.removeprefix("http://").split(":")
-    head = "POST /v1/jobs HTTP/1.1\r\nHost: x\r\n" + "".join(f"{k}: {v}\r\n" for k, v in headers.items()) + "\r\n"
+    head = (
+        "POST /v1/jobs HTTP/1.1\r\nHost: 127.0.0.1\r\n" + "".join(f"{k}: {v}\r\n" for k, v in headers.items()) + "\r\n"
+    )
     plan = Plan(url, b"", "x.wav", [], rate=RATE)
     with socket.create_connection((host, int(port)), timeout=30) as s:
         s.sendall(head.encode())
@@ -115,7 +117,9 @@ def slot_taken(d: Daemon) -> Iterator[None]:
     """Hold the daemon's one upload slot with an upload that trickles until the block ends."""
     stop = threading.Event()
     body, headers = form(100 << 20)
-    head = "POST /v1/jobs HTTP/1.1\r\nHost: x\r\n" + "".join(f"{k}: {v}\r\n" for k, v in headers.items()) + "\r\n"
+    head = (
+        "POST /v1/jobs HTTP/1.1\r\nHost: 127.0.0.1\r\n" + "".join(f"{k}: {v}\r\n" for k, v in headers.items()) + "\r\n"
+    )
 
     def trickle() -> None:
         with socket.create_connection(("127.0.0.1", d.port)) as s:

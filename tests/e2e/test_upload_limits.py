@@ -38,7 +38,7 @@ class Answer:
 def trickle(d: Daemon, total: int, chunk: int, interval: float, give_up: float) -> Answer:
     """POST a multipart upload of `total` body bytes, `chunk` bytes every `interval` s; stop at the first answer."""
     head = (
-        b"POST /v1/audio/transcriptions HTTP/1.1\r\nHost: x\r\n"
+        b"POST /v1/audio/transcriptions HTTP/1.1\r\nHost: 127.0.0.1\r\n"
         b"Content-Type: multipart/form-data; boundary=" + BOUNDARY + b"\r\n"
         b"Content-Length: " + str(total).encode() + b"\r\n\r\n"
     )

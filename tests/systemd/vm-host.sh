@@ -126,7 +126,7 @@ watcher=$(prop asr-idle-watcher.service InvocationID)
 guest systemctl kill --signal=SIGTERM asr-idle-watcher.service   # a clean exit, like "quiet"
 check "the watcher is started again (the proxy Upholds= it)" guest "timeout 60 sh -c 'until [ \"\$(systemctl show -p InvocationID --value asr-idle-watcher.service)\" != $watcher ] && [ \"\$(systemctl is-active asr-idle-watcher.service)\" = active ]; do sleep 0.2; done'"
 check "the daemon was not stopped (the proxy needs it)" bash -c "[[ $(guest systemctl is-active asr-server.service) == active && $(starts) == $n ]]"
-printf 'GET /v1/jobs?limit=1 HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n' >&3
+printf 'GET /v1/jobs?limit=1 HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n' >&3
 check "the open connection is served" bash -c "timeout 120 head -n1 <&3 | grep -q ' 200 '"
 exec 3<&- 3>&-
 
