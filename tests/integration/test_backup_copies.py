@@ -1,0 +1,64 @@
+"""`backup ls` and `restore` on backups copied in part (the dump without its audio tar) or that
+cannot be read, against a real PostgreSQL server."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+from tests import services
+from tests.integration.ops_support import asrctl, assert_one_error_line, db, seed
+
+__all__ = ["db"]  # a fixture, imported for pytest
+
+
+def _with_audio(pg: services.Postgres, db: str, tmp_path: Path) -> Path:
+    seed(pg, db.rsplit("/", 1)[1], jobs=2, audio_dir=tmp_path / "state" / "uploads")
+    result = asrctl("backup", "--dir", str(tmp_path / "b"), "--with-audio", "--json")
+    assert result.exit_code == 0, result.stderr
+    return Path(json.loads(result.stdout)["file"])
+
+
+def _copy(dump: Path, dest: Path, *, audio: bool) -> Path:
+    """What an operator copies off the host: the dump and its sidecar, the audio tar only if asked."""
+    dest.mkdir()
+    names = [dump.name, dump.name + ".sha256"] + ([dump.name.replace(".dump", ".audio.tar")] if audio else [])
+    for name in names:
+        shutil.copy2(dump.with_name(name), dest / name)
+    return dest / dump.name
+
+
+def test_a_dump_copied_without_its_audio_tar_is_intact(pg: services.Postgres, db: str, tmp_path: Path) -> None:
+    """Only `asr-X.dump` + `.sha256` of a --with-audio backup: ls says the dump is ok and the audio
+    missing; restore --verify and restore --into load it and name the missing tar apart."""
+    dump = _copy(_with_audio(pg, db, tmp_path), tmp_path / "copy", audio=False)
+    listed = json.loads(asrctl("backup", "ls", "--dir", str(dump.parent), "--json").stdout)["backups"]
+    assert (listed[0]["checksum"], listed[0]["audio_checksum"], listed[0]["audio"]) == ("ok", "missing", None)
+    table = asrctl("backup", "ls", "--dir", str(dump.parent))
+    assert table.exit_code == 0 and "missing" in table.stdout and "mismatch" not in table.stdout
+    verified = asrctl("restore", "--verify", str(dump))
+    assert verified.exit_code == 0, verified.stderr
+    assert "audio.tar is listed" in verified.stdout
+    restored = asrctl("restore", str(dump), "--into", "from_copy", "--json")
+    assert restored.exit_code == 0, restored.stderr
+    assert json.loads(restored.stdout)["audio_checksum"] == "missing"
+    assert pg.psql("SELECT count(*) FROM jobs", "from_copy") == "2"
+    pg.psql("DROP DATABASE from_copy")
+
+
+def test_a_damaged_audio_tar_does_not_make_the_dump_damaged(pg: services.Postgres, db: str, tmp_path: Path) -> None:
+    """A flipped byte in the audio tar: the dump stays `ok`, the tar is `mismatch`, restore proceeds
+    and says the tar is damaged; a damaged dump is still refused."""
+    dump = _copy(_with_audio(pg, db, tmp_path), tmp_path / "copy", audio=True)
+    tar = dump.with_name(dump.name.replace(".dump", ".audio.tar"))
+    tar.write_bytes(b"\xff" + tar.read_bytes()[1:])
+    listed = json.loads(asrctl("backup", "ls", "--dir", str(dump.parent), "--json").stdout)["backups"]
+    assert (listed[0]["checksum"], listed[0]["audio_checksum"]) == ("ok", "mismatch")
+    verified = asrctl("restore", "--verify", str(dump))
+    assert verified.exit_code == 0, verified.stderr
+    assert "the audio tar is damaged" in verified.stdout
+    data = bytearray(dump.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    dump.write_bytes(bytes(data))
+    assert_one_error_line(asrctl("restore", "--verify", str(dump)), "sha256 differs")
