@@ -7,6 +7,8 @@ import json
 import shutil
 from pathlib import Path
 
+import pytest
+
 from tests import services
 from tests.integration.ops_support import asrctl, assert_one_error_line, db, seed
 
@@ -62,3 +64,24 @@ def test_a_damaged_audio_tar_does_not_make_the_dump_damaged(pg: services.Postgre
     data[len(data) // 2] ^= 0xFF
     dump.write_bytes(bytes(data))
     assert_one_error_line(asrctl("restore", "--verify", str(dump)), "sha256 differs")
+
+
+@pytest.mark.parametrize("target", ["template1", "postgres", "asr_tpl"])
+def test_restore_refuses_template_and_maintenance_databases(
+    pg: services.Postgres, db: str, tmp_path: Path, target: str
+) -> None:
+    """`restore --into template1/postgres/<a template>` is refused with one line, and the target keeps
+    no asr table (else every CREATE DATABASE would copy them)."""
+    seed(pg, db.rsplit("/", 1)[1], jobs=1)
+    result = asrctl("backup", "--dir", str(tmp_path / "b"), "--json")
+    dump = Path(json.loads(result.stdout)["file"])
+    if target == "asr_tpl":
+        pg.psql("CREATE DATABASE asr_tpl IS_TEMPLATE true")
+    try:
+        refused = asrctl("restore", str(dump), "--into", target, "--force")
+        assert_one_error_line(refused, "template" if target != "postgres" else "maintenance database")
+        assert pg.psql("SELECT to_regclass('public.jobs') IS NULL", target) == "t"
+    finally:
+        if target == "asr_tpl":
+            pg.psql("ALTER DATABASE asr_tpl IS_TEMPLATE false")
+            pg.psql("DROP DATABASE asr_tpl")
