@@ -64,8 +64,11 @@ def parse_age(text: str) -> timedelta:
 async def wake(redis_url: str, job_id: uuid.UUID) -> bool:
     """Ring the worker's doorbell and tell the job's event followers it changed (the daemon's own
     `queue` keys). False when Redis is unreachable: the worker and the event streams then notice
-    at their next database poll."""
-    client = queue.connect(redis_url)
+    at their next database poll; also when the URL is unusable (Redis is optional: the change stands)."""
+    try:
+        client = queue.connect(redis_url)
+    except ValueError:  # redis-py's answer to a URL it cannot read
+        return False
     try:
         if not await queue.ring(client):
             return False
@@ -224,11 +227,12 @@ def cancel_cmd(job: IdArg) -> None:
     job_id, outcome = with_db(go)
     if outcome is None or not outcome.changed:
         common.fail(f"job {job_id} is {outcome.status if outcome else 'gone'}: nothing to cancel")
-    common.run(wake(common.settings().redis_url.get_secret_value(), job_id))
+    rang = common.run(wake(common.settings().redis_url.get_secret_value(), job_id))
+    note = "" if rang else " (Redis unreachable: the worker notices at its next poll)"
     if outcome.status == jobsmod.Status.CANCELLED:
-        typer.echo(f"job {job_id} cancelled")
+        typer.echo(f"job {job_id} cancelled{note}")
     else:
-        typer.echo(f"job {job_id} is running: cancellation requested (it stops between segments)")
+        typer.echo(f"job {job_id} is running: cancellation requested (it stops between segments){note}")
 
 
 @app.command("purge")
