@@ -64,9 +64,9 @@ class Settings(BaseSettings):
     @classmethod
     def _redis_url_form(cls, value: SecretStr) -> SecretStr:
         """A URL redis-py can use, else one line that names what is wrong (never the URL: it may hold a password)."""
-        from asr_daemon.redisurl import problem as redis_problem  # small; kept beside its only use
+        from asr_daemon.urls import redis_url_problem  # small; kept beside its only use
 
-        problem = redis_problem(value.get_secret_value())
+        problem = redis_url_problem(value.get_secret_value())
         if problem:
             raise ValueError(problem)
         return value

@@ -47,7 +47,7 @@ from rich.console import Console
 from rich.table import Table
 
 from asr_daemon import db as dbmod
-from asr_daemon import queries
+from asr_daemon import queries, urls
 from asr_daemon.cli import common
 from asr_daemon.config import Settings
 from asr_daemon.ops import backup as bk
@@ -64,8 +64,7 @@ def _client(s: Settings, api_key: str | None) -> tuple[httpx.Client, str]:
         transport = httpx.HTTPTransport(uds=str(s.uds))
         client = httpx.Client(transport=transport, base_url="http://asr", timeout=TIMEOUT, headers=headers)
         return client, f"unix:{s.uds}"
-    host_ = "127.0.0.1" if s.host in {"0.0.0.0", "::", ""} else s.host
-    base = f"http://{host_}:{s.port}"
+    base = urls.daemon_url(s.host, s.port)
     return httpx.Client(base_url=base, timeout=TIMEOUT, headers=headers), base
 
 

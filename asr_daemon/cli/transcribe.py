@@ -22,7 +22,7 @@ import typer
 from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
 
-from asr_daemon import jobs
+from asr_daemon import jobs, urls
 from asr_daemon.cli import common
 from asr_daemon.config import Settings
 
@@ -35,11 +35,10 @@ class ApiError(Exception):
 
 
 def base_url(s: Settings, url: str | None) -> str:
-    """Where the API is: --url/ASR_URL, else the configured host and port (loopback for 0.0.0.0)."""
+    """Where the API is: --url/ASR_URL, else the configured host and port (loopback for a wildcard)."""
     if url:
         return url.rstrip("/")
-    host = "127.0.0.1" if s.host in {"0.0.0.0", "::", ""} else s.host
-    return f"http://{host}:{s.port}"
+    return urls.daemon_url(s.host, s.port)
 
 
 def _explain(response: httpx.Response) -> str:
