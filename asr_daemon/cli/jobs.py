@@ -58,7 +58,10 @@ def parse_age(text: str) -> timedelta:
     m = AGE.match(text.strip().lower())
     if not m or int(m.group(1)) == 0:
         raise ValueError(f"{text!r} is not an age like 30d, 12h, 2w")
-    return timedelta(**{AGE_UNITS[m.group(2)]: int(m.group(1))})
+    try:
+        return timedelta(**{AGE_UNITS[m.group(2)]: int(m.group(1))})
+    except OverflowError:
+        raise ValueError(f"{text!r} is longer ago than dates go") from None
 
 
 async def wake(redis_url: str, job_id: uuid.UUID) -> bool:
@@ -247,10 +250,12 @@ def purge_cmd(
     """Delete finished jobs (or only their audio) older than an age; queued and running jobs stay."""
     try:
         age = parse_age(older_than)
+        cutoff = datetime.now(UTC) - age
     except ValueError as exc:
         common.fail(f"--older-than: {exc}", code=2)
+    except OverflowError:
+        common.fail(f"--older-than: {older_than!r} is longer ago than dates go", code=2)
     s = common.settings()
-    cutoff = datetime.now(UTC) - age
 
     async def go(conn: Conn) -> tuple[int, list[str]]:
         async with conn.transaction():
