@@ -4,15 +4,21 @@ cannot be read, against a real PostgreSQL server."""
 from __future__ import annotations
 
 import json
-import os
 import shutil
-import subprocess
 from pathlib import Path
 
 import pytest
 
 from tests import services
-from tests.integration.ops_support import asrctl, assert_one_error_line, db, seed
+from tests.integration.ops_support import (
+    asrctl,
+    assert_one_error_line,
+    assert_one_error_line_of,
+    db,
+    needs_permissions,
+    seed,
+    unprivileged,
+)
 
 __all__ = ["db"]  # a fixture, imported for pytest
 
@@ -89,28 +95,6 @@ def test_restore_refuses_template_and_maintenance_databases(
             pg.psql("DROP DATABASE asr_tpl")
 
 
-def _unprivileged(*args: str) -> subprocess.CompletedProcess[str]:
-    """`asrctl ARGS` in a subprocess that file permissions apply to: as root, without the
-    capabilities that bypass them (setpriv drops DAC override/read-search from the bounding set)."""
-    prefix = ["setpriv", "--bounding-set=-dac_override,-dac_read_search", "--"] if os.geteuid() == 0 else []
-    env = {k: v for k, v in os.environ.items() if not k.startswith("ASR_") or k in KEEP}
-    argv = [*prefix, str(ASRCTL), *args]
-    return subprocess.run(argv, env=env, capture_output=True, text=True, timeout=120, check=False)
-
-
-ASRCTL = Path(__file__).resolve().parents[2] / ".venv" / "bin" / "asrctl"
-KEEP = {"ASR_DATABASE_URL", "ASR_STATE_DIR", "ASR_REDIS_URL", "ASR_BACKUP_DIR"}
-needs_permissions = pytest.mark.skipif(
-    os.geteuid() == 0 and not shutil.which("setpriv"), reason="as root, needs setpriv to make permissions apply"
-)
-
-
-def _one_line(r: subprocess.CompletedProcess[str], fragment: str) -> None:
-    lines = [ln for ln in r.stderr.splitlines() if ln.strip()]
-    assert r.returncode != 0 and len(lines) == 1, r.stderr
-    assert lines[0].startswith("asrctl: error: ") and fragment in lines[0], lines[0]
-
-
 @needs_permissions
 def test_an_unreadable_backup_directory_is_an_error_not_none(
     pg: services.Postgres, db: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
@@ -123,12 +107,12 @@ def test_an_unreadable_backup_directory_is_an_error_not_none(
     monkeypatch.setenv("ASR_BACKUP_DIR", str(directory))
     directory.chmod(0)
     try:
-        _one_line(_unprivileged("backup", "ls"), f"cannot list {directory}: Permission denied")
-        status = _unprivileged("status", "--json")
+        assert_one_error_line_of(unprivileged("backup", "ls"), f"cannot list {directory}: Permission denied")
+        status = unprivileged("status", "--json")
         assert status.returncode == 0, status.stderr
         backups = json.loads(status.stdout)["backups"]
         assert (backups["count"], backups["error"]) == (None, "Permission denied")
-        screen = " ".join(_unprivileged("status").stdout.split())
+        screen = " ".join(unprivileged("status").stdout.split())
         assert f"cannot read {directory}: Permission denied" in screen and "none" not in screen
     finally:
         directory.chmod(0o700)
@@ -141,12 +125,16 @@ def test_an_unreadable_sidecar_or_dump_is_named_in_one_line(pg: services.Postgre
     dump = _with_audio(pg, db, tmp_path)
     sidecar = dump.with_name(dump.name + ".sha256")
     sidecar.chmod(0)
-    listed = _unprivileged("backup", "ls", "--dir", str(dump.parent), "--json")
-    _one_line(listed, f"cannot read {sidecar}: Permission denied")
+    listed = unprivileged("backup", "ls", "--dir", str(dump.parent), "--json")
+    assert_one_error_line_of(listed, f"cannot read {sidecar}: Permission denied")
     row = json.loads(listed.stdout)["backups"][0]
     assert (row["checksum"], row["audio_checksum"]) == ("unreadable", "unreadable")
-    _one_line(_unprivileged("restore", "--verify", str(dump)), f"cannot read {sidecar}: Permission denied")
+    assert_one_error_line_of(
+        unprivileged("restore", "--verify", str(dump)), f"cannot read {sidecar}: Permission denied"
+    )
     sidecar.chmod(0o600)
     dump.chmod(0)
-    _one_line(_unprivileged("backup", "ls", "--dir", str(dump.parent)), f"cannot read {dump}: Permission denied")
+    assert_one_error_line_of(
+        unprivileged("backup", "ls", "--dir", str(dump.parent)), f"cannot read {dump}: Permission denied"
+    )
     assert pg.psql("SELECT count(*) FROM pg_database WHERE datname LIKE 'asr_verify_%'") == "0"
