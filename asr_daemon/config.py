@@ -57,7 +57,19 @@ class Settings(BaseSettings):
         return SecretStr(dsn.normalize(value.get_secret_value()))
 
     redis_url: SecretStr = SecretStr("redis://127.0.0.1:6379/0")
-    """Redis URL: doorbell, live events and rate limits only; the daemon works without it."""
+    """Redis URL (`redis://`, `rediss://`, `unix://`): doorbell, live events and rate limits only; the
+    daemon works while it is unreachable. It cannot be turned off: an empty value is refused."""
+
+    @field_validator("redis_url")
+    @classmethod
+    def _redis_url_form(cls, value: SecretStr) -> SecretStr:
+        """A URL redis-py can use, else one line that names what is wrong (never the URL: it may hold a password)."""
+        from asr_daemon.urls import redis_url_problem  # small; kept beside its only use
+
+        problem = redis_url_problem(value.get_secret_value())
+        if problem:
+            raise ValueError(problem)
+        return value
 
     state_dir: Path = Path("var/state")
     """Durable state: `uploads/` (audio named by sha256) and `models/` (CTranslate2 models)."""

@@ -17,6 +17,8 @@ import sys
 import time
 from typing import TextIO
 
+from asr_daemon import urls
+
 _STANDARD = set(vars(logging.LogRecord("", 0, "", 0, "", None, None))) | {"message", "asctime", "taskName"}
 
 
@@ -98,12 +100,11 @@ def _isatty(stream: TextIO) -> bool:
 
 def ready_line(host: str, port: int, model: str, device: str, compute_type: str) -> str:
     """`asr-server ready: http://127.0.0.1:8765 · model base on cpu (int8) · docs …/docs · Ctrl-C stops it`."""
-    shown = "127.0.0.1" if host in ("0.0.0.0", "") else "::1" if host == "::" else host
-    netloc = f"[{shown}]:{port}" if ":" in shown else f"{shown}:{port}"
-    where = f"http://{netloc}" + (f" (listening on all interfaces, {host})" if shown != host else "")
+    url = urls.daemon_url(host, port)
+    where = url + (f" (listening on all interfaces, {host})" if host in urls.WILDCARDS else "")
     return (
         f"asr-server ready: {where} · model {model} on {device} ({compute_type})"
-        f" · API docs http://{netloc}/docs · Ctrl-C stops it"
+        f" · API docs {url}/docs · Ctrl-C stops it"
     )
 
 

@@ -45,6 +45,7 @@ from asr_daemon.live.manager import LiveManager
 from asr_daemon.ops import metrics, systemd
 from asr_daemon.pipeline import limits, uploads
 from asr_daemon.pipeline.intake import Intake
+from asr_daemon.urls import daemon_url
 from asr_daemon.web import routes as web
 from asr_daemon.wyoming import server as wyoming_server
 
@@ -186,7 +187,7 @@ async def _announce_ready(settings: Settings, cache: models.ModelCache) -> None:
         return
     if not settings.run_worker:
         logs.announce(
-            f"asr-server ready (HTTP API only, jobs run in `asrctl worker`): http://{settings.host}:{settings.port}"
+            f"asr-server ready (HTTP API only, jobs run in `asrctl worker`): {daemon_url(settings.host, settings.port)}"
         )
         return
     kind = await asyncio.to_thread(cache.target_device)  # may import ctranslate2 to probe CUDA

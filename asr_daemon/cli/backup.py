@@ -7,7 +7,7 @@ daemon. The database password travels in PGPASSWORD, never on a command line or 
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Coroutine
+from collections.abc import Callable, Coroutine
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated, Any, TypeVar
@@ -109,14 +109,28 @@ def backup_cmd(
         typer.echo(f"pruned {path.name}")
 
 
+def _state(check: Callable[[bk.Backup], T], b: bk.Backup, unreadable: list[str]) -> T | str:
+    """`check(b)`, or `unreadable` (its reason kept in `unreadable`) when a file cannot be read."""
+    try:
+        return check(b)
+    except bk.BackupError as exc:
+        unreadable.append(str(exc))
+        return "unreadable"
+
+
 @app.command("ls")
 def ls_cmd(directory: DirOpt = None, as_json: JsonOpt = False) -> None:
     """List backups, newest first, with age, size and verification state (sha256 against the sidecar)."""
     s = common.settings()
     target = directory or s.backups_dir
     now = datetime.now(UTC)
-    backups = bk.list_backups(target)
-    states = {b.path: bk.checksum_state(b) for b in backups}
+    try:
+        backups = bk.list_backups(target)
+    except OSError as exc:
+        common.fail(f"cannot list {target}: {exc.strerror}")
+    unreadable: list[str] = []
+    states = {b.path: _state(bk.checksum_state, b, unreadable) for b in backups}
+    audio = {b.path: _state(bk.audio_state, b, unreadable) for b in backups}
     verified = {b.path: bk.restore_verified_at(b) for b in backups}
     if as_json:
         common.print_json(
@@ -130,31 +144,38 @@ def ls_cmd(directory: DirOpt = None, as_json: JsonOpt = False) -> None:
                         "size_bytes": b.size,
                         "checksum": states[b.path],
                         "audio": str(b.audio) if b.audio.exists() else None,
+                        "audio_checksum": audio[b.path],
                         "restore_verified_at": (v := verified[b.path]) and v.isoformat(),
                     }
                     for b in backups
                 ],
             }
         )
-        return
-    if not backups:
+    elif not backups:
         typer.echo(f"no backups in {target}")
-        return
-    table = Table(title=str(target))
-    for col in ("file", "age", "size", "checksum", "audio", "trial restore"):
-        table.add_column(col)
-    for b in backups:
-        color = {"ok": "green", "mismatch": "bold red"}.get(states[b.path], "yellow")
-        when = verified[b.path]
-        table.add_row(
-            b.path.name,
-            human_age((now - b.taken_at).total_seconds()),
-            human_size(b.size),
-            f"[{color}]{states[b.path]}[/]",
-            "yes" if b.audio.exists() else "-",
-            when.strftime("%Y-%m-%d %H:%M") if when else "-",
-        )
-    Console().print(table)
+    else:
+        table = Table(title=str(target))
+        for col in ("file", "age", "size", "checksum", "audio", "trial restore"):
+            table.add_column(col)
+        for b in backups:
+            when = verified[b.path]
+            table.add_row(
+                b.path.name,
+                human_age((now - b.taken_at).total_seconds()),
+                human_size(b.size),
+                _colored(states[b.path]),
+                "-" if audio[b.path] is None else _colored(str(audio[b.path])),
+                when.strftime("%Y-%m-%d %H:%M") if when else "-",
+            )
+        Console().print(table)
+    if unreadable:
+        more = f" (and {len(unreadable) - 1} more)" if len(unreadable) > 1 else ""
+        common.fail(unreadable[0] + more)
+
+
+def _colored(state: str) -> str:
+    color = {"ok": "green", "mismatch": "bold red", "missing": "bold red", "unreadable": "bold red"}.get(state)
+    return f"[{color or 'yellow'}]{state}[/]"
 
 
 def restore_cmd(
@@ -175,10 +196,12 @@ def restore_cmd(
         if into is None and host.unit_active("asr-server.service"):
             common.fail("asr-server.service is running: stop asr-server.socket and asr-server.service first")
         result = _db(rs.restore(url, file, into=into, force=force, bindir=s.pg_bindir))
+    audio = _audio_note(file)
     if as_json:
         common.print_json(
             {
                 "verified" if verify else "restored": str(file),
+                "audio_checksum": audio[0],
                 "database": result.database,
                 "tables": result.tables,
                 "latest_migration": result.latest_migration,
@@ -191,3 +214,20 @@ def restore_cmd(
     typer.echo("rows: " + ", ".join(f"{k}={v}" for k, v in result.tables.items()))
     if not verify:
         typer.echo("next: `asrctl db migrate` if the code is newer than the dump")
+    if audio[1]:
+        typer.echo(f"note: {audio[1]}")
+
+
+def _audio_note(dump: Path) -> tuple[str | None, str | None]:
+    """The dump's audio tar state, and a note when it is not usable (the database is restored anyway:
+    the tar is unpacked by hand, docs/operations.md)."""
+    b = bk.Backup(dump, datetime.now(UTC), 0)
+    try:
+        state = bk.audio_state(b)
+    except bk.BackupError as exc:
+        return "unreadable", f"audio tar: {exc}"
+    notes = {
+        "missing": f"{b.audio.name} is listed in {b.sidecar.name} but absent: the uploaded audio is not restored",
+        "mismatch": f"{b.audio.name}: sha256 differs from {b.sidecar.name}; the audio tar is damaged",
+    }
+    return state, notes.get(state or "")

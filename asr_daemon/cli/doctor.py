@@ -174,7 +174,10 @@ async def _ping_services(s: Settings) -> tuple[str | None, str | None]:
     except Exception as exc:  # noqa: BLE001  # any failure is the answer
         pg = f"{type(exc).__name__}: {exc}"[:160]
     rd: str | None = None
-    client = aioredis.from_url(s.redis_url.get_secret_value(), socket_connect_timeout=3, socket_timeout=3)
+    try:
+        client = aioredis.from_url(s.redis_url.get_secret_value(), socket_connect_timeout=3, socket_timeout=3)
+    except ValueError as exc:  # a URL redis-py cannot read: unusable, like an unreachable server
+        return pg, f"ASR_REDIS_URL unusable: {exc}"[:160]
     try:
         await client.ping()
     except Exception as exc:  # noqa: BLE001

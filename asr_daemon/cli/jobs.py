@@ -58,14 +58,20 @@ def parse_age(text: str) -> timedelta:
     m = AGE.match(text.strip().lower())
     if not m or int(m.group(1)) == 0:
         raise ValueError(f"{text!r} is not an age like 30d, 12h, 2w")
-    return timedelta(**{AGE_UNITS[m.group(2)]: int(m.group(1))})
+    try:
+        return timedelta(**{AGE_UNITS[m.group(2)]: int(m.group(1))})
+    except OverflowError:
+        raise ValueError(f"{text!r} is longer ago than dates go") from None
 
 
 async def wake(redis_url: str, job_id: uuid.UUID) -> bool:
     """Ring the worker's doorbell and tell the job's event followers it changed (the daemon's own
     `queue` keys). False when Redis is unreachable: the worker and the event streams then notice
-    at their next database poll."""
-    client = queue.connect(redis_url)
+    at their next database poll; also when the URL is unusable (Redis is optional: the change stands)."""
+    try:
+        client = queue.connect(redis_url)
+    except ValueError:  # redis-py's answer to a URL it cannot read
+        return False
     try:
         if not await queue.ring(client):
             return False
@@ -224,11 +230,12 @@ def cancel_cmd(job: IdArg) -> None:
     job_id, outcome = with_db(go)
     if outcome is None or not outcome.changed:
         common.fail(f"job {job_id} is {outcome.status if outcome else 'gone'}: nothing to cancel")
-    common.run(wake(common.settings().redis_url.get_secret_value(), job_id))
+    rang = common.run(wake(common.settings().redis_url.get_secret_value(), job_id))
+    note = "" if rang else " (Redis unreachable: the worker notices at its next poll)"
     if outcome.status == jobsmod.Status.CANCELLED:
-        typer.echo(f"job {job_id} cancelled")
+        typer.echo(f"job {job_id} cancelled{note}")
     else:
-        typer.echo(f"job {job_id} is running: cancellation requested (it stops between segments)")
+        typer.echo(f"job {job_id} is running: cancellation requested (it stops between segments){note}")
 
 
 @app.command("purge")
@@ -243,10 +250,12 @@ def purge_cmd(
     """Delete finished jobs (or only their audio) older than an age; queued and running jobs stay."""
     try:
         age = parse_age(older_than)
+        cutoff = datetime.now(UTC) - age
     except ValueError as exc:
         common.fail(f"--older-than: {exc}", code=2)
+    except OverflowError:
+        common.fail(f"--older-than: {older_than!r} is longer ago than dates go", code=2)
     s = common.settings()
-    cutoff = datetime.now(UTC) - age
 
     async def go(conn: Conn) -> tuple[int, list[str]]:
         async with conn.transaction():

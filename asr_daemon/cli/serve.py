@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import functools
+import ipaddress
 import signal
 import sys
 from pathlib import Path
@@ -61,8 +62,27 @@ def main(argv: list[str]) -> int:
     return serve(s)
 
 
+def _fail(message: str, code: int) -> int:
+    print(f"asrctl: error: {message}", file=sys.stderr)
+    return code
+
+
+def _listen_error(exc: BaseException) -> str | None:
+    """What went wrong binding the socket, from Granian's error (an OS error from its Rust side, or its
+    address parser); None for anything else."""
+    text = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+    if isinstance(exc, OSError):
+        return exc.strerror or text
+    if isinstance(exc, RuntimeError) and "(os error " in text:
+        return text.split(" (os error ")[0]
+    if isinstance(exc, ValueError) and "address" in text:
+        return text
+    return None
+
+
 def serve(s: Settings) -> int:
-    """Run Granian on the settings' socket until it stops; 1 when it could not start."""
+    """Run Granian on the settings' socket until it stops; 1 when it could not start (one error line:
+    the port is taken, the socket's directory is missing), 2 when the address is not one."""
     from granian.constants import Interfaces
     from granian.errors import FatalError
     from granian.http import HTTP1Settings
@@ -70,8 +90,14 @@ def serve(s: Settings) -> int:
     from granian.server import Server
 
     listen: dict[str, object] = {"address": s.host, "port": s.port}
+    where = f"{s.host} port {s.port}"
     if s.uds is not None:
-        listen = {"uds": s.uds, "uds_permissions": 0o660}
+        listen, where = {"uds": s.uds, "uds_permissions": 0o660}, str(s.uds)
+    else:
+        try:
+            ipaddress.ip_address(s.host)
+        except ValueError:
+            return _fail(f"cannot listen on {s.host!r}: not an IP address (e.g. 127.0.0.1, ::1, 0.0.0.0)", 2)
     server = Server(
         TARGET,
         interface=Interfaces.ASGI,
@@ -90,6 +116,11 @@ def serve(s: Settings) -> int:
         server.serve(target_loader=functools.partial(startup.app_for, s), wrap_loader=False)
     except FatalError:
         return 1
+    except (OSError, RuntimeError, ValueError) as exc:
+        reason = _listen_error(exc)
+        if reason is None:
+            raise
+        return _fail(f"cannot listen on {where}: {reason}", 1)
     finally:
         # stopped: a late Ctrl-C has nothing left to interrupt. `uv run` may pass the terminal's
         # SIGINT on once more, and during interpreter shutdown Python puts SIGINT back to the default

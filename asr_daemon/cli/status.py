@@ -29,7 +29,8 @@ JSON schema (`--json`): `schema` is 1; fields may be added, none is renamed or r
                    "pending_migrations": int|null, "error": str|null},
       "last_request": {"at": ISO|null, "age_s": float|null},
       "idle_stop": {"after_s": float, "in_s": float|null},
-      "backups": {"dir": str, "count": int, "latest": str|null, "latest_age_s": float|null}
+      "backups": {"dir": str, "count": int|null, "latest": str|null, "latest_age_s": float|null,
+                  "error": str|null}
     }
 """
 
@@ -47,7 +48,7 @@ from rich.console import Console
 from rich.table import Table
 
 from asr_daemon import db as dbmod
-from asr_daemon import queries
+from asr_daemon import queries, urls
 from asr_daemon.cli import common
 from asr_daemon.config import Settings
 from asr_daemon.ops import backup as bk
@@ -64,8 +65,7 @@ def _client(s: Settings, api_key: str | None) -> tuple[httpx.Client, str]:
         transport = httpx.HTTPTransport(uds=str(s.uds))
         client = httpx.Client(transport=transport, base_url="http://asr", timeout=TIMEOUT, headers=headers)
         return client, f"unix:{s.uds}"
-    host_ = "127.0.0.1" if s.host in {"0.0.0.0", "::", ""} else s.host
-    base = f"http://{host_}:{s.port}"
+    base = urls.daemon_url(s.host, s.port)
     return httpx.Client(base_url=base, timeout=TIMEOUT, headers=headers), base
 
 
@@ -178,10 +178,11 @@ def collect(s: Settings, api_key: str | None = None) -> dict[str, Any]:
     idle_applies = daemon["state"] == "answering" and s.idle_stop_after > 0 and age is not None
     if idle_applies and queue is not None and not (queue["running"] or queue["queued"]):
         idle_in = max(0.0, s.idle_stop_after - float(age or 0))
+    backups_error = None
     try:
         backups = bk.list_backups(s.backups_dir)
-    except OSError:
-        backups = []
+    except OSError as exc:  # not "none": the directory cannot be read (permissions)
+        backups, backups_error = [], exc.strerror or str(exc)
     return {
         "schema": SCHEMA,
         "checked_at": now.isoformat(),
@@ -194,9 +195,10 @@ def collect(s: Settings, api_key: str | None = None) -> dict[str, Any]:
         "idle_stop": {"after_s": s.idle_stop_after, "in_s": idle_in},
         "backups": {
             "dir": str(s.backups_dir),
-            "count": len(backups),
+            "count": None if backups_error else len(backups),
             "latest": str(backups[0].path) if backups else None,
             "latest_age_s": (now - backups[0].taken_at).total_seconds() if backups else None,
+            "error": backups_error,
         },
     }
 
@@ -297,8 +299,9 @@ def render(r: dict[str, Any]) -> Table:
         else "[bold red]unreachable[/]",
     )
     b = r["backups"]
-    t.add_row(
-        "last backup",
-        f"{_age(b['latest_age_s'])} ({b['count']} in {b['dir']})" if b["latest"] else f"[yellow]none[/] in {b['dir']}",
-    )
+    if b["error"]:
+        t.add_row("last backup", f"[bold red]cannot read {b['dir']}[/]: {b['error']}")
+    else:
+        found = f"{_age(b['latest_age_s'])} ({b['count']} in {b['dir']})"
+        t.add_row("last backup", found if b["latest"] else f"[yellow]none[/] in {b['dir']}")
     return t

@@ -12,6 +12,7 @@ Transcripts go to stdout, or to `--output DIR/<file stem>.<ext>`; progress and e
 from __future__ import annotations
 
 import json
+import os
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -22,7 +23,7 @@ import typer
 from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
 
-from asr_daemon import jobs
+from asr_daemon import jobs, urls
 from asr_daemon.cli import common
 from asr_daemon.config import Settings
 
@@ -35,11 +36,10 @@ class ApiError(Exception):
 
 
 def base_url(s: Settings, url: str | None) -> str:
-    """Where the API is: --url/ASR_URL, else the configured host and port (loopback for 0.0.0.0)."""
+    """Where the API is: --url/ASR_URL, else the configured host and port (loopback for a wildcard)."""
     if url:
         return url.rstrip("/")
-    host = "127.0.0.1" if s.host in {"0.0.0.0", "::", ""} else s.host
-    return f"http://{host}:{s.port}"
+    return urls.daemon_url(s.host, s.port)
 
 
 def _explain(response: httpx.Response) -> str:
@@ -59,6 +59,35 @@ def submit(client: httpx.Client, path: Path, fields: dict[str, str]) -> str:
         raise ApiError(_explain(response))
     job_id: str = response.json()["id"]
     return job_id
+
+
+def output_problem(output: Path, files: list[Path], ext: str) -> str | None:
+    """Why transcripts cannot be written to `output/<stem>.<ext>`, checked before any job is submitted
+    (nothing is created: the directory is made only once there is a transcript); None when they can."""
+    if output.exists() and not output.is_dir():
+        return f"--output {output}: not a directory"
+    nearest = next(p for p in (output, *output.parents) if p.exists())
+    if not nearest.is_dir():
+        return f"--output {output}: {nearest} is not a directory"
+    if not os.access(nearest, os.W_OK | os.X_OK):
+        return f"--output {output}: {nearest} is not writable"
+    for path in files:
+        if (output / f"{path.stem}.{ext}").is_dir():
+            return f"--output {output}: {path.stem}.{ext} there is a directory"
+    return None
+
+
+def _refuse_bad_input(files: list[Path], fmt: str, output: Path | None) -> None:
+    """One error line, before anything is submitted, for a bad format, a missing file or an output
+    directory transcripts cannot be written to."""
+    if fmt not in FORMATS:
+        common.fail(f"--format must be one of {', '.join(FORMATS)}", code=2)
+    for path in files:
+        if not path.is_file():
+            common.fail(f"{path}: no such file")
+    problem = output_problem(output, files, FORMATS[fmt]) if output is not None else None
+    if problem:
+        common.fail(problem)
 
 
 def events(client: httpx.Client, job_id: str) -> Iterator[tuple[str, dict[str, Any]]]:
@@ -151,7 +180,12 @@ def follow_all(
                 typer.echo(text.rstrip("\n"))
             else:
                 target = output / f"{path.stem}.{FORMATS[fmt]}"
-                target.write_text(text)
+                try:
+                    target.write_text(text)
+                except OSError as exc:  # changed since the check before submitting
+                    failed += 1
+                    err.print(f"asrctl: error: {target}: {exc.strerror}", markup=False, highlight=False)
+                    continue
                 err.print(f"{path} -> {target}", markup=False, highlight=False)
     return failed
 
@@ -169,11 +203,7 @@ def transcribe(
     speakers: Annotated[int | None, typer.Option(help="With --diarize: how many speakers there are.")] = None,
 ) -> None:
     """Transcribe files through the daemon (starting it on demand), with live progress."""
-    if fmt not in FORMATS:
-        common.fail(f"--format must be one of {', '.join(FORMATS)}", code=2)
-    for path in files:
-        if not path.is_file():
-            common.fail(f"{path}: no such file")
+    _refuse_bad_input(files, fmt, None if run_async else output)
     base = base_url(common.settings(), url)
     fields = {k: v for k, v in (("model", model), ("language", language)) if v}
     if diarize or speakers is not None or fmt == "diarized_json":
@@ -199,7 +229,10 @@ def transcribe(
                 typer.echo(f"{job_id}\t{path}")
             raise typer.Exit(1 if failed else 0)
         if output is not None:
-            output.mkdir(parents=True, exist_ok=True)
+            try:
+                output.mkdir(parents=True, exist_ok=True)
+            except OSError as exc:  # changed since the check before submitting
+                common.fail(f"--output {output}: {exc.strerror}")
         failed += follow_all(client, submitted, fmt, output, err)
     if failed:
         raise typer.Exit(1)

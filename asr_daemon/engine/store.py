@@ -249,10 +249,13 @@ def import_dir(src: Path, models_dir: Path, name: str | None = None, force: bool
         raise StoreError(f"{src} is not a CTranslate2 Whisper model directory (config.json, tokenizer.json)")
     if not (src / "model.bin").is_file():
         raise StoreError(f"{src} has no model.bin")
-    with locked(models_dir):
-        if local_path(models_dir, name) is not None and not force:
-            raise StoreError(f"model {name!r} is already present; pass --force to replace it")
-        return install_dir(src, models_dir, name, f"dir:{src.resolve()}")
+    try:
+        with locked(models_dir):
+            if local_path(models_dir, name) is not None and not force:
+                raise StoreError(f"model {name!r} is already present; pass --force to replace it")
+            return install_dir(src, models_dir, name, f"dir:{src.resolve()}")
+    except OSError as exc:  # an unreadable source file, an unwritable store (install_dir removed its copy)
+        raise StoreError(f"cannot import {src}: {exc.filename or src}: {exc.strerror or exc}") from None
 
 
 def _package_dir(package: str) -> Path | None:

@@ -146,19 +146,54 @@ def verify_dump(path: Path, bindir: Path | None = None) -> int:
     return entries
 
 
-def checksum_state(backup: Backup) -> str:
-    """`ok` when every file listed in the sidecar matches, `mismatch` when one differs or is
-    missing, `no-sidecar` when there is none."""
+def _sums(backup: Backup) -> dict[str, str] | None:
+    """The sidecar's lines as {file name: sha256}; None when there is no sidecar. Raises BackupError
+    when it cannot be read (permissions)."""
     try:
-        lines = backup.sidecar.read_text().splitlines()
+        text = backup.sidecar.read_text()
     except FileNotFoundError:
-        return "no-sidecar"
-    for line in lines:
+        return None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise BackupError(f"cannot read {backup.sidecar}: {getattr(exc, 'strerror', None) or exc}") from None
+    out: dict[str, str] = {}
+    for line in text.splitlines():
         digest, _, name = line.partition("  ")
-        target = backup.path.with_name(name.strip())
-        if not target.is_file() or checksums.sha256_file(target) != digest.strip():
-            return "mismatch"
-    return "ok"
+        out[name.strip()] = digest.strip()
+    return out
+
+
+def _matches(path: Path, digest: str) -> str:
+    """`ok`, `mismatch` or `missing` for one file against its sidecar line; BackupError when unreadable."""
+    if not path.is_file():
+        return "missing"
+    try:
+        return "ok" if checksums.sha256_file(path) == digest else "mismatch"
+    except OSError as exc:
+        raise BackupError(f"cannot read {path}: {exc.strerror}") from None
+
+
+def checksum_state(backup: Backup) -> str:
+    """The dump's own state by its line in the sidecar: `ok`, `mismatch` (it differs),
+    `no-sidecar` (none), `unlisted` (the sidecar has no line for it). The `--with-audio` tar the
+    sidecar also lists does not count here (see `audio_state`): copying only the dump and its sidecar
+    is a whole database backup. Raises BackupError when the dump or its sidecar cannot be read."""
+    sums = _sums(backup)
+    if sums is None:
+        return "no-sidecar"
+    if backup.path.name not in sums:
+        return "unlisted"
+    return _matches(backup.path, sums[backup.path.name])
+
+
+def audio_state(backup: Backup) -> str | None:
+    """The `--with-audio` tar's state: None when there is none (not listed, not present), else `ok`,
+    `mismatch`, `missing` (listed but absent: only the dump was copied) or `unlisted` (present, no
+    sidecar line for it). Raises BackupError when the tar or the sidecar cannot be read."""
+    sums = _sums(backup) or {}
+    name = backup.audio.name
+    if name not in sums:
+        return "unlisted" if backup.audio.exists() else None
+    return _matches(backup.audio, sums[name])
 
 
 def restore_verified_at(backup: Backup) -> datetime | None:

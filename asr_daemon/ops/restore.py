@@ -4,7 +4,7 @@
 absent) in one transaction: tables the dump does not have (newer migrations) are dropped, the dump's
 objects are dropped and recreated (`--clean --if-exists`) and its data loaded; a failure leaves the
 target as it was, and drops it when this run created it (nothing is left behind). A target that
-holds jobs is refused unless the caller forces it.
+holds jobs is refused unless the caller forces it, a template database and `postgres` always.
 `verify_restore` loads a dump into a scratch database, runs sanity queries and drops it.
 
 Objects are restored without owners and grants (`--no-owner --no-privileges`), owned by the role
@@ -225,6 +225,25 @@ class TargetHoldsJobs(backup.BackupError):
     """The restore target is not empty and the caller did not force it."""
 
 
+MAINTENANCE_DB = "postgres"
+
+
+async def refuse_system_database(database_url: str, name: str) -> None:
+    """Refuse a template database (every CREATE DATABASE would copy asr's tables from it, and later
+    trial restores would fail) and `postgres`, the maintenance database tools connect to."""
+    if name == MAINTENANCE_DB:
+        raise backup.BackupError(f"database {name!r} is PostgreSQL's maintenance database: restore into another one")
+    conn = await _admin(database_url, name)
+    try:
+        template = await conn.fetchval("SELECT datistemplate FROM pg_database WHERE datname = $1", name)
+    finally:
+        await conn.close()
+    if template:
+        raise backup.BackupError(
+            f"database {name!r} is a template (CREATE DATABASE copies it): restore into another one"
+        )
+
+
 async def restore(
     database_url: str,
     dump: Path,
@@ -238,6 +257,7 @@ async def restore(
         raise backup.BackupError(f"--into {into!r}: use letters, digits and _ (at most 63)")
     _check_file(dump, bindir)
     name = into or backup.dbname_of(database_url)
+    await refuse_system_database(database_url, name)
     target = backup.with_dbname(database_url, name)
     jobs = await job_count(target)
     if jobs and not force:

@@ -84,3 +84,26 @@ def test_transcribe_error_paths(jfk: Path, tmp_path: Path, monkeypatch: pytest.M
     assert_one_error_line(asrctl("transcribe", str(jfk)), "cannot reach the daemon")
     assert_one_error_line(asrctl("transcribe", str(jfk), str(tmp_path / "missing.wav")), "no such file")
     assert_one_error_line(asrctl("transcribe", str(jfk), "--format", "doc"), "--format")
+
+
+def test_transcribe_checks_its_output_before_submitting(
+    jfk: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """-o naming a file, a path under a file, or a target that is a directory: one error line before
+    anything is submitted (the daemon is not even asked: here it is down), nothing created."""
+    monkeypatch.setenv("ASR_PORT", str(services.free_port()))
+    monkeypatch.delenv("ASR_URL", raising=False)
+    a_file = tmp_path / "notes.txt"
+    a_file.write_text("keep")
+    (tmp_path / "out" / f"{jfk.stem}.srt").mkdir(parents=True)
+    cases = [
+        ("/etc/passwd", "--output /etc/passwd: not a directory"),
+        (str(a_file), f"--output {a_file}: not a directory"),
+        (str(a_file / "sub"), f"--output {a_file / 'sub'}: {a_file} is not a directory"),
+        (str(tmp_path / "out"), f"{jfk.stem}.srt there is a directory"),
+    ]
+    for output, message in cases:
+        assert_one_error_line(asrctl("transcribe", str(jfk), "--format", "srt", "-o", output), message)
+    assert a_file.read_text() == "keep" and sorted(p.name for p in tmp_path.iterdir()) == ["notes.txt", "out"]
+    assert_one_error_line(asrctl("transcribe", str(jfk), "-o", str(tmp_path / "new" / "dir")), "cannot reach")
+    assert not (tmp_path / "new").exists()

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
+import subprocess
 import uuid
 from pathlib import Path
 from typing import Any
@@ -127,3 +129,28 @@ def snapshot(pg: services.Postgres, dbname: str) -> dict[str, str]:
     return {
         t: pg.psql(f"SELECT string_agg(r::text, E'\\n' ORDER BY r::text) FROM public.{t} r", dbname) for t in tables
     }
+
+
+ASRCTL = Path(__file__).resolve().parents[2] / ".venv" / "bin" / "asrctl"
+#: the settings `unprivileged` passes on to asrctl
+KEEP = {"ASR_DATABASE_URL", "ASR_STATE_DIR", "ASR_REDIS_URL", "ASR_BACKUP_DIR", "ASR_DEVICE"}
+#: tests that need file permissions to apply (as root: setpriv drops the capabilities that bypass them)
+needs_permissions = pytest.mark.skipif(
+    os.geteuid() == 0 and not shutil.which("setpriv"), reason="as root, needs setpriv to make permissions apply"
+)
+
+
+def unprivileged(*args: str) -> subprocess.CompletedProcess[str]:
+    """`asrctl ARGS` in a subprocess that file permissions apply to: as root, without the
+    capabilities that bypass them (setpriv drops DAC override/read-search from the bounding set)."""
+    prefix = ["setpriv", "--bounding-set=-dac_override,-dac_read_search", "--"] if os.geteuid() == 0 else []
+    env = {k: v for k, v in os.environ.items() if not k.startswith("ASR_") or k in KEEP}
+    argv = [*prefix, str(ASRCTL), *args]
+    return subprocess.run(argv, env=env, capture_output=True, text=True, timeout=120, check=False)
+
+
+def assert_one_error_line_of(r: subprocess.CompletedProcess[str], fragment: str) -> None:
+    """As `assert_one_error_line`, for a subprocess."""
+    lines = [ln for ln in r.stderr.splitlines() if ln.strip()]
+    assert r.returncode != 0 and len(lines) == 1, r.stderr
+    assert lines[0].startswith("asrctl: error: ") and fragment in lines[0], lines[0]

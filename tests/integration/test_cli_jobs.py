@@ -201,3 +201,12 @@ def test_jobs_with_database_down(monkeypatch: pytest.MonkeyPatch) -> None:
         result = asrctl("jobs", *args)
         assert_one_error_line(result, "PostgreSQL")
         assert "pw-s3cret" not in result.stderr
+
+
+@pytest.mark.parametrize("age", ["1000000d", "99999999999999d", "9999999999w"])
+def test_purge_with_an_age_beyond_the_calendar_fails_in_one_line(pg: services.Postgres, db: str, age: str) -> None:
+    """`purge --older-than` further back than dates go: one error line, exit 2, nothing deleted."""
+    old, _ = add_job(pg, db, "completed", days_old=400)
+    result = asrctl("jobs", "purge", "--older-than", age)
+    assert_one_error_line(result, f"--older-than: {age!r} is longer ago than dates go")
+    assert result.exit_code == 2 and col(pg, db, old, "status") == "completed"

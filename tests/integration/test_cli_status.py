@@ -41,7 +41,7 @@ KEYS = {
     "database": {"reachable", "size_bytes", "latest_migration", "pending_migrations", "error"},
     "last_request": {"at", "age_s"},
     "idle_stop": {"after_s", "in_s"},
-    "backups": {"dir", "count", "latest", "latest_age_s"},
+    "backups": {"dir", "count", "latest", "latest_age_s", "error"},
 }
 
 

@@ -16,6 +16,7 @@ from typer.testing import CliRunner
 from asr_daemon import checksums, errors
 from asr_daemon.cli import app
 from asr_daemon.engine import hub, modelchoice, store
+from tests.integration.ops_support import assert_one_error_line_of, needs_permissions, unprivileged
 from tests.models import MISSING_TINY, MISSING_WEIGHTS
 
 TINY_REPO = store.KNOWN["tiny.en"]
@@ -297,3 +298,23 @@ def test_cli_pull_from_mirror_then_already_present(tmp_path: Path, mirror: Path)
     assert code == 2
     code, out = _cli(env, "models", "pull", "base")  # not in the mirror
     assert code == 3 and "not in the mirror" in out
+
+
+@needs_permissions
+def test_cli_import_of_an_unreadable_model_bin_fails_in_one_line(
+    tmp_path: Path, tiny_src: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`models import DIR` whose model.bin cannot be read: one error line naming it, exit 2, and
+    nothing left in the store (no model, no half-copied temporary directory)."""
+    src = tmp_path / "src"
+    src.mkdir()
+    for f in tiny_src.iterdir():
+        if f.is_file() and f.name != "model.bin":
+            shutil.copy2(f, src / f.name)
+    (src / "model.bin").write_bytes(b"\0" * 4096)
+    (src / "model.bin").chmod(0)
+    monkeypatch.setenv("ASR_STATE_DIR", str(tmp_path / "state"))
+    r = unprivileged("models", "import", str(src), "--name", "tiny.en")
+    assert_one_error_line_of(r, f"cannot import {src}: {src / 'model.bin'}: Permission denied")
+    assert r.returncode == 2
+    assert [p.name for p in (tmp_path / "state" / "models").iterdir()] == [".lock"]

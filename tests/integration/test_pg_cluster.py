@@ -249,3 +249,25 @@ def test_dev_services_leaves_a_users_own_database_alone(tmp_path: Path) -> None:
     )
     assert r.returncode == 0, r.stderr
     assert "ASR_DATABASE_URL" not in "".join(ln for ln in env_file.read_text().splitlines() if not ln.startswith("#"))
+
+
+@pytest.mark.parametrize(
+    ("url", "shown"),
+    [
+        ("postgresql://asr:Sup3rS3cret@db.internal:6432/speech", "postgresql://asr:***@db.internal:6432/speech"),
+        ("postgresql://asr:Sup3r@S3cret@db.internal/speech", "postgresql://asr:***@db.internal/speech"),
+        ("postgresql://asr@db.internal/speech?password=Sup3rS3cret&sslmode=require",
+         "postgresql://asr@db.internal/speech?password=***&sslmode=require"),
+        ("host=db.internal password=Sup3rS3cret dbname=speech", "***"),
+    ],
+)  # fmt: skip
+def test_install_masks_the_password_of_the_url_it_writes(tmp_path: Path, url: str, shown: str) -> None:
+    """--database-url with a password: the env file gets it, the output shows it masked as `config show` does."""
+    env_file = tmp_path / "asr-server.env"
+    env_file.write_text("ASR_DATABASE_URL=postgresql:///asr\n")
+    with conf_root() as conf:
+        r = run([str(ROOT / "scripts/install-database"), str(env_file), "--database-url", url], conf)
+    assert r.returncode == 0, r.stderr
+    assert env_file.read_text() == f"ASR_DATABASE_URL='{url}'\n"
+    assert "Sup3r" not in r.stdout + r.stderr
+    assert f"install: ASR_DATABASE_URL={shown} in {env_file}" in r.stdout

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import os
 import re
+import socket
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -94,3 +96,27 @@ def test_worker_help_and_its_cold_path() -> None:
     imported = {m.group(1) for m in re.finditer(r"^import time:.*\|\s*(\S+)$", r.stderr, re.MULTILINE)}
     assert not {"typer", "click", "rich", "asr_daemon.cli.serve"} & imported
     assert "--no-worker" in _serve("--help").stdout
+
+
+def test_serve_that_cannot_listen_says_why_in_one_line(tmp_path: Path) -> None:
+    """Port taken, a socket in a missing directory, an address that is not one: one error line each
+    (no traceback), a non-zero exit, and no state directory left behind."""
+    taken = socket.socket()
+    taken.bind(("127.0.0.1", 0))
+    taken.listen()
+    port = taken.getsockname()[1]
+    env = {"ASR_STATE_DIR": str(tmp_path / "state"), "ASR_REDIS_URL": "redis://127.0.0.1:1/0"}
+    cases = [
+        (["--port", str(port)], 1, f"cannot listen on 127.0.0.1 port {port}: Address already in use"),
+        (["--uds", "/nonexistent/dir/x.sock"], 1, "cannot listen on /nonexistent/dir/x.sock: No such file"),
+        (["--host", "256.1.1.1"], 2, "cannot listen on '256.1.1.1': not an IP address"),
+    ]
+    try:
+        for args, code, message in cases:
+            r = _serve(*args, **env)
+            errors = [line for line in r.stderr.splitlines() if not line.startswith("import time:")]
+            assert r.returncode == code, r.stderr
+            assert len(errors) == 1 and errors[0].startswith(f"asrctl: error: {message}"), errors
+    finally:
+        taken.close()
+    assert not (tmp_path / "state").exists()
