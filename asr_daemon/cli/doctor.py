@@ -167,7 +167,7 @@ async def _ping_services(s: Settings) -> tuple[str | None, str | None]:
 
     pg: str | None = None
     try:
-        conn = await asyncpg.connect(s.database_url.get_secret_value(), timeout=3)
+        conn = await db.connect_url(s.database_url.get_secret_value(), timeout=3)
         await conn.close()
     except (OSError, asyncpg.PostgresError) as exc:  # what was tried and the likely fix
         pg = db.connect_error(s.database_url.get_secret_value(), exc)

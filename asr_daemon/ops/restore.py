@@ -27,6 +27,7 @@ from typing import IO, Any
 
 import asyncpg
 
+from asr_daemon import db
 from asr_daemon.ops import backup
 
 DBNAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,62}$")
@@ -58,8 +59,7 @@ def _quote_ident(name: str) -> str:
 
 
 async def _connect(url: str) -> asyncpg.Connection[Any]:
-    conn: asyncpg.Connection[Any] = await asyncpg.connect(url, timeout=10)
-    return conn
+    return await db.connect_url(url)  # the libpq-only parameters of a DSN left to pg_restore
 
 
 async def sanity(url: str) -> Sanity:
