@@ -141,8 +141,7 @@ async def lifespan(app: Litestar) -> AsyncIterator[None]:
         await auth.require_keys_exist(settings, core.pool)
         hub, pool = core.hub, core.pool
         intake = Intake(settings, pool, hub, locks, core.diarizer)
-        stop = core.worker.stop_claiming if core.worker is not None else (lambda: None)  # on the first signal
-        live = LiveManager(settings, pool, cache, hub, core.name, on_stop=stop)  # issue 21
+        live = LiveManager(settings, pool, cache, hub, core.name)  # issue 21
         app.state[deps.SERVICES] = deps.Services(
             pool=pool,
             redis=core.redis,

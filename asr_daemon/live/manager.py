@@ -16,7 +16,6 @@ import json
 import logging
 import signal
 import time
-from collections.abc import Callable
 from typing import Any
 
 import asyncpg
@@ -65,9 +64,8 @@ class LiveManager:
     """Every live session of this process."""
 
     def __init__(self, settings: Settings, pool: asyncpg.Pool, cache: models.ModelCache, hub: queue.Hub,
-                 owner: str, on_stop: Callable[[], None] = lambda: None) -> None:  # fmt: skip
+                 owner: str) -> None:  # fmt: skip
         self.settings, self.pool, self.cache, self.hub = settings, pool, cache, hub
-        self.on_stop = on_stop  # shutdown began (the first signal): this process's worker claims no more
         self.owner = owner  # the worker's name: a crash leaves the job to the reaper like any other
         self.liveness = store.Liveness(pool)  # an open session's job is never reaped, however late its beat
         self.sessions: dict[str, LiveSession] = {}
@@ -303,7 +301,6 @@ class LiveManager:
     async def drain(self, timeout: float) -> None:
         """SIGTERM: stop reading, finish every session's current utterance, close with a reason."""
         self.draining = True
-        self.on_stop()
         for s in list(self.sessions.values()):
             s.stop_reason = (GOING_AWAY, "server shutting down")
             if s.reader is not None:

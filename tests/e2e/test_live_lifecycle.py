@@ -129,7 +129,7 @@ def test_utterances_left_undecoded_at_shutdown_are_finished_by_a_worker(
 ) -> None:
     """A client that outran the decoder (many utterances committed at once) and a SIGTERM whose drain time
     runs out: the job is not marked completed with utterances missing; it is queued, and the next start's
-    worker transcribes the utterances left, from the stored audio; the stopping daemon claims nothing."""
+    worker transcribes the utterances left, from the stored audio."""
     d = make_daemon(ASR_DRAIN_TIMEOUT="0.5")
     with live.ws(d.url) as conn:
         live.send(conn, live.session_update(vad=None))
@@ -148,7 +148,7 @@ def test_utterances_left_undecoded_at_shutdown_are_finished_by_a_worker(
             while True:
                 conn.recv(timeout=30)
     assert d.proc.wait(30) == 0
-    assert '"live_session_left_to_a_worker"' in d.logs() and '"job_started"' not in d.logs()
+    assert '"live_session_left_to_a_worker"' in d.logs()
     d.start()
     job = job_of(d, job_id, timeout=120)
     assert job["status"] == "completed" and job["kind"] == "live", job
