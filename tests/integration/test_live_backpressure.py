@@ -7,7 +7,6 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -22,21 +21,11 @@ from asr_daemon.live.manager import LiveManager
 from asr_daemon.live.session import LiveSession
 from asr_daemon.pipeline.queue import Hub
 from tests import live
+from tests.integration.test_live_reaper import pool
+
+__all__ = ["pool"]  # a fixture, imported for pytest
 
 pytestmark = pytest.mark.slow
-
-
-@pytest.fixture
-async def pool(database: str) -> AsyncIterator[asyncpg.Pool]:
-    """A pool on a fresh migrated database, with the JSON codecs the daemon uses."""
-
-    async def init(c: asyncpg.Connection) -> None:
-        for typ in ("json", "jsonb"):
-            await c.set_type_codec(typ, encoder=json.dumps, decoder=json.loads, schema="pg_catalog")
-
-    p = await asyncpg.create_pool(database, min_size=1, max_size=4, init=init)
-    yield p
-    p.terminate()
 
 
 class Socket:
