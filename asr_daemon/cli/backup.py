@@ -181,7 +181,7 @@ def _colored(state: str) -> str:
 def restore_cmd(
     file: Annotated[Path, typer.Argument(help="A dump written by `asrctl backup`.")],
     into: Annotated[str | None, typer.Option("--into", help="Restore into this database (created if absent).")] = None,
-    force: Annotated[bool, typer.Option("--force", help="Overwrite a database that holds jobs.")] = False,
+    force: Annotated[bool, typer.Option("--force", help="Overwrite a database that holds jobs or API keys.")] = False,
     verify: Annotated[
         bool, typer.Option("--verify", help="Only prove the dump restores: scratch database, sanity queries, dropped.")
     ] = False,

@@ -98,7 +98,7 @@ def pull_cmd(
         try:
             typer.echo(diarization_cli.pull(s, engine=engine, source=from_, force=force))
         except diarization_cli.PullError as exc:
-            common.fail(str(exc))
+            common.fail(str(exc), code=2 if isinstance(exc, diarization_cli.UnknownEngine) else 1)
         if not names:
             return
     wanted = list(store.KNOWN) if all_ else (names or [])

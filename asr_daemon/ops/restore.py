@@ -4,7 +4,7 @@
 absent) in one transaction: tables the dump does not have (newer migrations) are dropped, the dump's
 objects are dropped and recreated (`--clean --if-exists`) and its data loaded; a failure leaves the
 target as it was, and drops it when this run created it (nothing is left behind). A target that
-holds jobs is refused unless the caller forces it, a template database and `postgres` always.
+holds jobs or API keys is refused unless the caller forces it, a template database and `postgres` always.
 `verify_restore` loads a dump into a scratch database, runs sanity queries and drops it.
 
 Objects are restored without owners and grants (`--no-owner --no-privileges`), owned by the role
@@ -86,17 +86,25 @@ async def sanity(url: str) -> Sanity:
         await conn.close()
 
 
-async def job_count(url: str) -> int | None:
-    """Jobs in the database at `url`: None when it does not exist or has no jobs table."""
+#: What a restore would overwrite that an operator would miss: table → how a refusal names its rows.
+HELD = {"jobs": "job(s)", "api_keys": "API key(s)"}
+
+
+async def held(url: str) -> str:
+    """What the database at `url` holds of `HELD` ("3 job(s) and 1 API key(s)"); "" when nothing
+    (it does not exist, has no such tables, or they are empty)."""
     try:
         conn = await _connect(url)
     except asyncpg.InvalidCatalogNameError:
-        return None
+        return ""
     try:
-        if not await conn.fetchval("SELECT to_regclass('public.jobs') IS NOT NULL"):
-            return None
-        count: int = await conn.fetchval("SELECT count(*) FROM public.jobs")
-        return count
+        counts = []
+        for table, what in HELD.items():
+            if await conn.fetchval("SELECT to_regclass($1) IS NOT NULL", f"public.{table}"):
+                n: int = await conn.fetchval(f"SELECT count(*) FROM public.{table}")  # table names from HELD only
+                if n:
+                    counts.append(f"{n} {what}")
+        return " and ".join(counts)
     finally:
         await conn.close()
 
@@ -222,7 +230,7 @@ async def public_tables(url: str) -> set[str]:
 
 
 class TargetHoldsJobs(backup.BackupError):
-    """The restore target is not empty and the caller did not force it."""
+    """The restore target holds jobs or API keys and the caller did not force it."""
 
 
 MAINTENANCE_DB = "postgres"
@@ -259,9 +267,9 @@ async def restore(
     name = into or backup.dbname_of(database_url)
     await refuse_system_database(database_url, name)
     target = backup.with_dbname(database_url, name)
-    jobs = await job_count(target)
-    if jobs and not force:
-        raise TargetHoldsJobs(f"database {name!r} holds {jobs} job(s): not overwriting it without --force")
+    holds = await held(target)
+    if holds and not force:
+        raise TargetHoldsJobs(f"database {name!r} holds {holds}: not overwriting it without --force")
     created = await create_database(database_url, name)
     try:
         extra = sorted(await public_tables(target) - dump_tables(dump, bindir))

@@ -89,6 +89,17 @@ def test_restore_refuses_target_with_jobs(pg: services.Postgres, db: str, tmp_pa
     assert pg.psql("SELECT count(*) FROM jobs", name) == "2"
 
 
+def test_restore_refuses_target_with_api_keys_only(pg: services.Postgres, db: str, tmp_path: Path) -> None:
+    """A database with API keys but no jobs (a fresh install with keys made) is not overwritten without --force."""
+    name = _dbname(db)
+    dump = _backup(tmp_path)  # taken before any key exists
+    pg.psql("INSERT INTO api_keys (name, hash, prefix) VALUES ('ops', 'h1', 'asr_')", name)
+    assert_one_error_line(asrctl("restore", str(dump)), "holds 1 API key(s): not overwriting it without --force")
+    assert pg.psql("SELECT count(*) FROM api_keys", name) == "1"
+    assert asrctl("restore", str(dump), "--force").exit_code == 0
+    assert pg.psql("SELECT count(*) FROM api_keys", name) == "0"
+
+
 def test_restore_over_a_newer_schema_drops_its_extra_tables(pg: services.Postgres, db: str, tmp_path: Path) -> None:
     """An older dump restored over a newer schema gives exactly the dump's tables and rows."""
     # the newer schema's extra table has a foreign key to jobs, so dropping it must come first

@@ -105,7 +105,15 @@ def test_pyannote_directory_without_a_pipeline_is_refused(state: Path, tmp_path:
         pyannote.check_dir(empty)
     with pytest.raises(engine.Unavailable, match=r"config\.yaml missing"):
         diarization.loader(Settings(state_dir=state, diarization_engine="pyannote"))
-    assert_one_error_line(asrctl("models", "pull", "diarization", "--engine", "pyannote"), "HF_TOKEN")
+    gated = asrctl("models", "pull", "diarization", "--engine", "pyannote")
+    assert_one_error_line(gated, "asrctl: error: pyannote's pipeline is gated: set HF_TOKEN")
+
+
+def test_pull_of_an_unknown_engine_is_a_usage_error(state: Path) -> None:
+    """`--engine bogus` exits 2 with one line naming the engines, not a Python class name."""
+    r = asrctl("models", "pull", "diarization", "--engine", "bogus")
+    assert_one_error_line(r, "asrctl: error: unknown diarization engine 'bogus': resemblyzer or pyannote")
+    assert r.exit_code == 2
 
 
 def test_holder_loads_once_and_unloads(state: Path, diarization_models: Path) -> None:
