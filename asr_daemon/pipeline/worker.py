@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import logging
 import os
 import socket
@@ -42,6 +43,9 @@ class Running:
     """A job this process is running."""
 
     job: jobs.Job
+    #: this claim's name in the `worker` column (`Worker.name` and a count): every statement of the run
+    #: is guarded by it, so a run whose job was handed back and claimed again here writes nothing more
+    owner: str
     task: asyncio.Task[None] | None = None
     progress: float = 0.0
     stop: threading.Event = field(default_factory=threading.Event)
@@ -75,6 +79,7 @@ class Worker:
         self.hub = hub
         self.cache = cache
         self.name = process_name()
+        self._claims = itertools.count(1)
         self.jobs: dict[uuid.UUID, Running] = {}
         self.accepting = True
         self.last_progress = time.monotonic()
@@ -103,8 +108,9 @@ class Worker:
             if self.draining():
                 self._slots.release()
                 break
+            owner = f"{self.name}/{next(self._claims)}"
             try:
-                job = await queries.claim(self.pool, self.name)
+                job = await queries.claim(self.pool, owner)
             except DB_ERRORS as exc:
                 self._slots.release()
                 log.warning("claim_failed", extra={"error": type(exc).__name__})
@@ -116,10 +122,10 @@ class Worker:
                 continue
             if self.draining():  # shutdown began while the claim was in flight: hand it back untouched
                 with contextlib.suppress(*DB_ERRORS):
-                    await queries.checkpoint(self.pool, job.id, self.name)
+                    await queries.checkpoint(self.pool, job.id, owner)
                 self._slots.release()
                 break
-            run = Running(job=job, progress=job.progress_s)
+            run = Running(job=job, owner=owner, progress=job.progress_s)
             self.metrics.job_started(job)
             self.jobs[job.id] = run
             self.last_progress = time.monotonic()
@@ -134,7 +140,7 @@ class Worker:
             log.exception("job_crashed", extra={"job_id": str(job_id)})
             with contextlib.suppress(*DB_ERRORS):
                 status = await queries.retry_or_fail(
-                    self.pool, job_id, self.name, "internal error", self.settings.retry_backoff
+                    self.pool, job_id, run.owner, "internal error", self.settings.retry_backoff
                 )
                 if status == jobs.Status.FAILED:
                     self.outbox.ended(job_id, run.job.webhook_url)
@@ -186,7 +192,7 @@ class Worker:
         except Exception as exc:
             if entry.device != "cpu" and device.is_cuda_failure(exc) and self.cache.fallback_to_cpu(name, exc):
                 # back to the queue without spending an attempt; it resumes on the CPU copy
-                await queries.checkpoint(self.pool, job_id, self.name)
+                await queries.checkpoint(self.pool, job_id, run.owner)
                 self.hub.bell.set()
                 return
             raise
@@ -199,7 +205,7 @@ class Worker:
             "first_segment_s": round(result.timings.get("first_segment_s", 0), 4),
             **({"diarize_s": round(diarize_s, 4)} if spk is not None else {}),
         }
-        if await queries.complete(self.pool, job_id, self.name, timings, entry.device):
+        if await queries.complete(self.pool, job_id, run.owner, timings, entry.device):
             self.metrics.job_completed(
                 name,
                 entry.device,
@@ -221,7 +227,7 @@ class Worker:
 
         try:
             took = await diarization_step.run(
-                self.pool, self.hub, self.diarizer, self.name, run.job, path, spec, run.stop, tick
+                self.pool, self.hub, self.diarizer, run.owner, run.job, path, spec, run.stop, tick
             )
         except diarization_engine.Stopped:
             run.stop_reason = run.stop_reason or "lost"
@@ -230,7 +236,7 @@ class Worker:
         except diarization_engine.Unavailable as exc:
             await self._fail(run, str(exc), jobs.ErrorCode.DIARIZATION_UNAVAILABLE)
             return None
-        if spec.only and await queries.complete(self.pool, job_id, self.name, {"diarize_s": round(took, 4)}, "cpu"):
+        if spec.only and await queries.complete(self.pool, job_id, run.owner, {"diarize_s": round(took, 4)}, "cpu"):
             log.info("job_completed", extra={"job_id": str(job_id), "diarize_s": round(took, 4)})
             self.outbox.ended(job_id, run.job.webhook_url)
         return took
@@ -238,7 +244,7 @@ class Worker:
     async def _fail(self, run: Running, message: str, code: jobs.ErrorCode) -> None:
         """running → failed for a reason retrying cannot fix; the webhook (if any) is told."""
         job_id = run.job.id
-        if await queries.fail(self.pool, job_id, self.name, message, code):
+        if await queries.fail(self.pool, job_id, run.owner, message, code):
             log.warning("job_failed", extra={"job_id": str(job_id), "code": code})
             self.outbox.ended(job_id, run.job.webhook_url)
 
@@ -256,7 +262,7 @@ class Worker:
 
         def on_info(language: str, probability: float) -> None:
             asyncio.run_coroutine_threadsafe(
-                queries.set_language(self.pool, job_id, self.name, language, probability), loop
+                queries.set_language(self.pool, job_id, run.owner, language, probability), loop
             ).result()
 
         return await asyncio.to_thread(
@@ -279,7 +285,7 @@ class Worker:
         )
 
     async def _store(self, run: Running, seg: transcriber.Segment) -> bool:
-        ok = await queries.insert_segment(self.pool, run.job.id, self.name, asdict(seg))
+        ok = await queries.insert_segment(self.pool, run.job.id, run.owner, asdict(seg))
         run.progress = seg.end
         self.last_progress = time.monotonic()
         await self.hub.notify(run.job.id)
@@ -290,10 +296,10 @@ class Worker:
         if run.stop_reason == "cancel":
             if run.cancelling is not None:
                 await run.cancelling  # it has usually marked the job already: the update below is then a no-op
-            if await queries.mark_cancelled(self.pool, job_id, self.name):
+            if await queries.mark_cancelled(self.pool, job_id, run.owner):
                 log.info("job_cancelled", extra={"job_id": str(job_id)})
         elif run.stop_reason == "drain":
-            await queries.checkpoint(self.pool, job_id, self.name)
+            await queries.checkpoint(self.pool, job_id, run.owner)
             log.info("job_checkpointed", extra={"job_id": str(job_id), "progress_s": run.progress})
         else:
             log.warning("job_lost", extra={"job_id": str(job_id)})
@@ -306,14 +312,14 @@ class Worker:
         run.stop_reason = run.stop_reason or reason
         run.stop.set()
         if run.stop_reason == "cancel" and run.cancelling is None:
-            run.cancelling = asyncio.create_task(self._cancel_now(job_id))
+            run.cancelling = asyncio.create_task(self._cancel_now(job_id, run.owner))
         return True
 
-    async def _cancel_now(self, job_id: uuid.UUID) -> None:
+    async def _cancel_now(self, job_id: uuid.UUID, owner: str) -> None:
         """Mark a running job cancelled now, not when its thread reaches the next segment (up to one
         30-s chunk of decoding away); the guarded update turns away any segment it still produces."""
         with contextlib.suppress(*DB_ERRORS):
-            if await queries.mark_cancelled(self.pool, job_id, self.name):
+            if await queries.mark_cancelled(self.pool, job_id, owner):
                 log.info("job_cancelled", extra={"job_id": str(job_id)})
                 await self.hub.notify(job_id)
 
@@ -323,13 +329,15 @@ class Worker:
             await asyncio.sleep(self.settings.heartbeat_interval)
             if not self.jobs:
                 continue
-            sent = {k: r.progress for k, r in self.jobs.items()}
+            sent = {k: (r.owner, r.progress) for k, r in self.jobs.items()}
             try:
-                alive = await queries.heartbeat(self.pool, self.name, sent)
+                alive = await queries.heartbeat(self.pool, sent)
             except DB_ERRORS as exc:
                 log.warning("heartbeat_failed", extra={"error": type(exc).__name__})
                 continue
-            for job_id in sent.keys() & self.jobs.keys():  # a job claimed while the heartbeat ran is not lost
+            for job_id, (owner, _) in sent.items():
+                if (run := self.jobs.get(job_id)) is None or run.owner != owner:
+                    continue  # ended, or claimed again, while the heartbeat ran: not this run's answer
                 if job_id not in alive:
                     self.stop_local(job_id, "lost")
                 elif alive[job_id]:

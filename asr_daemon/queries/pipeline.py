@@ -29,7 +29,9 @@ class Reaped(NamedTuple):
 
 
 async def claim(conn: Conn, worker: str) -> Job | None:
-    """Take the next runnable job (FOR UPDATE SKIP LOCKED) and mark it running for `worker`."""
+    """Take the next runnable job (FOR UPDATE SKIP LOCKED) and mark it running for `worker`, a name
+    unique to this claim (the statements below are guarded by it: a name per process would let a run
+    whose job was handed back and claimed again by the same process go on writing)."""
     row: Row | None = await conn.fetchrow(
         f"""
         UPDATE jobs SET status = 'running', worker = $1, attempts = attempts + 1, heartbeat_at = now(),
@@ -50,21 +52,22 @@ async def claim(conn: Conn, worker: str) -> Job | None:
     return None if row is None else Job.from_row(row)
 
 
-async def heartbeat(conn: Conn, worker: str, progress: dict[uuid.UUID, float]) -> dict[uuid.UUID, bool]:
-    """Heartbeat the running jobs of `worker`; returns {job id: cancel requested} for those still ours."""
-    if not progress:
+async def heartbeat(conn: Conn, runs: Mapping[uuid.UUID, tuple[str, float]]) -> dict[uuid.UUID, bool]:
+    """Heartbeat running jobs, given as {job id: (the claim's worker, progress)}; returns {job id: cancel
+    requested} for those each claim still holds."""
+    if not runs:
         return {}
-    ids = list(progress)
+    ids = list(runs)
     rows = await conn.fetch(
         """
         UPDATE jobs j SET heartbeat_at = now(), progress_s = greatest(j.progress_s, p.progress)
-        FROM unnest($2::uuid[], $3::float8[]) AS p(id, progress)
-        WHERE j.id = p.id AND j.status = 'running' AND j.worker = $1
+        FROM unnest($1::uuid[], $2::text[], $3::float8[]) AS p(id, worker, progress)
+        WHERE j.id = p.id AND j.status = 'running' AND j.worker = p.worker
         RETURNING j.id, j.cancel_requested
         """,
-        worker,
         ids,
-        [progress[i] for i in ids],
+        [runs[i][0] for i in ids],
+        [runs[i][1] for i in ids],
     )
     return {r["id"]: r["cancel_requested"] for r in rows}
 

@@ -170,7 +170,8 @@ async def test_cancel_queued_at_once_running_by_request(conn: asyncpg.Connection
     await conn.execute("UPDATE jobs SET status = 'queued', worker = NULL WHERE id = $1", queued)
     assert await queries.request_cancel(conn, queued) == (jobs.Status.CANCELLED, True)
     assert await queries.request_cancel(conn, running) == (jobs.Status.RUNNING, True)
-    assert await queries.heartbeat(conn, "w", {running: 1.0}) == {running: True}
+    assert await queries.heartbeat(conn, {running: ("w", 1.0)}) == {running: True}
+    assert await queries.heartbeat(conn, {running: ("w/2", 1.0)}) == {}  # another claim's name: not its job
     assert await queries.mark_cancelled(conn, running, "w")
     assert await queries.request_cancel(conn, uuid.uuid4()) is None
     done = await add(conn)

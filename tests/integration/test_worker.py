@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import itertools
 import logging
 import shutil
 import time
@@ -197,8 +198,8 @@ async def test_a_job_claimed_while_a_heartbeat_runs_is_not_taken_for_lost(
     real = queries.heartbeat
     claimed: list[uuid.UUID] = []
 
-    async def heartbeat_during_a_claim(conn: asyncpg.Pool, worker: str, progress: dict[uuid.UUID, float]) -> object:
-        alive = await real(conn, worker, progress)
+    async def heartbeat_during_a_claim(conn: asyncpg.Pool, runs: dict[uuid.UUID, tuple[str, float]]) -> object:
+        alive = await real(conn, runs)
         if not claimed:  # the first heartbeat: a job arrives and is claimed before its answer is read
             claimed.append(await rig.add(jfk))
             deadline = time.monotonic() + 10
@@ -216,6 +217,27 @@ async def test_a_job_claimed_while_a_heartbeat_runs_is_not_taken_for_lost(
         await asyncio.sleep(0.05)
     row = await rig.until(claimed[0], lambda r: r.status in jobs.TERMINAL)
     assert (row.status, row.attempts) == ("completed", 1)
+
+
+# the heartbeat never runs: the old run is stopped by its own guarded writes, not by the heartbeat
+@pytest.mark.parametrize("rig", [{"workers": 2, "heartbeat_interval": 600}], indirect=True)
+async def test_a_run_whose_job_was_claimed_again_here_writes_nothing_more(rig: Rig, two_minutes: Path) -> None:
+    """A job handed back (the reaper judged its run dead) and claimed again by the same process: the
+    first run stops at its next write, as lost, and the second run alone finishes the job."""
+    job_id = await rig.add(two_minutes, language=True)
+    await rig.until(job_id, lambda r: r.status == "running" and r.progress_s > 0)
+    first = rig.worker.jobs[job_id]
+    # what `queries.reap` does to a running job with a stale heartbeat, its worker being alive after all
+    handed_back = "UPDATE jobs SET status = 'queued', worker = NULL, heartbeat_at = NULL WHERE id = $1"
+    await rig.pool.execute(handed_back, job_id)
+    await rig.hub.ring()
+    row = await rig.until(job_id, lambda r: r.status in jobs.TERMINAL)
+    assert (row.status, row.attempts) == ("completed", 2)
+    assert first.task is not None and first.task.done()
+    assert first.stop_reason == "lost", "the first run went on writing after its job was claimed again"
+    segs = await queries.segments(rig.pool, job_id)
+    assert [s.seq for s in segs] == list(range(len(segs)))
+    assert all(a.end_s <= b.start_s + 0.01 for a, b in itertools.pairwise(segs)), "overlapping segments"
 
 
 async def test_a_job_claimed_as_shutdown_begins_goes_back_to_the_queue(
