@@ -271,14 +271,29 @@ def purge_cmd(
         count, orphans = with_db(go)
     except _Rollback as rb:
         count, orphans = rb.count, rb.orphans
-    freed = removed = 0
-    for sha in orphans:
-        path = s.uploads_dir / sha
-        if path.is_file():
-            freed += path.stat().st_size
+
+    async def remove(conn: Conn) -> tuple[int, int]:
+        """Delete each orphan's file under its audio lock, unless a job was given it since (an upload in
+        the daemon reuses a stored file by its hash, holding the same lock until its row is committed)."""
+        freed = removed = 0
+        for sha in orphans:
+            path = s.uploads_dir / sha
+            async with conn.transaction():
+                if not dry_run:
+                    await queries.lock_audio(conn, sha)
+                    if await queries.audio_referenced(conn, [sha]):
+                        continue
+                try:
+                    size = path.stat().st_size
+                    if not dry_run:
+                        path.unlink()
+                except FileNotFoundError:
+                    continue
+            freed += size
             removed += 1
-            if not dry_run:
-                path.unlink()
+        return freed, removed
+
+    freed, removed = with_db(remove) if orphans else (0, 0)
     if as_json:
         common.print_json(
             {

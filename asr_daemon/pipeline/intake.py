@@ -141,9 +141,12 @@ class Intake:
                 log.info("job_deduplicated", extra={"job_id": str(done.id)})
                 return Accepted(job=done, request=req, deduplicated=True)
         async with self.locks.get(upload.sha256):
-            _, created = await asyncio.to_thread(uploads.commit, upload, s.uploads_dir)
+            created = False
             try:
                 async with self.pool.acquire() as conn, conn.transaction():
+                    # before the file is stored: a purge in another process must not delete it meanwhile
+                    await queries.lock_audio(conn, upload.sha256)
+                    _, created = await asyncio.to_thread(uploads.commit, upload, s.uploads_dir)
                     await queries.lock_queue(conn)
                     if await queries.count_queued(conn) >= s.max_queued_jobs:  # others filled it meanwhile
                         raise errors.QueueFull(_queue_full(s.max_queued_jobs))

@@ -30,7 +30,15 @@ from asr_daemon.queries.archive import (
     resolve_id,
     retry,
 )
-from asr_daemon.queries.audio import audio_expired, audio_in_use, audio_needed, audio_referenced, mark_audio_deleted
+from asr_daemon.queries.audio import (
+    AUDIO_LOCK_SPACE,
+    audio_expired,
+    audio_in_use,
+    audio_needed,
+    audio_referenced,
+    lock_audio,
+    mark_audio_deleted,
+)
 from asr_daemon.queries.conn import Conn, Row, Tx
 from asr_daemon.queries.counts import QueueStats, count_queued, jobs_finished_totals, queue_stats
 from asr_daemon.queries.pipeline import (
@@ -51,6 +59,7 @@ from asr_daemon.queries.submit import QUEUE_LOCK, find_completed, get_by_idempot
 
 __all__ = [
     "AGING",
+    "AUDIO_LOCK_SPACE",
     "QUEUE_LOCK",
     "Cancelled",
     "Conn",
@@ -81,6 +90,7 @@ __all__ = [
     "job_status",
     "jobs_finished_totals",
     "list_jobs",
+    "lock_audio",
     "lock_queue",
     "mark_audio_deleted",
     "mark_cancelled",

@@ -5,7 +5,19 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from asr_daemon.queries.conn import Conn, Row
+from asr_daemon.queries.conn import Conn, Row, Tx
+
+#: The advisory-lock space of one audio file (`pg_advisory_xact_lock(AUDIO_LOCK_SPACE, hashtext(sha))`,
+#: "AUDI"): held by a submission from storing the file until its job row is committed, and by
+#: `asrctl jobs purge` from its last look at the job table until the file is gone. The daemon's own
+#: deleters share a process with the intake and use its in-process locks (`uploads.AudioLocks`); a
+#: purge runs in another process, where only PostgreSQL can tell it that an upload reuses the file.
+AUDIO_LOCK_SPACE = 0x41554449
+
+
+async def lock_audio(conn: Tx, sha256: str) -> None:
+    """Hold the lock of the audio `sha256` until the transaction on `conn` ends."""
+    await conn.execute("SELECT pg_advisory_xact_lock($1, hashtext($2))", AUDIO_LOCK_SPACE, sha256)
 
 
 async def audio_expired(conn: Conn, days: float) -> list[str]:

@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import os
 import time
 import uuid
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import asyncpg
 
+from asr_daemon import queries
 from tests.conftest import Daemon
 
 DAY = 86400
@@ -58,3 +61,27 @@ async def test_start_sweeps_orphan_parts_and_unreferenced_audio(
     assert not old_part.exists() and not orphan.exists() and not forgotten.exists()
     assert fresh_part.exists() and just_committed.exists() and kept.exists()
     assert '"orphan_audio_removed"' in daemon.logs()
+
+
+async def test_an_upload_waits_for_a_purge_holding_its_audio(
+    make_daemon: Callable[..., Daemon], jfk: Path, database: str
+) -> None:
+    """An upload whose audio a purge (another process) is deleting waits for the purge's lock, then
+    stores the file again: its job finds its audio (the upload takes the lock before reusing the file)."""
+    daemon = make_daemon()
+    data = jfk.read_bytes()
+    sha = hashlib.sha256(data).hexdigest()
+    purge = await asyncpg.connect(database)
+    try:
+        tx = purge.transaction()
+        await tx.start()
+        await purge.execute("SELECT pg_advisory_xact_lock($1, hashtext($2))", queries.AUDIO_LOCK_SPACE, sha)
+        with daemon.client() as c, ThreadPoolExecutor(1) as pool:
+            posted = pool.submit(c.post, "/v1/audio/transcriptions", files={"file": ("jfk.flac", data)})
+            await asyncio.sleep(2)
+            assert not posted.done(), "the upload did not wait for the purge's lock on its audio"
+            await tx.commit()
+            assert posted.result(timeout=120).status_code == 200
+    finally:
+        await purge.close()
+    assert (daemon.state_dir / "uploads" / sha).exists()

@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import threading
 import uuid
 from pathlib import Path
 
 import pytest
 import redis
 
+from asr_daemon import queries
 from asr_daemon.pipeline import queue
 from tests import services
 from tests.integration.ops_support import asrctl, assert_one_error_line, db
@@ -169,6 +172,42 @@ def test_purge_deletes_old_jobs_and_orphaned_audio(pg: services.Postgres, db: st
     assert pg.psql("SELECT count(*) FROM segments", db.rsplit("/", 1)[1]) == "0"
     assert sorted(p.name for p in up.iterdir()) == sorted([shared, stuck_sha])
     assert shared_old not in left
+
+
+def test_purge_keeps_audio_an_upload_is_reusing(pg: services.Postgres, db: str, tmp_path: Path) -> None:
+    """A purge that finds a file orphaned while an upload of the same audio (in the daemon) is committing
+    its job waits for that commit and keeps the file: the new job's audio is not deleted under it."""
+    up = tmp_path / "state" / "uploads"
+    _, sha = add_job(pg, db, "completed", days_old=40, audio_dir=up)
+    # the daemon's intake, mid-submission: audio lock held, the new job inserted but not yet committed
+    upload = subprocess.Popen(
+        ["psql", "-X", "-qAt", "-v", "ON_ERROR_STOP=1", pg.url(db.rsplit("/", 1)[1])],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    assert upload.stdin is not None and upload.stdout is not None
+    new = str(uuid.uuid4())
+    upload.stdin.write(
+        f"BEGIN; SELECT pg_advisory_xact_lock({queries.AUDIO_LOCK_SPACE}, hashtext('{sha}'));"
+        "INSERT INTO jobs (id, status, model, fingerprint, audio_sha256, audio_bytes, duration_s)"
+        f" VALUES ('{new}', 'queued', 'tiny.en', 'fp2', '{sha}', 4, 10); SELECT 'held';\n"
+    )
+    upload.stdin.flush()
+    assert [upload.stdout.readline().strip() for _ in range(2)] == ["", "held"]  # the lock's void, then ours
+    results: list[object] = []
+    purge = threading.Thread(target=lambda: results.append(asrctl("jobs", "purge", "--older-than", "30d")))
+    purge.start()
+    purge.join(2)
+    assert purge.is_alive(), f"the purge did not wait for the upload's lock: {results}"
+    assert (up / sha).exists()
+    upload.stdin.write("COMMIT;\n")
+    upload.stdin.close()
+    assert upload.wait(10) == 0
+    purge.join(30)
+    assert not purge.is_alive()
+    assert "1 jobs deleted, 0 audio file(s) removed" in results[0].stdout  # type: ignore[attr-defined]
+    assert (up / sha).exists() and col(pg, db, new, "status") == "queued"
 
 
 def test_purge_audio_only_keeps_transcripts(pg: services.Postgres, db: str, tmp_path: Path) -> None:
