@@ -24,6 +24,10 @@ pytestmark = pytest.mark.slow
 #: fit in it even on a busy machine, where the server spaces them out).
 SENTENCE = " ".join(STORY[:2])
 
+#: The first sentence as tiny.en hears espeak through the fake microphone: a phrase of it, as one of its
+#: words is misheard at times ("brown fox" → "brown box", "lazy dog" → "rainy dog", the dither differs)
+FIRST = re.compile(r"lazy dog|jumps over|brown fox|quick brown", re.IGNORECASE)
+
 #: Before the page clicks Live: every text a line of the live transcript showed before it was final.
 WATCH = """() => {
   window.__partials = [];
@@ -122,7 +126,7 @@ def live_session(tab: MicTab, page: Page) -> str:
     with contextlib.suppress(AssertionError):  # a picture of text not final yet (its check is the test's)
         expect(log.locator("li:not(.done)").filter(has_text=re.compile(r"\w")).first).to_be_visible(timeout=20_000)
     tab.shot("live-speaking")
-    expect(log).to_contain_text("lazy dog", ignore_case=True, timeout=TIMEOUT_MS)  # "brown fox" is misheard at times
+    expect(log).to_contain_text(FIRST, timeout=TIMEOUT_MS)
     expect(log.locator("li.done").last).to_contain_text("breakfast", ignore_case=True, timeout=TIMEOUT_MS)
     tab.shot("live-final")
     stop.click()
@@ -151,12 +155,12 @@ def test_live_mode_shows_the_words_as_they_are_spoken_and_keeps_the_job(tab: Mic
     job_id = live_session(tab, page)
     partials = page.evaluate("() => window.__partials")
     deltas = [e for e in tab.events if e.endswith(".delta")]
-    assert deltas and any("lazy dog" in p.lower() for p in partials), (partials, tab.events)
+    assert deltas and any(FIRST.search(p) for p in partials), (partials, tab.events)
     with d.client() as c:
         job = c.get(f"/v1/jobs/{job_id}").json()
         text = c.get(f"/v1/jobs/{job_id}/transcript", params={"format": "text"}).text
     assert job["kind"] == "live" and job["status"] == "completed", job
-    assert "lazy dog" in words(text) and "before breakfast" in words(text), text
+    assert FIRST.search(words(text)) and "breakfast" in words(text), text
     assert words(text) == words(" ".join(tab.finals)), (text, tab.finals)  # stored as the page was told
     # the speech ends 14.4 s into the 17.4 s microphone file; the last final comes ~0.2 s later and the
     # test stops then, so the stored audio holds all the speech but not necessarily the trailing silence
