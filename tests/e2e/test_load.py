@@ -92,7 +92,9 @@ def test_mixed_clients_under_load_are_served_or_told_when_to_retry(
     assert max(b - a for a, b in itertools.pairwise(starts)) < 10, "/healthz went unanswered"
     assert max(report.rss) > 0 and max(report.fds) > 0
 
-    limit = idle_rss + max(64 << 20, idle_rss // 4)
+    # threads that ran decodes keep their malloc arenas' top chunks (tens of MB each, reused, not a leak:
+    # docs/benchmarks.md, "What an unloaded model leaves behind"); 18 clients at once use more of them
+    limit = idle_rss + max(96 << 20, idle_rss // 4)
     assert _settled(pid, limit) <= limit, f"RSS {load.rss(pid) / 1e6:.0f} MB after, {idle_rss / 1e6:.0f} MB idle"
     assert load.open_fds(pid) <= idle_fds + 12, (idle_fds, load.open_fds(pid))  # + the database pool's growth
     assert not leftover_files(d.state_dir)
