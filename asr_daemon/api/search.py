@@ -73,7 +73,10 @@ async def search_segments(
     except ValueError:
         raise errors.BadRequest("cursor is not one this server returned") from None
     who = principal(request)
-    hits = await search.search(pool, words, limit=limit + 1, after=after, everyone=who.admin, api_key_id=who.key_id)
+    try:
+        hits = await search.search(pool, words, limit=limit + 1, after=after, everyone=who.admin, api_key_id=who.key_id)
+    except search.QueryTooComplex as exc:
+        raise errors.BadRequest(str(exc)) from None
     more = len(hits) > limit
     hits = hits[:limit]
     return SearchResults(

@@ -14,8 +14,11 @@ from __future__ import annotations
 
 import base64
 import math
+import re
 import uuid
 from dataclasses import dataclass
+
+import asyncpg
 
 from asr_daemon.jobs import MAX_SEQ
 from asr_daemon.queries.conn import Conn
@@ -24,6 +27,19 @@ from asr_daemon.queries.conn import Conn
 _START, _STOP = "\x02", "\x03"
 _HEADLINE_OPTIONS = f'HighlightAll=true, StartSel="{_START}", StopSel="{_STOP}"'
 MAX_QUERY_CHARS = 500
+
+#: a dash that begins no word and no quoted phrase negates nothing; 33 of them in a row overflow
+#: PostgreSQL's query parser ("tsquery stack too small", a 500 before they were read as spaces)
+_IDLE_DASH = re.compile(r'-(?![\w"])')
+
+
+class QueryTooComplex(ValueError):
+    """PostgreSQL's query parser gave up on the query (too deeply nested): the caller's to simplify."""
+
+
+def websearch_text(query: str) -> str:
+    """`query` as `websearch_to_tsquery` gets it: dashes that negate nothing read as spaces."""
+    return _IDLE_DASH.sub(" ", query)
 
 
 @dataclass(frozen=True)
@@ -112,17 +128,25 @@ async def search(
     everyone: bool = False,
     api_key_id: int | None = None,
 ) -> list[Hit]:
-    """Segments matching `query`, best first; only key `api_key_id`'s jobs unless `everyone`."""
-    rows = await conn.fetch(
-        _SEARCH,
-        query,
-        everyone,
-        api_key_id,
-        limit,
-        after.rank if after else None,
-        after.job_id if after else None,
-        after.seq if after else None,
-    )
+    """Segments matching `query`, best first; only key `api_key_id`'s jobs unless `everyone`.
+    Raises QueryTooComplex when PostgreSQL cannot parse the query (nested past its parser's stack)."""
+    try:
+        rows = await conn.fetch(
+            _SEARCH,
+            websearch_text(query),
+            everyone,
+            api_key_id,
+            limit,
+            after.rank if after else None,
+            after.job_id if after else None,
+            after.seq if after else None,
+        )
+    except asyncpg.InternalServerError as exc:
+        if "tsquery" not in str(exc):
+            raise
+        raise QueryTooComplex(
+            "the search is too deeply nested for the database: use fewer brackets and dashes"
+        ) from None
     return [
         Hit(
             job_id=r["job_id"],

@@ -153,6 +153,27 @@ async def test_a_query_of_stop_words_finds_nothing_and_does_not_fail(conn: async
     assert await find(conn, '"-" or ((') == []
 
 
+@pytest.mark.parametrize(
+    "query",
+    [
+        "-" * 33 + "a",
+        "- " * 33 + "a",
+        "-" * 499,
+        "well " + "-" * 33 + " known",
+        '-"' * 40 + "a",
+        "-(" * 40 + "a",
+        "- or " * 40 + "a",
+        "-" * 40 + "1",
+    ],
+)
+async def test_runs_of_dashes_that_negate_nothing_are_no_error(conn: asyncpg.Connection, query: str) -> None:
+    """Dashes that begin no word (33 in a row overflowed PostgreSQL's parser: a 500) are read as spaces."""
+    await add_job(conn, [" well known words"])
+    hits = await find(conn, query)
+    assert all(h.text == " well known words" for h in hits)
+    assert await find(conn, "known -" + "-" * 40 + "words") == []  # the dash before a word still excludes it
+
+
 def test_offsets_are_dropped_when_the_marked_text_differs() -> None:
     """Offsets are only given when the marked text is the segment text plus markers (never wrong ones)."""
     assert search.match_offsets("a run", "a \x02run\x03") == [(2, 5)]
