@@ -17,11 +17,11 @@ from asr_daemon.jobs import Segment as Stored  # a stored segment; `Segment` bel
 MEDIA_TYPES = {
     ResponseFormat.JSON: "application/json",
     ResponseFormat.VERBOSE_JSON: "application/json",
-    ResponseFormat.TEXT: "text/plain; charset=utf-8",
+    ResponseFormat.TEXT: "text/plain",  # Litestar adds "; charset=utf-8" to every text/ type
     ResponseFormat.SRT: "application/x-subrip; charset=utf-8",
-    ResponseFormat.VTT: "text/vtt; charset=utf-8",
+    ResponseFormat.VTT: "text/vtt",
     ResponseFormat.DIARIZED_JSON: "application/json",
-    ResponseFormat.RTTM: "text/plain; charset=utf-8",
+    ResponseFormat.RTTM: "text/plain",
 }
 
 

@@ -212,7 +212,7 @@ async def render(conn: Conn, fmt: jobs.ResponseFormat, job: jobs.Job, rows: Sequ
     sp = await speakers_of(conn, job.id)
     if spec.only or fmt is jobs.ResponseFormat.RTTM:
         if fmt is jobs.ResponseFormat.RTTM:
-            return rttm(job, sp), "text/plain; charset=utf-8"
+            return rttm(job, sp), "text/plain"
         return msgspec.json.encode(turns_json(job, sp)).decode(), "application/json"
     segs = sp.segments(rows)
     if fmt is jobs.ResponseFormat.DIARIZED_JSON:

@@ -38,9 +38,9 @@ SECURITY_HEADERS = {
     "Permissions-Policy": "microphone=(self), camera=(), geolocation=()",
 }
 TYPES = {
-    ".html": "text/html; charset=utf-8",
-    ".js": "text/javascript; charset=utf-8",
-    ".css": "text/css; charset=utf-8",
+    ".html": "text/html",  # Litestar adds "; charset=utf-8" to every text/ type
+    ".js": "text/javascript",
+    ".css": "text/css",
     ".svg": "image/svg+xml",
     ".png": "image/png",
 }

@@ -168,6 +168,14 @@ def test_every_format_renders_again_from_the_database_as_the_synchronous_answer_
     assert verbose["text"] == text and verbose["words"] and verbose["segments"]
     assert answers["srt"].text.startswith("1\n00:00:00,000 --> ")
     assert answers["vtt"].text.startswith("WEBVTT\n\n00:00:00.000 --> ")
+    types = {f: r.headers["content-type"] for f, r in answers.items()}
+    assert types == {  # one charset each (Litestar adds it to text/ types: the table must not)
+        "json": "application/json",
+        "text": "text/plain; charset=utf-8",
+        "srt": "application/x-subrip; charset=utf-8",
+        "vtt": "text/vtt; charset=utf-8",
+        "verbose_json": "application/json",
+    }
 
 
 def test_a_translation_in_srt_is_rendered_again_from_the_database(daemon: Daemon, jfk: Path) -> None:

@@ -163,11 +163,11 @@ def test_the_page_is_served_with_a_strict_csp(web_daemon: Daemon) -> None:
         js = c.get("/static/js/main.js")
         missing = c.get("/static/nope.js")
         escape = c.get("/static/..%2F..%2Fconfig.py")
-    assert page.status_code == 200 and page.headers["content-type"].startswith("text/html")
+    assert page.status_code == 200 and page.headers["content-type"] == "text/html; charset=utf-8"
     csp = page.headers["content-security-policy"]
     assert "default-src 'self'" in csp and "script-src 'self'" in csp and "unsafe-inline" not in csp
     assert page.headers["x-content-type-options"] == "nosniff"
-    assert js.status_code == 200 and js.headers["content-type"].startswith("text/javascript")
+    assert js.status_code == 200 and js.headers["content-type"] == "text/javascript; charset=utf-8"
     assert missing.status_code == 404 and escape.status_code == 404
 
 
