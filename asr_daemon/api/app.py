@@ -20,6 +20,7 @@ from litestar import Litestar, Request, Response
 from litestar.datastructures import State
 from litestar.exceptions import HTTPException
 from litestar.openapi import OpenAPIConfig
+from litestar.openapi.plugins import JsonRenderPlugin, YamlRenderPlugin
 
 from asr_daemon import accesslog, db, errors, logs, runtime
 from asr_daemon.api import (
@@ -232,7 +233,13 @@ def create_app(settings: Settings) -> Litestar:
             **{e: on_db_down for e in DB_UNAVAILABLE},
             Exception: on_unexpected,
         },
-        openapi_config=OpenAPIConfig(title="asr-server", version="0.1.0", path="/docs"),
+        # the schema only: Litestar's HTML viewers load unpinned script from CDNs onto this origin
+        openapi_config=OpenAPIConfig(
+            title="asr-server",
+            version="0.1.0",
+            path="/docs",
+            render_plugins=[JsonRenderPlugin(), YamlRenderPlugin()],
+        ),
         request_max_body_size=1 << 20,
         debug=False,
     )

@@ -171,6 +171,17 @@ def test_the_page_is_served_with_a_strict_csp(web_daemon: Daemon) -> None:
     assert missing.status_code == 404 and escape.status_code == 404
 
 
+def test_docs_serve_the_schema_and_no_third_party_script(web_daemon: Daemon) -> None:
+    """/docs answers the OpenAPI schema itself; no HTML viewer that loads script from a CDN onto this origin."""
+    with web_daemon.client() as c:
+        root, js, yaml = c.get("/docs"), c.get("/docs/openapi.json"), c.get("/docs/openapi.yaml")
+        viewers = {p: c.get(f"/docs/{p}") for p in ("swagger", "redoc", "rapidoc", "elements", "scalar")}
+    assert root.status_code == js.status_code == yaml.status_code == 200
+    assert root.json()["info"]["title"] == "asr-server" and "openapi:" in yaml.text
+    assert {p: r.status_code for p, r in viewers.items()} == dict.fromkeys(viewers, 404)
+    assert not any(cdn in r.text for r in viewers.values() for cdn in ("unpkg", "jsdelivr", "cdn.redoc", "googleapis"))
+
+
 def test_the_new_routes_are_in_the_openapi_schema(web_daemon: Daemon) -> None:
     """Search, audio and delete are documented; the page's own routes are not API."""
     with web_daemon.client() as c:
