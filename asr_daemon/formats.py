@@ -65,18 +65,35 @@ def _clock(seconds: float, sep: str) -> str:
     return f"{h:02d}:{m:02d}:{s:02d}{sep}{ms:03d}"
 
 
+def cue_text(text: str) -> str:
+    """Text as one line of a subtitle cue: runs of whitespace as one space (a blank line would end the
+    cue), and "-->" (what marks a timing line) as "->"."""
+    return " ".join(text.split()).replace("-->", "->")
+
+
+def _vtt_escaped(text: str) -> str:
+    """WebVTT cue text is markup: `&`, `<` and `>` as character references."""
+    return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+
+
 def srt(segments: Sequence[Stored]) -> str:
     """SubRip subtitles."""
     blocks = [
-        f"{i}\n{_clock(s.start_s, ',')} --> {_clock(s.end_s, ',')}\n{s.text.strip()}\n"
+        f"{i}\n{_clock(s.start_s, ',')} --> {_clock(s.end_s, ',')}\n{cue_text(s.text)}\n"
         for i, s in enumerate(segments, 1)
     ]
     return "\n".join(blocks)
 
 
-def vtt(segments: Sequence[Stored]) -> str:
-    """WebVTT subtitles."""
-    blocks = [f"{_clock(s.start_s, '.')} --> {_clock(s.end_s, '.')}\n{s.text.strip()}\n" for s in segments]
+def vtt(segments: Sequence[Stored], voices: Sequence[str | None] | None = None) -> str:
+    """WebVTT subtitles; with `voices`, each segment's speaker (or None) as a voice tag (`<v Name>`)."""
+    who = voices if voices is not None else [None] * len(segments)
+    blocks = [
+        f"{_clock(s.start_s, '.')} --> {_clock(s.end_s, '.')}\n"
+        + (f"<v {_vtt_escaped(cue_text(v))}>" if v else "")
+        + f"{_vtt_escaped(cue_text(s.text))}\n"
+        for s, v in zip(segments, who, strict=True)
+    ]
     return "WEBVTT\n\n" + "\n".join(blocks)
 
 

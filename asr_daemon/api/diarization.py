@@ -14,10 +14,9 @@ from asr_daemon.api.deps import HubDep, IntakeDep, PoolDep, SettingsDep
 from asr_daemon.api.jobs import JobId, parse_id
 from asr_daemon.api.schemas import UPLOAD_ERRORS, SpeakerNames, error_responses, operation_class
 from asr_daemon.diarization import render, store
+from asr_daemon.jobs import speakers
 from asr_daemon.pipeline import events
 from asr_daemon.pipeline.intake import Accepted
-
-MAX_NAME = 100
 
 
 @post(
@@ -88,14 +87,21 @@ async def rename_speakers(request: Request[Any, Any, Any], pool: PoolDep, hub: H
         raise errors.Conflict("the job has no speakers (not diarized, or its diarization is not done yet)")
     sp = await render.speakers_of(pool, job.id)
     labels = {render.speaker_label(t.speaker) for t in sp.turns}
+    given: dict[str, str | None] = {}
     for label, name in body.items():
         if label not in labels:
             raise errors.BadRequest(f"no speaker {str(label)[:20]!r} in this job (it has {', '.join(sorted(labels))})")
-        if name is not None and (
-            not isinstance(name, str) or not name.strip() or len(name) > MAX_NAME or "\x00" in name
-        ):
-            raise errors.BadRequest(f"the name for {label} must be 1 to {MAX_NAME} characters of text, or null")
-    updated = await store.rename(pool, job.id, {k: (v.strip() if v else None) for k, v in body.items()})
+        given[label] = None if name is None else speakers.clean_name(name) if isinstance(name, str) else None
+        if name is not None and given[label] is None:
+            raise errors.BadRequest(
+                f"the name for {label} must be 1 to {speakers.MAX_NAME} characters of text on one line, or null"
+            )
+    shown = {label: label for label in labels} | sp.names | {k: v or k for k, v in given.items()}
+    clash = speakers.shared_name(shown)
+    if clash is not None:
+        first, second, name = clash
+        raise errors.BadRequest(f"speakers {first} and {second} would both be shown as {name!r}: names must differ")
+    updated = await store.rename(pool, job.id, given)
     await hub.notify(job.id)
     names = store.names_of(updated)
     return SpeakerNames(id=str(job.id), speakers={label: names.get(label, label) for label in sorted(labels)})

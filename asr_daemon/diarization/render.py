@@ -145,19 +145,19 @@ def verbose(job: jobs.Job, segs: Sequence[Spoken], sp: Speakers) -> dict[str, An
 
 def _prefixed(sp: Speakers, part: Spoken) -> str:
     who = sp.label(part)
-    return f"{who}: {part.seg.text.strip()}" if who else part.seg.text.strip()
+    return f"{formats.cue_text(who)}: {part.seg.text.strip()}" if who else part.seg.text.strip()
 
 
 def text(segs: Sequence[Spoken], sp: Speakers) -> str:
-    """One paragraph per change of speaker, each starting `Name: `."""
+    """One paragraph (line) per change of speaker, each starting `Name: `."""
     lines: list[tuple[str | None, list[str]]] = []
     for p in segs:
         who = sp.label(p)
         if lines and lines[-1][0] == who:
-            lines[-1][1].append(p.seg.text.strip())
+            lines[-1][1].append(" ".join(p.seg.text.split()))
         else:
-            lines.append((who, [p.seg.text.strip()]))
-    return "\n".join(f"{who}: {' '.join(t)}" if who else " ".join(t) for who, t in lines) + "\n"
+            lines.append((who, [" ".join(p.seg.text.split())]))
+    return "\n".join(f"{formats.cue_text(who)}: {' '.join(t)}" if who else " ".join(t) for who, t in lines) + "\n"
 
 
 def srt(segs: Sequence[Spoken], sp: Speakers) -> str:
@@ -167,11 +167,7 @@ def srt(segs: Sequence[Spoken], sp: Speakers) -> str:
 
 def vtt(segs: Sequence[Spoken], sp: Speakers) -> str:
     """WebVTT with voice tags (`<v Name>text`)."""
-    tagged = [
-        dataclasses.replace(p.seg, text=f"<v {sp.label(p)}>{p.seg.text.strip()}") if sp.label(p) else p.seg
-        for p in segs
-    ]
-    return formats.vtt(tagged)
+    return formats.vtt([p.seg for p in segs], [sp.label(p) for p in segs])
 
 
 def turns_json(job: jobs.Job, sp: Speakers) -> dict[str, object]:
@@ -188,7 +184,7 @@ def rttm(job: jobs.Job, sp: Speakers) -> str:
     name = (job.filename or str(job.id)).rsplit(".", 1)[0]
     name = "".join(ch if ch.isalnum() or ch in "-_." else "_" for ch in name) or str(job.id)
     return "".join(
-        f"SPEAKER {name} 1 {t.start:.3f} {t.end - t.start:.3f} <NA> <NA> {sp.name(t.speaker).replace(' ', '_')}"
+        f"SPEAKER {name} 1 {t.start:.3f} {t.end - t.start:.3f} <NA> <NA> {'_'.join(sp.name(t.speaker).split())}"
         " <NA> <NA>\n"
         for t in sp.turns
     )

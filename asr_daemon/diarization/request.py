@@ -22,11 +22,14 @@ import numpy as np
 from asr_daemon import errors, jobs
 from asr_daemon.diarization.engine import MAX_SPEAKERS, Holder, Unavailable
 from asr_daemon.engine import audio
+from asr_daemon.jobs import speakers
 from asr_daemon.jobs.speakers import MAX_KNOWN
 
 FIELDS = jobs.DIARIZATION_FIELDS
 #: a reference sample's bounds (OpenAI asks for 2-10 s); bytes after base64 decoding
 REF_MIN_S, REF_MAX_S, REF_MAX_BYTES = 1.0, 10.0, 2 << 20
+#: what `engine.speaker_label` makes for the first 702 speakers: never a known speaker's name
+_LABEL = re.compile(r"[A-Z]{1,2}")
 _DATA_URL = re.compile(r"^data:(?P<type>[\w.+-]+/[\w.+-]+)?(?:;[\w-]+=[\w.-]+)*;base64,(?P<data>.*)$", re.DOTALL)
 
 
@@ -69,14 +72,18 @@ def parse(form: Mapping[str, list[str]], req: jobs.Request, *, only: bool = Fals
         raise jobs.Invalid("known_speaker_names[] and known_speaker_references[] must pair up one to one")
     if len(names) > MAX_KNOWN:
         raise jobs.Invalid(f"at most {MAX_KNOWN} known speakers")
-    for n in names:
-        if not n.strip() or len(n) > 100:
-            raise jobs.Invalid("each known_speaker_names[] entry must be 1 to 100 characters")
-    if len(set(names)) != len(names):
+    cleaned = [speakers.clean_name(n) for n in names]
+    if None in cleaned:
+        raise jobs.Invalid(f"each known_speaker_names[] entry must be 1 to {speakers.MAX_NAME} characters on one line")
+    names = [n for n in cleaned if n is not None]
+    if len({n.casefold() for n in names}) != len(names):
         raise jobs.Invalid("known_speaker_names[] must be distinct")
+    label_like = next((n for n in names if _LABEL.fullmatch(n)), None)
+    if label_like is not None:
+        raise jobs.Invalid(f"{label_like!r} is how an unnamed speaker is labelled (A, B, …): give known speakers names")
     if req.stream and only:
         raise jobs.Invalid("stream is not available for /v1/audio/diarization")
-    known = tuple(jobs.KnownSpeaker(n.strip(), reference=r) for n, r in zip(names, refs, strict=True))
+    known = tuple(jobs.KnownSpeaker(n, reference=r) for n, r in zip(names, refs, strict=True))
     spec = jobs.DiarizationOptions(num_speakers=num, min_speakers=lo, max_speakers=hi, only=only, known=known)
     return dataclasses.replace(req, options=dataclasses.replace(req.options, diarization=spec))
 

@@ -11,11 +11,36 @@ Pure domain: imports nothing of the project, does no I/O.
 
 from __future__ import annotations
 
+import unicodedata
 from collections.abc import Mapping
 from dataclasses import dataclass
 
 #: The most known speakers one request may name (each with a voice sample of up to 3 MiB).
 MAX_KNOWN = 4
+#: The longest speaker name (a known speaker's, or one given by PATCH /v1/jobs/{id}/speakers).
+MAX_NAME = 100
+
+
+def clean_name(raw: str) -> str | None:
+    """A speaker's name as stored and shown: runs of whitespace (newlines, tabs, line separators) as
+    one space, trimmed; None when that leaves nothing, more than `MAX_NAME` characters or another
+    control character (names go into SRT, VTT, text and RTTM lines, where a newline starts a cue)."""
+    name = " ".join(raw.split())
+    if not name or len(name) > MAX_NAME or any(unicodedata.category(ch) == "Cc" for ch in name):
+        return None
+    return name
+
+
+def shared_name(shown: Mapping[str, str]) -> tuple[str, str, str] | None:
+    """Two speakers (labels) shown under the same name, case aside, and that name; None if each differs.
+    `shown` maps every label to what it is shown as: its name, else the label itself."""
+    seen: dict[str, str] = {}
+    for label, name in sorted(shown.items()):
+        key = name.casefold()
+        if key in seen:
+            return seen[key], label, name
+        seen[key] = label
+    return None
 
 
 def _count(value: object) -> int | None:

@@ -116,6 +116,11 @@ def test_diarization_endpoint_json_rttm_and_rename(ddaemon: Daemon, dialogue: tu
         assert c.patch(f"/v1/jobs/{job}/speakers", json=["A"]).status_code == 400
         assert c.patch(f"/v1/jobs/{job}/speakers", content=b"{not json").status_code == 400
         assert c.patch(f"/v1/jobs/{job}/speakers", json={"A": "Al\x00ice"}).status_code == 400  # not a 500
+        same = c.patch(f"/v1/jobs/{job}/speakers", json={"A": "bob"})  # two speakers shown as one
+        assert same.status_code == 400 and "A and B would both be shown as" in same.json()["error"]["message"]
+        assert c.patch(f"/v1/jobs/{job}/speakers", json={"B": None, "A": "B"}).status_code == 400  # B's label
+        swap = c.patch(f"/v1/jobs/{job}/speakers", json={"A": "Bob", "B": "Alice\n\nSmith"})
+        assert swap.status_code == 200 and swap.json()["speakers"] == {"A": "Bob", "B": "Alice Smith"}
         plain = c.post("/v1/audio/transcriptions", files={"file": path.open("rb")}, data={"model": "tiny.en"})
         assert c.patch(f"/v1/jobs/{plain.headers['x-job-id']}/speakers", json={"A": "x"}).status_code == 409
 

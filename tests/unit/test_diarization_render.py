@@ -10,6 +10,7 @@ import pytest
 from asr_daemon import jobs
 from asr_daemon.diarization import render, request, step
 from asr_daemon.diarization.engine import Params, Turn
+from asr_daemon.jobs import speakers
 from tests import rows
 
 TURNS = [Turn(0.0, 4.0, 0), Turn(4.2, 8.0, 1), Turn(8.3, 10.0, 0)]
@@ -81,6 +82,39 @@ def test_every_format_carries_names() -> None:
     assert len(rttm) == 3
 
 
+def test_odd_names_and_text_cannot_forge_cues_or_lines() -> None:
+    """A name or a text with newlines, `-->` or markup stays inside its own cue (SRT, VTT), paragraph
+    (text) and line (RTTM): no forged cue, no lost text, VTT markup escaped."""
+    forged = "Eve\n\n99\n00:00:00,000 --> 01:00:00,000\nINJECTED CUE"
+    sp = render.Speakers(TURNS, {"A": forged, "B": "Dr. <Who> & co"})
+    texts = [" I <3 this --> and that.", " Hi\n\nthere.", " Bye."]
+    times = [(0.5, 3.9), (4.3, 7.9), (8.4, 9.9)]
+    segs = sp.segments([_seg(i, a, b, t) for i, ((a, b), t) in enumerate(zip(times, texts, strict=True))])
+    srt = render.srt(segs, sp)
+    assert srt.count(" --> ") == 3 and [b.split("\n")[0] for b in srt.strip().split("\n\n")] == ["1", "2", "3"]
+    assert [ln for ln in srt.splitlines() if "-->" in ln and "01:00:00" in ln] == []  # no forged timing line
+    assert "INJECTED CUE: I <3 this -> and that." in srt  # the name is kept, on its cue's one line
+    vtt = render.vtt(segs, sp)
+    cues = vtt.removeprefix("WEBVTT\n\n").strip().split("\n\n")
+    assert len(cues) == 3 and all(len(c.split("\n")) == 2 and c.count("-->") == 1 for c in cues), cues
+    assert "<v Dr. &lt;Who&gt; &amp; co>Hi there." in vtt and "I &lt;3 this -&gt; and that." in vtt
+    assert vtt.count("<") == vtt.count("<v ")
+    assert len(render.text(segs, sp).splitlines()) == 3
+    rttm = render.rttm(JOB, sp).splitlines()
+    assert len(rttm) == 3 and all(len(line.split()) == 10 for line in rttm), rttm
+
+
+def test_speaker_names_are_one_line_and_tell_speakers_apart() -> None:
+    """A name's whitespace runs become one space; control characters, empty and over-long names are
+    refused; two speakers shown under one name (case aside, labels included) are found."""
+    assert speakers.clean_name("  Bob\n\tSmith\u2028Jr ") == "Bob Smith Jr"
+    assert [speakers.clean_name(n) for n in ("", " \n ", "a\x07b", "x" * 101)] == [None] * 4
+    assert speakers.clean_name("x" * 100) == "x" * 100
+    assert speakers.shared_name({"A": "Alice", "B": "alice"}) == ("A", "B", "alice")
+    assert speakers.shared_name({"A": "B", "B": "B"}) == ("A", "B", "B")
+    assert speakers.shared_name({"A": "B", "B": "A"}) is None  # a swap
+
+
 def _req(form: dict[str, list[str]], fmt: str = "json") -> jobs.Request:
     base = jobs.parse_request({**form, "response_format": [fmt]}, jobs.Task.TRANSCRIBE)
     return request.parse(form, base)
@@ -91,7 +125,7 @@ def test_request_fields_are_validated() -> None:
     assert _req({}).options.diarization is None
     assert _req({}, "diarized_json").options.diarization == jobs.DiarizationOptions()
     assert _req({"diarize": ["true"], "num_speakers": ["3"]}).options.diarization == jobs.DiarizationOptions(3)
-    named = _req({"diarize": ["true"], "known_speaker_names[]": [" Ann "], "known_speaker_references[]": ["data:x"]})
+    named = _req({"diarize": ["true"], "known_speaker_names[]": [" Ann\n"], "known_speaker_references[]": ["data:x"]})
     assert named.options.diarization == jobs.DiarizationOptions(known=(jobs.KnownSpeaker("Ann", reference="data:x"),))
     for bad in (
         {"diarize": ["true"], "num_speakers": ["0"]},
@@ -104,6 +138,9 @@ def test_request_fields_are_validated() -> None:
         {"diarize": ["true"], "known_speaker_names[]": ["A"]},
         {"diarize": ["true"], "known_speaker_names[]": ["A", "A"], "known_speaker_references[]": ["x", "y"]},
         {"diarize": ["true"], "known_speaker_names[]": [" "], "known_speaker_references[]": ["x"]},
+        {"diarize": ["true"], "known_speaker_names[]": ["Ann", "ann"], "known_speaker_references[]": ["x", "y"]},
+        {"diarize": ["true"], "known_speaker_names[]": ["B"], "known_speaker_references[]": ["x"]},
+        {"diarize": ["true"], "known_speaker_names[]": ["Ann\x07"], "known_speaker_references[]": ["x"]},
     ):
         with pytest.raises(jobs.Invalid):
             _req(bad)
