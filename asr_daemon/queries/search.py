@@ -89,7 +89,11 @@ MAX_RANKED = 10_000
 
 _SEARCH = f"""
 WITH q AS MATERIALIZED (
-    SELECT u.config, websearch_to_tsquery(u.config, $1) AS query FROM search_configs_used u
+    -- `simple` holds the languages written without spaces as character pairs (migration 0007)
+    SELECT u.config,
+           websearch_to_tsquery(u.config, CASE WHEN u.config = 'simple'::regconfig THEN asr_pairs($1, true) ELSE $1 END)
+             AS query
+    FROM search_configs_used u
 ), any_q AS (
     -- every configuration's reading of the query in one tsquery: what the GIN index looks up
     SELECT string_agg('(' || query::text || ')', ' | ')::tsquery AS query FROM q WHERE numnode(query) > 0
@@ -154,13 +158,32 @@ async def search(
             start=r["start_s"],
             end=r["end_s"],
             text=r["text"],
-            matches=match_offsets(r["text"], r["marked"]),
+            matches=match_offsets(r["text"], r["marked"]) or unspaced_offsets(r["text"], query),
             rank=r["rank"],
             filename=r["filename"],
             language=r["language"],
         )
         for r in rows
     ]
+
+
+#: a run of the scripts written without spaces: migration 0007's `asr_unspaced_runs()`
+_UNSPACED = re.compile(
+    "[\u3040-\u30ff\u31f0-\u31ff\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff\uff66-\uff9f"
+    "\u0e00-\u0eff\u1000-\u109f\u1780-\u17ff]+"
+)
+
+
+def unspaced_offsets(text: str, query: str) -> list[tuple[int, int]]:
+    """[start, end) offsets of the query's runs of unspaced script (Chinese, Japanese, Thai, …) in
+    `text`: those segments match by character pairs, which `ts_headline` cannot mark in the text."""
+    spans = []
+    for run in set(_UNSPACED.findall(query)):
+        at = text.find(run)
+        while at >= 0:
+            spans.append((at, at + len(run)))
+            at = text.find(run, at + len(run))
+    return sorted(spans)
 
 
 def match_offsets(text: str, marked: str) -> list[tuple[int, int]]:

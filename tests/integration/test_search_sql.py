@@ -1,5 +1,5 @@
 """Full-text search in SQL against real PostgreSQL: stemming per language, websearch syntax, ranking,
-visibility per key, keyset pages and match offsets (asr_daemon/queries/search.py, migration 0006)."""
+visibility per key, keyset pages and match offsets (asr_daemon/queries/search.py, migrations 0006-0007)."""
 
 from __future__ import annotations
 
@@ -172,6 +172,24 @@ async def test_runs_of_dashes_that_negate_nothing_are_no_error(conn: asyncpg.Con
     hits = await find(conn, query)
     assert all(h.text == " well known words" for h in hits)
     assert await find(conn, "known -" + "-" * 40 + "words") == []  # the dash before a word still excludes it
+
+
+async def test_languages_written_without_spaces_are_found_by_any_run_of_characters(conn: asyncpg.Connection) -> None:
+    """Chinese, Japanese and Thai segments are found by two or more characters in order (not only by a
+    whole clause), with their offsets; Latin words in `simple` are found as before (migration 0007)."""
+    ja = await add_job(conn, ["今日は良い天気ですね。", "明日は雨です。"], language="ja")
+    zh = await add_job(conn, ["我们明天去北京开会。"], language="zh")
+    th = await add_job(conn, ["สวัสดีครับ"], language="th")
+    latin = await add_job(conn, [" Karibu sana rafiki"], language="sw")  # Swahili: `simple` too
+    hits = await find(conn, "天気")
+    assert [(h.job_id, h.seq, h.matches) for h in hits] == [(ja, 0, [(5, 7)])]
+    assert [(h.job_id, h.matches) for h in await find(conn, "北京")] == [(zh, [(5, 7)])]
+    assert [h.job_id for h in await find(conn, "明天去北京")] == [zh]
+    assert await find(conn, "北京明天") == []  # the characters in another order
+    assert {h.job_id for h in await find(conn, "北京 or 雨です")} == {ja, zh}
+    assert [h.job_id for h in await find(conn, "สวัสดี")] == [th]
+    assert [(h.job_id, h.matches) for h in await find(conn, "rafiki")] == [(latin, [(13, 19)])]
+    assert await find(conn, "天気 -良い") == []
 
 
 def test_offsets_are_dropped_when_the_marked_text_differs() -> None:
