@@ -1,10 +1,12 @@
 """Orphan files in `uploads/`: what a crash leaves behind, swept at start and then every hour.
 
-Two kinds exist. `uploads/tmp/*.part` is an upload cut off mid-body (the process died before it
-could discard it). `uploads/<sha256>` with no job row is an upload killed between being renamed into
-place and its job row being inserted. Nothing can reach either, so both are deleted, but only once
-no request can still be using them: a `.part` is written for at most `ASR_UPLOAD_TIMEOUT` seconds
-and then probed and committed, so it must be older than that plus `GRACE_S`; a committed file gets
+Two kinds exist. A file in `uploads/tmp/` is an upload cut off mid-body (`*.part`), a Wyoming voice
+command's recording (`wyoming-*.wav`) or a known speaker's reference sample (`ref-*`) whose process
+died before it could remove it. `uploads/<sha256>` with no job row is an upload killed between being
+renamed into place and its job row being inserted. Nothing can reach either, so both are deleted,
+but only once no request can still be using them: a temporary file is written to at least every
+`ASR_UPLOAD_TIMEOUT` (or `ASR_WYOMING_TIMEOUT`) seconds while in use and then committed or removed,
+so it must be unmodified for longer than that plus `GRACE_S`; a committed file gets
 its row within the same locked step (milliseconds), so it must be older than `GRACE_S` and is
 re-checked under that lock before it goes.
 """
@@ -41,7 +43,7 @@ BATCH = 1000
 class Swept:
     """What one sweep removed."""
 
-    parts: int = 0
+    parts: int = 0  # temporary files in uploads/tmp
     audio: int = 0
 
 
@@ -54,14 +56,14 @@ def _mtime(path: Path) -> float:
 
 
 def _candidates(uploads_dir: Path, part_cutoff: float, audio_cutoff: float) -> tuple[list[Path], list[str]]:
-    """Blocking: `.part` files modified before `part_cutoff`; hashes of audio modified before `audio_cutoff`."""
+    """Blocking: files in tmp/ modified before `part_cutoff`; hashes of audio modified before `audio_cutoff`."""
     parts: list[Path] = []
     shas: list[str] = []
     tmp = uploads_dir / "tmp"
     if tmp.is_dir():
         with os.scandir(tmp) as it:
             for e in it:
-                old = e.name.endswith(".part") and _mtime(Path(e.path)) < part_cutoff
+                old = _mtime(Path(e.path)) < part_cutoff
                 if old and e.is_file(follow_symlinks=False):
                     parts.append(Path(e.path))
     if uploads_dir.is_dir():
@@ -74,7 +76,7 @@ def _candidates(uploads_dir: Path, part_cutoff: float, audio_cutoff: float) -> t
 
 
 async def sweep(settings: Settings, pool: asyncpg.Pool, locks: uploads.AudioLocks) -> Swept:
-    """Delete abandoned `.part` files and committed audio no job row refers to; returns the counts.
+    """Delete abandoned temporary files and committed audio no job row refers to; returns the counts.
 
     Raises the database's errors (the caller logs them and tries again at the next sweep).
     """
@@ -82,7 +84,10 @@ async def sweep(settings: Settings, pool: asyncpg.Pool, locks: uploads.AudioLock
     now = time.time()
     audio_cutoff = now - GRACE_S
     parts, shas = await asyncio.to_thread(
-        _candidates, settings.uploads_dir, now - settings.upload_timeout - GRACE_S, audio_cutoff
+        _candidates,
+        settings.uploads_dir,
+        now - max(settings.upload_timeout, settings.wyoming_timeout) - GRACE_S,
+        audio_cutoff,
     )
     for part in parts:
         with contextlib.suppress(FileNotFoundError):

@@ -31,11 +31,15 @@ def plant(path: Path, data: bytes, age_s: float) -> Path:
 async def test_start_sweeps_orphan_parts_and_unreferenced_audio(
     make_daemon: Callable[..., Daemon], jfk: Path, database: str
 ) -> None:
-    """Old .part files and old audio without a job row are deleted; referenced audio and fresh files stay."""
+    """Old temporary files (uploads, Wyoming recordings, reference samples) and old audio without a job
+    row are deleted; referenced audio and fresh files stay."""
     daemon = make_daemon(start=False)
     uploads = daemon.state_dir / "uploads"
     old_part = plant(uploads / "tmp" / f"{uuid.uuid4().hex}.part", b"half an upload", 2 * DAY)
     fresh_part = plant(uploads / "tmp" / f"{uuid.uuid4().hex}.part", b"an upload in progress", 60)
+    old_recording = plant(uploads / "tmp" / f"wyoming-{uuid.uuid4().hex}.wav", b"RIFF voice command", 2 * DAY)
+    old_reference = plant(uploads / "tmp" / "ref-x1y2z3", b"a known speaker's sample", 2 * DAY)
+    fresh_recording = plant(uploads / "tmp" / f"wyoming-{uuid.uuid4().hex}.wav", b"RIFF being spoken", 60)
     orphan = plant(uploads / hashlib.sha256(b"orphan").hexdigest(), b"committed, then kill -9", 2 * DAY)
     just_committed = plant(uploads / hashlib.sha256(b"new").hexdigest(), b"its row is being inserted", 60)
     forgotten = plant(uploads / hashlib.sha256(b"gone").hexdigest(), b"retention died before unlink", 2 * DAY)
@@ -59,7 +63,8 @@ async def test_start_sweeps_orphan_parts_and_unreferenced_audio(
         time.sleep(0.1)
     assert '"orphans_swept"' in daemon.logs()
     assert not old_part.exists() and not orphan.exists() and not forgotten.exists()
-    assert fresh_part.exists() and just_committed.exists() and kept.exists()
+    assert not old_recording.exists() and not old_reference.exists()
+    assert fresh_part.exists() and just_committed.exists() and kept.exists() and fresh_recording.exists()
     assert '"orphan_audio_removed"' in daemon.logs()
 
 
