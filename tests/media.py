@@ -140,3 +140,27 @@ def lying_duration(src: Path, dst: Path, factor: int = 100) -> Path:
             packet.stream = stream
             out.mux(packet)
     return dst
+
+
+def lying_middle(src: Path, dst: Path, honest: int = 8) -> Path:
+    """Re-mux Opus audio from `src` into Matroska whose first and last `honest` packets keep their
+    timestamps (what the probe decodes to check a container's word) while every packet between them
+    lasts 1 tick: the file claims a small fraction of what decodes (20 ms packets: about 1/20)."""
+    if dst.exists():
+        return dst
+    plain = transcode(src, dst.with_suffix(".honest.mka"), "matroska", "libopus", 48000)
+    with av.open(str(plain)) as inp, av.open(str(dst), "w", format="matroska") as out:
+        in_stream = inp.streams.audio[0]
+        stream = out.add_stream_from_template(in_stream)
+        packets = [p for p in inp.demux(in_stream) if p.dts is not None]
+        n, frozen = len(packets), None
+        for i, packet in enumerate(packets):
+            if honest <= i < n - honest:
+                frozen = packet.pts if frozen is None else frozen
+                packet.pts = packet.dts = frozen + (i - honest)
+                packet.duration = 1
+            elif frozen is not None:
+                packet.pts = packet.dts = frozen + (n - 2 * honest) + (i - (n - honest)) * 20 + 20
+            packet.stream = stream
+            out.mux(packet)
+    return dst

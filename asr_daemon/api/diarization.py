@@ -50,8 +50,7 @@ async def diarization(
     if job is None or job.status == jobs.Status.CANCELLED:
         raise errors.Conflict("the job was cancelled before it finished", job_id=str(job_id))
     if job.status == jobs.Status.FAILED:
-        err = errors.Unavailable if job.error_code == jobs.ErrorCode.DIARIZATION_UNAVAILABLE else errors.AsrError
-        raise err(f"diarization failed: {job.error}", job_id=str(job_id))
+        raise events.failure(job, "diarization")
     if job.status != jobs.Status.COMPLETED:
         running = errors.StillRunning("the diarization is still running; follow the job", job_id=str(job_id))
         return Response(

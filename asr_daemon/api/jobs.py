@@ -151,7 +151,7 @@ class JobsController(Controller):
                 for d in await webhooks.deliveries(pool, job.id)
             ]
         if job.diarized:
-            view.speakers = await diarization_events.summary(pool, job.id)
+            view.speakers = await diarization_events.summary(pool, job)
         return view
 
     @get(

@@ -49,8 +49,7 @@ async def _submit(
     if job is None or job.status == jobs.Status.CANCELLED:
         raise errors.Conflict("the job was cancelled before it finished", job_id=str(job_id))
     if job.status == jobs.Status.FAILED:
-        err = errors.BadAudio if job.error_code == jobs.ErrorCode.TRANSCRIPTION_FAILED else errors.AsrError
-        raise err(f"transcription failed: {job.error}", job_id=str(job_id))
+        raise events.failure(job, "transcription")
     if job.status != jobs.Status.COMPLETED:
         running = errors.StillRunning("the transcription is still running; follow the job", job_id=str(job_id))
         return Response(

@@ -146,7 +146,7 @@ def show_cmd(job: IdArg, as_json: JsonOpt = False) -> None:
         found = await queries.get_job(conn, await _resolve(conn, job))
         if found is None:
             return None, 0, None
-        return found, await queries.segment_count(conn, found.id), await diarization_summary(conn, found.id)
+        return found, await queries.segment_count(conn, found.id), await diarization_summary(conn, found)
 
     row, n_segments, speakers = with_db(go)
     if row is None:  # deleted between resolve and read
@@ -189,6 +189,8 @@ def _cell(value: object) -> RenderableType:
 
 
 def _speakers_line(s: SpeakerSummary) -> str:
+    if s.status == "stopped":
+        return f"stopped after {s.progress_s:.0f} s"
     if s.status != "done":
         return f"diarizing ({s.progress_s:.0f} s done)"
     people = [p.label + (f" ({p.name})" if p.name != p.label else "") + f" {p.seconds:.1f} s" for p in s.speakers]

@@ -44,6 +44,9 @@ class Params:
     num_speakers: int | None = None
     min_speakers: int | None = None
     max_speakers: int | None = None
+    #: seconds of decoded audio past which the file lied about its length at intake: the engine
+    #: raises `audio.longer_than_declared` (an `errors.JobFailed`) instead of reading on
+    max_seconds: float | None = None
 
 
 @dataclass(frozen=True)

@@ -61,14 +61,15 @@ class Follower:
         row = await store.state(self.pool, self.job_id)
         if row is None:
             return None
-        now = (row["status"], round(row["progress_s"], 1))
+        status = shown_status(row["status"], job.status)
+        now = (status, round(row["progress_s"], 1))
         if now == self._last:
             return None
         self._last = now
         duration = job.duration_s or 0.0
         data: dict[str, object] = {
             "id": str(self.job_id),
-            "status": row["status"],
+            "status": status,
             "progress_s": round(row["progress_s"], 3),
             "progress": round(min(1.0, row["progress_s"] / duration), 4) if duration else None,
         }
@@ -84,14 +85,21 @@ class Follower:
         return self._speakers if self._speakers.turns else None
 
 
-async def summary(conn: Conn, job_id: uuid.UUID) -> SpeakerSummary | None:
+def shown_status(step: str, job: jobs.Status) -> str:
+    """The step's status as told: "running" only while its job runs. A job cancelled, failed or handed
+    back mid-step leaves its row `running` (the next run begins it again): that step has "stopped"."""
+    return "stopped" if step == "running" and job != jobs.Status.RUNNING else step
+
+
+async def summary(conn: Conn, job: jobs.Job) -> SpeakerSummary | None:
     """A job's diarization for people (API job view, `asrctl jobs show`); None when it has none."""
+    job_id = job.id
     row = await store.state(conn, job_id)
     if row is None:
         return None
     sp = await render.speakers_of(conn, job_id)
     return SpeakerSummary(
-        status=row["status"],
+        status=shown_status(row["status"], job.status),
         engine=row["engine"],
         progress_s=round(row["progress_s"], 3),
         num_speakers=row["num_speakers"],

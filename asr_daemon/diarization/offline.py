@@ -57,11 +57,11 @@ def speech_regions(wav: np.ndarray) -> list[tuple[int, int]]:
     return [(int(r["start"]), int(r["end"])) for r in get_speech_timestamps(wav, VadOptions(**_VAD))]
 
 
-def _blocks(path: Path) -> Iterator[tuple[float, np.ndarray, bool]]:
-    """(offset in seconds, audio, is_last) in blocks of about BLOCK_S seconds."""
+def _blocks(path: Path, max_s: float | None = None) -> Iterator[tuple[float, np.ndarray, bool]]:
+    """(offset in seconds, audio, is_last) in blocks of about BLOCK_S seconds; `audio.stream`'s bound."""
     buf: list[np.ndarray] = []
     have, offset = 0, 0.0
-    for chunk in audio.stream(path):
+    for chunk in audio.stream(path, max_s):
         buf.append(chunk)
         have += len(chunk)
         if have >= BLOCK_S * SR:
@@ -120,9 +120,10 @@ class OfflineEngine:
             sys.modules["faster_whisper.vad"].get_vad_model.cache_clear()
 
     def embed(self, wav: np.ndarray) -> np.ndarray | None:
-        """resemblyzer's utterance embedding of the speech in `wav` (all of it when VAD finds none)."""
+        """resemblyzer's utterance embedding of the speech in `wav`; None when VAD finds less than
+        `MIN_REGION_S` of it (silence, noise or hum would still make a vector, matching no one)."""
         regions = speech_regions(wav)
-        speech = np.concatenate([wav[s:e] for s, e in regions]) if regions else wav
+        speech = np.concatenate([wav[s:e] for s, e in regions]) if regions else wav[:0]
         if len(speech) < int(MIN_REGION_S * SR):
             return None
         with threadpool_limits(limits=1, user_api="blas"):
@@ -159,7 +160,7 @@ class OfflineEngine:
         out = _Windows()
         carry = np.zeros(0, dtype=np.float32)
         carry_at = 0.0
-        for offset, block, last in _blocks(path):
+        for offset, block, last in _blocks(path, params.max_seconds):
             if should_stop():
                 raise Stopped
             start = offset - len(carry) / SR if len(carry) else offset

@@ -169,7 +169,7 @@ class PyannoteEngine:
         """Diarize with the pipeline; its hook reports progress and stops it between steps."""
         import torch
 
-        wav = audio.decode(path)
+        wav = audio.decode(path, params.max_seconds)
         seconds = len(wav) / audio.SAMPLE_RATE
         out = self.pipeline(
             {"waveform": torch.from_numpy(wav)[None], "sample_rate": audio.SAMPLE_RATE},

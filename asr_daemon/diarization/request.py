@@ -119,13 +119,21 @@ def embed_known(req: jobs.Request, holder: Holder, tmp_dir: Path) -> jobs.Reques
             f.flush()
             try:
                 info = audio.probe(Path(f.name), audio.Limits(REF_MAX_S * 3))
-                wav = audio.decode(Path(f.name))
             except Exception as exc:  # any failure to decode means "not audio we can read"
                 raise jobs.Invalid(f"the reference for {entry.name!r} is not audio we can read") from exc
-        if not REF_MIN_S <= info.duration <= REF_MAX_S:
-            raise jobs.Invalid(
-                f"the reference for {entry.name!r} lasts {info.duration:.1f} s: give {REF_MIN_S:g} to {REF_MAX_S:g} s"
-            )
+            if not REF_MIN_S <= info.duration <= REF_MAX_S:
+                raise jobs.Invalid(
+                    f"the reference for {entry.name!r} lasts {info.duration:.1f} s: "
+                    f"give {REF_MIN_S:g} to {REF_MAX_S:g} s"
+                )
+            try:
+                wav = audio.decode(Path(f.name), info.duration * 1.05 + 1)
+            except errors.JobFailed:
+                raise jobs.Invalid(
+                    f"the reference for {entry.name!r} decodes to more than its file declares: re-encode it"
+                ) from None
+            except Exception as exc:  # any failure to decode means "not audio we can read"
+                raise jobs.Invalid(f"the reference for {entry.name!r} is not audio we can read") from exc
         try:
             with holder.use() as eng:
                 if eng.name != "resemblyzer":

@@ -31,9 +31,11 @@ log = logging.getLogger(__name__)
 KNOWN_MATCH = 0.75
 
 
-def params(spec: jobs.DiarizationOptions) -> Params:
-    """The engine's parameters from a job's diarization options."""
-    return Params(spec.num_speakers, spec.min_speakers, spec.max_speakers)
+def params(spec: jobs.DiarizationOptions, duration_s: float | None = None) -> Params:
+    """The engine's parameters from a job's diarization options; `duration_s`, the length its file
+    declared, bounds what may be decoded as transcription bounds it (that plus 5 % and 30 s)."""
+    bound = None if duration_s is None else duration_s * 1.05 + 30
+    return Params(spec.num_speakers, spec.min_speakers, spec.max_speakers, bound)
 
 
 def match_known(centroids: Mapping[int, np.ndarray], known: list[tuple[str, np.ndarray]]) -> dict[str, str]:
@@ -101,7 +103,7 @@ async def _run(
         if not fut.result():
             stop.set()
 
-    result = await asyncio.to_thread(eng.run, path, params(spec), on_progress, stop.is_set)
+    result = await asyncio.to_thread(eng.run, path, params(spec, job.duration_s), on_progress, stop.is_set)
     names = match_known(result.centroids, request.known_vectors(spec))
     took = time.perf_counter() - t0
     if not await store.finish(pool, job_id, worker, result.turns, names, round(took, 4), job.duration_s):

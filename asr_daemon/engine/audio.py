@@ -226,8 +226,28 @@ def _ignore_invalid(frames: Iterator[av.AudioFrame]) -> Iterator[av.AudioFrame]:
             continue
 
 
-def stream(path: Path) -> Iterator[np.ndarray]:
-    """Yield the file's audio as float32 16 kHz mono chunks (about 30 s each); blocking."""
+def longer_than_declared(max_s: float) -> errors.JobFailed:
+    """The error of audio that decodes to more than `max_s` seconds: its container lied about its
+    length when it was probed (the limits were checked against that length)."""
+    return errors.JobFailed(
+        f"the audio decodes to more than {max_s:.0f} s although its file declared less; "
+        "re-encode it and submit it again"
+    )
+
+
+def stream(path: Path, max_s: float | None = None) -> Iterator[np.ndarray]:
+    """Yield the file's audio as float32 16 kHz mono chunks (about 30 s each); blocking. Past `max_s`
+    seconds of decoded audio, raises `longer_than_declared(max_s)`."""
+    limit = None if max_s is None else int(max_s * SAMPLE_RATE)
+    decoded = 0
+    for chunk in _stream(path):
+        decoded += len(chunk)
+        if limit is not None and decoded > limit:
+            raise longer_than_declared(max_s or 0)
+        yield chunk
+
+
+def _stream(path: Path) -> Iterator[np.ndarray]:
     # faster-whisper's decode_audio ends with a full gc.collect() against resampler reference
     # cycles; PyAV no longer makes any (a test holds it to that), and in the daemon's large heap
     # that collection cost 45-110 ms of held GIL per file
@@ -249,7 +269,7 @@ def _resample(resampler: av.audio.resampler.AudioResampler, frame: av.AudioFrame
         yield out.to_ndarray().reshape(-1).astype(np.float32) / 32768.0
 
 
-def decode(path: Path) -> np.ndarray:
-    """The whole file as one float32 array (what faster-whisper's decode_audio returns)."""
-    parts = list(stream(path))
+def decode(path: Path, max_s: float | None = None) -> np.ndarray:
+    """The whole file as one float32 array (what faster-whisper's decode_audio returns); `stream`'s bound."""
+    parts = list(stream(path, max_s))
     return np.concatenate(parts) if parts else np.zeros(0, dtype=np.float32)

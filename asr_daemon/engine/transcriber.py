@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from asr_daemon import errors, jobs
+from asr_daemon import jobs
 from asr_daemon.engine import audio, batched, device
 from asr_daemon.engine.replicas import lease
 
@@ -110,10 +110,8 @@ def _windows(
     """
     want = int(window_s * audio.SAMPLE_RATE)
     skip = int(skip_s * audio.SAMPLE_RATE)
-    limit = None if max_s is None else int(max_s * audio.SAMPLE_RATE)
-    decoded = 0
     carry = np.zeros(0, dtype=np.float32)
-    chunks = audio.stream(path)
+    chunks = audio.stream(path, max_s)
     done = False
     while True:
         parts, have = [carry], len(carry)
@@ -123,12 +121,6 @@ def _windows(
             except StopIteration:
                 done = True
                 break
-            decoded += len(chunk)
-            if limit is not None and decoded > limit:
-                raise errors.JobFailed(
-                    f"the audio decodes to more than {max_s:.0f} s although its file declared less; "
-                    "re-encode it and submit it again"
-                )
             if skip:
                 cut = min(skip, len(chunk))
                 chunk, skip = chunk[cut:], skip - cut

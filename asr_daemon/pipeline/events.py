@@ -17,7 +17,7 @@ from typing import Any
 
 import asyncpg
 
-from asr_daemon import formats, jobs, queries
+from asr_daemon import errors, formats, jobs, queries
 from asr_daemon.diarization import events as diarization_events
 from asr_daemon.pipeline.queue import Hub
 
@@ -142,3 +142,14 @@ async def wait_finished(
             await hub.wait(wake, min(hub.poll_interval, max(0.01, deadline - time.monotonic())))
     finally:
         hub.unsubscribe(job_id, wake)
+
+
+def failure(job: jobs.Job, what: str) -> errors.AsrError:
+    """The error a synchronous request answers for its failed job: 400 when the audio was at fault,
+    503 when diarization cannot run here, else 500; `what` names the work ("transcription")."""
+    kinds: dict[str, type[errors.AsrError]] = {
+        jobs.ErrorCode.TRANSCRIPTION_FAILED: errors.BadAudio,
+        jobs.ErrorCode.DIARIZATION_UNAVAILABLE: errors.Unavailable,
+    }
+    kind = kinds.get(str(job.error_code), errors.AsrError)
+    return kind(f"{what} failed: {job.error}", job_id=str(job.id))

@@ -236,6 +236,9 @@ class Worker:
         except diarization_engine.Unavailable as exc:
             await self._fail(run, str(exc), jobs.ErrorCode.DIARIZATION_UNAVAILABLE)
             return None
+        except errors.JobFailed as exc:  # the audio decodes to more than its file declared
+            await self._fail(run, str(exc), jobs.ErrorCode.TRANSCRIPTION_FAILED)
+            return None
         if spec.only and await queries.complete(self.pool, job_id, run.owner, {"diarize_s": round(took, 4)}, "cpu"):
             log.info("job_completed", extra={"job_id": str(job_id), "diarize_s": round(took, 4)})
             self.outbox.ended(job_id, run.job.webhook_url)

@@ -279,7 +279,8 @@ async def test_kill_9_during_and_after_diarization_resumes_without_redoing_it(
 async def test_cancel_while_diarizing_leaves_no_turns(
     make_daemon: Callable[..., Daemon], diarization_models: Path, two_minutes: Path, database: str
 ) -> None:
-    """DELETE /v1/jobs/{id} during the diarization step cancels the job at once and stores no turns."""
+    """DELETE /v1/jobs/{id} during the diarization step cancels the job at once, stores no turns, and the
+    job's speakers no longer say the step runs."""
     daemon = make_daemon()
     with daemon.client() as c:
         r = c.post("/v1/jobs", files={"file": two_minutes.open("rb")}, data={"diarize": "true", "model": "tiny.en"})
@@ -292,6 +293,9 @@ async def test_cancel_while_diarizing_leaves_no_turns(
     await asyncio.sleep(3)
     assert await _fetch(database, "SELECT 1 FROM diarization_turns WHERE job_id = $1::uuid", job_id) == []
     assert await _fetch(database, "SELECT 1 FROM segments WHERE job_id = $1::uuid", job_id) == []
+    with daemon.client() as c:
+        speakers = c.get(f"/v1/jobs/{job_id}").json()["speakers"]
+    assert speakers is None or speakers["status"] == "stopped", speakers  # not "running" for ever
 
 
 def test_webhook_names_the_speakers(
@@ -334,3 +338,24 @@ def test_webhook_names_the_speakers(
     assert payload["type"] == "job.completed"
     assert [s["label"] for s in payload["speakers"]] == ["A", "B"]
     assert all(s["seconds"] > 5 for s in payload["speakers"])
+
+
+def test_audio_that_lied_about_its_length_fails_its_diarization(
+    make_daemon: Callable[..., Daemon], diarization_models: Path, speech: Callable[..., Path], tmp_path: Path
+) -> None:
+    """A file whose container claims a twentieth of its length (so it passes ASR_MAX_AUDIO_SECONDS) is
+    diarized no further than transcription would read it: a 4xx saying so, no turns past the bound."""
+    from tests import media
+    from tests.conftest import STORY
+
+    one = speech(STORY[2])
+    long = tmp_path / "long.flac"
+    subprocess.run(["sox", *[str(one)] * 12, str(long)], check=True)
+    lying = media.lying_middle(long, tmp_path / "lying.mka")
+    d = make_daemon(ASR_MAX_AUDIO_SECONDS="60")
+    with d.client(timeout=300) as c:
+        r = c.post("/v1/audio/diarization", files={"file": lying.open("rb")})
+        assert 400 <= r.status_code < 500, r.text
+        assert "decodes to more than" in r.json()["error"]["message"]
+        job = c.get(f"/v1/jobs/{r.json()['error']['job_id']}").json()
+    assert job["status"] == "failed" and job["error"]["code"] == "transcription_failed", job

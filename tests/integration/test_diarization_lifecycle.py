@@ -198,3 +198,65 @@ def test_known_speaker_references_become_stored_embeddings(
     assert reread == done.options.diarization and reread is not None
     ((name, unit),) = request.known_vectors(reread)
     assert name == "Beatrice" and unit.shape == (256,) and abs(float(np.linalg.norm(unit)) - 1.0) < 1e-3
+
+
+def _long_lie(speech: Callable[..., Path], tmp_path: Path, times: int) -> tuple[Path, float, float]:
+    """A file whose container claims a twentieth of its length, the probe's head and tail honest:
+    (path, seconds the probe reports, seconds that decode)."""
+    import subprocess
+
+    from tests import media
+    from tests.conftest import STORY
+
+    one = speech(STORY[2])
+    long = tmp_path / f"long{times}.flac"
+    subprocess.run(["sox", *[str(one)] * times, str(long)], check=True)
+    lying = media.lying_middle(long, tmp_path / f"lying{times}.mka")
+    declared = audio.probe(lying, audio.Limits(600.0)).duration
+    return lying, declared, len(audio.decode(lying)) / audio.SAMPLE_RATE
+
+
+def test_audio_decoding_past_its_declared_length_stops_the_engine(
+    state: Path, speech: Callable[..., Path], tmp_path: Path
+) -> None:
+    """The engine decodes no more than the bound transcription uses (declared × 1.05 + 30 s): a file
+    that lied to the probe about its length fails there, as its transcription would."""
+    from asr_daemon import errors
+
+    lying, declared, real = _long_lie(speech, tmp_path, 12)
+    bound = declared * 1.05 + 30
+    assert real > bound, (declared, real)
+    eng = offline.OfflineEngine(state / "models")
+    reached: list[float] = []
+    with pytest.raises(errors.JobFailed, match="decodes to more than"):
+        eng.run(lying, engine.Params(max_seconds=bound), reached.append, lambda: False)
+    assert not reached or max(reached) <= bound
+
+
+def test_a_reference_that_lies_or_holds_no_speech_is_refused(
+    state: Path, speech: Callable[..., Path], tmp_path: Path
+) -> None:
+    """A known speaker's reference that decodes to far more than it declares, or that is silence or
+    noise (VAD finds no speech: its vector would match no one), is a 400 before any job exists."""
+    import subprocess
+
+    from asr_daemon import jobs
+    from asr_daemon.diarization import request
+    from tests import media
+
+    lying, declared, real = _long_lie(speech, tmp_path, 20)
+    assert request.REF_MIN_S <= declared <= request.REF_MAX_S and real > 3 * declared, (declared, real)
+    noise = tmp_path / "noise.flac"
+    subprocess.run(["sox", "-n", "-r", "16000", "-c", "1", str(noise), "synth", "3", "whitenoise"], check=True)
+    holder = diarization.holder_from_settings(Settings(state_dir=state))
+    cases = {
+        lying: "decodes to more than its file declares",
+        media.silence(tmp_path / "silence.flac", 3, rate=16000): "no speech found",
+        noise: "no speech found",
+    }
+    for path, why in cases.items():
+        url = "data:audio/flac;base64," + base64.b64encode(path.read_bytes()).decode()
+        form = {"diarize": ["true"], "known_speaker_names[]": ["Zoe"], "known_speaker_references[]": [url]}
+        req = request.parse(form, jobs.parse_request({}, jobs.Task.TRANSCRIBE))
+        with pytest.raises(jobs.Invalid, match=why):
+            request.embed_known(req, holder, tmp_path / "tmp")

@@ -3,6 +3,7 @@ PostgreSQL; the API in process with its lifespan, as in test_upload_http)."""
 
 from __future__ import annotations
 
+import dataclasses
 import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -15,6 +16,7 @@ from asr_daemon.cli.jobs import _speakers_line
 from asr_daemon.config import Settings
 from asr_daemon.diarization import events, store
 from asr_daemon.diarization.engine import Turn
+from asr_daemon.jobs import Status
 from tests import services
 from tests.integration.test_upload_http import serving
 
@@ -60,15 +62,20 @@ async def test_speaker_summary_is_typed_and_the_webhook_keeps_its_keys(pool: asy
     """The job view's and `asrctl jobs show`'s speakers come as `SpeakerSummary` (running, then done with
     each speaker's seconds and name); the webhook's `speakers` keep the keys label, name, seconds."""
     job = await _running_diarized_job(pool)
-    assert await events.summary(pool, job.id) is None  # the step never started
+    assert await events.summary(pool, job) is None  # the step never started
     assert await store.begin(pool, job.id, WORKER, "offline")
     assert await store.progress(pool, job.id, WORKER, 4.0)
-    running = await events.summary(pool, job.id)
+    running = await events.summary(pool, job)
     assert running is not None and (running.status, running.progress_s, running.speakers) == ("running", 4.0, ())
     assert _speakers_line(running) == "diarizing (4 s done)"
+    # the job cancelled (or failed, or handed back) mid-step: its step is no longer said to run
+    for status in (Status.CANCELLED, Status.FAILED, Status.QUEUED):
+        stopped = await events.summary(pool, dataclasses.replace(job, status=status))
+        assert stopped is not None and stopped.status == "stopped", status
+        assert _speakers_line(stopped) == "stopped after 4 s"
     turns = [Turn(0.0, 4.0, 0), Turn(4.0, 7.5, 1), Turn(7.5, 9.0, 0)]
     assert await store.finish(pool, job.id, WORKER, turns, {"A": "Ann"}, 1.0, job.duration_s)
-    done = await events.summary(pool, job.id)
+    done = await events.summary(pool, job)
     assert done == events.SpeakerSummary(
         status="done",
         engine="offline",
