@@ -101,14 +101,14 @@ class Speakers:
                 out.append(Spoken(piece, spk, (spk,) * len(ws)))
         return [dataclasses.replace(p, seg=dataclasses.replace(p.seg, seq=i)) for i, p in enumerate(out)]
 
-    def label_of(self, seg: jobs.Segment) -> str | None:
-        """The display name of the speaker of one stored (unsplit) segment."""
-        spk = self.over(seg.start_s, seg.end_s)
-        return None if spk is None else self.name(spk)
-
     def label(self, part: Spoken) -> str | None:
         """The display name of a segment's speaker."""
         return None if part.speaker is None else self.name(part.speaker)
+
+    def who(self, seg: jobs.Segment) -> tuple[str, str] | None:
+        """(label, display name) of the speaker of one stored (unsplit) segment (None without turns)."""
+        spk = self.over(seg.start_s, seg.end_s)
+        return None if spk is None else (speaker_label(spk), self.name(spk))
 
 
 def diarized_json(job: jobs.Job, segs: Sequence[Spoken], sp: Speakers) -> dict[str, object]:
@@ -132,10 +132,12 @@ def diarized_json(job: jobs.Job, segs: Sequence[Spoken], sp: Speakers) -> dict[s
 
 
 def verbose(job: jobs.Job, segs: Sequence[Spoken], sp: Speakers) -> dict[str, Any]:
-    """verbose_json with `speaker` on every segment (and every word when words were asked for)."""
+    """verbose_json with `speaker` (display name) and `speaker_label` (A, B, …, unchanged by a rename)
+    on every segment (and `speaker` on every word when words were asked for)."""
     body: dict[str, Any] = msgspec.to_builtins(formats.verbose(job, [p.seg for p in segs]))  # JSON, amended
     for out, part in zip(body["segments"], segs, strict=True):
         out["speaker"] = sp.label(part)
+        out["speaker_label"] = None if part.speaker is None else speaker_label(part.speaker)
     if body.get("words") is not None:
         speakers = [spk for p in segs for spk in (p.word_speakers or (None,) * len(p.seg.words))]
         for out, spk in zip(body["words"], speakers, strict=True):

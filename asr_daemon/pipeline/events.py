@@ -33,10 +33,11 @@ class Event:
     data: dict[str, Any]
 
 
-def segment_event(job: jobs.Job, seg: jobs.Segment, speaker: str | None = None) -> Event:
-    """The `segment` event of one stored segment, with progress (and its speaker on a diarized job)."""
+def segment_event(job: jobs.Job, seg: jobs.Segment, speaker: tuple[str, str] | None = None) -> Event:
+    """The `segment` event of one stored segment, with progress (and on a diarized job its speaker:
+    (label, display name) as `speaker_label` and `speaker`)."""
     duration = formats.seconds(job.duration_s or 0.0)
-    extra = {} if speaker is None else {"speaker": speaker}
+    extra = {} if speaker is None else {"speaker": speaker[1], "speaker_label": speaker[0]}
     return Event(
         FIRST_SEGMENT_ID + seg.seq,
         "segment",
@@ -102,7 +103,7 @@ async def follow(
             segs = await queries.segments(pool, job_id, max(0, cursor - FIRST_SEGMENT_ID + 1))
             speakers = await diarized.speakers(job) if segs else None
             for seg in segs:
-                ev = segment_event(job, seg, speakers.label_of(seg) if speakers else None)
+                ev = segment_event(job, seg, speakers.who(seg) if speakers else None)
                 if ev.id > cursor:
                     yield ev
                     cursor, sent = ev.id, True

@@ -82,7 +82,9 @@ def test_every_format_names_speakers(ddaemon: Daemon, dialogue: tuple[Path, list
     assert "event: diarization" in events
     segment_events = [json.loads(line[6:]) for line in events.splitlines() if line.startswith('data: {"id"')]
     assert any(e.get("speaker") in {"A", "B"} for e in segment_events)
+    assert all(e["speaker_label"] == e["speaker"] for e in segment_events if "speaker" in e)  # unnamed: the label
     assert {s["speaker"] for s in verbose["segments"]} == {"A", "B"}
+    assert all(s["speaker_label"] == s["speaker"] for s in verbose["segments"])
     assert all(w["speaker"] in {"A", "B"} for w in verbose["words"])
     right = sum(_speaker_at(reference, (w["start"] + w["end"]) / 2) == w["speaker"] for w in verbose["words"])
     assert right >= 0.8 * len(verbose["words"])

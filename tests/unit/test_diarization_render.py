@@ -60,6 +60,16 @@ def test_words_split_a_segment_where_the_speaker_changes() -> None:
     assert [w["speaker"] for w in body["words"]] == ["A", "A", "Bob", "Bob"]
 
 
+def test_segments_carry_their_label_beside_a_name_that_looks_like_another_label() -> None:
+    """`speaker_label` stays the label when A is named "B" and B "A" (the page renames by label)."""
+    sp = render.Speakers(TURNS, {"A": "B", "B": "A"})
+    segs = sp.segments([_seg(0, 0.5, 4.0, " Hello."), _seg(1, 4.3, 7.9, " Hi.")])
+    body = render.verbose(JOB, segs, sp)
+    assert [(s["speaker"], s["speaker_label"]) for s in body["segments"]] == [("B", "A"), ("A", "B")]
+    assert sp.who(segs[1].seg) == ("B", "A")
+    assert render.Speakers([]).who(segs[0].seg) is None
+
+
 def test_every_format_carries_names() -> None:
     """diarized_json, vtt, srt, text, json turns and rttm all use labels, or the names given."""
     sp = render.Speakers(TURNS, {"A": "Alice"})

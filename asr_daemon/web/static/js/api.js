@@ -31,23 +31,28 @@ export class Api {
     return this.key ? { ...extra, Authorization: `Bearer ${this.key}` } : { ...extra };
   }
 
-  /** fetch with the key; a 401 asks for a key once and retries. */
+  /**
+   * fetch with the key; a 401 asks for a key once and retries — unless `prompt: false` (background
+   * polling), where a 401 is thrown as it is, with no dialog.
+   */
   async fetch(path, options = {}, retried = false) {
+    const { prompt = true, ...init } = options;
     let response;
     try {
-      response = await fetch(path, { ...options, headers: this.headers(options.headers) });
+      response = await fetch(path, { ...init, headers: this.headers(init.headers) });
     } catch (err) {
       if (err.name === "AbortError") throw err;
       throw new ApiError(0, "the server cannot be reached", "network");
     }
-    if (response.status === 401 && !retried) {
+    if (response.status === 401 && !retried && prompt) {
       const reason = await messageOf(response);
       const key = await this.askKey(reason);
       if (key) return this.fetch(path, options, true);
       throw new ApiError(401, reason, "unauthorized");
     }
     if (!response.ok && response.status !== 206) {
-      throw new ApiError(response.status, await messageOf(response), `http_${response.status}`);
+      const code = response.status === 401 ? "unauthorized" : `http_${response.status}`;
+      throw new ApiError(response.status, await messageOf(response), code);
     }
     return response;
   }
@@ -58,12 +63,19 @@ export class Api {
 
   /**
    * Follow a job's server-sent events: onEvent(type, data) for each, resuming after the last id
-   * when the stream drops. Resolves after the final event; stops when `signal` aborts.
+   * when the stream drops (a daemon restart, a network cut): retried with a backoff capped at 5 s for
+   * as long as it takes, the count starting again at each event. Resolves after the final event or
+   * when `signal` aborts; throws on 401, 403 or 404 (no key, not this key's job, deleted).
    */
   async follow(jobId, onEvent, signal) {
     let last = null;
-    for (let attempt = 0; attempt < 6 && !signal.aborted; attempt++) {
-      if (attempt) await sleep(500 * attempt);
+    let attempt = 0;
+    while (!signal.aborted) {
+      if (attempt) {
+        await sleep(Math.min(5000, 500 * attempt), signal);
+        if (signal.aborted) return;
+      }
+      attempt++;
       try {
         const headers = last === null ? {} : { "Last-Event-ID": last };
         const response = await this.fetch(`/v1/jobs/${jobId}/events`, { headers, signal });
@@ -79,6 +91,7 @@ export class Api {
             buffer = buffer.slice(cut + 2);
             const ev = parseEvent(block);
             if (!ev) continue;
+            attempt = 0;
             if (ev.id !== null) last = ev.id;
             onEvent(ev.type, ev.data);
             if (["completed", "failed", "cancelled"].includes(ev.type)) return;
@@ -86,7 +99,7 @@ export class Api {
         }
       } catch (err) {
         if (signal.aborted || err.name === "AbortError") return;
-        if (err instanceof ApiError && err.status && err.status !== 503) throw err;
+        if (err instanceof ApiError && [401, 403, 404].includes(err.status)) throw err;
       }
     }
   }
@@ -120,6 +133,17 @@ async function messageOf(response) {
   }
 }
 
-export function sleep(ms) {
-  return new Promise((resolve) => setTimeout(resolve, ms));
+/** Resolves after `ms`, or at once when `signal` (optional) aborts. */
+export function sleep(ms, signal) {
+  return new Promise((resolve) => {
+    const onAbort = () => {
+      clearTimeout(timer);
+      resolve();
+    };
+    const timer = setTimeout(() => {
+      signal?.removeEventListener("abort", onAbort);
+      resolve();
+    }, ms);
+    signal?.addEventListener("abort", onAbort, { once: true });
+  });
 }

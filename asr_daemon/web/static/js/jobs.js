@@ -1,17 +1,20 @@
-// The archive: every job the caller may see, newest first, paged; live while queued or running;
-// deleted (with transcript and audio) after a confirmation.
+// The archive: every job the caller may see, newest first, paged; deleted (with transcript and
+// audio) after a confirmation. Queued and running rows are kept current by polling every 5 s (the
+// open job's row also by the transcript view's event stream, the page's only one: a browser holds
+// 6 connections per host, and a stream per unfinished job would starve every other request).
 
+import { ApiError } from "./api.js";
 import { clock, fill, h, when } from "./dom.js";
 
 const PAGE = 20;
 const FINAL = ["completed", "failed", "cancelled"];
 
-export function setupJobs(api, { onOpen, onSegment, onFinished, notice }) {
+export function setupJobs(api, { onOpen, onFinished, notice }) {
   const list = document.getElementById("job-list");
   const empty = document.getElementById("jobs-empty");
   const more = document.getElementById("jobs-more");
   const confirmDialog = document.getElementById("confirm-dialog");
-  const rows = new Map(); // job id -> {job, li, follow: AbortController|null}
+  const rows = new Map(); // job id -> {job, li}
   let cursor = null;
   let selected = null;
   let loaded = false; // the first page came: refreshing will not prompt for a key the user declined
@@ -50,58 +53,48 @@ export function setupJobs(api, { onOpen, onSegment, onFinished, notice }) {
     entry.li.setAttribute("aria-current", selected === job.id ? "true" : "false");
   }
 
+  /** Show `job` (added, or its row redrawn); a known job that has just finished is passed to onFinished. */
   function put(job, { atTop = false } = {}) {
     let entry = rows.get(job.id);
+    const finishing = entry && !FINAL.includes(entry.job.status) && FINAL.includes(job.status);
     if (!entry) {
-      entry = { job, li: h("li", { class: "job", dataset: { id: job.id } }), follow: null };
+      entry = { job, li: h("li", { class: "job", dataset: { id: job.id } }) };
       rows.set(job.id, entry);
       if (atTop) list.prepend(entry.li);
       else list.append(entry.li);
     }
     entry.job = job;
     render(entry);
-    if (!FINAL.includes(job.status) && !entry.follow) follow(entry);
     empty.hidden = rows.size > 0;
+    if (finishing) onFinished(job);
     return entry;
   }
 
-  function follow(entry) {
-    const ctl = new AbortController();
-    entry.follow = ctl;
-    const id = entry.job.id;
-    api
-      .follow(id, (type, data) => {
-        const job = entry.job;
-        if (type === "started") job.status = "running";
-        if (type === "segment") {
-          job.status = "running";
-          job.progress = { ...job.progress, fraction: data.progress ?? job.progress?.fraction };
-          onSegment(id, data);
-        }
-        if (FINAL.includes(type)) {
-          job.status = type;
-          if (data.error) job.error = data.error;
-        }
-        render(entry);
-      }, ctl.signal)
-      .catch(() => {})
-      .finally(async () => {
-        entry.follow = null;
-        if (ctl.signal.aborted || !rows.has(id)) return;
-        try {
-          const job = await api.json(`/v1/jobs/${id}`);
-          entry.job = job;
-          render(entry);
-          if (FINAL.includes(job.status)) onFinished(job);
-        } catch {
-          /* shown as it was */
-        }
-      });
+  /** An event of the open job's stream (the transcript view's): its row shows it at once. */
+  async function event(id, type, data) {
+    if (FINAL.includes(type)) {
+      try {
+        const job = await api.json(`/v1/jobs/${id}`, { prompt: false }); // the finished job, as stored
+        if (rows.has(id)) put(job);
+        else onFinished(job); // opened by a link, not listed
+      } catch {
+        /* the next poll shows it */
+      }
+      return;
+    }
+    const entry = rows.get(id);
+    if (!entry) return;
+    const job = entry.job;
+    if (type === "started") job.status = "running";
+    if (type === "segment") {
+      job.status = "running";
+      job.progress = { ...job.progress, fraction: data.progress ?? job.progress?.fraction };
+    }
+    render(entry);
   }
 
   async function load() {
     list.replaceChildren();
-    for (const entry of rows.values()) entry.follow?.abort();
     rows.clear();
     cursor = null;
     await page();
@@ -123,21 +116,60 @@ export function setupJobs(api, { onOpen, onSegment, onFinished, notice }) {
   }
   more.addEventListener("click", page);
 
-  /** Jobs submitted elsewhere (curl, asrctl, another tab) appear at the top without a reload. */
+  function changed(entry, job) {
+    return entry.job.status !== job.status || (entry.job.progress?.fraction ?? null) !== (job.progress?.fraction ?? null);
+  }
+
+  /**
+   * Every 5 s: jobs submitted elsewhere (curl, asrctl, another tab) appear at the top without a
+   * reload, and unfinished rows show their progress and end — those of the first page from it, the
+   * others from the running and queued lists (and one GET each once they have left those). Without
+   * a key dialog: a 401 stops the polling and says so.
+   */
   async function refreshTop() {
-    if (document.hidden || !loaded) return;
+    if (document.hidden || !loaded || polling === null) return;
+    const quiet = { prompt: false };
     try {
-      const body = await api.json(`/v1/jobs?limit=${PAGE}`);
+      const body = await api.json(`/v1/jobs?limit=${PAGE}`, quiet);
+      const seen = new Set();
       for (const job of [...body.data].reverse()) {
+        seen.add(job.id);
         const known = rows.get(job.id);
         if (!known) put(job, { atTop: true });
-        else if (!known.follow && known.job.status !== job.status) put(job);
+        else if (changed(known, job)) put(job);
       }
-    } catch {
-      /* the next round may work */
+      const open = [...rows.values()].filter((e) => !FINAL.includes(e.job.status) && !seen.has(e.job.id));
+      if (!open.length) return;
+      for (const status of ["running", "queued"]) {
+        const more = await api.json(`/v1/jobs?status=${status}&limit=200`, quiet);
+        for (const job of more.data) {
+          seen.add(job.id);
+          const known = rows.get(job.id);
+          if (known && changed(known, job)) put(job);
+        }
+      }
+      for (const entry of open.filter((e) => !seen.has(e.job.id)).slice(0, 10)) {
+        const job = await api.json(`/v1/jobs/${entry.job.id}`, quiet); // finished since
+        if (rows.has(job.id) && changed(rows.get(job.id), job)) put(job);
+      }
+    } catch (err) {
+      if (err instanceof ApiError && err.status === 401) {
+        clearInterval(polling);
+        polling = null;
+        notice("The server refused the API key: the job list is no longer updated. Choose “Change API key” to enter another.", true);
+      }
+      /* otherwise the next round may work */
     }
   }
-  setInterval(refreshTop, 5000);
+  let polling = setInterval(refreshTop, 5000);
+  const keyChanged = api.onKeyChange;
+  api.onKeyChange = (key) => {
+    keyChanged(key);
+    if (polling === null && key) {
+      polling = setInterval(refreshTop, 5000);
+      refreshTop();
+    }
+  };
 
   function confirmDelete(job) {
     fill(document.getElementById("confirm-text"),
@@ -161,9 +193,7 @@ export function setupJobs(api, { onOpen, onSegment, onFinished, notice }) {
         }
       }
       await api.fetch(`/v1/jobs/${job.id}/delete`, { method: "POST" });
-      const entry = rows.get(job.id);
-      entry?.follow?.abort();
-      entry?.li.remove();
+      rows.get(job.id)?.li.remove();
       rows.delete(job.id);
       empty.hidden = rows.size > 0;
       notice(`${nameOf(job)} deleted.`);
@@ -188,5 +218,5 @@ export function setupJobs(api, { onOpen, onSegment, onFinished, notice }) {
     onOpen(job, how);
   }
 
-  return { load, add: (job) => put(job, { atTop: true }), select };
+  return { load, add: (job) => put(job, { atTop: true }), select, event };
 }

@@ -19,11 +19,11 @@ const prompt = keyPrompt();
 const api = new Api((reason) => prompt.ask(reason));
 prompt.bind(api);
 
-const transcript = setupTranscript(api, { notice });
+// the open job's event stream (the page's only one) also updates that job's row
+const transcript = setupTranscript(api, { notice, onEvent: (id, type, data) => jobs.event(id, type, data) });
 const jobs = setupJobs(api, {
   notice,
   onOpen: (job, how) => transcript.open(job, how),
-  onSegment: () => {},
   onFinished: (job) => transcript.finished(job),
 });
 const upload = setupUpload(api, {

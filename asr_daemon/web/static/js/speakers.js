@@ -2,7 +2,8 @@
 // in the transcript view, and renaming a speaker (PATCH /v1/jobs/{id}/speakers) — the new name then
 // shows on every segment of that speaker and in the speakers bar at once.
 //
-// Segments carry their speaker's display name (a name once given, else the label A, B, …); the
+// Segments carry their speaker's display name (a name once given, else the label A, B, …) and its
+// label (`speaker_label`, which a rename does not change: a name may look like another label); the
 // job's `speakers` summary (GET /v1/jobs/{id}) maps labels to names.
 
 import { clock, h } from "./dom.js";
@@ -69,10 +70,6 @@ export function setupSpeakers(api, { notice }) {
     drawBar();
   }
 
-  function labelOf(shown) {
-    return (people.find((p) => p.name === shown) || people.find((p) => p.label === shown))?.label ?? null;
-  }
-
   function nameOf(label) {
     return people.find((p) => p.label === label)?.name || label;
   }
@@ -94,8 +91,8 @@ export function setupSpeakers(api, { notice }) {
   }
 
   /** The speaker shown before a segment: a button that renames it (a plain label while unknown). */
-  function chip(shown) {
-    const label = jobId ? labelOf(shown) : null;
+  function chip(shown, segLabel) {
+    const label = jobId && people.some((p) => p.label === segLabel) ? segLabel : null;
     if (!label) return h("span", { class: "speaker" }, shown);
     return h("button", {
       type: "button", class: "speaker", dataset: { label },

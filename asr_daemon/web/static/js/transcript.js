@@ -1,5 +1,6 @@
 // One job read against its audio: the player, the segments (and words) that seek it when clicked,
-// the segment being played highlighted and kept in view; export and copy.
+// the segment being played highlighted and kept in view; export and copy. An unfinished job is
+// followed through its event stream (the page's only one), each event passed on to onEvent(id, type, data).
 
 import { ApiError } from "./api.js";
 import { clock, download, fill, h } from "./dom.js";
@@ -8,13 +9,13 @@ import { setupSpeakers, speakerLabel } from "./speakers.js";
 const EXT = { text: "txt", srt: "srt", vtt: "vtt", verbose_json: "json" };
 const FINAL = ["completed", "failed", "cancelled"];
 
-export function setupTranscript(api, { notice }) {
+export function setupTranscript(api, { notice, onEvent = () => {} }) {
   const meta = document.getElementById("transcript-meta");
   const errorBox = document.getElementById("transcript-error");
   const player = document.getElementById("player");
   const exportBar = document.getElementById("export");
   const list = document.getElementById("segments");
-  let current = null; // {job, segments: [{seg, li, words: [{w, el}]}], live: AbortController}
+  let current = null; // {job, segments: [{seg, li, words: [{w, el}]}], live, audio: AbortController}
   let playing = -1;
   let objectUrl = null;
   const speakers = setupSpeakers(api, { notice });
@@ -33,6 +34,7 @@ export function setupTranscript(api, { notice }) {
 
   function reset() {
     current?.live?.abort();
+    current?.audio?.abort(); // a job's whole audio (fetched with a key) is not read on for another
     current = null;
     playing = -1;
     list.replaceChildren();
@@ -52,7 +54,7 @@ export function setupTranscript(api, { notice }) {
       meta.textContent = "Choose a job to read its transcript against its audio.";
       return;
     }
-    current = { job, segments: [], live: null };
+    current = { job, segments: [], live: null, audio: null };
     const link = `#job=${job.id}${how.at !== undefined ? `&t=${Math.floor(how.at)}` : ""}`;
     if (location.hash !== link) history.replaceState(null, "", link); // a link to this view
     showMeta(job);
@@ -60,6 +62,7 @@ export function setupTranscript(api, { notice }) {
     if (job.status === "completed") await loadSegments(job);
     else if (!FINAL.includes(job.status)) followLive(job);
     await audioReady;
+    if (current?.job.id !== job.id) return; // another job was opened meanwhile
     if (how.at !== undefined) await seek(how.at, how.play);
     if (window.matchMedia("(max-width: 760px)").matches) {
       document.getElementById("transcript").scrollIntoView({ block: "start", behavior: "smooth" }); // one column
@@ -77,12 +80,15 @@ export function setupTranscript(api, { notice }) {
       player.src = url; // the browser asks for byte ranges (206) as it seeks
       return;
     }
+    const ctl = new AbortController();
+    current.audio = ctl;
     try {
-      const blob = await (await api.fetch(url)).blob(); // a header can't ride on <audio src>
-      if (current?.job.id !== job.id) return;
+      const blob = await (await api.fetch(url, { signal: ctl.signal })).blob(); // a header can't ride on <audio src>
+      if (ctl.signal.aborted || current?.job.id !== job.id) return;
       objectUrl = URL.createObjectURL(blob);
       player.src = objectUrl;
     } catch (err) {
+      if (ctl.signal.aborted) return;
       player.hidden = true;
       notice(err instanceof ApiError && err.status === 410 ? "The audio was deleted by the retention." : err.message, true);
     }
@@ -99,7 +105,8 @@ export function setupTranscript(api, { notice }) {
       current.segments = [];
       for (const seg of body.segments) {
         const own = words.filter((w) => w.start >= seg.start - 0.01 && w.start < seg.end);
-        add({ seq: seg.id, start: seg.start, end: seg.end, text: seg.text, speaker: seg.speaker, words: own });
+        add({ seq: seg.id, start: seg.start, end: seg.end, text: seg.text, speaker: seg.speaker,
+          speaker_label: seg.speaker_label, words: own });
       }
     } catch (err) {
       notice(err.message, true);
@@ -112,6 +119,7 @@ export function setupTranscript(api, { notice }) {
     api
       .follow(job.id, (type, data) => {
         if (current?.job.id !== job.id) return;
+        onEvent(job.id, type, data);
         if (type === "segment" && !current.segments.some((s) => s.seg.seq === data.seq)) add(data);
         if (type === "started" || type === "segment") {
           current.job.status = "running";
@@ -139,7 +147,7 @@ export function setupTranscript(api, { notice }) {
       "li",
       { class: "seg", dataset: { seq: String(seg.seq) }, onclick: () => seek(seg.start, true) },
       h("button", { type: "button", class: "time", "aria-label": `Play from ${clock(seg.start)}` }, clock(seg.start)),
-      speaker ? speakers.chip(speaker) : null,
+      speaker ? speakers.chip(speaker, seg.speaker_label) : null,
       text,
     );
     list.append(li);
