@@ -351,6 +351,10 @@ class Settings(BaseSettings):
 
     wyoming_max_seconds: float = Field(300.0, gt=0)
     """Longest Wyoming voice command accepted, in seconds of audio; longer gets an `error` event."""
+
+    wyoming_max_connections: int = Field(64, ge=1)
+    """Wyoming connections served at once (each may buffer up to 4 MiB of one event); one more gets an
+    `error` event with code `busy` and is closed. Under systemd the proxy also caps at 64 (its unit)."""
     # --- live transcription over WebSocket (issue 21) --------------------------------------
     live_max_sessions: int = Field(8, ge=0)
     """Live sessions (`/v1/realtime`) open at once in the daemon; 0 turns live transcription off."""

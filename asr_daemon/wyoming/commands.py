@@ -22,7 +22,7 @@ import asyncpg
 from asr_daemon import errors, formats, jobs, queries
 from asr_daemon.accesslog import AccessLog
 from asr_daemon.config import Settings
-from asr_daemon.pipeline import events, uploads
+from asr_daemon.pipeline import cancels, events, uploads
 from asr_daemon.pipeline.intake import Intake
 from asr_daemon.pipeline.queue import Hub
 from asr_daemon.wyoming.recording import Recording
@@ -34,6 +34,32 @@ FILENAME = "voice-command.wav"
 PRIORITY = 100
 """The API's highest: someone is waiting for the light to come on, so a voice command is claimed before
 queued uploads (a slot still has to free up: a running job is not interrupted)."""
+
+
+class ClientGone(Exception):
+    """The client left before its answer was written; its job was asked to cancel."""
+
+
+class _ModelGone(errors.NotFound):
+    """The command's model left this host before the worker ran it."""
+
+    code = "model_not_found"
+
+
+#: a failed job's error code → the error its client gets, and what the text says first
+FAILURES: dict[str, tuple[type[errors.AsrError], str]] = {
+    jobs.ErrorCode.TRANSCRIPTION_FAILED: (errors.BadAudio, "the audio could not be transcribed"),
+    jobs.ErrorCode.MODEL_NOT_FOUND: (_ModelGone, "the model is not on this host any more"),
+    jobs.ErrorCode.AUDIO_MISSING: (errors.Unavailable, "the command's audio was removed before it ran; retry"),
+    jobs.ErrorCode.DIARIZATION_UNAVAILABLE: (errors.Unavailable, "diarization cannot run here"),
+}
+
+
+def failure(code: jobs.ErrorCode | str | None, error: str | None) -> errors.AsrError:
+    """The error a failed job's client gets: bad audio is the client's fault (`invalid_audio`), a missing
+    model or audio is said so, anything else (the worker's own failure, a lost worker) is `internal_error`."""
+    cls, text = FAILURES.get(str(code), (errors.AsrError, "the server failed to transcribe the command"))
+    return cls(f"{text}: {error or code or 'no reason recorded'}")
 
 
 @dataclass
@@ -62,13 +88,14 @@ async def transcribe(
     rec: Recording,
     model: str,
     language: str | None,
-    on_job: Callable[[uuid.UUID], Awaitable[None]],
-    on_segment: Callable[[str], Awaitable[None]],
+    on_job: Callable[[uuid.UUID], Awaitable[bool]],
+    on_segment: Callable[[str], Awaitable[bool]],
 ) -> Answer:
     """Store the recording as a job, wait for the worker, return the transcript.
 
     `on_job` is awaited once the job is committed, `on_segment` with each segment's text as it is
-    stored. Raises a domain error when the audio is refused, the job fails or outlives ASR_SYNC_TIMEOUT.
+    stored; each returns False when the client is gone, and the job is then cancelled (`ClientGone`).
+    Raises a domain error when the audio is refused, the job fails or outlives ASR_SYNC_TIMEOUT.
     """
     size, sha = await asyncio.to_thread(rec.finish)
     fields = {"model": [model], "response_format": ["json"], "priority": [str(PRIORITY)]}
@@ -78,12 +105,13 @@ async def transcribe(
     accepted = await svc.intake.submit_recorded(upload, kind=KIND)
     job_id = accepted.job.id
     try:
-        await on_job(job_id)
+        if not await on_job(job_id):
+            await _abandon(svc, job_id)
         job = await _follow(svc, job_id, on_segment)
         if job is None or job.status == jobs.Status.CANCELLED:
             raise errors.Conflict("the voice command's job was cancelled before it finished")
         if job.status == jobs.Status.FAILED:
-            raise errors.BadAudio(f"transcription failed: {job.error}")
+            raise failure(job.error_code, job.error)
         text = formats.text_of(await queries.segments(svc.pool, job_id))
         return Answer(job_id, text, job.language)
     finally:
@@ -91,16 +119,24 @@ async def transcribe(
             await forget(svc, job_id)
 
 
-async def _follow(svc: Services, job_id: uuid.UUID, on_segment: Callable[[str], Awaitable[None]]) -> jobs.Job | None:
+async def _follow(svc: Services, job_id: uuid.UUID, on_segment: Callable[[str], Awaitable[bool]]) -> jobs.Job | None:
     """Pass each stored segment on until the job is final (or ASR_SYNC_TIMEOUT); the job row then."""
     try:
         async with asyncio.timeout(svc.settings.sync_timeout):
             async for ev in events.follow(svc.pool, svc.hub, job_id):
-                if ev is not None and ev.type == "segment":
-                    await on_segment(ev.data["text"])
+                if ev is not None and ev.type == "segment" and not await on_segment(ev.data["text"]):
+                    await _abandon(svc, job_id)
     except TimeoutError:
         raise errors.StillRunning("the voice command is still being transcribed (ASR_SYNC_TIMEOUT)") from None
     return await queries.get_job(svc.pool, job_id)
+
+
+async def _abandon(svc: Services, job_id: uuid.UUID) -> None:
+    """The client left: cancel its job as `DELETE /v1/jobs/{id}` does (a queued job at once, a running one
+    told to its worker, which stops between segments) so the next command does not wait behind it."""
+    log.info("wyoming_client_gone", extra={"job_id": str(job_id)})
+    await cancels.request(svc.pool, svc.hub, job_id)
+    raise ClientGone
 
 
 async def forget(svc: Services, job_id: uuid.UUID) -> None:

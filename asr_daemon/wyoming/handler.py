@@ -149,7 +149,8 @@ class CommandHandler:
             async with asyncio.timeout(self.settings.wyoming_timeout):
                 # the package's reader: typed for a StreamReader, it uses only readline/readexactly
                 event = await async_read_event(cast(asyncio.StreamReader, self.reader))
-        except (KeyError, AttributeError, TypeError, ValueError) as exc:  # JSON that is not an event
+        # JSON that is not an event; RecursionError: nesting deeper than json.loads can follow
+        except (KeyError, AttributeError, TypeError, ValueError, RecursionError) as exc:
             raise Malformed(f"{type(exc).__name__} {str(exc)[:80]}") from None
         if event is None:
             if self.reader.refused or self.reader.got_line:
@@ -170,6 +171,16 @@ class CommandHandler:
 
     async def _error(self, text: str, code: str) -> None:
         await self._write(Error(text=text, code=code).event())
+
+    async def refuse_busy(self, text: str) -> None:
+        """The server is at its connection cap: an `error` event with code `busy`, read nothing, close."""
+        self.activity.request("connect", 503, time.monotonic(), error="busy")
+        try:
+            await self._error(text, "busy")
+        finally:
+            self.writer.close()
+            with contextlib.suppress(OSError, ConnectionError):
+                await self.writer.wait_closed()
 
     # --- events --------------------------------------------------------------------------------
     async def handle(self, event: Event) -> bool:
@@ -256,8 +267,13 @@ class CommandHandler:
         if rec is None or req is None:
             return await self._refuse("audio-stop without audio-start", "no_audio_start")
         self.recording, self.request = None, None
-        if rec.received == 0:
-            await asyncio.to_thread(rec.discard)  # nothing was said: nothing to keep
+        try:
+            written = rec.end()
+        except Refused as exc:  # the resampler's tail took it past ASR_WYOMING_MAX_SECONDS
+            self.recording = rec  # discarded by the refusal
+            return await self._refuse(str(exc), "unsupported_audio")
+        if written == 0:  # not one whole frame arrived (a partial one is dropped): nothing was said
+            await asyncio.to_thread(rec.discard)
             await self._write(TranscriptStart(language=req.language).event())
             await self._write(Transcript(text="", language=req.language).event())
             self.activity.request("transcribe", 200, self.started)
@@ -269,18 +285,22 @@ class CommandHandler:
         seconds = rec.seconds
         first = True
 
-        async def on_job(job_id: uuid.UUID) -> None:
+        async def on_job(job_id: uuid.UUID) -> bool:
             job["id"] = job_id
-            await self._write(TranscriptStart(language=req.language).event())
+            return await self._write(TranscriptStart(language=req.language).event())
 
-        async def on_segment(text: str) -> None:
+        async def on_segment(text: str) -> bool:
             nonlocal first
-            await self._write(TranscriptChunk(text=text.lstrip() if first else text).event())
+            ok = await self._write(TranscriptChunk(text=text.lstrip() if first else text).event())
             first = False
+            return ok
 
         self.transcribing = True
         try:
             answer = await commands.transcribe(self.svc, rec, req.model, req.language, on_job, on_segment)
+        except commands.ClientGone:  # its job was cancelled: nobody is waiting for the answer
+            self.activity.request("transcribe", 499, self.started, job["id"], error="client_gone")
+            return False
         except errors.AsrError as exc:
             log.info("wyoming_command_failed", extra={"job_id": str(job["id"]), "code": exc.code})
             await self._error(exc.message, exc.code)

@@ -124,6 +124,7 @@ class Recording:
         self.pending: list[bytes] = []
         self.pending_bytes = 0
         self._wav: wave.Wave_write | None = None
+        self._ended = False
 
     @property
     def seconds(self) -> float:
@@ -166,9 +167,16 @@ class Recording:
             self._wav.setframerate(RATE)
         self._wav.writeframes(data)
 
+    def end(self) -> int:
+        """The stream is over: take the resampler's tail (a partial frame is dropped); the output bytes in all."""
+        if not self._ended:
+            self._ended = True
+            self._take(self.converter.flush())
+        return self.written
+
     def finish(self) -> tuple[int, str]:
         """Flush the resampler's tail, close the WAV (header patched) and hash it: (size, sha256). Blocking."""
-        self._take(self.converter.flush())
+        self.end()
         self.flush()
         if self._wav is None:
             return 0, ""

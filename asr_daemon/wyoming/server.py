@@ -60,6 +60,10 @@ class WyomingServer:
 
     async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         handler = CommandHandler(self.svc, reader, writer, self.activity)
+        cap = self.svc.settings.wyoming_max_connections
+        if len(self.handlers) >= cap:
+            await self._busy(handler, cap)
+            return
         task = asyncio.current_task()
         assert task is not None  # asyncio runs each connection's callback as a task
         self.handlers[task] = handler
@@ -70,9 +74,18 @@ class WyomingServer:
             # our own stop closed the connection; this is the task's top, and asyncio's stream callback
             # would log a task that ends cancelled as an error
             pass
+        except Exception as exc:  # a bug: logged here with its traceback, not as asyncio's bare one
+            log.error("wyoming_connection_failed", exc_info=exc, extra={"error": type(exc).__name__})
         finally:
             self.activity.closed()
             self.handlers.pop(task, None)
+
+    async def _busy(self, handler: CommandHandler, cap: int) -> None:
+        """Refuse a connection over the cap before reading anything: an `error` event, then close."""
+        log.warning("wyoming_busy", extra={"connections": len(self.handlers), "max_connections": cap})
+        text = f"the server is serving {cap} Wyoming connections already (ASR_WYOMING_MAX_CONNECTIONS); retry shortly"
+        with contextlib.suppress(asyncio.CancelledError):  # our own stop: this is the task's top (see _accept)
+            await handler.refuse_busy(text)
 
     def close(self) -> None:
         """Stop accepting connections (those open go on)."""

@@ -269,6 +269,8 @@ BAD: dict[str, tuple[bytes, str | None, bool]] = {
     ),
     "audio-start without format": (header("audio-start", data={"rate": 16000}), "malformed", False),
     "data that is not an object": (header("transcribe", data=[1]), "malformed", False),
+    "deeply nested json": (b"[" * 60000 + b"\n", "malformed", True),
+    "deeply nested data part": (header("transcribe", data_length=50000) + b"[" * 50000, "malformed", True),
 }
 
 
