@@ -24,10 +24,13 @@ _SPEAKER_COUNTS = frozenset({"num_speakers", "min_speakers", "max_speakers"})
 class FieldCheck:
     """`uploads.FieldCheck` for one submission: raises the domain error the full check would raise."""
 
-    def __init__(self, settings: Settings, task: jobs.Task, *, allow_task_field: bool) -> None:
+    def __init__(
+        self, settings: Settings, task: jobs.Task, *, allow_task_field: bool, diarize_only: bool = False
+    ) -> None:
         self.settings = settings
         self.task = task
         self.allow_task_field = allow_task_field
+        self.diarize_only = diarize_only  # /v1/audio/diarization: no Whisper model takes part
 
     async def __call__(self, name: str, values: list[str]) -> None:
         """Check field `name` (`values`: every value of that name received so far)."""
@@ -43,7 +46,7 @@ class FieldCheck:
             raise errors.BadRequest(str(exc)) from None
         if name == "webhook_url" and req.webhook_url and s.webhook_secret is None:
             raise errors.BadRequest(WEBHOOK_NEEDS_SECRET)
-        if name == "model":
+        if name == "model" and not self.diarize_only:
             await asyncio.to_thread(modelchoice.resolve, s.models_dir, req.model, s.model)
 
 

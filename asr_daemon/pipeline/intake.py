@@ -91,7 +91,9 @@ class Intake:
                 s.max_upload_bytes,
                 idle_timeout=s.upload_idle_timeout,
                 total_timeout=s.upload_timeout,
-                on_field=formcheck.FieldCheck(s, task, allow_task_field=allow_task_field),  # refuse before storing
+                on_field=formcheck.FieldCheck(
+                    s, task, allow_task_field=allow_task_field, diarize_only=diarize_only
+                ),  # refuse before storing
             )
         try:
             return await self._accept(
@@ -131,7 +133,8 @@ class Intake:
         if upload.size == 0:
             raise errors.BadAudio("the uploaded file is empty")
         req = await diarization_request.prepare(req, self.diarizer, s.uploads_dir / "tmp")  # known speakers
-        model_name, _ = modelchoice.resolve(s.models_dir, req.model, s.model)
+        # a diarization-only job uses no Whisper model: the default's name is stored, none is needed here
+        model_name = s.model if diarize_only else modelchoice.resolve(s.models_dir, req.model, s.model)[0]
         limits = audio.Limits(s.max_audio_seconds, s.max_channels, s.max_sample_rate, s.max_tag_bytes)
         info = await asyncio.to_thread(audio.probe, upload.path, limits)
         fingerprint = req.options.fingerprint(model_name, upload.sha256)

@@ -159,14 +159,17 @@ class Worker:
         if not path.is_file():
             await self._fail(run, "the uploaded audio is no longer on disk", jobs.ErrorCode.AUDIO_MISSING)
             return
+        spk = options.diarization
+        if spk is not None and spk.only:  # /v1/audio/diarization: no Whisper model takes part
+            await self._diarize(run, path, spk)
+            return
         try:
             name, model_dir = modelchoice.resolve(s.models_dir, job.model, s.model)
         except errors.ModelNotFound as exc:
             await self._fail(run, exc.message, jobs.ErrorCode.MODEL_NOT_FOUND)
             return
-        spk = options.diarization
         diarize_s = await self._diarize(run, path, spk) if spk is not None else 0.0
-        if diarize_s is None or (spk is not None and spk.only):
+        if diarize_s is None:
             return
         resume = await queries.resume_point(self.pool, job_id, transcriber.PROMPT_TOKENS)
         t0 = time.perf_counter()

@@ -361,3 +361,15 @@ def test_audio_that_lied_about_its_length_fails_its_diarization(
         assert "decodes to more than" in r.json()["error"]["message"]
         job = c.get(f"/v1/jobs/{r.json()['error']['job_id']}").json()
     assert job["status"] == "failed" and job["error"]["code"] == "transcription_failed", job
+
+
+def test_diarization_alone_needs_no_whisper_model(ddaemon: Daemon, dialogue: tuple[Path, list]) -> None:
+    """/v1/audio/diarization loads no Whisper model, so a model this host lacks (named, or the default
+    missing) is no reason to refuse it; a transcription naming that model still is."""
+    path, _ = dialogue
+    with ddaemon.client(timeout=300) as c:
+        r = c.post("/v1/audio/diarization", files={"file": path.open("rb")}, data={"model": "large-v3"})
+        assert r.status_code == 200, r.text
+        assert r.json()["num_speakers"] >= 1
+        t = c.post("/v1/audio/transcriptions", files={"file": path.open("rb")}, data={"model": "large-v3"})
+        assert t.status_code == 404 and t.json()["error"]["code"] == "model_not_found"
