@@ -9,8 +9,10 @@ import io
 import struct
 import subprocess
 import zipfile
+from collections.abc import Callable
 from fractions import Fraction
 from pathlib import Path
+from typing import Any
 
 import av
 
@@ -122,45 +124,48 @@ def zip_of(src: Path) -> bytes:
     return buf.getvalue()
 
 
-def lying_duration(src: Path, dst: Path, factor: int = 100) -> Path:
-    """Re-mux Opus audio from `src` (any format) into Matroska with every packet's timestamps and
-    duration divided by `factor`: the container claims 1/factor of the audio that really decodes."""
+def _retimed(src: Path, dst: Path, retime: Callable[[int, int, Any], None]) -> Path:
+    """Re-mux Opus audio from `src` (any format) into Matroska, `retime(i, n, packet)` setting each of
+    the n packets' timestamps and duration on its way."""
     if dst.exists():
         return dst
     honest = transcode(src, dst.with_suffix(".honest.mka"), "matroska", "libopus", 48000)
     with av.open(str(honest)) as inp, av.open(str(dst), "w", format="matroska") as out:
         in_stream = inp.streams.audio[0]
         stream = out.add_stream_from_template(in_stream)
-        for packet in inp.demux(in_stream):
-            if packet.dts is None:
-                continue
-            packet.pts = packet.pts // factor if packet.pts is not None else None
-            packet.dts = packet.dts // factor
-            packet.duration = max(1, (packet.duration or 0) // factor)
+        packets = [p for p in inp.demux(in_stream) if p.dts is not None]
+        for i, packet in enumerate(packets):
+            retime(i, len(packets), packet)
             packet.stream = stream
             out.mux(packet)
     return dst
+
+
+def lying_duration(src: Path, dst: Path, factor: int = 100) -> Path:
+    """Opus audio from `src` in Matroska with every packet's timestamps and duration divided by
+    `factor`: the container claims 1/factor of the audio that really decodes."""
+
+    def shrink(_: int, __: int, packet: Any) -> None:
+        packet.pts = packet.pts // factor if packet.pts is not None else None
+        packet.dts = packet.dts // factor
+        packet.duration = max(1, (packet.duration or 0) // factor)
+
+    return _retimed(src, dst, shrink)
 
 
 def lying_middle(src: Path, dst: Path, honest: int = 8) -> Path:
-    """Re-mux Opus audio from `src` into Matroska whose first and last `honest` packets keep their
-    timestamps (what the probe decodes to check a container's word) while every packet between them
-    lasts 1 tick: the file claims a small fraction of what decodes (20 ms packets: about 1/20)."""
-    if dst.exists():
-        return dst
-    plain = transcode(src, dst.with_suffix(".honest.mka"), "matroska", "libopus", 48000)
-    with av.open(str(plain)) as inp, av.open(str(dst), "w", format="matroska") as out:
-        in_stream = inp.streams.audio[0]
-        stream = out.add_stream_from_template(in_stream)
-        packets = [p for p in inp.demux(in_stream) if p.dts is not None]
-        n, frozen = len(packets), None
-        for i, packet in enumerate(packets):
-            if honest <= i < n - honest:
-                frozen = packet.pts if frozen is None else frozen
-                packet.pts = packet.dts = frozen + (i - honest)
-                packet.duration = 1
-            elif frozen is not None:
-                packet.pts = packet.dts = frozen + (n - 2 * honest) + (i - (n - honest)) * 20 + 20
-            packet.stream = stream
-            out.mux(packet)
-    return dst
+    """Opus audio from `src` in Matroska whose first and last `honest` packets keep their timestamps
+    (what the probe decodes to check a container's word) while every packet between them lasts 1 tick:
+    the file claims a small fraction of what decodes (20 ms packets: about 1/20)."""
+    frozen: list[int] = []
+
+    def squeeze(i: int, n: int, packet: Any) -> None:
+        if honest <= i < n - honest:
+            if not frozen:
+                frozen.append(packet.pts)
+            packet.pts = packet.dts = frozen[0] + (i - honest)
+            packet.duration = 1
+        elif frozen:
+            packet.pts = packet.dts = frozen[0] + (n - 2 * honest) + (i - (n - honest)) * 20 + 20
+
+    return _retimed(src, dst, squeeze)

@@ -23,6 +23,7 @@ from playwright.sync_api import Request, expect
 from asr_daemon import jobs, queries
 from asr_daemon.diarization import store
 from asr_daemon.diarization.engine import Turn
+from tests import stored
 from tests.conftest import Daemon
 from tests.e2e import test_web_browser as web_page
 from tests.e2e.test_jobs import submit, wait_status
@@ -183,40 +184,8 @@ async def _diarized_job(url: str, texts: list[str], names: dict[str, str]) -> uu
         async with pool.acquire() as conn:
             for typ in ("json", "jsonb"):
                 await conn.set_type_codec(typ, encoder=json.dumps, decoder=json.loads, schema="pg_catalog")
-            job_id = uuid.uuid4()
-            opts = jobs.Options(diarization=jobs.DiarizationOptions()).to_json()
-            await queries.insert_job(
-                conn,
-                job_id=job_id,
-                model="tiny.en",
-                options=opts,
-                fingerprint=job_id.hex,
-                priority=0,
-                audio_sha256="0" * 64,
-                audio_bytes=1,
-                filename="talk.flac",
-                duration_s=2.0 * len(texts),
-                max_attempts=3,
-                idempotency_key=None,
-                webhook_url=None,
-                api_key_id=None,
-            )
-            await queries.claim(conn, "w")
-            await queries.set_language(conn, job_id, "w", "en", 0.9)
-            for i, text in enumerate(texts):
-                seg = {
-                    "seq": i,
-                    "start": 2.0 * i,
-                    "end": 2.0 * i + 2,
-                    "text": text,
-                    "avg_logprob": None,
-                    "no_speech_prob": None,
-                    "compression_ratio": None,
-                    "temperature": 0.0,
-                    "tokens": [],
-                    "words": None,
-                }
-                assert await queries.insert_segment(conn, job_id, "w", seg)
+            opts = jobs.Options(diarization=jobs.DiarizationOptions())
+            job_id = await stored.running_job(conn, texts, options=opts)
             assert await store.begin(conn, job_id, "w", "test")
         turns = [Turn(2.0 * i, 2.0 * i + 2, i % 2) for i in range(len(texts))]
         assert await store.finish(pool, job_id, "w", turns, names, 1.0, 2.0 * len(texts))

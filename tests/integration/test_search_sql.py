@@ -11,8 +11,9 @@ from collections.abc import AsyncIterator
 import asyncpg
 import pytest
 
-from asr_daemon import jobs, queries
+from asr_daemon import queries
 from asr_daemon.queries import search
+from tests import stored
 
 
 @pytest.fixture
@@ -29,41 +30,8 @@ async def add_job(
     conn: asyncpg.Connection, texts: list[str], *, language: str | None = "en", key: int | None = None
 ) -> uuid.UUID:
     """A completed job in `language` with one segment per text (2 s each), as the worker stores them."""
-    job_id = uuid.uuid4()
-    await queries.insert_job(
-        conn,
-        job_id=job_id,
-        model="tiny.en",
-        options=jobs.Options().to_json(),
-        fingerprint=job_id.hex,
-        priority=0,
-        audio_sha256="0" * 64,
-        audio_bytes=1,
-        filename="talk.flac",
-        duration_s=2.0 * len(texts),
-        max_attempts=3,
-        idempotency_key=None,
-        webhook_url=None,
-        api_key_id=key,
-    )
-    await queries.claim(conn, "w")
-    if language:
-        await queries.set_language(conn, job_id, "w", language, 0.9)
-    for i, text in enumerate(texts):
-        seg = {
-            "seq": i,
-            "start": 2.0 * i,
-            "end": 2.0 * i + 2,
-            "text": text,
-            "avg_logprob": None,
-            "no_speech_prob": None,
-            "compression_ratio": None,
-            "temperature": 0.0,
-            "tokens": [],
-            "words": None,
-        }
-        assert await queries.insert_segment(conn, job_id, "w", seg)
-    await queries.complete(conn, job_id, "w", {}, "cpu")
+    job_id = await stored.running_job(conn, texts, language=language, key=key)
+    await queries.complete(conn, job_id, stored.WORKER, {}, "cpu")
     return job_id
 
 
