@@ -2,7 +2,7 @@
 
 `GET /v1/models` lists the models this host can serve (those on disk), as OpenAI's list does;
 `?all=true` lists the whole catalogue, `local` telling which are on disk (`loaded`, `default` tell
-the rest of the state; a loaded one has `device`, `compute_type` and `memory_bytes`, its RSS or VRAM
+the rest of the state; a loaded one has `device`, `compute_type` and `memory_bytes`, its heap or VRAM
 growth measured at load);
 `POST /v1/models/{name}/load` loads one now (200 when loaded); `DELETE /v1/models/{name}` unloads it
 (409 while a job uses it). Absent models answer 404 with how to pull them.

@@ -174,7 +174,7 @@ class Model(msgspec.Struct):
     device: str | None
     compute_type: str | None
     in_use: int
-    #: RSS (CPU) or VRAM (CUDA) growth measured while it loaded
+    #: heap (CPU: malloc's bytes in use) or VRAM (CUDA) growth measured while it loaded
     memory_bytes: int | None
     #: what the memory budget counts for it beside the others
     memory_budget_bytes: int | None

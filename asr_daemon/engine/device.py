@@ -9,7 +9,7 @@ torch (a torch CUDA context costs hundreds of MB of VRAM).
   the device does not support on CPU falls back to int8 (the CPU fallback of a float16 config).
 - `is_cuda_failure(exc)`: whether an exception from loading or transcribing is a CUDA/cuBLAS/cuDNN
   failure (or GPU out-of-memory) that the CPU fallback should handle.
-- `free_memory(device)`, `rss_bytes()`, `trim_heap()`: the memory budget's measurements.
+- `free_memory(device)`, `rss_bytes()`, `heap_bytes()`, `trim_heap()`: the memory budget's measurements.
 - `describe(kind, compute_type)`: what `/readyz` reports as `device` (GPU name and VRAM on CUDA).
 """
 
@@ -207,6 +207,40 @@ def _libc() -> ctypes.CDLL | None:
         return ctypes.CDLL(name) if name else None
     except OSError:
         return None
+
+
+class _Mallinfo2(ctypes.Structure):
+    """glibc's `struct mallinfo2` (2.33+): every arena's counts, in bytes."""
+
+    _fields_ = [
+        (n, ctypes.c_size_t)
+        for n in [
+            "arena",
+            "ordblks",
+            "smblks",
+            "hblks",
+            "hblkhd",
+            "usmblks",
+            "fsmblks",
+            "uordblks",
+            "fordblks",
+            "keepcost",
+        ]
+    ]
+
+
+def heap_bytes() -> int | None:
+    """Bytes malloc has handed out and not taken back, over all arenas (glibc `mallinfo2`); None elsewhere.
+
+    Unlike RSS it grows by what a load allocates even when the allocator reuses pages an earlier
+    unload freed but kept (the arenas of CTranslate2's threads, which `malloc_trim` does not shrink).
+    """
+    libc = _libc()
+    if libc is None or not hasattr(libc, "mallinfo2"):
+        return None
+    libc.mallinfo2.restype = _Mallinfo2
+    info: _Mallinfo2 = libc.mallinfo2()
+    return int(info.uordblks + info.hblkhd)
 
 
 def trim_heap() -> bool:

@@ -72,7 +72,7 @@ def test_load_then_unload(client: TestClient[Litestar]) -> None:
     r = client.post("/v1/models/tiny.en/load")
     assert r.status_code == 200, r.text
     assert r.json()["loaded"] is True and r.json()["device"] == "cpu"
-    assert 0 < r.json()["memory_bytes"] < 1 << 30  # tiny.en int8: tens of MB of RSS, measured
+    assert 0 < r.json()["memory_bytes"] < 1 << 30  # tiny.en int8: tens of MB of heap, measured
     path = store.local_path(client.app.state.settings.models_dir, "tiny.en")
     assert path is not None and r.json()["memory_budget_bytes"] == models.estimate_bytes(path)
     assert client.get("/v1/models/whisper-1").json()["loaded"] is True  # the default model's alias

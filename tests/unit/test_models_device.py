@@ -57,3 +57,16 @@ def test_memory_probes_read_this_process_and_host() -> None:
     assert 10 << 20 < device.rss_bytes() < device.ram_available() + device.rss_bytes()
     assert device.free_memory("cpu") == pytest.approx(device.ram_available(), rel=0.2)
     device.trim_heap()
+
+
+def test_heap_probe_counts_what_is_held_not_what_is_resident() -> None:
+    """`heap_bytes` grows by a held 64 MiB buffer and shrinks when it is freed (glibc's mallinfo2)."""
+    before = device.heap_bytes()
+    assert before is not None, "glibc without mallinfo2 (< 2.33)?"
+    buf = bytearray(64 << 20)
+    held = device.heap_bytes()
+    del buf
+    after = device.heap_bytes()
+    assert held is not None and after is not None
+    assert held - before >= 64 << 20
+    assert held - after >= 64 << 20
