@@ -65,6 +65,9 @@ class AudioOperation(Operation):
             description="The bytes the `Range: bytes=first-last` header asked for (see Content-Range).",
             content=binary,
         )
+        responses["304"] = OpenAPIResponse(
+            description="`If-None-Match` named the ETag: the copy the client holds is current."
+        )
         self.responses = responses
 
 
@@ -82,6 +85,14 @@ async def _chunks(path: Path, first: int, length: int) -> AsyncIterator[bytes]:
                 return
             left -= len(data)
             yield data
+
+
+def _matches(if_none_match: str | None, etag: str) -> bool:
+    """Whether an `If-None-Match` header names `etag` (or is `*`): weak comparison, as RFC 9110 asks."""
+    if not if_none_match:
+        return False
+    tags = [t.strip().removeprefix("W/") for t in if_none_match.split(",")]
+    return "*" in tags or etag in tags
 
 
 def _stat(path: Path) -> tuple[int, str]:
@@ -108,7 +119,8 @@ class ArchiveController(Controller):
         self, request: Request[Any, Any, Any], pool: PoolDep, settings: SettingsDep, job_id: JobId
     ) -> Response[Any]:
         """The uploaded audio as it was sent, with its media type; a `Range: bytes=…` header is
-        answered 206 with those bytes (players seek this way); 410 once the retention deleted it."""
+        answered 206 with those bytes (players seek this way); 304 to an `If-None-Match` naming its
+        ETag (the audio's SHA-256: a job's audio never changes); 410 once the retention deleted it."""
         job = await _job(request, pool, job_id)
         if job.audio_deleted_at is not None:
             raise Gone()
@@ -123,6 +135,8 @@ class ArchiveController(Controller):
             "Cache-Control": "private, max-age=3600",
             "X-Content-Type-Options": "nosniff",
         }
+        if _matches(request.headers.get("if-none-match"), headers["ETag"]):
+            return Response(b"", status_code=304, headers=headers)  # the copy the client holds is current
         try:
             wanted = media.byte_range(request.headers.get("range"), size)
         except media.Unsatisfiable:

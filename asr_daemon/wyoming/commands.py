@@ -31,6 +31,8 @@ log = logging.getLogger(__name__)
 
 KIND = jobs.Kind.WYOMING
 FILENAME = "voice-command.wav"
+GONE_POLL_S = 0.25
+"""How often a command waiting for its job looks whether its client has closed the connection."""
 PRIORITY = 100
 """The API's highest: someone is waiting for the light to come on, so a voice command is claimed before
 queued uploads (a slot still has to free up: a running job is not interrupted)."""
@@ -90,11 +92,14 @@ async def transcribe(
     language: str | None,
     on_job: Callable[[uuid.UUID], Awaitable[bool]],
     on_segment: Callable[[str], Awaitable[bool]],
+    gone: Callable[[], bool] = lambda: False,
 ) -> Answer:
     """Store the recording as a job, wait for the worker, return the transcript.
 
     `on_job` is awaited once the job is committed, `on_segment` with each segment's text as it is
     stored; each returns False when the client is gone, and the job is then cancelled (`ClientGone`).
+    `gone()` says the client closed its connection: looked at while the job waits or runs, so a job
+    still queued is cancelled at once, not when its first segment cannot be written.
     Raises a domain error when the audio is refused, the job fails or outlives ASR_SYNC_TIMEOUT.
     """
     size, sha = await asyncio.to_thread(rec.finish)
@@ -107,7 +112,7 @@ async def transcribe(
     try:
         if not await on_job(job_id):
             await _abandon(svc, job_id)
-        job = await _follow(svc, job_id, on_segment)
+        job = await _follow(svc, job_id, on_segment, gone)
         if job is None or job.status == jobs.Status.CANCELLED:
             raise errors.Conflict("the voice command's job was cancelled before it finished")
         if job.status == jobs.Status.FAILED:
@@ -119,15 +124,36 @@ async def transcribe(
             await forget(svc, job_id)
 
 
-async def _follow(svc: Services, job_id: uuid.UUID, on_segment: Callable[[str], Awaitable[bool]]) -> jobs.Job | None:
-    """Pass each stored segment on until the job is final (or ASR_SYNC_TIMEOUT); the job row then."""
+async def _follow(
+    svc: Services, job_id: uuid.UUID, on_segment: Callable[[str], Awaitable[bool]], gone: Callable[[], bool]
+) -> jobs.Job | None:
+    """Pass each stored segment on until the job is final (or ASR_SYNC_TIMEOUT); the job row then.
+
+    The client closing its connection meanwhile (`gone`) abandons the job (`ClientGone`)."""
+
+    async def segments() -> None:
+        async for ev in events.follow(svc.pool, svc.hub, job_id):
+            if ev is not None and ev.type == "segment" and not await on_segment(ev.data["text"]):
+                await _abandon(svc, job_id)
+
+    async def watch() -> None:
+        while not gone():  # noqa: ASYNC110  # a StreamReader's EOF is a state (`at_eof`), never awaitable
+            await asyncio.sleep(GONE_POLL_S)
+
+    follower = asyncio.create_task(segments(), name=f"wyoming follow {job_id}")
+    watcher = asyncio.create_task(watch(), name=f"wyoming watch {job_id}")
     try:
-        async with asyncio.timeout(svc.settings.sync_timeout):
-            async for ev in events.follow(svc.pool, svc.hub, job_id):
-                if ev is not None and ev.type == "segment" and not await on_segment(ev.data["text"]):
-                    await _abandon(svc, job_id)
-    except TimeoutError:
-        raise errors.StillRunning("the voice command is still being transcribed (ASR_SYNC_TIMEOUT)") from None
+        await asyncio.wait((follower, watcher), timeout=svc.settings.sync_timeout, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for task in (follower, watcher):
+            task.cancel()
+        await asyncio.gather(follower, watcher, return_exceptions=True)
+    if follower.done() and not follower.cancelled():
+        follower.result()  # raises ClientGone, or what reading the events raised
+    elif watcher.done() and not watcher.cancelled():
+        await _abandon(svc, job_id)
+    else:
+        raise errors.StillRunning("the voice command is still being transcribed (ASR_SYNC_TIMEOUT)")
     return await queries.get_job(svc.pool, job_id)
 
 

@@ -280,6 +280,11 @@ class CommandHandler:
             return await self._write(TranscriptStop().event())
         return await self._run_command(rec, req)
 
+    def _gone(self) -> bool:
+        """The client closed the connection (its sending side at least: nothing more can come from it, and
+        systemd's proxy in front closes both sides at once) with nothing left unread."""
+        return self.reader.reader.at_eof() or self.writer.is_closing()
+
     async def _run_command(self, rec: Recording, req: _Request) -> bool:
         job: dict[str, uuid.UUID | None] = {"id": None}
         seconds = rec.seconds
@@ -297,7 +302,7 @@ class CommandHandler:
 
         self.transcribing = True
         try:
-            answer = await commands.transcribe(self.svc, rec, req.model, req.language, on_job, on_segment)
+            answer = await commands.transcribe(self.svc, rec, req.model, req.language, on_job, on_segment, self._gone)
         except commands.ClientGone:  # its job was cancelled: nobody is waiting for the answer
             self.activity.request("transcribe", 499, self.started, job["id"], error="client_gone")
             return False

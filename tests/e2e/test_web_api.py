@@ -107,6 +107,19 @@ def test_audio_is_served_whole_and_by_range(web_daemon: Daemon, done: dict[str, 
     assert past.status_code == 416 and past.headers["content-range"] == f"bytes */{len(data)}"
 
 
+def test_audio_answers_304_to_the_copy_a_client_holds(web_daemon: Daemon, done: dict[str, Any]) -> None:
+    """A browser revalidating its cached audio (If-None-Match with the ETag) gets 304 and no bytes again."""
+    url = f"/v1/jobs/{done['id']}/audio"
+    with web_daemon.client() as c:
+        etag = c.get(url).headers["etag"]
+        same = c.get(url, headers={"If-None-Match": f'"0000", W/{etag}'})
+        other = c.get(url, headers={"If-None-Match": '"0000"'})
+        gone = c.get(f"/v1/jobs/{'0' * 8}-0000-4000-8000-{'0' * 12}/audio", headers={"If-None-Match": "*"})
+    assert same.status_code == 304 and same.content == b"" and same.headers["etag"] == etag
+    assert other.status_code == 200 and len(other.content) > 1000
+    assert gone.status_code == 404  # revalidating never answers for a job that is not there
+
+
 def test_audio_is_410_once_retention_deleted_it(web_daemon: Daemon, speech: Callable[..., Path]) -> None:
     """After the retention marked the audio deleted, the audio route says 410 Gone; the transcript stays."""
     clip = speech("The lamps were lit along the harbour.")

@@ -113,8 +113,8 @@ def story(speech: Callable[..., Path]) -> Path:
 
 
 def test_upload_shows_the_transcript_and_clicking_a_segment_seeks_and_plays(tab: Tab, web: Daemon, story: Path) -> None:
-    """An uploaded file appears in Jobs, its text in the Transcript region; a click on a later segment
-    seeks the player there, plays, and highlights that segment."""
+    """An uploaded file appears in Jobs, its text in the Transcript region, the notice says it is done;
+    a click on a later segment seeks the player there, plays, and highlights that segment."""
     page = tab.open(web)
     ready(page)
     tab.shot("empty")
@@ -123,6 +123,7 @@ def test_upload_shows_the_transcript_and_clicking_a_segment_seeks_and_plays(tab:
     expect(page.get_by_role("region", name="Jobs", exact=True)).to_contain_text(story.name)
     expect(transcript).to_contain_text("thousand miles", timeout=TIMEOUT_MS)
     expect(transcript.locator(".export")).to_be_visible(timeout=TIMEOUT_MS)
+    expect(page.locator("#notice")).to_have_text(f"{story.name}: transcribed.")  # not "queued." to the end
     tab.shot("transcript")
     segments = transcript.locator("li.seg")
     assert segments.count() >= 2

@@ -1,6 +1,7 @@
 """The page in real chromium when things go wrong: many unfinished jobs (the browser's 6 connections
 per host), a daemon restart under an open transcript, a revoked key, switching jobs while a keyed
-audio download runs, and speaker names that look like other speakers' labels."""
+audio download runs, reopening a job (its audio not downloaded again), and speaker names that look
+like other speakers' labels."""
 
 from __future__ import annotations
 
@@ -170,6 +171,35 @@ def test_opening_another_job_aborts_the_keyed_audio_download(
     unthrottled = {"offline": False, "latency": 0, "downloadThroughput": -1, "uploadThroughput": -1}
     cdp.send("Network.emulateNetworkConditions", unthrottled)
     page.wait_for_function("() => document.getElementById('player').readyState >= 1", timeout=30_000)
+    expect(page.locator("#notice")).not_to_have_class("notice error")
+
+
+def test_reopening_a_job_does_not_download_its_audio_again(
+    tab: Tab, make_daemon: Callable[..., Daemon], database: str, tmp_path: Path
+) -> None:
+    """With a key, a job opened again after another one plays from the browser's copy of its audio
+    (cached, or revalidated with a 304): the whole file is not sent twice."""
+    token = create_key(database, "k")
+    d = make_daemon(ASR_AUTH="on", ASR_RUN_WORKER="false")
+    with d.client() as c:
+        for name, hz in (("one.wav", 440.0), ("two.wav", 330.0)):
+            assert submit(c, _tone(tmp_path / name, 30, hz), headers=bearer(token)).status_code == 202
+    use_key(tab, d, token)
+    page = tab.page
+    opens = page.locator("li.job button.job-open")
+    first_id = page.locator("li.job").nth(0).get_attribute("data-id")
+    loaded = "() => document.getElementById('player').readyState >= 1"
+    for i in (0, 1, 0):
+        opens.nth(i).click()
+        page.wait_for_function(loaded, timeout=30_000)
+        page.wait_for_timeout(200)
+    sizes = page.evaluate(
+        "(id) => performance.getEntriesByType('resource')"
+        ".filter((e) => e.name.endsWith(`/v1/jobs/${id}/audio`)).map((e) => e.transferSize)",
+        first_id,
+    )
+    assert len(sizes) == 2 and sizes[0] > 900_000, sizes  # 30 s of 16-bit 16 kHz: 960 kB, fetched once
+    assert sizes[1] < 2_000, sizes  # 0 from the cache, a few hundred bytes of headers for a 304
     expect(page.locator("#notice")).not_to_have_class("notice error")
 
 

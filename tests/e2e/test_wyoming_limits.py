@@ -1,6 +1,7 @@
 """Wyoming's limits and departures against the real daemon and the `wyoming` package's AsyncTcpClient: the
 connection cap (ASR_WYOMING_MAX_CONNECTIONS), a command of less than one audio frame, and a client that
-leaves before its answer (its job is cancelled, not left to run ahead of the next voice command)."""
+leaves before its answer (its job is cancelled, queued or running, not left to run ahead of the next voice
+command)."""
 
 from __future__ import annotations
 
@@ -82,4 +83,28 @@ async def test_a_client_that_leaves_after_audio_stop_has_its_job_cancelled(
         await asyncio.sleep(0.2)
     (row,) = rows
     assert row["status"] == "cancelled", dict(row)
+    assert "wyoming_client_gone" in d.logs() and "Traceback" not in d.logs()
+
+
+async def test_a_client_that_leaves_while_its_command_is_queued_has_it_cancelled_at_once(
+    make_daemon: Callable[..., Daemon], speech: Callable[..., Path]
+) -> None:
+    """No worker free (ASR_RUN_WORKER=false): a client that closes after `transcript-start` has its queued
+    job cancelled within seconds, not left queued to run for nobody once a worker frees up."""
+    d = make_daemon(ASR_WYOMING_PORT=str(services.free_port()), ASR_RUN_WORKER="false")
+    pcm = raw_pcm(speech("Turn on the kitchen light."))
+    async with AsyncTcpClient("127.0.0.1", port(d), read_timeout=30) as client:
+        await client.write_event(Transcribe(language="en").event())
+        await client.write_event(AudioStart(rate=16000, width=2, channels=1).event())
+        await client.write_event(AudioChunk(rate=16000, width=2, channels=1, audio=pcm).event())
+        await client.write_event(AudioStop().event())
+        started = await client.read_event()  # the job is committed and waits for a worker
+        assert started is not None and started.type == "transcript-start", started
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        (row,) = await job_rows(d)
+        if row["status"] != "queued":
+            break
+        await asyncio.sleep(0.1)
+    assert row["status"] == "cancelled" and row["started_at"] is None, dict(row)
     assert "wyoming_client_gone" in d.logs() and "Traceback" not in d.logs()

@@ -10,9 +10,19 @@ import { setupTranscript } from "./transcript.js";
 import { setupUpload } from "./upload.js";
 
 const noticeEl = document.getElementById("notice");
-function notice(text, isError = false) {
+/** Say `text` in the notice line; `about` (a job id) lets that job's end replace it (see `ended`). */
+function notice(text, isError = false, about = "") {
   noticeEl.textContent = text;
   noticeEl.classList.toggle("error", isError);
+  noticeEl.dataset.job = about;
+}
+/** A job has ended: a notice still about it ("x.wav: queued.") says how. */
+function ended(job) {
+  if (!job.id || noticeEl.dataset.job !== job.id) return;
+  const name = job.filename || "the job";
+  if (job.status === "completed") notice(`${name}: transcribed.`);
+  else if (job.status === "failed") notice(`${name}: failed: ${job.error?.message || "no reason given"}`, true);
+  else notice(`${name}: ${job.status}.`);
 }
 
 const prompt = keyPrompt();
@@ -24,7 +34,10 @@ const transcript = setupTranscript(api, { notice, onEvent: (id, type, data) => j
 const jobs = setupJobs(api, {
   notice,
   onOpen: (job, how) => transcript.open(job, how),
-  onFinished: (job) => transcript.finished(job),
+  onFinished: (job) => {
+    ended(job);
+    transcript.finished(job);
+  },
 });
 const upload = setupUpload(api, {
   notice,

@@ -33,7 +33,7 @@ export function setupRecorder({ send, onSubmitted, notice }) {
       recorder = null;
       try {
         const job = await send(new Blob(chunks, { type }), name);
-        notice(`${name}: queued.`);
+        notice(`${name}: queued.`, false, job.id);
         onSubmitted(job);
       } catch (err) {
         notice(`${name}: ${err.message}`, true);

@@ -55,7 +55,7 @@ export function setupUpload(api, { onSubmitted, notice }) {
       notice(`Uploading ${file.name}…`);
       try {
         const job = await send(file);
-        notice(`${file.name}: queued.`);
+        notice(`${file.name}: queued.`, false, job.id);
         onSubmitted(job);
       } catch (err) {
         notice(`${file.name}: ${err.message}`, true);
