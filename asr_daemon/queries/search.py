@@ -89,9 +89,12 @@ MAX_RANKED = 10_000
 
 _SEARCH = f"""
 WITH q AS MATERIALIZED (
-    -- `simple` holds the languages written without spaces as character pairs (migration 0007)
+    -- `simple` holds the languages written without spaces as character pairs (migration 0007), one
+    -- character of them is a prefix (0008)
     SELECT u.config,
-           websearch_to_tsquery(u.config, CASE WHEN u.config = 'simple'::regconfig THEN asr_pairs($1, true) ELSE $1 END)
+           CASE WHEN u.config = 'simple'::regconfig
+                THEN asr_single_prefixes(websearch_to_tsquery(u.config, asr_pairs($1, true)), $1)
+                ELSE websearch_to_tsquery(u.config, $1) END
              AS query
     FROM search_configs_used u
 ), any_q AS (

@@ -1,5 +1,5 @@
 """Full-text search in SQL against real PostgreSQL: stemming per language, websearch syntax, ranking,
-visibility per key, keyset pages and match offsets (asr_daemon/queries/search.py, migrations 0006-0007)."""
+visibility per key, keyset pages and match offsets (asr_daemon/queries/search.py, migrations 0006-0008)."""
 
 from __future__ import annotations
 
@@ -158,6 +158,22 @@ async def test_languages_written_without_spaces_are_found_by_any_run_of_characte
     assert [h.job_id for h in await find(conn, "สวัสดี")] == [th]
     assert [(h.job_id, h.matches) for h in await find(conn, "rafiki")] == [(latin, [(13, 19)])]
     assert await find(conn, "天気 -良い") == []
+
+
+async def test_one_character_of_a_language_written_without_spaces_is_found_wherever_it_is(
+    conn: asyncpg.Connection,
+) -> None:
+    """One Chinese or Japanese character finds the segments saying it at the start, middle or end of a run,
+    alone, or excluded with `-` (migration 0008), and nothing where it is not said."""
+    zh = await add_job(conn, ["我们明天去北京开会。", "京", "东京很大"], language="zh")
+    ja = await add_job(conn, ["今日は雨です。"], language="ja")
+    assert sorted((h.seq, h.matches) for h in await find(conn, "京")) == [(0, [(6, 7)]), (1, [(0, 1)]), (2, [(1, 2)])]
+    assert [(h.job_id, h.seq) for h in await find(conn, "会")] == [(zh, 0)]  # the last of its run
+    assert [(h.job_id, h.seq) for h in await find(conn, "我")] == [(zh, 0)]  # the first of its run
+    assert [h.job_id for h in await find(conn, "雨")] == [ja]
+    assert await find(conn, "猫") == []
+    assert [h.seq for h in await find(conn, "京 -北京")] == [1, 2]
+    assert [h.seq for h in await find(conn, "北京")] == [0]  # two characters: still the phrase only
 
 
 def test_offsets_are_dropped_when_the_marked_text_differs() -> None:
