@@ -120,7 +120,8 @@ class ArchiveController(Controller):
     ) -> Response[Any]:
         """The uploaded audio as it was sent, with its media type; a `Range: bytes=…` header is
         answered 206 with those bytes (players seek this way); 304 to an `If-None-Match` naming its
-        ETag (the audio's SHA-256: a job's audio never changes); 410 once the retention deleted it."""
+        ETag (the audio's SHA-256, and a live session's size too); 410 once the retention deleted it.
+        A running live session's audio is not cached (`no-store`): it is still growing."""
         job = await _job(request, pool, job_id)
         if job.audio_deleted_at is not None:
             raise Gone()
@@ -129,10 +130,13 @@ class ArchiveController(Controller):
             size, kind = await asyncio.to_thread(_stat, path)
         except FileNotFoundError:
             raise Gone("the job's audio is no longer stored") from None
+        growing = job.kind == jobs.Kind.LIVE and job.status not in jobs.TERMINAL  # a session still appends
         headers = {
             "Accept-Ranges": "bytes",
-            "ETag": f'"{job.audio_sha256}"',
-            "Cache-Control": "private, max-age=3600",
+            # an upload's audio never changes (its name is its SHA-256); a live session's file is named
+            # once and grows, so its size is part of what the copy is
+            "ETag": f'"{job.audio_sha256}-{size}"' if job.kind == jobs.Kind.LIVE else f'"{job.audio_sha256}"',
+            "Cache-Control": "no-store" if growing else "private, max-age=3600",
             "X-Content-Type-Options": "nosniff",
         }
         if _matches(request.headers.get("if-none-match"), headers["ETag"]):

@@ -4,6 +4,8 @@ deleting a job with its transcript and audio, CORS, and the page's own files and
 from __future__ import annotations
 
 import asyncio
+import base64
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -118,6 +120,31 @@ def test_audio_answers_304_to_the_copy_a_client_holds(web_daemon: Daemon, done: 
     assert same.status_code == 304 and same.content == b"" and same.headers["etag"] == etag
     assert other.status_code == 200 and len(other.content) > 1000
     assert gone.status_code == 404  # revalidating never answers for a job that is not there
+
+
+def test_a_running_live_sessions_audio_is_not_cached_and_its_etag_follows_its_size(web_daemon: Daemon) -> None:
+    """A live job's audio fetched while the session appends is `no-store`; once it ended, the ETag of the
+    earlier copy no longer matches (200 with the whole file, not a 304 keeping the truncated copy)."""
+    conn = live.ws(web_daemon.url)
+    live.send(conn, live.session_update(vad=None))
+    job_id = live.until(conn, "session.updated")[0]["session"]["job_id"]
+    url = f"/v1/jobs/{job_id}/audio"
+    with web_daemon.client() as c:
+        live.send(conn, {"type": "input_audio_buffer.append", "audio": base64.b64encode(live.silence(2.0)).decode()})
+        deadline = time.monotonic() + 10
+        while (early := c.get(url)).status_code != 200 or len(early.content) < 60_000:
+            assert time.monotonic() < deadline, early.status_code
+            time.sleep(0.2)
+        assert early.headers["cache-control"] == "no-store"
+        live.send(conn, {"type": "input_audio_buffer.append", "audio": base64.b64encode(live.silence(4.0)).decode()})
+        time.sleep(1)
+        conn.close()
+        wait_status(c, job_id, {"completed"})
+        again = c.get(url, headers={"If-None-Match": early.headers["etag"]})
+        later = c.get(url, headers={"If-None-Match": again.headers["etag"]})
+    assert again.status_code == 200 and len(again.content) > len(early.content) + 100_000  # 4 s more at 16 kHz
+    assert again.headers["cache-control"].startswith("private")
+    assert later.status_code == 304  # the finished file's own ETag is stable
 
 
 def test_audio_is_410_once_retention_deleted_it(web_daemon: Daemon, speech: Callable[..., Path]) -> None:
