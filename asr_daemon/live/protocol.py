@@ -121,7 +121,8 @@ def _vad(value: Any, current: VadOptions | None, param: str) -> VadOptions | Non
                             "manual commits)", f"{param}.type")  # fmt: skip
     base = current or VadOptions()
     if kind == "semantic_vad":  # served as server VAD: its eagerness is how long a silence ends a turn
-        eagerness = td.get("eagerness") or "auto"
+        eagerness = td.get("eagerness", "auto")
+        eagerness = "auto" if eagerness is None else eagerness
         if not isinstance(eagerness, str) or eagerness not in EAGERNESS_MS:
             raise ProtocolError("invalid_value", f"{param}.eagerness must be one of {', '.join(EAGERNESS_MS)}",
                                 f"{param}.eagerness")  # fmt: skip

@@ -357,7 +357,8 @@ class LiveSession(Decoding):
         left undecoded (`transcribed` False), queue it: a worker transcribes the rest from the stored audio."""
         if self.audio is None or self.job_id is None:
             return
-        await self._store_audio(self.decoder.flush(), sync=True)
+        tail = self.decoder.flush()[: max(0, self.max_samples() - self.timeline.end)]  # the resampler's last samples
+        await self._store_audio(tail, sync=True)
         async with self.disk:
             await asyncio.to_thread(self.audio.close)
         self.job_closed = True
