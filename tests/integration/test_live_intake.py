@@ -78,8 +78,8 @@ async def test_a_large_ulaw_append_is_decoded_a_piece_at_a_time(
     sock = ClosingSocket()
     sess = LiveSession(sock, m, None, None)
     m.admit(sess)
-    sock.put({"type": "session.update", "session": {"type": "transcription",
-                                                    "audio": {"input": {"format": {"type": "audio/pcmu"}}}}})  # fmt: skip
+    ulaw_format = {"audio": {"input": {"format": {"type": "audio/pcmu"}}}}
+    sock.put({"type": "session.update", "session": {"type": "transcription", **ulaw_format}})
     serve = asyncio.create_task(m.serve(sess))
     while sess.job_id is None:
         await asyncio.sleep(0.05)

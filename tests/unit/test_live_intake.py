@@ -27,14 +27,17 @@ def test_semantic_vad_is_served_as_server_vad_with_eagerness_as_silence(eagernes
     assert ga.view("s", None, "tiny.en")["audio"]["input"]["turn_detection"]["type"] == "server_vad"
 
 
-@pytest.mark.parametrize("td", [{"type": "semantic_vad", "eagerness": "eager"}, {"type": "semantic_vad", "eagerness": []},
-                                {"type": "turn_vad"}])  # fmt: skip
+BAD_TURNS = [{"type": "semantic_vad", "eagerness": "eager"}, {"type": "semantic_vad", "eagerness": []}, {"type": "vad"}]
+
+
+@pytest.mark.parametrize("td", BAD_TURNS)
 def test_unknown_turn_detection_is_refused_naming_the_parameter(td: dict[str, object]) -> None:
     """An unknown eagerness or turn detection type is an invalid_value error naming the field, not a crash."""
     with pytest.raises(ProtocolError) as exc:
         protocol.parse_session("session.update", {"audio": {"input": {"turn_detection": td}}}, SessionConfig())
     assert exc.value.code == "invalid_value"
-    assert exc.value.param in {"session.audio.input.turn_detection.eagerness", "session.audio.input.turn_detection.type"}
+    field = "session.audio.input.turn_detection."
+    assert exc.value.param in {field + "eagerness", field + "type"}
 
 
 def test_a_refused_write_leaves_the_wav_as_it_was(tmp_path: Path) -> None:
