@@ -19,7 +19,6 @@ its prefix, so the deltas sent are still a prefix of the completed text.
 from __future__ import annotations
 
 import asyncio
-import base64
 import binascii
 import contextlib
 import errno
@@ -210,7 +209,7 @@ class LiveSession(Decoding):
             )
         large = len(data) > LARGE_APPEND  # decoded in a thread: 15 MiB took 0.1-0.3 s of the event loop
         try:
-            raw = await asyncio.to_thread(_b64decode, data) if large else _b64decode(data)
+            raw = await asyncio.to_thread(codec.b64decode, data) if large else codec.b64decode(data)
         except (binascii.Error, ValueError):
             raise ProtocolError("invalid_base64", "audio is not valid base64", "audio") from None
         fmt = self.decoder.fmt
@@ -390,8 +389,3 @@ class LiveSession(Decoding):
         if self.entry is not None:
             self.m.cache.release(self.entry)
             self.entry = None
-
-
-def _b64decode(data: str) -> bytes:
-    """Strict base64 (binascii.Error / ValueError when it is not)."""
-    return base64.b64decode(data, validate=True)
