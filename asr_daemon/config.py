@@ -138,7 +138,8 @@ class Settings(BaseSettings):
     """Largest accepted upload in bytes; refused while streaming once it is exceeded (413)."""
 
     max_audio_seconds: float = Field(4 * 3600, gt=0)
-    """Longest accepted audio duration in seconds (413 beyond it)."""
+    """Longest accepted audio duration in seconds (413 beyond it). A live session stores at most this much
+    audio: then it is closed (`audio_limit_reached`) and its job completed with what was accepted."""
 
     max_channels: int = Field(6, ge=1)
     """Most audio channels accepted (6: up to 5.1 surround); more gets 415. Everything is mixed down to

@@ -8,6 +8,7 @@ documented extension (`{"type": "audio/pcm", "rate": 16000}`), which skips resam
 
 from __future__ import annotations
 
+import base64
 from dataclasses import dataclass
 
 import av
@@ -102,3 +103,8 @@ class Decoder:
 def to_float(samples: np.ndarray) -> np.ndarray:
     """int16 samples as the float32 in [-1, 1) that Whisper and Silero read."""
     return samples.astype(np.float32) / 32768.0
+
+
+def b64decode(data: str) -> bytes:
+    """An append's audio: strict base64 (binascii.Error / ValueError when it is not)."""
+    return base64.b64decode(data, validate=True)

@@ -20,7 +20,7 @@ from typing import Any
 
 import asyncpg
 
-from asr_daemon import errors
+from asr_daemon import db, errors
 from asr_daemon.config import Settings
 from asr_daemon.engine import modelchoice, models
 from asr_daemon.live import protocol, store
@@ -276,6 +276,10 @@ class LiveManager:
         except errors.ModelNotFound as e:
             s.emit(protocol.error("model_not_found", e.message, param="session.audio.input.transcription.model",
                                   client_event=client_event))  # fmt: skip
+        except db.ERRORS as exc:  # PostgreSQL away (the HTTP API answers 503): the client may come back later
+            log.error("live_database_unavailable", extra={"session": s.id, "error": type(exc).__name__})
+            raise Closing(TRY_LATER, "the database is unavailable", protocol.error("server_unavailable",
+                          "the database is unavailable; retry shortly", kind="server_error")) from None  # fmt: skip
 
     async def _heartbeat_loop(self) -> None:
         while True:

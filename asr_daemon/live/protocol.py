@@ -26,6 +26,9 @@ CLIENT_EVENTS = frozenset(
         "input_audio_buffer.clear",
     }
 )
+#: `semantic_vad` (the openai SDK offers it) is served as server VAD: its `eagerness` picks the silence that
+#: ends an utterance (`auto` is `medium`, OpenAI's default; medium is server VAD's default 500 ms).
+EAGERNESS_MS = {"low": 1000, "medium": 500, "high": 250, "auto": 500}
 #: The beta API's wire formats, by their GA equivalent.
 BETA_FORMATS = {
     "pcm16": AudioFormat("audio/pcm", 24000),
@@ -112,9 +115,18 @@ def _vad(value: Any, current: VadOptions | None, param: str) -> VadOptions | Non
     if value is None:
         return None
     td = _dict(value, param)
-    if td.get("type", "server_vad") != "server_vad":
-        raise ProtocolError("invalid_value", f"{param}.type must be 'server_vad' (or null for manual commits)", param)
+    kind = td.get("type", "server_vad")
+    if kind not in ("server_vad", "semantic_vad"):
+        raise ProtocolError("invalid_value", f"{param}.type must be 'server_vad' or 'semantic_vad' (or null for "
+                            "manual commits)", f"{param}.type")  # fmt: skip
     base = current or VadOptions()
+    if kind == "semantic_vad":  # served as server VAD: its eagerness is how long a silence ends a turn
+        eagerness = td.get("eagerness", "auto")
+        eagerness = "auto" if eagerness is None else eagerness
+        if not isinstance(eagerness, str) or eagerness not in EAGERNESS_MS:
+            raise ProtocolError("invalid_value", f"{param}.eagerness must be one of {', '.join(EAGERNESS_MS)}",
+                                f"{param}.eagerness")  # fmt: skip
+        return replace(base, silence_duration_ms=EAGERNESS_MS[eagerness])
     return VadOptions(
         threshold=_number(td, "threshold", 0.0, 1.0, base.threshold, param),
         prefix_padding_ms=int(_number(td, "prefix_padding_ms", 0, 5000, base.prefix_padding_ms, param)),

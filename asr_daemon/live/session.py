@@ -19,9 +19,9 @@ its prefix, so the deltas sent are still a prefix of the completed text.
 from __future__ import annotations
 
 import asyncio
-import base64
 import binascii
 import contextlib
+import errno
 import json
 import logging
 import time
@@ -57,8 +57,12 @@ FLUSH_S = 0.5
 #: An append larger than this (base64 characters) is decoded in a thread: up to 15 MiB of base64 and its
 #: resampling took 0.1-0.3 s, every other session and request waiting on the event loop meanwhile.
 LARGE_APPEND = 1 << 20
-#: The VAD sees a large append in pieces this long, so an utterance is cut at MAX_UTTERANCE_S as in a stream.
+#: An append is decoded, stored and fed to the VAD in pieces this long: an utterance is cut at MAX_UTTERANCE_S
+#: as in a stream, and a large append's memory is one piece's (11 MiB of μ-law, 24 min of audio, took 700 MB
+#: of RSS decoded at once).
 PIECE_S = 5.0
+#: A write that fails with one of these means the disk (or the process's file-size limit) has no room.
+NO_ROOM = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)
 
 
 class Closing(Exception):
@@ -105,6 +109,7 @@ class LiveSession(Decoding):
         self.stats: dict[str, float] = {"utterances": 0, "decode_s": 0.0, "partials": 0, "final_max_s": 0.0,
                                         "speculative": 0, "speculative_hits": 0}  # fmt: skip
         self.disk = asyncio.Lock()
+        self.unstored: Closing | None = None  # set once audio could not be written: the session ends with it
         self.partials: set[asyncio.Task[None]] = set()
         self.speculations: set[asyncio.Task[Decoded]] = set()
         self.reader: asyncio.Task[Closing | None] | None = None
@@ -172,23 +177,27 @@ class LiveSession(Decoding):
         )  # fmt: skip
         try:
             await self.m.liveness.hold(job_id)  # released by the manager when the session ends
-            self.audio = await asyncio.to_thread(store.AudioFile, self.settings.uploads_dir / store.audio_name(job_id))
-        except BaseException as exc:  # no audio file: the row would be a job no worker can run
+            path = self.settings.uploads_dir / store.audio_name(job_id)
+            try:
+                self.audio = await asyncio.to_thread(store.AudioFile, path)
+            except OSError as exc:
+                raise self._unstorable(exc) from None
+        except BaseException:  # no audio file (or no lock): the row would be a job no worker can run
             with contextlib.suppress(Exception):
                 await store.discard(self.m.pool, job_id, self.m.owner)
                 await self.m.liveness.release(job_id)
-            if not isinstance(exc, OSError):
-                raise
-            log.exception("live_audio_unwritable", extra={"session": self.id})
-            raise Closing(1011, "the server cannot store audio", protocol.error("server_error", "audio not stored",
-                          kind="server_error")) from None  # fmt: skip
+            raise
         self.job_id = job_id
         await self.m.hub.notify(job_id)
         log.info("live_session_started", extra={"session": self.id, "job_id": str(job_id), "model": self.model_name})
 
     # --- audio -------------------------------------------------------------------------------------
     async def append(self, ev: dict[str, Any]) -> None:
-        """input_audio_buffer.append: decode, store, find speech edges, maybe decode a partial."""
+        """input_audio_buffer.append: decode, store, find speech edges (PIECE_S at a time), maybe decode a partial.
+
+        A session stores at most ASR_MAX_AUDIO_SECONDS of audio (and what a WAV can hold): the append that
+        reaches it is kept up to it, then the session closes; its job is completed with what was accepted.
+        """
         if not self.configured:
             raise ProtocolError("session_not_configured", "send session.update before input_audio_buffer.append")
         data = ev.get("audio")
@@ -198,30 +207,45 @@ class LiveSession(Decoding):
             raise ProtocolError(
                 "audio_too_large", f"one append may carry at most {self.settings.live_max_append_bytes} bytes", "audio"
             )
-        await self.room.wait()
+        large = len(data) > LARGE_APPEND  # decoded in a thread: 15 MiB took 0.1-0.3 s of the event loop
         try:
-            if len(data) > LARGE_APPEND:
-                pcm = await asyncio.to_thread(self._decode_audio, data)
-            else:
-                pcm = self._decode_audio(data)
+            raw = await asyncio.to_thread(codec.b64decode, data) if large else codec.b64decode(data)
         except (binascii.Error, ValueError):
             raise ProtocolError("invalid_base64", "audio is not valid base64", "audio") from None
-        if self.vad is None and (self.timeline.held + len(pcm)) / RATE > self.settings.live_max_buffer_s:
+        fmt = self.decoder.fmt
+        width = 2 if fmt.type == "audio/pcm" else 1
+        incoming = len(raw) // width * RATE // fmt.rate  # samples once decoded to 16 kHz
+        if self.vad is None and (self.timeline.held + incoming) / RATE > self.settings.live_max_buffer_s:
             raise ProtocolError(
                 "input_audio_buffer_full",
                 f"more than {self.settings.live_max_buffer_s:g} s uncommitted: commit (or clear) the buffer",
             )
+        cap = self.max_samples()
+        over = self.timeline.end + incoming >= cap
+        if over:  # keep what fits under the cap
+            raw = raw[: max(0, cap - self.timeline.end) * fmt.rate // RATE * width]
         self.last_audio = time.monotonic()
-        await self._store_audio(pcm)
-        samples = codec.to_float(pcm)
-        for at in range(0, len(samples), int(PIECE_S * RATE)):
-            await self._take(samples[at : at + int(PIECE_S * RATE)])
+        step = int(PIECE_S * fmt.rate) * width
+        for at in range(0, len(raw), step):
+            await self.room.wait()  # committed audio waiting for its decode is bounded inside one append too
+            piece = raw[at : at + step]
+            pcm = await asyncio.to_thread(self.decoder.feed, piece) if large else self.decoder.feed(piece)
+            await self._store_audio(pcm)
+            if self.unstored is not None:
+                raise self.unstored
+            await self._take(codec.to_float(pcm))
         self._maybe_speculate()
         self._maybe_partial()
+        if over:
+            limit = cap / RATE
+            log.info("live_audio_limit_reached", extra={"session": self.id, "audio_s": round(limit, 3)})
+            raise Closing(1000, "audio length limit reached", protocol.error("audio_limit_reached",
+                          f"a live session stores at most {limit:g} s of audio (ASR_MAX_AUDIO_SECONDS); "
+                          "its job keeps what was sent up to there"))  # fmt: skip
 
-    def _decode_audio(self, data: str) -> np.ndarray:
-        """base64 → the session's format decoded to 16 kHz int16 (binascii.Error / ValueError when not base64)."""
-        return self.decoder.feed(base64.b64decode(data, validate=True))
+    def max_samples(self) -> int:
+        """The most audio one session stores, in 16 kHz samples."""
+        return int(min(self.settings.max_audio_seconds, store.MAX_SECONDS) * RATE)
 
     async def _take(self, samples: np.ndarray) -> None:
         """Add a piece of audio to the timeline and let the VAD find its speech edges."""
@@ -252,19 +276,37 @@ class LiveSession(Decoding):
             self._commit(at, quiet_from)
 
     async def _store_audio(self, pcm: np.ndarray, sync: bool = False) -> None:
+        """Queue samples for the file and write them every FLUSH_S (or now, with `sync`). A failed write sets
+        `unstored` (the reader then closes the session); nothing more is written after it."""
+        if self.unstored is not None:
+            return
         if len(pcm):
             self.pending.append(pcm.tobytes())
             self.pending_samples += len(pcm)
         if self.audio is not None and (sync or self.pending_samples >= FLUSH_S * RATE):
             async with self.disk:  # taken off `pending` only once it can be written (a cancel waiting here keeps it)
                 chunk, self.pending, self.pending_samples = b"".join(self.pending), [], 0
-                await asyncio.to_thread(self._write, chunk, sync)
+                try:
+                    await asyncio.to_thread(self._write, chunk, sync)
+                except OSError as exc:  # the file keeps what was written before (store.AudioFile.append)
+                    self.unstored = self._unstorable(exc)
 
     def _write(self, chunk: bytes, sync: bool) -> None:
         assert self.audio is not None
         self.audio.append(chunk)
         if sync:
             self.audio.sync()
+
+    def _unstorable(self, exc: OSError) -> Closing:
+        """The close for audio the disk refused: `insufficient_storage` (1013) when it is full, else `server_error`."""
+        code = errno.errorcode.get(exc.errno or 0, type(exc).__name__)
+        log.error("live_audio_not_stored", extra={"session": self.id, "job_id": str(self.job_id), "error": code})
+        if exc.errno in NO_ROOM:
+            return Closing(1013, "the server has no room for more audio", protocol.error("insufficient_storage",
+                           "the server's disk is full: the session ends, its job keeps the audio stored so far",
+                           kind="server_error"))  # fmt: skip
+        return Closing(1011, "the server cannot store audio", protocol.error("server_error", "audio not stored",
+                       kind="server_error"))  # fmt: skip
 
     def commit(self, client_event: str | None) -> None:
         """input_audio_buffer.commit (the client's, in either mode)."""
@@ -314,7 +356,8 @@ class LiveSession(Decoding):
         left undecoded (`transcribed` False), queue it: a worker transcribes the rest from the stored audio."""
         if self.audio is None or self.job_id is None:
             return
-        await self._store_audio(self.decoder.flush(), sync=True)
+        tail = self.decoder.flush()[: max(0, self.max_samples() - self.timeline.end)]  # the resampler's last samples
+        await self._store_audio(tail, sync=True)
         async with self.disk:
             await asyncio.to_thread(self.audio.close)
         self.job_closed = True

@@ -34,6 +34,8 @@ from asr_daemon.queries import live as live_sql
 log = logging.getLogger(__name__)
 
 HEADER = 44
+#: The most audio a WAV's 32-bit sizes can describe (a session stores at most this, or ASR_MAX_AUDIO_SECONDS).
+MAX_SECONDS = ((1 << 32) - 1 - 36) // (2 * RATE)
 #: The advisory-lock space of open live sessions (`pg_try_advisory_lock(LOCK_SPACE, hashtext(job id))`;
 #: "try": a hash shared with another process's open job is covered by its lock, never waited on);
 #: queries.reap spells the same number.
@@ -64,14 +66,30 @@ class AudioFile:
     def __init__(self, path: Path) -> None:
         self.path = path
         self.fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o640)
-        os.write(self.fd, _header(0))
+        try:
+            os.write(self.fd, _header(0))
+        except OSError:  # a full disk: no empty file left behind
+            os.close(self.fd)
+            path.unlink(missing_ok=True)
+            raise
         self.data_bytes = 0
 
     def append(self, pcm: bytes) -> None:
-        """Append 16-bit samples and rewrite the header's sizes (no fsync)."""
+        """Append 16-bit samples and rewrite the header's sizes (no fsync).
+
+        A write the disk refuses (ENOSPC, a quota, the file-size limit) raises OSError and leaves the file as
+        it was: a short write is cut back, the header still tells the audio stored before.
+        """
         if pcm:
-            os.lseek(self.fd, 0, os.SEEK_END)
-            os.write(self.fd, pcm)
+            end = HEADER + self.data_bytes
+            done = 0
+            try:
+                while done < len(pcm):  # a write may take only part of it when the disk fills up
+                    done += os.pwrite(self.fd, memoryview(pcm)[done:], end + done)
+            except OSError:
+                with contextlib.suppress(OSError):
+                    os.ftruncate(self.fd, end)
+                raise
             self.data_bytes += len(pcm)
         os.pwrite(self.fd, struct.pack("<I", 36 + self.data_bytes), 4)
         os.pwrite(self.fd, struct.pack("<I", self.data_bytes), 40)
@@ -81,11 +99,13 @@ class AudioFile:
         os.fsync(self.fd)
 
     def close(self) -> None:
-        """fsync and close."""
+        """fsync and close (closed even when the fsync fails)."""
         if self.fd >= 0:
-            os.fsync(self.fd)
-            os.close(self.fd)
-            self.fd = -1
+            fd, self.fd = self.fd, -1
+            try:
+                os.fsync(fd)
+            finally:
+                os.close(fd)
 
     @property
     def seconds(self) -> float:

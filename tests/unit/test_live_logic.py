@@ -134,7 +134,7 @@ def test_session_update_ga_and_beta_shapes() -> None:
     [
         {"type": "realtime"},
         {"audio": {"input": {"format": {"type": "audio/pcm", "rate": 8000}}}},
-        {"audio": {"input": {"turn_detection": {"type": "semantic_vad"}}}},
+        {"audio": {"input": {"turn_detection": {"type": "semantic_vad", "eagerness": "eager"}}}},
         {"audio": {"input": {"turn_detection": {"prefix_padding_ms": True}}}},
         {"audio": {"input": {"transcription": {"prompt": "x" * 3000}}}},
         {"audio": {"input": {"transcription": {"prompt": "a\x00b"}}}},  # PostgreSQL text cannot hold it
