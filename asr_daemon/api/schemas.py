@@ -198,6 +198,11 @@ def _form_schema(with_job_fields: bool) -> Schema:
         "temperature": Schema(type=n, minimum=0, maximum=1),
         "timestamp_granularities[]": Schema(type=OpenAPIType.ARRAY, items=Schema(type=s, enum=["segment", "word"])),
         "vad_filter": Schema(type=b, description="Skip silence with Silero VAD."),
+        "chunking_strategy": Schema(
+            type=s,
+            description="OpenAI's: `auto` (30 s windows), or the fields `chunking_strategy[type]=server_vad`, "
+            "`[threshold]`, `[silence_duration_ms]`, `[prefix_padding_ms]`: Silero VAD with those settings.",
+        ),
         "beam_size": Schema(type=OpenAPIType.INTEGER, minimum=1, maximum=20),
         "batch_size": Schema(
             type=OpenAPIType.INTEGER,

@@ -65,7 +65,7 @@ def transcribe(model: Any, samples: np.ndarray, batch_size: int, **kw: Any) -> t
 
     pipeline = BatchedInferencePipeline(model)
     spans = chunks(samples) or [(0.0, min(len(samples) / SAMPLE_RATE, CHUNK_S))]
-    kw = {k: v for k, v in kw.items() if k not in ("initial_prompt", "vad_filter")}
+    kw = {k: v for k, v in kw.items() if k not in ("initial_prompt", "vad_filter", "vad_parameters")}  # own chunks
     kw["without_timestamps"] = False
     queue = [(s, e, 0) for s, e in spans]  # (start, end, rounds of re-decoding so far)
     group, queue = queue[:batch_size], queue[batch_size:]

@@ -174,6 +174,8 @@ def _kwargs(
         "word_timestamps": options.word_timestamps,
         "vad_filter": options.vad_filter,
     }
+    if options.vad is not None and options.vad_filter:
+        kw["vad_parameters"] = options.vad.faster_whisper()
     if options.temperature is not None:
         kw["temperature"] = options.temperature
     return kw

@@ -15,6 +15,7 @@ from asr_daemon.jobs.request import (
     Request,
     ResponseFormat,
     Task,
+    VadParameters,
     parse_request,
 )
 from asr_daemon.jobs.speakers import DiarizationOptions, KnownSpeaker
@@ -54,6 +55,7 @@ __all__ = [
     "Segment",
     "Status",
     "Task",
+    "VadParameters",
     "Word",
     "can_move",
     "parse_request",

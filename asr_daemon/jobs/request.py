@@ -158,6 +158,35 @@ def _whole(value: object) -> int | None:
 
 
 @dataclass(frozen=True)
+class VadParameters:
+    """OpenAI's `chunking_strategy` of type `server_vad`, as faster-whisper's Silero VAD reads it."""
+
+    threshold: float | None = None
+    silence_duration_ms: int | None = None
+    prefix_padding_ms: int | None = None
+
+    def to_json(self) -> dict[str, object]:
+        """The parameters given (stored in `jobs.options`)."""
+        return {k: v for k, v in vars(self).items() if v is not None}
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, object]) -> VadParameters:
+        """Inverse of `to_json`."""
+        return cls(
+            _real(data.get("threshold")), _whole(data.get("silence_duration_ms")), _whole(data.get("prefix_padding_ms"))
+        )
+
+    def faster_whisper(self) -> dict[str, float | int]:
+        """`vad_parameters` for `WhisperModel.transcribe`."""
+        names = {
+            "threshold": "threshold",
+            "silence_duration_ms": "min_silence_duration_ms",
+            "prefix_padding_ms": "speech_pad_ms",
+        }
+        return {names[k]: v for k, v in self.to_json().items() if isinstance(v, int | float)}
+
+
+@dataclass(frozen=True)
 class Options:
     """Everything that changes a transcript. Two jobs with equal options and audio agree."""
 
@@ -172,6 +201,8 @@ class Options:
     batch_size: int | None = None
     #: speaker diarization asked for (None: not asked); set by asr_daemon.diarization.request
     diarization: DiarizationOptions | None = None
+    #: the VAD's settings from `chunking_strategy` (None: faster-whisper's defaults)
+    vad: VadParameters | None = None
 
     def to_json(self) -> dict[str, object]:
         """Plain JSON-able form, stored in `jobs.options`."""
@@ -187,12 +218,14 @@ class Options:
         }
         if self.batch_size is not None:  # unset: absent, so earlier jobs' fingerprints still match
             out["batch_size"] = self.batch_size
+        if self.vad is not None:  # the same
+            out["vad"] = self.vad.to_json()
         return out
 
     @classmethod
     def from_json(cls, data: Mapping[str, object]) -> Options:
         """Inverse of `to_json`; missing keys take their defaults, unknown keys are ignored (older rows, newer code)."""
-        task, spk = data.get("task"), data.get("diarization")
+        task, spk, vad = data.get("task"), data.get("diarization"), data.get("vad")
         return cls(
             task=Task(task) if isinstance(task, str) else Task.TRANSCRIBE,
             language=_text(data.get("language")),
@@ -203,6 +236,7 @@ class Options:
             beam_size=_whole(data.get("beam_size")),
             batch_size=_whole(data.get("batch_size")),
             diarization=DiarizationOptions.from_json(spk) if isinstance(spk, Mapping) else None,
+            vad=VadParameters.from_json(vad) if isinstance(vad, Mapping) else None,
         )
 
     def fingerprint(self, model: str, audio_sha256: str) -> str:
@@ -261,6 +295,7 @@ _KNOWN_FIELDS = (
             "batch_size",
             "include[]",
             "chunking_strategy",
+            *(f"chunking_strategy[{k}]" for k in ("type", "threshold", "silence_duration_ms", "prefix_padding_ms")),
         }
     )
     | DIARIZATION_FIELDS
@@ -344,15 +379,17 @@ def parse_request(form: Mapping[str, list[str]], task: Task, *, allow_task_field
     model = _one(form, "model")
     if model is not None and len(model) > 200:
         raise Invalid("model name is longer than 200 characters")
+    vad_filter, vad = _chunking(form)
     options = Options(
         task=task,
         language=language,
         prompt=prompt,
         temperature=temperature,
         word_timestamps="word" in grans,
-        vad_filter=_bool("vad_filter", _one(form, "vad_filter")),
+        vad_filter=vad_filter,
         beam_size=beam,
         batch_size=batch,
+        vad=vad,
     )
     return Request(
         options=options,
@@ -361,4 +398,29 @@ def parse_request(form: Mapping[str, list[str]], task: Task, *, allow_task_field
         priority=priority,
         webhook_url=webhook,
         stream=_bool("stream", _one(form, "stream")),
+    )
+
+
+def _chunking(form: Mapping[str, list[str]]) -> tuple[bool, VadParameters | None]:
+    """`vad_filter` and the VAD's settings: OpenAI's `chunking_strategy` as its SDK sends it, `auto` (faster-whisper
+    cuts the audio in 30 s windows itself) or the fields of a `server_vad` object (Silero VAD skips silence)."""
+    vad_filter = _bool("vad_filter", _one(form, "vad_filter"))
+    plain = _one(form, "chunking_strategy")
+    if plain not in (None, "", "auto"):
+        raise Invalid(f"chunking_strategy must be 'auto' or an object with type 'server_vad', not {plain[:40]!r}")
+    kind = _one(form, "chunking_strategy[type]")
+    fields = [k for k in form if k.startswith("chunking_strategy[")]
+    if not fields:
+        return vad_filter, None
+    if kind not in (None, "server_vad"):  # absent: the only type there is (a field may be checked alone)
+        raise Invalid(f"chunking_strategy[type] must be 'server_vad', not {(kind or '')[:40]!r}")
+
+    def number(name: str, hi: float) -> float | None:
+        raw = _one(form, f"chunking_strategy[{name}]")
+        return _number(f"chunking_strategy.{name}", raw, 0, hi) if raw not in (None, "") else None
+
+    threshold = number("threshold", 1.0)
+    silence, padding = number("silence_duration_ms", 10_000), number("prefix_padding_ms", 10_000)
+    return True, VadParameters(
+        threshold, None if silence is None else int(silence), None if padding is None else int(padding)
     )

@@ -134,7 +134,11 @@ class Intake:
             raise errors.BadAudio("the uploaded file is empty")
         req = await diarization_request.prepare(req, self.diarizer, s.uploads_dir / "tmp")  # known speakers
         # a diarization-only job uses no Whisper model: the default's name is stored, none is needed here
-        model_name = s.model if diarize_only else modelchoice.resolve(s.models_dir, req.model, s.model)[0]
+        model_name = (
+            s.model
+            if diarize_only
+            else modelchoice.for_language(s.models_dir, req.model, s.model, req.options.language)
+        )
         limits = audio.Limits(s.max_audio_seconds, s.max_channels, s.max_sample_rate, s.max_tag_bytes)
         info = await asyncio.to_thread(audio.probe, upload.path, limits)
         fingerprint = req.options.fingerprint(model_name, upload.sha256)

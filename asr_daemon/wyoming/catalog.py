@@ -3,12 +3,11 @@
 `describe` answers Wyoming's `describe` with one `asr` program whose models are the models on disk
 (an absent model cannot serve a voice command within a second, so it is not offered). A model's
 languages come from its vocabulary: English-only Whisper models (`*.en`) have 51864 tokens,
-multilingual ones 51865 and more (large-v3 adds Cantonese, `yue`, with 51866).
+multilingual ones 51865 and more (large-v3 adds Cantonese, `yue`, with 51866): `modelchoice.languages`.
 """
 
 from __future__ import annotations
 
-import functools
 from pathlib import Path
 
 from wyoming.info import AsrModel, AsrProgram, Attribution, Info
@@ -20,32 +19,6 @@ from asr_daemon.engine import modelchoice, store
 PROGRAM = "asr-server"
 """The program's name in `info`; a `transcribe` naming it means the default model."""
 ATTRIBUTION = Attribution(name="OpenAI Whisper (faster-whisper, CTranslate2)", url="https://github.com/openai/whisper")
-MULTILINGUAL_VOCAB = 51865
-YUE_VOCAB = 51866
-
-
-@functools.lru_cache(maxsize=64)
-def _vocab_size(path: str, mtime: float) -> int:
-    """Lines of a model's vocabulary.txt (cached per file version); 0 when it has none."""
-    try:
-        with open(path, "rb") as f:
-            return sum(1 for _ in f)
-    except OSError:
-        return 0
-
-
-def languages(name: str, path: Path) -> list[str]:
-    """The languages the model at `path` transcribes (ISO 639-1 codes, sorted)."""
-    vocab = path / "vocabulary.txt"
-    try:
-        size = _vocab_size(str(vocab), vocab.stat().st_mtime)
-    except OSError:
-        size = 0
-    if size == 0:  # no vocabulary.txt (tokenizer.json only): the name tells
-        size = MULTILINGUAL_VOCAB - 1 if name.endswith(".en") else MULTILINGUAL_VOCAB
-    if size < MULTILINGUAL_VOCAB:
-        return ["en"]
-    return sorted(lang for lang in jobs.LANGUAGES if lang != "yue" or size >= YUE_VOCAB)
 
 
 def local_models(settings: Settings) -> list[tuple[str, Path]]:
@@ -63,7 +36,7 @@ def describe(settings: Settings) -> Info:
             installed=True,
             description=f"Whisper {name}" + (" (default)" if name == settings.model else ""),
             version=None,
-            languages=languages(name, path),
+            languages=modelchoice.languages(name, path),
         )
         for name, path in local_models(settings)
     ]
@@ -101,12 +74,12 @@ def choose(settings: Settings, name: object, language: str | None) -> str:
         raise errors.BadRequest("the model name must be a string")
     if name and name != PROGRAM and name not in modelchoice.DEFAULT_ALIASES:
         picked, path = modelchoice.resolve(settings.models_dir, name, settings.model)
-        if language is not None and language not in languages(picked, path):
+        if language is not None and language not in modelchoice.languages(picked, path):
             raise errors.BadRequest(f"model {picked!r} does not transcribe language {language!r}")
         return picked
     local = local_models(settings)
     for candidate, path in local:
-        if language is None or language in languages(candidate, path):
+        if language is None or language in modelchoice.languages(candidate, path):
             return candidate
     if not local:
         raise errors.ModelNotFound(settings.model, known=settings.model in store.KNOWN)

@@ -103,6 +103,36 @@ def test_openai_client_transcribes_and_translates(daemon: Daemon, jfk: Path) -> 
     assert "country" in words(translated.text)
 
 
+def test_openai_clients_chunking_strategy_reaches_the_vad(daemon: Daemon, jfk: Path) -> None:
+    """The SDK's `chunking_strategy` object is accepted and its threshold used: at 1.0 the VAD hears no
+    speech at all (an empty transcript); `auto` and a usual threshold transcribe."""
+    from openai import OpenAI
+
+    client = OpenAI(base_url=daemon.url + "/v1", api_key="x")
+    strict = client.audio.transcriptions.create(
+        model="tiny.en", file=jfk.open("rb"), chunking_strategy={"type": "server_vad", "threshold": 1.0}
+    )
+    usual = client.audio.transcriptions.create(
+        model="tiny.en", file=jfk.open("rb"), chunking_strategy={"type": "server_vad", "threshold": 0.5}
+    )
+    auto = client.audio.transcriptions.create(model="tiny.en", file=jfk.open("rb"), chunking_strategy="auto")
+    assert strict.text.strip() == ""
+    assert "fellow americans" in words(usual.text) and "fellow americans" in words(auto.text)
+
+
+def test_a_language_an_english_only_model_cannot_transcribe_is_a_400_and_no_job(daemon: Daemon, jfk: Path) -> None:
+    """`language=de` with tiny.en is refused naming base (not silently transcribed as English), and stores nothing."""
+    with daemon.client() as c:
+        before = len(c.get("/v1/jobs", params={"limit": 200}).json()["data"])
+        r = c.post(
+            "/v1/audio/transcriptions", files={"file": jfk.open("rb")}, data={"model": "tiny.en", "language": "de"}
+        )
+        after = len(c.get("/v1/jobs", params={"limit": 200}).json()["data"])
+    assert r.status_code == 400, r.text
+    assert "English only" in r.json()["error"]["message"] and "'base'" in r.json()["error"]["message"]
+    assert after == before
+
+
 def test_translation_turns_other_languages_into_english(daemon: Daemon, speech: object) -> None:
     """/v1/audio/translations with the multilingual base model gives English text for German speech."""
     german = speech("Guten Morgen. Das Wetter ist heute sehr schön und die Sonne scheint.", voice="de")  # type: ignore[operator]

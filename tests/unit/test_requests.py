@@ -35,12 +35,37 @@ def test_defaults_are_openai_defaults() -> None:
         ({"webhook_url": "ftp://x"}, "webhook_url must be"),
         ({"stream": "maybe"}, "stream must be true or false"),
         ({"beam_size": "0"}, "beam_size must be between 1 and 20"),
+        ({"chunking_strategy": "sometimes"}, "chunking_strategy must be 'auto' or an object"),
+        ({"chunking_strategy[type]": "semantic"}, r"chunking_strategy\[type\] must be 'server_vad'"),
+        ({"chunking_strategy[type]": "server_vad", "chunking_strategy[threshold]": "2"}, "threshold must be between"),
+        ({"chunking_strategy[type]": "server_vad", "chunking_strategy[bogus]": "1"}, "unknown field"),
     ],
 )
 def test_bad_fields_are_refused_with_a_message_naming_them(fields: dict[str, str], message: str) -> None:
     """Each invalid field value raises Invalid with a message a person understands."""
     with pytest.raises(jobs.Invalid, match=message):
         parse(**fields)
+
+
+def test_openai_chunking_strategy_turns_the_vad_on_with_its_settings() -> None:
+    """`chunking_strategy` as the OpenAI SDK sends it: `auto` leaves the VAD off; a `server_vad` object turns it on
+    with its threshold, silence and padding as faster-whisper names them (and stored with the job's options)."""
+    assert parse(chunking_strategy="auto").options == jobs.Options()
+    form = {
+        "chunking_strategy[type]": ["server_vad"],
+        "chunking_strategy[threshold]": ["0.6"],
+        "chunking_strategy[silence_duration_ms]": ["700"],
+        "chunking_strategy[prefix_padding_ms]": ["300"],
+    }
+    options = jobs.parse_request(form, jobs.Task.TRANSCRIBE).options
+    assert options.vad_filter and options.vad is not None
+    assert options.vad.faster_whisper() == {"threshold": 0.6, "min_silence_duration_ms": 700, "speech_pad_ms": 300}
+    assert jobs.Options.from_json(options.to_json()) == options
+    assert options.fingerprint("m", "x") != jobs.Options(vad_filter=True).fingerprint("m", "x")
+    bare = jobs.parse_request({"chunking_strategy[type]": ["server_vad"]}, jobs.Task.TRANSCRIBE).options
+    assert bare.vad_filter and bare.vad is not None and bare.vad.faster_whisper() == {}
+    untyped = jobs.parse_request({"chunking_strategy[threshold]": ["0.5"]}, jobs.Task.TRANSCRIBE).options
+    assert untyped.vad == jobs.VadParameters(threshold=0.5)  # server_vad: the one type there is
 
 
 def test_word_granularity_and_language_normalisation() -> None:

@@ -10,6 +10,7 @@ import pytest
 
 from asr_daemon import errors
 from asr_daemon.config import Settings
+from asr_daemon.engine import modelchoice
 from asr_daemon.wyoming import catalog
 
 
@@ -22,9 +23,20 @@ def settings(tmp_path: Path, models_dir: Path) -> Settings:
 
 def test_languages_come_from_the_vocabulary(settings: Settings) -> None:
     """tiny.en speaks English only; base speaks Whisper's 99 languages (Cantonese came with large-v3)."""
-    assert catalog.languages("tiny.en", settings.models_dir / "tiny.en") == ["en"]
-    base = catalog.languages("base", settings.models_dir / "base")
+    assert modelchoice.languages("tiny.en", settings.models_dir / "tiny.en") == ["en"]
+    base = modelchoice.languages("base", settings.models_dir / "base")
     assert len(base) == 99 and {"en", "de", "fr", "ja"} <= set(base) and "yue" not in base
+
+
+def test_a_language_the_model_does_not_transcribe_is_refused_naming_one_that_does(settings: Settings) -> None:
+    """An English-only model asked for German is a 400 naming a local multilingual model; English, no language,
+    and a multilingual model pass."""
+    d = settings.models_dir
+    with pytest.raises(errors.BadRequest, match=r"'tiny.en' transcribes English only, not language 'de'.*'base'"):
+        modelchoice.for_language(d, None, "tiny.en", "de")  # the default model
+    assert modelchoice.for_language(d, "tiny.en", "tiny.en", "en") == "tiny.en"
+    assert modelchoice.for_language(d, "whisper-1", "tiny.en", None) == "tiny.en"
+    assert modelchoice.for_language(d, "base", "tiny.en", "de") == "base"
 
 
 def test_describe_offers_the_local_models_default_first(settings: Settings) -> None:
