@@ -28,7 +28,7 @@ from asr_daemon.live import protocol, store
 from asr_daemon.live.protocol import ProtocolError
 from asr_daemon.live.secrets import ClientSecrets
 from asr_daemon.live.session import LARGE_APPEND, Closing, LiveSession
-from asr_daemon.pipeline import queue
+from asr_daemon.pipeline import cancels, queue
 
 log = logging.getLogger(__name__)
 
@@ -93,6 +93,7 @@ class LiveManager:
         self._vad: Any = None
         self._vad_lock = asyncio.Lock()
         self._beat: asyncio.Task[None] | None = None
+        self._listen: asyncio.Task[None] | None = None
         self._stop_task: asyncio.Task[None] | None = None
 
     model_alias = staticmethod(model_alias)
@@ -109,6 +110,8 @@ class LiveManager:
     def start(self) -> None:
         """Start heartbeating the sessions' jobs, and put the live drain before the server's stop."""
         self._beat = asyncio.create_task(self._heartbeat_loop())
+        if self.settings.run_worker:  # a cancel (DELETE /v1/jobs/{id}) is heard at once, not at the next beat
+            self._listen = asyncio.create_task(cancels.Listener(self.settings, self.cancelled).run())
         self._hold_stop_signals(asyncio.get_running_loop())
 
     def _hold_stop_signals(self, loop: asyncio.AbstractEventLoop) -> None:
@@ -331,6 +334,12 @@ class LiveManager:
             elif s.job_id is not None and ours.get(s.job_id):  # DELETE /v1/jobs/{id}
                 self.stop(s, Cancelled(NORMAL, "the session's job was cancelled"))
 
+    def cancelled(self, job_id: uuid.UUID) -> None:
+        """A client cancelled `job_id` (PostgreSQL NOTIFY, `pipeline.cancels`): end its session if it is ours."""
+        for s in list(self.sessions.values()):
+            if s.job_id == job_id:
+                self.stop(s, Cancelled(NORMAL, "the session's job was cancelled"))
+
     @staticmethod
     def stop(s: LiveSession, closing: Closing) -> None:
         """End `s` from outside its reader: it reads no more and closes as `closing` says."""
@@ -350,4 +359,6 @@ class LiveManager:
             await asyncio.sleep(0.05)
         if self._beat is not None and not self.sessions:
             self._beat.cancel()
+        if self._listen is not None:
+            self._listen.cancel()
         await self.liveness.close()  # its connection back before the pool closes (a session still open is reapable)

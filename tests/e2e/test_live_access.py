@@ -135,7 +135,8 @@ def test_revoking_a_key_ends_its_sessions_and_voids_its_client_secrets(
     """After `asrctl keys revoke`: a client secret the key made before is refused at the handshake
     (invalid_api_key); its open session finishes what was committed, gets `invalid_api_key` and is closed
     1008 within a heartbeat, its job completed with that text; another key's session goes on."""
-    alice, bob, root = create_key(database, "alice"), create_key(database, "bob"), create_key(database, "root", "--admin")
+    alice, bob = create_key(database, "alice"), create_key(database, "bob")
+    root = create_key(database, "root", "--admin")
     d = make_daemon(ASR_AUTH="on")
     with httpx.Client(base_url=d.url) as c:
         r = c.post("/v1/realtime/client_secrets", headers=bearer(alice), json={"expires_after": {"seconds": 7200}})
@@ -173,9 +174,13 @@ def test_revoking_a_key_ends_its_sessions_and_voids_its_client_secrets(
     other.close()
 
 
-def test_cancelling_a_live_job_stops_its_backlog(daemon: Daemon, speech: Callable[..., Path]) -> None:
-    """DELETE /v1/jobs/{id} of a session with six long utterances waiting for their decode: the session
-    closes within seconds without transcribing the backlog, and no segment is stored after it closed."""
+def test_cancelling_a_live_job_stops_its_backlog(
+    make_daemon: Callable[..., Daemon], speech: Callable[..., Path]
+) -> None:
+    """DELETE /v1/jobs/{id} of a session with six long utterances waiting for their decode: the session hears
+    it at once (not at the next heartbeat, 20 s here) and closes within seconds without transcribing the
+    backlog; the job is cancelled and no segment is stored after it closed."""
+    daemon = make_daemon(ASR_HEARTBEAT_INTERVAL="20", ASR_STALE_AFTER="60")
     audio = live.pcm(speech(" ".join(STORY[:3])))  # about 18 s
     with live.ws(daemon.url) as conn:
         live.send(conn, live.session_update(vad=None))
