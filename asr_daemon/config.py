@@ -388,6 +388,10 @@ class Settings(BaseSettings):
     live_secret_ttl: float = Field(600.0, ge=10, le=7200)
     """Default lifetime in seconds of a client secret from `POST /v1/realtime/client_secrets`."""
 
+    live_max_secrets_per_key: int = Field(1000, ge=1)
+    """Unexpired client secrets one key (or all anonymous callers together) may hold; one more is
+    refused with 429 until one expires (no caller's secret is ever evicted by another's)."""
+
     @property
     def keys_required(self) -> bool:
         """True when API requests must carry a valid key: `auth=on`, or `auto` and `host` is not loopback.

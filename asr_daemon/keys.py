@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import secrets
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -127,3 +128,18 @@ async def lookup(conn: Conn, token: str) -> Key | None:
         return None
     row = await conn.fetchrow("SELECT * FROM api_keys WHERE hash = $1 AND revoked_at IS NULL", digest(token))
     return Key.from_row(row) if row is not None else None
+
+
+async def by_id(conn: Conn, key_id: int) -> Key | None:
+    """The active key with this id, or None (revoked, or no such key)."""
+    row = await conn.fetchrow("SELECT * FROM api_keys WHERE id = $1 AND revoked_at IS NULL", key_id)
+    return Key.from_row(row) if row is not None else None
+
+
+async def inactive(conn: Conn, key_ids: Iterable[int]) -> set[int]:
+    """Those of `key_ids` that are no longer active (revoked, or gone)."""
+    wanted = sorted(set(key_ids))
+    if not wanted:
+        return set()
+    rows = await conn.fetch("SELECT id FROM api_keys WHERE id = ANY($1::bigint[]) AND revoked_at IS NULL", wanted)
+    return set(wanted) - {r["id"] for r in rows}

@@ -10,6 +10,10 @@ made without a key, and see no key's jobs; they may manage models (the keyless o
 loopback has no other way to). A token that looks like one of ours (`asr_…`) is always checked, so a mistyped
 or revoked key fails loudly with 401; any other token (OpenAI clients insist on sending one) counts
 as no key.
+
+A WebSocket (`/v1/realtime`) the guard refuses is not refused at the handshake (a bare HTTP 403 tells
+a client nothing): the refusal is left on the connection (`refusal`) for the handler, which accepts,
+sends an `error` event with its reason and closes.
 """
 
 from __future__ import annotations
@@ -35,6 +39,7 @@ PUBLIC_PATHS = PROBE_PATHS | {"/"}
 PUBLIC_PREFIXES = ("/docs", "/static/")  # the web page's files: it asks for a key itself
 _SCOPE_KEY = "asr_principal"
 _SECRET_KEY = "asr_client_secret"
+_REFUSAL_KEY = "asr_refusal"
 
 
 @dataclass(frozen=True)
@@ -73,13 +78,31 @@ def is_public(path: str) -> bool:
 
 
 def principal(connection: ASGIConnection[Any, Any, Any, Any]) -> Principal:
-    """The caller the guard identified (anonymous for public paths)."""
-    found = connection.scope.get("state", {}).get(_SCOPE_KEY)
+    """The caller the guard identified (anonymous for public paths); the guard's refusal, if it refused."""
+    state = connection.scope.get("state", {})
+    if isinstance(state.get(_REFUSAL_KEY), errors.AsrError):
+        raise state[_REFUSAL_KEY]  # a WebSocket handler that did not check `refusal` first still refuses
+    found = state.get(_SCOPE_KEY)
     return found if isinstance(found, Principal) else ANONYMOUS
+
+
+def refusal(connection: ASGIConnection[Any, Any, Any, Any]) -> errors.AsrError | None:
+    """Why the guard refused this WebSocket (Unauthorized, RateLimited), or None."""
+    found = connection.scope.get("state", {}).get(_REFUSAL_KEY)
+    return found if isinstance(found, errors.AsrError) else None
 
 
 async def guard(connection: ASGIConnection[Any, Any, Any, Any], _: BaseRouteHandler) -> None:
     """Identify the caller from its bearer token, enforce keys when required, count its rate."""
+    try:
+        await _identify(connection)
+    except (errors.Unauthorized, errors.RateLimited) as e:
+        if connection.scope["type"] != ScopeType.WEBSOCKET:
+            raise
+        connection.scope.setdefault("state", {})[_REFUSAL_KEY] = e  # the handler says why (module doc)
+
+
+async def _identify(connection: ASGIConnection[Any, Any, Any, Any]) -> None:
     if is_public(connection.scope["path"]):
         return
     settings = deps.settings_of(connection.app)
@@ -88,7 +111,7 @@ async def guard(connection: ASGIConnection[Any, Any, Any, Any], _: BaseRouteHand
     if token is None and connection.scope["type"] == ScopeType.WEBSOCKET:  # browsers: the subprotocol (issue 21)
         token = live_secrets.subprotocol_token(connection.scope)  # type: ignore[arg-type]  # ASGI scope
     if token is not None and token.startswith(live_secrets.PREFIX):
-        _use_client_secret(connection, token)
+        await _use_client_secret(connection, token)
         return
     if token is None or (not settings.keys_required and not token.startswith(keys.TOKEN_PREFIX)):
         if settings.keys_required:
@@ -112,13 +135,23 @@ async def guard(connection: ASGIConnection[Any, Any, Any, Any], _: BaseRouteHand
     connection.scope.setdefault("state", {})[_SCOPE_KEY] = who
 
 
-def _use_client_secret(connection: ASGIConnection[Any, Any, Any, Any], token: str) -> None:
-    """A client secret (`ek_…`) stands for the key that made it, to open live sessions only."""
+async def _use_client_secret(connection: ASGIConnection[Any, Any, Any, Any], token: str) -> None:
+    """A client secret (`ek_…`) stands for the key that made it, to open live sessions only, while that key
+    is active (checked at every handshake: revoking a key voids its secrets) and within its rate."""
     if connection.scope["type"] != ScopeType.WEBSOCKET:
         raise errors.Unauthorized("a client secret opens live sessions (/v1/realtime) only; use an API key here")
-    secret = deps.services(connection.app).live.secrets.lookup(token)
+    services = deps.services(connection.app)
+    secret = services.live.secrets.lookup(token)
     if secret is None:
         raise errors.Unauthorized("the client secret is unknown or expired")
+    if secret.key_id is not None:
+        key = await keys.by_id(services.pool, secret.key_id)
+        if key is None:
+            services.live.secrets.forget_key(secret.key_id)
+            log.warning("auth_rejected", extra={"path": connection.scope["path"][:200], "reason": "key_revoked"})
+            raise errors.Unauthorized("the client secret's API key was revoked")
+        settings = deps.settings_of(connection.app)
+        await services.limiter.check(key.prefix, settings.default_rate if key.rate is None else key.rate)
     state = connection.scope.setdefault("state", {})
     state[_SCOPE_KEY] = Principal(key_id=secret.key_id, name=secret.key_name, admin=secret.admin)
     state[_SECRET_KEY] = secret

@@ -12,22 +12,23 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
 import signal
 import time
-from typing import Any
+import uuid
+from collections.abc import Iterable
+from typing import Any, Protocol
 
 import asyncpg
 
-from asr_daemon import db, errors
+from asr_daemon import db, errors, keys
 from asr_daemon.config import Settings
 from asr_daemon.engine import modelchoice, models
 from asr_daemon.live import protocol, store
 from asr_daemon.live.protocol import ProtocolError
 from asr_daemon.live.secrets import ClientSecrets
 from asr_daemon.live.session import LARGE_APPEND, Closing, LiveSession
-from asr_daemon.pipeline import queue
+from asr_daemon.pipeline import cancels, queue
 
 log = logging.getLogger(__name__)
 
@@ -53,6 +54,23 @@ async def _discard_input(socket: Any, quiet: float = 0.2, limit: float = 2.0) ->
             return
 
 
+class Cancelled(Closing):
+    """The session's job was cancelled (DELETE /v1/jobs/{id}): stop at once, transcribe nothing more."""
+
+
+class _Open(Protocol):
+    job_id: uuid.UUID | None
+    job_closed: bool
+
+
+def lost_jobs(sent: Iterable[uuid.UUID], ours: Iterable[uuid.UUID], sessions: Iterable[_Open]) -> list[uuid.UUID]:
+    """Jobs heartbeaten (`sent`) but no longer ours (`ours`: what the heartbeat updated) whose session is
+    still open, read after the heartbeat returned: a session that closed meanwhile finished its job itself."""
+    still = {s.job_id for s in sessions if s.job_id is not None and not s.job_closed}
+    found = set(ours)
+    return [j for j in sent if j not in found and j in still]
+
+
 def model_alias(wanted: str | None) -> str | None:
     """OpenAI's transcription model names (`gpt-4o-transcribe`, `whisper-1`, …) mean the default model."""
     if wanted is None or wanted in modelchoice.DEFAULT_ALIASES or wanted.startswith("gpt-"):
@@ -69,12 +87,13 @@ class LiveManager:
         self.owner = owner  # the worker's name: a crash leaves the job to the reaper like any other
         self.liveness = store.Liveness(pool)  # an open session's job is never reaped, however late its beat
         self.sessions: dict[str, LiveSession] = {}
-        self.secrets = ClientSecrets()
+        self.secrets = ClientSecrets(settings.live_max_secrets_per_key)
         self.decode_slots = asyncio.Semaphore(settings.workers)
         self.draining = False
         self._vad: Any = None
         self._vad_lock = asyncio.Lock()
         self._beat: asyncio.Task[None] | None = None
+        self._listen: asyncio.Task[None] | None = None
         self._stop_task: asyncio.Task[None] | None = None
 
     model_alias = staticmethod(model_alias)
@@ -91,6 +110,8 @@ class LiveManager:
     def start(self) -> None:
         """Start heartbeating the sessions' jobs, and put the live drain before the server's stop."""
         self._beat = asyncio.create_task(self._heartbeat_loop())
+        if self.settings.run_worker:  # a cancel (DELETE /v1/jobs/{id}) is heard at once, not at the next beat
+            self._listen = asyncio.create_task(cancels.Listener(self.settings, self.cancelled).run())
         self._hold_stop_signals(asyncio.get_running_loop())
 
     def _hold_stop_signals(self, loop: asyncio.AbstractEventLoop) -> None:
@@ -155,7 +176,7 @@ class LiveManager:
         except asyncio.CancelledError:
             if session.stop_reason is None:
                 raise
-            closing = Closing(*session.stop_reason)
+            closing = session.stop_reason
         except Closing as c:
             closing = c
         except Exception:
@@ -168,16 +189,22 @@ class LiveManager:
     async def _end(self, s: LiveSession, closing: Closing | None, sender: asyncio.Task[None],
                    finisher: asyncio.Task[None]) -> None:  # fmt: skip
         try:
-            s.wrap_up()
-            timeout = self.settings.drain_timeout if self.draining else FINISH_TIMEOUT
             transcribed = False
-            try:
-                await asyncio.wait_for(asyncio.shield(finisher), timeout)
-                transcribed = True
-            except TimeoutError:
-                finisher.cancel()
-            except Exception:  # a bug in the finisher must not keep the job open nor the slot taken
-                log.exception("live_finisher_crashed", extra={"session": s.id})
+            if isinstance(closing, Cancelled):  # the backlog is not transcribed: nobody wants it any more
+                for t in (finisher, *s.partials, *s.speculations):
+                    t.cancel()
+                await asyncio.wait([finisher, *s.partials, *s.speculations])  # a decode under way ends first
+                transcribed = True  # the job ends cancelled (store.finish)
+            else:
+                s.wrap_up()
+                timeout = self.settings.drain_timeout if self.draining else FINISH_TIMEOUT
+                try:
+                    await asyncio.wait_for(asyncio.shield(finisher), timeout)
+                    transcribed = True
+                except TimeoutError:
+                    finisher.cancel()
+                except Exception:  # a bug in the finisher must not keep the job open nor the slot taken
+                    log.exception("live_finisher_crashed", extra={"session": s.id})
             for t in [*s.partials, *s.speculations]:
                 with contextlib.suppress(BaseException):
                     await asyncio.wait_for(t, 30)
@@ -250,10 +277,8 @@ class LiveManager:
     async def _dispatch(self, s: LiveSession, text: str) -> None:
         client_event: str | None = None
         try:
-            try:  # a large append's JSON is parsed in a thread, as its audio is decoded (session.LARGE_APPEND)
-                ev = await asyncio.to_thread(json.loads, text) if len(text) > LARGE_APPEND else json.loads(text)
-            except ValueError:
-                raise ProtocolError("invalid_json", "the event is not valid JSON") from None
+            # a large append's JSON is parsed in a thread, as its audio is decoded (session.LARGE_APPEND)
+            ev = await asyncio.to_thread(protocol.loads, text) if len(text) > LARGE_APPEND else protocol.loads(text)
             if not isinstance(ev, dict):
                 raise ProtocolError("invalid_event", "an event must be a JSON object with a type")
             client_event = ev.get("event_id") if isinstance(ev.get("event_id"), str) else None
@@ -284,29 +309,53 @@ class LiveManager:
     async def _heartbeat_loop(self) -> None:
         while True:
             await asyncio.sleep(self.settings.heartbeat_interval)
-            sizes = {
-                s.job_id: (s.audio.seconds, s.audio.data_bytes)
-                for s in list(self.sessions.values())
-                if s.job_id is not None and s.audio is not None and not s.job_closed
-            }
-            try:
-                await self.liveness.refresh()
-                ours = await store.heartbeat(self.pool, self.owner, sizes)
-            except Exception as exc:  # noqa: BLE001  # the database may be away a moment; the next beat tries again
-                log.warning("live_heartbeat_failed", extra={"error": type(exc).__name__})
-                continue
-            for job_id in set(sizes) - set(ours):
-                log.warning("live_job_lost", extra={"job_id": str(job_id)})
-            for s in list(self.sessions.values()):
-                if s.job_id is not None and ours.get(s.job_id) and s.reader is not None and s.stop_reason is None:
-                    s.stop_reason = (NORMAL, "the session's job was cancelled")  # DELETE /v1/jobs/{id}
-                    s.reader.cancel()
+            await self.beat()
+
+    async def beat(self) -> None:
+        """Heartbeat the sessions' jobs; close the sessions whose job was cancelled or whose key was revoked."""
+        sessions = list(self.sessions.values())
+        sizes = {
+            s.job_id: (s.audio.seconds, s.audio.data_bytes)
+            for s in sessions
+            if s.job_id is not None and s.audio is not None and not s.job_closed
+        }
+        try:
+            await self.liveness.refresh()
+            ours = await store.heartbeat(self.pool, self.owner, sizes)
+            revoked = await keys.inactive(self.pool, (s.key_id for s in sessions if s.key_id is not None))
+        except Exception as exc:  # noqa: BLE001  # the database may be away a moment; the next beat tries again
+            log.warning("live_heartbeat_failed", extra={"error": type(exc).__name__})
+            return
+        for job_id in lost_jobs(sizes, ours, self.sessions.values()):
+            log.warning("live_job_lost", extra={"job_id": str(job_id)})
+        for key_id in revoked:
+            self.secrets.forget_key(key_id)
+        for s in sessions:
+            if s.key_id in revoked:
+                log.info("live_session_key_revoked", extra={"session": s.id, "key_id": s.key_id})
+                self.stop(s, Closing(POLICY, "the API key was revoked", protocol.error(
+                    "invalid_api_key", "the API key of this session was revoked: the session ends")))  # fmt: skip
+            elif s.job_id is not None and ours.get(s.job_id):  # DELETE /v1/jobs/{id}
+                self.stop(s, Cancelled(NORMAL, "the session's job was cancelled"))
+
+    def cancelled(self, job_id: uuid.UUID) -> None:
+        """A client cancelled `job_id` (PostgreSQL NOTIFY, `pipeline.cancels`): end its session if it is ours."""
+        for s in list(self.sessions.values()):
+            if s.job_id == job_id:
+                self.stop(s, Cancelled(NORMAL, "the session's job was cancelled"))
+
+    @staticmethod
+    def stop(s: LiveSession, closing: Closing) -> None:
+        """End `s` from outside its reader: it reads no more and closes as `closing` says."""
+        if s.reader is not None and s.stop_reason is None:
+            s.stop_reason = closing
+            s.reader.cancel()
 
     async def drain(self, timeout: float) -> None:
         """SIGTERM: stop reading, finish every session's current utterance, close with a reason."""
         self.draining = True
         for s in list(self.sessions.values()):
-            s.stop_reason = (GOING_AWAY, "server shutting down")
+            s.stop_reason = Closing(GOING_AWAY, "server shutting down")
             if s.reader is not None:
                 s.reader.cancel()
         deadline = time.monotonic() + timeout + 5
@@ -314,4 +363,6 @@ class LiveManager:
             await asyncio.sleep(0.05)
         if self._beat is not None and not self.sessions:
             self._beat.cancel()
+        if self._listen is not None:
+            self._listen.cancel()
         await self.liveness.close()  # its connection back before the pool closes (a session still open is reapable)

@@ -8,6 +8,7 @@ errors are `{"type": "error", "event_id", "error": {"type", "code", "message", "
 
 from __future__ import annotations
 
+import json
 import secrets
 from dataclasses import dataclass, replace
 from typing import Any
@@ -43,6 +44,15 @@ class ProtocolError(Exception):
     def __init__(self, code: str, message: str, param: str | None = None, kind: str = "invalid_request_error") -> None:
         super().__init__(message)
         self.code, self.message, self.param, self.kind = code, message, param, kind
+
+
+def loads(text: str | bytes) -> Any:
+    """A client's JSON; `ProtocolError("invalid_json")` when it is not JSON, or nested past what the
+    parser follows (`[[[…]]]` thousands deep raises RecursionError, which is the client's fault too)."""
+    try:
+        return json.loads(text)
+    except (ValueError, RecursionError):
+        raise ProtocolError("invalid_json", "the event is not valid JSON (or is nested too deeply)") from None
 
 
 def new_id(prefix: str) -> str:

@@ -19,8 +19,8 @@ from asr_daemon.api.deps import LiveDep
 from asr_daemon.api.schemas import error_responses
 from asr_daemon.engine import modelchoice
 from asr_daemon.live import protocol
-from asr_daemon.live.manager import POLICY, model_alias
-from asr_daemon.live.secrets import chosen_subprotocol
+from asr_daemon.live.manager import POLICY, TRY_LATER, model_alias
+from asr_daemon.live.secrets import SecretsFull, chosen_subprotocol
 from asr_daemon.live.session import Closing, LiveSession
 
 
@@ -28,8 +28,12 @@ from asr_daemon.live.session import Closing, LiveSession
 async def realtime(socket: WebSocket[Any, Any, Any], live: LiveDep) -> None:
     """A live transcription session, OpenAI Realtime protocol (`?intent=transcription`)."""
     manager = live
-    who = auth.principal(socket)
     await socket.accept(subprotocols=chosen_subprotocol(socket.scope))  # type: ignore[arg-type]  # ASGI scope
+    refused = _refused(socket)
+    if refused is not None:
+        await _refuse(socket, refused)
+        return
+    who = auth.principal(socket)
     session = LiveSession(socket, manager, who.key_id, _preset(socket))
     try:
         if socket.query_params.get("intent", "transcription") != "transcription":
@@ -42,22 +46,36 @@ async def realtime(socket: WebSocket[Any, Any, Any], live: LiveDep) -> None:
                 "transcription needs a process that runs the worker"))  # fmt: skip
         manager.admit(session)
     except Closing as c:
-        if c.error is not None:
-            await socket.send_text(_dump(c.error))
-        await socket.close(c.code, c.reason)
+        await _refuse(socket, c)
         return
     await manager.serve(session)
+
+
+async def _refuse(socket: WebSocket[Any, Any, Any], c: Closing) -> None:
+    """Send the refusal's error event, then close with its code and reason."""
+    if c.error is not None:
+        await socket.send_text(_dump(c.error))
+    await socket.close(c.code, c.reason)
 
 
 def _preset(socket: WebSocket[Any, Any, Any]) -> protocol.SessionConfig | None:
     """The configuration a client secret carries (it counts as the first `session.update`)."""
     secret = auth.client_secret(socket)
-    if secret is None or not secret.session:
+    return None if secret is None else secret.session
+
+
+def _refused(socket: WebSocket[Any, Any, Any]) -> Closing | None:
+    """The guard's refusal of this handshake as a close with a reason (an error event, then 1008 / 1013).
+
+    Refused before the upgrade, a client would see a bare HTTP 403: browsers and the openai SDK show
+    no reason for it. Accepted first, it reads an `error` event with a code, then the close frame.
+    """
+    refusal = auth.refusal(socket)
+    if refusal is None:
         return None
-    try:
-        return protocol.parse_session("session.update", secret.session, protocol.SessionConfig())
-    except protocol.ProtocolError:
-        return None  # checked when the secret was made
+    if isinstance(refusal, errors.RateLimited):
+        return Closing(TRY_LATER, "rate limit exceeded", protocol.error("rate_limit_exceeded", refusal.message))
+    return Closing(POLICY, "invalid API key", protocol.error("invalid_api_key", refusal.message))
 
 
 def _dump(ev: dict[str, Any]) -> str:
@@ -77,9 +95,9 @@ async def client_secrets(request: Request[Any, Any, Any], live: LiveDep) -> dict
         raise errors.Forbidden("a client secret cannot create client secrets")
     raw = await request.body()
     try:
-        body = json.loads(raw) if raw.strip() else {}
-    except ValueError:
-        raise errors.BadRequest("the body must be JSON") from None
+        body = protocol.loads(raw) if raw.strip() else {}
+    except protocol.ProtocolError:
+        raise errors.BadRequest("the body must be JSON (nested at most a few hundred levels deep)") from None
     if not isinstance(body, dict):
         raise errors.BadRequest("the body must be a JSON object")
     manager = live
@@ -92,7 +110,10 @@ async def client_secrets(request: Request[Any, Any, Any], live: LiveDep) -> dict
         except protocol.ProtocolError as e:
             raise errors.BadRequest(e.message, param=e.param) from None
         modelchoice.resolve(manager.settings.models_dir, model_alias(cfg.model), manager.settings.model)  # or 404
-    value, secret = manager.secrets.create(who.key_id, who.name, who.admin, ttl, session)
+    try:
+        value, secret = manager.secrets.create(who.key_id, who.name, who.admin, ttl, cfg if session else None)
+    except SecretsFull as e:
+        raise errors.RateLimited(str(e), retry_after=e.retry_after) from None
     view = cfg.view(protocol.new_id("sess"), None, manager.settings.model)
     view["expires_at"] = math.floor(secret.expires_at)
     return {"value": value, "expires_at": math.floor(secret.expires_at), "session": view}

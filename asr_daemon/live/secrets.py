@@ -6,21 +6,28 @@ and hands its `value` (`ek_…`) to the browser, which opens
 that made it, for opening live sessions only (never for the HTTP API), until it expires; it may
 carry the session's configuration. Secrets live in this process's memory only (they outlive no
 restart, like the sessions they open), stored by their sha256, never in clear.
+
+Each key (all anonymous callers together: one bucket) holds at most `ASR_LIVE_MAX_SECRETS_PER_KEY`
+unexpired secrets; one more is refused (`SecretsFull`, a 429) rather than evicting anyone's, so no
+caller can void another's. A secret opens sessions only while its key is active: the guard checks the
+key at every handshake, and a revoked key's secrets are forgotten (`forget_key`).
 """
 
 from __future__ import annotations
 
 import hashlib
+import math
 import secrets
 import time
+from collections import Counter
 from dataclasses import dataclass
 from typing import Any
+
+from asr_daemon.live.protocol import SessionConfig
 
 PREFIX = "ek_"
 #: The subprotocol that carries a key or secret (OpenAI's name for it).
 SUBPROTOCOL_PREFIX = "openai-insecure-api-key."
-#: Secrets held at most (oldest dropped first): bounded memory whatever clients do.
-MAX_SECRETS = 10000
 
 
 @dataclass(frozen=True)
@@ -31,7 +38,18 @@ class Secret:
     key_name: str
     admin: bool
     expires_at: float
-    session: dict[str, Any] | None
+    session: SessionConfig | None  # parsed when made: a secret holds no client JSON of its own
+
+
+class SecretsFull(Exception):
+    """The caller holds as many unexpired secrets as it may; `retry_after`: seconds until one expires."""
+
+    def __init__(self, cap: int, retry_after: int) -> None:
+        super().__init__(
+            f"this key holds {cap} unexpired client secrets, the most it may (ASR_LIVE_MAX_SECRETS_PER_KEY); "
+            f"one expires in {retry_after} s: reuse a secret, or ask for shorter-lived ones (expires_after)"
+        )
+        self.retry_after = retry_after
 
 
 def _digest(value: str) -> str:
@@ -39,21 +57,25 @@ def _digest(value: str) -> str:
 
 
 class ClientSecrets:
-    """The live secrets of this process."""
+    """The live secrets of this process, at most `per_key` unexpired ones per key (see the module's doc)."""
 
-    def __init__(self, clock: Any = time.time) -> None:
+    def __init__(self, per_key: int = 1000, clock: Any = time.time) -> None:
         self._by_digest: dict[str, Secret] = {}
+        self._held: Counter[int | None] = Counter()  # unexpired secrets per key (None: anonymous callers)
+        self.per_key = per_key
         self._clock = clock
 
     def create(self, key_id: int | None, key_name: str, admin: bool, ttl: float,
-               session: dict[str, Any] | None) -> tuple[str, Secret]:  # fmt: skip
-        """A new secret's value and record."""
+               session: SessionConfig | None) -> tuple[str, Secret]:  # fmt: skip
+        """A new secret's value and record; `SecretsFull` when `key_id` holds `per_key` already."""
         self._purge()
+        if self._held[key_id] >= self.per_key:
+            first = min(s.expires_at for s in self._by_digest.values() if s.key_id == key_id)
+            raise SecretsFull(self.per_key, max(1, math.ceil(first - self._clock())))
         value = PREFIX + secrets.token_urlsafe(32)
         secret = Secret(key_id, key_name, admin, self._clock() + ttl, session)
         self._by_digest[_digest(value)] = secret
-        while len(self._by_digest) > MAX_SECRETS:
-            self._by_digest.pop(next(iter(self._by_digest)))
+        self._held[key_id] += 1
         return value, secret
 
     def lookup(self, value: str) -> Secret | None:
@@ -63,10 +85,19 @@ class ClientSecrets:
             return None
         return secret
 
+    def forget_key(self, key_id: int) -> int:
+        """Drop every secret `key_id` made (the key was revoked); how many there were."""
+        gone = [d for d, s in self._by_digest.items() if s.key_id == key_id]
+        for digest in gone:
+            del self._by_digest[digest]
+        self._held.pop(key_id, None)
+        return len(gone)
+
     def _purge(self) -> None:
         now = self._clock()
         for digest in [d for d, s in self._by_digest.items() if s.expires_at <= now]:
-            del self._by_digest[digest]
+            self._held[self._by_digest.pop(digest).key_id] -= 1
+        self._held = +self._held  # keys with no secret left
 
 
 def offered(scope: dict[str, Any]) -> list[str]:

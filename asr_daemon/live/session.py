@@ -113,7 +113,7 @@ class LiveSession(Decoding):
         self.partials: set[asyncio.Task[None]] = set()
         self.speculations: set[asyncio.Task[Decoded]] = set()
         self.reader: asyncio.Task[Closing | None] | None = None
-        self.stop_reason: tuple[int, str] | None = None
+        self.stop_reason: Closing | None = None  # why the manager ended the session (drain, cancel, key revoked)
         self.job_closed = False
         self.partial_cost = 0.0  # seconds a partial decode takes here lately (moving average)
 
