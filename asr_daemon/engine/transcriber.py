@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 
 from asr_daemon import jobs
-from asr_daemon.engine import audio, batched, device
+from asr_daemon.engine import audio, batched, budget, device
 from asr_daemon.engine.replicas import lease
 
 log = logging.getLogger(__name__)
@@ -294,9 +294,8 @@ def transcribe(
     return result
 
 
-#: Live decoding: new tokens allowed per second of audio, and the final decode's fallback temperatures
-#: (fewer than faster-whisper's six: each is a whole beam search, and a live client waits for it).
-LIVE_TOKENS_PER_S = 12
+#: Live decoding: the final decode's fallback temperatures (fewer than faster-whisper's six: each is a
+#: whole beam search, and a live client waits for it). Its new-token cap: engine/budget.py.
 LIVE_TEMPERATURES = (0.0, 0.3, 0.6)
 #: A final live decode forced to start with the stable text that leaves this much of the utterance after
 #: its last segment decodes that rest again, without the prefix (speech only, by Silero).
@@ -322,16 +321,20 @@ def decode_utterance(
     or temperature fallback: it only feeds the stable-prefix policy. The final one keeps segments
     with times `offset` seconds on.
     """
+    # speech is at most ~5 tokens a second: a cap far above it ends a hallucinated loop (seen on a 2 s cut of
+    # base: 448 tokens at every fallback temperature, 23 s) without touching real text; it leaves room for
+    # the prompt (a session prompt and a long stable prefix once made faster-whisper refuse the decode)
+    previous, new_tokens = budget.fit(
+        model, language, prompt, prefix, without_timestamps=not final, audio_s=len(samples) / audio.SAMPLE_RATE
+    )
     kw: dict[str, Any] = {
         "language": language,
-        "initial_prompt": prompt,
+        "initial_prompt": previous or None,
         "prefix": prefix or None,
         "beam_size": beam_size,
         "condition_on_previous_text": False,
         "vad_filter": False,
-        # speech is at most ~5 tokens a second: a cap far above it ends a hallucinated loop (seen on a
-        # 2 s cut of base: 448 tokens at every fallback temperature, 23 s) without touching real text
-        "max_new_tokens": min(440, int(LIVE_TOKENS_PER_S * len(samples) / audio.SAMPLE_RATE) + 24),
+        "max_new_tokens": new_tokens,
         "temperature": LIVE_TEMPERATURES,
     }
     if not final:
