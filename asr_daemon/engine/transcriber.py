@@ -349,5 +349,15 @@ def decode_utterance(
         rest, _ = model.transcribe(samples[int(covered * audio.SAMPLE_RATE) :], **kw)
         n = len(segments)
         segments += [Segment.of(seg, first_seq + n + i, offset + covered, ndigits=3) for i, seg in enumerate(rest)]
+    _clamp(segments, round(offset + len(samples) / audio.SAMPLE_RATE, 3))
     text = "".join(s.text for s in segments).strip()
     return text, segments, info.language
+
+
+def _clamp(segments: list[Segment], end: float) -> None:
+    """No segment (nor word) of an utterance ends after its audio: Whisper's last timestamp may lie past it
+    (0.00-3.00 for 2.78 s), and the next utterance's segments would overlap it."""
+    for seg in segments:
+        seg.end, seg.start = min(seg.end, end), min(seg.start, end)
+        for w in seg.words or ():
+            w["end"], w["start"] = min(w["end"], end), min(w["start"], end)

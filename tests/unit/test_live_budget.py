@@ -71,7 +71,7 @@ def test_fit_counts_the_prompt_as_faster_whisper_builds_it(model: Any) -> None:
 
 def test_a_long_utterance_with_a_long_prompt_and_prefix_is_decoded(model: Any, speech: Callable[..., Path]) -> None:
     """35.7 s of speech, a 1900-character prompt and the utterance's stable text as prefix: the final and the
-    partial decode return text (before, faster-whisper raised ValueError: prompt + max_new_tokens > 448)."""
+    partial decode return text (before, the final one raised ValueError: prompt + max_new_tokens > 448)."""
     from faster_whisper.audio import decode_audio
 
     text = " ".join(STORY[:6])
