@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 
 from asr_daemon import jobs
-from asr_daemon.engine import audio, batched, device
+from asr_daemon.engine import audio, batched, budget, device
 from asr_daemon.engine.replicas import lease
 
 log = logging.getLogger(__name__)
@@ -296,9 +296,8 @@ def transcribe(
     return result
 
 
-#: Live decoding: new tokens allowed per second of audio, and the final decode's fallback temperatures
-#: (fewer than faster-whisper's six: each is a whole beam search, and a live client waits for it).
-LIVE_TOKENS_PER_S = 12
+#: Live decoding: the final decode's fallback temperatures (fewer than faster-whisper's six: each is a
+#: whole beam search, and a live client waits for it). Its new-token cap: engine/budget.py.
 LIVE_TEMPERATURES = (0.0, 0.3, 0.6)
 #: A final live decode forced to start with the stable text that leaves this much of the utterance after
 #: its last segment decodes that rest again, without the prefix (speech only, by Silero).
@@ -324,16 +323,20 @@ def decode_utterance(
     or temperature fallback: it only feeds the stable-prefix policy. The final one keeps segments
     with times `offset` seconds on.
     """
+    # speech is at most ~5 tokens a second: a cap far above it ends a hallucinated loop (seen on a 2 s cut of
+    # base: 448 tokens at every fallback temperature, 23 s) without touching real text; it leaves room for
+    # the prompt (a session prompt and a long stable prefix once made faster-whisper refuse the decode)
+    previous, new_tokens = budget.fit(
+        model, language, prompt, prefix, without_timestamps=not final, audio_s=len(samples) / audio.SAMPLE_RATE
+    )
     kw: dict[str, Any] = {
         "language": language,
-        "initial_prompt": prompt,
+        "initial_prompt": previous or None,
         "prefix": prefix or None,
         "beam_size": beam_size,
         "condition_on_previous_text": False,
         "vad_filter": False,
-        # speech is at most ~5 tokens a second: a cap far above it ends a hallucinated loop (seen on a
-        # 2 s cut of base: 448 tokens at every fallback temperature, 23 s) without touching real text
-        "max_new_tokens": min(440, int(LIVE_TOKENS_PER_S * len(samples) / audio.SAMPLE_RATE) + 24),
+        "max_new_tokens": new_tokens,
         "temperature": LIVE_TEMPERATURES,
     }
     if not final:
@@ -348,5 +351,15 @@ def decode_utterance(
         rest, _ = model.transcribe(samples[int(covered * audio.SAMPLE_RATE) :], **kw)
         n = len(segments)
         segments += [Segment.of(seg, first_seq + n + i, offset + covered, ndigits=3) for i, seg in enumerate(rest)]
+    _clamp(segments, round(offset + len(samples) / audio.SAMPLE_RATE, 3))
     text = "".join(s.text for s in segments).strip()
     return text, segments, info.language
+
+
+def _clamp(segments: list[Segment], end: float) -> None:
+    """No segment (nor word) of an utterance ends after its audio: Whisper's last timestamp may lie past it
+    (0.00-3.00 for 2.78 s), and the next utterance's segments would overlap it."""
+    for seg in segments:
+        seg.end, seg.start = min(seg.end, end), min(seg.start, end)
+        for w in seg.words or ():
+            w["end"], w["start"] = min(w["end"], end), min(w["start"], end)

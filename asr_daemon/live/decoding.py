@@ -116,6 +116,9 @@ class Decoding:
     partials: set[asyncio.Task[None]]
     speculations: set[asyncio.Task[Decoded]]
     partial_cost: float
+    #: Utterances whose final decode failed: from the first on no segment is stored (the stored ones stay a
+    #: gap-free prefix) and the closed job is queued for a worker, which transcribes the rest of the audio.
+    failed: int = 0
 
     def _new_item(self, start: int) -> Item:
         """A new utterance at stream position `start`. A multilingual model's first words need three
@@ -204,10 +207,20 @@ class Decoding:
         self.partial_cost = took if not self.partial_cost else 0.5 * (self.partial_cost + took)
         return text, language
 
+    async def _final(self, samples: np.ndarray, item: Item) -> Decoded:
+        """`item`'s final decode; one that raises is tried once more plainly (no stable prefix, no prompt)."""
+        try:
+            return await self._decode(samples, item.start / RATE, final=True, prefix=item.agreement.text)
+        except Exception as exc:  # noqa: BLE001  # the retry's own failure is the caller's to report
+            log.warning("live_final_decode_retried", extra={"session": self.id, "error": type(exc).__name__})
+        return await self._decode(samples, item.start / RATE, final=True, prefix="", plain=True)
+
     async def _decode(
-        self, samples: np.ndarray, offset: float, final: bool, prefix: str, wanted: Callable[[], bool] | None = None
-    ) -> Decoded:
-        """An utterance's final decode (faster-whisper's whole one, beam `live_beam_size`), timed."""
+        self, samples: np.ndarray, offset: float, final: bool, prefix: str, wanted: Callable[[], bool] | None = None,
+        plain: bool = False,
+    ) -> Decoded:  # fmt: skip
+        """An utterance's final decode (faster-whisper's whole one, beam `live_beam_size`), timed; `plain`:
+        without the session prompt."""
         assert self.entry is not None
         t0 = time.perf_counter()
         async with self.m.decode_slots:
@@ -215,7 +228,7 @@ class Decoding:
                 raise Voided
             out = await to_thread_to_its_end(
                 transcriber.decode_utterance, self.entry.model, samples, offset=offset,
-                language=self.cfg.language or self.language, prompt=self.cfg.prompt,
+                language=self.cfg.language or self.language, prompt=None if plain else self.cfg.prompt,
                 beam_size=self.settings.live_beam_size, final=final, first_seq=self.seq, prefix=prefix,
             )  # fmt: skip
         took = time.perf_counter() - t0
@@ -240,11 +253,11 @@ class Decoding:
         try:
             decoded = await self._speculated(item)
             if decoded is None:
-                decoded = await self._decode(samples, item.start / RATE, final=True, prefix=item.agreement.text)
+                decoded = await self._final(samples, item)
             text, segments, language = decoded
             await self._store_audio(np.zeros(0, dtype=np.int16), sync=True)  # the utterance's audio is durable
             self.language = self.language or language
-            for seg in segments:
+            for seg in segments if not self.failed else ():  # after a gap the worker stores the rest
                 seg.seq = self.seq  # numbered here: a speculative decode ran before the previous one was stored
                 if seg.text.strip() and not await queries.insert_segment(
                     self.m.pool, job_id, self.m.owner, asdict(seg)
@@ -252,6 +265,7 @@ class Decoding:
                     raise errors.AsrError("the session's job is no longer this server's")
                 self.seq += 1
         except Exception as exc:  # noqa: BLE001  # any failure is the client's `failed` event, and logged
+            self.failed += 1  # the job is not completed with this utterance missing: a worker redoes the rest
             log.warning("live_utterance_failed", extra={"session": self.id, "error": type(exc).__name__})
             self.emit(protocol.event("conversation.item.input_audio_transcription.failed", item_id=item.id,
                                      content_index=0, error={"type": "server_error", "code": "transcription_failed",

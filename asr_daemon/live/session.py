@@ -146,13 +146,22 @@ class LiveSession(Decoding):
         await self._lease(cfg.model)
         self.cfg, self.configured = cfg, True
         self.decoder = codec.Decoder(cfg.format) if not self.timeline.end else self.decoder
-        self.vad = StreamingVad(cfg.vad, await self.m.vad_model()) if cfg.vad else None
+        self.vad = await self._vad_for(cfg)
         if self.job_id is None:
             await self._start_job()
         elif self.entry is not None:
             await store.set_model(self.m.pool, self.job_id, self.m.owner, self.entry.name)
         updated = "transcription_session.updated" if etype.startswith("transcription_session") else "session.updated"
         self.emit(protocol.event(updated, session=self.view()))
+
+    async def _vad_for(self, cfg: SessionConfig) -> StreamingVad | None:
+        """The VAD after an update: the same one while its options stay (it holds the stream's position and
+        whether speech goes on), else a new one that starts where the stream is, speaking if an item is open."""
+        if cfg.vad is None:
+            return None
+        if self.vad is not None and self.vad.options == cfg.vad:
+            return self.vad
+        return StreamingVad(cfg.vad, await self.m.vad_model(), start=self.timeline.end, speaking=self.item is not None)
 
     def view(self) -> dict[str, Any]:
         """The session object the client sees."""
@@ -336,7 +345,7 @@ class LiveSession(Decoding):
         if item.quiet_from != quiet_from:  # speech after the speculative decode began, or another commit
             item.speculation = None
         item.samples = self.timeline.slice(item.start, end)  # the finisher decodes it later, the timeline moves on
-        self.timeline.drop_before(end - self._pad())
+        self.timeline.drop_before(end)  # the next item's padding never reaches back into this one's audio
         self.emit(protocol.event("input_audio_buffer.committed", item_id=item.id, previous_item_id=self.previous_item))
         self.previous_item = item.id
         self.backlog += end - item.start
@@ -353,7 +362,8 @@ class LiveSession(Decoding):
 
     async def close_job(self, transcribed: bool = True) -> None:
         """Flush the audio and mark the job completed (after the finisher ended) — or, when utterances were
-        left undecoded (`transcribed` False), queue it: a worker transcribes the rest from the stored audio."""
+        left undecoded (`transcribed` False) or one failed, queue it: a worker transcribes the rest from the
+        stored audio (from the end of the last stored segment: none is stored after a failed utterance)."""
         if self.audio is None or self.job_id is None:
             return
         tail = self.decoder.flush()[: max(0, self.max_samples() - self.timeline.end)]  # the resampler's last samples
@@ -361,12 +371,12 @@ class LiveSession(Decoding):
         async with self.disk:
             await asyncio.to_thread(self.audio.close)
         self.job_closed = True
-        if not transcribed:
+        if not transcribed or self.failed:
             queued = await store.requeue(
                 self.m.pool, self.job_id, self.m.owner, duration=self.audio.seconds, audio_bytes=self.audio.data_bytes
             )
             log.warning("live_session_left_to_a_worker", extra={"session": self.id, "job_id": str(self.job_id),
-                        "queued": queued, "audio_s": round(self.audio.seconds, 3)})  # fmt: skip
+                        "queued": queued, "audio_s": round(self.audio.seconds, 3), "failed": self.failed})  # fmt: skip
             with contextlib.suppress(Exception):
                 await self.m.hub.ring()  # a worker claims it now
                 await self.m.hub.notify(self.job_id)

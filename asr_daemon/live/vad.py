@@ -59,15 +59,17 @@ def load_model() -> Any:
 class StreamingVad:
     """Finds speech edges in a 16 kHz float stream fed in pieces of any size."""
 
-    def __init__(self, options: VadOptions, model: Any) -> None:
+    def __init__(self, options: VadOptions, model: Any, start: int = 0, speaking: bool = False) -> None:
+        """A VAD whose first sample is the stream's sample `start` (one made mid-stream, by a session.update,
+        counts from where the stream is), already `speaking` if an utterance is open there."""
         self.options = options
         self._session = model.session
         self._pending = np.zeros(0, dtype=np.float32)
         self._context = np.zeros(CONTEXT, dtype=np.float32)
-        self._position = 0  # samples scored so far
+        self._position = start  # the stream position of the next sample scored
         self._silence_needed = max(1, round(options.silence_duration_ms * 16 / CHUNK))
         self._quiet = 0
-        self.speaking = False
+        self.speaking = speaking
         self.quiet_from: int | None = None  # while speaking: the first sample of the current quiet run
 
     def feed(self, samples: np.ndarray) -> list[Edge]:

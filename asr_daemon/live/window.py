@@ -25,9 +25,8 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
-from faster_whisper.tokenizer import Tokenizer
 
-from asr_daemon.engine import transcriber
+from asr_daemon.engine import budget
 from asr_daemon.live.agreement import norm, words
 
 RATE = 16000
@@ -93,11 +92,6 @@ def cut_repeats(text: str) -> str:
     return text
 
 
-def _tokenizer(model: Any, language: str | None) -> Tokenizer:
-    multilingual = bool(model.model.is_multilingual)
-    return Tokenizer(model.hf_tokenizer, multilingual, task="transcribe", language=language if multilingual else "en")
-
-
 def decode_partial(
     model: Any, samples: np.ndarray, *, language: str | None, prompt: str | None, prefix: str
 ) -> tuple[str | None, str | None]:
@@ -118,13 +112,12 @@ def decode_partial(
     encoded = model.encode(np.ascontiguousarray(feats, dtype=np.float32))
     if language is None and model.model.is_multilingual:
         language = model.model.detect_language(encoded)[0][0][0][2:-2]
-    tok = _tokenizer(model, language)
-    previous = tok.encode(" " + prompt.strip()) if prompt and prompt.strip() else []
-    prompt_ids = model.get_prompt(tok, previous, without_timestamps=False, prefix=prefix or None)
+    tok = budget.tokenizer(model, language)
     audio_s = len(samples) / RATE
-    new_tokens = min(440, int(transcriber.LIVE_TOKENS_PER_S * audio_s) + 24)
+    previous, new_tokens = budget.fit(model, language, prompt, prefix, without_timestamps=False, audio_s=audio_s)
+    prompt_ids = model.get_prompt(tok, previous, without_timestamps=False, prefix=prefix or None)
     result = model.model.generate(
-        encoded, [prompt_ids], beam_size=1, max_length=min(448, len(prompt_ids) + new_tokens),
+        encoded, [prompt_ids], beam_size=1, max_length=len(prompt_ids) + new_tokens,
         suppress_blank=True, suppress_tokens=[-1], max_initial_timestamp_index=50, return_scores=True,
     )[0]  # fmt: skip
     if result.scores[0] < MIN_LOGPROB:
