@@ -187,3 +187,25 @@ def test_a_database_outage_after_acceptance_answers_503_with_the_job(
     assert body["job_id"] == job_id and "nothing was stored" not in body["message"], body
     assert len(sent) == 1, sent
     assert rows(d, "pg") == [(job_id, "queued")]
+
+
+@pytest.mark.slow
+def test_sdk_retries_while_the_model_runs_join_the_running_job(
+    make_daemon: Callable[..., Daemon], two_minutes: Path
+) -> None:
+    """The reviewer's case with a worker: the SDK gives up on a running job and resubmits; the model runs once."""
+    d = make_daemon()
+    sent: list[str] = []
+    client = sdk(d, sent, timeout=1.5, max_retries=2)
+    with pytest.raises(openai.APITimeoutError):
+        client.audio.transcriptions.create(model="whisper-1", file=two_minutes.open("rb"), prompt="sdk-running")
+    assert len(sent) == 3, sent
+    deadline = time.monotonic() + 180
+    while rows(d, "sdk-running")[0][1] != "completed":
+        assert time.monotonic() < deadline, "the job did not complete"
+        time.sleep(0.2)
+    assert len(rows(d, "sdk-running")) == 1
+    logs = d.logs()
+    assert logs.count('"job_started"') == 1 and logs.count('"job_deduplicated"') == 2
+    joined = [line for line in logs.splitlines() if '"job_deduplicated"' in line]
+    assert any('"running"' in line for line in joined), joined  # a retry joined the job while the model ran
