@@ -172,7 +172,8 @@ class Settings(BaseSettings):
     """Seconds between database polls when Redis cannot wake the worker or event streams."""
 
     dedup: bool = True
-    """Return the stored transcript for the same audio, model and options instead of running again."""
+    """Join the same key's job with the same audio, model and options (queued, running or completed) instead
+    of running the model again."""
 
     sync_timeout: float = Field(3600.0, gt=0)
     """Longest a synchronous /v1/audio request waits for its job before answering 504 with the job id."""

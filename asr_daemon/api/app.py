@@ -124,7 +124,9 @@ def on_db_down(request: Request[Any, Any, Any], exc: Exception) -> Response[Any]
             return on_asr_error(request, errors.InsufficientStorage("the server's disk is full; nothing was stored"))
         return on_unexpected(request, exc)
     log.warning("database_unavailable", extra={"error": type(exc).__name__})
-    body = errors.Unavailable("the database is unavailable; nothing was stored, retry shortly").body()
+    # a read stores nothing either way; an accepted transcription answers its own 503 (api/transcriptions.py)
+    stored = "" if request.method in ("GET", "HEAD") else " nothing was stored,"
+    body = errors.Unavailable(f"the database is unavailable;{stored} retry shortly").body()
     return _error(request, 503, body, 5)
 
 

@@ -94,8 +94,8 @@ class JobsController(Controller):
     )
     async def submit(self, request: Request[Any, Any, Any], intake: IntakeDep) -> Response[Job]:
         """Accept audio for transcription: 202 with a new queued job as soon as the upload is on disk and
-        the job committed; 200 with an existing completed job (`X-Deduplicated: true`) when the same
-        caller already had this audio transcribed with the same model and options (ASR_DEDUP)."""
+        the job committed; 200 with an existing job (`X-Deduplicated: true`) when the same caller already
+        has this audio queued, running or transcribed with the same model and options (ASR_DEDUP)."""
         accepted = await intake.submit(
             request.stream(),
             request.headers.get("content-type", ""),

@@ -327,13 +327,13 @@ def error_responses(*statuses: int) -> dict[int, ResponseSpec]:
 
 #: POST /v1/jobs: how a client tells a new job (202) from a deduplicated one (200)
 DEDUP_200 = (
-    "Deduplicated (ASR_DEDUP): a completed job of the same caller already has this audio with the same model"
-    " and options; this is that job, finished, and its transcript is ready. `X-Deduplicated: true` says so."
+    "Deduplicated (ASR_DEDUP): a job of the same caller with this audio and the same model and options is"
+    " queued, running or completed; this is that job (follow it like your own). `X-Deduplicated: true` says so."
 )
 SUBMIT_HEADERS = {
     "Location": "The job's URL (/v1/jobs/{id}).",
     "X-Job-Id": "The job's id.",
-    "X-Deduplicated": "`true` when the answer is an existing completed job (status 200); absent otherwise.",
+    "X-Deduplicated": "`true` when the answer is an existing job (status 200); absent otherwise.",
     "Idempotent-Replayed": "`true` when the Idempotency-Key was seen before and this is the job it made.",
 }
 

@@ -7,20 +7,30 @@ transcript from the database (or streams its segments as server-sent events with
 from __future__ import annotations
 
 import json
+import logging
 import uuid
 from collections.abc import AsyncIterator
 from typing import Any
 
 from litestar import Controller, Request, Response, post
-from litestar.response import ServerSentEvent
+from litestar.response import ServerSentEvent, ServerSentEventMessage
 
-from asr_daemon import errors, jobs, queries
+from asr_daemon import db, errors, jobs, queries
 from asr_daemon.api.auth import principal
 from asr_daemon.api.deps import HubDep, IntakeDep, PoolDep, SettingsDep
 from asr_daemon.api.schemas import UPLOAD_ERRORS, error_responses, operation_class, transcript_response
 from asr_daemon.diarization import render
 from asr_daemon.pipeline import events
 from asr_daemon.pipeline.intake import Accepted
+
+log = logging.getLogger(__name__)
+
+#: the comment /v1/jobs/{id}/events sends too: proxies and clients' read timeouts see a live stream
+KEEP_ALIVE = ServerSentEventMessage(data=None, comment="keep-alive")
+
+
+#: on an answer the official `openai` SDK must not retry: a retry would run the job again or undo a cancel
+NO_RETRY = {"x-should-retry": "false"}
 
 
 async def _submit(
@@ -45,37 +55,72 @@ async def _submit(
         headers["X-Deduplicated"] = "true"
     if accepted.request.stream:
         return ServerSentEvent(_stream(pool, hub, job_id), headers=headers)
-    job = await events.wait_finished(pool, hub, job_id, settings.sync_timeout)
-    if job is None or job.status == jobs.Status.CANCELLED:
-        raise errors.Conflict("the job was cancelled before it finished", job_id=str(job_id))
-    if job.status == jobs.Status.FAILED:
-        raise events.failure(job, "transcription")
-    if job.status != jobs.Status.COMPLETED:
-        running = errors.StillRunning("the transcription is still running; follow the job", job_id=str(job_id))
-        return Response(
-            running.body(),
-            status_code=running.status,
-            headers={**headers, "Location": f"/v1/jobs/{job_id}"},
-        )
-    segs = await queries.segments(pool, job_id)
-    body, media_type = await render.render(pool, accepted.request.response_format, job, segs)
+    try:
+        job = await events.wait_finished(pool, hub, job_id, settings.sync_timeout)
+        if job is None or job.status == jobs.Status.CANCELLED:
+            return _final(errors.Conflict("the job was cancelled before it finished", job_id=str(job_id)), headers)
+        if job.status == jobs.Status.FAILED:
+            return _final(events.failure(job, "transcription"), headers)
+        if job.status != jobs.Status.COMPLETED:
+            return _final(
+                errors.StillRunning("the transcription is still running; follow the job", job_id=str(job_id)), headers
+            )
+        segs = await queries.segments(pool, job_id)
+        body, media_type = await render.render(pool, accepted.request.response_format, job, segs)
+    except db.UNAVAILABLE as exc:
+        if isinstance(exc, OSError) and exc.filename is not None:
+            raise  # the server's own disk, not the database (app.on_db_down)
+        log.warning("database_unavailable_after_accept", extra={"job_id": str(job_id), "error": type(exc).__name__})
+        return _final(errors.Unavailable(_db_down(job_id), job_id=str(job_id)), headers)
     return Response(body, media_type=media_type, headers=headers)
 
 
-async def _stream(pool: PoolDep, hub: HubDep, job_id: uuid.UUID) -> AsyncIterator[str]:
-    """OpenAI's streaming transcription events: one `transcript.text.delta` per segment, then `done`."""
+def _db_down(job_id: uuid.UUID) -> str:
+    return (
+        "the database became unavailable while waiting for the job; the job is stored and goes on: "
+        f"follow /v1/jobs/{job_id} (do not send the audio again)"
+    )
+
+
+def _final(exc: errors.AsrError, headers: dict[str, str]) -> Response[Any]:
+    """The error answer of an accepted job: its id, where to follow it, and no retry by the SDK."""
+    job_id = headers["X-Job-Id"]
+    return Response(
+        exc.body(),
+        status_code=exc.status,
+        media_type="application/json",
+        headers={**headers, **NO_RETRY, "Location": f"/v1/jobs/{job_id}"},
+    )
+
+
+async def _stream(pool: PoolDep, hub: HubDep, job_id: uuid.UUID) -> AsyncIterator[str | ServerSentEventMessage]:
+    """OpenAI's streaming transcription events: one `transcript.text.delta` per segment, then `done`; a
+    keep-alive comment while the job waits; an event with `error` (the SDK raises) when it does not complete."""
     texts: list[str] = []
-    async for ev in events.follow(pool, hub, job_id):
-        if ev is None:
-            continue
-        if ev.type == "segment":
-            texts.append(ev.data["text"])
-            yield json.dumps({"type": "transcript.text.delta", "delta": ev.data["text"], "segment": ev.data})
-        elif ev.type in jobs.TERMINAL:
-            if ev.type == jobs.Status.COMPLETED:
+    try:
+        async for ev in events.follow(pool, hub, job_id):
+            if ev is None:
+                yield KEEP_ALIVE
+            elif ev.type == "segment":
+                texts.append(ev.data["text"])
+                yield json.dumps({"type": "transcript.text.delta", "delta": ev.data["text"], "segment": ev.data})
+            elif ev.type == jobs.Status.COMPLETED:
                 yield json.dumps({"type": "transcript.text.done", "text": "".join(texts).strip()})
-            else:
-                yield json.dumps({"type": "error", "status": ev.type, **ev.data})
+                return
+            elif ev.type in jobs.TERMINAL:
+                error = ev.data.get("error") or {"message": "the job was cancelled", "code": "cancelled"}
+                yield json.dumps({"type": "error", "status": ev.type, **ev.data, "error": error})
+                return
+    except db.UNAVAILABLE as exc:
+        log.warning("database_unavailable_after_accept", extra={"job_id": str(job_id), "error": type(exc).__name__})
+        yield _error_event(job_id, _db_down(job_id), "unavailable")
+        return
+    # the job was deleted, or the server is shutting down: say so rather than end as if nothing happened
+    yield _error_event(job_id, f"the stream ended before the job finished; follow /v1/jobs/{job_id}", "interrupted")
+
+
+def _error_event(job_id: uuid.UUID, message: str, code: str) -> str:
+    return json.dumps({"type": "error", "id": str(job_id), "error": {"message": message, "code": code}})
 
 
 class TranscriptionsController(Controller):

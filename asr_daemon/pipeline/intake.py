@@ -142,15 +142,17 @@ class Intake:
         limits = audio.Limits(s.max_audio_seconds, s.max_channels, s.max_sample_rate, s.max_tag_bytes)
         info = await asyncio.to_thread(audio.probe, upload.path, limits)
         fingerprint = req.options.fingerprint(model_name, upload.sha256)
-        if s.dedup and not req.webhook_url and kind == jobs.Kind.FILE:
-            done = await queries.find_completed(self.pool, fingerprint, api_key_id)
-            if done is not None:
-                log.info("job_deduplicated", extra={"job_id": str(done.id)})
-                return Accepted(job=done, request=req, deduplicated=True)
+        dedup = s.dedup and not req.webhook_url and kind == jobs.Kind.FILE
         async with self.locks.get(upload.sha256):
             created = False
             try:
                 async with self.pool.acquire() as conn, conn.transaction():
+                    if dedup:  # join the same job queued, running or completed (an SDK's retry, a double click)
+                        await queries.lock_fingerprint(conn, fingerprint, api_key_id)
+                        same = await queries.find_same(conn, fingerprint, api_key_id)
+                        if same is not None:
+                            log.info("job_deduplicated", extra={"job_id": str(same.id), "status": same.status})
+                            return Accepted(job=same, request=req, deduplicated=True)
                     # before the file is stored: a purge in another process must not delete it meanwhile
                     await queries.lock_audio(conn, upload.sha256)
                     _, created = await asyncio.to_thread(uploads.commit, upload, s.uploads_dir)

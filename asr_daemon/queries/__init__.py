@@ -55,7 +55,15 @@ from asr_daemon.queries.pipeline import (
     set_language,
 )
 from asr_daemon.queries.segments import ResumePoint, insert_segment, resume_point, segment_count, segments
-from asr_daemon.queries.submit import QUEUE_LOCK, find_completed, get_by_idempotency_key, insert_job, lock_queue
+from asr_daemon.queries.submit import (
+    QUEUE_LOCK,
+    find_completed,
+    find_same,
+    get_by_idempotency_key,
+    insert_job,
+    lock_fingerprint,
+    lock_queue,
+)
 
 __all__ = [
     "AGING",
@@ -81,6 +89,7 @@ __all__ = [
     "delete_finished_before",
     "fail",
     "find_completed",
+    "find_same",
     "forget_audio_before",
     "get_by_idempotency_key",
     "get_job",
@@ -91,6 +100,7 @@ __all__ = [
     "jobs_finished_totals",
     "list_jobs",
     "lock_audio",
+    "lock_fingerprint",
     "lock_queue",
     "mark_audio_deleted",
     "mark_cancelled",

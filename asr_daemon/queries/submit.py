@@ -10,6 +10,8 @@ from asr_daemon.queries.conn import Conn, Row, Tx
 
 #: pg_advisory_xact_lock key of `lock_queue` ("asrq")
 QUEUE_LOCK = 0x61737271
+#: first key of `lock_fingerprint`'s two-key advisory locks ("asrf"); the second is a hash of the fingerprint
+FINGERPRINT_LOCK_SPACE = 0x61737266
 
 
 async def insert_job(
@@ -72,6 +74,33 @@ async def find_completed(conn: Conn, fingerprint: str, api_key_id: int | None = 
         api_key_id,
     )
     return None if row is None else Job.from_row(row)
+
+
+async def find_same(conn: Conn, fingerprint: str, api_key_id: int | None = None) -> Job | None:
+    """The job a new submission joins instead of running the model again: one of the same key with the same
+    audio, model and options still queued or running (no cancel asked), else the latest completed one."""
+    row: Row | None = await conn.fetchrow(
+        """
+        SELECT * FROM (
+            (SELECT * FROM jobs WHERE fingerprint = $1 AND status IN ('queued', 'running') AND NOT cancel_requested
+               AND api_key_id IS NOT DISTINCT FROM $2 ORDER BY created_at LIMIT 1)
+            UNION ALL
+            (SELECT * FROM jobs WHERE fingerprint = $1 AND status = 'completed' AND api_key_id IS NOT DISTINCT FROM $2
+             ORDER BY finished_at DESC LIMIT 1)
+        ) same ORDER BY status = 'completed' LIMIT 1
+        """,
+        fingerprint,
+        api_key_id,
+    )
+    return None if row is None else Job.from_row(row)
+
+
+async def lock_fingerprint(conn: Tx, fingerprint: str, api_key_id: int | None) -> None:
+    """Hold the lock of (fingerprint, key) until the transaction on `conn` ends: a `find_same` and an insert
+    under it are one step, so identical submissions arriving together (in any process) make one job."""
+    await conn.execute(
+        "SELECT pg_advisory_xact_lock($1, hashtext($2))", FINGERPRINT_LOCK_SPACE, f"{fingerprint}:{api_key_id}"
+    )
 
 
 async def lock_queue(conn: Tx) -> None:
