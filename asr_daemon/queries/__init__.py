@@ -57,7 +57,6 @@ from asr_daemon.queries.pipeline import (
 from asr_daemon.queries.segments import ResumePoint, insert_segment, resume_point, segment_count, segments
 from asr_daemon.queries.submit import (
     QUEUE_LOCK,
-    find_completed,
     find_same,
     get_by_idempotency_key,
     insert_job,
@@ -88,7 +87,6 @@ __all__ = [
     "delete_finished",
     "delete_finished_before",
     "fail",
-    "find_completed",
     "find_same",
     "forget_audio_before",
     "get_by_idempotency_key",

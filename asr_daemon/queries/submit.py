@@ -65,17 +65,6 @@ async def get_by_idempotency_key(conn: Conn, key: str) -> Job | None:
     return None if row is None else Job.from_row(row)
 
 
-async def find_completed(conn: Conn, fingerprint: str, api_key_id: int | None = None) -> Job | None:
-    """A completed job of the same key with the same audio, model and options (deduplication)."""
-    row: Row | None = await conn.fetchrow(
-        "SELECT * FROM jobs WHERE fingerprint = $1 AND status = 'completed' AND api_key_id IS NOT DISTINCT FROM $2 "
-        "ORDER BY finished_at DESC LIMIT 1",
-        fingerprint,
-        api_key_id,
-    )
-    return None if row is None else Job.from_row(row)
-
-
 async def find_same(conn: Conn, fingerprint: str, api_key_id: int | None = None) -> Job | None:
     """The job a new submission joins instead of running the model again: one of the same key with the same
     audio, model and options still queued or running (no cancel asked), else the latest completed one."""
