@@ -35,7 +35,6 @@ from asr_daemon.pipeline.worker import Worker, process_name
 log = logging.getLogger(__name__)
 
 
-
 async def open_database(settings: Settings) -> asyncpg.Pool:
     """Connect (waiting up to `DB_WAIT_S` for PostgreSQL to come up) and apply pending migrations."""
     try:
