@@ -72,3 +72,11 @@ def test_restore_into_a_bad_name_exits_2_and_touches_nothing(
     assert out.returncode == 2, out.stderr
     one_error_line(out, fragment)
     assert pg.psql("SELECT count(*) FROM pg_database") == before
+
+
+@pytest.mark.parametrize("args", [("rm", "../../etc"), ("verify", "../x", "--no-load"), ("rm", ".hidden")])
+def test_an_invalid_model_name_exits_2(tmp_path: Path, args: tuple[str, ...]) -> None:
+    """`models rm|verify` with a name that cannot be a model (a path, a hidden name): exit 2, one line."""
+    out = asrctl("postgresql:///unused", "models", *args, state=tmp_path)
+    assert out.returncode == 2, out.stderr
+    one_error_line(out, "invalid model name")
