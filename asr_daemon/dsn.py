@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
-from urllib.parse import quote, unquote
+from urllib.parse import parse_qs, quote, unquote, urlsplit
 
 SCHEMES = ("postgresql://", "postgres://")
 
@@ -245,3 +245,47 @@ def for_tools(dsn: str) -> tuple[str, dict[str, str]]:
     if password is not None:
         env["PGPASSWORD"] = password
     return to_conninfo(params), env
+
+
+# --- where a connection goes: what asyncpg tries, in order ---------------------------------------------
+
+#: where asyncpg looks when a DSN and PGHOST name no host (asyncpg.connect_utils, POSIX)
+DEFAULT_HOSTS = ("/run/postgresql", "/var/run/postgresql", "/tmp", "/private/tmp", "localhost")
+
+
+def _split_hosts(spec: str) -> tuple[list[str], list[str]]:
+    """`host[:port],...` of a URL's netloc into hosts and ports ('' where none is given)."""
+    hosts: list[str] = []
+    ports: list[str] = []
+    for part in spec.split(","):
+        if part.startswith("["):  # [IPv6]:port
+            host, _, rest = part[1:].partition("]")
+            port = rest.lstrip(":")
+        else:
+            host, _, port = part.partition(":")
+        hosts.append(unquote(host))
+        ports.append(port)
+    return hosts, ports
+
+
+def targets(dsn: str, environ: Mapping[str, str] | None = None) -> list[tuple[str, str]]:
+    """The (host or socket directory, port) pairs asyncpg tries for `dsn`, in order, as it decides
+    them: the URL's hosts and ports, else its `host`/`port` parameters, else PGHOST/PGPORT, else its
+    default socket directories and localhost on 5432."""
+    env = os.environ if environ is None else environ
+    parts = urlsplit(dsn)
+    query = parse_qs(parts.query)
+    netloc_hosts = parts.netloc.rpartition("@")[2]
+    hosts, ports = _split_hosts(netloc_hosts) if netloc_hosts else ([], [])
+    if not any(hosts) and "host" in query:
+        hosts = query["host"][-1].split(",")
+    if not any(hosts) and env.get("PGHOST"):
+        hosts, ports = _split_hosts(env["PGHOST"])
+    if not any(hosts):
+        hosts = list(DEFAULT_HOSTS)
+    given = [p for p in ports if p] or query.get("port", [""])[-1].split(",")
+    given = [p for p in given if p] or env.get("PGPORT", "").split(",")
+    given = [p for p in given if p] or ["5432"]
+    if len(given) == 1:
+        given = given * len(hosts)
+    return [(h, given[i] if i < len(given) else "5432") for i, h in enumerate(hosts)]

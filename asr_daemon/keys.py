@@ -17,7 +17,7 @@ from datetime import datetime
 
 import asyncpg
 
-from asr_daemon.queries import Conn
+from asr_daemon.queries import Conn, Tx
 
 TOKEN_PREFIX = "asr_"
 SHOWN_PREFIX = 12  # characters of the token kept in clear to recognise a key in `keys ls`
@@ -100,20 +100,45 @@ async def list_keys(conn: Conn, *, include_revoked: bool = False) -> list[Key]:
     return [Key.from_row(r) for r in rows]
 
 
-async def revoke(conn: Conn, ref: str) -> list[Key]:
-    """Revoke the active key(s) matching `ref`: a name, a numeric id, the shown prefix or the token."""
-    rows = await conn.fetch(
-        """
-        UPDATE api_keys SET revoked_at = now()
-        WHERE revoked_at IS NULL
-          AND (name = $1 OR id::text = $1 OR hash = $2
-               OR (length($1) >= 8 AND left(prefix, length($1)) = $1))
-        RETURNING *
-        """,
-        ref,
-        digest(ref),
+class AmbiguousKey(ValueError):
+    """A reference names more than one active key: nothing was revoked."""
+
+    def __init__(self, ref: str, matches: list[Key]) -> None:
+        self.ref, self.matches = ref, matches
+        listed = "; ".join(f"id {k.id} name {k.name!r} prefix {k.prefix}" for k in matches)
+        super().__init__(
+            f"{ref[:40]!r} matches {len(matches)} active keys ({listed}): nothing revoked; "
+            "name one by its id (`asrctl keys revoke --id N`) or its prefix"
+        )
+
+
+#: active keys a reference names: by name, numeric id, token or shown prefix (at least 8 characters)
+_MATCHING = """
+    SELECT * FROM api_keys
+    WHERE revoked_at IS NULL
+      AND (name = $1 OR id::text = $1 OR hash = $2
+           OR (length($1) >= 8 AND left(prefix, length($1)) = $1))
+    ORDER BY id
+    FOR UPDATE
+"""
+
+
+async def revoke(conn: Tx, ref: str) -> Key | None:
+    """Revoke the one active key `ref` names (its name, numeric id, shown prefix or token); None when
+    none does; `AmbiguousKey` when it names several (an id of one and the name of another, say)."""
+    async with conn.transaction():
+        rows = await conn.fetch(_MATCHING, ref, digest(ref))
+        if len(rows) > 1:
+            raise AmbiguousKey(ref, [Key.from_row(r) for r in rows])
+        return await revoke_id(conn, rows[0]["id"]) if rows else None
+
+
+async def revoke_id(conn: Conn, key_id: int) -> Key | None:
+    """Revoke the active key with this id; None when there is none."""
+    row = await conn.fetchrow(
+        "UPDATE api_keys SET revoked_at = now() WHERE id = $1 AND revoked_at IS NULL RETURNING *", key_id
     )
-    return [Key.from_row(r) for r in rows]
+    return Key.from_row(row) if row is not None else None
 
 
 async def count_active(conn: Conn) -> int:

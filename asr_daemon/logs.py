@@ -80,13 +80,21 @@ def configure(level: str = "INFO", stream: TextIO | None = None) -> None:
     out = stream if stream is not None else sys.stderr
     root = logging.getLogger("asr_daemon")
     root.setLevel(level.upper())
-    if not any(getattr(h, "asr_handler", False) for h in root.handlers):
+    handler = next((h for h in root.handlers if getattr(h, "asr_handler", False)), None)
+    if handler is None:
         handler = logging.StreamHandler(out)
         tty = _isatty(out)
         handler.setFormatter(ConsoleFormatter() if tty else JsonFormatter())
         handler.asr_handler = True  # type: ignore[attr-defined]  # marks the handler this function adds
         root.addHandler(handler)
     root.propagate = False
+    # stamina logs every scheduled retry as a WARNING `stamina.retry_scheduled`, outside this format; the
+    # daemon's own events already say it (database_wait, notify.not_ready, webhook_failed): only its
+    # errors pass, through the same handler
+    retries = logging.getLogger("stamina")
+    retries.setLevel(logging.ERROR)
+    retries.propagate = False
+    retries.handlers = [h for h in retries.handlers if not getattr(h, "asr_handler", False)] + [handler]
     # faster-whisper logs durations and languages in its own format: keep its warnings only.
     logging.getLogger("faster_whisper").setLevel(logging.WARNING)
 

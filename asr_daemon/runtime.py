@@ -24,6 +24,7 @@ from redis.exceptions import RedisError
 
 from asr_daemon import db
 from asr_daemon.config import Settings
+from asr_daemon.dbprobe import DB_WAIT_S  # how long a starting process waits for PostgreSQL
 from asr_daemon.diarization import engine as diarization_engine
 from asr_daemon.diarization import holder_from_settings
 from asr_daemon.engine import models
@@ -32,9 +33,6 @@ from asr_daemon.pipeline import housekeeping, queue, uploads, webhooks
 from asr_daemon.pipeline.worker import Worker, process_name
 
 log = logging.getLogger(__name__)
-
-#: how long a starting process waits for PostgreSQL to come up
-DB_WAIT_S = 30.0
 
 
 async def open_database(settings: Settings) -> asyncpg.Pool:

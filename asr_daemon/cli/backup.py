@@ -188,6 +188,13 @@ def restore_cmd(
     as_json: JsonOpt = False,
 ) -> None:
     """Restore a backup (one transaction: on failure the target is unchanged)."""
+    if into is not None and (not rs.DBNAME.match(into) or into == rs.MAINTENANCE_DB):
+        what = (
+            "PostgreSQL's maintenance database: restore into another one"
+            if into == rs.MAINTENANCE_DB
+            else "use letters, digits and _ (at most 63)"
+        )
+        common.fail(f"--into {into[:70]!r}: {what}", code=2)
     s = common.settings()
     url = s.database_url.get_secret_value()
     if verify:

@@ -98,8 +98,8 @@ def plain(record: Mapping[str, object]) -> dict[str, object]:
 async def _resolve(conn: Conn, text: str) -> uuid.UUID:
     try:
         job_id = await queries.resolve_id(conn, text)
-    except ValueError as exc:
-        common.fail(str(exc))
+    except ValueError as exc:  # not an id, or a prefix of several: a bad argument
+        common.fail(str(exc), code=2)
     if job_id is None:
         common.fail(f"no job {text!r}")
     return job_id

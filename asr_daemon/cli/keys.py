@@ -64,11 +64,27 @@ def ls_cmd(
 
 
 @app.command("revoke")
-def revoke_cmd(ref: str = typer.Argument(..., help="The key's name, id, shown prefix or token.")) -> None:
-    """Revoke a key at once: its next request gets 401. Its jobs and transcripts stay."""
+def revoke_cmd(
+    ref: str | None = typer.Argument(
+        None, help="The key's name, id, shown prefix or token; refused when it names more than one key."
+    ),
+    key_id: int | None = typer.Option(None, "--id", min=1, help="The key's id, and nothing else."),
+) -> None:
+    """Revoke one key at once: its next request gets 401. Its jobs and transcripts stay."""
+    if (ref is None) == (key_id is None):
+        common.fail("name the key: REF (its name, id, prefix or token) or --id N, not both", code=2)
 
-    done = common.with_db(lambda conn: keys.revoke(conn, ref))
-    if not done:
-        common.fail(f"no active key matches {ref[:40]!r} (see `asrctl keys ls`)")
-    for k in done:
-        typer.echo(f"revoked key {k.id} {k.name!r}")
+    async def go(conn: asyncpg.Connection) -> keys.Key | None:
+        if key_id is not None:
+            return await keys.revoke_id(conn, key_id)
+        assert ref is not None
+        try:
+            return await keys.revoke(conn, ref)
+        except keys.AmbiguousKey as exc:
+            common.fail(str(exc), code=2)
+
+    done = common.with_db(go)
+    if done is None:
+        what = f"id {key_id}" if key_id is not None else f"{(ref or '')[:40]!r}"
+        common.fail(f"no active key matches {what} (see `asrctl keys ls`)")
+    typer.echo(f"revoked key {done.id} {done.name!r}")

@@ -164,6 +164,8 @@ def verify_cmd(
 ) -> None:
     """Check files against the checksums recorded at pull/import time, then load each model once."""
     _quiet_logs()
+    if name is not None and not store.valid_name(name):
+        common.fail(f"invalid model name {name[:70]!r}", code=2)
     s = common.settings()
     targets = [name] if name else [n for n in store.names(s.models_dir) if store.local_path(s.models_dir, n)]
     if not targets:
@@ -195,6 +197,8 @@ def verify_cmd(
 @app.command("rm")
 def rm_cmd(name: str = typer.Argument(..., help="The model to delete from the store.")) -> None:
     """Delete a local model (a running daemon keeps a loaded copy until it unloads it)."""
+    if not store.valid_name(name):
+        common.fail(f"invalid model name {name[:70]!r}", code=2)
     s = common.settings()
     if not store.remove(s.models_dir, name):
         common.fail(f"model {name!r} is not present in {s.models_dir}")

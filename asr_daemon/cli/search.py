@@ -65,7 +65,7 @@ def search(
             except httpx.TransportError as exc:
                 common.fail(f"cannot reach the daemon at {base}: {type(exc).__name__}: {exc}")
             if response.status_code != 200:
-                common.fail(_explain(response))
+                common.fail(_explain(response), code=2 if response.status_code == 400 else 1)  # 400: the query
             page = response.json()
             for hit in page["data"]:
                 out.print(line(hit))

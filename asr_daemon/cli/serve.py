@@ -59,6 +59,15 @@ def main(argv: list[str]) -> int:
     except ValidationError as exc:
         print(f"asrctl: error: {invalid(exc)}", file=sys.stderr)
         return 2
+    from asr_daemon import dbprobe, logs  # light: no asyncpg, nothing that starts a thread before the fork
+
+    logs.configure(s.log_level)
+    try:
+        dbprobe.wait_listening(s)  # PostgreSQL down: one `database_unreachable` line and exit 1, before Granian
+    except dbprobe.Unreachable:
+        return 1
+    except KeyboardInterrupt:  # Ctrl-C while it waits: nothing started, nothing to stop
+        return 130
     return serve(s)
 
 

@@ -10,6 +10,7 @@ import pytest
 
 from asr_daemon.cli.search import clock, line
 from asr_daemon.ops import host
+from asr_daemon.queries.search import MAX_QUERY_CHARS
 from tests.conftest import Daemon
 from tests.e2e.test_jobs import submit, wait_status
 from tests.integration.ops_support import asrctl, assert_one_error_line
@@ -42,11 +43,15 @@ def test_search_prints_job_time_and_text_with_the_match_emphasized(
 
 
 def test_search_without_hits_exits_1_and_bad_queries_fail_in_one_line(cli_env: Daemon) -> None:
-    """No match: exit 1 and 'no matches' (like grep); an empty query or an unreachable daemon: one error line."""
+    """No match: exit 1 and 'no matches' (like grep); an empty query or an unreachable daemon: one error
+    line; a query the daemon refuses (400) exits 2, as a bad argument."""
     none = asrctl("search", "zyzzyva")
     assert none.exit_code == 1 and "no matches" in none.stderr
     assert_one_error_line(asrctl("search", " "), "the query is empty")
     assert_one_error_line(asrctl("search", "x", "--limit", "5", "--url", "http://127.0.0.1:1"), "cannot reach")
+    too_long = asrctl("search", "word " * (MAX_QUERY_CHARS // 5 + 1))  # the daemon's 400: a bad argument
+    assert_one_error_line(too_long, "HTTP 400")
+    assert too_long.exit_code == 2
 
 
 def test_a_line_emphasizes_only_the_offsets_given() -> None:

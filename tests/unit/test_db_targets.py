@@ -4,14 +4,14 @@ from __future__ import annotations
 
 import pytest
 
-from asr_daemon import db
+from asr_daemon import db, dsn
 
 
 @pytest.mark.parametrize(
     ("dsn", "env", "expected"),
     [
-        ("postgresql:///asr", {}, [(h, "5432") for h in db.DEFAULT_HOSTS]),
-        ("postgresql:///asr", {"PGPORT": "5433"}, [(h, "5433") for h in db.DEFAULT_HOSTS]),
+        ("postgresql:///asr", {}, [(h, "5432") for h in dsn.DEFAULT_HOSTS]),
+        ("postgresql:///asr", {"PGPORT": "5433"}, [(h, "5433") for h in dsn.DEFAULT_HOSTS]),
         ("postgresql:///asr", {"PGHOST": "/srv/pg", "PGPORT": "6000"}, [("/srv/pg", "6000")]),
         ("postgresql:///asr?host=/var/run/postgresql&port=5433", {"PGPORT": "1"}, [("/var/run/postgresql", "5433")]),
         ("postgresql://asr:pw@db.internal:6432/asr", {}, [("db.internal", "6432")]),

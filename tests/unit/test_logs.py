@@ -54,6 +54,33 @@ def test_anything_else_gets_json_lines(fresh_logger: logging.Logger) -> None:
     assert record["event"] == "model_over_budget" and record["level"] == "warning" and record["model"] == "base"
 
 
+def test_stamina_retries_leave_no_line_outside_the_json_format(
+    fresh_logger: logging.Logger, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A retry scheduled by stamina writes no `stamina.retry_scheduled` line of its own (the daemon's
+    events say it); what stamina logs at ERROR is a JSON line like every other."""
+    import stamina
+
+    root, retries = logging.getLogger(), logging.getLogger("stamina")
+    saved = root.handlers[:], root.level, retries.handlers[:], retries.level, retries.propagate
+    out = io.StringIO()
+    logs.configure("INFO", out)
+    root.addHandler(logging.StreamHandler())  # a root handler on stderr, as Litestar installs one
+    root.setLevel(logging.DEBUG)
+    try:
+        for attempt in stamina.retry_context(on=OSError, attempts=2, wait_initial=0, wait_jitter=0):
+            with attempt:
+                if attempt.num == 1:
+                    raise OSError("first try")
+        retries.error("stamina.gave_up", extra={"tries": 2})
+    finally:
+        root.handlers, root.level = saved[0], saved[1]
+        retries.handlers, retries.level, retries.propagate = saved[2], saved[3], saved[4]
+    lines = out.getvalue().splitlines() + capsys.readouterr().err.splitlines()
+    assert "retry_scheduled" not in "".join(lines)
+    assert [json.loads(line)["event"] for line in lines] == ["stamina.gave_up"]
+
+
 def test_ready_line_says_where_what_docs_and_how_to_stop() -> None:
     """The one human line: URL, model and device, where the docs are, how to stop."""
     line = logs.ready_line("127.0.0.1", 8765, "base", "cpu", "int8")

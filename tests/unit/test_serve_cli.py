@@ -69,6 +69,7 @@ def test_the_command_tree_lists_and_runs_serve() -> None:
 
 def test_options_reach_the_settings_without_touching_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
     """`--port`, `--uds`, `--no-worker` become the Settings handed to Granian's worker; os.environ stays as it was."""
+    from asr_daemon import dbprobe
     from asr_daemon.cli import serve
     from asr_daemon.config import Settings
 
@@ -76,6 +77,7 @@ def test_options_reach_the_settings_without_touching_the_environment(monkeypatch
         monkeypatch.delenv(name, raising=False)
     seen: list[Settings] = []
     monkeypatch.setattr(serve, "serve", lambda s: seen.append(s) or 0)
+    monkeypatch.setattr(dbprobe, "wait_listening", lambda s: None)  # no PostgreSQL in a unit test
     before = dict(os.environ)
     assert serve.main(["--port", "9123", "--uds", "/run/x.sock", "--no-worker"]) == 0
     assert os.environ == before
@@ -105,7 +107,15 @@ def test_serve_that_cannot_listen_says_why_in_one_line(tmp_path: Path) -> None:
     taken.bind(("127.0.0.1", 0))
     taken.listen()
     port = taken.getsockname()[1]
-    env = {"ASR_STATE_DIR": str(tmp_path / "state"), "ASR_REDIS_URL": "redis://127.0.0.1:1/0"}
+    # something listens where PostgreSQL's socket would be: `serve` probes it before Granian binds
+    pg_socket = socket.socket(socket.AF_UNIX)
+    pg_socket.bind(str(tmp_path / ".s.PGSQL.5432"))
+    pg_socket.listen()
+    env = {
+        "ASR_STATE_DIR": str(tmp_path / "state"),
+        "ASR_REDIS_URL": "redis://127.0.0.1:1/0",
+        "ASR_DATABASE_URL": f"postgresql:///asr?host={tmp_path}&port=5432",
+    }
     cases = [
         (["--port", str(port)], 1, f"cannot listen on 127.0.0.1 port {port}: Address already in use"),
         (["--uds", "/nonexistent/dir/x.sock"], 1, "cannot listen on /nonexistent/dir/x.sock: No such file"),
@@ -119,4 +129,5 @@ def test_serve_that_cannot_listen_says_why_in_one_line(tmp_path: Path) -> None:
             assert len(errors) == 1 and errors[0].startswith(f"asrctl: error: {message}"), errors
     finally:
         taken.close()
+        pg_socket.close()
     assert not (tmp_path / "state").exists()
