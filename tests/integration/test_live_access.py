@@ -56,7 +56,8 @@ async def test_sessions_of_a_revoked_key_and_of_a_cancelled_job_are_ended(pool: 
     kept, _ = m.secrets.create(bob.id, "bob", False, 600, None)
     await m.beat()
     assert all(s.stop_reason is None for s in m.sessions.values())
-    await keys.revoke(pool, "alice")
+    async with pool.acquire() as conn:
+        await keys.revoke(conn, "alice")
     await pool.execute("UPDATE jobs SET cancel_requested = true WHERE id = $1", cancelled.job_id)
     await m.beat()
     assert revoked.stop_reason is not None and revoked.stop_reason.code == POLICY
