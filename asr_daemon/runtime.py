@@ -91,11 +91,15 @@ class Core:
         """Jobs this process runs now."""
         return self.worker.running if self.worker is not None else 0
 
-    def stop_soon(self) -> None:
-        """The stop began (SIGTERM): claim no new job, and end event streams and waiters whose job will not
-        end here (`asr_daemon.pipeline.events.holds`); the running jobs go on until `drain`."""
+    def stop_soon(self, keep: tuple[str, ...] = ()) -> None:
+        """The stop began (SIGTERM): claim no new job (but of the kinds in `keep`, until called again without),
+        and end event streams and waiters whose job will not end here (`asr_daemon.pipeline.events.holds`);
+        the running jobs go on until `drain`."""
         if self.worker is not None:
-            self.worker.stop_claiming()
+            if keep:
+                self.worker.claim_only(keep)
+            else:
+                self.worker.stop_claiming()
         self.hub.stop(drained=self.worker is None)
 
     async def drain(self) -> None:

@@ -43,6 +43,7 @@ from asr_daemon.api import models as api_models
 from asr_daemon.config import Settings
 from asr_daemon.diarization import announce as announce_diarization
 from asr_daemon.engine import device, models
+from asr_daemon.jobs import Kind
 from asr_daemon.live import routes as live_routes
 from asr_daemon.live.manager import LiveManager
 from asr_daemon.ops import metrics, sigterm, systemd
@@ -174,7 +175,9 @@ async def lifespan(app: Litestar) -> AsyncIterator[None]:
         )
 
         async def stop() -> None:
-            core.stop_soon()  # no new job; event streams and waiters end, so Granian's connections close
+            # no new job (but voice commands a Wyoming client here waits on, until its stop below); event
+            # streams and waiters end, so that Granian's connections close
+            core.stop_soon(keep=(Kind.WYOMING,) if voice is not None else ())
             log.info("daemon_draining", extra={"running": core.running()})
             await live.drain(settings.drain_timeout)  # issue 21: each session's utterance, then a close
             if voice is not None:  # like Granian's in-flight requests: voice commands under way answer first

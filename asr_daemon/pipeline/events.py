@@ -170,11 +170,13 @@ async def follow(
     *,
     heartbeat: float = 15.0,
     outage: float = OUTAGE_S,
+    through_stop: bool = False,
 ) -> AsyncIterator[Event | None]:
     """Yield the job's events after `last_id` until its final one; `None` is a keep-alive tick.
 
     A database outage is ridden out for `outage` seconds (keep-alives go on), then `Lost`; once the
-    process stops, `Stopping` as soon as the job will not end here (see `holds`).
+    process stops, `Stopping` as soon as the job will not end here (see `holds`), unless `through_stop`
+    (a voice command: the worker still runs those, and the Wyoming server bounds its own stop).
     """
     wake = hub.subscribe(job_id)
     try:
@@ -212,7 +214,7 @@ async def follow(
                 cursor = max(cursor, ev.id)
             if job.status in jobs.TERMINAL:
                 return
-            if not holds(hub, job.status):
+            if not through_stop and not holds(hub, job.status):
                 raise Stopping(job_id)
             if batch:
                 quiet_since = time.monotonic()
