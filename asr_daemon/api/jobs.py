@@ -71,6 +71,12 @@ def _make_cursor(job: jobs.Job) -> str:
     return base64.urlsafe_b64encode(f"{job.created_at.isoformat()}|{job.id}".encode()).decode().rstrip("=")
 
 
+ALL_SENT = ResponseSpec(
+    data_container=None,
+    description="The job ended and Last-Event-ID is its final event: nothing is left to send (an EventSource stops).",
+)
+
+
 class JobsController(Controller):
     """Durable transcription jobs."""
 
@@ -193,7 +199,11 @@ class JobsController(Controller):
         job = await _job(request, pool, job_id)
         return job_view(job)
 
-    @get("/{job_id:str}/events", summary="Follow a job as server-sent events", responses=error_responses(400, 404))
+    @get(
+        "/{job_id:str}/events",
+        summary="Follow a job as server-sent events",
+        responses={**error_responses(400, 404), 204: ALL_SENT},
+    )
     async def job_events(
         self, request: Request[Any, Any, Any], pool: PoolDep, hub: HubDep, job_id: JobId
     ) -> ServerSentEvent | Response[None]:
