@@ -49,8 +49,7 @@ def stop_timed(daemon: Daemon, timeout: float) -> tuple[int | None, float]:
 async def test_sigterm_ends_an_event_stream_at_once_without_a_worker(
     make_daemon: Callable[..., Daemon], jfk: Path, database: str
 ) -> None:
-    """An API-only daemon with a client following a queued job: SIGTERM ends the stream with `retry:` and
-    the process exits within seconds (it used to wait for the client to hang up)."""
+    """API-only daemon, a client follows a queued job: SIGTERM ends the stream with `retry:`, exit in < 5 s."""
     daemon = make_daemon(ASR_RUN_WORKER="false")
     with daemon.client() as c:
         job_id = submit(c, jfk).json()["id"]
@@ -65,10 +64,7 @@ async def test_sigterm_ends_an_event_stream_at_once_without_a_worker(
 async def test_sigterm_claims_no_queued_job_and_ends_streams_and_waiters(
     make_daemon: Callable[..., Daemon], two_minutes: Path, jfk: Path, database: str
 ) -> None:
-    """Job A runs, B and C are queued, a client follows B and another waits on C synchronously. SIGTERM:
-    B and C are never started, C's caller gets 503 naming its job, B's stream ends with `retry:`, A is
-    checkpointed at the drain timeout and the daemon exits soon after. After a restart B's client resumes
-    with Last-Event-ID and sees B complete."""
+    """SIGTERM: queued B and C never start, B gets `retry:`, C's sync caller a 503 naming its job; B resumes."""
     daemon = make_daemon(ASR_DRAIN_TIMEOUT="3", ASR_WINDOW_SECONDS="30")
     with daemon.client() as c:
         a = submit(c, two_minutes).json()["id"]
@@ -107,8 +103,7 @@ async def test_sigterm_claims_no_queued_job_and_ends_streams_and_waiters(
 
 
 def test_events_of_a_finished_job_resumed_at_its_last_event_answer_204(daemon: Daemon, jfk: Path) -> None:
-    """Last-Event-ID at a finished job's final event: 204 No Content, which stops an EventSource from
-    reconnecting for ever (it was 200 with an empty body); one before it still gets the final event."""
+    """Last-Event-ID at a finished job's final event: 204 (an EventSource stops), not an empty 200."""
     with daemon.client() as c:
         job_id = submit(c, jfk).json()["id"]
         final = sse(c, job_id)[-1]

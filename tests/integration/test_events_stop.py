@@ -20,8 +20,7 @@ __all__ = ["hub", "pool"]  # fixtures, shared with test_events
 async def test_a_stop_ends_the_followers_and_waiters_of_a_queued_job_at_once(
     pool: asyncpg.Pool, hub: queue.Hub
 ) -> None:
-    """SIGTERM (`Hub.stop`): a queued job will not run here, so its stream and its synchronous waiter end
-    with `Stopping` (naming the job) long before the 30-s poll, and the job stays queued."""
+    """Hub.stop: the stream and the sync waiter of a queued job end at once with `Stopping` naming the job."""
     job_id = await queued(pool)
     stream = events.follow(pool, hub, job_id)
     assert (await anext(stream)).type == "queued"  # type: ignore[union-attr]  # None fails the test too
@@ -41,8 +40,7 @@ async def test_a_stop_ends_the_followers_and_waiters_of_a_queued_job_at_once(
 
 
 async def test_a_job_running_here_is_followed_through_the_drain(pool: asyncpg.Pool, hub: queue.Hub) -> None:
-    """A job this process runs at SIGTERM may still finish in the drain: its waiter gets the finished row
-    and its stream the rest of its events; once the drain is over without it, `Stopping`."""
+    """A job running here is followed through the drain to its end; once drained without it, `Stopping`."""
     done_id, left_id = await queued(pool), await queued(pool)
     await run_to_completion_later(pool, done_id)
     waiter = asyncio.create_task(events.wait_finished(pool, hub, done_id, 60))
@@ -87,8 +85,7 @@ async def run_to_completion_later(pool: asyncpg.Pool, job_id: uuid.UUID) -> None
 async def test_a_waiter_and_a_stream_ride_out_a_short_database_outage(
     pool: asyncpg.Pool, hub: queue.Hub, pg: services.Postgres
 ) -> None:
-    """PostgreSQL down for a few seconds while a job is waited on: no error escapes; the stream keeps its
-    client with keep-alives, and both get the job's end once PostgreSQL is back."""
+    """PostgreSQL down 3 s: no error escapes the waiter or the stream (keep-alives go on); both see the end."""
     job_id = await queued(pool)
     waiter = asyncio.create_task(events.wait_finished(pool, hub, job_id, 60))
     stream = events.follow(pool, hub, job_id, heartbeat=0.3)
@@ -121,8 +118,7 @@ async def test_a_waiter_and_a_stream_ride_out_a_short_database_outage(
 async def test_a_waiter_gives_up_at_its_deadline_with_the_job_named(
     pool: asyncpg.Pool, hub: queue.Hub, pg: services.Postgres
 ) -> None:
-    """PostgreSQL still down at the synchronous deadline: `Lost` (503) naming the stored job, not a bare
-    database error that would say nothing was stored; a stop during the outage ends the stream at once."""
+    """PostgreSQL down past the deadline: `Lost` naming the stored job; a stop in an outage ends the stream."""
     job_id = await queued(pool)
     stream = events.follow(pool, hub, job_id, outage=60)
     assert (await anext(stream)).type == "queued"  # type: ignore[union-attr]  # None fails the test too
