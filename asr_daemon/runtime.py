@@ -83,10 +83,39 @@ class Core:
     timings: dict[str, float] = field(default_factory=dict)
     tasks: list[asyncio.Task[None]] = field(default_factory=list)  # Redis listeners
     preload: asyncio.Task[None] | None = None  # the default model's load at start
+    draining: asyncio.Future[None] | None = None  # the drain, once begun (`drain`)
 
     def running(self) -> int:
         """Jobs this process runs now."""
         return self.worker.running if self.worker is not None else 0
+
+    def stop_soon(self, keep: tuple[str, ...] = ()) -> None:
+        """The stop began (SIGTERM): claim no new job (but of the kinds in `keep`, until called again without),
+        and end event streams and waiters whose job will not end here (`asr_daemon.pipeline.events.holds`);
+        the running jobs go on until `drain`."""
+        if self.worker is not None:
+            if keep:
+                self.worker.claim_only(keep)
+            else:
+                self.worker.stop_claiming()
+        self.hub.stop(drained=self.worker is None)
+
+    async def drain(self) -> None:
+        """Once, whoever asks first: STOPPING=1, the running jobs finish within the drain timeout or are
+        checkpointed back to the queue; then the waiters still on a job of this process are woken."""
+        if self.draining is None:
+            self.stop_soon()
+            worker = self.worker
+            drain = (lambda: worker.drain(self.settings.drain_timeout)) if worker is not None else None
+
+            async def run() -> None:
+                try:
+                    await self.life.stop(drain)  # issue 5: STOPPING=1 first
+                finally:
+                    self.hub.stop(drained=True)
+
+            self.draining = asyncio.ensure_future(run())
+        await asyncio.shield(self.draining)
 
     def go(self, *, listening: bool = True) -> None:
         """The last step of a start: the preload (where jobs run), the worker, READY=1 and the watchdog.
@@ -159,8 +188,7 @@ async def open_core(
     try:
         yield core
     finally:
-        drain = (lambda: worker.drain(settings.drain_timeout)) if worker is not None else None
-        await life.stop(drain)  # issue 5: STOPPING=1 first
+        await core.drain()
         await chores.stop()
         await outbox.close()
         for t in [*core.tasks, *([core.preload] if core.preload else [])]:

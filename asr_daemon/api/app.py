@@ -2,8 +2,10 @@
 
 The lifespan opens the process's core (`asr_daemon.runtime`: PostgreSQL with pending migrations
 applied, Redis, housekeeping and, unless `ASR_RUN_WORKER=false`, the job worker) and the HTTP side's
-services, handed to handlers by dependency injection (`asr_daemon.api.deps`); on shutdown it drains
-live sessions, voice commands and the worker, so nothing accepted is lost.
+services, handed to handlers by dependency injection (`asr_daemon.api.deps`). The stop begins the
+moment SIGTERM arrives (`asr_daemon.ops.sigterm`): no new job is claimed, event streams and waiters
+whose job will not end here end, live sessions, voice commands and the worker drain, so nothing
+accepted is lost; Granian runs the lifespan's shutdown once every connection closed, and it awaits that drain.
 """
 
 from __future__ import annotations
@@ -41,9 +43,10 @@ from asr_daemon.api import models as api_models
 from asr_daemon.config import Settings
 from asr_daemon.diarization import announce as announce_diarization
 from asr_daemon.engine import device, models
+from asr_daemon.jobs import Kind
 from asr_daemon.live import routes as live_routes
 from asr_daemon.live.manager import LiveManager
-from asr_daemon.ops import metrics, systemd
+from asr_daemon.ops import metrics, sigterm, systemd
 from asr_daemon.pipeline import limits, uploads
 from asr_daemon.pipeline.intake import Intake
 from asr_daemon.urls import daemon_url
@@ -172,13 +175,30 @@ async def lifespan(app: Litestar) -> AsyncIterator[None]:
                 "since_process_start_s": round(metrics.process_age(), 4),
             },
         )
-        try:
-            yield
-        finally:
+
+        async def stop() -> None:
+            # no new job (but voice commands a Wyoming client here waits on, until its stop below); event
+            # streams and waiters end, so that Granian's connections close
+            core.stop_soon(keep=(Kind.WYOMING,) if voice is not None else ())
             log.info("daemon_draining", extra={"running": core.running()})
             await live.drain(settings.drain_timeout)  # issue 21: each session's utterance, then a close
             if voice is not None:  # like Granian's in-flight requests: voice commands under way answer first
                 await voice.stop(grace=settings.drain_timeout)
+            await core.drain()
+
+        stopping: list[asyncio.Task[None]] = []
+
+        # the stop begins when SIGTERM arrives, not once Granian has seen every connection close
+        def begin_stop() -> None:
+            if not stopping:
+                stopping.append(asyncio.create_task(stop()))
+
+        undo = sigterm.on_terminate(begin_stop)
+        try:
+            yield
+        finally:
+            undo()
+            await (stopping[0] if stopping else stop())
             announce.cancel()
     log.info("daemon_stopped")
 

@@ -71,6 +71,12 @@ def _make_cursor(job: jobs.Job) -> str:
     return base64.urlsafe_b64encode(f"{job.created_at.isoformat()}|{job.id}".encode()).decode().rstrip("=")
 
 
+ALL_SENT = ResponseSpec(
+    data_container=None,
+    description="The job ended and Last-Event-ID is its final event: nothing is left to send (an EventSource stops).",
+)
+
+
 class JobsController(Controller):
     """Durable transcription jobs."""
 
@@ -193,11 +199,16 @@ class JobsController(Controller):
         job = await _job(request, pool, job_id)
         return job_view(job)
 
-    @get("/{job_id:str}/events", summary="Follow a job as server-sent events", responses=error_responses(400, 404))
+    @get(
+        "/{job_id:str}/events",
+        summary="Follow a job as server-sent events",
+        responses={**error_responses(400, 404), 204: ALL_SENT},
+    )
     async def job_events(
         self, request: Request[Any, Any, Any], pool: PoolDep, hub: HubDep, job_id: JobId
-    ) -> ServerSentEvent:
-        """queued, started, one `segment` per segment, then completed | failed | cancelled; resumable."""
+    ) -> ServerSentEvent | Response[None]:
+        """queued, started, one `segment` per segment, then completed | failed | cancelled; resumable
+        (204 when the job ended and Last-Event-ID is its last event; `retry:` and the end when the server stops)."""
         job = await _job(request, pool, job_id)
         raw_last = request.headers.get("last-event-id")
         try:
@@ -206,12 +217,18 @@ class JobsController(Controller):
             last = -2
         if not -1 <= last <= jobs.MAX_SEQ:
             raise errors.BadRequest("Last-Event-ID must be an event id this server sent")
+        if job.status in jobs.TERMINAL and last >= await events.final_id(pool, job.id):
+            return Response(None, status_code=204)  # all sent: an EventSource stops reconnecting on a 204
         return ServerSentEvent(_sse(pool, hub, job.id, last))
 
 
 async def _sse(pool: PoolDep, hub: HubDep, job_id: uuid.UUID, last: int) -> AsyncIterator[ServerSentEventMessage]:
-    async for ev in events.follow(pool, hub, job_id, last):
-        if ev is None:
-            yield ServerSentEventMessage(data=None, comment="keep-alive")
-        else:
-            yield ServerSentEventMessage(data=json.dumps(ev.data), event=ev.type, id=str(ev.id))
+    """The stream; on a stop (or a long database outage) `retry:` and the end: the client resumes with Last-Event-ID."""
+    try:
+        async for ev in events.follow(pool, hub, job_id, last):
+            if ev is None:
+                yield ServerSentEventMessage(data=None, comment="keep-alive")
+            else:
+                yield ServerSentEventMessage(data=json.dumps(ev.data), event=ev.type, id=str(ev.id))
+    except (events.Stopping, events.Lost) as exc:
+        yield ServerSentEventMessage(data=None, comment=exc.message, retry=events.RESUME_AFTER_S * 1000)

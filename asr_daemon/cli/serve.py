@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import functools
 import ipaddress
+import math
 import signal
 import sys
 from pathlib import Path
@@ -29,6 +30,9 @@ from asr_daemon.config import Settings, invalid
 
 #: Granian's import path of the app factory (named in its process title; `serve` hands it the settings)
 TARGET = "asr_daemon.startup:app_from_env"
+
+#: beyond the three drains of a stop (`kill_timeout`): checkpointing, closing, a request still being read
+KILL_MARGIN_S = 60
 
 HELP = "Serve the API in the foreground (Ctrl-C or SIGTERM stops it cleanly)."
 
@@ -89,6 +93,11 @@ def _listen_error(exc: BaseException) -> str | None:
     return None
 
 
+def kill_timeout(s: Settings) -> int:
+    """Seconds Granian's main process gives its worker after SIGTERM before it kills it (a backstop)."""
+    return math.ceil(3 * s.drain_timeout + KILL_MARGIN_S)
+
+
 def serve(s: Settings) -> int:
     """Run Granian on the settings' socket until it stops; 1 when it could not start (one error line:
     the port is taken, the socket's directory is missing), 2 when the address is not one."""
@@ -114,6 +123,10 @@ def serve(s: Settings) -> int:
         workers=1,
         websockets=True,  # live transcription (issue 21)
         log_level=LogLevels.warning,
+        # a backstop: the stop itself ends streams and waiters at once and drains within the drain timeout
+        # (live sessions, voice commands, the running jobs: each bounded by it); a worker still there
+        # this long after SIGTERM is killed (its job, left running, is requeued by the reaper)
+        workers_kill_timeout=kill_timeout(s),
         # how long a client may take to send its request headers
         http1_settings=HTTP1Settings(header_read_timeout=max(1, round(s.header_timeout * 1000))),
         **listen,  # type: ignore[arg-type]  # address/port or uds/uds_permissions, each typed by Server

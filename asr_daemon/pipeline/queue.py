@@ -98,6 +98,8 @@ class Hub:
         self.redis_up = False
         self.guard = Guard()
         self.origin = uuid.uuid4().hex  # tags this process's messages (see the module docstring)
+        self.stopping = asyncio.Event()  # SIGTERM reached this process: followers and waiters end (events.py)
+        self.drained = asyncio.Event()  # ... and it runs no job any more (its drain is over, or it runs none)
 
     async def _quick(self, call: Callable[[], Awaitable[object]]) -> None:
         """One guarded Redis call that may fail: local waiters were woken already."""
@@ -138,6 +140,16 @@ class Hub:
     def _wake(self, job_id: uuid.UUID) -> None:
         for ev in self._waiters.get(job_id, ()):
             ev.set()
+
+    def stop(self, *, drained: bool = False) -> None:
+        """The process is stopping (`drained`: and runs no job now): wake every follower and waiter to look."""
+        self.stopping.set()
+        if drained:
+            self.drained.set()
+        self.bell.set()
+        for waiters in self._waiters.values():
+            for ev in waiters:
+                ev.set()
 
     async def notify(self, job_id: uuid.UUID) -> None:
         """Job `job_id` changed (state or a new segment): wake local and remote followers."""

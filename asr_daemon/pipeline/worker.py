@@ -82,6 +82,7 @@ class Worker:
         self._claims = itertools.count(1)
         self.jobs: dict[uuid.UUID, Running] = {}
         self.accepting = True
+        self.only_kinds: tuple[str, ...] | None = None  # a stop began: claim only these (`claim_only`)
         self.last_progress = time.monotonic()
         self._loops: list[asyncio.Task[None]] = []
         self._slots = asyncio.Semaphore(settings.workers)
@@ -110,7 +111,7 @@ class Worker:
                 break
             owner = f"{self.name}/{next(self._claims)}"
             try:
-                job = await queries.claim(self.pool, owner)
+                job = await queries.claim(self.pool, owner, self.only_kinds)
             except DB_ERRORS as exc:
                 self._slots.release()
                 log.warning("claim_failed", extra={"error": type(exc).__name__})
@@ -120,11 +121,12 @@ class Worker:
                 self._slots.release()
                 await self.hub.wait_bell(self.settings.poll_interval)
                 continue
-            if self.draining():  # shutdown began while the claim was in flight: hand it back untouched
+            # shutdown began while the claim was in flight: hand it back untouched
+            if self.draining() or (self.only_kinds is not None and job.kind not in self.only_kinds):
                 with contextlib.suppress(*DB_ERRORS):
                     await queries.checkpoint(self.pool, job.id, owner)
                 self._slots.release()
-                break
+                continue
             run = Running(job=job, owner=owner, progress=job.progress_s)
             self.metrics.job_started(job)
             self.jobs[job.id] = run
@@ -350,6 +352,11 @@ class Worker:
                     self.stop_local(job_id, "cancel")
 
     # --- shutdown ----------------------------------------------------------------------------
+    def claim_only(self, kinds: tuple[str, ...]) -> None:
+        """A stop began: claim only jobs of these kinds (voice commands a client here waits on) from now on."""
+        self.only_kinds = kinds
+        self.hub.bell.set()
+
     def stop_claiming(self) -> None:
         """Claim no new job (shutdown began; running ones go on until `drain`)."""
         self.accepting = False

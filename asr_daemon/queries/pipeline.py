@@ -9,7 +9,7 @@ each may make are `jobs.MOVES`, checked against PostgreSQL by tests/integration/
 from __future__ import annotations
 
 import uuid
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import NamedTuple
 
 from asr_daemon.jobs import ErrorCode, Job, Status
@@ -28,17 +28,17 @@ class Reaped(NamedTuple):
     attempts: int
 
 
-async def claim(conn: Conn, worker: str) -> Job | None:
+async def claim(conn: Conn, worker: str, kinds: Sequence[str] | None = None) -> Job | None:
     """Take the next runnable job (FOR UPDATE SKIP LOCKED) and mark it running for `worker`, a name
     unique to this claim (the statements below are guarded by it: a name per process would let a run
-    whose job was handed back and claimed again by the same process go on writing)."""
+    whose job was handed back and claimed again by the same process go on writing); `kinds`: only those."""
     row: Row | None = await conn.fetchrow(
         f"""
         UPDATE jobs SET status = 'running', worker = $1, attempts = attempts + 1, heartbeat_at = now(),
                         started_at = coalesce(started_at, now()), updated_at = now()
         WHERE id = (
             SELECT id FROM jobs
-            WHERE status = 'queued' AND run_after <= now()
+            WHERE status = 'queued' AND run_after <= now() AND ($2::text[] IS NULL OR kind = ANY($2::text[]))
             ORDER BY priority DESC,
                      duration_s - {AGING} * extract(epoch FROM now() - created_at),
                      created_at
@@ -48,6 +48,7 @@ async def claim(conn: Conn, worker: str) -> Job | None:
         RETURNING *
         """,
         worker,
+        None if kinds is None else list(kinds),
     )
     return None if row is None else Job.from_row(row)
 

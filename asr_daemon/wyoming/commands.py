@@ -132,7 +132,7 @@ async def _follow(
     The client closing its connection meanwhile (`gone`) abandons the job (`ClientGone`)."""
 
     async def segments() -> None:
-        async for ev in events.follow(svc.pool, svc.hub, job_id):
+        async for ev in events.follow(svc.pool, svc.hub, job_id, through_stop=True):  # bounded by the server's stop
             if ev is not None and ev.type == "segment" and not await on_segment(ev.data["text"]):
                 await _abandon(svc, job_id)
 

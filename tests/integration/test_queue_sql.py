@@ -58,6 +58,16 @@ async def test_claim_takes_priority_then_shortest_audio(conn: asyncpg.Connection
     assert await queries.claim(conn, "w") is None
 
 
+async def test_a_claim_limited_to_kinds_leaves_the_others_queued(conn: asyncpg.Connection) -> None:
+    """During a stop the worker claims only voice commands: a file job, first in line, stays queued."""
+    upload = await add(conn, duration=1)
+    voice = await add(conn, duration=60)
+    await conn.execute("UPDATE jobs SET kind = 'wyoming' WHERE id = $1", voice)
+    assert (await queries.claim(conn, "w", ["wyoming"])).id == voice  # type: ignore[union-attr]
+    assert await queries.claim(conn, "w", ["wyoming"]) is None
+    assert (await queries.claim(conn, "w")).id == upload  # type: ignore[union-attr]
+
+
 async def test_a_long_wait_ages_a_long_job_ahead_of_new_short_ones(conn: asyncpg.Connection) -> None:
     """A long file that waited long enough overtakes short ones (no starvation)."""
     long_job = await add(conn, duration=600)

@@ -247,8 +247,8 @@ async def test_a_job_claimed_as_shutdown_begins_goes_back_to_the_queue(
     spent, instead of running unwatched after the drain (left to the reaper, an attempt lost)."""
     real = queries.claim
 
-    async def claim_as_shutdown_begins(conn: asyncpg.Pool, worker: str) -> object:
-        job = await real(conn, worker)
+    async def claim_as_shutdown_begins(conn: asyncpg.Pool, worker: str, kinds: list[str] | None = None) -> object:
+        job = await real(conn, worker, kinds)
         if job is not None:
             rig.worker.stop_claiming()
         return job
