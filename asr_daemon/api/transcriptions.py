@@ -67,6 +67,16 @@ async def _submit(
             )
         segs = await queries.segments(pool, job_id)
         body, media_type = await render.render(pool, accepted.request.response_format, job, segs)
+    except events.Lost as exc:  # the database stayed away past the wait: the job is stored, do not resend
+        return _final(exc, headers)
+    except events.Stopping as exc:  # a retry is wanted: it joins the same job on the next process
+        retry = {"Retry-After": str(exc.retry_after)} if exc.retry_after else {}
+        return Response(
+            exc.body(),
+            status_code=exc.status,
+            media_type="application/json",
+            headers={**headers, **retry, "Location": f"/v1/jobs/{job_id}"},
+        )
     except db.UNAVAILABLE as exc:
         if isinstance(exc, OSError) and exc.filename is not None:
             raise  # the server's own disk, not the database (app.on_db_down)
@@ -111,6 +121,9 @@ async def _stream(pool: PoolDep, hub: HubDep, job_id: uuid.UUID) -> AsyncIterato
                 error = ev.data.get("error") or {"message": "the job was cancelled", "code": "cancelled"}
                 yield json.dumps({"type": "error", "status": ev.type, **ev.data, "error": error})
                 return
+    except (events.Stopping, events.Lost) as exc:  # the server stops, or the database stayed away: resume there
+        yield _error_event(job_id, exc.message, exc.code)
+        return
     except db.UNAVAILABLE as exc:
         log.warning("database_unavailable_after_accept", extra={"job_id": str(job_id), "error": type(exc).__name__})
         yield _error_event(job_id, _db_down(job_id), "unavailable")

@@ -89,6 +89,8 @@ async def test_sigterm_claims_no_queued_job_and_ends_streams_and_waiters(
     r = answer[0]
     assert r.status_code == 503 and r.json()["error"]["code"] == "server_stopping", r.text
     c_id = r.json()["error"]["job_id"]
+    assert r.headers["location"] == f"/v1/jobs/{c_id}" and r.headers["x-job-id"] == c_id
+    assert "x-should-retry" not in r.headers  # the SDK's retry joins the same job on the next process
     assert any(line.startswith("retry: ") for line in follower.lines), follower.lines
     rows = await fetch(database, "SELECT id::text, status, started_at, attempts FROM jobs")
     by_id = {row["id"]: row for row in rows}

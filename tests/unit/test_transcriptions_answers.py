@@ -46,6 +46,20 @@ async def test_a_stream_that_stops_before_the_end_says_so(monkeypatch: pytest.Mo
     assert json.loads(str(only))["error"]["code"] == "interrupted"
 
 
+@pytest.mark.parametrize(("exc", "code"), [(events.Stopping(JOB), "server_stopping"), (events.Lost(JOB), "unavailable")])
+async def test_a_stream_ended_by_a_stop_or_a_long_outage_says_where_to_resume(
+    exc: errors.AsrError, code: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The server stopping or PostgreSQL staying away ends the stream with an `error` naming the job's URL."""
+
+    async def follow(*_: object) -> AsyncIterator[events.Event | None]:
+        yield None
+        raise exc
+
+    last = json.loads(str((await drain(follow, monkeypatch))[-1]))
+    assert last["error"]["code"] == code and f"/v1/jobs/{JOB}" in last["error"]["message"]
+
+
 async def test_a_cancelled_stream_carries_an_error_object(monkeypatch: pytest.MonkeyPatch) -> None:
     """The final `cancelled` event becomes an `error` event with an `error` object (the SDK raises on it)."""
 
