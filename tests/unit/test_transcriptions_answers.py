@@ -46,7 +46,9 @@ async def test_a_stream_that_stops_before_the_end_says_so(monkeypatch: pytest.Mo
     assert json.loads(str(only))["error"]["code"] == "interrupted"
 
 
-@pytest.mark.parametrize(("exc", "code"), [(events.Stopping(JOB), "server_stopping"), (events.Lost(JOB), "unavailable")])
+@pytest.mark.parametrize(
+    ("exc", "code"), [(events.Stopping(JOB), "server_stopping"), (events.Lost(JOB), "unavailable")]
+)
 async def test_a_stream_ended_by_a_stop_or_a_long_outage_says_where_to_resume(
     exc: errors.AsrError, code: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
