@@ -88,6 +88,18 @@ def test_semantic_vad_from_the_openai_sdk_is_served_as_server_vad(capped: Daemon
     assert "the quick" in words(text) and "lazy" in words(text)
 
 
+def one_utterance(d: Daemon, clip: Path) -> tuple[Any, dict[str, Any], dict[str, Any]]:
+    """A manual-commit session that said `clip`: (connection, its session.updated, the utterance's completed)."""
+    conn = live.ws(d.url)
+    live.send(conn, live.session_update(vad=None))
+    updated, _ = live.until(conn, "session.updated")
+    for piece in live.chunks(live.pcm(clip), 48000):
+        live.send(conn, {"type": "input_audio_buffer.append", "audio": piece})
+    live.send(conn, {"type": "input_audio_buffer.commit"})
+    done, _ = live.until(conn, "conversation.item.input_audio_transcription.completed")
+    return conn, updated, done
+
+
 def limit_file_size(d: Daemon, size: int) -> None:
     """Set RLIMIT_FSIZE on every process of the daemon (Granian's workers too): a write past `size` bytes
     fails with EFBIG, as one on a full disk fails with ENOSPC (Python ignores SIGXFSZ)."""
@@ -107,13 +119,7 @@ def test_a_full_disk_closes_the_session_with_insufficient_storage(
     and left the job running before)."""
     d = make_daemon()
     limit_file_size(d, 3_000_000)
-    conn = live.ws(d.url)
-    live.send(conn, live.session_update(vad=None))
-    updated, _ = live.until(conn, "session.updated")
-    for piece in live.chunks(live.pcm(speech(SENTENCE)), 48000):
-        live.send(conn, {"type": "input_audio_buffer.append", "audio": piece})
-    live.send(conn, {"type": "input_audio_buffer.commit"})
-    done, _ = live.until(conn, "conversation.item.input_audio_transcription.completed")
+    conn, updated, done = one_utterance(d, speech(SENTENCE))
     piece = base64.b64encode(live.silence(20.0)).decode()
     with contextlib.suppress(ConnectionClosed):
         for _ in range(6):
@@ -143,13 +149,7 @@ def test_a_database_outage_closes_the_session_with_server_unavailable(
     """PostgreSQL stopped: a session.update gets `server_unavailable` and close 1013 (not a traceback and
     1011), whether its job exists yet or not; no job is made meanwhile, and once the database is back the
     open session's job is finished by a worker from its stored audio, its text kept."""
-    before = live.ws(daemon.url)
-    live.send(before, live.session_update(vad=None))
-    updated, _ = live.until(before, "session.updated")
-    for piece in live.chunks(live.pcm(speech(SENTENCE)), 48000):
-        live.send(before, {"type": "input_audio_buffer.append", "audio": piece})
-    live.send(before, {"type": "input_audio_buffer.commit"})
-    live.until(before, "conversation.item.input_audio_transcription.completed")
+    before, updated, _ = one_utterance(daemon, speech(SENTENCE))
     fresh = live.ws(daemon.url)
     live.until(fresh, "session.created")
     pg.stop()
